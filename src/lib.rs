@@ -1,0 +1,13 @@
+//! `bsdalloc`: FreeBSD's kernel memory allocators in userspace Rust.
+//!
+//! This facade re-exports the workspace's three crates:
+//!
+//! - [`vmem`]: the vmem resource allocator (arenas of integer ranges with
+//!   boundary tags, FreeBSD `sys/kern/subr_vmem.c`);
+//! - [`uma`]: the UMA zone/keg slab allocator (FreeBSD `sys/vm/uma_core.c`);
+//! - [`kmem`]: the kernel-memory layer that wires them together.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub use kmem;
+pub use uma;
+pub use vmem;

@@ -1,0 +1,1174 @@
+//! The arena (`struct vmem`) and its operations: `vmem_xalloc`,
+//! `vmem_xfree`, `vmem_add`, import and release, and the tag discipline.
+//!
+//! # Locking
+//!
+//! One mutex per arena guards everything mutable ([`State`]). Operations on
+//! segments are methods of `State`, so they can only run with the lock held
+//! (the guard is the proof). A function that drops the lock takes the guard
+//! and returns a new one, and says what it re-checks. The lock is dropped
+//! only to call out: to the tag source when the no-sleep, no-recursion try
+//! fails (`bt_fill`), to the import source, to the quantum cache and reclaim
+//! callback, to sleep (`WAITOK`), and to return surplus tags and released
+//! spans. Before any unlock in the middle of an allocation, the
+//! `BT_MAXALLOC` tags it relies on are hidden from other threads
+//! (`bt_save`), and counted back after (`bt_restore`).
+
+use crate::btag::{SegmentKind, Tag, TagSource};
+use crate::fit::{fit, Constraints};
+use crate::flags::Policy;
+use crate::hash::BusyHash;
+use crate::order::{first_list, size_to_order, MAXORDER};
+use crate::qcache::QuantumCache;
+use crate::source::Source;
+use crate::sync::{Condvar, Mutex, MutexGuard};
+use crate::{Error, Flags, Name};
+use core::fmt;
+use std::time::Duration;
+
+/// Most boundary tags one allocation can need: two to import a span (span
+/// and free tags), two to clip a free segment (prefix and busy tags).
+pub const BT_MAXALLOC: usize = 4;
+/// Most spare tags an arena keeps; extras go back to the tag source.
+pub const BT_MAXFREE: usize = BT_MAXALLOC * 8;
+/// Most quantum-cache size classes (`VMEM_QCACHE_IDX_MAX`).
+pub const QCACHE_MAX_CLASSES: usize = 16;
+/// Lowest address a quantum cache hands out (`VMEM_ADDR_QCACHE_MIN`): a
+/// cache uses 0 for "empty", so address 0 is only ever allocated by `xalloc`.
+pub const QCACHE_MIN_ADDR: usize = 1;
+/// How long a `WAITOK` sleeper waits before retrying on its own. FreeBSD's
+/// `vmem_periodic` broadcasts every 10 s so sleepers retry their import and
+/// reclaim; space freed in an import source wakes no one here otherwise.
+const WAIT_RETRY: Duration = Duration::from_millis(50);
+
+pub(crate) type Guard<'g, 'a> = MutexGuard<'g, State<'a>>;
+
+/// Everything mutable about an arena, reachable only through its lock.
+pub(crate) struct State<'a> {
+    // constant after create (copied here for the segment methods)
+    pub(crate) qshift: u32,
+    // the segment list, in address order, with the cursor somewhere in it
+    pub(crate) seg_head: Option<Tag>,
+    pub(crate) seg_tail: Option<Tag>,
+    pub(crate) cursor: Tag,
+    // free segments by order, and a bitmap of the non-empty lists
+    pub(crate) freelist: [Option<Tag>; MAXORDER],
+    pub(crate) nonempty: u128,
+    // busy segments by start address
+    pub(crate) hash: BusyHash,
+    pub(crate) rehashing: bool,
+    // spare tags; `nfreetags` excludes tags hidden by `bt_save`
+    pub(crate) freetags: Option<Tag>,
+    pub(crate) nfreetags: usize,
+    /// Every tag the arena holds: segment list (cursor included) and spares.
+    pub(crate) ntags: usize,
+    // accounting
+    pub(crate) nbusytag: usize,
+    pub(crate) inuse: usize,
+    pub(crate) size: usize,
+    pub(crate) limit: usize,
+    pub(crate) reclaim: Option<&'a (dyn Fn(Flags) + Sync)>,
+}
+
+// SAFETY: the tags behind the raw handles in `State` are owned by the arena
+// and only touched with its lock held (or through `&mut`), so moving the
+// state between threads moves that ownership with it.
+unsafe impl Send for State<'_> {}
+
+/// Reports an internal inconsistency and stops: a bug in vmem or a broken
+/// [`TagSource`]/[`Source`] contract. Under loom it panics so the model
+/// checker reports the interleaving.
+#[cold]
+#[inline(never)]
+pub(crate) fn bug(what: &str) -> ! {
+    if cfg!(loom) {
+        panic!("vmem: {what}");
+    }
+    eprintln!("vmem: internal error: {what}");
+    std::process::abort();
+}
+
+impl State<'_> {
+    // ---- tag cache (`bt_alloc`, `bt_free`, `bt_save`, `bt_restore`)
+
+    /// Pops a spare tag. `bt_fill` guaranteed enough before any mutation; an
+    /// empty cache here is a broken invariant, never a runtime condition.
+    #[inline]
+    fn bt_alloc(&mut self) -> Tag {
+        let Some(t) = self.freetags.filter(|_| self.nfreetags > 0) else {
+            bug("boundary tag cache empty: tags were not secured before mutation");
+        };
+        self.freetags = t.link_next();
+        self.nfreetags -= 1;
+        t
+    }
+
+    #[inline]
+    fn bt_free(&mut self, t: Tag) {
+        t.set_link_next(self.freetags);
+        self.freetags = Some(t);
+        self.nfreetags += 1;
+    }
+
+    /// Adopts a tag fresh from the tag source.
+    fn bt_adopt(&mut self, t: Tag) {
+        self.ntags += 1;
+        self.bt_free(t);
+    }
+
+    /// Hides `BT_MAXALLOC` tags from other threads across an unlock.
+    fn bt_save(&mut self) {
+        if self.nfreetags < BT_MAXALLOC {
+            bug("bt_save without BT_MAXALLOC free tags");
+        }
+        self.nfreetags -= BT_MAXALLOC;
+    }
+
+    fn bt_restore(&mut self) {
+        self.nfreetags += BT_MAXALLOC;
+    }
+
+    /// Takes the spares beyond `limit` off the cache, as a chain to hand
+    /// back to the tag source once the lock is dropped.
+    fn bt_trim(&mut self, limit: usize) -> Option<Tag> {
+        let mut chain = None;
+        while self.nfreetags > limit {
+            let t = self.bt_alloc();
+            self.ntags -= 1;
+            t.set_link_next(chain);
+            chain = Some(t);
+        }
+        chain
+    }
+
+    // ---- segment list
+
+    fn seg_link(&mut self, t: Tag, prev: Option<Tag>, next: Option<Tag>) {
+        t.set_seg_prev(prev);
+        t.set_seg_next(next);
+        match prev {
+            Some(p) => p.set_seg_next(Some(t)),
+            None => self.seg_head = Some(t),
+        }
+        match next {
+            Some(n) => n.set_seg_prev(Some(t)),
+            None => self.seg_tail = Some(t),
+        }
+    }
+
+    fn seg_insert_before(&mut self, t: Tag, next: Tag) {
+        self.seg_link(t, next.seg_prev(), Some(next));
+    }
+
+    fn seg_insert_after(&mut self, t: Tag, prev: Tag) {
+        self.seg_link(t, Some(prev), prev.seg_next());
+    }
+
+    fn seg_push_back(&mut self, t: Tag) {
+        self.seg_link(t, self.seg_tail, None);
+    }
+
+    pub(crate) fn seg_unlink(&mut self, t: Tag) {
+        let (prev, next) = (t.seg_prev(), t.seg_next());
+        match prev {
+            Some(p) => p.set_seg_next(next),
+            None => self.seg_head = next,
+        }
+        match next {
+            Some(n) => n.set_seg_prev(prev),
+            None => self.seg_tail = prev,
+        }
+    }
+
+    /// Removes a segment and keeps its tag as a spare (`bt_remseg`).
+    fn remseg(&mut self, t: Tag) {
+        debug_assert!(t.kind() != SegmentKind::Cursor);
+        self.seg_unlink(t);
+        self.bt_free(t);
+    }
+
+    // ---- freelists
+
+    #[inline]
+    fn insfree(&mut self, t: Tag) {
+        debug_assert_eq!(t.kind(), SegmentKind::Free);
+        let order = size_to_order(t.size() >> self.qshift);
+        let head = self.freelist[order];
+        t.set_order(order as u8);
+        t.set_link_prev(None);
+        t.set_link_next(head);
+        if let Some(h) = head {
+            h.set_link_prev(Some(t));
+        }
+        self.freelist[order] = Some(t);
+        self.nonempty |= 1 << order;
+    }
+
+    #[inline]
+    fn remfree(&mut self, t: Tag) {
+        debug_assert_eq!(t.kind(), SegmentKind::Free);
+        let (prev, next) = (t.link_prev(), t.link_next());
+        if let Some(n) = next {
+            n.set_link_prev(prev);
+        }
+        match prev {
+            Some(p) => p.set_link_next(next),
+            None => {
+                let order = t.order() as usize;
+                self.freelist[order] = next;
+                if next.is_none() {
+                    self.nonempty &= !(1 << order);
+                }
+            }
+        }
+    }
+
+    // ---- busy hash
+
+    #[inline]
+    fn insbusy(&mut self, t: Tag) {
+        debug_assert_eq!(t.kind(), SegmentKind::Busy);
+        self.hash.insert(t);
+        self.nbusytag += 1;
+        self.inuse += t.size();
+    }
+
+    #[inline]
+    fn rembusy(&mut self, t: Tag) {
+        self.hash.remove(t);
+        self.nbusytag -= 1;
+        self.inuse -= t.size();
+    }
+
+    // ---- placement
+
+    /// Searches the freelists (`vmem_xalloc`'s scan). Instant fit looks at
+    /// the head of each list on which every segment is large enough; best
+    /// fit scans every segment from the list that may hold `size` upward.
+    /// The bitmap of non-empty lists makes skipping empty lists O(1).
+    #[inline]
+    fn find_fit(&self, size: usize, c: &Constraints, instant: bool) -> Option<(Tag, usize)> {
+        let first = first_list(size >> self.qshift, instant);
+        if first >= MAXORDER {
+            return None;
+        }
+        let mut lists = self.nonempty & (!0u128 << first);
+        while lists != 0 {
+            let order = lists.trailing_zeros() as usize;
+            lists &= lists - 1;
+            let mut cur = self.freelist[order];
+            while let Some(t) = cur {
+                if t.size() >= size {
+                    if let Some(addr) = fit(t.start(), t.size(), size, c) {
+                        return Some((t, addr));
+                    }
+                }
+                if instant {
+                    break;
+                }
+                cur = t.link_next();
+            }
+        }
+        None
+    }
+
+    /// Carves `[start, start + size)` out of the free segment `t`
+    /// (`vmem_clip`); uses at most two spare tags. Returns the busy tag.
+    fn clip(&mut self, t: Tag, start: usize, size: usize) -> Tag {
+        debug_assert!(t.kind() == SegmentKind::Free && t.size() >= size);
+        self.remfree(t);
+        if t.start() != start {
+            let front = self.bt_alloc();
+            front.set_kind(SegmentKind::Free);
+            front.set_start(t.start());
+            front.set_size(start - t.start());
+            t.set_start(start);
+            t.set_size(t.size() - front.size());
+            self.insfree(front);
+            self.seg_insert_before(front, t);
+        }
+        if t.size() != size {
+            let busy = self.bt_alloc();
+            busy.set_kind(SegmentKind::Busy);
+            busy.set_start(start);
+            busy.set_size(size);
+            t.set_start(start + size);
+            t.set_size(t.size() - size);
+            self.insfree(t);
+            self.seg_insert_before(busy, t);
+            self.insbusy(busy);
+            busy
+        } else {
+            t.set_kind(SegmentKind::Busy);
+            self.insbusy(t);
+            t
+        }
+    }
+
+    /// Adds a span of free space (`vmem_add1`); uses at most two spare tags.
+    /// An arena that never releases spans appends space contiguous with its
+    /// last segment without a new span tag, so it can coalesce.
+    fn add_span(&mut self, addr: usize, size: usize, kind: SegmentKind, releases: bool) {
+        let prev = if releases {
+            None
+        } else {
+            self.seg_tail.filter(|t| {
+                matches!(t.kind(), SegmentKind::Busy | SegmentKind::Free)
+                    && t.end().checked_add(1) == Some(addr)
+            })
+        };
+        match prev {
+            Some(p) if p.kind() == SegmentKind::Free => {
+                self.remfree(p);
+                p.set_size(p.size() + size);
+                self.insfree(p);
+            }
+            _ => {
+                if prev.is_none() {
+                    let span = self.bt_alloc();
+                    span.set_kind(kind);
+                    span.set_start(addr);
+                    span.set_size(size);
+                    self.seg_push_back(span);
+                }
+                let free = self.bt_alloc();
+                free.set_kind(SegmentKind::Free);
+                free.set_start(addr);
+                free.set_size(size);
+                self.seg_push_back(free);
+                self.insfree(free);
+            }
+        }
+        self.size += size;
+    }
+
+    /// If the free segment `t` is a whole imported span, removes both from
+    /// the arena and returns the span for release (`vmem_try_release`).
+    fn try_release(&mut self, t: Tag, on_freelist: bool) -> Option<(usize, usize)> {
+        let prev = t.seg_prev()?;
+        if prev.kind() != SegmentKind::Span || prev.size() != t.size() {
+            return None;
+        }
+        debug_assert_eq!(prev.start(), t.start());
+        let span = (prev.start(), prev.size());
+        if on_freelist {
+            self.remfree(t);
+        }
+        self.remseg(t);
+        self.remseg(prev);
+        self.size -= span.1;
+        Some(span)
+    }
+
+    /// Whether `[addr, addr + size)` intersects managed space.
+    fn overlaps(&self, addr: usize, size: usize) -> bool {
+        let last = addr + (size - 1);
+        let mut cur = self.seg_head;
+        while let Some(t) = cur {
+            if matches!(t.kind(), SegmentKind::Free | SegmentKind::Busy)
+                && t.start() <= last
+                && addr <= t.end()
+            {
+                return true;
+            }
+            cur = t.seg_next();
+        }
+        false
+    }
+}
+
+/// A vmem arena: a set of integer ranges (addresses, IDs) handed out in
+/// multiples of a quantum, with boundary tags, O(1) instant fit, best fit,
+/// next fit, constrained allocation, spans imported from a [`Source`], and
+/// an optional [`QuantumCache`] in front.
+///
+/// Build one with [`Arena::builder`]. The arena owns no memory of the
+/// ranges it manages: they are just integers to it.
+pub struct Arena<'a> {
+    // constant after create
+    name: Name,
+    quantum_shift: u32,
+    quantum_mask: usize,
+    qcache_max: usize,
+    qcache: Option<&'a dyn QuantumCache>,
+    source: Option<&'a dyn Source>,
+    import_quantum: usize,
+    tags: &'a dyn TagSource,
+    tag_reserve: bool,
+    // under the arena lock
+    pub(crate) state: Mutex<State<'a>>,
+    // sleepers waiting for space (`vm_cv`)
+    cv: Condvar,
+}
+
+/// Builds an [`Arena`] (the arguments of `vmem_create`, `vmem_set_import`,
+/// `vmem_set_limit` and `vmem_set_reclaim` in one place).
+pub struct ArenaBuilder<'a> {
+    name: Name,
+    quantum: usize,
+    span: Option<(usize, usize)>,
+    qcache: Option<(usize, &'a dyn QuantumCache)>,
+    source: Option<(&'a dyn Source, usize)>,
+    tags: Option<&'a dyn TagSource>,
+    tag_reserve: bool,
+    limit: usize,
+    reclaim: Option<&'a (dyn Fn(Flags) + Sync)>,
+}
+
+impl fmt::Debug for ArenaBuilder<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ArenaBuilder")
+            .field("name", &self.name)
+            .field("quantum", &self.quantum)
+            .field("span", &self.span)
+            .field("qcache_max", &self.qcache.map(|q| q.0))
+            .field("import_quantum", &self.source.map(|s| s.1))
+            .field("tag_reserve", &self.tag_reserve)
+            .field("limit", &self.limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> ArenaBuilder<'a> {
+    /// The allocation unit, a power of two (default 1).
+    pub fn quantum(mut self, quantum: usize) -> Self {
+        self.quantum = quantum;
+        self
+    }
+
+    /// An initial static span `[base, base + size)` (never released).
+    pub fn span(mut self, base: usize, size: usize) -> Self {
+        self.span = Some((base, size));
+        self
+    }
+
+    /// Sends `alloc`/`free` of sizes up to `max` bytes (rounded down to a
+    /// multiple of the quantum, at most [`QCACHE_MAX_CLASSES`] quanta) to
+    /// `cache` (FreeBSD `qcache_max`).
+    pub fn qcache(mut self, max: usize, cache: &'a dyn QuantumCache) -> Self {
+        self.qcache = Some((max, cache));
+        self
+    }
+
+    /// Imports spans from `source` when out of space, in multiples of
+    /// `import_quantum` bytes (0: the quantum), and releases wholly free
+    /// imported spans back to it (`vmem_set_import`).
+    pub fn source(mut self, source: &'a dyn Source, import_quantum: usize) -> Self {
+        self.source = Some((source, import_quantum));
+        self
+    }
+
+    /// Where boundary tags come from (default: [`crate::STANDALONE_TAGS`]).
+    pub fn tag_source(mut self, tags: &'a dyn TagSource) -> Self {
+        self.tags = Some(tags);
+        self
+    }
+
+    /// Lets this arena pass [`Flags::USE_RESERVE`] to its tag source. Only
+    /// the arenas that new tags' pages come from (FreeBSD: the kernel arena
+    /// and arenas importing from it) may dip into the tag reserve.
+    pub fn tag_reserve(mut self, allowed: bool) -> Self {
+        self.tag_reserve = allowed;
+        self
+    }
+
+    /// Caps the arena's total size, imports included (`vmem_set_limit`);
+    /// 0 means no limit.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Called, without the arena lock, before an allocation sleeps or fails
+    /// for lack of space (`vmem_set_reclaim`).
+    pub fn reclaim(mut self, reclaim: &'a (dyn Fn(Flags) + Sync)) -> Self {
+        self.reclaim = Some(reclaim);
+        self
+    }
+
+    /// Creates the arena (`vmem_create`). Fails on a bad quantum or import
+    /// quantum, a bad initial span, or no tags for the next-fit cursor.
+    pub fn build(self) -> Result<Arena<'a>, Error> {
+        let quantum = self.quantum;
+        if !quantum.is_power_of_two() {
+            return Err(Error::BadQuantum { quantum });
+        }
+        let mask = quantum - 1;
+        #[cfg(not(loom))]
+        let tags = self.tags.unwrap_or(&crate::btag::STANDALONE_TAGS);
+        #[cfg(loom)]
+        let tags = self.tags.ok_or(Error::NoTagSource)?;
+        let (source, import_quantum) = match self.source {
+            Some((s, iq)) => {
+                let iq = if iq == 0 { quantum } else { iq };
+                if iq & mask != 0 {
+                    return Err(Error::Unaligned {
+                        arena: self.name,
+                        value: iq,
+                        quantum,
+                    });
+                }
+                (Some(s), iq)
+            }
+            None => (None, quantum),
+        };
+        let (qcache_max, qcache) = match self.qcache {
+            Some((max, cache)) => {
+                let classes = (max >> quantum.trailing_zeros()).min(QCACHE_MAX_CLASSES);
+                (
+                    classes << quantum.trailing_zeros(),
+                    (classes > 0).then_some(cache),
+                )
+            }
+            None => (0, None),
+        };
+        let cursor_mem = tags
+            .alloc_tag(Flags::NOWAIT)
+            .ok_or(Error::NoMemory { arena: self.name })?;
+        // SAFETY: fresh tag memory from the source, owned by this arena.
+        let cursor = unsafe { Tag::init(cursor_mem) };
+        cursor.set_kind(SegmentKind::Cursor);
+        let mut state = State {
+            qshift: quantum.trailing_zeros(),
+            seg_head: None,
+            seg_tail: None,
+            cursor,
+            freelist: [None; MAXORDER],
+            nonempty: 0,
+            hash: BusyHash::new(),
+            rehashing: false,
+            freetags: None,
+            nfreetags: 0,
+            ntags: 1,
+            nbusytag: 0,
+            inuse: 0,
+            size: 0,
+            limit: self.limit,
+            reclaim: self.reclaim,
+        };
+        state.seg_push_back(cursor);
+        let arena = Arena {
+            name: self.name,
+            quantum_shift: quantum.trailing_zeros(),
+            quantum_mask: mask,
+            qcache_max,
+            qcache,
+            source,
+            import_quantum,
+            tags,
+            tag_reserve: self.tag_reserve,
+            state: Mutex::new(state),
+            cv: Condvar::new(),
+        };
+        if let Some((base, size)) = self.span {
+            arena.add(base, size, Flags::NOWAIT)?;
+        }
+        Ok(arena)
+    }
+}
+
+impl<'a> Arena<'a> {
+    /// Starts building an arena called `name` (truncated to [`Name::MAX`]
+    /// bytes).
+    pub fn builder(name: &str) -> ArenaBuilder<'a> {
+        ArenaBuilder {
+            name: Name::new(name),
+            quantum: 1,
+            span: None,
+            qcache: None,
+            source: None,
+            tags: None,
+            tag_reserve: false,
+            limit: 0,
+            reclaim: None,
+        }
+    }
+
+    /// The arena's name.
+    pub fn name(&self) -> &str {
+        self.name.as_str()
+    }
+
+    /// The allocation unit.
+    pub fn quantum(&self) -> usize {
+        self.quantum_mask + 1
+    }
+
+    /// Largest size served by the quantum cache (0: none).
+    pub fn qcache_max(&self) -> usize {
+        self.qcache_max
+    }
+
+    /// `size` rounded up to the quantum (`vmem_roundup_size`).
+    pub fn roundup_size(&self, size: usize) -> Option<usize> {
+        Some(size.checked_add(self.quantum_mask)? & !self.quantum_mask)
+    }
+
+    fn checked_size(&self, size: usize) -> Result<usize, Error> {
+        if size == 0 {
+            return Err(Error::ZeroSize);
+        }
+        self.roundup_size(size).ok_or(Error::TooLarge { size })
+    }
+
+    fn no_memory(&self) -> Error {
+        Error::NoMemory { arena: self.name }
+    }
+
+    /// Changes the size cap (`vmem_set_limit`); 0 means none.
+    pub fn set_limit(&self, limit: usize) {
+        self.state.lock().limit = limit;
+        self.cv.notify_all();
+    }
+
+    /// Sets or clears the reclaim callback (`vmem_set_reclaim`).
+    pub fn set_reclaim(&self, reclaim: Option<&'a (dyn Fn(Flags) + Sync)>) {
+        self.state.lock().reclaim = reclaim;
+    }
+
+    // ---- unlocking
+
+    /// Drops the lock after an operation: hands surplus spare tags (beyond
+    /// `trim`) back to the tag source and resizes the busy hash if it
+    /// crossed a threshold, both without the lock.
+    fn unlock(&self, mut g: Guard<'_, 'a>, trim: Option<usize>) {
+        let surplus = trim.and_then(|limit| g.bt_trim(limit));
+        let resize = if g.rehashing {
+            None
+        } else {
+            g.hash.resize_wanted(g.nbusytag)
+        };
+        if resize.is_some() {
+            g.rehashing = true;
+        }
+        drop(g);
+        self.free_chain(surplus);
+        if let Some(size) = resize {
+            self.rehash(size);
+        }
+    }
+
+    /// Returns a chain of tags (linked through `link_next`) to the source.
+    fn free_chain(&self, mut chain: Option<Tag>) {
+        while let Some(t) = chain {
+            chain = t.link_next();
+            // SAFETY: the tag came from this source and was taken off every
+            // arena list under the lock; nothing refers to it any more.
+            unsafe { self.tags.free_tag(t.into_raw()) };
+        }
+    }
+
+    /// Resizes the busy hash (`vmem_rehash`): maps the new table unlocked,
+    /// moves the chains under the lock, unmaps the old table unlocked.
+    fn rehash(&self, size: usize) {
+        let table = BusyHash::new_table(size);
+        let mut g = self.state.lock();
+        let old = table.map(|t| g.hash.install(t));
+        g.rehashing = false;
+        drop(g);
+        if let Some(old) = old {
+            // SAFETY: `install` moved every chain out of the old table.
+            unsafe { BusyHash::free_table(old) };
+        }
+    }
+
+    // ---- tags (`bt_fill`)
+
+    /// Secures `BT_MAXALLOC` spare tags before any mutation. Returns whether
+    /// it succeeded. May drop and retake the lock (only when the cache is
+    /// short); the caller re-reads whatever it had looked at.
+    #[inline]
+    fn fill_tags<'g>(&'g self, g: Guard<'g, 'a>, flags: Flags) -> (Guard<'g, 'a>, bool) {
+        if g.nfreetags >= BT_MAXALLOC {
+            return (g, true);
+        }
+        self.fill_tags_slow(g, flags)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn fill_tags_slow<'g>(&'g self, mut g: Guard<'g, 'a>, flags: Flags) -> (Guard<'g, 'a>, bool) {
+        let mut flags = flags & Flags::BT_FLAGS;
+        if !self.tag_reserve {
+            flags = flags.without(Flags::USE_RESERVE);
+        }
+        // First a no-sleep, no-recursion try with the lock held (which also
+        // keeps concurrent fills from stampeding), then the caller's flags
+        // without the lock.
+        let quick = (flags & Flags::USE_RESERVE) | Flags::NOWAIT | Flags::NOVM;
+        while g.nfreetags < BT_MAXALLOC {
+            let mem = match self.tags.alloc_tag(quick) {
+                Some(mem) => mem,
+                None => {
+                    drop(g);
+                    let mem = self.tags.alloc_tag(flags);
+                    g = self.state.lock();
+                    match mem {
+                        Some(mem) => mem,
+                        None => break,
+                    }
+                }
+            };
+            // SAFETY: fresh tag memory from our source, now owned by us.
+            g.bt_adopt(unsafe { Tag::init(mem) });
+        }
+        let ok = g.nfreetags >= BT_MAXALLOC;
+        (g, ok)
+    }
+
+    // ---- allocation
+
+    /// Allocates `size` bytes (rounded up to the quantum) with the policy in
+    /// `flags` (`vmem_alloc`). Sizes up to [`Arena::qcache_max`] are served by
+    /// the quantum cache when it has one.
+    pub fn alloc(&self, size: usize, flags: Flags) -> Result<usize, Error> {
+        if size == 0 {
+            return Err(Error::ZeroSize);
+        }
+        if size <= self.qcache_max {
+            if let Some(qc) = self.qcache {
+                flags.validate()?;
+                let class = ((size - 1) >> self.quantum_shift) + 1;
+                // The cache never sleeps: on a miss, `xalloc` below may.
+                let quick = flags.without(Flags::WAITOK).with(Flags::NOWAIT);
+                if let Some(addr) = qc.alloc(self, class, quick) {
+                    return Ok(addr);
+                }
+            }
+        }
+        self.xalloc(size, &Constraints::NONE, flags)
+    }
+
+    /// Allocates `size` bytes under placement constraints (`vmem_xalloc`).
+    /// Never uses the quantum cache.
+    ///
+    /// `WAITOK` sleeps until the request can be met (so it waits forever for
+    /// a request no space could ever meet); `NOWAIT` fails with
+    /// [`Error::NoMemory`] after trying an import and the reclaim hooks.
+    pub fn xalloc(&self, size: usize, c: &Constraints, flags: Flags) -> Result<usize, Error> {
+        let policy = flags.validate()?;
+        let size = self.checked_size(size)?;
+        let c = c.validate(size, self.quantum())?;
+        let g = self.state.lock();
+        match policy {
+            Policy::NextFit => self.xalloc_nextfit(g, size, &c, flags),
+            _ => self.xalloc_fit(g, size, &c, flags, policy == Policy::InstantFit),
+        }
+    }
+
+    fn xalloc_fit<'g>(
+        &'g self,
+        mut g: Guard<'g, 'a>,
+        size: usize,
+        c: &Constraints,
+        flags: Flags,
+        mut instant: bool,
+    ) -> Result<usize, Error> {
+        let mut imported = false;
+        loop {
+            let (g2, ok) = self.fill_tags(g, flags);
+            g = g2;
+            if !ok {
+                return Err(self.no_memory());
+            }
+            if let Some((t, addr)) = g.find_fit(size, c, instant) {
+                g.clip(t, addr, size);
+                self.unlock(g, None);
+                return Ok(addr);
+            }
+            if instant {
+                // Instant fit only looked at list heads: retry as best fit.
+                instant = false;
+                continue;
+            }
+            let (g2, retry) = self.try_fetch(g, size, c.align, flags, &mut imported);
+            g = g2;
+            if !retry {
+                return Err(self.no_memory());
+            }
+        }
+    }
+
+    /// Next fit (`vmem_xalloc_nextfit`): walk the segment list from the
+    /// cursor, wrapping around, and leave the cursor after the allocation.
+    fn xalloc_nextfit<'g>(
+        &'g self,
+        mut g: Guard<'g, 'a>,
+        size: usize,
+        c: &Constraints,
+        flags: Flags,
+    ) -> Result<usize, Error> {
+        let mut imported = false;
+        loop {
+            let (g2, ok) = self.fill_tags(g, flags);
+            g = g2;
+            if !ok {
+                return Err(self.no_memory());
+            }
+            let cursor = g.cursor;
+            let mut found: Option<(Tag, usize)> = None;
+            let mut cur = cursor.seg_next();
+            loop {
+                // The list always holds the cursor, so it is never empty.
+                let Some(t) = cur.or(g.seg_head) else { break };
+                if t == cursor {
+                    break;
+                }
+                if t.kind() == SegmentKind::Free && t.size() >= size {
+                    if let Some(addr) = fit(t.start(), t.size(), size, c) {
+                        found = Some((g.clip(t, addr, size), addr));
+                        break;
+                    }
+                }
+                cur = t.seg_next();
+            }
+            // The cursor splits free space; merge the free segments on
+            // either side of it, then try the merged one.
+            let around = cursor.seg_prev().zip(cursor.seg_next());
+            if let Some((prev, next)) = around.filter(|(p, n)| {
+                p.kind() == SegmentKind::Free
+                    && n.kind() == SegmentKind::Free
+                    && p.end().checked_add(1) == Some(n.start())
+            }) {
+                g.remfree(prev);
+                g.remfree(next);
+                prev.set_size(prev.size() + next.size());
+                g.remseg(next);
+                g.insfree(prev);
+                let refit = match found {
+                    None if prev.size() >= size => fit(prev.start(), prev.size(), size, c),
+                    _ => None,
+                };
+                if let Some(addr) = refit {
+                    found = Some((g.clip(prev, addr, size), addr));
+                } else if let Some((span, span_size)) = g.try_release(prev, true) {
+                    self.cv.notify_all();
+                    self.unlock(g, Some(BT_MAXFREE));
+                    self.release_span(span, span_size);
+                    g = self.state.lock();
+                }
+            }
+            if let Some((busy, addr)) = found {
+                let cursor = g.cursor;
+                g.seg_unlink(cursor);
+                g.seg_insert_after(cursor, busy);
+                self.unlock(g, None);
+                return Ok(addr);
+            }
+            let (g2, retry) = self.try_fetch(g, size, c.align, flags, &mut imported);
+            g = g2;
+            if !retry {
+                return Err(self.no_memory());
+            }
+        }
+    }
+
+    /// Brings space in after a failed search (`vmem_try_fetch`): import once
+    /// per round, else drain the quantum cache and run the reclaim callback,
+    /// else sleep (`WAITOK`) or give up (`NOWAIT`). Returns whether to search
+    /// again. May drop the lock (with `BT_MAXALLOC` tags hidden).
+    fn try_fetch<'g>(
+        &'g self,
+        mut g: Guard<'g, 'a>,
+        size: usize,
+        align: usize,
+        flags: Flags,
+        imported: &mut bool,
+    ) -> (Guard<'g, 'a>, bool) {
+        if let Some(source) = self.source.filter(|_| !*imported) {
+            // At most one import per round: the round secured tags for one.
+            *imported = true;
+            let (g2, ok) = self.import(g, source, size, align, flags);
+            g = g2;
+            if ok {
+                return (g, true);
+            }
+        }
+        let reclaim = g.reclaim;
+        if self.qcache.is_some() || reclaim.is_some() {
+            let avail = g.size - g.inuse;
+            g.bt_save();
+            drop(g);
+            if let Some(qc) = self.qcache {
+                qc.drain(self);
+            }
+            if let Some(reclaim) = reclaim {
+                reclaim(flags);
+            }
+            g = self.state.lock();
+            g.bt_restore();
+            if g.size - g.inuse > avail {
+                // Something came back: search again, even for NOWAIT.
+                return (g, true);
+            }
+        }
+        if flags.contains(Flags::NOWAIT) {
+            return (g, false);
+        }
+        g.bt_save();
+        g = self.cv.wait_timeout(g, WAIT_RETRY);
+        g.bt_restore();
+        // A new round: tags are re-secured and one more import is allowed.
+        *imported = false;
+        (g, true)
+    }
+
+    /// Imports a span covering `size` at `align` from the source
+    /// (`vmem_import`); the lock is dropped around the call with
+    /// `BT_MAXALLOC` tags hidden, and the span uses two of them.
+    fn import<'g>(
+        &'g self,
+        mut g: Guard<'g, 'a>,
+        source: &dyn Source,
+        size: usize,
+        align: usize,
+        flags: Flags,
+    ) -> (Guard<'g, 'a>, bool) {
+        // To be sure an aligned placement exists, ask for two alignments
+        // more than the size (FreeBSD's slight overestimate).
+        let want = if align != self.quantum() {
+            align.checked_mul(2).and_then(|a| a.checked_add(size))
+        } else {
+            Some(size)
+        };
+        let Some(want) = want.and_then(|w| w.checked_next_multiple_of(self.import_quantum)) else {
+            return (g, false);
+        };
+        if g.limit != 0 && g.size.checked_add(want).is_none_or(|total| total > g.limit) {
+            return (g, false);
+        }
+        g.bt_save();
+        drop(g);
+        let got = source.import(want, flags);
+        let mut g = self.state.lock();
+        g.bt_restore();
+        match got {
+            Some(addr) => {
+                if addr & self.quantum_mask != 0 || addr.checked_add(want - 1).is_none() {
+                    bug("import source returned a misaligned or wrapping span");
+                }
+                g.add_span(addr, want, SegmentKind::Span, true);
+                (g, true)
+            }
+            None => (g, false),
+        }
+    }
+
+    /// Hands a span removed from the arena back to its source.
+    fn release_span(&self, addr: usize, size: usize) {
+        match self.source {
+            Some(source) => source.release(addr, size),
+            None => bug("released a span with no source"),
+        }
+    }
+
+    // ---- free
+
+    /// Frees a segment allocated by [`Arena::alloc`] (`vmem_free`): through
+    /// the quantum cache for cacheable sizes, else as [`Arena::xfree`].
+    ///
+    /// Frees that go to the quantum cache are checked only when the cache
+    /// hands the segment back to the arena, not here.
+    pub fn free(&self, addr: usize, size: usize) -> Result<(), Error> {
+        if size == 0 {
+            return Err(Error::ZeroSize);
+        }
+        if size <= self.qcache_max && addr >= QCACHE_MIN_ADDR {
+            if let Some(qc) = self.qcache {
+                let class = ((size - 1) >> self.quantum_shift) + 1;
+                qc.free(self, class, addr);
+                return Ok(());
+            }
+        }
+        self.xfree(addr, size)
+    }
+
+    /// Frees a segment (`vmem_xfree`): coalesces with free neighbours, and
+    /// releases the span to the source if it became wholly free. `size` must
+    /// match the allocation (after rounding to the quantum).
+    pub fn xfree(&self, addr: usize, size: usize) -> Result<(), Error> {
+        let size = self.checked_size(size)?;
+        let mut g = self.state.lock();
+        let Some(t) = g.hash.lookup(addr) else {
+            return Err(Error::NotAllocated {
+                arena: self.name,
+                addr,
+            });
+        };
+        if t.size() != size {
+            return Err(Error::SizeMismatch {
+                arena: self.name,
+                addr,
+                size,
+                allocated: t.size(),
+            });
+        }
+        g.rembusy(t);
+        t.set_kind(SegmentKind::Free);
+        if let Some(next) = t.seg_next().filter(|n| n.kind() == SegmentKind::Free) {
+            t.set_size(t.size() + next.size());
+            g.remfree(next);
+            g.remseg(next);
+        }
+        if let Some(prev) = t.seg_prev().filter(|p| p.kind() == SegmentKind::Free) {
+            t.set_size(t.size() + prev.size());
+            t.set_start(prev.start());
+            g.remfree(prev);
+            g.remseg(prev);
+        }
+        let released = if self.source.is_some() {
+            g.try_release(t, false)
+        } else {
+            None
+        };
+        if released.is_none() {
+            g.insfree(t);
+        }
+        self.cv.notify_all();
+        self.unlock(g, Some(BT_MAXFREE));
+        if let Some((span, span_size)) = released {
+            self.release_span(span, span_size);
+        }
+        Ok(())
+    }
+
+    // ---- spans
+
+    /// Adds the static span `[addr, addr + size)` (`vmem_add`). Static spans
+    /// are never released. Address 0 is allowed.
+    pub fn add(&self, addr: usize, size: usize, flags: Flags) -> Result<(), Error> {
+        flags.validate()?;
+        if size == 0 {
+            return Err(Error::ZeroSize);
+        }
+        for value in [addr, size] {
+            if value & self.quantum_mask != 0 {
+                return Err(Error::Unaligned {
+                    arena: self.name,
+                    value,
+                    quantum: self.quantum(),
+                });
+            }
+        }
+        if addr.checked_add(size - 1).is_none() {
+            return Err(Error::Overflow { addr, size });
+        }
+        let g = self.state.lock();
+        let (g, ok) = self.fill_tags(g, flags);
+        if !ok {
+            return Err(self.no_memory());
+        }
+        // Checked after the fill, which may have dropped the lock.
+        if g.overlaps(addr, size) {
+            return Err(Error::Overlap {
+                arena: self.name,
+                addr,
+                size,
+            });
+        }
+        let mut g = g;
+        g.add_span(addr, size, SegmentKind::StaticSpan, self.source.is_some());
+        self.cv.notify_all();
+        self.unlock(g, None);
+        Ok(())
+    }
+
+    // ---- teardown
+
+    /// Empties the arena if nothing in it is allocated (`vmem_destroy`):
+    /// drains the quantum cache, releases imported spans to the source,
+    /// forgets static spans and returns spare tags. The arena stays usable
+    /// (empty). With allocated segments it changes nothing and returns
+    /// [`Error::Busy`] naming how many and how large.
+    pub fn destroy(&mut self) -> Result<(), Error> {
+        if let Some(qc) = self.qcache {
+            qc.drain(self);
+        }
+        let name = self.name;
+        let g = self.state.get_mut();
+        if g.nbusytag != 0 {
+            return Err(Error::Busy {
+                arena: name,
+                segments: g.nbusytag,
+                bytes: g.inuse,
+            });
+        }
+        self.teardown();
+        Ok(())
+    }
+
+    /// Removes every segment but the cursor: imported spans with no busy
+    /// segment go back to the source, the rest is forgotten; all tags but
+    /// the cursor go back to the tag source.
+    fn teardown(&mut self) {
+        let (source, tags) = (self.source, self.tags);
+        let g = self.state.get_mut();
+        let cursor = g.cursor;
+        let mut cur = g.seg_head;
+        // Spans that still hold busy segments are leaked on purpose: their
+        // space is in use by someone (reported by the caller).
+        let mut span_busy = false;
+        let mut span: Option<(usize, usize)> = None;
+        let flush = |span: Option<(usize, usize)>, busy: bool| {
+            if let (Some((addr, size)), Some(source), false) = (span, source, busy) {
+                source.release(addr, size);
+            }
+        };
+        while let Some(t) = cur {
+            cur = t.seg_next();
+            match t.kind() {
+                SegmentKind::Cursor => continue,
+                SegmentKind::Span => {
+                    flush(span.take(), span_busy);
+                    span = Some((t.start(), t.size()));
+                    span_busy = false;
+                }
+                SegmentKind::StaticSpan => {
+                    flush(span.take(), span_busy);
+                }
+                SegmentKind::Busy => span_busy = true,
+                SegmentKind::Free => {}
+            }
+            g.seg_unlink(t);
+            g.ntags -= 1;
+            // SAFETY: the tag is off every list (the freelists and hash are
+            // reset below) and came from our tag source.
+            unsafe { tags.free_tag(t.into_raw()) };
+        }
+        flush(span, span_busy);
+        let table = g.hash.take();
+        // SAFETY: the table is uninstalled and its chains were freed above.
+        unsafe { BusyHash::free_table(table) };
+        g.freelist = [None; MAXORDER];
+        g.nonempty = 0;
+        g.nbusytag = 0;
+        g.inuse = 0;
+        g.size = 0;
+        let mut spare = g.freetags.take();
+        g.ntags -= g.nfreetags;
+        g.nfreetags = 0;
+        while let Some(t) = spare {
+            spare = t.link_next();
+            // SAFETY: a spare tag from our source, now off the cache.
+            unsafe { tags.free_tag(t.into_raw()) };
+        }
+        debug_assert_eq!(g.ntags, 1, "only the cursor is left");
+        debug_assert!(g.seg_head == Some(cursor) && g.seg_tail == Some(cursor));
+    }
+}
+
+impl Drop for Arena<'_> {
+    /// Destroys the arena. With allocated segments still present it reports
+    /// them on standard error and leaks the spans that hold them (their
+    /// space is still in use); tags are returned either way.
+    fn drop(&mut self) {
+        if let Err(e) = self.destroy() {
+            eprintln!("vmem: {e}; leaking the spans that hold them");
+            self.teardown();
+        }
+        let cursor = self.state.get_mut().cursor;
+        // SAFETY: the cursor tag came from our source; the arena is going
+        // away and nothing refers to it any more.
+        unsafe { self.tags.free_tag(cursor.into_raw()) };
+    }
+}

@@ -1,0 +1,295 @@
+//! Boundary tags (`struct vmem_btag`) and where they come from.
+//!
+//! A boundary tag describes one segment of an arena: a span (space the
+//! arena manages), a free or busy (allocated) range within it, or the
+//! next-fit cursor. Every tag is on the arena's address-ordered segment
+//! list, and on one more list according to its kind: a free tag on the
+//! freelist of its order, a busy tag on its hash chain, a spare tag on the
+//! arena's tag cache.
+//!
+//! Tags come from a [`TagSource`]. In the kernel that is a UMA zone (the
+//! "btag zone"), and allocating a tag may need a new slab, whose pages need
+//! boundary tags from the kernel arena: the recursion that `kmem` breaks with
+//! a reserve. Alone, vmem uses [`StandaloneTags`], which carves tags from
+//! pages it maps itself.
+
+use crate::sync::Mutex;
+use crate::Flags;
+use core::alloc::Layout;
+use core::ptr::NonNull;
+
+/// What a segment is (`BT_TYPE_*`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub enum SegmentKind {
+    /// A span imported from the arena's source (released when wholly free).
+    Span = 1,
+    /// A span added with `add` or at creation (never released).
+    StaticSpan = 2,
+    /// Free space.
+    Free = 3,
+    /// Allocated space.
+    Busy = 4,
+    /// The next-fit cursor (no space of its own).
+    Cursor = 5,
+}
+
+impl SegmentKind {
+    /// Spans describe managed space; free and busy segments partition it.
+    pub fn is_span(self) -> bool {
+        matches!(self, SegmentKind::Span | SegmentKind::StaticSpan)
+    }
+}
+
+/// One boundary tag. 56 bytes on 64-bit targets, like FreeBSD's.
+#[repr(C)]
+pub(crate) struct Bt {
+    // Address-ordered segment list (`bt_seglist`).
+    seg_next: Option<Tag>,
+    seg_prev: Option<Tag>,
+    // Freelist, hash chain or tag-cache link (`bt_u`), by kind.
+    link_next: Option<Tag>,
+    link_prev: Option<Tag>,
+    start: usize,
+    size: usize,
+    kind: SegmentKind,
+    /// The freelist a free tag is on (its order when inserted).
+    order: u8,
+}
+
+/// Size of one boundary tag: what a [`TagSource`] hands out.
+pub const TAG_SIZE: usize = core::mem::size_of::<Bt>();
+/// Alignment of one boundary tag.
+pub const TAG_ALIGN: usize = core::mem::align_of::<Bt>();
+/// The layout a [`TagSource`] allocates.
+pub const TAG_LAYOUT: Layout = Layout::new::<Bt>();
+
+/// A handle to a boundary tag owned by an arena.
+///
+/// This is a crate-private raw handle. Its accessors are safe functions on
+/// the strength of one invariant that the `arena` module upholds: a `Tag`
+/// is only created from memory a [`TagSource`] handed to an arena, it is
+/// only used while holding that arena's lock (all handles are reached
+/// through the locked `State`), and it is not used after the tag is given
+/// back to the source.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tag(NonNull<Bt>);
+
+macro_rules! field {
+    ($get:ident, $set:ident, $t:ty) => {
+        #[inline]
+        pub(crate) fn $get(self) -> $t {
+            // SAFETY: by the type invariant the tag is live and its arena's
+            // lock is held, so no one else accesses it concurrently.
+            unsafe { (*self.0.as_ptr()).$get }
+        }
+        #[inline]
+        pub(crate) fn $set(self, value: $t) {
+            // SAFETY: as for the getter.
+            unsafe { (*self.0.as_ptr()).$get = value }
+        }
+    };
+}
+
+impl Tag {
+    /// Turns fresh tag memory into a tag (a free segment of size 0 on no
+    /// list).
+    ///
+    /// # Safety
+    /// `mem` must be valid for writes of [`TAG_LAYOUT`], exclusively owned by
+    /// the caller, and from then on used only through the returned handle.
+    pub(crate) unsafe fn init(mem: NonNull<u8>) -> Tag {
+        let p = mem.cast::<Bt>();
+        // SAFETY: the caller guarantees `mem` is valid and unaliased.
+        unsafe {
+            p.as_ptr().write(Bt {
+                seg_next: None,
+                seg_prev: None,
+                link_next: None,
+                link_prev: None,
+                start: 0,
+                size: 0,
+                kind: SegmentKind::Free,
+                order: 0,
+            });
+        }
+        Tag(p)
+    }
+
+    /// The memory behind the tag, for returning it to its source.
+    pub(crate) fn into_raw(self) -> NonNull<u8> {
+        self.0.cast()
+    }
+
+    field!(seg_next, set_seg_next, Option<Tag>);
+    field!(seg_prev, set_seg_prev, Option<Tag>);
+    field!(link_next, set_link_next, Option<Tag>);
+    field!(link_prev, set_link_prev, Option<Tag>);
+    field!(start, set_start, usize);
+    field!(size, set_size, usize);
+    field!(kind, set_kind, SegmentKind);
+    field!(order, set_order, u8);
+
+    /// The last address of the segment (`BT_END`).
+    #[inline]
+    pub(crate) fn end(self) -> usize {
+        self.start() + (self.size() - 1)
+    }
+
+    /// The tag's address, for diagnostics.
+    pub(crate) fn addr(self) -> usize {
+        self.0.as_ptr() as usize
+    }
+}
+
+/// Where an arena gets its boundary tags (FreeBSD: `uma_zalloc(vmem_bt_zone)`).
+///
+/// # Safety
+/// Implementors promise:
+/// - `alloc_tag` returns memory valid for reads and writes of
+///   [`TAG_LAYOUT`] (size [`TAG_SIZE`], alignment [`TAG_ALIGN`]), used by no
+///   one else until it is passed to `free_tag`;
+/// - when `flags` contains [`Flags::NOVM`], `alloc_tag` neither sleeps nor
+///   calls into any vmem arena: the caller may hold an arena lock;
+/// - without `NOVM` the caller holds no arena lock: `alloc_tag` may call into
+///   arenas (the calling one included, which is how a btag zone grows) and
+///   may sleep only if `flags` contains [`Flags::WAITOK`];
+/// - `free_tag` is called without arena locks held and may call into arenas.
+///
+/// [`Flags::USE_RESERVE`] is passed only by arenas built with
+/// [`crate::ArenaBuilder::tag_reserve`]: the source may then dip into a
+/// reserve held for breaking the tag/page recursion.
+pub unsafe trait TagSource: Sync {
+    /// Allocates one tag, or `None`.
+    fn alloc_tag(&self, flags: Flags) -> Option<NonNull<u8>>;
+
+    /// Returns a tag.
+    ///
+    /// # Safety
+    /// `tag` must come from this source's `alloc_tag` and not be used again.
+    unsafe fn free_tag(&self, tag: NonNull<u8>);
+}
+
+/// Spare tags of a [`StandaloneTags`], threaded through their first word.
+struct Pool {
+    free: Option<NonNull<Pool>>,
+    count: usize,
+    mapped: usize,
+}
+
+// SAFETY: the pointers in `Pool` are to tag memory owned by the pool, only
+// touched under the pool's mutex.
+unsafe impl Send for Pool {}
+
+/// A tag source with no dependencies: tags are carved from 64 KiB chunks it
+/// maps from the OS, and freed tags are kept for reuse (the chunks are never
+/// unmapped). It never uses the global allocator, never sleeps and never
+/// calls into an arena, so it is safe under any flags.
+pub struct StandaloneTags {
+    pool: Mutex<Pool>,
+}
+
+impl core::fmt::Debug for StandaloneTags {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let pool = self.pool.lock();
+        f.debug_struct("StandaloneTags")
+            .field("spare", &pool.count)
+            .field("mapped_bytes", &pool.mapped)
+            .finish()
+    }
+}
+
+impl StandaloneTags {
+    const CHUNK: usize = 64 << 10;
+
+    /// An empty source; maps its first chunk on first use.
+    #[cfg(not(loom))]
+    pub const fn new() -> Self {
+        StandaloneTags {
+            pool: Mutex::new(Pool {
+                free: None,
+                count: 0,
+                mapped: 0,
+            }),
+        }
+    }
+
+    /// An empty source; maps its first chunk on first use.
+    #[cfg(loom)]
+    pub fn new() -> Self {
+        StandaloneTags {
+            pool: Mutex::new(Pool {
+                free: None,
+                count: 0,
+                mapped: 0,
+            }),
+        }
+    }
+
+    /// Bytes mapped from the OS so far.
+    pub fn mapped_bytes(&self) -> usize {
+        self.pool.lock().mapped
+    }
+}
+
+impl Default for StandaloneTags {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// SAFETY: every tag handed out is a distinct TAG_SIZE-aligned slot of a
+// private mapping, owned by the caller until freed; the source never sleeps
+// and never calls into an arena, whatever the flags.
+unsafe impl TagSource for StandaloneTags {
+    fn alloc_tag(&self, _flags: Flags) -> Option<NonNull<u8>> {
+        const { assert!(core::mem::size_of::<Pool>() <= TAG_SIZE) };
+        let mut pool = self.pool.lock();
+        if pool.free.is_none() {
+            let chunk = crate::os::map(Self::CHUNK)?;
+            pool.mapped += Self::CHUNK;
+            let stride = TAG_LAYOUT.pad_to_align().size();
+            for i in 0..Self::CHUNK / stride {
+                // SAFETY: slot `i` lies inside the fresh mapping, which is
+                // page aligned and so aligned for tags and pool links.
+                unsafe {
+                    let slot = chunk.as_ptr().add(i * stride).cast::<Pool>();
+                    slot.write(Pool {
+                        free: pool.free,
+                        count: 0,
+                        mapped: 0,
+                    });
+                    pool.free = Some(NonNull::new_unchecked(slot));
+                }
+                pool.count += 1;
+            }
+        }
+        let slot = pool.free?;
+        // SAFETY: `slot` is a spare tag of ours holding a link in its first
+        // word, written when it was carved or freed.
+        pool.free = unsafe { (*slot.as_ptr()).free };
+        pool.count -= 1;
+        Some(slot.cast())
+    }
+
+    unsafe fn free_tag(&self, tag: NonNull<u8>) {
+        let mut pool = self.pool.lock();
+        let slot = tag.cast::<Pool>();
+        // SAFETY: the caller returns a tag of ours that it no longer uses;
+        // tag memory is large and aligned enough for a pool link.
+        unsafe {
+            slot.as_ptr().write(Pool {
+                free: pool.free,
+                count: 0,
+                mapped: 0,
+            })
+        };
+        pool.free = Some(slot);
+        pool.count += 1;
+    }
+}
+
+/// The process-wide standalone tag source, the default for arenas built
+/// without [`crate::ArenaBuilder::tag_source`].
+#[cfg(not(loom))]
+pub static STANDALONE_TAGS: StandaloneTags = StandaloneTags::new();

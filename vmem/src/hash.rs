@@ -1,0 +1,198 @@
+//! The busy-segment hash (`vm_hashlist`): busy tags chained by start
+//! address, so `free` finds its segment in O(1).
+//!
+//! The table starts as 16 buckets inside the arena (`vm_hash0`) and is
+//! resized in powers of two to about one bucket per busy segment (shrinking
+//! only at a quarter, for hysteresis). FreeBSD resizes from a periodic
+//! callout; here the operation that crosses a threshold resizes after it has
+//! finished and dropped the arena lock: the new table is mapped from the OS
+//! (never the global allocator) without the lock, the chains are moved under
+//! the lock, and the old table is unmapped without it. The allocation itself
+//! pays one comparison.
+
+use crate::btag::Tag;
+use crate::order::fls;
+use core::ptr::NonNull;
+
+/// Buckets in the initial, inline table (`VMEM_HASHSIZE_MIN`).
+pub const HASH_MIN: usize = 16;
+/// Largest table. FreeBSD caps at 131072 buckets; userspace arenas such as
+/// a malloc's address space routinely hold millions of segments, so the cap
+/// here is 2^22 buckets (32 MiB of table).
+pub const HASH_MAX: usize = 1 << 22;
+
+/// A table of bucket heads: the inline one (`ptr == None`) or a mapping.
+pub(crate) struct Table {
+    ptr: Option<NonNull<Option<Tag>>>,
+    size: usize,
+}
+
+pub(crate) struct BusyHash {
+    small: [Option<Tag>; HASH_MIN],
+    big: Option<NonNull<Option<Tag>>>,
+    size: usize,
+    bits: u32,
+}
+
+impl BusyHash {
+    pub(crate) const fn new() -> Self {
+        BusyHash {
+            small: [None; HASH_MIN],
+            big: None,
+            size: HASH_MIN,
+            bits: HASH_MIN.trailing_zeros(),
+        }
+    }
+
+    /// Number of buckets.
+    pub(crate) fn buckets(&self) -> usize {
+        self.size
+    }
+
+    /// Fibonacci hashing of the start address.
+    #[inline]
+    pub(crate) fn index(&self, addr: usize) -> usize {
+        ((addr as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - self.bits)) as usize
+    }
+
+    #[inline]
+    fn head(&self, idx: usize) -> Option<Tag> {
+        debug_assert!(idx < self.size);
+        match self.big {
+            // SAFETY: `big` is a live mapping of `size` bucket heads and
+            // `idx < size`.
+            Some(p) => unsafe { *p.as_ptr().add(idx) },
+            None => self.small[idx],
+        }
+    }
+
+    #[inline]
+    fn set_head(&mut self, idx: usize, tag: Option<Tag>) {
+        debug_assert!(idx < self.size);
+        match self.big {
+            // SAFETY: as in `head`; `&mut self` makes the write exclusive.
+            Some(p) => unsafe { *p.as_ptr().add(idx) = tag },
+            None => self.small[idx] = tag,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn insert(&mut self, tag: Tag) {
+        let idx = self.index(tag.start());
+        let old = self.head(idx);
+        tag.set_link_next(old);
+        tag.set_link_prev(None);
+        if let Some(old) = old {
+            old.set_link_prev(Some(tag));
+        }
+        self.set_head(idx, Some(tag));
+    }
+
+    #[inline]
+    pub(crate) fn remove(&mut self, tag: Tag) {
+        let (prev, next) = (tag.link_prev(), tag.link_next());
+        if let Some(next) = next {
+            next.set_link_prev(prev);
+        }
+        match prev {
+            Some(prev) => prev.set_link_next(next),
+            None => {
+                let idx = self.index(tag.start());
+                self.set_head(idx, next);
+            }
+        }
+    }
+
+    #[inline]
+    pub(crate) fn lookup(&self, addr: usize) -> Option<Tag> {
+        let mut cur = self.head(self.index(addr));
+        while let Some(t) = cur {
+            if t.start() == addr {
+                return Some(t);
+            }
+            cur = t.link_next();
+        }
+        None
+    }
+
+    /// Calls `f(bucket, tag)` for every chained tag.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(usize, Tag)) {
+        for idx in 0..self.size {
+            let mut cur = self.head(idx);
+            while let Some(t) = cur {
+                cur = t.link_next();
+                f(idx, t);
+            }
+        }
+    }
+
+    /// The table size wanted for `nbusy` busy segments, if the current one
+    /// should change (`vmem_periodic`'s rule: grow at 2x, shrink at 1/4).
+    #[inline]
+    pub(crate) fn resize_wanted(&self, nbusy: usize) -> Option<usize> {
+        let desired = (1usize << fls(nbusy).min(usize::BITS - 1)).clamp(HASH_MIN, HASH_MAX);
+        (desired >= self.size * 2 || desired * 4 <= self.size).then_some(desired)
+    }
+
+    /// A fresh, empty table of `size` buckets (mapped unless it is the
+    /// inline size); `None` if the OS refuses.
+    pub(crate) fn new_table(size: usize) -> Option<Table> {
+        debug_assert!(size.is_power_of_two() && (HASH_MIN..=HASH_MAX).contains(&size));
+        if size == HASH_MIN {
+            return Some(Table { ptr: None, size });
+        }
+        // Zeroed memory is a table of `None`s (`Option<Tag>` uses the
+        // null-pointer niche).
+        let mem = crate::os::map(size * core::mem::size_of::<Option<Tag>>())?;
+        Some(Table {
+            ptr: Some(mem.cast()),
+            size,
+        })
+    }
+
+    /// Moves every chain into `table` and installs it; returns the old
+    /// table, to be freed with [`BusyHash::free_table`] after unlocking.
+    pub(crate) fn install(&mut self, table: Table) -> Table {
+        let old_small = core::mem::replace(&mut self.small, [None; HASH_MIN]);
+        let old = Table {
+            ptr: self.big,
+            size: self.size,
+        };
+        self.big = table.ptr;
+        self.size = table.size;
+        self.bits = table.size.trailing_zeros();
+        for idx in 0..old.size {
+            let mut cur = match old.ptr {
+                // SAFETY: the old mapping is still live and `idx < old.size`.
+                Some(p) => unsafe { *p.as_ptr().add(idx) },
+                None => old_small[idx],
+            };
+            while let Some(t) = cur {
+                cur = t.link_next();
+                self.insert(t);
+            }
+        }
+        old
+    }
+
+    /// Takes the current table out (for teardown), leaving the inline one.
+    pub(crate) fn take(&mut self) -> Table {
+        let old = Table {
+            ptr: self.big.take(),
+            size: self.size,
+        };
+        *self = BusyHash::new();
+        old
+    }
+
+    /// Unmaps a table returned by [`BusyHash::install`] or [`BusyHash::take`].
+    ///
+    /// # Safety
+    /// `table` must not be installed, and no tag may be reached through it.
+    pub(crate) unsafe fn free_table(table: Table) {
+        if let Some(p) = table.ptr {
+            // SAFETY: a mapped table of exactly this many buckets, unused.
+            unsafe { crate::os::unmap(p.cast(), table.size * core::mem::size_of::<Option<Tag>>()) };
+        }
+    }
+}

@@ -305,17 +305,49 @@ impl State<'_> {
         }
     }
 
-    /// Adds a span of free space (`vmem_add1`); uses at most two spare tags.
-    /// An arena that never releases spans appends space contiguous with its
-    /// last segment without a new span tag, so it can coalesce.
+    /// Where a span starting at `addr` goes in the address-ordered list:
+    /// before the returned tag, or at the end for `None`. Spans do not
+    /// overlap, so this is after every tag starting below `addr` and before
+    /// every tag starting above it. The list is searched from both ends at
+    /// once, so spans arriving in address order (either direction, as mmap
+    /// tends to hand them out) are placed in O(1).
+    fn span_position(&self, addr: usize) -> Option<Tag> {
+        let (mut fwd, mut back) = (self.seg_head, self.seg_tail);
+        loop {
+            let f = fwd?; // the forward walk ran off the end: append
+            if f.kind() != SegmentKind::Cursor && f.start() > addr {
+                return Some(f);
+            }
+            match back {
+                // The backward walk ran off the front: everything starts above.
+                None => return self.seg_head,
+                Some(b) if b.kind() != SegmentKind::Cursor && b.start() < addr => {
+                    return b.seg_next()
+                }
+                Some(b) => back = b.seg_prev(),
+            }
+            fwd = f.seg_next();
+        }
+    }
+
+    /// Adds a span of free space (`vmem_add1`) at its place in address
+    /// order; uses at most two spare tags. An arena that never releases spans
+    /// extends a segment contiguous with the new space instead of adding a
+    /// span tag, so the space can coalesce.
     fn add_span(&mut self, addr: usize, size: usize, kind: SegmentKind, releases: bool) {
-        let prev = if releases {
-            None
-        } else {
-            self.seg_tail.filter(|t| {
-                matches!(t.kind(), SegmentKind::Busy | SegmentKind::Free)
-                    && t.end().checked_add(1) == Some(addr)
-            })
+        let next = self.span_position(addr);
+        let before = match next {
+            Some(n) => n.seg_prev(),
+            None => self.seg_tail,
+        };
+        let prev = before.filter(|t| {
+            !releases
+                && matches!(t.kind(), SegmentKind::Busy | SegmentKind::Free)
+                && t.end().checked_add(1) == Some(addr)
+        });
+        let link = |state: &mut Self, t: Tag| match next {
+            Some(n) => state.seg_insert_before(t, n),
+            None => state.seg_push_back(t),
         };
         match prev {
             Some(p) if p.kind() == SegmentKind::Free => {
@@ -329,35 +361,68 @@ impl State<'_> {
                     span.set_kind(kind);
                     span.set_start(addr);
                     span.set_size(size);
-                    self.seg_push_back(span);
+                    link(self, span);
                 }
                 let free = self.bt_alloc();
                 free.set_kind(SegmentKind::Free);
                 free.set_start(addr);
                 free.set_size(size);
-                self.seg_push_back(free);
+                link(self, free);
                 self.insfree(free);
             }
         }
         self.size += size;
     }
 
-    /// If the free segment `t` is a whole imported span, removes both from
-    /// the arena and returns the span for release (`vmem_try_release`).
+    /// If the free segment `t` makes its imported span wholly free, removes
+    /// the span from the arena and returns it for release
+    /// (`vmem_try_release`).
+    ///
+    /// The next-fit cursor splits free space, so a wholly free span may be
+    /// two free segments with the cursor between them (or the cursor right
+    /// after the span tag). FreeBSD then keeps the span until a next-fit
+    /// allocation merges around the cursor; here it is released, and the
+    /// cursor keeps its place between the span's neighbours.
     fn try_release(&mut self, t: Tag, on_freelist: bool) -> Option<(usize, usize)> {
-        let prev = t.seg_prev()?;
-        if prev.kind() != SegmentKind::Span || prev.size() != t.size() {
+        let is_cursor = |x: &Tag| x.kind() == SegmentKind::Cursor;
+        // Whether the free segments `x` and `y` are adjacent, `x` first.
+        let adjacent_free = |x: Tag, y: Tag| {
+            x.kind() == SegmentKind::Free
+                && y.kind() == SegmentKind::Free
+                && x.end().checked_add(1) == Some(y.start())
+        };
+        // Free segments beyond a cursor on either side, adjacent to `t`.
+        let left = t
+            .seg_prev()
+            .filter(is_cursor)
+            .and_then(|c| c.seg_prev())
+            .filter(|l| adjacent_free(*l, t));
+        let right = t
+            .seg_next()
+            .filter(is_cursor)
+            .and_then(|c| c.seg_next())
+            .filter(|r| adjacent_free(t, *r));
+        let first = left.unwrap_or(t);
+        let last = right.unwrap_or(t);
+        let span = first
+            .seg_prev()
+            .and_then(|p| if is_cursor(&p) { p.seg_prev() } else { Some(p) })?;
+        let run = last.end() - first.start() + 1;
+        if span.kind() != SegmentKind::Span || span.start() != first.start() || span.size() != run {
             return None;
         }
-        debug_assert_eq!(prev.start(), t.start());
-        let span = (prev.start(), prev.size());
+        let released = (span.start(), span.size());
         if on_freelist {
             self.remfree(t);
         }
         self.remseg(t);
-        self.remseg(prev);
-        self.size -= span.1;
-        Some(span)
+        for other in [left, right].into_iter().flatten() {
+            self.remfree(other);
+            self.remseg(other);
+        }
+        self.remseg(span);
+        self.size -= released.1;
+        Some(released)
     }
 
     /// Whether `[addr, addr + size)` intersects managed space.

@@ -352,15 +352,14 @@ impl Arena<'_> {
         let mut hash_err = None;
         g.hash.for_each(|bucket, t| {
             hashed += 1;
-            if t.kind() != SegmentKind::Busy || g.hash.index(t.start()) != bucket {
-                hash_err.get_or_insert(t);
+            if t.kind() != SegmentKind::Busy {
+                hash_err.get_or_insert(("hash holds a tag that is not busy", t));
+            } else if g.hash.index(t.start()) != bucket {
+                hash_err.get_or_insert(("hash holds a tag in the wrong bucket", t));
             }
         });
-        if let Some(t) = hash_err {
-            return bad(
-                "hash holds a non-busy tag or a tag in the wrong bucket",
-                Some(t),
-            );
+        if let Some((what, t)) = hash_err {
+            return bad(what, Some(t));
         }
         if hashed != nbusy || nbusy != g.nbusytag {
             return bad("busy count, hash entries and busy segments differ", None);

@@ -1,0 +1,126 @@
+//! # UMA: FreeBSD's zone/keg slab allocator in userspace Rust
+//!
+//! A port of the Universal Memory Allocator of FreeBSD (`sys/vm/uma_core.c`,
+//! `uma_int.h`, `uma.h`; Jeff Roberson 2002, per-CPU buckets after
+//! Bonwick & Adams' magazines, 2001). The facts and the design carry over;
+//! the code is new. The crate stands alone (an mmap page source ships with
+//! it); `kmem` plugs it into the kernel arena through the hooks below.
+//!
+//! ## Terminology
+//!
+//! - **host page**: a 4 KiB page of the operating system ([`PAGE_SIZE`]).
+//! - **slab**: `2^k` host pages, naturally aligned (its size is its
+//!   alignment), cut into equal **items** plus a slab header (inline at the
+//!   end of the slab, or off-page in the "UMA Slabs" zone).
+//! - **item**: what a zone hands out; `rsize` bytes apart in a slab.
+//! - **keg**: the slabs of one item layout, with its free/partial/full slab
+//!   lists, page source and reserve. One or more zones share a keg.
+//! - **zone**: the typed front end: ctor/dtor, limit, buckets, per-thread
+//!   caches, statistics. **bucket**: an array of free items.
+//!
+//! ## Allocation order
+//!
+//! 1. the calling thread's **per-thread cache** (alloc/free bucket pair;
+//!    no lock, no atomic read-modify-write),
+//! 2. the zone's **bucket cache** of full buckets (zone lock),
+//! 3. a **keg slab**: a bucket is filled from partial, then free slabs
+//!    (keg lock), honouring the reserve,
+//! 4. the keg's **page source** ([`SlabSource`]) for a new slab, called with
+//!    no UMA lock held.
+//!
+//! ## FreeBSD names and ours
+//!
+//! | FreeBSD | here |
+//! |---|---|
+//! | `uma_zcreate`, `uma_zsecond_create`, `uma_zcache_create` | [`Uma::create_zone`], [`Uma::create_secondary`], [`Uma::create_cache`] |
+//! | `uma_zalloc_arg`, `uma_zfree_arg` | [`Zone::alloc`], [`Zone::free`] |
+//! | `uma_zdestroy` | [`Uma::destroy`] |
+//! | `uma_zone_reserve`, `uma_prealloc`, `uma_zone_set_max` | [`Zone::reserve`], [`Zone::prealloc`], [`Zone::set_max`] |
+//! | `uma_zone_set_allocf`/`freef` | [`Zone::set_source`] with a [`SlabSource`] |
+//! | `uma_reclaim`, `uma_zone_reclaim`, `UMA_RECLAIM_*` | [`Uma::reclaim`], [`Zone::reclaim`], [`Reclaim`] |
+//! | `uma_timeout` (working-set update and trim) | [`Uma::timeout`] |
+//! | `M_WAITOK`, `M_NOWAIT`, `M_ZERO`, `M_USE_RESERVE`, `M_NOVM` | [`Flags`] |
+//! | `UMA_ZONE_NOFREE`, `OFFPAGE`, `NOBUCKET`, `UNMANAGED`, `MAXBUCKET` | [`ZoneFlags`] |
+//! | `struct uma_keg`, `keg_drain`, `zone_import`, `zone_release` | `keg::Keg`, `Keg::drain`, `Keg::import`, `Keg::release` |
+//! | `struct uma_slab`, `keg_layout` | `slab::Slab`, `slab::compute_layout` |
+//! | `struct uma_bucket`, `bucket_zones[]`, `bucket_select` | `bucket::Bucket`, `bucket::BUCKET_ENTRIES`, `bucket::bucket_select` |
+//! | `struct uma_cache`, `critical_enter` | `pcpu::Cache` and its drain protocol (see `pcpu`) |
+//! | `uma_startup`, "UMA Zones", "UMA Kegs", "UMA Slabs" | [`Uma::bootstrap`] and the internal zones |
+//! | `INVARIANTS` (`uma_dbg_alloc/free`, `trash_*`) | feature `invariants`, [`debug`] |
+//! | `sysctl vm.zone_stats` / `vmstat -z` | [`Zone::stats`], [`Uma::write_vmstat`] |
+//!
+//! ## kmem hooks
+//!
+//! - [`SlabSource`]: the alloc/free pair a keg takes slabs from (with its
+//!   written contract: alignment, sleeping, recursion, locks); each slab
+//!   records the source that produced it and is freed through it.
+//! - [`Uma::bootstrap`]: an instance over kmem's kernel arena, built from
+//!   one first chunk with no global allocator.
+//! - [`Uma::create_cache`]: cache-only zones over import/release callbacks
+//!   (vmem quantum caches).
+//! - [`Zone::reserve`] + [`Flags::USE_RESERVE`]`|`[`Flags::NOVM`]: the btag
+//!   zone's recursion breaker.
+//! - [`Uma::reclaim`] / [`Uma::timeout`]: the low-memory and periodic paths.
+//! - [`debug::set_report_hook`]: where bad-input reports go.
+//!
+//! ## Rules the code keeps
+//!
+//! - UMA never allocates through the Rust global allocator: everything it
+//!   needs comes from its internal zones (`tests/no_global_alloc.rs`).
+//! - Locks: registry -> zone -> keg, never a page source call under any of
+//!   them. Concurrency goes through `sync` (loom under `cfg(loom)`).
+//! - No panic on allocation paths for bad input; internal corruption is
+//!   reported and aborts (panics under loom).
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod bucket;
+pub mod debug;
+mod flags;
+mod keg;
+mod pcpu;
+mod reserve;
+mod slab;
+pub mod source;
+mod startup;
+pub mod stats;
+mod sync;
+mod zone;
+
+#[cfg(test)]
+mod tests;
+
+use core::ptr::NonNull;
+
+pub use flags::{Flags, Reclaim, ZoneFlags};
+pub use keg::{KegInfo, SLAB_HEADER_BYTES};
+pub use slab::SlabLayout;
+pub use source::{MmapSource, SlabSource, TestSource, MMAP_SOURCE, PAGE_SIZE};
+#[cfg(not(loom))]
+pub use startup::global;
+pub use startup::{CacheArgs, Uma, ZoneArgs};
+pub use stats::ZoneStats;
+pub use zone::Zone;
+
+/// Constructor: runs on every allocation with `(item, size, arg, flags)`;
+/// returning `false` fails the allocation (the item goes back, no dtor).
+pub type Ctor = fn(NonNull<u8>, usize, usize, Flags) -> bool;
+/// Destructor: runs on every free with `(item, size, arg)`.
+pub type Dtor = fn(NonNull<u8>, usize, usize);
+/// Init: keg init (once per item when its slab is created) or a secondary
+/// zone's zinit (when an item moves from the keg into the zone);
+/// `(item, size, flags)`, `false` fails.
+pub type Init = fn(NonNull<u8>, usize, Flags) -> bool;
+/// Fini: the counterpart of [`Init`], `(item, size)`.
+pub type Fini = fn(NonNull<u8>, usize);
+/// Cache-only zone import: fill `store` with up to `store.len()` non-zero
+/// items, return how many; `(arg, store, flags)`.
+pub type Import = fn(usize, &mut [*mut u8], Flags) -> usize;
+/// Cache-only zone release: take `items` back; `(arg, items)`.
+pub type Release = fn(usize, &[*mut u8]);
+
+/// Whether the per-thread cache protocol uses `membarrier(2)` (true) or
+/// full fences on both sides (false: kernel without membarrier, or before
+/// the first cache was registered).
+pub fn membarrier_active() -> bool {
+    sync::membarrier_active()
+}

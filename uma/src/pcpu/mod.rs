@@ -1,0 +1,502 @@
+//! The per-CPU layer: in userspace, one cache per thread per zone (FreeBSD
+//! `struct uma_cache` and `critical_enter()`), behind this one seam.
+//!
+//! A [`Cache`] holds UMA's alloc/free bucket pair. Its owner thread uses it
+//! without locks or atomic read-modify-write instructions; any other thread
+//! (DRAIN_CPU, zone destroy, low memory, statistics) can take its buckets
+//! without the owner's cooperation, through an asymmetric fence:
+//!
+//! - the owner marks the cache `busy` with a plain store, issues a *light*
+//!   fence (a compiler fence when `membarrier(2)` is registered, else a full
+//!   fence), and checks `drain`; it clears `busy` with a release store;
+//! - a drainer (serialized with other drainers by the registry lock) sets
+//!   `drain`, issues the *heavy* fence (`membarrier(PRIVATE_EXPEDITED)`,
+//!   which runs a full barrier on every running thread of the process), and
+//!   waits until it sees `busy == false`; then the buckets are its own; it
+//!   clears `drain` with a release store.
+//!
+//! Either the drainer sees the owner's `busy = true`, or the owner sees the
+//! drainer's `drain = true` (Dekker's argument; membarrier supplies the
+//! owner's half of the fence). Under loom both fences are SeqCst fences.
+//!
+//! ## Protocol state table
+//!
+//! | state     | busy | drain | buckets belong to | transitions |
+//! |-----------|------|-------|-------------------|-------------|
+//! | Idle      | 0    | 0     | nobody            | O enters -> Owned; D requests -> Requested |
+//! | Owned     | 1    | 0     | owner O           | O exits (release) -> Idle; D requests -> Contended |
+//! | Requested | 0    | 1     | nobody until D's fence returns | D sees busy 0 after its fence -> Draining; O enters, sees drain -> backs off (Bypass), stays Requested |
+//! | Contended | 1    | 1     | owner O (D spins, O never waits) | O exits -> Requested |
+//! | Draining  | 0    | 1     | drainer D         | D takes buckets, clears drain (release) -> Idle; O enters, sees drain -> Bypass |
+//! | Bypass    | (O's op, not a state of the cache) | | | O serves the op from the zone's shared path (bucket cache / keg) and returns |
+//!
+//! The owner never blocks on a drainer and never sleeps while `busy` (bucket
+//! refills, limit sleeps and page-source calls happen with `busy == 0`, on
+//! buckets the owner took out of the cache). A thread's caches are flushed
+//! to their zones at thread exit (a pthread key destructor, so no Rust TLS
+//! destructor list and no allocation); after that, and during TLS teardown,
+//! every operation takes the shared path.
+
+#[cfg(not(loom))]
+pub(crate) mod tls;
+
+use core::cell::Cell;
+use core::ptr;
+
+use crate::bucket::Bucket;
+use crate::startup::Uma;
+use crate::sync::unmodeled::{AtomicU64, Ordering as UOrdering};
+use crate::sync::{owner_fence, spin_wait, AtomicBool, AtomicPtr, Ordering, UnsafeCell};
+use crate::zone::Zone;
+
+/// One bucket slot of a cache; `cnt` is authoritative while installed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CacheBucket {
+    pub bucket: *mut Bucket,
+    pub cnt: u32,
+    pub cap: u32,
+}
+
+impl CacheBucket {
+    const EMPTY: CacheBucket = CacheBucket { bucket: ptr::null_mut(), cnt: 0, cap: 0 };
+
+    /// Removes the bucket, writing the count back into it.
+    fn take(&mut self) -> *mut Bucket {
+        let b = self.bucket;
+        if !b.is_null() {
+            // SAFETY: an installed bucket is valid and owned by the cache.
+            unsafe { (*b).cnt = self.cnt as u16 };
+        }
+        *self = CacheBucket::EMPTY;
+        b
+    }
+
+    /// # Safety
+    ///
+    /// `b` is a valid bucket the caller owns; the slot is empty.
+    unsafe fn install(&mut self, b: *mut Bucket) {
+        // SAFETY: caller contract.
+        unsafe {
+            *self = CacheBucket { bucket: b, cnt: (*b).cnt as u32, cap: (*b).cap as u32 };
+        }
+    }
+}
+
+/// A per-thread cache of one zone (FreeBSD `struct uma_cache`).
+#[repr(C, align(64))]
+pub(crate) struct Cache {
+    // owner thread only (or the drainer in state Draining)
+    alloc: UnsafeCell<CacheBucket>,
+    free: UnsafeCell<CacheBucket>,
+    // atomics: owner writes with plain load+store, readers load
+    allocs: AtomicU64,
+    frees: AtomicU64,
+    busy: AtomicBool,
+    drain: AtomicBool,
+    // constant after register
+    pub(crate) zone: *const Zone,
+    /// The owner's TLS slot (null for explicitly registered caches).
+    pub(crate) slot: *const AtomicPtr<Cache>,
+    // under the registry lock
+    pub(crate) next: Cell<*mut Cache>,
+    pub(crate) prev: Cell<*mut Cache>,
+}
+
+// SAFETY: the bucket slots are only touched by the owner or by a drainer
+// that holds the cache per the protocol above; links only under the
+// registry lock; the rest is atomics or constant.
+unsafe impl Sync for Cache {}
+// SAFETY: as above.
+unsafe impl Send for Cache {}
+
+/// What a peek at a cache saw.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct CachePeek {
+    pub items: usize,
+    pub allocs: u64,
+    pub frees: u64,
+}
+
+impl Cache {
+    /// Owner: enter the cache. False when a drainer wants it (Bypass).
+    #[inline(always)]
+    pub(crate) fn enter(&self) -> bool {
+        self.busy.store(true, Ordering::Relaxed);
+        owner_fence();
+        if self.drain.load(Ordering::Acquire) {
+            self.busy.store(false, Ordering::Release);
+            return false;
+        }
+        true
+    }
+
+    /// Owner: leave the cache.
+    #[inline(always)]
+    pub(crate) fn exit(&self) {
+        self.busy.store(false, Ordering::Release);
+    }
+
+    /// Owner fast path: pop an item from the alloc bucket (null on miss).
+    #[inline(always)]
+    pub(crate) fn fast_pop(&self) -> *mut u8 {
+        if !self.enter() {
+            return ptr::null_mut();
+        }
+        // SAFETY: state Owned: the owner alone touches the slots; an
+        // installed bucket has `cnt` valid items.
+        let item = self.alloc.with_mut(|b| unsafe {
+            let b = &mut *b;
+            if b.cnt == 0 {
+                ptr::null_mut()
+            } else {
+                b.cnt -= 1;
+                *Bucket::items(b.bucket).add(b.cnt as usize)
+            }
+        });
+        if !item.is_null() {
+            self.allocs.store(self.allocs.load(UOrdering::Relaxed) + 1, UOrdering::Relaxed);
+        }
+        self.exit();
+        item
+    }
+
+    /// Owner fast path: push an item into the free bucket (false if full).
+    #[inline(always)]
+    pub(crate) fn fast_push(&self, item: *mut u8) -> bool {
+        if !self.enter() {
+            return false;
+        }
+        // SAFETY: state Owned; slot `cnt < cap` of an installed bucket.
+        let ok = self.free.with_mut(|b| unsafe {
+            let b = &mut *b;
+            if b.cnt < b.cap {
+                *Bucket::items(b.bucket).add(b.cnt as usize) = item;
+                b.cnt += 1;
+                true
+            } else {
+                false
+            }
+        });
+        if ok {
+            self.frees.store(self.frees.load(UOrdering::Relaxed) + 1, UOrdering::Relaxed);
+        }
+        self.exit();
+        ok
+    }
+
+    // ---- owner slow-path steps; call between enter() and exit() ----
+
+    /// Alloc side: swap the pair if the alloc bucket is empty and the free
+    /// bucket is not; then pop if possible.
+    pub(crate) fn pop_after_swap(&self) -> *mut u8 {
+        // SAFETY: state Owned (caller entered).
+        unsafe {
+            self.alloc.with_mut(|a| {
+                self.free.with_mut(|f| {
+                    if (*a).cnt == 0 && (*f).cnt > 0 {
+                        core::mem::swap(&mut *a, &mut *f);
+                    }
+                });
+                let a = &mut *a;
+                if a.cnt == 0 {
+                    ptr::null_mut()
+                } else {
+                    a.cnt -= 1;
+                    *Bucket::items(a.bucket).add(a.cnt as usize)
+                }
+            })
+        }
+    }
+
+    /// Free side: swap if the free bucket is full and the alloc bucket has
+    /// room; then push if possible.
+    pub(crate) fn push_after_swap(&self, item: *mut u8) -> bool {
+        // SAFETY: state Owned (caller entered).
+        unsafe {
+            self.free.with_mut(|f| {
+                self.alloc.with_mut(|a| {
+                    if (*f).cnt == (*f).cap && (*a).cnt < (*a).cap {
+                        core::mem::swap(&mut *a, &mut *f);
+                    }
+                });
+                let f = &mut *f;
+                if f.cnt < f.cap {
+                    *Bucket::items(f.bucket).add(f.cnt as usize) = item;
+                    f.cnt += 1;
+                    true
+                } else {
+                    false
+                }
+            })
+        }
+    }
+
+    /// Takes the alloc bucket out (null if none).
+    pub(crate) fn take_alloc(&self) -> *mut Bucket {
+        // SAFETY: state Owned or Draining: the caller holds the cache.
+        self.alloc.with_mut(|a| unsafe { (*a).take() })
+    }
+
+    /// Takes the free bucket out (null if none).
+    pub(crate) fn take_free(&self) -> *mut Bucket {
+        // SAFETY: as take_alloc.
+        self.free.with_mut(|f| unsafe { (*f).take() })
+    }
+
+    /// Installs `b` as the alloc bucket if that slot is empty.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the cache and owns `b`.
+    pub(crate) unsafe fn try_install_alloc(&self, b: *mut Bucket) -> bool {
+        // SAFETY: caller contract.
+        self.alloc.with_mut(|a| unsafe {
+            if (*a).bucket.is_null() {
+                (*a).install(b);
+                true
+            } else {
+                false
+            }
+        })
+    }
+
+    /// Installs `b` as the free bucket if that slot is empty.
+    ///
+    /// # Safety
+    ///
+    /// As [`try_install_alloc`](Self::try_install_alloc).
+    pub(crate) unsafe fn try_install_free(&self, b: *mut Bucket) -> bool {
+        // SAFETY: caller contract.
+        self.free.with_mut(|f| unsafe {
+            if (*f).bucket.is_null() {
+                (*f).install(b);
+                true
+            } else {
+                false
+            }
+        })
+    }
+
+    // ---- foreign side ----
+
+    /// Drainer: take the cache (Requested -> Draining).
+    ///
+    /// # Safety
+    ///
+    /// The registry lock is held (drainers are serialized) and the cache is
+    /// registered.
+    pub(crate) unsafe fn acquire_foreign(&self) {
+        self.drain.store(true, Ordering::SeqCst);
+        crate::sync::drainer_fence();
+        while self.busy.load(Ordering::Acquire) {
+            spin_wait();
+        }
+    }
+
+    /// Drainer: give the cache back (Draining -> Idle).
+    ///
+    /// # Safety
+    ///
+    /// Paired with [`acquire_foreign`](Self::acquire_foreign).
+    pub(crate) unsafe fn release_foreign(&self) {
+        self.drain.store(false, Ordering::Release);
+    }
+
+    /// Drainer or exiting owner: the counters and the cached item count.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the cache.
+    pub(crate) unsafe fn peek(&self) -> CachePeek {
+        let a = self.alloc.with(|a| unsafe { (*a).cnt }) as usize;
+        let f = self.free.with(|f| unsafe { (*f).cnt }) as usize;
+        CachePeek {
+            items: a + f,
+            allocs: self.allocs.load(UOrdering::Relaxed),
+            frees: self.frees.load(UOrdering::Relaxed),
+        }
+    }
+
+    /// Checks the installed buckets' shape. Test aid.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the cache.
+    pub(crate) unsafe fn check(&self) {
+        for cb in [self.alloc.with(|a| unsafe { *a }), self.free.with(|f| unsafe { *f })] {
+            if cb.bucket.is_null() {
+                assert!(cb.cnt == 0 && cb.cap == 0, "empty cache slot with counts");
+            } else {
+                assert!(cb.cnt <= cb.cap, "cache bucket over capacity");
+                // SAFETY: installed bucket.
+                assert_eq!(cb.cap as u16, unsafe { (*cb.bucket).cap }, "cache cap differs from bucket's");
+            }
+        }
+    }
+}
+
+/// Registers a new cache of `zone` (memory from "UMA Caches"), linked on the
+/// zone's cache list under the registry lock. `slot` is the owner's TLS slot
+/// or null.
+pub(crate) fn register(zone: &Zone, slot: *const AtomicPtr<Cache>) -> *mut Cache {
+    crate::sync::init_barrier();
+    let uma = zone.uma();
+    let Some(mem) = uma.caches_zone().internal_alloc(crate::Flags::NOWAIT) else {
+        return ptr::null_mut();
+    };
+    let c: *mut Cache = mem.as_ptr().cast();
+    // SAFETY: mem is an unused "UMA Caches" item, sized and aligned for Cache.
+    unsafe {
+        c.write(Cache {
+            alloc: UnsafeCell::new(CacheBucket::EMPTY),
+            free: UnsafeCell::new(CacheBucket::EMPTY),
+            allocs: AtomicU64::new(0),
+            frees: AtomicU64::new(0),
+            busy: AtomicBool::new(false),
+            drain: AtomicBool::new(false),
+            zone,
+            slot,
+            next: Cell::new(ptr::null_mut()),
+            prev: Cell::new(ptr::null_mut()),
+        });
+    }
+    let _r = uma.registry_lock();
+    // SAFETY: registry lock held; c is fresh.
+    unsafe { link(zone, c) };
+    if !slot.is_null() {
+        // SAFETY: slot is the calling owner's live TLS slot.
+        unsafe { (*slot).store(c, Ordering::Relaxed) };
+    }
+    c
+}
+
+/// # Safety
+///
+/// Registry lock held; `c` is valid and unlinked.
+unsafe fn link(zone: &Zone, c: *mut Cache) {
+    let head = zone.caches.get();
+    // SAFETY: caller contract; head is a valid linked cache.
+    unsafe {
+        (*c).next.set(head);
+        (*c).prev.set(ptr::null_mut());
+        if !head.is_null() {
+            (*head).prev.set(c);
+        }
+    }
+    zone.caches.set(c);
+}
+
+/// # Safety
+///
+/// Registry lock held; `c` is linked on `zone`'s list.
+pub(crate) unsafe fn unlink(zone: &Zone, c: *mut Cache) {
+    // SAFETY: caller contract.
+    unsafe {
+        let (p, n) = ((*c).prev.get(), (*c).next.get());
+        if p.is_null() {
+            zone.caches.set(n);
+        } else {
+            (*p).next.set(n);
+        }
+        if !n.is_null() {
+            (*n).prev.set(p);
+        }
+    }
+}
+
+/// Takes every bucket out of every cache of `zone` without the owners'
+/// help (DRAIN_CPU). With `detach`, also unregisters the caches (zone
+/// destroy): their TLS slots are cleared and their memory freed. Returns
+/// the buckets as a list linked through `Bucket::next`.
+pub(crate) fn drain_zone_caches(zone: &Zone, detach: bool) -> *mut Bucket {
+    let uma: &Uma = zone.uma();
+    let mut out: *mut Bucket = ptr::null_mut();
+    let mut dead: *mut Cache = ptr::null_mut();
+    {
+        let _r = uma.registry_lock();
+        let mut c = zone.caches.get();
+        while !c.is_null() {
+            // SAFETY: registry lock held; c is a registered cache.
+            unsafe {
+                let next = (*c).next.get();
+                (*c).acquire_foreign();
+                for b in [(*c).take_alloc(), (*c).take_free()] {
+                    if !b.is_null() {
+                        (*b).next = out;
+                        out = b;
+                    }
+                }
+                if detach {
+                    let p = (*c).peek();
+                    zone.fold_counts(p.allocs, p.frees);
+                    if !(*c).slot.is_null() {
+                        (*(*c).slot).store(ptr::null_mut(), Ordering::Relaxed);
+                    }
+                    unlink(zone, c);
+                    (*c).next.set(dead);
+                    dead = c;
+                } else {
+                    (*c).release_foreign();
+                }
+                c = next;
+            }
+        }
+    }
+    while !dead.is_null() {
+        // SAFETY: unlinked caches nobody references any more.
+        unsafe {
+            let next = (*dead).next.get();
+            uma.caches_zone().internal_free(core::ptr::NonNull::new_unchecked(dead.cast()));
+            dead = next;
+        }
+    }
+    out
+}
+
+/// Unregisters one cache from its owner's side (thread exit, or an
+/// explicit cache in tests): its buckets go to the zone.
+///
+/// # Safety
+///
+/// Called by the owner (not inside an operation on the cache) with the
+/// registry lock held by the caller (`_r`), `c` registered.
+pub(crate) unsafe fn retire_locked(c: *mut Cache) -> (*mut Bucket, *mut Bucket) {
+    // SAFETY: caller contract: registry lock held, so no drainer holds c,
+    // and the owner is not inside an operation.
+    unsafe {
+        let zone = &*(*c).zone;
+        let p = (*c).peek();
+        zone.fold_counts(p.allocs, p.frees);
+        let bs = ((*c).take_alloc(), (*c).take_free());
+        if !(*c).slot.is_null() {
+            (*(*c).slot).store(ptr::null_mut(), Ordering::Relaxed);
+        }
+        unlink(zone, c);
+        bs
+    }
+}
+
+/// Peeks at every cache of `zone` (statistics, invariant checks), holding
+/// each through the protocol for the moment of the look.
+pub(crate) fn peek_zone_caches(zone: &Zone, check: bool) -> CachePeek {
+    let uma = zone.uma();
+    let mut sum = CachePeek::default();
+    let _r = uma.registry_lock();
+    let mut c = zone.caches.get();
+    while !c.is_null() {
+        // SAFETY: registry lock held; registered cache.
+        unsafe {
+            (*c).acquire_foreign();
+            let p = (*c).peek();
+            if check {
+                (*c).check();
+            }
+            (*c).release_foreign();
+            sum.items += p.items;
+            sum.allocs += p.allocs;
+            sum.frees += p.frees;
+            c = (*c).next.get();
+        }
+    }
+    sum
+}

@@ -1,0 +1,154 @@
+//! The thread-local side of the per-thread caches: a table of cache
+//! pointers indexed by the zone's slot, and the thread-exit flush.
+//!
+//! The table is a `const`-initialised thread-local without a destructor, so
+//! it is reachable at any time in the thread's life, TLS teardown included,
+//! and its access compiles to a thread-pointer-relative load. Thread exit is
+//! caught by a pthread key destructor (std's TLS destructor list allocates
+//! through the global allocator, which UMA must never do).
+
+use core::cell::Cell;
+use core::ptr;
+
+use super::Cache;
+use crate::sync::{AtomicPtr, Mutex, OnceLock, Ordering};
+use crate::zone::Zone;
+
+/// Zones with a per-thread cache slot at once; more zones work, uncached.
+pub(crate) const MAX_SLOTS: usize = 512;
+/// The slot of zones without per-thread caches: always null.
+pub(crate) const NO_SLOT: usize = MAX_SLOTS;
+
+const NO_GUARD: u8 = 0;
+const GUARDED: u8 = 1;
+const DEAD: u8 = 2;
+
+std::thread_local! {
+    static SLOTS: [AtomicPtr<Cache>; MAX_SLOTS + 1] =
+        const { [const { AtomicPtr::new(ptr::null_mut()) }; MAX_SLOTS + 1] };
+    static STATE: Cell<u8> = const { Cell::new(NO_GUARD) };
+}
+
+static IDS: Mutex<[u64; MAX_SLOTS / 64]> = Mutex::new([0; MAX_SLOTS / 64]);
+static KEY: OnceLock<libc::pthread_key_t> = OnceLock::new();
+
+/// The process-wide registry lock: serializes drainers, cache
+/// (un)registration and thread-exit flushes, for every `Uma` instance.
+pub(crate) static REGISTRY: Mutex<()> = Mutex::new(());
+
+/// Takes a free slot, or `NO_SLOT` when all are used.
+pub(crate) fn alloc_slot() -> usize {
+    let mut ids = IDS.lock();
+    for (w, word) in ids.iter_mut().enumerate() {
+        if *word != u64::MAX {
+            let b = (!*word).trailing_zeros() as usize;
+            *word |= 1 << b;
+            return w * 64 + b;
+        }
+    }
+    NO_SLOT
+}
+
+/// Gives a slot back (zone destroy, after its caches were detached).
+pub(crate) fn free_slot(slot: usize) {
+    if slot < MAX_SLOTS {
+        IDS.lock()[slot / 64] &= !(1u64 << (slot % 64));
+    }
+}
+
+/// Fast path: pop from this thread's cache of `zone` (null on miss).
+#[inline(always)]
+pub(crate) fn fast_alloc(zone: &Zone) -> *mut u8 {
+    SLOTS.with(|s| {
+        // SAFETY: pcpu_slot <= MAX_SLOTS by construction.
+        let c = unsafe { s.get_unchecked(zone.pcpu_slot) }.load(Ordering::Relaxed);
+        if c.is_null() {
+            return ptr::null_mut();
+        }
+        // SAFETY: a non-null slot is this thread's registered cache; it is
+        // only freed after the slot is cleared (zone destroy, thread exit).
+        unsafe { &*c }.fast_pop()
+    })
+}
+
+/// Fast path: push into this thread's cache of `zone` (false on miss).
+#[inline(always)]
+pub(crate) fn fast_free(zone: &Zone, item: *mut u8) -> bool {
+    SLOTS.with(|s| {
+        // SAFETY: as fast_alloc.
+        let c = unsafe { s.get_unchecked(zone.pcpu_slot) }.load(Ordering::Relaxed);
+        if c.is_null() {
+            return false;
+        }
+        // SAFETY: as fast_alloc.
+        unsafe { &*c }.fast_push(item)
+    })
+}
+
+/// This thread's cache of `zone`, registering one if needed; `None` for
+/// uncached zones, during/after thread teardown, or without memory.
+pub(crate) fn cache_for(zone: &Zone) -> Option<&Cache> {
+    if zone.pcpu_slot >= MAX_SLOTS {
+        return None;
+    }
+    let slot: *const AtomicPtr<Cache> = SLOTS.with(|s| &s[zone.pcpu_slot] as *const _);
+    // SAFETY: our own live TLS slot.
+    let c = unsafe { (*slot).load(Ordering::Relaxed) };
+    if !c.is_null() {
+        // SAFETY: as fast_alloc.
+        return Some(unsafe { &*c });
+    }
+    match STATE.with(|s| s.get()) {
+        DEAD => return None,
+        NO_GUARD => {
+            let key = *KEY.get_or_init(|| {
+                let mut k: libc::pthread_key_t = 0;
+                // SAFETY: k is a valid out pointer; the destructor is an
+                // extern "C" fn that never unwinds.
+                if unsafe { libc::pthread_key_create(&mut k, Some(thread_exit)) } != 0 {
+                    crate::debug::fatal(format_args!("uma: pthread_key_create failed"));
+                }
+                k
+            });
+            // SAFETY: key is a created key; a non-null value arms the
+            // destructor for this thread.
+            if unsafe { libc::pthread_setspecific(key, 1 as *const libc::c_void) } != 0 {
+                return None;
+            }
+            STATE.with(|s| s.set(GUARDED));
+        }
+        _ => {}
+    }
+    let c = super::register(zone, slot);
+    // SAFETY: a registered cache lives until its slot is cleared.
+    (!c.is_null()).then(|| unsafe { &*c })
+}
+
+/// pthread key destructor: flush every cache of the exiting thread. Runs
+/// wholly under the registry lock, so no zone destroy can free a zone or
+/// cache it is looking at (none of the work calls a page source).
+extern "C" fn thread_exit(_: *mut libc::c_void) {
+    STATE.with(|s| s.set(DEAD));
+    let _r = REGISTRY.lock();
+    SLOTS.with(|s| {
+        for slot in s.iter().take(MAX_SLOTS) {
+            let c = slot.load(Ordering::Relaxed);
+            if c.is_null() {
+                continue;
+            }
+            // SAFETY: registry lock held; c is our registered cache and we
+            // are not inside an operation on it; after retire_locked nobody
+            // references it, so it can go back to "UMA Caches".
+            unsafe {
+                let zone = &*(*c).zone;
+                let (a, f) = super::retire_locked(c);
+                for b in [a, f] {
+                    if !b.is_null() {
+                        zone.put_bucket(b);
+                    }
+                }
+                zone.uma().caches_zone().internal_free(core::ptr::NonNull::new_unchecked(c.cast()));
+            }
+        }
+    });
+}

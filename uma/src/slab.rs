@@ -1,0 +1,450 @@
+//! Slabs: the header, its free bitset, slab lists, the keg hash, and the
+//! layout search (FreeBSD `struct uma_slab`, `keg_layout`).
+//!
+//! A slab is a naturally aligned run of `2^k` host pages (its size is its
+//! alignment), cut into `ipers` items of `rsize` bytes from its start. Its
+//! header is either *inline*, in the last bytes of the slab (found from any
+//! item by masking the address), or *off-page*, an item of the internal
+//! "UMA Slabs" zone found through the keg hash (keyed by slab address).
+
+use core::mem::size_of;
+use core::ptr;
+
+use crate::keg::Keg;
+use crate::source::{SlabSource, PAGE_SIZE};
+
+/// Most items one slab holds (FreeBSD `SLAB_MAX_SETSIZE` is 256 for 4 KiB
+/// pages and 16-byte minimum items; 512 lets 8-byte items fill a page).
+pub(crate) const MAX_IPERS: usize = 512;
+const WORDS: usize = MAX_IPERS / 64;
+/// Largest slab: 64 host pages.
+pub(crate) const MAX_SLAB_PAGES: usize = 64;
+/// Layout search target: items use at least 90% of the slab.
+pub(crate) const EFFICIENCY_PCT: usize = 90;
+
+/// Which keg list a slab is on.
+pub(crate) const ON_NONE: u8 = 0;
+pub(crate) const ON_FREE: u8 = 1;
+pub(crate) const ON_PARTIAL: u8 = 2;
+pub(crate) const ON_FULL: u8 = 3;
+
+/// A slab header (FreeBSD `struct uma_slab`).
+#[repr(C)]
+pub(crate) struct Slab {
+    // under keg lock
+    pub next: *mut Slab,
+    pub prev: *mut Slab,
+    pub hnext: *mut Slab,
+    pub free: u32,
+    pub list: u8,
+    // constant after the slab is created
+    pub base: *mut u8,
+    pub keg: *const Keg,
+    /// The allocator that produced the slab's memory; `None` for boot pages,
+    /// which are never given back.
+    pub source: Option<&'static dyn SlabSource>,
+    // under keg lock: bit set = item free in the keg.
+    pub bits: [u64; WORDS],
+    /// INVARIANTS: bit set = item handed out to a zone's caller.
+    #[cfg(feature = "invariants")]
+    pub dbg: [u64; WORDS],
+}
+
+/// Bytes of a slab header (also the item size of "UMA Slabs").
+pub(crate) const SLAB_HDR: usize = (size_of::<Slab>() + 15) & !15;
+
+impl Slab {
+    /// Builds a fresh header: every one of `ipers` items free.
+    pub(crate) fn init(
+        hdr: *mut Slab,
+        base: *mut u8,
+        keg: *const Keg,
+        ipers: usize,
+        source: Option<&'static dyn SlabSource>,
+    ) {
+        let mut bits = [0u64; WORDS];
+        for (i, w) in bits.iter_mut().enumerate() {
+            let lo = i * 64;
+            if ipers >= lo + 64 {
+                *w = u64::MAX;
+            } else if ipers > lo {
+                *w = (1u64 << (ipers - lo)) - 1;
+            }
+        }
+        let s = Slab {
+            next: ptr::null_mut(),
+            prev: ptr::null_mut(),
+            hnext: ptr::null_mut(),
+            free: ipers as u32,
+            list: ON_NONE,
+            base,
+            keg,
+            source,
+            bits,
+            #[cfg(feature = "invariants")]
+            dbg: [0; WORDS],
+        };
+        // SAFETY: hdr points at SLAB_HDR writable bytes owned by the keg
+        // (the slab tail or a "UMA Slabs" item), aligned to 16.
+        unsafe { hdr.write(s) };
+    }
+
+    /// Takes the lowest free item index. The caller checked `free > 0`.
+    pub(crate) fn take_first(&mut self) -> Option<usize> {
+        for (i, w) in self.bits.iter_mut().enumerate() {
+            if *w != 0 {
+                let b = w.trailing_zeros() as usize;
+                *w &= !(1u64 << b);
+                self.free -= 1;
+                return Some(i * 64 + b);
+            }
+        }
+        None
+    }
+
+    /// Is item `idx` free in the keg?
+    pub(crate) fn is_free(&self, idx: usize) -> bool {
+        self.bits[idx / 64] & (1u64 << (idx % 64)) != 0
+    }
+
+    /// Marks item `idx` free.
+    pub(crate) fn set_free(&mut self, idx: usize) {
+        self.bits[idx / 64] |= 1u64 << (idx % 64);
+        self.free += 1;
+    }
+
+    /// Number of free bits (for invariant checks).
+    pub(crate) fn popcount(&self) -> u32 {
+        self.bits.iter().map(|w| w.count_ones()).sum()
+    }
+
+    /// Any bit set at or beyond `ipers`?
+    pub(crate) fn stray_bits(&self, ipers: usize) -> bool {
+        (ipers..MAX_IPERS).any(|i| self.is_free(i))
+    }
+}
+
+/// An intrusive doubly linked list of slabs (under keg lock).
+#[derive(Debug)]
+pub(crate) struct SlabList {
+    pub head: *mut Slab,
+    pub len: usize,
+}
+
+impl SlabList {
+    pub(crate) const fn new() -> Self {
+        SlabList { head: ptr::null_mut(), len: 0 }
+    }
+
+    /// # Safety
+    ///
+    /// `s` is a valid header on no list; the keg lock is held.
+    pub(crate) unsafe fn push(&mut self, s: *mut Slab, tag: u8) {
+        // SAFETY: caller contract; the head, if any, is a valid header.
+        unsafe {
+            (*s).prev = ptr::null_mut();
+            (*s).next = self.head;
+            (*s).list = tag;
+            if !self.head.is_null() {
+                (*self.head).prev = s;
+            }
+        }
+        self.head = s;
+        self.len += 1;
+    }
+
+    /// # Safety
+    ///
+    /// `s` is a valid header on this list; the keg lock is held.
+    pub(crate) unsafe fn remove(&mut self, s: *mut Slab) {
+        // SAFETY: caller contract; neighbours are valid headers of this list.
+        unsafe {
+            let (p, n) = ((*s).prev, (*s).next);
+            if p.is_null() {
+                self.head = n;
+            } else {
+                (*p).next = n;
+            }
+            if !n.is_null() {
+                (*n).prev = p;
+            }
+            (*s).next = ptr::null_mut();
+            (*s).prev = ptr::null_mut();
+            (*s).list = ON_NONE;
+        }
+        self.len -= 1;
+    }
+}
+
+const HASH_INLINE: usize = 64;
+
+/// The keg hash: slab address -> off-page header (FreeBSD `uma_hash`).
+/// Starts with an inline table; grows into tables of host pages from the
+/// Uma's internal source (allocated with the keg lock dropped).
+pub(crate) struct SlabHash {
+    inline: [*mut Slab; HASH_INLINE],
+    heap: *mut *mut Slab,
+    /// number of heads (a power of two)
+    size: usize,
+    pub count: usize,
+}
+
+impl SlabHash {
+    pub(crate) const fn new() -> Self {
+        SlabHash { inline: [ptr::null_mut(); HASH_INLINE], heap: ptr::null_mut(), size: HASH_INLINE, count: 0 }
+    }
+
+    fn table(&mut self) -> *mut *mut Slab {
+        if self.heap.is_null() {
+            self.inline.as_mut_ptr()
+        } else {
+            self.heap
+        }
+    }
+
+    fn slot(&self, base: *mut u8, shift: u32) -> usize {
+        let k = (base as usize) >> shift;
+        (k ^ (k >> 7)) & (self.size - 1)
+    }
+
+    /// # Safety
+    ///
+    /// `s` is a valid header not in the hash; keg lock held.
+    pub(crate) unsafe fn insert(&mut self, s: *mut Slab, shift: u32) {
+        // SAFETY: caller contract; table has `size` valid heads.
+        unsafe {
+            let i = self.slot((*s).base, shift);
+            let t = self.table();
+            (*s).hnext = *t.add(i);
+            *t.add(i) = s;
+        }
+        self.count += 1;
+    }
+
+    /// # Safety
+    ///
+    /// Keg lock held; every chained header is valid.
+    pub(crate) unsafe fn lookup(&mut self, base: *mut u8, shift: u32) -> *mut Slab {
+        let i = self.slot(base, shift);
+        // SAFETY: caller contract.
+        unsafe {
+            let mut s = *self.table().add(i);
+            while !s.is_null() && (*s).base != base {
+                s = (*s).hnext;
+            }
+            s
+        }
+    }
+
+    /// # Safety
+    ///
+    /// `s` is in the hash; keg lock held.
+    pub(crate) unsafe fn remove(&mut self, s: *mut Slab, shift: u32) {
+        // SAFETY: caller contract.
+        unsafe {
+            let i = self.slot((*s).base, shift);
+            let mut pp = self.table().add(i);
+            while !(*pp).is_null() {
+                if *pp == s {
+                    *pp = (*s).hnext;
+                    (*s).hnext = ptr::null_mut();
+                    self.count -= 1;
+                    return;
+                }
+                pp = ptr::addr_of_mut!((**pp).hnext);
+            }
+        }
+    }
+
+    /// Wants a bigger table?
+    pub(crate) fn wants_grow(&self) -> bool {
+        self.count > 2 * self.size
+    }
+
+    /// Heads the next table should have.
+    pub(crate) fn next_size(&self) -> usize {
+        (self.size * 4).max(PAGE_SIZE / size_of::<*mut Slab>())
+    }
+
+    /// Moves every entry into `table` (`size` heads, zeroed) and returns the
+    /// old heap table (null if it was inline) with its head count.
+    ///
+    /// # Safety
+    ///
+    /// Keg lock held; `table` is `size * 8` writable zeroed bytes.
+    pub(crate) unsafe fn rehash(&mut self, table: *mut *mut Slab, size: usize, shift: u32) -> (*mut *mut Slab, usize) {
+        let old = self.table();
+        let old_size = self.size;
+        let old_heap = self.heap;
+        self.heap = table;
+        self.size = size;
+        self.count = 0;
+        // SAFETY: caller contract; old chains are valid headers.
+        unsafe {
+            for i in 0..old_size {
+                let mut s = *old.add(i);
+                while !s.is_null() {
+                    let n = (*s).hnext;
+                    self.insert(s, shift);
+                    s = n;
+                }
+            }
+        }
+        if old_heap.is_null() {
+            self.inline = [ptr::null_mut(); HASH_INLINE];
+        }
+        (old_heap, old_size)
+    }
+
+    /// The heap table to free at keg destruction, if any.
+    pub(crate) fn take_heap(&mut self) -> (*mut *mut Slab, usize) {
+        let r = (self.heap, self.size);
+        self.heap = ptr::null_mut();
+        self.size = HASH_INLINE;
+        r
+    }
+}
+
+/// A keg's slab layout (FreeBSD `uk_rsize`, `uk_ipers`, `uk_ppera`,
+/// `UMA_ZFLAG_OFFPAGE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlabLayout {
+    /// Item stride: the item size rounded up to the alignment.
+    pub rsize: usize,
+    /// Items per slab.
+    pub ipers: usize,
+    /// Slab bytes: a power of two number of host pages; also its alignment.
+    pub slab_size: usize,
+    /// Header off the slab (in "UMA Slabs", found through the keg hash).
+    pub offpage: bool,
+}
+
+impl SlabLayout {
+    /// Offset of an inline header inside the slab.
+    pub(crate) fn hdr_off(&self) -> usize {
+        self.slab_size - SLAB_HDR
+    }
+    /// Per cent of the slab (plus off-page header) that holds items.
+    pub fn efficiency_pct(&self) -> usize {
+        let total = self.slab_size + if self.offpage { SLAB_HDR } else { 0 };
+        self.ipers * self.rsize * 100 / total
+    }
+}
+
+/// Finds a layout for items of `size` bytes aligned to `align`.
+///
+/// Tries slab sizes of 1, 2, 4, ... 64 pages; at each size the inline header
+/// first, then off-page; the first with at least 90% efficiency wins, else
+/// the most efficient seen. `inline_only` (internal zones: their headers
+/// cannot come from "UMA Slabs") and `offpage` (forced) restrict the search;
+/// `max_ipers` caps items per slab (tiny test configs).
+pub(crate) fn compute_layout(
+    size: usize,
+    align: usize,
+    inline_only: bool,
+    offpage: bool,
+    max_ipers: usize,
+) -> Option<SlabLayout> {
+    if size == 0 || !align.is_power_of_two() || align > PAGE_SIZE {
+        return None;
+    }
+    let align = align.max(8);
+    let rsize = size.checked_add(align - 1)? & !(align - 1);
+    let cap = max_ipers.clamp(1, MAX_IPERS);
+    let mut best: Option<SlabLayout> = None;
+    let mut pages = 1;
+    while pages <= MAX_SLAB_PAGES {
+        let slab_size = pages * PAGE_SIZE;
+        let mut cands = [None, None];
+        if !offpage && slab_size > SLAB_HDR {
+            let n = ((slab_size - SLAB_HDR) / rsize).min(cap);
+            if n > 0 {
+                cands[0] = Some(SlabLayout { rsize, ipers: n, slab_size, offpage: false });
+            }
+        }
+        if !inline_only {
+            let n = (slab_size / rsize).min(cap);
+            if n > 0 {
+                cands[1] = Some(SlabLayout { rsize, ipers: n, slab_size, offpage: true });
+            }
+        }
+        for c in cands.into_iter().flatten() {
+            if c.efficiency_pct() >= EFFICIENCY_PCT {
+                return Some(c);
+            }
+            if best.map_or(true, |b| c.efficiency_pct() > b.efficiency_pct()) {
+                best = Some(c);
+            }
+        }
+        // A capped item count will not improve with bigger slabs.
+        if rsize * cap <= slab_size {
+            break;
+        }
+        pages *= 2;
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_small_items_inline_and_efficient() {
+        for size in [8, 16, 24, 32, 48, 64, 96, 128, 200, 256, 500, 1000] {
+            let l = compute_layout(size, 8, false, false, MAX_IPERS).unwrap();
+            assert!(l.efficiency_pct() >= EFFICIENCY_PCT, "{size}: {l:?}");
+            assert!(l.ipers <= MAX_IPERS && l.ipers >= 1);
+            assert!(l.slab_size.is_power_of_two());
+            if !l.offpage {
+                assert!(l.ipers * l.rsize <= l.hdr_off(), "{size}: items overlap header");
+            } else {
+                assert!(l.ipers * l.rsize <= l.slab_size);
+            }
+        }
+    }
+
+    #[test]
+    fn layout_page_sized_items_go_offpage() {
+        let l = compute_layout(4096, 8, false, false, MAX_IPERS).unwrap();
+        assert!(l.offpage);
+        assert_eq!(l.ipers, 1);
+        let l = compute_layout(2048, 8, false, false, MAX_IPERS).unwrap();
+        assert!(l.offpage, "{l:?}");
+        let l = compute_layout(2048, 8, true, false, MAX_IPERS).unwrap();
+        assert!(!l.offpage);
+        assert!(l.efficiency_pct() >= EFFICIENCY_PCT, "{l:?}");
+    }
+
+    #[test]
+    fn layout_respects_alignment_and_caps() {
+        let l = compute_layout(33, 64, false, false, MAX_IPERS).unwrap();
+        assert_eq!(l.rsize, 64);
+        let l = compute_layout(64, 8, false, false, 4).unwrap();
+        assert_eq!(l.ipers, 4);
+        assert!(compute_layout(0, 8, false, false, 4).is_none());
+        assert!(compute_layout(8, 3, false, false, 4).is_none());
+        assert!(compute_layout(8, 8192, false, false, 4).is_none());
+    }
+
+    #[test]
+    fn bitset_take_and_set() {
+        let mut mem = [0u8; SLAB_HDR + 16];
+        let hdr = ((mem.as_mut_ptr() as usize + 15) & !15) as *mut Slab;
+        Slab::init(hdr, ptr::null_mut(), ptr::null(), 70, None);
+        // SAFETY: hdr was just initialised inside `mem`.
+        let s = unsafe { &mut *hdr };
+        assert_eq!(s.popcount(), 70);
+        assert!(!s.stray_bits(70));
+        let mut got = [false; 70];
+        while s.free > 0 {
+            let i = s.take_first().unwrap();
+            assert!(!got[i]);
+            got[i] = true;
+        }
+        assert!(got.iter().all(|&g| g));
+        s.set_free(65);
+        assert!(s.is_free(65));
+        assert_eq!(s.popcount(), 1);
+    }
+}

@@ -1,0 +1,631 @@
+//! The UMA instance and its bootstrap (FreeBSD `uma_startup1`,
+//! `uma_startup2`, the "UMA Zones", "UMA Kegs", "UMA Slabs" and bucket
+//! zones).
+//!
+//! [`Uma::bootstrap`] takes one first chunk of pages from a page source and
+//! builds everything else from it, with no global allocator: the `Uma`
+//! struct and the internal zones' own `Zone`/`Keg` structs sit at the end
+//! of the chunk, and its first pages are the boot slabs of the internal
+//! kegs (never given back). From then on zones and kegs are items of "UMA
+//! Zones"/"UMA Kegs", off-page slab headers items of "UMA Slabs", buckets
+//! items of the bucket zones and per-thread caches items of "UMA Caches".
+
+use core::fmt;
+use core::mem::{size_of, MaybeUninit};
+use core::ptr::{self, NonNull};
+
+use crate::bucket::{bucket_zone_size, zone_index_for, Bucket, BUCKET_ENTRIES, NBUCKETZONES};
+use crate::keg::Keg;
+use crate::pcpu::Cache;
+use crate::slab::{MAX_IPERS, SLAB_HDR};
+use crate::source::{SlabSource, PAGE_SIZE};
+use crate::sync::{Mutex, MutexGuard};
+use crate::zone::{Zone, ZoneParts};
+use crate::{debug, Ctor, Dtor, Fini, Flags, Import, Init, Reclaim, Release, ZoneFlags};
+
+#[cfg(not(loom))]
+pub(crate) use crate::pcpu::tls::NO_SLOT;
+/// Under loom there is no TLS table: every zone is uncached by TLS.
+#[cfg(loom)]
+pub(crate) const NO_SLOT: usize = 512;
+
+const Z_ZONES: usize = 0;
+const Z_KEGS: usize = 1;
+const Z_SLABS: usize = 2;
+const Z_CACHES: usize = 3;
+const Z_BUCKETS: usize = 4;
+const NINTERNAL: usize = Z_BUCKETS + NBUCKETZONES;
+
+/// Pages of the first chunk used as boot slabs.
+const BOOT_PAGES: usize = 16;
+/// Alignment of the first chunk (boot slabs are naturally aligned in it).
+const BOOT_ALIGN: usize = BOOT_PAGES * PAGE_SIZE;
+
+struct BootPages {
+    next: usize,
+    end: usize,
+}
+
+struct ZoneList {
+    head: *const Zone,
+    count: usize,
+}
+
+/// One UMA instance: its internal zones, its zone list, its page source
+/// for internal memory. [`global`](crate::global) is the process's default
+/// instance; kmem bootstraps its own over the kernel arena.
+pub struct Uma {
+    // constant after create
+    pub(crate) source: &'static dyn SlabSource,
+    pub(crate) ncpu: usize,
+    zones: [MaybeUninit<Zone>; NINTERNAL],
+    kegs: [MaybeUninit<Keg>; NINTERNAL],
+    // under the boot lock
+    boot: Mutex<BootPages>,
+    // under the list lock
+    list: Mutex<ZoneList>,
+    reclaiming: Mutex<()>,
+    #[cfg(loom)]
+    registry: Mutex<()>,
+}
+
+// SAFETY: all mutable state is behind the locks named on the fields; the
+// internal zones/kegs are Sync themselves.
+unsafe impl Sync for Uma {}
+// SAFETY: as above.
+unsafe impl Send for Uma {}
+
+impl fmt::Debug for Uma {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Uma").field("source", &self.source.name()).finish_non_exhaustive()
+    }
+}
+
+/// Callbacks and options of a new zone (FreeBSD `uma_zcreate` arguments).
+#[derive(Clone, Copy)]
+pub struct ZoneArgs {
+    /// Name shown in statistics.
+    pub name: &'static str,
+    /// Item size in bytes.
+    pub size: usize,
+    /// Item alignment (a power of two up to a page; default 8).
+    pub align: usize,
+    /// Runs on every allocation; `false` fails it.
+    pub ctor: Option<Ctor>,
+    /// Runs on every free.
+    pub dtor: Option<Dtor>,
+    /// Keg init: once per item when its slab is created; `false` fails it.
+    pub init: Option<Init>,
+    /// Keg fini: once per item when its slab is freed.
+    pub fini: Option<Fini>,
+    /// Passed to ctor/dtor (and import/release of cache-only zones).
+    pub arg: usize,
+    /// Zone flags.
+    pub flags: ZoneFlags,
+    /// Caps items per slab (tiny test configurations; default 256).
+    pub max_ipers: usize,
+    /// Fixes the bucket size (entries; 0 disables buckets), or `None` for
+    /// UMA's adaptive choice.
+    pub bucket_size: Option<usize>,
+    /// Page source for the keg (default: the instance's source).
+    pub source: Option<&'static dyn SlabSource>,
+}
+
+impl fmt::Debug for ZoneArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ZoneArgs").field("name", &self.name).field("size", &self.size).finish_non_exhaustive()
+    }
+}
+
+impl ZoneArgs {
+    /// Arguments for a plain zone of `size`-byte items.
+    pub const fn new(name: &'static str, size: usize) -> Self {
+        ZoneArgs {
+            name,
+            size,
+            align: 8,
+            ctor: None,
+            dtor: None,
+            init: None,
+            fini: None,
+            arg: 0,
+            flags: ZoneFlags::NONE,
+            max_ipers: MAX_IPERS,
+            bucket_size: None,
+            source: None,
+        }
+    }
+    /// Sets the constructor.
+    pub const fn ctor(mut self, f: Ctor) -> Self {
+        self.ctor = Some(f);
+        self
+    }
+    /// Sets the destructor.
+    pub const fn dtor(mut self, f: Dtor) -> Self {
+        self.dtor = Some(f);
+        self
+    }
+    /// Sets the keg init.
+    pub const fn init(mut self, f: Init) -> Self {
+        self.init = Some(f);
+        self
+    }
+    /// Sets the keg fini.
+    pub const fn fini(mut self, f: Fini) -> Self {
+        self.fini = Some(f);
+        self
+    }
+    /// Sets the callback argument.
+    pub const fn arg(mut self, a: usize) -> Self {
+        self.arg = a;
+        self
+    }
+    /// Sets the alignment.
+    pub const fn align(mut self, a: usize) -> Self {
+        self.align = a;
+        self
+    }
+    /// Sets the flags.
+    pub const fn flags(mut self, f: ZoneFlags) -> Self {
+        self.flags = f;
+        self
+    }
+    /// Caps items per slab.
+    pub const fn max_ipers(mut self, n: usize) -> Self {
+        self.max_ipers = n;
+        self
+    }
+    /// Fixes the bucket size.
+    pub const fn bucket_size(mut self, n: usize) -> Self {
+        self.bucket_size = Some(n);
+        self
+    }
+    /// Sets the page source.
+    pub const fn source(mut self, s: &'static dyn SlabSource) -> Self {
+        self.source = Some(s);
+        self
+    }
+}
+
+/// Arguments of a cache-only zone (FreeBSD `uma_zcache_create`): items come
+/// from `import` and go back through `release`; they are opaque non-zero
+/// words (addresses or integers, as vmem quantum caches use them), zero is
+/// not cacheable. This is a kmem hook.
+#[derive(Clone, Copy, Debug)]
+pub struct CacheArgs {
+    /// Name shown in statistics.
+    pub name: &'static str,
+    /// Nominal item size (statistics, bucket size choice).
+    pub size: usize,
+    /// Fills a slice with up to `len` items; returns how many.
+    pub import: Import,
+    /// Takes items back.
+    pub release: Release,
+    /// Passed to import/release/ctor/dtor.
+    pub arg: usize,
+    /// Optional constructor/destructor.
+    pub ctor: Option<Ctor>,
+    /// Optional destructor.
+    pub dtor: Option<Dtor>,
+    /// Zone flags (NOBUCKET, UNMANAGED, MAXBUCKET apply).
+    pub flags: ZoneFlags,
+    /// Fixes the bucket size.
+    pub bucket_size: Option<usize>,
+}
+
+impl Uma {
+    /// Builds an instance from one first chunk of pages of `source`, which
+    /// also backs every internal zone afterwards. Never uses the global
+    /// allocator. `None` if the source cannot give the first chunk.
+    pub fn bootstrap(source: &'static dyn SlabSource) -> Option<&'static Uma> {
+        let uma_bytes = (size_of::<Uma>() + PAGE_SIZE - 1) & !(PAGE_SIZE - 1);
+        let total = BOOT_PAGES * PAGE_SIZE + uma_bytes;
+        let chunk = source.alloc(total, BOOT_ALIGN, Flags::NOWAIT.with(Flags::ZERO))?;
+        let base = chunk.as_ptr() as usize;
+        let up: *mut Uma = (base + BOOT_PAGES * PAGE_SIZE) as *mut Uma;
+        // SAFETY: `up` points at uma_bytes of fresh writable memory of ours,
+        // page aligned; every field is written before any is read.
+        unsafe {
+            ptr::addr_of_mut!((*up).source).write(source);
+            ptr::addr_of_mut!((*up).ncpu).write(ncpu());
+            ptr::addr_of_mut!((*up).boot).write(Mutex::new(BootPages { next: base, end: base + BOOT_PAGES * PAGE_SIZE }));
+            ptr::addr_of_mut!((*up).list).write(Mutex::new(ZoneList { head: ptr::null(), count: 0 }));
+            ptr::addr_of_mut!((*up).reclaiming).write(Mutex::new(()));
+            #[cfg(loom)]
+            ptr::addr_of_mut!((*up).registry).write(Mutex::new(()));
+            let mut names: [(&'static str, usize, usize); NINTERNAL] = [("", 0, 0); NINTERNAL];
+            names[Z_ZONES] = ("UMA Zones", size_of::<Zone>(), 16);
+            names[Z_KEGS] = ("UMA Kegs", size_of::<Keg>(), 16);
+            names[Z_SLABS] = ("UMA Slabs", SLAB_HDR, 16);
+            names[Z_CACHES] = ("UMA Caches", size_of::<Cache>(), 64);
+            for (i, n) in BUCKET_NAMES.iter().enumerate() {
+                names[Z_BUCKETS + i] = (n, bucket_zone_size(i), 16);
+            }
+            for (i, &(name, size, align)) in names.iter().enumerate() {
+                let kp = ptr::addr_of_mut!((*up).kegs[i]).cast::<Keg>();
+                let keg = Keg::new(name, size, align, ZoneFlags::INTERNAL, None, None, MAX_IPERS, source, up)?;
+                kp.write(keg);
+                let zp = ptr::addr_of_mut!((*up).zones[i]).cast::<Zone>();
+                zp.write(Zone::new(ZoneParts {
+                    name,
+                    size,
+                    flags: ZoneFlags::INTERNAL,
+                    ctor: None,
+                    dtor: None,
+                    zinit: None,
+                    zfini: None,
+                    arg: 0,
+                    import: None,
+                    release: None,
+                    keg: kp,
+                    uma: up,
+                    slot: NO_SLOT,
+                    bucket_size: None,
+                }));
+            }
+            let uma: &'static Uma = &*up;
+            for i in 0..NINTERNAL {
+                uma.link_zone(uma.zones[i].assume_init_ref());
+            }
+            Some(uma)
+        }
+    }
+
+    /// Takes `size` bytes (naturally aligned) of boot pages, if left.
+    pub(crate) fn boot_take(&self, size: usize) -> Option<NonNull<u8>> {
+        let mut b = self.boot.lock();
+        let start = (b.next + size - 1) & !(size - 1);
+        if start.checked_add(size)? > b.end {
+            return None;
+        }
+        b.next = start + size;
+        NonNull::new(start as *mut u8)
+    }
+
+    fn internal(&self, i: usize) -> &Zone {
+        // SAFETY: every internal zone was written in bootstrap.
+        unsafe { self.zones[i].assume_init_ref() }
+    }
+    pub(crate) fn zones_zone(&self) -> &Zone {
+        self.internal(Z_ZONES)
+    }
+    pub(crate) fn kegs_zone(&self) -> &Zone {
+        self.internal(Z_KEGS)
+    }
+    pub(crate) fn slabs_zone(&self) -> &Zone {
+        self.internal(Z_SLABS)
+    }
+    pub(crate) fn caches_zone(&self) -> &Zone {
+        self.internal(Z_CACHES)
+    }
+
+    /// The registry lock (see `pcpu`): process-wide outside loom.
+    pub(crate) fn registry_lock(&self) -> MutexGuard<'_, ()> {
+        #[cfg(not(loom))]
+        return crate::pcpu::tls::REGISTRY.lock();
+        #[cfg(loom)]
+        return self.registry.lock();
+    }
+
+    /// An empty bucket of `entries` usable slots (null on failure).
+    pub(crate) fn bucket_alloc(&self, entries: usize, flags: Flags) -> *mut Bucket {
+        let Some(i) = zone_index_for(entries) else { return ptr::null_mut() };
+        match self.internal(Z_BUCKETS + i).internal_alloc(flags.nowait().without(Flags::ZERO)) {
+            Some(p) => {
+                let b: *mut Bucket = p.as_ptr().cast();
+                // SAFETY: an unused item of bucket zone i; entries fit.
+                unsafe { Bucket::init(b, entries, i) };
+                b
+            }
+            None => ptr::null_mut(),
+        }
+    }
+
+    /// Frees a bucket to its bucket zone.
+    ///
+    /// # Safety
+    ///
+    /// `b` came from [`bucket_alloc`](Self::bucket_alloc) and is unused.
+    pub(crate) unsafe fn bucket_free(&self, b: *mut Bucket) {
+        // SAFETY: caller contract.
+        unsafe {
+            let z = self.internal(Z_BUCKETS + (*b).zidx as usize);
+            z.internal_free(NonNull::new_unchecked(b.cast()));
+        }
+    }
+
+    fn link_zone(&self, z: &Zone) {
+        let mut l = self.list.lock();
+        z.list_prev.set(ptr::null());
+        z.list_next.set(l.head);
+        if !l.head.is_null() {
+            // SAFETY: list lock held; listed zones are alive.
+            unsafe { (*l.head).list_prev.set(z) };
+        }
+        l.head = z;
+        l.count += 1;
+    }
+
+    fn unlink_zone(&self, z: &Zone) {
+        let mut l = self.list.lock();
+        let (p, n) = (z.list_prev.get(), z.list_next.get());
+        if p.is_null() {
+            l.head = n;
+        } else {
+            // SAFETY: list lock held; listed zones are alive.
+            unsafe { (*p).list_next.set(n) };
+        }
+        if !n.is_null() {
+            // SAFETY: as above.
+            unsafe { (*n).list_prev.set(p) };
+        }
+        l.count -= 1;
+    }
+
+    /// Creates a zone with its own keg (FreeBSD `uma_zcreate`). `None` on
+    /// bad arguments (size 0, alignment not a power of two or above a page)
+    /// or without memory.
+    pub fn create_zone(&'static self, args: &ZoneArgs) -> Option<&'static Zone> {
+        let source = args.source.unwrap_or(self.source);
+        let zmem = self.zones_zone().internal_alloc(Flags::NOWAIT)?;
+        let Some(kmem) = self.kegs_zone().internal_alloc(Flags::NOWAIT) else {
+            // SAFETY: unused item of ours.
+            unsafe { self.zones_zone().internal_free(zmem) };
+            return None;
+        };
+        let flags = args.flags;
+        let Some(keg) = Keg::new(args.name, args.size, args.align, flags, args.init, args.fini, args.max_ipers, source, self)
+        else {
+            // SAFETY: unused items of ours.
+            unsafe {
+                self.zones_zone().internal_free(zmem);
+                self.kegs_zone().internal_free(kmem);
+            }
+            return None;
+        };
+        let kp: *mut Keg = kmem.as_ptr().cast();
+        // SAFETY: an unused "UMA Kegs" item, sized and aligned for Keg.
+        unsafe { kp.write(keg) };
+        self.finish_zone(
+            zmem,
+            ZoneParts {
+                name: args.name,
+                size: args.size,
+                flags,
+                ctor: args.ctor,
+                dtor: args.dtor,
+                zinit: None,
+                zfini: None,
+                arg: args.arg,
+                import: None,
+                release: None,
+                keg: kp,
+                uma: self,
+                slot: NO_SLOT,
+                bucket_size: args.bucket_size,
+            },
+        )
+    }
+
+    /// Creates a secondary zone over `master`'s keg (FreeBSD
+    /// `uma_zsecond_create`): its own ctor/dtor and zinit/zfini (run when
+    /// items move between the keg and this zone).
+    pub fn create_secondary(
+        &'static self,
+        name: &'static str,
+        ctor: Option<Ctor>,
+        dtor: Option<Dtor>,
+        zinit: Option<Init>,
+        zfini: Option<Fini>,
+        master: &'static Zone,
+    ) -> Option<&'static Zone> {
+        let keg = master.keg()?;
+        let zmem = self.zones_zone().internal_alloc(Flags::NOWAIT)?;
+        keg.state.lock().zones += 1;
+        self.finish_zone(
+            zmem,
+            ZoneParts {
+                name,
+                size: master.size,
+                flags: master.flags.with(ZoneFlags::SECONDARY),
+                ctor,
+                dtor,
+                zinit,
+                zfini,
+                arg: master.arg,
+                import: None,
+                release: None,
+                keg,
+                uma: self,
+                slot: NO_SLOT,
+                bucket_size: None,
+            },
+        )
+    }
+
+    /// Creates a cache-only zone (FreeBSD `uma_zcache_create`).
+    pub fn create_cache(&'static self, args: &CacheArgs) -> Option<&'static Zone> {
+        let zmem = self.zones_zone().internal_alloc(Flags::NOWAIT)?;
+        self.finish_zone(
+            zmem,
+            ZoneParts {
+                name: args.name,
+                size: args.size,
+                flags: args.flags.with(ZoneFlags::CACHE),
+                ctor: args.ctor,
+                dtor: args.dtor,
+                zinit: None,
+                zfini: None,
+                arg: args.arg,
+                import: Some(args.import),
+                release: Some(args.release),
+                keg: ptr::null(),
+                uma: self,
+                slot: NO_SLOT,
+                bucket_size: args.bucket_size,
+            },
+        )
+    }
+
+    fn finish_zone(&'static self, zmem: NonNull<u8>, mut parts: ZoneParts) -> Option<&'static Zone> {
+        #[cfg(not(loom))]
+        if !parts.flags.contains(ZoneFlags::NOBUCKET) {
+            parts.slot = crate::pcpu::tls::alloc_slot();
+        }
+        #[cfg(loom)]
+        let _ = &mut parts;
+        let zp: *mut Zone = zmem.as_ptr().cast();
+        // SAFETY: an unused "UMA Zones" item, sized and aligned for Zone.
+        let z: &'static Zone = unsafe {
+            zp.write(Zone::new(parts));
+            &*zp
+        };
+        self.link_zone(z);
+        Some(z)
+    }
+
+    /// Destroys a zone (FreeBSD `uma_zdestroy`): drains every per-thread
+    /// cache and the bucket cache, reports leaked items by count, and frees
+    /// the keg when its last zone goes (dropping its reserve). Returns the
+    /// number of items still allocated from the zone.
+    ///
+    /// # Safety
+    ///
+    /// No thread uses `zone` during or after the call (items still
+    /// allocated from it must not be freed to it any more).
+    pub unsafe fn destroy(&'static self, zone: &'static Zone) -> usize {
+        if zone.flags.contains(ZoneFlags::INTERNAL) || !ptr::eq(zone.uma, self) {
+            debug::warn(format_args!("uma: refusing to destroy zone {} (internal or of another instance)\n", zone.name));
+            return 0;
+        }
+        self.unlink_zone(zone);
+        let mut list = crate::pcpu::drain_zone_caches(zone, true);
+        while !list.is_null() {
+            // SAFETY: buckets taken out of the detached caches.
+            let next = unsafe { (*list).next };
+            zone.release_bucket(list);
+            list = next;
+        }
+        zone.bucket_cache_reclaim(true);
+        let st = zone.stats();
+        let leaked = st.used as usize;
+        if leaked > 0 {
+            debug::warn(format_args!("uma: zone {} destroyed with {} items still allocated\n", zone.name, leaked));
+        }
+        if let Some(keg) = zone.keg() {
+            let last = {
+                let mut g = keg.state.lock();
+                g.zones -= 1;
+                g.zones == 0
+            };
+            if last {
+                keg.teardown();
+                let kp = keg as *const Keg as *mut Keg;
+                // SAFETY: the last zone of the keg is going; nothing else
+                // references the keg struct, an item of "UMA Kegs".
+                unsafe {
+                    ptr::drop_in_place(kp);
+                    self.kegs_zone().internal_free(NonNull::new_unchecked(kp.cast()));
+                }
+            }
+        }
+        #[cfg(not(loom))]
+        crate::pcpu::tls::free_slot(zone.pcpu_slot);
+        let zp = zone as *const Zone as *mut Zone;
+        // SAFETY: caller contract: nobody uses the zone any more.
+        unsafe {
+            ptr::drop_in_place(zp);
+            self.zones_zone().internal_free(NonNull::new_unchecked(zp.cast()));
+        }
+        leaked
+    }
+
+    /// Calls `f` on every zone (internal ones included) under the list lock.
+    pub fn for_each_zone(&self, mut f: impl FnMut(&Zone)) {
+        let l = self.list.lock();
+        let mut z = l.head;
+        while !z.is_null() {
+            // SAFETY: list lock held; listed zones are alive.
+            unsafe {
+                f(&*z);
+                z = (*z).list_next.get();
+            }
+        }
+    }
+
+    /// Number of zones (internal ones included).
+    pub fn zone_count(&self) -> usize {
+        self.list.lock().count
+    }
+
+    /// Reclaims from every zone (FreeBSD `uma_reclaim`); UNMANAGED zones are
+    /// skipped. Bounded: one pass; a reclaim already running (for example
+    /// one re-entered from a page source) makes this call return at once.
+    pub fn reclaim(&self, how: Reclaim) {
+        let Some(_busy) = self.reclaiming.try_lock() else { return };
+        self.for_each_zone(|z| {
+            if !z.flags.contains(ZoneFlags::UNMANAGED) {
+                z.reclaim(how);
+            }
+        });
+    }
+
+    /// The periodic work of FreeBSD `uma_timeout`: update every managed
+    /// zone's working-set estimate and trim its bucket cache to it. kmem
+    /// (or the application) calls this every few seconds.
+    pub fn timeout(&self) {
+        let Some(_busy) = self.reclaiming.try_lock() else { return };
+        self.for_each_zone(|z| {
+            if !z.flags.contains(ZoneFlags::UNMANAGED) {
+                z.update_wss();
+                z.bucket_cache_reclaim(false);
+            }
+        });
+    }
+
+    /// Writes the `vmstat -z` table of every zone.
+    pub fn write_vmstat(&self, w: &mut dyn fmt::Write) -> fmt::Result {
+        crate::stats::write_header(w)?;
+        let mut r = Ok(());
+        self.for_each_zone(|z| {
+            if r.is_ok() {
+                r = crate::stats::write_row(w, &z.stats());
+            }
+        });
+        r
+    }
+
+    /// Checks every internal zone's structure. Test aid.
+    pub fn check_internal(&self) {
+        for i in 0..NINTERNAL {
+            if let Some(k) = self.internal(i).keg() {
+                k.check_invariants();
+            }
+        }
+    }
+}
+
+const BUCKET_NAMES: [&str; NBUCKETZONES] =
+    ["2 Bucket", "4 Bucket", "8 Bucket", "16 Bucket", "32 Bucket", "64 Bucket", "128 Bucket", "256 Bucket"];
+const _: () = assert!(BUCKET_ENTRIES.len() == BUCKET_NAMES.len());
+
+fn ncpu() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if n < 1 {
+        1
+    } else {
+        n as usize
+    }
+}
+
+/// The process's default instance over [`MmapSource`](crate::MmapSource),
+/// bootstrapped on first use.
+#[cfg(not(loom))]
+pub fn global() -> &'static Uma {
+    static G: crate::sync::OnceLock<&'static Uma> = crate::sync::OnceLock::new();
+    G.get_or_init(|| match Uma::bootstrap(&crate::source::MMAP_SOURCE) {
+        Some(u) => u,
+        None => debug::fatal(format_args!("uma: bootstrap failed: no first chunk of pages")),
+    })
+}

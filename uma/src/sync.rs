@@ -1,0 +1,217 @@
+//! The one door to atomics, locks and fences.
+//!
+//! This is the only file of the crate that names `std::sync::atomic` or
+//! `loom`. Normally it re-exports std's atomics and wraps std's futex-based
+//! `Mutex`/`Condvar` (chosen over `parking_lot` because parking_lot's parking
+//! table is allocated through the global allocator on first contention, and
+//! UMA must never allocate through it: kmem installs UMA *as* the global
+//! allocator). Under `cfg(loom)` everything that takes part in a protocol
+//! becomes loom's type, so the models in `src/tests/loom_*.rs` explore it.
+//!
+//! `unmodeled` holds counters that only feed statistics and heuristics
+//! (request counts, the adaptive bucket size): they stay std atomics even
+//! under loom, so the models do not branch on them.
+
+/// Statistics and heuristics counters: never modeled by loom.
+pub(crate) mod unmodeled {
+    pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+}
+
+#[cfg(not(loom))]
+mod imp {
+    pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+    use std::sync::atomic::compiler_fence;
+    use std::sync::TryLockError;
+
+    /// A mutex (std's futex mutex; poisoning ignored: UMA code never panics
+    /// while holding a lock except on reported corruption, which aborts).
+    #[derive(Debug)]
+    pub(crate) struct Mutex<T>(std::sync::Mutex<T>);
+    pub(crate) type MutexGuard<'a, T> = std::sync::MutexGuard<'a, T>;
+
+    impl<T> Mutex<T> {
+        pub(crate) const fn new(v: T) -> Self {
+            Self(std::sync::Mutex::new(v))
+        }
+        #[inline]
+        pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+            self.0.lock().unwrap_or_else(|e| e.into_inner())
+        }
+        #[inline]
+        pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+            match self.0.try_lock() {
+                Ok(g) => Some(g),
+                Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+                Err(TryLockError::WouldBlock) => None,
+            }
+        }
+    }
+
+    /// A condition variable used with [`Mutex`].
+    #[derive(Debug)]
+    pub(crate) struct Condvar(std::sync::Condvar);
+
+    impl Condvar {
+        pub(crate) const fn new() -> Self {
+            Self(std::sync::Condvar::new())
+        }
+        /// Sleeps at most `ms` milliseconds (spurious wake-ups allowed).
+        pub(crate) fn wait_timeout<'a, T>(&self, g: MutexGuard<'a, T>, ms: u64) -> MutexGuard<'a, T> {
+            match self.0.wait_timeout(g, std::time::Duration::from_millis(ms)) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            }
+        }
+        pub(crate) fn notify_all(&self) {
+            self.0.notify_all()
+        }
+    }
+
+    /// An `UnsafeCell` with loom's closure API, so loom can check accesses.
+    #[derive(Debug)]
+    pub(crate) struct UnsafeCell<T>(core::cell::UnsafeCell<T>);
+
+    impl<T> UnsafeCell<T> {
+        pub(crate) const fn new(v: T) -> Self {
+            Self(core::cell::UnsafeCell::new(v))
+        }
+        #[inline(always)]
+        pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+            f(self.0.get())
+        }
+        #[inline(always)]
+        pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+            f(self.0.get())
+        }
+    }
+
+    /// Yield while spinning on another thread's progress.
+    pub(crate) fn spin_wait() {
+        std::thread::yield_now();
+    }
+
+    const BARRIER_UNKNOWN: u8 = 0;
+    const BARRIER_MEMBARRIER: u8 = 1;
+    const BARRIER_FENCE: u8 = 2;
+    static BARRIER_MODE: AtomicU8 = AtomicU8::new(BARRIER_UNKNOWN);
+    static BARRIER_INIT: std::sync::Once = std::sync::Once::new();
+
+    // linux/membarrier.h
+    const MEMBARRIER_CMD_QUERY: libc::c_long = 0;
+    const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
+    const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+
+    /// Decides, once per process, whether the per-thread cache protocol uses
+    /// `membarrier(2)` (owner side: compiler fence only) or plain fences on
+    /// both sides. Must run before the first cache is registered.
+    pub(crate) fn init_barrier() {
+        BARRIER_INIT.call_once(|| {
+            // SAFETY: membarrier(2) with QUERY/REGISTER takes no pointers; a
+            // kernel without it returns -1 (ENOSYS), handled below.
+            let mode = unsafe {
+                let cmds = libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+                if cmds >= 0
+                    && cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED != 0
+                    && libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0)
+                        == 0
+                {
+                    BARRIER_MEMBARRIER
+                } else {
+                    BARRIER_FENCE
+                }
+            };
+            BARRIER_MODE.store(mode, Ordering::SeqCst);
+        });
+    }
+
+    /// True when the asymmetric (membarrier) protocol is in use.
+    pub(crate) fn membarrier_active() -> bool {
+        BARRIER_MODE.load(Ordering::Relaxed) == BARRIER_MEMBARRIER
+    }
+
+    /// Owner side of the asymmetric fence: between the busy store and the
+    /// drain-flag load. A compiler fence when membarrier is active (the
+    /// drainer's membarrier supplies the hardware barrier), else a full fence.
+    #[inline(always)]
+    pub(crate) fn owner_fence() {
+        if BARRIER_MODE.load(Ordering::Relaxed) == BARRIER_MEMBARRIER {
+            compiler_fence(Ordering::SeqCst);
+        } else {
+            fence(Ordering::SeqCst);
+        }
+    }
+
+    /// Drainer side of the asymmetric fence: after setting the drain flag,
+    /// before reading the owner's busy flag.
+    pub(crate) fn drainer_fence() {
+        fence(Ordering::SeqCst);
+        if BARRIER_MODE.load(Ordering::Relaxed) == BARRIER_MEMBARRIER {
+            // SAFETY: PRIVATE_EXPEDITED takes no pointers; the process
+            // registered for it in init_barrier().
+            let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) };
+            if r != 0 {
+                // Cannot happen after a successful registration; carrying on
+                // would break the protocol, so stop here.
+                crate::debug::fatal(format_args!("uma: membarrier(PRIVATE_EXPEDITED) failed after registration"));
+            }
+        }
+    }
+
+    pub(crate) use std::sync::OnceLock;
+}
+
+#[cfg(loom)]
+mod imp {
+    pub(crate) use loom::cell::UnsafeCell;
+    pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+
+    #[derive(Debug)]
+    pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
+    pub(crate) type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+
+    impl<T> Mutex<T> {
+        pub(crate) fn new(v: T) -> Self {
+            Self(loom::sync::Mutex::new(v))
+        }
+        pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+            self.0.lock().unwrap()
+        }
+        pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+            self.0.try_lock().ok()
+        }
+    }
+
+    #[derive(Debug)]
+    pub(crate) struct Condvar(loom::sync::Condvar);
+
+    impl Condvar {
+        pub(crate) fn new() -> Self {
+            Self(loom::sync::Condvar::new())
+        }
+        /// Under loom there is no time: a plain wait (the protocol must not
+        /// rely on the timeout for progress, and the model checks that).
+        pub(crate) fn wait_timeout<'a, T>(&self, g: MutexGuard<'a, T>, _ms: u64) -> MutexGuard<'a, T> {
+            self.0.wait(g).unwrap()
+        }
+        pub(crate) fn notify_all(&self) {
+            self.0.notify_all()
+        }
+    }
+
+    pub(crate) fn spin_wait() {
+        loom::thread::yield_now();
+    }
+    pub(crate) fn init_barrier() {}
+    pub(crate) fn membarrier_active() -> bool {
+        false
+    }
+    /// membarrier modeled as a SeqCst fence on both sides.
+    pub(crate) fn owner_fence() {
+        fence(Ordering::SeqCst);
+    }
+    pub(crate) fn drainer_fence() {
+        fence(Ordering::SeqCst);
+    }
+}
+
+pub(crate) use imp::*;

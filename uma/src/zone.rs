@@ -1,0 +1,1018 @@
+//! Zones: the typed front end (FreeBSD `struct uma_zone`, `uma_zalloc_arg`,
+//! `uma_zfree_arg`, `zone_alloc_bucket`, `zone_put_bucket`,
+//! `zone_alloc_limit`, `bucket_cache_reclaim`).
+//!
+//! Allocation order: 1) this thread's cache (the inline fast path), 2) the
+//! zone bucket cache of full buckets, 3) a bucket filled from the keg's
+//! slabs (or the cache-only zone's import callback), 4) a new slab from the
+//! keg's page source. Frees run the same road backwards and go to the
+//! freeing thread's cache.
+
+use core::cell::Cell;
+use core::fmt;
+use core::ptr::{self, NonNull};
+
+use crate::bucket::{self, Bucket};
+use crate::debug;
+use crate::keg::{Keg, KegInfo};
+use crate::pcpu::{self, Cache};
+use crate::source::SlabSource;
+use crate::startup::Uma;
+use crate::stats::ZoneStats;
+use crate::sync::unmodeled::{AtomicU64, AtomicUsize as UAtomicUsize, Ordering as UOrdering};
+use crate::sync::{AtomicUsize, Condvar, Mutex, MutexGuard, Ordering};
+use crate::{Ctor, Dtor, Fini, Flags, Import, Init, Reclaim, Release, ZoneFlags};
+
+/// `fast` bit: allocations need `alloc_finish` (ctor, INVARIANTS).
+pub(crate) const FAST_ALLOC: usize = 1;
+/// `fast` bit: frees need `free_prep` (dtor, INVARIANTS, limit sleepers).
+pub(crate) const FAST_FREE: usize = 2;
+
+/// Zone state written under the zone lock: the bucket cache and its
+/// working-set estimate (FreeBSD `struct uma_zone_domain`).
+pub(crate) struct ZoneState {
+    pub buckets: *mut Bucket,
+    pub nbuckets: usize,
+    pub nitems: usize,
+    pub imax: usize,
+    pub imin: usize,
+    pub wss: usize,
+    pub warned: bool,
+}
+
+/// A zone (FreeBSD `uma_zone_t`). Handles are `&'static Zone`; the memory
+/// comes from the internal "UMA Zones" zone.
+pub struct Zone {
+    // constant after create
+    pub(crate) name: &'static str,
+    pub(crate) size: usize,
+    pub(crate) flags: ZoneFlags,
+    pub(crate) ctor: Option<Ctor>,
+    pub(crate) dtor: Option<Dtor>,
+    pub(crate) zinit: Option<Init>,
+    pub(crate) zfini: Option<Fini>,
+    pub(crate) arg: usize,
+    pub(crate) import_fn: Option<Import>,
+    pub(crate) release_fn: Option<Release>,
+    pub(crate) keg: *const Keg,
+    pub(crate) uma: *const Uma,
+    pub(crate) pcpu_slot: usize,
+    // atomics
+    pub(crate) fast: UAtomicUsize,
+    /// Items taken from the keg/import into the zone: allocated + cached
+    /// (the limit counts these).
+    pub(crate) items: AtomicUsize,
+    pub(crate) max_items: AtomicUsize,
+    pub(crate) sleepers: AtomicUsize,
+    pub(crate) bucket_size: UAtomicUsize,
+    pub(crate) bucket_min: UAtomicUsize,
+    pub(crate) bucket_max: UAtomicUsize,
+    /// Most items the zone bucket cache may hold.
+    pub(crate) bkt_max: UAtomicUsize,
+    pub(crate) allocs: AtomicU64,
+    pub(crate) frees: AtomicU64,
+    pub(crate) fails: AtomicU64,
+    pub(crate) sleeps: AtomicU64,
+    // under zone lock
+    pub(crate) state: Mutex<ZoneState>,
+    pub(crate) limit_cv: Condvar,
+    // under the registry lock
+    pub(crate) caches: Cell<*mut Cache>,
+    // under the Uma zone-list lock
+    pub(crate) list_next: Cell<*const Zone>,
+    pub(crate) list_prev: Cell<*const Zone>,
+}
+
+// SAFETY: mutable fields are atomics, lock-protected (`state`), or Cells
+// touched only under the registry / zone-list locks named on them.
+unsafe impl Sync for Zone {}
+// SAFETY: as above.
+unsafe impl Send for Zone {}
+
+impl fmt::Debug for Zone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Zone").field("name", &self.name).field("size", &self.size).finish_non_exhaustive()
+    }
+}
+
+/// The pieces a zone is built from (see `Uma::create_*`).
+pub(crate) struct ZoneParts {
+    pub name: &'static str,
+    pub size: usize,
+    pub flags: ZoneFlags,
+    pub ctor: Option<Ctor>,
+    pub dtor: Option<Dtor>,
+    pub zinit: Option<Init>,
+    pub zfini: Option<Fini>,
+    pub arg: usize,
+    pub import: Option<Import>,
+    pub release: Option<Release>,
+    pub keg: *const Keg,
+    pub uma: *const Uma,
+    pub slot: usize,
+    pub bucket_size: Option<usize>,
+}
+
+impl Zone {
+    pub(crate) fn new(p: ZoneParts) -> Zone {
+        let nobucket = p.flags.contains(ZoneFlags::NOBUCKET) || p.flags.contains(ZoneFlags::INTERNAL);
+        let (bs, bmin, bmax) = match (nobucket, p.bucket_size) {
+            (true, _) => (0, 0, 0),
+            (false, Some(n)) => {
+                let n = n.min(bucket::BUCKET_MAX);
+                (n, n, n)
+            }
+            (false, None) => {
+                let sel = bucket::bucket_select(p.size);
+                let max = bucket::BUCKET_MAX;
+                if p.flags.contains(ZoneFlags::MAXBUCKET) {
+                    (max, sel.min(2), max)
+                } else {
+                    (sel, sel.min(2), max)
+                }
+            }
+        };
+        let mut fast = 0;
+        if p.ctor.is_some() || (cfg!(feature = "invariants") && !p.keg.is_null()) {
+            fast |= FAST_ALLOC;
+        }
+        if p.dtor.is_some() || (cfg!(feature = "invariants") && !p.keg.is_null()) {
+            fast |= FAST_FREE;
+        }
+        Zone {
+            name: p.name,
+            size: p.size,
+            flags: p.flags,
+            ctor: p.ctor,
+            dtor: p.dtor,
+            zinit: p.zinit,
+            zfini: p.zfini,
+            arg: p.arg,
+            import_fn: p.import,
+            release_fn: p.release,
+            keg: p.keg,
+            uma: p.uma,
+            pcpu_slot: if nobucket { crate::startup::NO_SLOT } else { p.slot },
+            fast: UAtomicUsize::new(fast),
+            items: AtomicUsize::new(0),
+            max_items: AtomicUsize::new(0),
+            sleepers: AtomicUsize::new(0),
+            bucket_size: UAtomicUsize::new(bs),
+            bucket_min: UAtomicUsize::new(bmin),
+            bucket_max: UAtomicUsize::new(bmax),
+            bkt_max: UAtomicUsize::new(usize::MAX),
+            allocs: AtomicU64::new(0),
+            frees: AtomicU64::new(0),
+            fails: AtomicU64::new(0),
+            sleeps: AtomicU64::new(0),
+            state: Mutex::new(ZoneState {
+                buckets: ptr::null_mut(),
+                nbuckets: 0,
+                nitems: 0,
+                imax: 0,
+                imin: 0,
+                wss: 0,
+                warned: false,
+            }),
+            limit_cv: Condvar::new(),
+            caches: Cell::new(ptr::null_mut()),
+            list_next: Cell::new(ptr::null()),
+            list_prev: Cell::new(ptr::null()),
+        }
+    }
+
+    pub(crate) fn uma(&self) -> &Uma {
+        // SAFETY: zones never outlive their Uma instance.
+        unsafe { &*self.uma }
+    }
+
+    pub(crate) fn keg(&self) -> Option<&Keg> {
+        // SAFETY: a zone's keg lives at least as long as the zone.
+        unsafe { self.keg.as_ref() }
+    }
+
+    /// The zone's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Item size in bytes as created.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    // ------------------------------------------------------------------
+    // allocation
+
+    /// Allocates one item (FreeBSD `uma_zalloc_arg`): the constructor has
+    /// run, and with [`Flags::ZERO`] the item is zeroed after it.
+    ///
+    /// Returns `None` when the zone is at its limit (`NOWAIT`), the keg
+    /// cannot grow (`NOWAIT`, `NOVM`, page source failure), or the
+    /// constructor failed. Never panics.
+    #[inline]
+    pub fn alloc(&self, flags: Flags) -> Option<NonNull<u8>> {
+        #[cfg(not(loom))]
+        {
+            let item = pcpu::tls::fast_alloc(self);
+            if !item.is_null() {
+                if self.fast.load(UOrdering::Relaxed) & FAST_ALLOC == 0 && !flags.contains(Flags::ZERO) {
+                    // SAFETY: cached items are never null.
+                    return Some(unsafe { NonNull::new_unchecked(item) });
+                }
+                return self.alloc_finish(item, flags);
+            }
+        }
+        self.alloc_slow(flags)
+    }
+
+    /// Slow path of [`alloc`](Self::alloc): the per-thread alloc bucket was
+    /// empty (or there is no cache). Refills through the zone.
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow(&self, flags: Flags) -> Option<NonNull<u8>> {
+        #[cfg(not(loom))]
+        let item = match pcpu::tls::cache_for(self) {
+            Some(c) => self.cache_alloc_refill(c, flags),
+            None => self.alloc_item(flags),
+        };
+        #[cfg(loom)]
+        let item = self.alloc_item(flags);
+        self.count_alloc_result(item, flags)
+    }
+
+    fn count_alloc_result(&self, item: *mut u8, flags: Flags) -> Option<NonNull<u8>> {
+        if item.is_null() {
+            self.fails.fetch_add(1, UOrdering::Relaxed);
+            return None;
+        }
+        self.allocs.fetch_add(1, UOrdering::Relaxed);
+        self.alloc_finish(item, flags)
+    }
+
+    /// Allocation through an explicit cache (the TLS-free entry the loom
+    /// models use; the TLS path is the same code).
+    #[cfg_attr(not(loom), allow(dead_code))]
+    pub(crate) fn cache_alloc(&self, c: &Cache, flags: Flags) -> Option<NonNull<u8>> {
+        let item = c.fast_pop();
+        if !item.is_null() {
+            return self.alloc_finish(item, flags);
+        }
+        let item = self.cache_alloc_refill(c, flags);
+        self.count_alloc_result(item, flags)
+    }
+
+    /// Constructor, zeroing and INVARIANTS checks for an item taken from
+    /// the zone.
+    #[inline(never)]
+    fn alloc_finish(&self, item: *mut u8, flags: Flags) -> Option<NonNull<u8>> {
+        // SAFETY: items are never null.
+        let nn = unsafe { NonNull::new_unchecked(item) };
+        #[cfg(feature = "invariants")]
+        if !self.keg.is_null() {
+            debug::on_alloc(self, item);
+        }
+        if let Some(ctor) = self.ctor {
+            if !ctor(nn, self.size, self.arg, flags) {
+                #[cfg(feature = "invariants")]
+                if !self.keg.is_null() {
+                    debug::undo_alloc(self, item);
+                }
+                self.frees.fetch_add(1, UOrdering::Relaxed);
+                self.fails.fetch_add(1, UOrdering::Relaxed);
+                self.free_item(item);
+                return None;
+            }
+        }
+        if flags.contains(Flags::ZERO) {
+            // SAFETY: the item has `size` writable bytes.
+            unsafe { ptr::write_bytes(item, 0, self.size) };
+        }
+        Some(nn)
+    }
+
+    /// The owner's refill (FreeBSD `cache_alloc_retry`): swap the pair, else
+    /// trade the empty bucket for a full one from the bucket cache or a new
+    /// fill, with the cache left (not busy) while the zone is worked on.
+    fn cache_alloc_refill(&self, c: &Cache, flags: Flags) -> *mut u8 {
+        if !c.enter() {
+            return self.alloc_item(flags);
+        }
+        let item = c.pop_after_swap();
+        if !item.is_null() {
+            c.exit();
+            return item;
+        }
+        let old = c.take_alloc();
+        c.exit();
+        if !old.is_null() {
+            // SAFETY: an empty bucket we took out of the cache.
+            unsafe { self.uma().bucket_free(old) };
+        }
+        let mut b = self.fetch_bucket();
+        if b.is_null() {
+            b = self.alloc_bucket_filled(flags);
+        }
+        if b.is_null() {
+            return self.alloc_item(flags);
+        }
+        // SAFETY: b is a non-empty bucket we own.
+        let item = unsafe { Bucket::pop(b) };
+        if c.enter() {
+            // SAFETY: we hold the cache and own b.
+            let installed = unsafe { c.try_install_alloc(b) };
+            c.exit();
+            if installed {
+                return item;
+            }
+        }
+        self.put_bucket(b);
+        item
+    }
+
+    /// One item without the per-thread cache (FreeBSD `zone_alloc_item`):
+    /// from a cached bucket if any, else from the keg (may sleep on the
+    /// limit with `WAITOK`).
+    pub(crate) fn alloc_item(&self, flags: Flags) -> *mut u8 {
+        if self.bucket_max.load(UOrdering::Relaxed) > 0 {
+            let it = self.take_cached_item();
+            if !it.is_null() {
+                return it;
+            }
+        }
+        if self.limit_alloc(1, flags) == 0 {
+            return ptr::null_mut();
+        }
+        let mut one = [ptr::null_mut(); 1];
+        if self.import(&mut one, flags) == 0 {
+            self.limit_free(1);
+            return ptr::null_mut();
+        }
+        if let Some(zinit) = self.zinit {
+            // SAFETY: imported items are non-null.
+            if !zinit(unsafe { NonNull::new_unchecked(one[0]) }, self.size, flags) {
+                self.release(&one);
+                self.limit_free(1);
+                return ptr::null_mut();
+            }
+        }
+        one[0]
+    }
+
+    /// Internal zones: an item straight from the keg, no constructor.
+    pub(crate) fn internal_alloc(&self, flags: Flags) -> Option<NonNull<u8>> {
+        let it = self.alloc_item(flags);
+        if it.is_null() {
+            self.fails.fetch_add(1, UOrdering::Relaxed);
+            return None;
+        }
+        self.allocs.fetch_add(1, UOrdering::Relaxed);
+        NonNull::new(it)
+    }
+
+    /// Internal zones: give an item back to the keg.
+    ///
+    /// # Safety
+    ///
+    /// `item` came from `internal_alloc` of this zone and is unused.
+    pub(crate) unsafe fn internal_free(&self, item: NonNull<u8>) {
+        self.frees.fetch_add(1, UOrdering::Relaxed);
+        self.free_item(item.as_ptr());
+    }
+
+    // ------------------------------------------------------------------
+    // free
+
+    /// Frees an item (FreeBSD `uma_zfree_arg`): runs the destructor and
+    /// puts the item in this thread's cache.
+    ///
+    /// # Safety
+    ///
+    /// `item` was returned by [`alloc`](Self::alloc) of this zone and not
+    /// freed since. With the `invariants` feature, violations (double free,
+    /// foreign, misaligned or wrong-zone pointers) are detected and reported
+    /// instead of corrupting the zone.
+    #[inline]
+    pub unsafe fn free(&self, item: NonNull<u8>) {
+        let item = item.as_ptr();
+        if self.fast.load(UOrdering::Relaxed) & FAST_FREE != 0 {
+            return self.free_prep(item);
+        }
+        #[cfg(not(loom))]
+        if pcpu::tls::fast_free(self, item) {
+            return;
+        }
+        self.free_slow(item);
+    }
+
+    /// Destructor, INVARIANTS checks and the limit-sleeper bypass, then the
+    /// usual free road.
+    #[inline(never)]
+    fn free_prep(&self, item: *mut u8) {
+        if !self.free_checks(item) {
+            return;
+        }
+        if self.max_items.load(Ordering::Relaxed) > 0 && self.sleepers.load(Ordering::SeqCst) > 0 {
+            // Somebody sleeps on the limit: give the item straight back so
+            // the count drops and the sleeper wakes (FreeBSD does the same).
+            self.frees.fetch_add(1, UOrdering::Relaxed);
+            self.free_item(item);
+            return;
+        }
+        #[cfg(not(loom))]
+        if pcpu::tls::fast_free(self, item) {
+            return;
+        }
+        self.free_slow(item);
+    }
+
+    /// Debug checks and destructor; false if the free must be dropped.
+    fn free_checks(&self, item: *mut u8) -> bool {
+        #[cfg(feature = "invariants")]
+        if !self.keg.is_null() && !debug::on_free(self, item) {
+            return false;
+        }
+        if let Some(dtor) = self.dtor {
+            // SAFETY: items are non-null.
+            dtor(unsafe { NonNull::new_unchecked(item) }, self.size, self.arg);
+        }
+        #[cfg(feature = "invariants")]
+        if self.keg().is_some_and(|k| k.trash) && self.zinit.is_none() {
+            debug::trash(item, self.size);
+        }
+        true
+    }
+
+    /// Slow path of [`free`](Self::free): the per-thread free bucket was
+    /// full (or there is no cache).
+    #[cold]
+    #[inline(never)]
+    fn free_slow(&self, item: *mut u8) {
+        self.frees.fetch_add(1, UOrdering::Relaxed);
+        #[cfg(not(loom))]
+        match pcpu::tls::cache_for(self) {
+            Some(c) => self.cache_free_refill(c, item),
+            None => self.free_item(item),
+        }
+        #[cfg(loom)]
+        self.free_item(item);
+    }
+
+    /// Free through an explicit cache (loom models).
+    ///
+    /// # Safety
+    ///
+    /// As [`free`](Self::free); `c` is a cache of this zone owned by the
+    /// calling thread.
+    #[cfg_attr(not(loom), allow(dead_code))]
+    pub(crate) unsafe fn cache_free(&self, c: &Cache, item: NonNull<u8>) {
+        let item = item.as_ptr();
+        if self.fast.load(UOrdering::Relaxed) & FAST_FREE != 0 {
+            if !self.free_checks(item) {
+                return;
+            }
+            if self.max_items.load(Ordering::Relaxed) > 0 && self.sleepers.load(Ordering::SeqCst) > 0 {
+                self.frees.fetch_add(1, UOrdering::Relaxed);
+                self.free_item(item);
+                return;
+            }
+        }
+        if c.fast_push(item) {
+            return;
+        }
+        self.frees.fetch_add(1, UOrdering::Relaxed);
+        self.cache_free_refill(c, item);
+    }
+
+    /// The owner's free refill (FreeBSD `cache_free`): swap the pair, else
+    /// hand the full bucket to the zone and install an empty one.
+    fn cache_free_refill(&self, c: &Cache, item: *mut u8) {
+        if !c.enter() {
+            return self.free_item(item);
+        }
+        if c.push_after_swap(item) {
+            c.exit();
+            return;
+        }
+        let full = c.take_free();
+        c.exit();
+        if !full.is_null() {
+            self.put_bucket(full);
+        }
+        let bs = self.bucket_size.load(UOrdering::Relaxed);
+        let nb = if bs > 0 { self.uma().bucket_alloc(bs, Flags::NOWAIT) } else { ptr::null_mut() };
+        if nb.is_null() {
+            return self.free_item(item);
+        }
+        if c.enter() {
+            // SAFETY: we hold the cache and own nb.
+            if unsafe { c.try_install_free(nb) } {
+                let ok = c.push_after_swap(item);
+                c.exit();
+                if ok {
+                    return;
+                }
+                return self.free_item(item);
+            }
+            c.exit();
+        }
+        // SAFETY: nb is our empty bucket.
+        unsafe { self.uma().bucket_free(nb) };
+        self.free_item(item);
+    }
+
+    /// One item back to the keg (FreeBSD `zone_free_item`, after the dtor).
+    pub(crate) fn free_item(&self, item: *mut u8) {
+        if let Some(zfini) = self.zfini {
+            // SAFETY: items are non-null.
+            zfini(unsafe { NonNull::new_unchecked(item) }, self.size);
+        }
+        self.release(&[item]);
+        self.limit_free(1);
+    }
+
+    // ------------------------------------------------------------------
+    // keg / import layer
+
+    fn import(&self, out: &mut [*mut u8], flags: Flags) -> usize {
+        if let Some(k) = self.keg() {
+            k.import(out, flags)
+        } else if let Some(f) = self.import_fn {
+            let n = f(self.arg, out, flags).min(out.len());
+            // Zero is not a cacheable item: stop at the first one.
+            out[..n].iter().position(|p| p.is_null()).unwrap_or(n)
+        } else {
+            0
+        }
+    }
+
+    fn release(&self, items: &[*mut u8]) {
+        if items.is_empty() {
+            return;
+        }
+        if let Some(k) = self.keg() {
+            k.release(items);
+        } else if let Some(f) = self.release_fn {
+            f(self.arg, items);
+        }
+    }
+
+    /// A bucket filled from the keg (FreeBSD `zone_alloc_bucket`); never
+    /// sleeps on the limit; with `USE_RESERVE` it dips at most one item.
+    fn alloc_bucket_filled(&self, flags: Flags) -> *mut Bucket {
+        let bs = self.bucket_size.load(UOrdering::Relaxed);
+        if bs == 0 {
+            return ptr::null_mut();
+        }
+        let b = self.uma().bucket_alloc(bs, Flags::NOWAIT);
+        if b.is_null() {
+            return b;
+        }
+        let grant = self.limit_alloc(bs, flags.nowait());
+        if grant == 0 {
+            // SAFETY: our empty bucket.
+            unsafe { self.uma().bucket_free(b) };
+            return ptr::null_mut();
+        }
+        // SAFETY: the bucket has at least bs >= grant slots.
+        let slots = unsafe { core::slice::from_raw_parts_mut(Bucket::items(b), grant) };
+        let got = self.import(slots, flags);
+        if got < grant {
+            self.limit_free(grant - got);
+        }
+        let mut n = got;
+        if let Some(zinit) = self.zinit {
+            let mut i = 0;
+            while i < n {
+                // SAFETY: imported items are non-null.
+                if zinit(unsafe { NonNull::new_unchecked(slots[i]) }, self.size, flags) {
+                    i += 1;
+                } else {
+                    self.release(&slots[i..i + 1]);
+                    self.limit_free(1);
+                    slots[i] = slots[n - 1];
+                    n -= 1;
+                }
+            }
+        }
+        if n == 0 {
+            // SAFETY: our empty bucket.
+            unsafe { self.uma().bucket_free(b) };
+            return ptr::null_mut();
+        }
+        // SAFETY: our bucket.
+        unsafe { (*b).cnt = n as u16 };
+        b
+    }
+
+    /// Gives a bucket's items back to the keg and frees the bucket.
+    pub(crate) fn release_bucket(&self, b: *mut Bucket) {
+        // SAFETY: a bucket we own with `cnt` valid items.
+        let items = unsafe { core::slice::from_raw_parts(Bucket::items(b), (*b).cnt as usize) };
+        if let Some(zfini) = self.zfini {
+            for &it in items {
+                // SAFETY: cached items are non-null.
+                zfini(unsafe { NonNull::new_unchecked(it) }, self.size);
+            }
+        }
+        self.release(items);
+        self.limit_free(items.len());
+        // SAFETY: the bucket is ours and now empty of meaning.
+        unsafe { self.uma().bucket_free(b) };
+    }
+
+    fn lock_state(&self) -> MutexGuard<'_, ZoneState> {
+        match self.state.try_lock() {
+            Some(g) => g,
+            None => {
+                // Contention: grow the bucket size (FreeBSD does the same).
+                let bs = self.bucket_size.load(UOrdering::Relaxed);
+                if bs > 0 && bs < self.bucket_max.load(UOrdering::Relaxed) {
+                    self.bucket_size.store(bs + 1, UOrdering::Relaxed);
+                }
+                self.state.lock()
+            }
+        }
+    }
+
+    /// Puts a bucket in the zone bucket cache (FreeBSD `zone_put_bucket`),
+    /// or gives its items back if the cache is at its cap.
+    pub(crate) fn put_bucket(&self, b: *mut Bucket) {
+        // SAFETY: a bucket the caller owns.
+        let cnt = unsafe { (*b).cnt } as usize;
+        if cnt == 0 {
+            // SAFETY: as above.
+            unsafe { self.uma().bucket_free(b) };
+            return;
+        }
+        let mut g = self.lock_state();
+        if g.nitems + cnt > self.bkt_max.load(UOrdering::Relaxed) {
+            drop(g);
+            return self.release_bucket(b);
+        }
+        // SAFETY: under the zone lock; b is ours.
+        unsafe { (*b).next = g.buckets };
+        g.buckets = b;
+        g.nbuckets += 1;
+        g.nitems += cnt;
+        g.imax = g.imax.max(g.nitems);
+    }
+
+    /// Takes a full bucket from the zone bucket cache (null if none).
+    fn fetch_bucket(&self) -> *mut Bucket {
+        let mut g = self.lock_state();
+        let b = g.buckets;
+        if !b.is_null() {
+            // SAFETY: under the zone lock; cached buckets are valid.
+            unsafe {
+                g.buckets = (*b).next;
+                (*b).next = ptr::null_mut();
+                g.nbuckets -= 1;
+                g.nitems -= (*b).cnt as usize;
+            }
+            g.imin = g.imin.min(g.nitems);
+        }
+        b
+    }
+
+    /// Takes one item out of the top cached bucket.
+    fn take_cached_item(&self) -> *mut u8 {
+        let mut g = self.state.lock();
+        let b = g.buckets;
+        if b.is_null() {
+            return ptr::null_mut();
+        }
+        // SAFETY: under the zone lock; cached buckets hold cnt > 0 items.
+        let (item, empty) = unsafe {
+            let it = Bucket::pop(b);
+            let empty = (*b).cnt == 0;
+            if empty {
+                g.buckets = (*b).next;
+                g.nbuckets -= 1;
+            }
+            (it, empty)
+        };
+        g.nitems -= 1;
+        g.imin = g.imin.min(g.nitems);
+        drop(g);
+        if empty {
+            // SAFETY: unlinked empty bucket.
+            unsafe { self.uma().bucket_free(b) };
+        }
+        item
+    }
+
+    // ------------------------------------------------------------------
+    // limits
+
+    /// Reserves up to `want` items of the limit (FreeBSD
+    /// `zone_alloc_limit`). Sleeps for a single item with `WAITOK`.
+    pub(crate) fn limit_alloc(&self, want: usize, flags: Flags) -> usize {
+        let max = self.max_items.load(Ordering::Acquire);
+        if max == 0 {
+            self.items.fetch_add(want, Ordering::Relaxed);
+            return want;
+        }
+        loop {
+            let cur = self.items.load(Ordering::SeqCst);
+            if cur < max {
+                let grant = want.min(max - cur);
+                if self
+                    .items
+                    .compare_exchange(cur, cur + grant, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+                {
+                    return grant;
+                }
+                continue;
+            }
+            if !flags.may_sleep() || want > 1 {
+                return 0;
+            }
+            let mut g = self.state.lock();
+            self.sleepers.fetch_add(1, Ordering::SeqCst);
+            let mut timed_out = false;
+            if self.items.load(Ordering::SeqCst) >= max {
+                if !g.warned {
+                    g.warned = true;
+                    debug::warn(format_args!("uma: zone {}: limit of {} items reached\n", self.name, max));
+                }
+                self.sleeps.fetch_add(1, UOrdering::Relaxed);
+                g = self.limit_cv.wait_timeout(g, 100);
+                timed_out = true;
+            }
+            self.sleepers.fetch_sub(1, Ordering::SeqCst);
+            drop(g);
+            if timed_out && cfg!(not(loom)) && self.items.load(Ordering::SeqCst) >= max {
+                // Cached items count against the limit: give the bucket
+                // cache back so they stop counting.
+                self.bucket_cache_reclaim(true);
+            }
+        }
+    }
+
+    /// Returns `n` items to the limit and wakes sleepers.
+    pub(crate) fn limit_free(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.items.fetch_sub(n, Ordering::SeqCst);
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            let _g = self.state.lock();
+            self.limit_cv.notify_all();
+        }
+    }
+
+    /// Sets the zone limit (FreeBSD `uma_zone_set_max`): at most `n` items
+    /// allocated plus cached; `0` removes it. Per-thread caching is shrunk
+    /// so that caches hold at most half the limit (estimating one thread
+    /// per CPU), or disabled for small limits. Returns the limit.
+    pub fn set_max(&self, n: usize) -> usize {
+        self.max_items.store(n, Ordering::SeqCst);
+        if n == 0 {
+            return 0;
+        }
+        self.fast.fetch_or(FAST_FREE, UOrdering::Relaxed);
+        let ncpu = self.uma().ncpu.max(1);
+        let per_bucket = n / 2 / (2 * ncpu);
+        let bmax = self.bucket_max.load(UOrdering::Relaxed).min(per_bucket);
+        self.bucket_max.store(bmax, UOrdering::Relaxed);
+        self.bucket_min.store(self.bucket_min.load(UOrdering::Relaxed).min(bmax), UOrdering::Relaxed);
+        if self.bucket_size.load(UOrdering::Relaxed) > bmax {
+            self.bucket_size.store(bmax, UOrdering::Relaxed);
+        }
+        self.bkt_max.store(n / 2, UOrdering::Relaxed);
+        n
+    }
+
+    /// The limit (0: none).
+    pub fn max(&self) -> usize {
+        self.max_items.load(Ordering::Relaxed)
+    }
+
+    /// Limits the zone bucket cache to `items` items (FreeBSD
+    /// `uma_zone_set_maxcache`).
+    pub fn set_maxcache(&self, items: usize) {
+        self.bkt_max.store(items, UOrdering::Relaxed);
+    }
+
+    // ------------------------------------------------------------------
+    // keg controls
+
+    /// Reserves `n` free items in the keg for `USE_RESERVE` callers
+    /// (FreeBSD `uma_zone_reserve`). Only zone destruction drops it.
+    pub fn reserve(&self, n: usize) {
+        if let Some(k) = self.keg() {
+            k.state.lock().reserve = n;
+        }
+    }
+
+    /// Grows the keg until `items` items are free (FreeBSD `uma_prealloc`);
+    /// returns the free items now in the keg.
+    pub fn prealloc(&self, items: usize) -> usize {
+        self.keg().map_or(0, |k| k.prealloc(items, Flags::WAITOK))
+    }
+
+    /// Sets the page source for new slabs (FreeBSD `uma_zone_set_allocf` +
+    /// `uma_zone_set_freef` as one pair). Existing slabs keep the source
+    /// that produced them and are freed through it.
+    pub fn set_source(&self, source: &'static dyn SlabSource) {
+        if let Some(k) = self.keg() {
+            k.state.lock().source = source;
+        }
+    }
+
+    /// The keg's layout and counts (`None` for cache-only zones).
+    pub fn keg_info(&self) -> Option<KegInfo> {
+        self.keg().map(|k| k.info())
+    }
+
+    // ------------------------------------------------------------------
+    // reclaim
+
+    /// Updates the working-set estimate of the bucket cache (FreeBSD
+    /// `zone_domain_update_wss`, run from `uma_timeout` every 20 s).
+    pub fn update_wss(&self) {
+        let mut g = self.state.lock();
+        let wss = g.imax - g.imin;
+        g.imax = g.nitems;
+        g.imin = g.nitems;
+        g.wss = (4 * wss + g.wss) / 5;
+    }
+
+    /// Gives back bucket-cache items above the working-set estimate, or
+    /// all of them with `drain`.
+    pub(crate) fn bucket_cache_reclaim(&self, drain: bool) {
+        let mut out: *mut Bucket = ptr::null_mut();
+        {
+            let mut g = self.state.lock();
+            let target = if drain { 0 } else { g.wss };
+            while g.nitems > target && !g.buckets.is_null() {
+                let b = g.buckets;
+                // SAFETY: under the zone lock; cached buckets are valid.
+                unsafe {
+                    g.buckets = (*b).next;
+                    g.nbuckets -= 1;
+                    g.nitems -= (*b).cnt as usize;
+                    (*b).next = out;
+                }
+                out = b;
+            }
+            g.imin = g.imin.min(g.nitems);
+        }
+        while !out.is_null() {
+            // SAFETY: buckets we unlinked.
+            let next = unsafe { (*out).next };
+            self.release_bucket(out);
+            out = next;
+        }
+    }
+
+    /// Flushes every per-thread cache of the zone into the bucket cache,
+    /// without the owners' help (DRAIN_CPU).
+    pub(crate) fn drain_caches(&self) {
+        let mut list = pcpu::drain_zone_caches(self, false);
+        while !list.is_null() {
+            // SAFETY: buckets taken out of caches, now ours.
+            let next = unsafe { (*list).next };
+            self.put_bucket(list);
+            list = next;
+        }
+    }
+
+    /// Reclaims memory from this zone (FreeBSD `uma_zone_reclaim`).
+    pub fn reclaim(&self, how: Reclaim) {
+        if how == Reclaim::DrainCpu {
+            self.drain_caches();
+        }
+        self.bucket_cache_reclaim(how != Reclaim::Trim);
+        if how != Reclaim::Trim {
+            let bs = self.bucket_size.load(UOrdering::Relaxed);
+            let min = self.bucket_min.load(UOrdering::Relaxed);
+            if bs > min {
+                self.bucket_size.store(bucket::smaller(bs).max(min), UOrdering::Relaxed);
+            }
+        }
+        if let Some(k) = self.keg() {
+            k.drain();
+        }
+    }
+
+    /// Current bucket size (entries per bucket this zone fills).
+    pub fn bucket_size(&self) -> usize {
+        self.bucket_size.load(UOrdering::Relaxed)
+    }
+
+    // ------------------------------------------------------------------
+    // statistics and checks
+
+    pub(crate) fn fold_counts(&self, allocs: u64, frees: u64) {
+        self.allocs.fetch_add(allocs, UOrdering::Relaxed);
+        self.frees.fetch_add(frees, UOrdering::Relaxed);
+    }
+
+    /// Statistics (FreeBSD `vmstat -z` columns and more).
+    pub fn stats(&self) -> ZoneStats {
+        let p = if self.pcpu_slot < crate::startup::NO_SLOT {
+            pcpu::peek_zone_caches(self, false)
+        } else {
+            Default::default()
+        };
+        let (bucket_items, nbuckets) = {
+            let g = self.state.lock();
+            (g.nitems, g.nbuckets)
+        };
+        let keg_free = if self.flags.contains(ZoneFlags::SECONDARY) {
+            0
+        } else {
+            self.keg().map_or(0, |k| k.state.lock().free_items)
+        };
+        let allocs = self.allocs.load(UOrdering::Relaxed) + p.allocs;
+        let frees = self.frees.load(UOrdering::Relaxed) + p.frees;
+        ZoneStats {
+            name: self.name,
+            size: self.size,
+            limit: self.max(),
+            used: allocs.saturating_sub(frees),
+            free: (p.items + bucket_items + keg_free) as u64,
+            requests: allocs,
+            frees,
+            fails: self.fails.load(UOrdering::Relaxed),
+            sleeps: self.sleeps.load(UOrdering::Relaxed),
+            cached_pcpu: p.items as u64,
+            cached_buckets: bucket_items as u64,
+            buckets: nbuckets as u64,
+            keg_free: keg_free as u64,
+            bucket_size: self.bucket_size(),
+            items: self.items.load(Ordering::Relaxed) as u64,
+        }
+    }
+
+    /// Checks the zone's structure and accounting and panics with a
+    /// description on a violation. Test aid: call it when no other thread
+    /// is using the zone (per-thread caches are held through the drain
+    /// protocol while looked at).
+    pub fn check_invariants(&self) {
+        if let Some(k) = self.keg() {
+            k.check_invariants();
+        }
+        let p = if self.pcpu_slot < crate::startup::NO_SLOT {
+            pcpu::peek_zone_caches(self, true)
+        } else {
+            Default::default()
+        };
+        let bucket_items = {
+            let g = self.state.lock();
+            let (mut n, mut items) = (0, 0);
+            let mut b = g.buckets;
+            while !b.is_null() {
+                // SAFETY: under the zone lock; cached buckets are valid.
+                unsafe {
+                    assert!((*b).cnt > 0, "zone {}: empty bucket cached", self.name);
+                    assert!((*b).cnt <= (*b).cap, "zone {}: bucket over capacity", self.name);
+                    assert!(
+                        ((*b).cap as usize) <= bucket::BUCKET_ENTRIES[(*b).zidx as usize],
+                        "zone {}: bucket cap exceeds its bucket zone",
+                        self.name
+                    );
+                    for i in 0..(*b).cnt as usize {
+                        assert!(!(*Bucket::items(b).add(i)).is_null(), "zone {}: null item cached", self.name);
+                    }
+                    items += (*b).cnt as usize;
+                    b = (*b).next;
+                }
+                n += 1;
+            }
+            assert_eq!(n, g.nbuckets, "zone {}: bucket count mismatch", self.name);
+            assert_eq!(items, g.nitems, "zone {}: bucket item count mismatch", self.name);
+            assert!(g.imin <= g.nitems && g.nitems <= g.imax.max(g.nitems), "zone {}: wss bounds", self.name);
+            items
+        };
+        let allocs = self.allocs.load(UOrdering::Relaxed) + p.allocs;
+        let frees = self.frees.load(UOrdering::Relaxed) + p.frees;
+        assert!(allocs >= frees, "zone {}: more frees than allocations", self.name);
+        let used = (allocs - frees) as usize;
+        let items = self.items.load(Ordering::SeqCst);
+        assert_eq!(
+            items,
+            used + p.items + bucket_items,
+            "zone {}: limit count {} != used {} + per-thread {} + bucket cache {}",
+            self.name,
+            items,
+            used,
+            p.items,
+            bucket_items
+        );
+        let max = self.max();
+        if max > 0 {
+            assert!(items <= max, "zone {}: {} items over the limit {}", self.name, items, max);
+        }
+        if let Some(k) = self.keg() {
+            let g = k.state.lock();
+            if g.zones == 1 && !self.flags.contains(ZoneFlags::INTERNAL) {
+                let keg_used = g.nslabs * k.layout.ipers - g.free_items;
+                assert_eq!(keg_used, items, "zone {}: keg hands out {} items, zone counts {}", self.name, keg_used, items);
+            }
+        }
+    }
+}

@@ -829,12 +829,21 @@ impl<'a> Arena<'a> {
         flags: Flags,
         mut instant: bool,
     ) -> Result<usize, Error> {
+        // Tags are secured at the start of each round (a round ends when a
+        // WAITOK caller sleeps). Within a round the lock is only dropped with
+        // them hidden, and an import uses two of the four, leaving two for the
+        // clip: so the search right after an import runs in the same lock hold
+        // and no other thread can take the span first.
         let mut imported = false;
+        let mut new_round = true;
         loop {
-            let (g2, ok) = self.fill_tags(g, flags);
-            g = g2;
-            if !ok {
-                return Err(self.no_memory());
+            if new_round {
+                let (g2, ok) = self.fill_tags(g, flags);
+                g = g2;
+                if !ok {
+                    return Err(self.no_memory());
+                }
+                new_round = false;
             }
             if let Some((t, addr)) = g.find_fit(size, c, instant) {
                 g.clip(t, addr, size);
@@ -851,6 +860,7 @@ impl<'a> Arena<'a> {
             if !retry {
                 return Err(self.no_memory());
             }
+            new_round = !imported;
         }
     }
 
@@ -863,12 +873,18 @@ impl<'a> Arena<'a> {
         c: &Constraints,
         flags: Flags,
     ) -> Result<usize, Error> {
+        // Tags as in `xalloc_fit`; releasing a span below drops the lock
+        // without hiding them, so the next search starts a new round.
         let mut imported = false;
+        let mut new_round = true;
         loop {
-            let (g2, ok) = self.fill_tags(g, flags);
-            g = g2;
-            if !ok {
-                return Err(self.no_memory());
+            if new_round {
+                let (g2, ok) = self.fill_tags(g, flags);
+                g = g2;
+                if !ok {
+                    return Err(self.no_memory());
+                }
+                new_round = false;
             }
             let cursor = g.cursor;
             let mut found: Option<(Tag, usize)> = None;
@@ -911,6 +927,7 @@ impl<'a> Arena<'a> {
                     self.unlock(g, Some(BT_MAXFREE));
                     self.release_span(span, span_size);
                     g = self.state.lock();
+                    new_round = true;
                 }
             }
             if let Some((busy, addr)) = found {
@@ -920,11 +937,15 @@ impl<'a> Arena<'a> {
                 self.unlock(g, None);
                 return Ok(addr);
             }
+            if new_round {
+                continue; // re-secure tags before importing
+            }
             let (g2, retry) = self.try_fetch(g, size, c.align, flags, &mut imported);
             g = g2;
             if !retry {
                 return Err(self.no_memory());
             }
+            new_round = !imported;
         }
     }
 

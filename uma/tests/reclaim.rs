@@ -1,0 +1,168 @@
+//! Reclaim levels TRIM / DRAIN / DRAIN_CPU, for one zone and for all,
+//! working-set trimming, UNMANAGED and NOFREE zones, bucket sizes.
+
+mod common;
+use common::*;
+use std::sync::mpsc;
+use uma::{Flags, Reclaim, ZoneArgs, ZoneFlags};
+
+fn fill_and_free(z: &uma::Zone, n: usize) {
+    let v: Vec<_> = (0..n).map(|_| alloc(z, Flags::NOWAIT)).collect();
+    for p in v {
+        free(z, p);
+    }
+}
+
+#[test]
+fn levels_free_progressively_more() {
+    let src = leak_source();
+    let z = zone(ZoneArgs::new("rc-levels", 64).source(src).bucket_size(16));
+    fill_and_free(z, 2000);
+    let s0 = z.stats();
+    assert!(s0.cached_buckets > 0 && s0.cached_pcpu > 0);
+    z.update_wss();
+    z.update_wss();
+    z.reclaim(Reclaim::Trim);
+    let s1 = z.stats();
+    assert!(s1.cached_buckets <= s0.cached_buckets);
+    assert_eq!(s1.cached_pcpu, s0.cached_pcpu, "TRIM leaves per-thread caches");
+    z.reclaim(Reclaim::Drain);
+    let s2 = z.stats();
+    assert_eq!(s2.cached_buckets, 0);
+    assert_eq!(s2.cached_pcpu, s0.cached_pcpu, "DRAIN leaves per-thread caches");
+    z.reclaim(Reclaim::DrainCpu);
+    let s3 = z.stats();
+    assert_eq!(s3.cached_pcpu, 0);
+    assert_eq!(z.keg_info().unwrap().slabs, 0);
+    assert_eq!(src.in_use(), 0, "every slab went back");
+    z.check_invariants();
+    destroy(z);
+}
+
+#[test]
+fn working_set_trim_keeps_the_estimate() {
+    let u = uma::Uma::bootstrap(leak_source()).unwrap();
+    let z = u.create_zone(&ZoneArgs::new("rc-wss", 64).bucket_size(8)).unwrap();
+    fill_and_free(z, 800);
+    z.update_wss(); // wss ~ what just moved through
+    let before = z.stats().cached_buckets;
+    z.reclaim(Reclaim::Trim);
+    let kept = z.stats().cached_buckets;
+    assert!(kept > 0 && kept <= before, "trim keeps the working set ({kept} of {before})");
+    for _ in 0..10 {
+        z.update_wss(); // idle periods decay the estimate
+    }
+    u.timeout();
+    assert!(z.stats().cached_buckets < kept, "idle zone trimmed by timeout");
+    z.reclaim(Reclaim::DrainCpu);
+    unsafe { u.destroy(z) };
+}
+
+#[test]
+fn drain_cpu_takes_another_threads_cache_without_its_help() {
+    let z = zone(ZoneArgs::new("rc-foreign", 64).bucket_size(30));
+    let (tx, rx) = mpsc::channel::<()>();
+    let (back_tx, back_rx) = mpsc::channel::<()>();
+    let t = std::thread::spawn(move || {
+        fill_and_free(z, 20); // leaves items in this thread's cache
+        back_tx.send(()).unwrap();
+        rx.recv().unwrap(); // parked while the main thread drains
+        // still works after its cache was taken
+        fill_and_free(z, 50);
+    });
+    back_rx.recv().unwrap();
+    assert!(z.stats().cached_pcpu > 0);
+    z.reclaim(Reclaim::DrainCpu);
+    assert_eq!(z.stats().cached_pcpu, 0, "the parked thread's cache was drained");
+    z.check_invariants();
+    tx.send(()).unwrap();
+    t.join().unwrap(); // thread exit flushes its cache
+    let s = z.stats();
+    assert_eq!(s.cached_pcpu, 0, "thread exit flushed");
+    assert_eq!(s.used, 0);
+    z.check_invariants();
+    destroy(z);
+}
+
+#[test]
+fn reclaim_all_zones_skips_unmanaged() {
+    // an instance of its own: reclaiming "all zones" must not race the
+    // invariant checks of the other tests of this binary
+    let u = uma::Uma::bootstrap(leak_source()).unwrap();
+    let a = u.create_zone(&ZoneArgs::new("rc-all-a", 64)).unwrap();
+    let b = u.create_zone(&ZoneArgs::new("rc-all-unmanaged", 64).flags(ZoneFlags::UNMANAGED)).unwrap();
+    fill_and_free(a, 500);
+    fill_and_free(b, 500);
+    u.reclaim(Reclaim::DrainCpu);
+    assert_eq!(a.stats().cached_pcpu + a.stats().cached_buckets, 0);
+    assert!(b.stats().cached_pcpu + b.stats().cached_buckets > 0, "UNMANAGED caches are kept");
+    b.reclaim(Reclaim::DrainCpu);
+    assert_eq!(b.stats().cached_pcpu + b.stats().cached_buckets, 0, "explicit reclaim still works");
+    u.check_internal();
+    unsafe {
+        assert_eq!(u.destroy(a), 0);
+        assert_eq!(u.destroy(b), 0);
+    }
+}
+
+#[test]
+fn nofree_zone_never_gives_slabs_back() {
+    let src = leak_source();
+    let z = zone(ZoneArgs::new("rc-nofree", 64).source(src).flags(ZoneFlags::NOFREE));
+    fill_and_free(z, 300);
+    z.reclaim(Reclaim::DrainCpu);
+    assert!(z.keg_info().unwrap().slabs > 0);
+    assert_eq!(src.frees(), 0);
+    z.check_invariants();
+}
+
+#[test]
+fn bucket_size_shrinks_on_drain() {
+    let z = zone(ZoneArgs::new("rc-bsize", 64));
+    let start = z.bucket_size();
+    assert_eq!(start, 254, "64-byte items start with 254-entry buckets");
+    z.reclaim(Reclaim::Drain);
+    assert!(z.bucket_size() < start);
+    let big = zone(ZoneArgs::new("rc-bsize-big", 4096));
+    assert_eq!(big.bucket_size(), 2);
+    destroy(z);
+    destroy(big);
+}
+
+#[test]
+fn prealloc_grows_the_keg() {
+    let z = zone(ZoneArgs::new("rc-prealloc", 128));
+    assert!(z.prealloc(1000) >= 1000);
+    let i = z.keg_info().unwrap();
+    assert!(i.free_items >= 1000);
+    z.check_invariants();
+    destroy(z);
+}
+
+#[test]
+fn vmstat_table_lists_zones() {
+    let z = zone(ZoneArgs::new("rc-vmstat", 72));
+    let v: Vec<_> = (0..5).map(|_| alloc(z, Flags::NOWAIT)).collect();
+    let mut s = String::new();
+    uma().write_vmstat(&mut s).unwrap();
+    let head = s.lines().next().unwrap();
+    for col in ["ITEM", "SIZE", "LIMIT", "USED", "FREE", "REQ", "FAIL", "SLEEP"] {
+        assert!(head.contains(col));
+    }
+    let row = s.lines().find(|l| l.starts_with("rc-vmstat:")).expect("row");
+    let cols: Vec<&str> = row.split(',').map(|c| c.trim()).collect();
+    assert!(cols[0].ends_with("72"), "{row}");
+    assert_eq!(cols[2], "5", "{row}");
+    assert!(s.contains("UMA Zones:") && s.contains("UMA Kegs:") && s.contains("256 Bucket:"));
+    for p in v {
+        free(z, p);
+    }
+    destroy(z);
+}
+
+#[test]
+fn bad_arguments_fail_cleanly() {
+    assert!(uma().create_zone(&ZoneArgs::new("bad0", 0)).is_none());
+    assert!(uma().create_zone(&ZoneArgs::new("bad-align", 8).align(3)).is_none());
+    assert!(uma().create_zone(&ZoneArgs::new("bad-huge", 1 << 30)).is_none());
+}

@@ -13,7 +13,11 @@ const Q: usize = 16;
 
 /// An arena with `n` live one-quantum segments and `n` one-quantum holes.
 fn populated(n: usize) -> Arena<'static> {
-    let a = Arena::builder("scaling").quantum(Q).span(1 << 32, (4 * n + 1024) * Q).build().expect("arena");
+    let a = Arena::builder("scaling")
+        .quantum(Q)
+        .span(1 << 32, (4 * n + 1024) * Q)
+        .build()
+        .expect("arena");
     let mut prev = None;
     for i in 0..2 * n {
         let p = a.alloc(Q, Flags::NOWAIT).expect("populate");
@@ -35,7 +39,9 @@ fn pair_ns(a: &Arena<'_>) -> f64 {
         .map(|_| {
             let t = Instant::now();
             for _ in 0..PAIRS {
-                let p = a.alloc(std::hint::black_box(4 * Q), Flags::NOWAIT).expect("alloc");
+                let p = a
+                    .alloc(std::hint::black_box(4 * Q), Flags::NOWAIT)
+                    .expect("alloc");
                 a.free(std::hint::black_box(p), 4 * Q).expect("free");
             }
             t.elapsed().as_nanos() as f64 / PAIRS as f64
@@ -66,9 +72,15 @@ fn main() {
         "arena '{}': size {} B, in use {} B, {} busy / {} free segments, largest free {} B, {} hash buckets",
         s.name, s.size, s.inuse, s.busy_segments, s.free_segments, s.largest_free, s.hash_buckets
     );
-    println!("{:>14} {:>10} {:>14} {:>10} {:>14}", "order size", "busy", "busy bytes", "free", "free bytes");
+    println!(
+        "{:>14} {:>10} {:>14} {:>10} {:>14}",
+        "order size", "busy", "busy bytes", "free", "free bytes"
+    );
     for o in a.order_stats().iter().filter(|o| o.busy + o.free > 0) {
-        println!("{:>14} {:>10} {:>14} {:>10} {:>14}", o.size, o.busy, o.busy_bytes, o.free, o.free_bytes);
+        println!(
+            "{:>14} {:>10} {:>14} {:>10} {:>14}",
+            o.size, o.busy, o.busy_bytes, o.free, o.free_bytes
+        );
     }
     // Leave the arena holding its segments; exiting reclaims the process.
     std::mem::forget(a);

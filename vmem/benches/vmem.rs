@@ -13,8 +13,14 @@ use vmem::{Arena, Constraints, Flags};
 const Q: usize = 16;
 
 fn populated(n: usize) -> Arena<'static> {
-    let a = Arena::builder("bench").quantum(Q).span(1 << 32, (4 * n + 1024) * Q).build().unwrap();
-    let all: Vec<usize> = (0..2 * n).map(|_| a.alloc(Q, Flags::NOWAIT).unwrap()).collect();
+    let a = Arena::builder("bench")
+        .quantum(Q)
+        .span(1 << 32, (4 * n + 1024) * Q)
+        .build()
+        .unwrap();
+    let all: Vec<usize> = (0..2 * n)
+        .map(|_| a.alloc(Q, Flags::NOWAIT).unwrap())
+        .collect();
     for p in all.iter().step_by(2) {
         a.free(*p, Q).unwrap();
     }
@@ -26,12 +32,16 @@ fn populated(n: usize) -> Arena<'static> {
 
 fn instant_fit(c: &mut Criterion) {
     let mut g = c.benchmark_group("vmem_instant_fit_pair");
-    g.measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1)).sample_size(40);
+    g.measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(40);
     for n in [100usize, 10_000, 1_000_000] {
         let a = populated(n);
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter(|| {
-                let p = a.alloc(black_box(4 * Q), Flags::NOWAIT | Flags::INSTANTFIT).unwrap();
+                let p = a
+                    .alloc(black_box(4 * Q), Flags::NOWAIT | Flags::INSTANTFIT)
+                    .unwrap();
                 a.free(black_box(p), 4 * Q).unwrap();
             })
         });
@@ -43,7 +53,9 @@ fn instant_fit(c: &mut Criterion) {
 
 fn constrained(c: &mut Criterion) {
     let mut g = c.benchmark_group("vmem_xalloc_constrained_pair");
-    g.measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1)).sample_size(40);
+    g.measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(40);
     let cons = Constraints::new().align(256).phase(32).nocross(4096);
     for n in [100usize, 1_000_000] {
         let a = populated(n);

@@ -9,7 +9,9 @@ const PID_MIN: usize = 100;
 const PID_MAX: usize = 99_999;
 
 fn main() -> Result<(), vmem::Error> {
-    let pids = Arena::builder("pids").span(PID_MIN, PID_MAX - PID_MIN + 1).build()?;
+    let pids = Arena::builder("pids")
+        .span(PID_MIN, PID_MAX - PID_MIN + 1)
+        .build()?;
     let next = || pids.alloc(1, Flags::NOWAIT | Flags::NEXTFIT);
 
     let first: Vec<usize> = (0..5).map(|_| next()).collect::<Result<_, _>>()?;

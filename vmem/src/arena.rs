@@ -816,8 +816,8 @@ impl<'a> Arena<'a> {
         let c = c.validate(size, self.quantum())?;
         let g = self.state.lock();
         match policy {
-            Policy::NextFit => self.xalloc_nextfit(g, size, &c, flags),
-            _ => self.xalloc_fit(g, size, &c, flags, policy == Policy::InstantFit),
+            Policy::Next => self.xalloc_nextfit(g, size, &c, flags),
+            _ => self.xalloc_fit(g, size, &c, flags, policy == Policy::Instant),
         }
     }
 
@@ -889,9 +889,9 @@ impl<'a> Arena<'a> {
             let cursor = g.cursor;
             let mut found: Option<(Tag, usize)> = None;
             let mut cur = cursor.seg_next();
-            loop {
-                // The list always holds the cursor, so it is never empty.
-                let Some(t) = cur.or(g.seg_head) else { break };
+            // Walk from the cursor, wrapping at the end (the list always
+            // holds the cursor, so it is never empty).
+            while let Some(t) = cur.or(g.seg_head) {
                 if t == cursor {
                     break;
                 }

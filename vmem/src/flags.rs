@@ -80,9 +80,9 @@ impl Flags {
             return Err(crate::Error::BadFlags { flags: self });
         }
         Ok(match Flags(fit) {
-            Self::BESTFIT => Policy::BestFit,
-            Self::NEXTFIT => Policy::NextFit,
-            _ => Policy::InstantFit,
+            Self::BESTFIT => Policy::Best,
+            Self::NEXTFIT => Policy::Next,
+            _ => Policy::Instant,
         })
     }
 }
@@ -90,9 +90,9 @@ impl Flags {
 /// The fit policy of one allocation.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Policy {
-    InstantFit,
-    BestFit,
-    NextFit,
+    Instant,
+    Best,
+    Next,
 }
 
 impl BitOr for Flags {

@@ -161,6 +161,8 @@ impl BusyHash {
         self.big = table.ptr;
         self.size = table.size;
         self.bits = table.size.trailing_zeros();
+        // The index addresses either old table, so a range loop is clearest.
+        #[allow(clippy::needless_range_loop)]
         for idx in 0..old.size {
             let mut cur = match old.ptr {
                 // SAFETY: the old mapping is still live and `idx < old.size`.

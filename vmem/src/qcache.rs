@@ -61,12 +61,13 @@ impl SimpleQuantumCache {
     /// An empty cache.
     #[cfg(not(loom))]
     pub const fn new() -> Self {
-        const EMPTY: Mutex<Stack> = Mutex::new(Stack {
-            items: [0; DEPTH],
-            len: 0,
-        });
         SimpleQuantumCache {
-            classes: [EMPTY; QCACHE_MAX_CLASSES],
+            classes: [const {
+                Mutex::new(Stack {
+                    items: [0; DEPTH],
+                    len: 0,
+                })
+            }; QCACHE_MAX_CLASSES],
         }
     }
 

@@ -837,14 +837,7 @@ impl<'a> Arena<'a> {
         let mut imported = false;
         let mut new_round = true;
         loop {
-            if new_round {
-                let (g2, ok) = self.fill_tags(g, flags);
-                g = g2;
-                if !ok {
-                    return Err(self.no_memory());
-                }
-                new_round = false;
-            }
+            g = self.begin_round(g, flags, &mut new_round)?;
             if let Some((t, addr)) = g.find_fit(size, c, instant) {
                 g.clip(t, addr, size);
                 self.unlock(g, None);
@@ -864,6 +857,26 @@ impl<'a> Arena<'a> {
         }
     }
 
+    /// Secures `BT_MAXALLOC` tags if a new round is starting (see
+    /// `xalloc_fit`); fails only if the tag source cannot supply them.
+    #[inline]
+    fn begin_round<'g>(
+        &'g self,
+        g: Guard<'g, 'a>,
+        flags: Flags,
+        new_round: &mut bool,
+    ) -> Result<Guard<'g, 'a>, Error> {
+        if !*new_round {
+            return Ok(g);
+        }
+        let (g, ok) = self.fill_tags(g, flags);
+        if !ok {
+            return Err(self.no_memory());
+        }
+        *new_round = false;
+        Ok(g)
+    }
+
     /// Next fit (`vmem_xalloc_nextfit`): walk the segment list from the
     /// cursor, wrapping around, and leave the cursor after the allocation.
     fn xalloc_nextfit<'g>(
@@ -878,14 +891,7 @@ impl<'a> Arena<'a> {
         let mut imported = false;
         let mut new_round = true;
         loop {
-            if new_round {
-                let (g2, ok) = self.fill_tags(g, flags);
-                g = g2;
-                if !ok {
-                    return Err(self.no_memory());
-                }
-                new_round = false;
-            }
+            g = self.begin_round(g, flags, &mut new_round)?;
             let cursor = g.cursor;
             let mut found: Option<(Tag, usize)> = None;
             let mut cur = cursor.seg_next();

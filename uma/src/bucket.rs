@@ -49,7 +49,13 @@ impl Bucket {
     pub(crate) unsafe fn init(p: *mut Bucket, cap: usize, zidx: usize) {
         // SAFETY: caller contract.
         unsafe {
-            p.write(Bucket { next: ptr::null_mut(), cnt: 0, cap: cap as u16, zidx: zidx as u8, _pad: [0; 3] });
+            p.write(Bucket {
+                next: ptr::null_mut(),
+                cnt: 0,
+                cap: cap as u16,
+                zidx: zidx as u8,
+                _pad: [0; 3],
+            });
         }
     }
 
@@ -97,7 +103,12 @@ pub(crate) fn bucket_select(size: usize) -> usize {
 
 /// Next smaller standard bucket size (for shrinking on reclaim).
 pub(crate) fn smaller(entries: usize) -> usize {
-    BUCKET_ENTRIES.iter().rev().copied().find(|&e| e < entries).unwrap_or(1)
+    BUCKET_ENTRIES
+        .iter()
+        .rev()
+        .copied()
+        .find(|&e| e < entries)
+        .unwrap_or(1)
 }
 
 #[cfg(test)]

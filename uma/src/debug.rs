@@ -61,7 +61,11 @@ impl fmt::Display for Report {
             ReportKind::ModifiedAfterFree => "memory modified after free",
             ReportKind::DuplicateAlloc => "duplicate alloc",
         };
-        write!(f, "uma: {} of {:#x} in zone \"{}\"", what, self.ptr, self.zone)?;
+        write!(
+            f,
+            "uma: {} of {:#x} in zone \"{}\"",
+            what, self.ptr, self.zone
+        )?;
         if self.slab != 0 {
             write!(f, ", slab {:#x}", self.slab)?;
         } else {
@@ -115,7 +119,13 @@ impl fmt::Write for StackBuf {
 
 /// Writes a message to stderr without allocating.
 pub(crate) fn warn(args: fmt::Arguments<'_>) {
-    let mut b = StackBuf { buf: [0; 512], len: 0 };
+    if cfg!(loom) {
+        return; // thousands of model executions would repeat it
+    }
+    let mut b = StackBuf {
+        buf: [0; 512],
+        len: 0,
+    };
     let _ = fmt::write(&mut b, args);
     // SAFETY: writes our stack buffer to fd 2.
     unsafe { libc::write(2, b.buf.as_ptr().cast(), b.len) };
@@ -197,7 +207,10 @@ mod invariants {
     fn keg(zone: &Zone) -> &Keg {
         match zone.keg() {
             Some(k) => k,
-            None => crate::debug::fatal(format_args!("uma: debug check on cache-only zone {}", zone.name)),
+            None => crate::debug::fatal(format_args!(
+                "uma: debug check on cache-only zone {}",
+                zone.name
+            )),
         }
     }
 
@@ -207,7 +220,14 @@ mod invariants {
         let mut g = k.state.lock();
         // SAFETY: keg lock held; the keg is hashed under INVARIANTS.
         let s = unsafe { k.slab_of(&mut g, item) };
-        let mut r = Report { kind: ReportKind::DoubleFree, ptr: item as usize, zone: zone.name, slab: 0, owner: None, offset: 0 };
+        let mut r = Report {
+            kind: ReportKind::DoubleFree,
+            ptr: item as usize,
+            zone: zone.name,
+            slab: 0,
+            owner: None,
+            offset: 0,
+        };
         if s.is_null() {
             drop(g);
             match find_owner(zone, item) {
@@ -248,7 +268,11 @@ mod invariants {
         // SAFETY: keg lock held.
         let s = unsafe { k.slab_of(&mut g, item) };
         // SAFETY: valid header if non-null.
-        let idx = if s.is_null() { None } else { unsafe { k.index_of(s, item) } };
+        let idx = if s.is_null() {
+            None
+        } else {
+            unsafe { k.index_of(s, item) }
+        };
         let Some(idx) = idx else {
             crate::debug::fatal(format_args!(
                 "uma: zone {}: cached item {:p} is not an item of its keg",
@@ -259,7 +283,14 @@ mod invariants {
         let slab = unsafe { (*s).base } as usize;
         if dbg_bit(s, idx) {
             drop(g);
-            report(&Report { kind: ReportKind::DuplicateAlloc, ptr: item as usize, zone: zone.name, slab, owner: None, offset: 0 });
+            report(&Report {
+                kind: ReportKind::DuplicateAlloc,
+                ptr: item as usize,
+                zone: zone.name,
+                slab,
+                owner: None,
+                offset: 0,
+            });
             return;
         }
         set_dbg(s, idx, true);
@@ -289,7 +320,10 @@ mod invariants {
         // SAFETY: keg lock held.
         let s = unsafe { k.slab_of(&mut g, item) };
         // SAFETY: valid header if non-null.
-        if let Some(idx) = (!s.is_null()).then(|| unsafe { k.index_of(s, item) }).flatten() {
+        if let Some(idx) = (!s.is_null())
+            .then(|| unsafe { k.index_of(s, item) })
+            .flatten()
+        {
             set_dbg(s, idx, false);
         }
         drop(g);

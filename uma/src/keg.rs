@@ -6,7 +6,9 @@ use core::ptr::{self, NonNull};
 
 use crate::debug;
 use crate::reserve;
-use crate::slab::{compute_layout, Slab, SlabHash, SlabLayout, SlabList, ON_FREE, ON_FULL, ON_PARTIAL, SLAB_HDR};
+use crate::slab::{
+    compute_layout, Slab, SlabHash, SlabLayout, SlabList, ON_FREE, ON_FULL, ON_PARTIAL, SLAB_HDR,
+};
 use crate::source::{SlabSource, PAGE_SIZE};
 use crate::startup::Uma;
 use crate::sync::Mutex;
@@ -85,7 +87,13 @@ impl Keg {
         uma: *const Uma,
     ) -> Option<Keg> {
         let internal = flags.contains(ZoneFlags::INTERNAL);
-        let layout = compute_layout(size, align, internal, flags.contains(ZoneFlags::OFFPAGE), max_ipers)?;
+        let layout = compute_layout(
+            size,
+            align,
+            internal,
+            flags.contains(ZoneFlags::OFFPAGE),
+            max_ipers,
+        )?;
         let use_hash = layout.offpage || (cfg!(feature = "invariants") && !internal);
         Some(Keg {
             name,
@@ -176,7 +184,10 @@ impl Keg {
         unsafe {
             let was = (*s).list;
             let Some(idx) = (*s).take_first() else {
-                debug::fatal(format_args!("uma: keg {}: slab {:p} on a free list has no free item", self.name, s));
+                debug::fatal(format_args!(
+                    "uma: keg {}: slab {:p} on a free list has no free item",
+                    self.name, s
+                ));
             };
             g.free_items -= 1;
             let now_full = (*s).free == 0;
@@ -243,10 +254,16 @@ impl Keg {
             unsafe {
                 let s = self.slab_of(&mut g, it);
                 if s.is_null() {
-                    debug::fatal(format_args!("uma: keg {}: item {:p} is not in any slab of the keg", self.name, it));
+                    debug::fatal(format_args!(
+                        "uma: keg {}: item {:p} is not in any slab of the keg",
+                        self.name, it
+                    ));
                 }
                 let Some(idx) = self.index_of(s, it) else {
-                    debug::fatal(format_args!("uma: keg {}: {:p} is not an item start in slab {:p}", self.name, it, s));
+                    debug::fatal(format_args!(
+                        "uma: keg {}: {:p} is not an item start in slab {:p}",
+                        self.name, it, s
+                    ));
                 };
                 if (*s).is_free(idx) {
                     debug::fatal(format_args!(
@@ -276,7 +293,11 @@ impl Keg {
     pub(crate) fn grow(&self, src: &'static dyn SlabSource, flags: Flags) -> bool {
         let l = self.layout;
         let uma = self.uma();
-        let boot = if self.flags.contains(ZoneFlags::INTERNAL) { uma.boot_take(l.slab_size) } else { None };
+        let boot = if self.flags.contains(ZoneFlags::INTERNAL) {
+            uma.boot_take(l.slab_size)
+        } else {
+            None
+        };
         let (mem, rec): (NonNull<u8>, Option<&'static dyn SlabSource>) = match boot {
             Some(p) => (p, None),
             None => match src.alloc(l.slab_size, l.slab_size, flags) {
@@ -319,12 +340,18 @@ impl Keg {
                     if let Some(fini) = self.fini {
                         for j in 0..i {
                             // SAFETY: items 0..i were initialised above.
-                            fini(unsafe { NonNull::new_unchecked(self.item(mem.as_ptr(), j)) }, self.size);
+                            fini(
+                                unsafe { NonNull::new_unchecked(self.item(mem.as_ptr(), j)) },
+                                self.size,
+                            );
                         }
                     }
                     if l.offpage {
                         // SAFETY: hdr came from slabs_zone and is unused.
-                        unsafe { uma.slabs_zone().internal_free(NonNull::new_unchecked(hdr.cast())) };
+                        unsafe {
+                            uma.slabs_zone()
+                                .internal_free(NonNull::new_unchecked(hdr.cast()))
+                        };
                     }
                     give_back(mem);
                     return false;
@@ -367,7 +394,11 @@ impl Keg {
         // and we zero again to not depend on it).
         let (old, old_heads) = unsafe {
             ptr::write_bytes(t.as_ptr(), 0, bytes);
-            g.hash.rehash(t.as_ptr().cast(), bytes / core::mem::size_of::<*mut Slab>(), self.shift)
+            g.hash.rehash(
+                t.as_ptr().cast(),
+                bytes / core::mem::size_of::<*mut Slab>(),
+                self.shift,
+            )
         };
         drop(g);
         if let Some(old) = NonNull::new(old.cast::<u8>()) {
@@ -391,20 +422,34 @@ impl Keg {
         if let Some(fini) = self.fini {
             for i in 0..self.layout.ipers {
                 // SAFETY: every item was initialised when the slab was made.
-                fini(unsafe { NonNull::new_unchecked(self.item(base, i)) }, self.size);
+                fini(
+                    unsafe { NonNull::new_unchecked(self.item(base, i)) },
+                    self.size,
+                );
             }
         }
         if self.layout.offpage {
             // SAFETY: off-page headers are "UMA Slabs" items.
-            unsafe { self.uma().slabs_zone().internal_free(NonNull::new_unchecked(s.cast())) };
+            unsafe {
+                self.uma()
+                    .slabs_zone()
+                    .internal_free(NonNull::new_unchecked(s.cast()))
+            };
         }
         match src {
             // SAFETY: `base` came from src.alloc(slab_size, slab_size) and
             // no item of it is in use.
             Some(src) => unsafe {
-                src.free(NonNull::new_unchecked(base), self.layout.slab_size, self.layout.slab_size)
+                src.free(
+                    NonNull::new_unchecked(base),
+                    self.layout.slab_size,
+                    self.layout.slab_size,
+                )
             },
-            None => debug::fatal(format_args!("uma: keg {}: tried to free a boot slab {:p}", self.name, base)),
+            None => debug::fatal(format_args!(
+                "uma: keg {}: tried to free a boot slab {:p}",
+                self.name, base
+            )),
         }
     }
 
@@ -516,7 +561,11 @@ impl Keg {
         let ipers = self.layout.ipers as u32;
         let mut slabs = 0;
         let mut free = 0usize;
-        let lists: [(&SlabList, u8); 3] = [(&g.free, ON_FREE), (&g.partial, ON_PARTIAL), (&g.full, ON_FULL)];
+        let lists: [(&SlabList, u8); 3] = [
+            (&g.free, ON_FREE),
+            (&g.partial, ON_PARTIAL),
+            (&g.full, ON_FULL),
+        ];
         for (list, tag) in lists {
             let mut n = 0;
             let mut prev: *mut Slab = ptr::null_mut();
@@ -524,16 +573,55 @@ impl Keg {
             while !s.is_null() {
                 // SAFETY: lock held; list nodes are valid headers.
                 let h = unsafe { &*s };
-                assert_eq!(h.list, tag, "keg {}: slab {:p} has list tag {} on list {}", self.name, s, h.list, tag);
-                assert_eq!(h.prev, prev, "keg {}: slab {:p} prev link broken", self.name, s);
-                assert!(ptr::eq(h.keg, self), "keg {}: slab {:p} names another keg", self.name, s);
-                assert_eq!(h.popcount(), h.free, "keg {}: slab {:p} bitset/free count mismatch", self.name, s);
-                assert!(!h.stray_bits(self.layout.ipers), "keg {}: slab {:p} has bits past ipers", self.name, s);
-                assert_eq!(h.base as usize & (self.layout.slab_size - 1), 0, "keg {}: slab misaligned", self.name);
+                assert_eq!(
+                    h.list, tag,
+                    "keg {}: slab {:p} has list tag {} on list {}",
+                    self.name, s, h.list, tag
+                );
+                assert_eq!(
+                    h.prev, prev,
+                    "keg {}: slab {:p} prev link broken",
+                    self.name, s
+                );
+                assert!(
+                    ptr::eq(h.keg, self),
+                    "keg {}: slab {:p} names another keg",
+                    self.name,
+                    s
+                );
+                assert_eq!(
+                    h.popcount(),
+                    h.free,
+                    "keg {}: slab {:p} bitset/free count mismatch",
+                    self.name,
+                    s
+                );
+                assert!(
+                    !h.stray_bits(self.layout.ipers),
+                    "keg {}: slab {:p} has bits past ipers",
+                    self.name,
+                    s
+                );
+                assert_eq!(
+                    h.base as usize & (self.layout.slab_size - 1),
+                    0,
+                    "keg {}: slab misaligned",
+                    self.name
+                );
                 match tag {
-                    ON_FREE => assert_eq!(h.free, ipers, "keg {}: non-free slab on free list", self.name),
-                    ON_FULL => assert_eq!(h.free, 0, "keg {}: non-full slab on full list", self.name),
-                    _ => assert!(h.free > 0 && h.free < ipers, "keg {}: bad partial slab", self.name),
+                    ON_FREE => assert_eq!(
+                        h.free, ipers,
+                        "keg {}: non-free slab on free list",
+                        self.name
+                    ),
+                    ON_FULL => {
+                        assert_eq!(h.free, 0, "keg {}: non-full slab on full list", self.name)
+                    }
+                    _ => assert!(
+                        h.free > 0 && h.free < ipers,
+                        "keg {}: bad partial slab",
+                        self.name
+                    ),
                 }
                 if self.use_hash {
                     // SAFETY: lock held.
@@ -551,13 +639,20 @@ impl Keg {
             slabs += n;
         }
         assert_eq!(slabs, g.nslabs, "keg {}: slab count mismatch", self.name);
-        assert_eq!(free, g.free_items, "keg {}: free item count mismatch", self.name);
+        assert_eq!(
+            free, g.free_items,
+            "keg {}: free item count mismatch",
+            self.name
+        );
         if self.use_hash {
-            assert_eq!(g.hash.count, g.nslabs, "keg {}: hash count mismatch", self.name);
+            assert_eq!(
+                g.hash.count, g.nslabs,
+                "keg {}: hash count mismatch",
+                self.name
+            );
         }
     }
 }
 
 /// Slab header size, for reports and docs.
 pub const SLAB_HEADER_BYTES: usize = SLAB_HDR;
-

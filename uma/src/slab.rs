@@ -133,7 +133,10 @@ pub(crate) struct SlabList {
 
 impl SlabList {
     pub(crate) const fn new() -> Self {
-        SlabList { head: ptr::null_mut(), len: 0 }
+        SlabList {
+            head: ptr::null_mut(),
+            len: 0,
+        }
     }
 
     /// # Safety
@@ -191,7 +194,12 @@ pub(crate) struct SlabHash {
 
 impl SlabHash {
     pub(crate) const fn new() -> Self {
-        SlabHash { inline: [ptr::null_mut(); HASH_INLINE], heap: ptr::null_mut(), size: HASH_INLINE, count: 0 }
+        SlabHash {
+            inline: [ptr::null_mut(); HASH_INLINE],
+            heap: ptr::null_mut(),
+            size: HASH_INLINE,
+            count: 0,
+        }
     }
 
     fn table(&mut self) -> *mut *mut Slab {
@@ -272,7 +280,12 @@ impl SlabHash {
     /// # Safety
     ///
     /// Keg lock held; `table` is `size * 8` writable zeroed bytes.
-    pub(crate) unsafe fn rehash(&mut self, table: *mut *mut Slab, size: usize, shift: u32) -> (*mut *mut Slab, usize) {
+    pub(crate) unsafe fn rehash(
+        &mut self,
+        table: *mut *mut Slab,
+        size: usize,
+        shift: u32,
+    ) -> (*mut *mut Slab, usize) {
         let old = self.table();
         let old_size = self.size;
         let old_heap = self.heap;
@@ -359,13 +372,23 @@ pub(crate) fn compute_layout(
         if !offpage && slab_size > SLAB_HDR {
             let n = ((slab_size - SLAB_HDR) / rsize).min(cap);
             if n > 0 {
-                cands[0] = Some(SlabLayout { rsize, ipers: n, slab_size, offpage: false });
+                cands[0] = Some(SlabLayout {
+                    rsize,
+                    ipers: n,
+                    slab_size,
+                    offpage: false,
+                });
             }
         }
         if !inline_only {
             let n = (slab_size / rsize).min(cap);
             if n > 0 {
-                cands[1] = Some(SlabLayout { rsize, ipers: n, slab_size, offpage: true });
+                cands[1] = Some(SlabLayout {
+                    rsize,
+                    ipers: n,
+                    slab_size,
+                    offpage: true,
+                });
             }
         }
         for c in cands.into_iter().flatten() {
@@ -397,7 +420,10 @@ mod tests {
             assert!(l.ipers <= MAX_IPERS && l.ipers >= 1);
             assert!(l.slab_size.is_power_of_two());
             if !l.offpage {
-                assert!(l.ipers * l.rsize <= l.hdr_off(), "{size}: items overlap header");
+                assert!(
+                    l.ipers * l.rsize <= l.hdr_off(),
+                    "{size}: items overlap header"
+                );
             } else {
                 assert!(l.ipers * l.rsize <= l.slab_size);
             }

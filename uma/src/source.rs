@@ -171,7 +171,11 @@ impl TestSource {
             fail_next: AtomicUsize::new(0),
             flags_seen: AtomicUsize::new(0),
             last_flags: AtomicUsize::new(0),
-            track: Mutex::new(Tracker { live: [(0, 0); TRACK], n: 0, overflow: false }),
+            track: Mutex::new(Tracker {
+                live: [(0, 0); TRACK],
+                n: 0,
+                overflow: false,
+            }),
         }
     }
     /// Caps the bytes outstanding; allocations beyond fail.
@@ -230,14 +234,17 @@ impl TestSource {
 // sleeps; never calls UMA.
 unsafe impl SlabSource for TestSource {
     fn alloc(&self, size: usize, align: usize, flags: Flags) -> Option<NonNull<u8>> {
-        self.flags_seen.fetch_or(flags.bits() as usize, Ordering::SeqCst);
-        self.last_flags.store(flags.bits() as usize, Ordering::SeqCst);
+        self.flags_seen
+            .fetch_or(flags.bits() as usize, Ordering::SeqCst);
+        self.last_flags
+            .store(flags.bits() as usize, Ordering::SeqCst);
         let size = round_page(size);
         let inject = self
             .fail_next
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
-        let over = self.in_use.fetch_add(size, Ordering::SeqCst) + size > self.limit.load(Ordering::SeqCst);
+        let over = self.in_use.fetch_add(size, Ordering::SeqCst) + size
+            > self.limit.load(Ordering::SeqCst);
         if inject || over {
             self.in_use.fetch_sub(size, Ordering::SeqCst);
             self.fails.fetch_add(1, Ordering::SeqCst);

@@ -77,7 +77,9 @@ unsafe impl Send for Uma {}
 
 impl fmt::Debug for Uma {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Uma").field("source", &self.source.name()).finish_non_exhaustive()
+        f.debug_struct("Uma")
+            .field("source", &self.source.name())
+            .finish_non_exhaustive()
     }
 }
 
@@ -113,7 +115,10 @@ pub struct ZoneArgs {
 
 impl fmt::Debug for ZoneArgs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ZoneArgs").field("name", &self.name).field("size", &self.size).finish_non_exhaustive()
+        f.debug_struct("ZoneArgs")
+            .field("name", &self.name)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
     }
 }
 
@@ -228,8 +233,14 @@ impl Uma {
         unsafe {
             ptr::addr_of_mut!((*up).source).write(source);
             ptr::addr_of_mut!((*up).ncpu).write(ncpu());
-            ptr::addr_of_mut!((*up).boot).write(Mutex::new(BootPages { next: base, end: base + BOOT_PAGES * PAGE_SIZE }));
-            ptr::addr_of_mut!((*up).list).write(Mutex::new(ZoneList { head: ptr::null(), count: 0 }));
+            ptr::addr_of_mut!((*up).boot).write(Mutex::new(BootPages {
+                next: base,
+                end: base + BOOT_PAGES * PAGE_SIZE,
+            }));
+            ptr::addr_of_mut!((*up).list).write(Mutex::new(ZoneList {
+                head: ptr::null(),
+                count: 0,
+            }));
             ptr::addr_of_mut!((*up).reclaiming).write(Mutex::new(()));
             #[cfg(loom)]
             ptr::addr_of_mut!((*up).registry).write(Mutex::new(()));
@@ -243,7 +254,17 @@ impl Uma {
             }
             for (i, &(name, size, align)) in names.iter().enumerate() {
                 let kp = ptr::addr_of_mut!((*up).kegs[i]).cast::<Keg>();
-                let keg = Keg::new(name, size, align, ZoneFlags::INTERNAL, None, None, MAX_IPERS, source, up)?;
+                let keg = Keg::new(
+                    name,
+                    size,
+                    align,
+                    ZoneFlags::INTERNAL,
+                    None,
+                    None,
+                    MAX_IPERS,
+                    source,
+                    up,
+                )?;
                 kp.write(keg);
                 let zp = ptr::addr_of_mut!((*up).zones[i]).cast::<Zone>();
                 zp.write(Zone::new(ZoneParts {
@@ -309,8 +330,13 @@ impl Uma {
 
     /// An empty bucket of `entries` usable slots (null on failure).
     pub(crate) fn bucket_alloc(&self, entries: usize, flags: Flags) -> *mut Bucket {
-        let Some(i) = zone_index_for(entries) else { return ptr::null_mut() };
-        match self.internal(Z_BUCKETS + i).internal_alloc(flags.nowait().without(Flags::ZERO)) {
+        let Some(i) = zone_index_for(entries) else {
+            return ptr::null_mut();
+        };
+        match self
+            .internal(Z_BUCKETS + i)
+            .internal_alloc(flags.nowait().without(Flags::ZERO))
+        {
             Some(p) => {
                 let b: *mut Bucket = p.as_ptr().cast();
                 // SAFETY: an unused item of bucket zone i; entries fit.
@@ -374,8 +400,17 @@ impl Uma {
             return None;
         };
         let flags = args.flags;
-        let Some(keg) = Keg::new(args.name, args.size, args.align, flags, args.init, args.fini, args.max_ipers, source, self)
-        else {
+        let Some(keg) = Keg::new(
+            args.name,
+            args.size,
+            args.align,
+            flags,
+            args.init,
+            args.fini,
+            args.max_ipers,
+            source,
+            self,
+        ) else {
             // SAFETY: unused items of ours.
             unsafe {
                 self.zones_zone().internal_free(zmem);
@@ -467,7 +502,11 @@ impl Uma {
         )
     }
 
-    fn finish_zone(&'static self, zmem: NonNull<u8>, mut parts: ZoneParts) -> Option<&'static Zone> {
+    fn finish_zone(
+        &'static self,
+        zmem: NonNull<u8>,
+        mut parts: ZoneParts,
+    ) -> Option<&'static Zone> {
         #[cfg(not(loom))]
         if !parts.flags.contains(ZoneFlags::NOBUCKET) {
             parts.slot = crate::pcpu::tls::alloc_slot();
@@ -495,7 +534,10 @@ impl Uma {
     /// allocated from it must not be freed to it any more).
     pub unsafe fn destroy(&'static self, zone: &'static Zone) -> usize {
         if zone.flags.contains(ZoneFlags::INTERNAL) || !ptr::eq(zone.uma, self) {
-            debug::warn(format_args!("uma: refusing to destroy zone {} (internal or of another instance)\n", zone.name));
+            debug::warn(format_args!(
+                "uma: refusing to destroy zone {} (internal or of another instance)\n",
+                zone.name
+            ));
             return 0;
         }
         self.unlink_zone(zone);
@@ -510,7 +552,10 @@ impl Uma {
         let st = zone.stats();
         let leaked = st.used as usize;
         if leaked > 0 {
-            debug::warn(format_args!("uma: zone {} destroyed with {} items still allocated\n", zone.name, leaked));
+            debug::warn(format_args!(
+                "uma: zone {} destroyed with {} items still allocated\n",
+                zone.name, leaked
+            ));
         }
         if let Some(keg) = zone.keg() {
             let last = {
@@ -525,7 +570,8 @@ impl Uma {
                 // references the keg struct, an item of "UMA Kegs".
                 unsafe {
                     ptr::drop_in_place(kp);
-                    self.kegs_zone().internal_free(NonNull::new_unchecked(kp.cast()));
+                    self.kegs_zone()
+                        .internal_free(NonNull::new_unchecked(kp.cast()));
                 }
             }
         }
@@ -535,7 +581,8 @@ impl Uma {
         // SAFETY: caller contract: nobody uses the zone any more.
         unsafe {
             ptr::drop_in_place(zp);
-            self.zones_zone().internal_free(NonNull::new_unchecked(zp.cast()));
+            self.zones_zone()
+                .internal_free(NonNull::new_unchecked(zp.cast()));
         }
         leaked
     }
@@ -562,7 +609,9 @@ impl Uma {
     /// skipped. Bounded: one pass; a reclaim already running (for example
     /// one re-entered from a page source) makes this call return at once.
     pub fn reclaim(&self, how: Reclaim) {
-        let Some(_busy) = self.reclaiming.try_lock() else { return };
+        let Some(_busy) = self.reclaiming.try_lock() else {
+            return;
+        };
         self.for_each_zone(|z| {
             if !z.flags.contains(ZoneFlags::UNMANAGED) {
                 z.reclaim(how);
@@ -574,7 +623,9 @@ impl Uma {
     /// zone's working-set estimate and trim its bucket cache to it. kmem
     /// (or the application) calls this every few seconds.
     pub fn timeout(&self) {
-        let Some(_busy) = self.reclaiming.try_lock() else { return };
+        let Some(_busy) = self.reclaiming.try_lock() else {
+            return;
+        };
         self.for_each_zone(|z| {
             if !z.flags.contains(ZoneFlags::UNMANAGED) {
                 z.update_wss();
@@ -605,8 +656,16 @@ impl Uma {
     }
 }
 
-const BUCKET_NAMES: [&str; NBUCKETZONES] =
-    ["2 Bucket", "4 Bucket", "8 Bucket", "16 Bucket", "32 Bucket", "64 Bucket", "128 Bucket", "256 Bucket"];
+const BUCKET_NAMES: [&str; NBUCKETZONES] = [
+    "2 Bucket",
+    "4 Bucket",
+    "8 Bucket",
+    "16 Bucket",
+    "32 Bucket",
+    "64 Bucket",
+    "128 Bucket",
+    "256 Bucket",
+];
 const _: () = assert!(BUCKET_ENTRIES.len() == BUCKET_NAMES.len());
 
 fn ncpu() -> usize {
@@ -626,6 +685,8 @@ pub fn global() -> &'static Uma {
     static G: crate::sync::OnceLock<&'static Uma> = crate::sync::OnceLock::new();
     G.get_or_init(|| match Uma::bootstrap(&crate::source::MMAP_SOURCE) {
         Some(u) => u,
-        None => debug::fatal(format_args!("uma: bootstrap failed: no first chunk of pages")),
+        None => debug::fatal(format_args!(
+            "uma: bootstrap failed: no first chunk of pages"
+        )),
     })
 }

@@ -48,7 +48,10 @@ pub fn write_header(w: &mut dyn fmt::Write) -> fmt::Result {
 
 /// Writes one row, formatted as FreeBSD's `vmstat -z`.
 pub fn write_row(w: &mut dyn fmt::Write, s: &ZoneStats) -> fmt::Result {
-    let mut name = NameCol { buf: [b' '; 25], len: 0 };
+    let mut name = NameCol {
+        buf: [b' '; 25],
+        len: 0,
+    };
     let _ = fmt::write(&mut name, format_args!("{}:", s.name));
     let n = name.len.max(25).min(name.buf.len());
     let name = core::str::from_utf8(&name.buf[..n]).unwrap_or("?");

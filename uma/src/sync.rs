@@ -19,8 +19,10 @@ pub(crate) mod unmodeled {
 
 #[cfg(not(loom))]
 mod imp {
-    pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
     use std::sync::atomic::compiler_fence;
+    pub(crate) use std::sync::atomic::{
+        fence, AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering,
+    };
     use std::sync::TryLockError;
 
     /// A mutex (std's futex mutex; poisoning ignored: UMA code never panics
@@ -56,7 +58,11 @@ mod imp {
             Self(std::sync::Condvar::new())
         }
         /// Sleeps at most `ms` milliseconds (spurious wake-ups allowed).
-        pub(crate) fn wait_timeout<'a, T>(&self, g: MutexGuard<'a, T>, ms: u64) -> MutexGuard<'a, T> {
+        pub(crate) fn wait_timeout<'a, T>(
+            &self,
+            g: MutexGuard<'a, T>,
+            ms: u64,
+        ) -> MutexGuard<'a, T> {
             match self.0.wait_timeout(g, std::time::Duration::from_millis(ms)) {
                 Ok((g, _)) => g,
                 Err(e) => e.into_inner().0,
@@ -112,8 +118,12 @@ mod imp {
                 let cmds = libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
                 if cmds >= 0
                     && cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED != 0
-                    && libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0)
-                        == 0
+                    && libc::syscall(
+                        libc::SYS_membarrier,
+                        MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+                        0,
+                        0,
+                    ) == 0
                 {
                     BARRIER_MEMBARRIER
                 } else {
@@ -148,11 +158,15 @@ mod imp {
         if BARRIER_MODE.load(Ordering::Relaxed) == BARRIER_MEMBARRIER {
             // SAFETY: PRIVATE_EXPEDITED takes no pointers; the process
             // registered for it in init_barrier().
-            let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) };
+            let r = unsafe {
+                libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0)
+            };
             if r != 0 {
                 // Cannot happen after a successful registration; carrying on
                 // would break the protocol, so stop here.
-                crate::debug::fatal(format_args!("uma: membarrier(PRIVATE_EXPEDITED) failed after registration"));
+                crate::debug::fatal(format_args!(
+                    "uma: membarrier(PRIVATE_EXPEDITED) failed after registration"
+                ));
             }
         }
     }
@@ -190,7 +204,11 @@ mod imp {
         }
         /// Under loom there is no time: a plain wait (the protocol must not
         /// rely on the timeout for progress, and the model checks that).
-        pub(crate) fn wait_timeout<'a, T>(&self, g: MutexGuard<'a, T>, _ms: u64) -> MutexGuard<'a, T> {
+        pub(crate) fn wait_timeout<'a, T>(
+            &self,
+            g: MutexGuard<'a, T>,
+            _ms: u64,
+        ) -> MutexGuard<'a, T> {
             self.0.wait(g).unwrap()
         }
         pub(crate) fn notify_all(&self) {

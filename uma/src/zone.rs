@@ -20,7 +20,7 @@ use crate::source::SlabSource;
 use crate::startup::Uma;
 use crate::stats::ZoneStats;
 use crate::sync::unmodeled::{AtomicU64, AtomicUsize as UAtomicUsize, Ordering as UOrdering};
-use crate::sync::{AtomicUsize, Condvar, Mutex, MutexGuard, Ordering};
+use crate::sync::{fence, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering};
 use crate::{Ctor, Dtor, Fini, Flags, Import, Init, Reclaim, Release, ZoneFlags};
 
 /// `fast` bit: allocations need `alloc_finish` (ctor, INVARIANTS).
@@ -91,7 +91,10 @@ unsafe impl Send for Zone {}
 
 impl fmt::Debug for Zone {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Zone").field("name", &self.name).field("size", &self.size).finish_non_exhaustive()
+        f.debug_struct("Zone")
+            .field("name", &self.name)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
     }
 }
 
@@ -115,7 +118,8 @@ pub(crate) struct ZoneParts {
 
 impl Zone {
     pub(crate) fn new(p: ZoneParts) -> Zone {
-        let nobucket = p.flags.contains(ZoneFlags::NOBUCKET) || p.flags.contains(ZoneFlags::INTERNAL);
+        let nobucket =
+            p.flags.contains(ZoneFlags::NOBUCKET) || p.flags.contains(ZoneFlags::INTERNAL);
         let (bs, bmin, bmax) = match (nobucket, p.bucket_size) {
             (true, _) => (0, 0, 0),
             (false, Some(n)) => {
@@ -152,7 +156,11 @@ impl Zone {
             release_fn: p.release,
             keg: p.keg,
             uma: p.uma,
-            pcpu_slot: if nobucket { crate::startup::NO_SLOT } else { p.slot },
+            pcpu_slot: if nobucket {
+                crate::startup::NO_SLOT
+            } else {
+                p.slot
+            },
             fast: UAtomicUsize::new(fast),
             items: AtomicUsize::new(0),
             max_items: AtomicUsize::new(0),
@@ -216,7 +224,9 @@ impl Zone {
         {
             let item = pcpu::tls::fast_alloc(self);
             if !item.is_null() {
-                if self.fast.load(UOrdering::Relaxed) & FAST_ALLOC == 0 && !flags.contains(Flags::ZERO) {
+                if self.fast.load(UOrdering::Relaxed) & FAST_ALLOC == 0
+                    && !flags.contains(Flags::ZERO)
+                {
                     // SAFETY: cached items are never null.
                     return Some(unsafe { NonNull::new_unchecked(item) });
                 }
@@ -471,7 +481,9 @@ impl Zone {
             if !self.free_checks(item) {
                 return;
             }
-            if self.max_items.load(Ordering::Relaxed) > 0 && self.sleepers.load(Ordering::SeqCst) > 0 {
+            if self.max_items.load(Ordering::Relaxed) > 0
+                && self.sleepers.load(Ordering::SeqCst) > 0
+            {
                 self.frees.fetch_add(1, UOrdering::Relaxed);
                 self.free_item(item);
                 return;
@@ -500,7 +512,11 @@ impl Zone {
             self.put_bucket(full);
         }
         let bs = self.bucket_size.load(UOrdering::Relaxed);
-        let nb = if bs > 0 { self.uma().bucket_alloc(bs, Flags::NOWAIT) } else { ptr::null_mut() };
+        let nb = if bs > 0 {
+            self.uma().bucket_alloc(bs, Flags::NOWAIT)
+        } else {
+            ptr::null_mut()
+        };
         if nb.is_null() {
             return self.free_item(item);
         }
@@ -585,7 +601,11 @@ impl Zone {
             let mut i = 0;
             while i < n {
                 // SAFETY: imported items are non-null.
-                if zinit(unsafe { NonNull::new_unchecked(slots[i]) }, self.size, flags) {
+                if zinit(
+                    unsafe { NonNull::new_unchecked(slots[i]) },
+                    self.size,
+                    flags,
+                ) {
                     i += 1;
                 } else {
                     self.release(&slots[i..i + 1]);
@@ -731,11 +751,16 @@ impl Zone {
             }
             let mut g = self.state.lock();
             self.sleepers.fetch_add(1, Ordering::SeqCst);
+            // Dekker with limit_free: our sleepers++ vs its items--.
+            fence(Ordering::SeqCst);
             let mut timed_out = false;
             if self.items.load(Ordering::SeqCst) >= max {
                 if !g.warned {
                     g.warned = true;
-                    debug::warn(format_args!("uma: zone {}: limit of {} items reached\n", self.name, max));
+                    debug::warn(format_args!(
+                        "uma: zone {}: limit of {} items reached\n",
+                        self.name, max
+                    ));
                 }
                 self.sleeps.fetch_add(1, UOrdering::Relaxed);
                 g = self.limit_cv.wait_timeout(g, 100);
@@ -757,6 +782,10 @@ impl Zone {
             return;
         }
         self.items.fetch_sub(n, Ordering::SeqCst);
+        // Dekker with limit_alloc's sleeper: either it sees our decrement
+        // or we see it counted in `sleepers` (and it waits under the lock
+        // we take to notify).
+        fence(Ordering::SeqCst);
         if self.sleepers.load(Ordering::SeqCst) > 0 {
             let _g = self.state.lock();
             self.limit_cv.notify_all();
@@ -777,7 +806,10 @@ impl Zone {
         let per_bucket = n / 2 / (2 * ncpu);
         let bmax = self.bucket_max.load(UOrdering::Relaxed).min(per_bucket);
         self.bucket_max.store(bmax, UOrdering::Relaxed);
-        self.bucket_min.store(self.bucket_min.load(UOrdering::Relaxed).min(bmax), UOrdering::Relaxed);
+        self.bucket_min.store(
+            self.bucket_min.load(UOrdering::Relaxed).min(bmax),
+            UOrdering::Relaxed,
+        );
         if self.bucket_size.load(UOrdering::Relaxed) > bmax {
             self.bucket_size.store(bmax, UOrdering::Relaxed);
         }
@@ -890,7 +922,8 @@ impl Zone {
             let bs = self.bucket_size.load(UOrdering::Relaxed);
             let min = self.bucket_min.load(UOrdering::Relaxed);
             if bs > min {
-                self.bucket_size.store(bucket::smaller(bs).max(min), UOrdering::Relaxed);
+                self.bucket_size
+                    .store(bucket::smaller(bs).max(min), UOrdering::Relaxed);
             }
         }
         if let Some(k) = self.keg() {
@@ -969,14 +1002,22 @@ impl Zone {
                 // SAFETY: under the zone lock; cached buckets are valid.
                 unsafe {
                     assert!((*b).cnt > 0, "zone {}: empty bucket cached", self.name);
-                    assert!((*b).cnt <= (*b).cap, "zone {}: bucket over capacity", self.name);
+                    assert!(
+                        (*b).cnt <= (*b).cap,
+                        "zone {}: bucket over capacity",
+                        self.name
+                    );
                     assert!(
                         ((*b).cap as usize) <= bucket::BUCKET_ENTRIES[(*b).zidx as usize],
                         "zone {}: bucket cap exceeds its bucket zone",
                         self.name
                     );
                     for i in 0..(*b).cnt as usize {
-                        assert!(!(*Bucket::items(b).add(i)).is_null(), "zone {}: null item cached", self.name);
+                        assert!(
+                            !(*Bucket::items(b).add(i)).is_null(),
+                            "zone {}: null item cached",
+                            self.name
+                        );
                     }
                     items += (*b).cnt as usize;
                     b = (*b).next;
@@ -984,13 +1025,25 @@ impl Zone {
                 n += 1;
             }
             assert_eq!(n, g.nbuckets, "zone {}: bucket count mismatch", self.name);
-            assert_eq!(items, g.nitems, "zone {}: bucket item count mismatch", self.name);
-            assert!(g.imin <= g.nitems && g.nitems <= g.imax.max(g.nitems), "zone {}: wss bounds", self.name);
+            assert_eq!(
+                items, g.nitems,
+                "zone {}: bucket item count mismatch",
+                self.name
+            );
+            assert!(
+                g.imin <= g.nitems && g.nitems <= g.imax.max(g.nitems),
+                "zone {}: wss bounds",
+                self.name
+            );
             items
         };
         let allocs = self.allocs.load(UOrdering::Relaxed) + p.allocs;
         let frees = self.frees.load(UOrdering::Relaxed) + p.frees;
-        assert!(allocs >= frees, "zone {}: more frees than allocations", self.name);
+        assert!(
+            allocs >= frees,
+            "zone {}: more frees than allocations",
+            self.name
+        );
         let used = (allocs - frees) as usize;
         let items = self.items.load(Ordering::SeqCst);
         assert_eq!(
@@ -1005,13 +1058,23 @@ impl Zone {
         );
         let max = self.max();
         if max > 0 {
-            assert!(items <= max, "zone {}: {} items over the limit {}", self.name, items, max);
+            assert!(
+                items <= max,
+                "zone {}: {} items over the limit {}",
+                self.name,
+                items,
+                max
+            );
         }
         if let Some(k) = self.keg() {
             let g = k.state.lock();
             if g.zones == 1 && !self.flags.contains(ZoneFlags::INTERNAL) {
                 let keg_used = g.nslabs * k.layout.ipers - g.free_items;
-                assert_eq!(keg_used, items, "zone {}: keg hands out {} items, zone counts {}", self.name, keg_used, items);
+                assert_eq!(
+                    keg_used, items,
+                    "zone {}: keg hands out {} items, zone counts {}",
+                    self.name, keg_used, items
+                );
             }
         }
     }

@@ -1,5 +1,7 @@
 //! Cache-only zones over import/release callbacks (vmem quantum caches).
 
+#![cfg(not(loom))]
+
 mod common;
 use common::*;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -23,7 +25,10 @@ fn import(arg: usize, store: &mut [*mut u8], _f: Flags) -> usize {
 fn release(arg: usize, items: &[*mut u8]) {
     assert_eq!(arg, 42);
     OUT.fetch_sub(items.len(), SeqCst);
-    RELEASED.lock().unwrap().extend(items.iter().map(|&p| p as usize));
+    RELEASED
+        .lock()
+        .unwrap()
+        .extend(items.iter().map(|&p| p as usize));
 }
 
 #[test]
@@ -53,7 +58,10 @@ fn cache_zone_imports_caches_and_releases() {
     }
     z.check_invariants();
     let again = alloc(z, Flags::NOWAIT);
-    assert!(seen.contains(&(again.as_ptr() as usize)), "freed values are reused from the cache");
+    assert!(
+        seen.contains(&(again.as_ptr() as usize)),
+        "freed values are reused from the cache"
+    );
     free(z, again);
     z.reclaim(Reclaim::DrainCpu);
     assert_eq!(OUT.load(SeqCst), 0, "drain releases every cached value");

@@ -1,5 +1,7 @@
 //! ctor/dtor/init/fini call counts, zinit/zfini of secondary zones, ZERO.
 
+#![cfg(not(loom))]
+
 mod common;
 use common::*;
 use std::ptr::NonNull;
@@ -33,7 +35,15 @@ fn a_fini(p: NonNull<u8>, _s: usize) {
 
 #[test]
 fn ctor_dtor_every_time_init_fini_per_slab() {
-    let z = zone(ZoneArgs::new("life", 64).ctor(a_ctor).dtor(a_dtor).init(a_init).fini(a_fini).arg(77).max_ipers(8));
+    let z = zone(
+        ZoneArgs::new("life", 64)
+            .ctor(a_ctor)
+            .dtor(a_dtor)
+            .init(a_init)
+            .fini(a_fini)
+            .arg(77)
+            .max_ipers(8),
+    );
     let ipers = z.keg_info().unwrap().layout.ipers;
     let mut v = Vec::new();
     for _ in 0..100 {
@@ -43,7 +53,11 @@ fn ctor_dtor_every_time_init_fini_per_slab() {
     }
     assert_eq!(A_CTOR.load(SeqCst), 100);
     let slabs = z.keg_info().unwrap().slabs;
-    assert_eq!(A_INIT.load(SeqCst), slabs * ipers, "init once per item per slab");
+    assert_eq!(
+        A_INIT.load(SeqCst),
+        slabs * ipers,
+        "init once per item per slab"
+    );
     for p in v.drain(..) {
         free(z, p);
     }
@@ -61,7 +75,11 @@ fn ctor_dtor_every_time_init_fini_per_slab() {
     z.check_invariants();
     let left = z.keg_info().unwrap().slabs;
     assert_eq!(left, 0);
-    assert_eq!(A_FINI.load(SeqCst), A_INIT.load(SeqCst), "fini once per item when slabs go");
+    assert_eq!(
+        A_FINI.load(SeqCst),
+        A_INIT.load(SeqCst),
+        "fini once per item when slabs go"
+    );
     destroy(z);
 }
 
@@ -75,7 +93,11 @@ fn counting_dtor(_p: NonNull<u8>, _s: usize, _a: usize) {
 
 #[test]
 fn ctor_failure_fails_the_alloc_without_dtor() {
-    let z = zone(ZoneArgs::new("ctorfail", 32).ctor(failing_ctor).dtor(counting_dtor));
+    let z = zone(
+        ZoneArgs::new("ctorfail", 32)
+            .ctor(failing_ctor)
+            .dtor(counting_dtor),
+    );
     let a = z.alloc(Flags::NOWAIT);
     let b = z.alloc(Flags::NOWAIT);
     assert!(a.is_some() && b.is_none());
@@ -131,7 +153,11 @@ fn s_zfini(_p: NonNull<u8>, _s: usize) {
     S_ZFINI.fetch_add(1, SeqCst);
 }
 fn s_ctor(p: NonNull<u8>, _s: usize, _a: usize, _f: Flags) -> bool {
-    assert_eq!(unsafe { *(p.as_ptr() as *mut u64) }, 0x5ec0, "zinit ran before ctor");
+    assert_eq!(
+        unsafe { *(p.as_ptr() as *mut u64) },
+        0x5ec0,
+        "zinit ran before ctor"
+    );
     S_CTOR.fetch_add(1, SeqCst);
     true
 }
@@ -139,21 +165,40 @@ fn s_ctor(p: NonNull<u8>, _s: usize, _a: usize, _f: Flags) -> bool {
 #[test]
 fn secondary_zone_shares_the_keg_with_zinit_zfini() {
     let master = zone(ZoneArgs::new("master", 64).max_ipers(16));
-    let sec = uma().create_secondary("secondary", Some(s_ctor), None, Some(s_zinit), Some(s_zfini), master).unwrap();
+    let sec = uma()
+        .create_secondary(
+            "secondary",
+            Some(s_ctor),
+            None,
+            Some(s_zinit),
+            Some(s_zfini),
+            master,
+        )
+        .unwrap();
     let mut v = Vec::new();
     for _ in 0..40 {
         v.push(alloc(sec, Flags::NOWAIT));
     }
     let m = alloc(master, Flags::NOWAIT);
     assert_eq!(S_CTOR.load(SeqCst), 40);
-    assert!(S_ZINIT.load(SeqCst) >= 40, "zinit when items enter the zone");
+    assert!(
+        S_ZINIT.load(SeqCst) >= 40,
+        "zinit when items enter the zone"
+    );
     let info = master.keg_info().unwrap();
-    assert_eq!(info.slabs * info.layout.ipers - info.free_items, S_ZINIT.load(SeqCst) + master.stats().items as usize);
+    assert_eq!(
+        info.slabs * info.layout.ipers - info.free_items,
+        S_ZINIT.load(SeqCst) + master.stats().items as usize
+    );
     for p in v.drain(..) {
         free(sec, p);
     }
     sec.reclaim(Reclaim::DrainCpu);
-    assert_eq!(S_ZFINI.load(SeqCst), S_ZINIT.load(SeqCst), "zfini when items leave the zone");
+    assert_eq!(
+        S_ZFINI.load(SeqCst),
+        S_ZINIT.load(SeqCst),
+        "zfini when items leave the zone"
+    );
     sec.check_invariants();
     assert_eq!(destroy(sec), 0);
     // master still works after the secondary is gone

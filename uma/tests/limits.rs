@@ -1,6 +1,8 @@
 //! Limits: NOWAIT failure, WAITOK sleepers woken by frees, cached items
 //! counted, per-thread caching bounded by half the limit.
 
+#![cfg(not(loom))]
+
 mod common;
 use common::*;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -36,7 +38,10 @@ fn limit_counts_cached_items_and_bounds_caches() {
     let s = z.stats();
     assert!(s.items <= 1000);
     assert_eq!(s.items, s.used + s.cached_pcpu + s.cached_buckets);
-    assert!(s.cached_pcpu + s.cached_buckets <= 500 + z.bucket_size() as u64 * 2, "caches hold about half the limit at most: {s:?}");
+    assert!(
+        s.cached_pcpu + s.cached_buckets <= 500 + z.bucket_size() as u64 * 2,
+        "caches hold about half the limit at most: {s:?}"
+    );
     z.check_invariants();
     // all of the limit is still reachable
     let v: Vec<_> = (0..1000).map(|_| alloc(z, Flags::NOWAIT)).collect();

@@ -1,6 +1,8 @@
 //! Randomized model tests: a zone against a set model, with
 //! `check_invariants()` after every step.
 
+#![cfg(not(loom))]
+
 mod common;
 use common::*;
 use rand::rngs::SmallRng;
@@ -16,7 +18,11 @@ fn run(z: &'static Zone, size: usize, seed: u64, steps: usize, limit: usize) {
     for step in 0..steps {
         match rng.gen_range(0..100) {
             0..=54 => {
-                let flags = if rng.gen_bool(0.1) { Flags::NOWAIT | Flags::ZERO } else { Flags::NOWAIT };
+                let flags = if rng.gen_bool(0.1) {
+                    Flags::NOWAIT | Flags::ZERO
+                } else {
+                    Flags::NOWAIT
+                };
                 match z.alloc(flags) {
                     Some(p) => {
                         if flags.contains(Flags::ZERO) {
@@ -24,9 +30,15 @@ fn run(z: &'static Zone, size: usize, seed: u64, steps: usize, limit: usize) {
                         }
                         tag = tag.wrapping_add(1);
                         write(p, size, tag);
-                        assert!(live.insert(p.as_ptr() as usize, (p, tag)).is_none(), "step {step}: item handed out twice");
+                        assert!(
+                            live.insert(p.as_ptr() as usize, (p, tag)).is_none(),
+                            "step {step}: item handed out twice"
+                        );
                     }
-                    None => assert!(limit > 0 && live.len() >= limit / 2, "step {step}: unexpected failure"),
+                    None => assert!(
+                        limit > 0 && live.len() >= limit / 2,
+                        "step {step}: unexpected failure"
+                    ),
                 }
             }
             55..=94 => {
@@ -55,7 +67,11 @@ fn run(z: &'static Zone, size: usize, seed: u64, steps: usize, limit: usize) {
         if limit > 0 {
             assert!(z.stats().items as usize <= limit);
         }
-        assert_eq!(z.stats().used as usize, live.len(), "step {step}: used count");
+        assert_eq!(
+            z.stats().used as usize,
+            live.len(),
+            "step {step}: used count"
+        );
     }
     for (_, (p, t)) in live.drain() {
         check(p, size, t);
@@ -76,7 +92,13 @@ fn model_small_items_default_buckets() {
 
 #[test]
 fn model_tiny_config() {
-    run(zone(ZoneArgs::new("model-tiny", 24).max_ipers(4).bucket_size(2)), 24, 2, 4000, 0);
+    run(
+        zone(ZoneArgs::new("model-tiny", 24).max_ipers(4).bucket_size(2)),
+        24,
+        2,
+        4000,
+        0,
+    );
 }
 
 #[test]
@@ -88,12 +110,28 @@ fn model_offpage_large_items() {
 
 #[test]
 fn model_forced_offpage_odd_size() {
-    run(zone(ZoneArgs::new("model-odd", 200).flags(ZoneFlags::OFFPAGE).align(16)), 200, 4, 3000, 0);
+    run(
+        zone(
+            ZoneArgs::new("model-odd", 200)
+                .flags(ZoneFlags::OFFPAGE)
+                .align(16),
+        ),
+        200,
+        4,
+        3000,
+        0,
+    );
 }
 
 #[test]
 fn model_nobucket() {
-    run(zone(ZoneArgs::new("model-nobucket", 48).flags(ZoneFlags::NOBUCKET)), 48, 5, 3000, 0);
+    run(
+        zone(ZoneArgs::new("model-nobucket", 48).flags(ZoneFlags::NOBUCKET)),
+        48,
+        5,
+        3000,
+        0,
+    );
 }
 
 #[test]
@@ -106,6 +144,12 @@ fn model_with_limit() {
 #[test]
 fn model_many_seeds_small() {
     for seed in 10..20 {
-        run(zone(ZoneArgs::new("model-seeds", 16).max_ipers(8).bucket_size(4)), 16, seed, 600, 0);
+        run(
+            zone(ZoneArgs::new("model-seeds", 16).max_ipers(8).bucket_size(4)),
+            16,
+            seed,
+            600,
+            0,
+        );
     }
 }

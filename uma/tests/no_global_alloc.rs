@@ -1,6 +1,8 @@
 //! UMA never allocates through the Rust global allocator: a counting
 //! allocator records every call made while a thread-local flag is on.
 
+#![cfg(not(loom))]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -53,7 +55,9 @@ fn zone_lifecycle_never_touches_the_global_allocator() {
     let g = uma::global();
     for (i, uma) in [u, g].into_iter().enumerate() {
         let z = uma.create_zone(&ZoneArgs::new("noalloc", 64)).unwrap();
-        let off = uma.create_zone(&ZoneArgs::new("noalloc-off", 3000).flags(ZoneFlags::OFFPAGE)).unwrap();
+        let off = uma
+            .create_zone(&ZoneArgs::new("noalloc-off", 3000).flags(ZoneFlags::OFFPAGE))
+            .unwrap();
         let c = uma
             .create_cache(&CacheArgs {
                 name: "noalloc-cache",
@@ -92,7 +96,11 @@ fn zone_lifecycle_never_touches_the_global_allocator() {
             assert_eq!(uma.destroy(c), 0);
         }
         WATCH.with(|w| w.set(false));
-        assert_eq!(CALLS.load(SeqCst), 0, "instance {i}: UMA called the global allocator");
+        assert_eq!(
+            CALLS.load(SeqCst),
+            0,
+            "instance {i}: UMA called the global allocator"
+        );
         WATCH.with(|w| w.set(true));
     }
     // a thread's first use registers a cache and arms its exit flush
@@ -106,7 +114,11 @@ fn zone_lifecycle_never_touches_the_global_allocator() {
     })
     .join()
     .unwrap();
-    assert_eq!(CALLS.load(SeqCst), 0, "per-thread cache setup called the global allocator");
+    assert_eq!(
+        CALLS.load(SeqCst),
+        0,
+        "per-thread cache setup called the global allocator"
+    );
     assert_eq!(z.stats().cached_pcpu, 0, "thread exit flushed");
 }
 

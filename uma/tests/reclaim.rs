@@ -1,6 +1,8 @@
 //! Reclaim levels TRIM / DRAIN / DRAIN_CPU, for one zone and for all,
 //! working-set trimming, UNMANAGED and NOFREE zones, bucket sizes.
 
+#![cfg(not(loom))]
+
 mod common;
 use common::*;
 use std::sync::mpsc;
@@ -25,11 +27,17 @@ fn levels_free_progressively_more() {
     z.reclaim(Reclaim::Trim);
     let s1 = z.stats();
     assert!(s1.cached_buckets <= s0.cached_buckets);
-    assert_eq!(s1.cached_pcpu, s0.cached_pcpu, "TRIM leaves per-thread caches");
+    assert_eq!(
+        s1.cached_pcpu, s0.cached_pcpu,
+        "TRIM leaves per-thread caches"
+    );
     z.reclaim(Reclaim::Drain);
     let s2 = z.stats();
     assert_eq!(s2.cached_buckets, 0);
-    assert_eq!(s2.cached_pcpu, s0.cached_pcpu, "DRAIN leaves per-thread caches");
+    assert_eq!(
+        s2.cached_pcpu, s0.cached_pcpu,
+        "DRAIN leaves per-thread caches"
+    );
     z.reclaim(Reclaim::DrainCpu);
     let s3 = z.stats();
     assert_eq!(s3.cached_pcpu, 0);
@@ -42,18 +50,26 @@ fn levels_free_progressively_more() {
 #[test]
 fn working_set_trim_keeps_the_estimate() {
     let u = uma::Uma::bootstrap(leak_source()).unwrap();
-    let z = u.create_zone(&ZoneArgs::new("rc-wss", 64).bucket_size(8)).unwrap();
+    let z = u
+        .create_zone(&ZoneArgs::new("rc-wss", 64).bucket_size(8))
+        .unwrap();
     fill_and_free(z, 800);
     z.update_wss(); // wss ~ what just moved through
     let before = z.stats().cached_buckets;
     z.reclaim(Reclaim::Trim);
     let kept = z.stats().cached_buckets;
-    assert!(kept > 0 && kept <= before, "trim keeps the working set ({kept} of {before})");
+    assert!(
+        kept > 0 && kept <= before,
+        "trim keeps the working set ({kept} of {before})"
+    );
     for _ in 0..10 {
         z.update_wss(); // idle periods decay the estimate
     }
     u.timeout();
-    assert!(z.stats().cached_buckets < kept, "idle zone trimmed by timeout");
+    assert!(
+        z.stats().cached_buckets < kept,
+        "idle zone trimmed by timeout"
+    );
     z.reclaim(Reclaim::DrainCpu);
     unsafe { u.destroy(z) };
 }
@@ -67,13 +83,17 @@ fn drain_cpu_takes_another_threads_cache_without_its_help() {
         fill_and_free(z, 20); // leaves items in this thread's cache
         back_tx.send(()).unwrap();
         rx.recv().unwrap(); // parked while the main thread drains
-        // still works after its cache was taken
+                            // still works after its cache was taken
         fill_and_free(z, 50);
     });
     back_rx.recv().unwrap();
     assert!(z.stats().cached_pcpu > 0);
     z.reclaim(Reclaim::DrainCpu);
-    assert_eq!(z.stats().cached_pcpu, 0, "the parked thread's cache was drained");
+    assert_eq!(
+        z.stats().cached_pcpu,
+        0,
+        "the parked thread's cache was drained"
+    );
     z.check_invariants();
     tx.send(()).unwrap();
     t.join().unwrap(); // thread exit flushes its cache
@@ -90,14 +110,23 @@ fn reclaim_all_zones_skips_unmanaged() {
     // invariant checks of the other tests of this binary
     let u = uma::Uma::bootstrap(leak_source()).unwrap();
     let a = u.create_zone(&ZoneArgs::new("rc-all-a", 64)).unwrap();
-    let b = u.create_zone(&ZoneArgs::new("rc-all-unmanaged", 64).flags(ZoneFlags::UNMANAGED)).unwrap();
+    let b = u
+        .create_zone(&ZoneArgs::new("rc-all-unmanaged", 64).flags(ZoneFlags::UNMANAGED))
+        .unwrap();
     fill_and_free(a, 500);
     fill_and_free(b, 500);
     u.reclaim(Reclaim::DrainCpu);
     assert_eq!(a.stats().cached_pcpu + a.stats().cached_buckets, 0);
-    assert!(b.stats().cached_pcpu + b.stats().cached_buckets > 0, "UNMANAGED caches are kept");
+    assert!(
+        b.stats().cached_pcpu + b.stats().cached_buckets > 0,
+        "UNMANAGED caches are kept"
+    );
     b.reclaim(Reclaim::DrainCpu);
-    assert_eq!(b.stats().cached_pcpu + b.stats().cached_buckets, 0, "explicit reclaim still works");
+    assert_eq!(
+        b.stats().cached_pcpu + b.stats().cached_buckets,
+        0,
+        "explicit reclaim still works"
+    );
     u.check_internal();
     unsafe {
         assert_eq!(u.destroy(a), 0);
@@ -108,7 +137,11 @@ fn reclaim_all_zones_skips_unmanaged() {
 #[test]
 fn nofree_zone_never_gives_slabs_back() {
     let src = leak_source();
-    let z = zone(ZoneArgs::new("rc-nofree", 64).source(src).flags(ZoneFlags::NOFREE));
+    let z = zone(
+        ZoneArgs::new("rc-nofree", 64)
+            .source(src)
+            .flags(ZoneFlags::NOFREE),
+    );
     fill_and_free(z, 300);
     z.reclaim(Reclaim::DrainCpu);
     assert!(z.keg_info().unwrap().slabs > 0);
@@ -146,10 +179,15 @@ fn vmstat_table_lists_zones() {
     let mut s = String::new();
     uma().write_vmstat(&mut s).unwrap();
     let head = s.lines().next().unwrap();
-    for col in ["ITEM", "SIZE", "LIMIT", "USED", "FREE", "REQ", "FAIL", "SLEEP"] {
+    for col in [
+        "ITEM", "SIZE", "LIMIT", "USED", "FREE", "REQ", "FAIL", "SLEEP",
+    ] {
         assert!(head.contains(col));
     }
-    let row = s.lines().find(|l| l.starts_with("rc-vmstat:")).expect("row");
+    let row = s
+        .lines()
+        .find(|l| l.starts_with("rc-vmstat:"))
+        .expect("row");
     let cols: Vec<&str> = row.split(',').map(|c| c.trim()).collect();
     assert!(cols[0].ends_with("72"), "{row}");
     assert_eq!(cols[2], "5", "{row}");
@@ -163,6 +201,10 @@ fn vmstat_table_lists_zones() {
 #[test]
 fn bad_arguments_fail_cleanly() {
     assert!(uma().create_zone(&ZoneArgs::new("bad0", 0)).is_none());
-    assert!(uma().create_zone(&ZoneArgs::new("bad-align", 8).align(3)).is_none());
-    assert!(uma().create_zone(&ZoneArgs::new("bad-huge", 1 << 30)).is_none());
+    assert!(uma()
+        .create_zone(&ZoneArgs::new("bad-align", 8).align(3))
+        .is_none());
+    assert!(uma()
+        .create_zone(&ZoneArgs::new("bad-huge", 1 << 30))
+        .is_none());
 }

@@ -3,6 +3,8 @@
 //! (counting partial slabs), destroy drops it; the btag recursion pattern;
 //! slabs freed through the source that produced them.
 
+#![cfg(not(loom))]
+
 mod common;
 use common::*;
 use std::ptr::NonNull;
@@ -10,7 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::OnceLock;
 use uma::{Flags, Reclaim, SlabSource, TestSource, Zone, ZoneArgs, ZoneFlags};
 
-const RES: Flags = Flags::from_bits(Flags::USE_RESERVE.bits() | Flags::NOVM.bits() | Flags::NOWAIT.bits());
+const RES: Flags =
+    Flags::from_bits(Flags::USE_RESERVE.bits() | Flags::NOVM.bits() | Flags::NOWAIT.bits());
 const NOVM: Flags = Flags::from_bits(Flags::NOVM.bits() | Flags::NOWAIT.bits());
 
 fn free_items(z: &Zone) -> usize {
@@ -19,12 +22,19 @@ fn free_items(z: &Zone) -> usize {
 
 #[test]
 fn ordinary_callers_never_take_the_last_n() {
-    let z = zone(ZoneArgs::new("res-basic", 32).max_ipers(4).flags(ZoneFlags::NOBUCKET));
+    let z = zone(
+        ZoneArgs::new("res-basic", 32)
+            .max_ipers(4)
+            .flags(ZoneFlags::NOBUCKET),
+    );
     z.reserve(3);
     assert_eq!(z.prealloc(4), 4);
     let a = alloc(z, NOVM);
     assert_eq!(free_items(z), 3);
-    assert!(z.alloc(NOVM).is_none(), "NOVM caller must not take the reserve");
+    assert!(
+        z.alloc(NOVM).is_none(),
+        "NOVM caller must not take the reserve"
+    );
     let b = alloc(z, Flags::NOWAIT); // grows instead
     assert_eq!(z.keg_info().unwrap().slabs, 2);
     assert_eq!(free_items(z), 6);
@@ -55,7 +65,10 @@ fn reserve_dipping_fill_takes_one_item() {
     let a = alloc(z, RES);
     // free 8 > 6: the fill may take down to the reserve, then one more at most
     let after = free_items(z);
-    assert!(after >= 6, "ordinary part of the fill stopped at the reserve: {after}");
+    assert!(
+        after >= 6,
+        "ordinary part of the fill stopped at the reserve: {after}"
+    );
     let mut v = vec![a];
     // drain this thread's cache so the next alloc fills again
     z.reclaim(Reclaim::DrainCpu);
@@ -66,7 +79,11 @@ fn reserve_dipping_fill_takes_one_item() {
     }
     let before = free_items(z);
     v.push(alloc(z, RES));
-    assert_eq!(free_items(z), before - 1, "a reserve-dipping fill takes one item");
+    assert_eq!(
+        free_items(z),
+        before - 1,
+        "a reserve-dipping fill takes one item"
+    );
     z.check_invariants();
     for p in v {
         free(z, p);
@@ -76,7 +93,11 @@ fn reserve_dipping_fill_takes_one_item() {
 
 #[test]
 fn keg_drain_keeps_the_reserve_counting_partial_slabs() {
-    let z = zone(ZoneArgs::new("res-drain", 32).max_ipers(4).flags(ZoneFlags::NOBUCKET));
+    let z = zone(
+        ZoneArgs::new("res-drain", 32)
+            .max_ipers(4)
+            .flags(ZoneFlags::NOBUCKET),
+    );
     z.prealloc(12);
     let a = alloc(z, Flags::NOWAIT);
     let b = alloc(z, Flags::NOWAIT);
@@ -85,11 +106,19 @@ fn keg_drain_keeps_the_reserve_counting_partial_slabs() {
     z.reserve(3);
     z.reclaim(Reclaim::Drain);
     let i = z.keg_info().unwrap();
-    assert_eq!((i.slabs, i.free_items), (2, 6), "one free slab kept: 2 + 4 >= 3");
+    assert_eq!(
+        (i.slabs, i.free_items),
+        (2, 6),
+        "one free slab kept: 2 + 4 >= 3"
+    );
     z.reserve(2);
     z.reclaim(Reclaim::DrainCpu);
     let i = z.keg_info().unwrap();
-    assert_eq!((i.slabs, i.free_items), (1, 2), "partial slab's 2 free items cover the reserve (D26772)");
+    assert_eq!(
+        (i.slabs, i.free_items),
+        (1, 2),
+        "partial slab's 2 free items cover the reserve (D26772)"
+    );
     assert_eq!(i.reserve, 2, "reclaim never drops the reserve");
     free(z, a);
     free(z, b);
@@ -133,14 +162,24 @@ fn destroy_drops_the_reserve_and_gives_back_all_slabs() {
 #[test]
 fn flags_pass_through_to_the_source() {
     let src = leak_source();
-    let z = zone(ZoneArgs::new("res-flags", 64).source(src).flags(ZoneFlags::NOBUCKET));
+    let z = zone(
+        ZoneArgs::new("res-flags", 64)
+            .source(src)
+            .flags(ZoneFlags::NOBUCKET),
+    );
     let p = alloc(z, Flags::WAITOK | Flags::ZERO);
-    assert!(src.last_flags().contains(Flags::WAITOK | Flags::ZERO), "{:?}", src.last_flags());
+    assert!(
+        src.last_flags().contains(Flags::WAITOK | Flags::ZERO),
+        "{:?}",
+        src.last_flags()
+    );
     let mut v = vec![p];
     while src.allocs() < 2 {
         v.push(alloc(z, Flags::NOWAIT | Flags::USE_RESERVE));
     }
-    assert!(src.last_flags().contains(Flags::NOWAIT | Flags::USE_RESERVE));
+    assert!(src
+        .last_flags()
+        .contains(Flags::NOWAIT | Flags::USE_RESERVE));
     src.fail_next(1);
     let before = src.allocs();
     while src.allocs() == before && src.fails() == 0 {
@@ -159,7 +198,12 @@ fn flags_pass_through_to_the_source() {
 fn slabs_are_freed_by_the_source_that_produced_them() {
     let a = leak_source();
     let b = leak_source();
-    let z = zone(ZoneArgs::new("res-pair", 64).max_ipers(4).source(a).flags(ZoneFlags::NOBUCKET));
+    let z = zone(
+        ZoneArgs::new("res-pair", 64)
+            .max_ipers(4)
+            .source(a)
+            .flags(ZoneFlags::NOBUCKET),
+    );
     let mut v: Vec<NonNull<u8>> = (0..8).map(|_| alloc(z, Flags::NOWAIT)).collect();
     z.set_source(b);
     v.extend((0..8).map(|_| alloc(z, Flags::NOWAIT)));
@@ -168,7 +212,11 @@ fn slabs_are_freed_by_the_source_that_produced_them() {
         free(z, p);
     }
     z.reclaim(Reclaim::Drain);
-    assert_eq!((a.frees(), b.frees()), (2, 2), "each slab went back to its own source");
+    assert_eq!(
+        (a.frees(), b.frees()),
+        (2, 2),
+        "each slab went back to its own source"
+    );
     destroy(z);
 }
 
@@ -244,7 +292,11 @@ fn btag_recursion_is_broken_by_the_reserve() {
         }
     }
     assert!(src.recursions.load(SeqCst) > 10);
-    assert_eq!(src.failures.load(SeqCst), 0, "the recursion always found its reserve");
+    assert_eq!(
+        src.failures.load(SeqCst),
+        0,
+        "the recursion always found its reserve"
+    );
     for p in v {
         free(z, p);
     }
@@ -263,7 +315,10 @@ fn btag_recursion_fails_without_a_reserve() {
         }
         z.reclaim(Reclaim::DrainCpu);
     }
-    assert!(src.failures.load(SeqCst) > 0, "without the reserve the recursion starves");
+    assert!(
+        src.failures.load(SeqCst) > 0,
+        "without the reserve the recursion starves"
+    );
     for p in v {
         free(z, p);
     }
@@ -309,7 +364,11 @@ fn btag_recursion_stress_with_concurrent_drains() {
     }
     stop.store(true, SeqCst);
     drainer.join().unwrap();
-    assert_eq!(src.failures.load(SeqCst), 0, "no spurious failure under drain pressure");
+    assert_eq!(
+        src.failures.load(SeqCst),
+        0,
+        "no spurious failure under drain pressure"
+    );
     give_back(z, src);
     z.reclaim(Reclaim::DrainCpu);
     z.check_invariants();

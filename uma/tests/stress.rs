@@ -1,6 +1,8 @@
 //! Multi-thread stress with cross-thread frees and content checks; thread
 //! exit flushes; allocation during TLS teardown.
 
+#![cfg(not(loom))]
+
 mod common;
 use common::*;
 use std::ptr::NonNull;
@@ -45,7 +47,10 @@ fn producers_consumers_cross_thread_frees() {
     let s = z.stats();
     assert_eq!(s.used, 0);
     assert_eq!(s.cached_pcpu, 0, "all worker threads exited and flushed");
-    assert!(s.items < 40000, "producer/consumer flow stays bounded: {s:?}");
+    assert!(
+        s.items < 40000,
+        "producer/consumer flow stays bounded: {s:?}"
+    );
     z.check_invariants();
     z.reclaim(Reclaim::DrainCpu);
     destroy(z);
@@ -65,7 +70,14 @@ fn many_threads_shared_pool_with_drains() {
                     x ^= x >> 17;
                     x ^= x << 5;
                     if x % 3 != 0 {
-                        let p = alloc(z, if x % 7 == 0 { Flags::NOWAIT | Flags::ZERO } else { Flags::NOWAIT });
+                        let p = alloc(
+                            z,
+                            if x % 7 == 0 {
+                                Flags::NOWAIT | Flags::ZERO
+                            } else {
+                                Flags::NOWAIT
+                            },
+                        );
                         let tag = (x >> 8) as u8;
                         write(p, 40, tag);
                         pool.lock().unwrap().push((p.as_ptr() as usize, tag));

@@ -58,7 +58,11 @@ pub(crate) struct CacheBucket {
 }
 
 impl CacheBucket {
-    const EMPTY: CacheBucket = CacheBucket { bucket: ptr::null_mut(), cnt: 0, cap: 0 };
+    const EMPTY: CacheBucket = CacheBucket {
+        bucket: ptr::null_mut(),
+        cnt: 0,
+        cap: 0,
+    };
 
     /// Removes the bucket, writing the count back into it.
     fn take(&mut self) -> *mut Bucket {
@@ -77,7 +81,11 @@ impl CacheBucket {
     unsafe fn install(&mut self, b: *mut Bucket) {
         // SAFETY: caller contract.
         unsafe {
-            *self = CacheBucket { bucket: b, cnt: (*b).cnt as u32, cap: (*b).cap as u32 };
+            *self = CacheBucket {
+                bucket: b,
+                cnt: (*b).cnt as u32,
+                cap: (*b).cap as u32,
+            };
         }
     }
 }
@@ -154,7 +162,8 @@ impl Cache {
             }
         });
         if !item.is_null() {
-            self.allocs.store(self.allocs.load(UOrdering::Relaxed) + 1, UOrdering::Relaxed);
+            self.allocs
+                .store(self.allocs.load(UOrdering::Relaxed) + 1, UOrdering::Relaxed);
         }
         self.exit();
         item
@@ -178,7 +187,8 @@ impl Cache {
             }
         });
         if ok {
-            self.frees.store(self.frees.load(UOrdering::Relaxed) + 1, UOrdering::Relaxed);
+            self.frees
+                .store(self.frees.load(UOrdering::Relaxed) + 1, UOrdering::Relaxed);
         }
         self.exit();
         ok
@@ -323,13 +333,20 @@ impl Cache {
     ///
     /// The caller holds the cache.
     pub(crate) unsafe fn check(&self) {
-        for cb in [self.alloc.with(|a| unsafe { *a }), self.free.with(|f| unsafe { *f })] {
+        for cb in [
+            self.alloc.with(|a| unsafe { *a }),
+            self.free.with(|f| unsafe { *f }),
+        ] {
             if cb.bucket.is_null() {
                 assert!(cb.cnt == 0 && cb.cap == 0, "empty cache slot with counts");
             } else {
                 assert!(cb.cnt <= cb.cap, "cache bucket over capacity");
                 // SAFETY: installed bucket.
-                assert_eq!(cb.cap as u16, unsafe { (*cb.bucket).cap }, "cache cap differs from bucket's");
+                assert_eq!(
+                    cb.cap as u16,
+                    unsafe { (*cb.bucket).cap },
+                    "cache cap differs from bucket's"
+                );
             }
         }
     }
@@ -446,7 +463,8 @@ pub(crate) fn drain_zone_caches(zone: &Zone, detach: bool) -> *mut Bucket {
         // SAFETY: unlinked caches nobody references any more.
         unsafe {
             let next = (*dead).next.get();
-            uma.caches_zone().internal_free(core::ptr::NonNull::new_unchecked(dead.cast()));
+            uma.caches_zone()
+                .internal_free(core::ptr::NonNull::new_unchecked(dead.cast()));
             dead = next;
         }
     }

@@ -147,7 +147,9 @@ extern "C" fn thread_exit(_: *mut libc::c_void) {
                         zone.put_bucket(b);
                     }
                 }
-                zone.uma().caches_zone().internal_free(core::ptr::NonNull::new_unchecked(c.cast()));
+                zone.uma()
+                    .caches_zone()
+                    .internal_free(core::ptr::NonNull::new_unchecked(c.cast()));
             }
         }
     });

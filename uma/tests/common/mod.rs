@@ -36,5 +36,9 @@ pub fn write(p: NonNull<u8>, size: usize, v: u8) {
 
 pub fn check(p: NonNull<u8>, size: usize, v: u8) {
     let s = unsafe { std::slice::from_raw_parts(p.as_ptr(), size) };
-    assert!(s.iter().all(|&b| b == v), "item {:p} content changed (want {v:#x})", p);
+    assert!(
+        s.iter().all(|&b| b == v),
+        "item {:p} content changed (want {v:#x})",
+        p
+    );
 }

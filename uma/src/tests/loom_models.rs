@@ -1,0 +1,254 @@
+//! loom models, tiny configs (4 items per slab, 2-item buckets), 2-3
+//! threads. Every model builds a fresh `Uma` instance over a fresh test
+//! source inside the model and unmaps it at the end of each execution.
+
+use core::ptr::NonNull;
+
+use loom::sync::Arc;
+use loom::thread;
+
+use crate::pcpu::{self, Cache};
+use crate::{Flags, Reclaim, TestSource, Uma, Zone, ZoneArgs, ZoneFlags};
+
+/// Runs `f` under loom with the preemption bound from `LOOM_MAX_PREEMPTIONS`
+/// (default 2).
+fn run_model<F>(f: F)
+where
+    F: Fn() + Sync + Send + 'static,
+{
+    let mut b = loom::model::Builder::new();
+    if b.preemption_bound.is_none() {
+        b.preemption_bound = Some(2);
+    }
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let r2 = runs.clone();
+    b.check(move || {
+        r2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        f()
+    });
+    std::println!("loom: {} executions explored", runs.load(std::sync::atomic::Ordering::Relaxed));
+}
+
+struct Env {
+    src: &'static TestSource,
+    uma: &'static Uma,
+}
+
+fn env() -> Env {
+    let src: &'static TestSource = Box::leak(Box::new(TestSource::new()));
+    let uma = Uma::bootstrap(src).expect("bootstrap");
+    Env { src, uma }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // SAFETY: the model is over; nothing uses this instance any more.
+        unsafe {
+            self.src.release_all();
+            drop(Box::from_raw(
+                self.src as *const TestSource as *mut TestSource,
+            ));
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct P(usize);
+// SAFETY: items are plain addresses moved between model threads.
+unsafe impl Send for P {}
+
+fn nn(p: P) -> NonNull<u8> {
+    NonNull::new(p.0 as *mut u8).unwrap()
+}
+
+/// (a) keg drain vs an ordinary allocation vs a reserve allocation, under
+/// memory pressure (the source cannot grow the keg): the reserve user never
+/// fails, nothing is handed out twice, nothing is lost.
+#[test]
+fn loom_keg_drain_vs_alloc_vs_reserve() {
+    run_model(|| {
+        let e = env();
+        let z: &'static Zone = e
+            .uma
+            .create_zone(
+                &ZoneArgs::new("loom-a", 32)
+                    .max_ipers(4)
+                    .flags(ZoneFlags::NOBUCKET),
+            )
+            .unwrap();
+        z.reserve(2);
+        z.prealloc(4);
+        e.src.set_limit(e.src.in_use()); // no more slabs
+        let drainer = thread::spawn(move || z.reclaim(Reclaim::Drain));
+        let ordinary =
+            thread::spawn(move || z.alloc(Flags::NOWAIT).map(|p| P(p.as_ptr() as usize)));
+        let reserve = z.alloc(Flags::USE_RESERVE | Flags::NOVM | Flags::NOWAIT);
+        drainer.join().unwrap();
+        let o = ordinary.join().unwrap();
+        let r = reserve.expect("the reserve user never fails while the reserve is held");
+        if let Some(o) = o {
+            assert_ne!(o.0, r.as_ptr() as usize, "item handed out twice");
+        }
+        let info = z.keg_info().unwrap();
+        assert_eq!(info.slabs, 1, "drain kept the slab holding the reserve");
+        let used = 1 + o.is_some() as usize;
+        assert_eq!(info.free_items + used, 4, "nothing lost");
+        // SAFETY: items of z, freed once.
+        unsafe {
+            z.free(r);
+            if let Some(o) = o {
+                z.free(nn(o));
+            }
+        }
+        z.check_invariants();
+        // SAFETY: nobody uses z any more.
+        unsafe { e.uma.destroy(z) };
+    });
+}
+
+/// (b) a foreign DRAIN_CPU against the owner's fast-path alloc and free
+/// through its cache: no item lost or duplicated.
+#[test]
+fn loom_foreign_drain_cpu_vs_owner_fast_path() {
+    run_model(|| {
+        let e = env();
+        let z: &'static Zone = e
+            .uma
+            .create_zone(&ZoneArgs::new("loom-b", 32).max_ipers(4).bucket_size(2))
+            .unwrap();
+        let c: &'static Cache = {
+            let c = pcpu::register(z, core::ptr::null());
+            // SAFETY: registered caches live until retired below.
+            unsafe { &*c }
+        };
+        // warm the cache: one item in the alloc bucket
+        let a = z.cache_alloc(c, Flags::NOWAIT).unwrap();
+        let owner = thread::spawn(move || {
+            let b = z.cache_alloc(c, Flags::NOWAIT).unwrap();
+            // SAFETY: a was allocated from z and is freed once.
+            unsafe { z.cache_free(c, a) };
+            P(b.as_ptr() as usize)
+        });
+        z.reclaim(Reclaim::DrainCpu);
+        let b = owner.join().unwrap();
+        assert_ne!(b.0, a.as_ptr() as usize);
+        // SAFETY: b from z, freed once (from this thread, as the owner has
+        // exited; the cache is only used by one thread at a time).
+        unsafe { z.cache_free(c, nn(b)) };
+        {
+            let _r = e.uma.registry_lock();
+            // SAFETY: registry lock held; nobody is inside the cache.
+            let (x, y) = unsafe { pcpu::retire_locked(c as *const Cache as *mut Cache) };
+            for bk in [x, y] {
+                if !bk.is_null() {
+                    z.put_bucket(bk);
+                }
+            }
+        }
+        z.check_invariants();
+        z.reclaim(Reclaim::Drain);
+        let info = z.keg_info().unwrap();
+        assert_eq!(
+            info.free_items,
+            info.slabs * info.layout.ipers,
+            "every item came back"
+        );
+        assert_eq!(z.stats().used, 0);
+        // SAFETY: nobody uses z any more.
+        unsafe { e.uma.destroy(z) };
+    });
+}
+
+/// (c) bucket exchange between two threads through the zone bucket cache:
+/// one frees a bucket's worth into its cache (the full bucket moves to the
+/// zone), the other allocates from the zone bucket cache.
+#[test]
+fn loom_bucket_exchange_through_zone_cache() {
+    run_model(|| {
+        let e = env();
+        let z: &'static Zone = e
+            .uma
+            .create_zone(&ZoneArgs::new("loom-c", 32).max_ipers(4).bucket_size(2))
+            .unwrap();
+        let c1 = pcpu::register(z, core::ptr::null()) as usize;
+        let c2 = pcpu::register(z, core::ptr::null()) as usize;
+        // SAFETY: registered caches live until retired.
+        let (c1, c2): (&'static Cache, &'static Cache) =
+            unsafe { (&*(c1 as *const Cache), &*(c2 as *const Cache)) };
+        let items: Vec<P> = (0..3)
+            .map(|_| P(z.alloc(Flags::NOWAIT).unwrap().as_ptr() as usize))
+            .collect();
+        let freer = thread::spawn(move || {
+            for p in items {
+                // SAFETY: allocated from z above, freed once.
+                unsafe { z.cache_free(c1, nn(p)) };
+            }
+        });
+        let taker = thread::spawn(move || {
+            let a = z.cache_alloc(c2, Flags::NOWAIT).unwrap();
+            let b = z.cache_alloc(c2, Flags::NOWAIT).unwrap();
+            assert_ne!(a, b);
+            (P(a.as_ptr() as usize), P(b.as_ptr() as usize))
+        });
+        freer.join().unwrap();
+        let (a, b) = taker.join().unwrap();
+        // SAFETY: from z, freed once.
+        unsafe {
+            z.cache_free(c2, nn(a));
+            z.cache_free(c2, nn(b));
+        }
+        {
+            let _r = e.uma.registry_lock();
+            for c in [c1, c2] {
+                // SAFETY: registry lock held; caches idle.
+                let (x, y) = unsafe { pcpu::retire_locked(c as *const Cache as *mut Cache) };
+                for bk in [x, y] {
+                    if !bk.is_null() {
+                        z.put_bucket(bk);
+                    }
+                }
+            }
+        }
+        z.check_invariants();
+        z.reclaim(Reclaim::Drain);
+        let info = z.keg_info().unwrap();
+        assert_eq!(
+            info.free_items,
+            info.slabs * info.layout.ipers,
+            "nothing lost or duplicated"
+        );
+        // SAFETY: nobody uses z any more.
+        unsafe { e.uma.destroy(z) };
+    });
+}
+
+/// (d) a WAITOK allocation sleeping on the zone limit is woken by a free.
+#[test]
+fn loom_limit_sleeper_woken_by_free() {
+    run_model(|| {
+        let e = env();
+        let z: &'static Zone = e
+            .uma
+            .create_zone(&ZoneArgs::new("loom-d", 32).max_ipers(4))
+            .unwrap();
+        z.set_max(1);
+        let held = P(z.alloc(Flags::NOWAIT).unwrap().as_ptr() as usize);
+        assert!(z.alloc(Flags::NOWAIT).is_none());
+        let sleeper = thread::spawn(move || P(z.alloc(Flags::WAITOK).unwrap().as_ptr() as usize));
+        // SAFETY: from z, freed once.
+        unsafe { z.free(nn(held)) };
+        let got = sleeper.join().unwrap();
+        assert!(z.stats().items <= 1);
+        // SAFETY: from z, freed once.
+        unsafe { z.free(nn(got)) };
+        z.check_invariants();
+        // SAFETY: nobody uses z any more.
+        unsafe { e.uma.destroy(z) };
+    });
+}
+
+#[allow(dead_code)]
+fn _assert_send() {
+    fn s<T: Send + Sync>() {}
+    s::<Arc<()>>();
+}

@@ -395,7 +395,7 @@ pub(crate) fn compute_layout(
             if c.efficiency_pct() >= EFFICIENCY_PCT {
                 return Some(c);
             }
-            if best.map_or(true, |b| c.efficiency_pct() > b.efficiency_pct()) {
+            if best.is_none_or(|b| c.efficiency_pct() > b.efficiency_pct()) {
                 best = Some(c);
             }
         }

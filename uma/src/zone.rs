@@ -601,11 +601,8 @@ impl Zone {
             let mut i = 0;
             while i < n {
                 // SAFETY: imported items are non-null.
-                if zinit(
-                    unsafe { NonNull::new_unchecked(slots[i]) },
-                    self.size,
-                    flags,
-                ) {
+                let it = unsafe { NonNull::new_unchecked(slots[i]) };
+                if zinit(it, self.size, flags) {
                     i += 1;
                 } else {
                     self.release(&slots[i..i + 1]);

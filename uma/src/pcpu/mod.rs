@@ -204,7 +204,7 @@ impl Cache {
             self.alloc.with_mut(|a| {
                 self.free.with_mut(|f| {
                     if (*a).cnt == 0 && (*f).cnt > 0 {
-                        core::mem::swap(&mut *a, &mut *f);
+                        core::ptr::swap(a, f);
                     }
                 });
                 let a = &mut *a;
@@ -226,7 +226,7 @@ impl Cache {
             self.free.with_mut(|f| {
                 self.alloc.with_mut(|a| {
                     if (*f).cnt == (*f).cap && (*a).cnt < (*a).cap {
-                        core::mem::swap(&mut *a, &mut *f);
+                        core::ptr::swap(a, f);
                     }
                 });
                 let f = &mut *f;
@@ -318,7 +318,9 @@ impl Cache {
     ///
     /// The caller holds the cache.
     pub(crate) unsafe fn peek(&self) -> CachePeek {
+        // SAFETY: the caller holds the cache (see the state table).
         let a = self.alloc.with(|a| unsafe { (*a).cnt }) as usize;
+        // SAFETY: as above.
         let f = self.free.with(|f| unsafe { (*f).cnt }) as usize;
         CachePeek {
             items: a + f,
@@ -333,20 +335,18 @@ impl Cache {
     ///
     /// The caller holds the cache.
     pub(crate) unsafe fn check(&self) {
-        for cb in [
-            self.alloc.with(|a| unsafe { *a }),
-            self.free.with(|f| unsafe { *f }),
-        ] {
+        // SAFETY: the caller holds the cache.
+        let a = self.alloc.with(|a| unsafe { *a });
+        // SAFETY: as above.
+        let f = self.free.with(|f| unsafe { *f });
+        for cb in [a, f] {
             if cb.bucket.is_null() {
                 assert!(cb.cnt == 0 && cb.cap == 0, "empty cache slot with counts");
             } else {
                 assert!(cb.cnt <= cb.cap, "cache bucket over capacity");
-                // SAFETY: installed bucket.
-                assert_eq!(
-                    cb.cap as u16,
-                    unsafe { (*cb.bucket).cap },
-                    "cache cap differs from bucket's"
-                );
+                // SAFETY: an installed bucket is valid.
+                let cap = unsafe { (*cb.bucket).cap };
+                assert_eq!(cb.cap as u16, cap, "cache cap differs from bucket's");
             }
         }
     }

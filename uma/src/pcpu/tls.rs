@@ -112,7 +112,8 @@ pub(crate) fn cache_for(zone: &Zone) -> Option<&Cache> {
             });
             // SAFETY: key is a created key; a non-null value arms the
             // destructor for this thread.
-            if unsafe { libc::pthread_setspecific(key, 1 as *const libc::c_void) } != 0 {
+            if unsafe { libc::pthread_setspecific(key, core::ptr::dangling::<libc::c_void>()) } != 0
+            {
                 return None;
             }
             STATE.with(|s| s.set(GUARDED));

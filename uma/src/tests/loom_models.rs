@@ -26,7 +26,10 @@ where
         r2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         f()
     });
-    std::println!("loom: {} executions explored", runs.load(std::sync::atomic::Ordering::Relaxed));
+    std::println!(
+        "loom: {} executions explored",
+        runs.load(std::sync::atomic::Ordering::Relaxed)
+    );
 }
 
 struct Env {

@@ -21,20 +21,22 @@ pub fn alloc(z: &Zone, flags: Flags) -> NonNull<u8> {
 }
 
 pub fn free(z: &Zone, p: NonNull<u8>) {
-    // SAFETY (test): p came from z.alloc and is freed once.
+    // SAFETY: p came from z.alloc and is freed once.
     unsafe { z.free(p) }
 }
 
 pub fn destroy(z: &'static Zone) -> usize {
-    // SAFETY (test): nobody uses z afterwards.
+    // SAFETY: nobody uses z afterwards.
     unsafe { uma().destroy(z) }
 }
 
 pub fn write(p: NonNull<u8>, size: usize, v: u8) {
+    // SAFETY: p is a live item of at least `size` bytes.
     unsafe { std::ptr::write_bytes(p.as_ptr(), v, size) }
 }
 
 pub fn check(p: NonNull<u8>, size: usize, v: u8) {
+    // SAFETY: p is a live item of at least `size` bytes.
     let s = unsafe { std::slice::from_raw_parts(p.as_ptr(), size) };
     assert!(
         s.iter().all(|&b| b == v),

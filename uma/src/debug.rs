@@ -267,10 +267,10 @@ mod invariants {
         let mut g = k.state.lock();
         // SAFETY: keg lock held.
         let s = unsafe { k.slab_of(&mut g, item) };
-        // SAFETY: valid header if non-null.
         let idx = if s.is_null() {
             None
         } else {
+            // SAFETY: a non-null result is a valid header of this keg.
             unsafe { k.index_of(s, item) }
         };
         let Some(idx) = idx else {
@@ -319,11 +319,13 @@ mod invariants {
         let mut g = k.state.lock();
         // SAFETY: keg lock held.
         let s = unsafe { k.slab_of(&mut g, item) };
-        // SAFETY: valid header if non-null.
-        if let Some(idx) = (!s.is_null())
-            .then(|| unsafe { k.index_of(s, item) })
-            .flatten()
-        {
+        let idx = if s.is_null() {
+            None
+        } else {
+            // SAFETY: a non-null result is a valid header of this keg.
+            unsafe { k.index_of(s, item) }
+        };
+        if let Some(idx) = idx {
             set_dbg(s, idx, false);
         }
         drop(g);

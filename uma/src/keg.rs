@@ -215,12 +215,14 @@ impl Keg {
         'fill: while n < out.len() {
             let s = self.fetch_slab(&mut g, flags);
             if s.is_null() {
-                if n > 0 || flags.contains(Flags::NOVM) {
+                if flags.contains(Flags::NOVM) {
                     break;
                 }
+                // After the first item never block (FreeBSD zone_import).
+                let gflags = if n > 0 { flags.nowait() } else { flags };
                 let src = g.source;
                 drop(g);
-                let grown = self.grow(src, flags);
+                let grown = self.grow(src, gflags);
                 g = self.state.lock();
                 if !grown {
                     break;

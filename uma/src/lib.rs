@@ -121,9 +121,9 @@ pub type Import = fn(usize, &mut [*mut u8], Flags) -> usize;
 /// Cache-only zone release: take `items` back; `(arg, items)`.
 pub type Release = fn(usize, &[*mut u8]);
 
-/// Whether the per-thread cache protocol uses `membarrier(2)` (true) or
-/// full fences on both sides (false: kernel without membarrier, or before
-/// the first cache was registered).
+/// Whether the drainer's heavy barrier of the per-thread cache protocol is
+/// `membarrier(2)` (true) or the mprotect TLB-shootdown fallback (false:
+/// kernel without membarrier, or before the first cache was registered).
 pub fn membarrier_active() -> bool {
     sync::membarrier_active()
 }

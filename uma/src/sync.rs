@@ -98,7 +98,7 @@ mod imp {
 
     const BARRIER_UNKNOWN: u8 = 0;
     const BARRIER_MEMBARRIER: u8 = 1;
-    const BARRIER_FENCE: u8 = 2;
+    const BARRIER_MPROTECT: u8 = 2;
     static BARRIER_MODE: AtomicU8 = AtomicU8::new(BARRIER_UNKNOWN);
     static BARRIER_INIT: std::sync::Once = std::sync::Once::new();
 
@@ -107,9 +107,12 @@ mod imp {
     const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
     const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
 
-    /// Decides, once per process, whether the per-thread cache protocol uses
-    /// `membarrier(2)` (owner side: compiler fence only) or plain fences on
-    /// both sides. Must run before the first cache is registered.
+    /// Decides, once per process, how the drainer's heavy barrier is made:
+    /// `membarrier(PRIVATE_EXPEDITED)` when the kernel has it, else the
+    /// mprotect TLB-shootdown trick (a protection downgrade of a touched
+    /// page interrupts every CPU running a thread of the process; folly's
+    /// `asymmetricHeavyBarrier` fallback). Runs before the first cache is
+    /// registered.
     pub(crate) fn init_barrier() {
         BARRIER_INIT.call_once(|| {
             // SAFETY: membarrier(2) with QUERY/REGISTER takes no pointers; a
@@ -127,29 +130,27 @@ mod imp {
                 {
                     BARRIER_MEMBARRIER
                 } else {
-                    BARRIER_FENCE
+                    BARRIER_MPROTECT
                 }
             };
             BARRIER_MODE.store(mode, Ordering::SeqCst);
         });
     }
 
-    /// True when the asymmetric (membarrier) protocol is in use.
+    /// True when the heavy barrier is `membarrier(2)` (false: mprotect).
     pub(crate) fn membarrier_active() -> bool {
         BARRIER_MODE.load(Ordering::Relaxed) == BARRIER_MEMBARRIER
     }
 
-    /// Owner side of the asymmetric fence: between the busy store and the
-    /// drain-flag load. A compiler fence when membarrier is active (the
-    /// drainer's membarrier supplies the hardware barrier), else a full fence.
+    /// Owner side of the asymmetric fence, between the busy store and the
+    /// drain-flag load: a compiler fence only; the drainer's heavy barrier
+    /// supplies the hardware barrier on this thread's CPU.
     #[inline(always)]
     pub(crate) fn owner_fence() {
-        if BARRIER_MODE.load(Ordering::Relaxed) == BARRIER_MEMBARRIER {
-            compiler_fence(Ordering::SeqCst);
-        } else {
-            fence(Ordering::SeqCst);
-        }
+        compiler_fence(Ordering::SeqCst);
     }
+
+    static MPROTECT_PAGE: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
 
     /// Drainer side of the asymmetric fence: after setting the drain flag,
     /// before reading the owner's busy flag.
@@ -162,13 +163,41 @@ mod imp {
                 libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0)
             };
             if r != 0 {
-                // Cannot happen after a successful registration; carrying on
-                // would break the protocol, so stop here.
                 crate::debug::fatal(format_args!(
                     "uma: membarrier(PRIVATE_EXPEDITED) failed after registration"
                 ));
             }
+            return;
         }
+        let mut page = MPROTECT_PAGE.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: one private anonymous page of ours, kept for the life of
+        // the process; only this function touches it, under the mutex.
+        unsafe {
+            if *page == 0 {
+                let p = libc::mmap(
+                    core::ptr::null_mut(),
+                    4096,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                );
+                if p == libc::MAP_FAILED {
+                    crate::debug::fatal(format_args!("uma: no page for the mprotect barrier"));
+                }
+                *page = p as usize;
+            }
+            let p = *page as *mut libc::c_void;
+            if libc::mprotect(p, 4096, libc::PROT_READ | libc::PROT_WRITE) != 0 {
+                crate::debug::fatal(format_args!("uma: mprotect barrier failed"));
+            }
+            // Touch it so it is in the TLB and the downgrade must shoot down.
+            core::ptr::write_volatile(p as *mut u32, 0);
+            if libc::mprotect(p, 4096, libc::PROT_READ) != 0 {
+                crate::debug::fatal(format_args!("uma: mprotect barrier failed"));
+            }
+        }
+        fence(Ordering::SeqCst);
     }
 
     pub(crate) use std::sync::OnceLock;

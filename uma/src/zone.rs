@@ -222,15 +222,13 @@ impl Zone {
     pub fn alloc(&self, flags: Flags) -> Option<NonNull<u8>> {
         #[cfg(not(loom))]
         {
-            let item = pcpu::tls::fast_alloc(self);
-            if !item.is_null() {
+            if let Some(item) = pcpu::tls::fast_alloc(self) {
                 if self.fast.load(UOrdering::Relaxed) & FAST_ALLOC == 0
                     && !flags.contains(Flags::ZERO)
                 {
-                    // SAFETY: cached items are never null.
-                    return Some(unsafe { NonNull::new_unchecked(item) });
+                    return Some(item);
                 }
-                return self.alloc_finish(item, flags);
+                return self.alloc_finish(item.as_ptr(), flags);
             }
         }
         self.alloc_slow(flags)
@@ -264,9 +262,8 @@ impl Zone {
     /// models use; the TLS path is the same code).
     #[cfg_attr(not(loom), allow(dead_code))]
     pub(crate) fn cache_alloc(&self, c: &Cache, flags: Flags) -> Option<NonNull<u8>> {
-        let item = c.fast_pop();
-        if !item.is_null() {
-            return self.alloc_finish(item, flags);
+        if let Some(item) = c.fast_pop() {
+            return self.alloc_finish(item.as_ptr(), flags);
         }
         let item = self.cache_alloc_refill(c, flags);
         self.count_alloc_result(item, flags)

@@ -6,12 +6,13 @@
 //! (DRAIN_CPU, zone destroy, low memory, statistics) can take its buckets
 //! without the owner's cooperation, through an asymmetric fence:
 //!
-//! - the owner marks the cache `busy` with a plain store, issues a *light*
-//!   fence (a compiler fence when `membarrier(2)` is registered, else a full
-//!   fence), and checks `drain`; it clears `busy` with a release store;
+//! - the owner marks the cache `busy` with a plain store, issues a compiler
+//!   fence, and checks `drain`; it clears `busy` with a release store;
 //! - a drainer (serialized with other drainers by the registry lock) sets
-//!   `drain`, issues the *heavy* fence (`membarrier(PRIVATE_EXPEDITED)`,
-//!   which runs a full barrier on every running thread of the process), and
+//!   `drain`, issues the *heavy* barrier (`membarrier(PRIVATE_EXPEDITED)`,
+//!   which runs a full barrier on every running thread of the process; where
+//!   the kernel lacks it, the mprotect TLB-shootdown trick, which interrupts
+//!   the same CPUs), and
 //!   waits until it sees `busy == false`; then the buckets are its own; it
 //!   clears `drain` with a release store.
 //!
@@ -41,7 +42,7 @@
 pub(crate) mod tls;
 
 use core::cell::Cell;
-use core::ptr;
+use core::ptr::{self, NonNull};
 
 use crate::bucket::Bucket;
 use crate::startup::Uma;
@@ -117,6 +118,37 @@ unsafe impl Sync for Cache {}
 // SAFETY: as above.
 unsafe impl Send for Cache {}
 
+/// The cache every empty TLS slot points at: it always misses (no alloc
+/// bucket, no free bucket), so the fast path needs no null check. Owners
+/// of any thread may store to its `busy` flag; nobody drains it, and its
+/// bucket slots are only ever read.
+#[cfg(not(loom))]
+pub(crate) static EMPTY_CACHE: Cache = Cache {
+    alloc: UnsafeCell::new(CacheBucket::EMPTY),
+    free: UnsafeCell::new(CacheBucket::EMPTY),
+    allocs: AtomicU64::new(0),
+    frees: AtomicU64::new(0),
+    busy: AtomicBool::new(false),
+    drain: AtomicBool::new(false),
+    zone: ptr::null(),
+    slot: ptr::null(),
+    next: Cell::new(ptr::null_mut()),
+    prev: Cell::new(ptr::null_mut()),
+};
+
+/// The "no cache" value of a TLS slot.
+#[cfg(not(loom))]
+#[inline(always)]
+pub(crate) fn empty() -> *mut Cache {
+    &EMPTY_CACHE as *const Cache as *mut Cache
+}
+
+/// Under loom there are no TLS slots.
+#[cfg(loom)]
+pub(crate) fn empty() -> *mut Cache {
+    ptr::null_mut()
+}
+
 /// What a peek at a cache saw.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct CachePeek {
@@ -144,27 +176,28 @@ impl Cache {
         self.busy.store(false, Ordering::Release);
     }
 
-    /// Owner fast path: pop an item from the alloc bucket (null on miss).
+    /// Owner fast path: pop an item from the alloc bucket (`None` on miss).
     #[inline(always)]
-    pub(crate) fn fast_pop(&self) -> *mut u8 {
+    pub(crate) fn fast_pop(&self) -> Option<NonNull<u8>> {
         if !self.enter() {
-            return ptr::null_mut();
+            return None;
         }
-        // SAFETY: state Owned: the owner alone touches the slots; an
-        // installed bucket has `cnt` valid items.
+        // SAFETY: state Owned: the owner alone writes the slots (the shared
+        // EMPTY_CACHE is only read: its cnt is 0, so no `&mut` is made); an
+        // installed bucket has `cnt` valid, non-null items.
         let item = self.alloc.with_mut(|b| unsafe {
-            let b = &mut *b;
-            if b.cnt == 0 {
-                ptr::null_mut()
+            if (*b).cnt == 0 {
+                None
             } else {
+                let b = &mut *b;
                 b.cnt -= 1;
-                *Bucket::items(b.bucket).add(b.cnt as usize)
+                self.allocs
+                    .store(self.allocs.load(UOrdering::Relaxed) + 1, UOrdering::Relaxed);
+                Some(NonNull::new_unchecked(
+                    *Bucket::items(b.bucket).add(b.cnt as usize),
+                ))
             }
         });
-        if !item.is_null() {
-            self.allocs
-                .store(self.allocs.load(UOrdering::Relaxed) + 1, UOrdering::Relaxed);
-        }
         self.exit();
         item
     }
@@ -175,10 +208,11 @@ impl Cache {
         if !self.enter() {
             return false;
         }
-        // SAFETY: state Owned; slot `cnt < cap` of an installed bucket.
+        // SAFETY: state Owned; slot `cnt < cap` of an installed bucket (the
+        // shared EMPTY_CACHE has cap 0 and is only read).
         let ok = self.free.with_mut(|b| unsafe {
-            let b = &mut *b;
-            if b.cnt < b.cap {
+            if (*b).cnt < (*b).cap {
+                let b = &mut *b;
                 *Bucket::items(b.bucket).add(b.cnt as usize) = item;
                 b.cnt += 1;
                 true
@@ -218,14 +252,17 @@ impl Cache {
         }
     }
 
-    /// Free side: swap if the free bucket is full and the alloc bucket has
-    /// room; then push if possible.
+    /// Free side: swap if the free bucket is full and the alloc bucket holds
+    /// fewer items; then push if possible.
     pub(crate) fn push_after_swap(&self, item: *mut u8) -> bool {
         // SAFETY: state Owned (caller entered).
         unsafe {
             self.free.with_mut(|f| {
                 self.alloc.with_mut(|a| {
-                    if (*f).cnt == (*f).cap && (*a).cnt < (*a).cap {
+                    // FreeBSD's rule: swap when the alloc bucket is the
+                    // emptier one (never into an empty slot, which would
+                    // ping-pong one bucket between the slots).
+                    if (*f).cnt == (*f).cap && !(*a).bucket.is_null() && (*a).cnt < (*f).cnt {
                         core::ptr::swap(a, f);
                     }
                 });
@@ -447,7 +484,7 @@ pub(crate) fn drain_zone_caches(zone: &Zone, detach: bool) -> *mut Bucket {
                     let p = (*c).peek();
                     zone.fold_counts(p.allocs, p.frees);
                     if !(*c).slot.is_null() {
-                        (*(*c).slot).store(ptr::null_mut(), Ordering::Relaxed);
+                        (*(*c).slot).store(empty(), Ordering::Relaxed);
                     }
                     unlink(zone, c);
                     (*c).next.set(dead);
@@ -487,7 +524,7 @@ pub(crate) unsafe fn retire_locked(c: *mut Cache) -> (*mut Bucket, *mut Bucket) 
         zone.fold_counts(p.allocs, p.frees);
         let bs = ((*c).take_alloc(), (*c).take_free());
         if !(*c).slot.is_null() {
-            (*(*c).slot).store(ptr::null_mut(), Ordering::Relaxed);
+            (*(*c).slot).store(empty(), Ordering::Relaxed);
         }
         unlink(zone, c);
         bs

@@ -16,7 +16,7 @@ use crate::zone::Zone;
 
 /// Zones with a per-thread cache slot at once; more zones work, uncached.
 pub(crate) const MAX_SLOTS: usize = 512;
-/// The slot of zones without per-thread caches: always null.
+/// The slot of zones without per-thread caches: always `EMPTY_CACHE`.
 pub(crate) const NO_SLOT: usize = MAX_SLOTS;
 
 const NO_GUARD: u8 = 0;
@@ -25,7 +25,7 @@ const DEAD: u8 = 2;
 
 std::thread_local! {
     static SLOTS: [AtomicPtr<Cache>; MAX_SLOTS + 1] =
-        const { [const { AtomicPtr::new(ptr::null_mut()) }; MAX_SLOTS + 1] };
+        const { [const { AtomicPtr::new(&super::EMPTY_CACHE as *const Cache as *mut Cache) }; MAX_SLOTS + 1] };
     static STATE: Cell<u8> = const { Cell::new(NO_GUARD) };
 }
 
@@ -56,17 +56,15 @@ pub(crate) fn free_slot(slot: usize) {
     }
 }
 
-/// Fast path: pop from this thread's cache of `zone` (null on miss).
+/// Fast path: pop from this thread's cache of `zone` (`None` on miss).
 #[inline(always)]
-pub(crate) fn fast_alloc(zone: &Zone) -> *mut u8 {
+pub(crate) fn fast_alloc(zone: &Zone) -> Option<core::ptr::NonNull<u8>> {
     SLOTS.with(|s| {
         // SAFETY: pcpu_slot <= MAX_SLOTS by construction.
         let c = unsafe { s.get_unchecked(zone.pcpu_slot) }.load(Ordering::Relaxed);
-        if c.is_null() {
-            return ptr::null_mut();
-        }
-        // SAFETY: a non-null slot is this thread's registered cache; it is
-        // only freed after the slot is cleared (zone destroy, thread exit).
+        // SAFETY: a slot holds EMPTY_CACHE or this thread's registered
+        // cache, which is only freed after the slot is reset (zone destroy,
+        // thread exit).
         unsafe { &*c }.fast_pop()
     })
 }
@@ -77,9 +75,6 @@ pub(crate) fn fast_free(zone: &Zone, item: *mut u8) -> bool {
     SLOTS.with(|s| {
         // SAFETY: as fast_alloc.
         let c = unsafe { s.get_unchecked(zone.pcpu_slot) }.load(Ordering::Relaxed);
-        if c.is_null() {
-            return false;
-        }
         // SAFETY: as fast_alloc.
         unsafe { &*c }.fast_push(item)
     })
@@ -94,7 +89,7 @@ pub(crate) fn cache_for(zone: &Zone) -> Option<&Cache> {
     let slot: *const AtomicPtr<Cache> = SLOTS.with(|s| &s[zone.pcpu_slot] as *const _);
     // SAFETY: our own live TLS slot.
     let c = unsafe { (*slot).load(Ordering::Relaxed) };
-    if !c.is_null() {
+    if c != super::empty() {
         // SAFETY: as fast_alloc.
         return Some(unsafe { &*c });
     }
@@ -134,7 +129,7 @@ extern "C" fn thread_exit(_: *mut libc::c_void) {
     SLOTS.with(|s| {
         for slot in s.iter().take(MAX_SLOTS) {
             let c = slot.load(Ordering::Relaxed);
-            if c.is_null() {
+            if c == super::empty() {
                 continue;
             }
             // SAFETY: registry lock held; c is our registered cache and we

@@ -2,10 +2,13 @@
 //! `valgrind --tool=callgrind` (instructions per pair = the difference
 //! between two runs with different N, divided by the difference in N).
 
-use std::hint::black_box;
-use uma::{global, Flags, ZoneArgs};
+#[cfg(loom)]
+fn main() {}
 
+#[cfg(not(loom))]
 fn main() {
+    use std::hint::black_box;
+    use uma::{global, Flags, ZoneArgs};
     let n: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())

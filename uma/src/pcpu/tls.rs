@@ -8,7 +8,6 @@
 //! through the global allocator, which UMA must never do).
 
 use core::cell::Cell;
-use core::ptr;
 
 use super::Cache;
 use crate::sync::{AtomicPtr, Mutex, OnceLock, Ordering};

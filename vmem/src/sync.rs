@@ -1,55 +1,61 @@
 //! The one door to synchronization primitives.
 //!
 //! Every other module imports `crate::sync`; only this file names
-//! `parking_lot`, `std::sync` or `loom`. Under `RUSTFLAGS="--cfg loom"` the
+//! `std::sync` or `loom`. Under `RUSTFLAGS="--cfg loom"` the
 //! same names resolve to loom's model-checked twins.
 //!
-//! The wrappers give parking_lot and loom one calling convention: `lock()`
+//! The wrappers give std and loom one calling convention: `lock()`
 //! returns the guard directly (there is no poisoning to report), and a
 //! condition-variable wait consumes and returns the guard.
 
 #[cfg(not(loom))]
 mod imp {
-    pub(crate) use parking_lot::MutexGuard;
+    pub(crate) use std::sync::MutexGuard;
     use std::time::Duration;
 
-    /// A mutex (parking_lot outside loom).
+    /// A mutex: std's, which on Linux is a futex word and never allocates.
+    /// (parking_lot allocates its parking table through the global
+    /// allocator on first contention, which would recurse once kmem runs
+    /// vmem underneath `#[global_allocator]`.) Poisoning is ignored: arena
+    /// state is never left half-changed across a panic point.
     #[derive(Debug)]
-    pub(crate) struct Mutex<T>(parking_lot::Mutex<T>);
+    pub(crate) struct Mutex<T>(std::sync::Mutex<T>);
 
     impl<T> Mutex<T> {
         pub(crate) const fn new(value: T) -> Self {
-            Self(parking_lot::const_mutex(value))
+            Self(std::sync::Mutex::new(value))
         }
 
         #[inline]
         pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
-            self.0.lock()
+            self.0.lock().unwrap_or_else(|e| e.into_inner())
         }
 
         pub(crate) fn get_mut(&mut self) -> &mut T {
-            self.0.get_mut()
+            self.0.get_mut().unwrap_or_else(|e| e.into_inner())
         }
     }
 
-    /// A condition variable paired with [`Mutex`].
+    /// A condition variable paired with [`Mutex`] (futex-based, no heap).
     #[derive(Debug)]
-    pub(crate) struct Condvar(parking_lot::Condvar);
+    pub(crate) struct Condvar(std::sync::Condvar);
 
     impl Condvar {
         pub(crate) const fn new() -> Self {
-            Self(parking_lot::Condvar::new())
+            Self(std::sync::Condvar::new())
         }
 
         /// Waits for a notification or until `timeout` passes, whichever is
         /// first. Callers re-check their condition either way.
         pub(crate) fn wait_timeout<'a, T>(
             &self,
-            mut guard: MutexGuard<'a, T>,
+            guard: MutexGuard<'a, T>,
             timeout: Duration,
         ) -> MutexGuard<'a, T> {
-            let _ = self.0.wait_for(&mut guard, timeout);
-            guard
+            match self.0.wait_timeout(guard, timeout) {
+                Ok((guard, _)) => guard,
+                Err(e) => e.into_inner().0,
+            }
         }
 
         pub(crate) fn notify_all(&self) {

@@ -100,3 +100,41 @@ fn arena_operations_never_use_the_global_allocator() {
         "global allocator called during vmem operations"
     );
 }
+
+#[test]
+fn contended_arena_locks_never_use_the_global_allocator() {
+    // Contention makes a lock park its waiters; the lock must not allocate
+    // to do so (parking_lot would, through its parking table).
+    let a = Arena::builder("contended")
+        .quantum(16)
+        .span(1 << 32, 1 << 28)
+        .build()
+        .unwrap();
+    let before = CALLS.load(Ordering::SeqCst);
+    std::thread::scope(|s| {
+        for t in 0..4usize {
+            let a = &a;
+            s.spawn(move || {
+                armed(|| {
+                    let mut held = [0usize; 64];
+                    for round in 0..2_000usize {
+                        for (i, slot) in held.iter_mut().enumerate() {
+                            *slot = a
+                                .alloc(16 * (1 + (i + t + round) % 8), Flags::WAITOK)
+                                .unwrap();
+                        }
+                        for (i, slot) in held.iter().enumerate() {
+                            a.free(*slot, 16 * (1 + (i + t + round) % 8)).unwrap();
+                        }
+                    }
+                })
+            });
+        }
+    });
+    assert_eq!(
+        CALLS.load(Ordering::SeqCst),
+        before,
+        "global allocator called under contention"
+    );
+    a.check_invariants().unwrap();
+}

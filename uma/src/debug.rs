@@ -188,6 +188,22 @@ mod invariants {
         found
     }
 
+    /// The slab holding `item` in `k` (null if none) and its index there
+    /// (`None` if `item` is not an item boundary of that slab).
+    fn slab_and_index(
+        k: &Keg,
+        g: &mut crate::keg::KegState,
+        item: *mut u8,
+    ) -> (*mut Slab, Option<usize>) {
+        // SAFETY: the caller holds the keg lock (`g` is its guarded state).
+        let s = unsafe { k.slab_of(g, item) };
+        if s.is_null() {
+            return (s, None);
+        }
+        // SAFETY: a non-null result is a valid header of this keg.
+        (s, unsafe { k.index_of(s, item) })
+    }
+
     fn dbg_bit(s: *mut Slab, idx: usize) -> bool {
         // SAFETY: caller holds the keg lock; s valid.
         unsafe { (*s).dbg[idx / 64] & (1u64 << (idx % 64)) != 0 }
@@ -265,14 +281,7 @@ mod invariants {
     pub(crate) fn on_alloc(zone: &Zone, item: *mut u8) {
         let k = keg(zone);
         let mut g = k.state.lock();
-        // SAFETY: keg lock held.
-        let s = unsafe { k.slab_of(&mut g, item) };
-        let idx = if s.is_null() {
-            None
-        } else {
-            // SAFETY: a non-null result is a valid header of this keg.
-            unsafe { k.index_of(s, item) }
-        };
+        let (s, idx) = slab_and_index(k, &mut g, item);
         let Some(idx) = idx else {
             crate::debug::fatal(format_args!(
                 "uma: zone {}: cached item {:p} is not an item of its keg",
@@ -317,14 +326,7 @@ mod invariants {
     pub(crate) fn undo_alloc(zone: &Zone, item: *mut u8) {
         let k = keg(zone);
         let mut g = k.state.lock();
-        // SAFETY: keg lock held.
-        let s = unsafe { k.slab_of(&mut g, item) };
-        let idx = if s.is_null() {
-            None
-        } else {
-            // SAFETY: a non-null result is a valid header of this keg.
-            unsafe { k.index_of(s, item) }
-        };
+        let (s, idx) = slab_and_index(k, &mut g, item);
         if let Some(idx) = idx {
             set_dbg(s, idx, false);
         }

@@ -669,6 +669,12 @@ impl<'a> Arena<'a> {
         Some(size.checked_add(self.quantum_mask)? & !self.quantum_mask)
     }
 
+    /// The quantum-cache class (number of quanta) of a non-zero size.
+    #[inline]
+    fn qcache_class(&self, size: usize) -> usize {
+        ((size - 1) >> self.quantum_shift) + 1
+    }
+
     fn checked_size(&self, size: usize) -> Result<usize, Error> {
         if size == 0 {
             return Err(Error::ZeroSize);
@@ -793,7 +799,7 @@ impl<'a> Arena<'a> {
         if size <= self.qcache_max {
             if let Some(qc) = self.qcache {
                 flags.validate()?;
-                let class = ((size - 1) >> self.quantum_shift) + 1;
+                let class = self.qcache_class(size);
                 // The cache never sleeps: on a miss, `xalloc` below may.
                 let quick = flags.without(Flags::WAITOK).with(Flags::NOWAIT);
                 if let Some(addr) = qc.alloc(self, class, quick) {
@@ -1067,7 +1073,7 @@ impl<'a> Arena<'a> {
         }
         if size <= self.qcache_max && addr >= QCACHE_MIN_ADDR {
             if let Some(qc) = self.qcache {
-                let class = ((size - 1) >> self.quantum_shift) + 1;
+                let class = self.qcache_class(size);
                 qc.free(self, class, addr);
                 return Ok(());
             }
@@ -1236,16 +1242,12 @@ impl<'a> Arena<'a> {
         g.nbusytag = 0;
         g.inuse = 0;
         g.size = 0;
-        let mut spare = g.freetags.take();
+        let spare = g.freetags.take();
         g.ntags -= g.nfreetags;
         g.nfreetags = 0;
-        while let Some(t) = spare {
-            spare = t.link_next();
-            // SAFETY: a spare tag from our source, now off the cache.
-            unsafe { tags.free_tag(t.into_raw()) };
-        }
         debug_assert_eq!(g.ntags, 1, "only the cursor is left");
         debug_assert!(g.seg_head == Some(cursor) && g.seg_tail == Some(cursor));
+        self.free_chain(spare);
     }
 }
 

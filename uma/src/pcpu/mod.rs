@@ -297,14 +297,7 @@ impl Cache {
     /// The caller holds the cache and owns `b`.
     pub(crate) unsafe fn try_install_alloc(&self, b: *mut Bucket) -> bool {
         // SAFETY: caller contract.
-        self.alloc.with_mut(|a| unsafe {
-            if (*a).bucket.is_null() {
-                (*a).install(b);
-                true
-            } else {
-                false
-            }
-        })
+        unsafe { install_if_empty(&self.alloc, b) }
     }
 
     /// Installs `b` as the free bucket if that slot is empty.
@@ -314,14 +307,7 @@ impl Cache {
     /// As [`try_install_alloc`](Self::try_install_alloc).
     pub(crate) unsafe fn try_install_free(&self, b: *mut Bucket) -> bool {
         // SAFETY: caller contract.
-        self.free.with_mut(|f| unsafe {
-            if (*f).bucket.is_null() {
-                (*f).install(b);
-                true
-            } else {
-                false
-            }
-        })
+        unsafe { install_if_empty(&self.free, b) }
     }
 
     // ---- foreign side ----
@@ -554,4 +540,21 @@ pub(crate) fn peek_zone_caches(zone: &Zone, check: bool) -> CachePeek {
         }
     }
     sum
+}
+
+/// Installs `b` in the bucket slot `cell` if the slot is empty.
+///
+/// # Safety
+///
+/// The caller holds the cache that owns `cell` and owns `b`.
+unsafe fn install_if_empty(cell: &UnsafeCell<CacheBucket>, b: *mut Bucket) -> bool {
+    // SAFETY: the caller holds the cache, so nothing else touches the slot.
+    cell.with_mut(|c| unsafe {
+        if (*c).bucket.is_null() {
+            (*c).install(b);
+            true
+        } else {
+            false
+        }
+    })
 }

@@ -668,6 +668,14 @@ const BUCKET_NAMES: [&str; NBUCKETZONES] = [
 ];
 const _: () = assert!(BUCKET_ENTRIES.len() == BUCKET_NAMES.len());
 
+/// Under loom: one CPU, so the limit arithmetic of the tiny models only
+/// depends on the caches they register.
+#[cfg(loom)]
+fn ncpu() -> usize {
+    1
+}
+
+#[cfg(not(loom))]
 fn ncpu() -> usize {
     // SAFETY: sysconf has no memory-safety preconditions.
     let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };

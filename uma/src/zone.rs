@@ -15,7 +15,7 @@ use core::ptr::{self, NonNull};
 use crate::bucket::{self, Bucket};
 use crate::debug;
 use crate::keg::{Keg, KegInfo};
-use crate::pcpu::{self, Cache};
+use crate::pcpu::{self, Cache, Push};
 use crate::source::SlabSource;
 use crate::startup::Uma;
 use crate::stats::ZoneStats;
@@ -27,6 +27,9 @@ use crate::{Ctor, Dtor, Fini, Flags, Import, Init, Reclaim, Release, ZoneFlags};
 pub(crate) const FAST_ALLOC: usize = 1;
 /// `fast` bit: frees need `free_prep` (dtor, INVARIANTS, limit sleepers).
 pub(crate) const FAST_FREE: usize = 2;
+/// Longest sleep on the limit before the sleeper looks again (and takes
+/// back what other threads cached meanwhile).
+const LIMIT_SLEEP_MS: u64 = 100;
 
 /// Zone state written under the zone lock: the bucket cache and its
 /// working-set estimate (FreeBSD `struct uma_zone_domain`).
@@ -57,6 +60,10 @@ pub struct Zone {
     pub(crate) keg: *const Keg,
     pub(crate) uma: *const Uma,
     pub(crate) pcpu_slot: usize,
+    /// `bucket_max` without a limit (0: the zone has no buckets).
+    pub(crate) bucket_top: usize,
+    /// `bucket_min` without a limit.
+    pub(crate) bucket_floor: usize,
     // atomics
     pub(crate) fast: UAtomicUsize,
     /// Items taken from the keg/import into the zone: allocated + cached
@@ -64,9 +71,17 @@ pub struct Zone {
     pub(crate) items: AtomicUsize,
     pub(crate) max_items: AtomicUsize,
     pub(crate) sleepers: AtomicUsize,
+    /// Entries of the buckets this zone fills now (FreeBSD
+    /// `uz_bucket_size`): grows by one on zone lock contention, shrinks on
+    /// reclaim, stays within `bucket_min..=bucket_max`.
     pub(crate) bucket_size: UAtomicUsize,
     pub(crate) bucket_min: UAtomicUsize,
+    /// Most entries of a bucket (FreeBSD `uz_bucket_size_max`); with a limit
+    /// also the per-thread cap: no installed cache bucket has more slots.
     pub(crate) bucket_max: UAtomicUsize,
+    /// Zone lock acquisitions that found it held (each one grew
+    /// `bucket_size` if below `bucket_max`).
+    pub(crate) contended: AtomicU64,
     /// Most items the zone bucket cache may hold.
     pub(crate) bkt_max: UAtomicUsize,
     pub(crate) allocs: AtomicU64,
@@ -78,6 +93,8 @@ pub struct Zone {
     pub(crate) limit_cv: Condvar,
     // under the registry lock
     pub(crate) caches: Cell<*mut Cache>,
+    /// Registered per-thread caches of the zone.
+    pub(crate) ncaches: Cell<usize>,
     // under the Uma zone-list lock
     pub(crate) list_next: Cell<*const Zone>,
     pub(crate) list_prev: Cell<*const Zone>,
@@ -161,6 +178,8 @@ impl Zone {
             } else {
                 p.slot
             },
+            bucket_top: bmax,
+            bucket_floor: bmin,
             fast: UAtomicUsize::new(fast),
             items: AtomicUsize::new(0),
             max_items: AtomicUsize::new(0),
@@ -168,6 +187,7 @@ impl Zone {
             bucket_size: UAtomicUsize::new(bs),
             bucket_min: UAtomicUsize::new(bmin),
             bucket_max: UAtomicUsize::new(bmax),
+            contended: AtomicU64::new(0),
             bkt_max: UAtomicUsize::new(usize::MAX),
             allocs: AtomicU64::new(0),
             frees: AtomicU64::new(0),
@@ -184,6 +204,7 @@ impl Zone {
             }),
             limit_cv: Condvar::new(),
             caches: Cell::new(ptr::null_mut()),
+            ncaches: Cell::new(0),
             list_next: Cell::new(ptr::null()),
             list_prev: Cell::new(ptr::null()),
         }
@@ -215,9 +236,27 @@ impl Zone {
     /// Allocates one item (FreeBSD `uma_zalloc_arg`): the constructor has
     /// run, and with [`Flags::ZERO`] the item is zeroed after it.
     ///
-    /// Returns `None` when the zone is at its limit (`NOWAIT`), the keg
-    /// cannot grow (`NOWAIT`, `NOVM`, page source failure), or the
-    /// constructor failed. Never panics.
+    /// Without [`Flags::WAITOK`] (`NOWAIT`) it never sleeps and returns
+    /// `None` at once when the zone is at its limit or the keg cannot grow
+    /// (page source failure, or `NOVM`).
+    ///
+    /// With `WAITOK` it never returns `None` for lack of memory (FreeBSD
+    /// `zone_alloc_limit` and `keg_fetch_slab` with `M_WAITOK`):
+    ///
+    /// - at the zone limit it first takes back the items parked in every
+    ///   thread's cache and in the bucket cache of the zone (they count
+    ///   against the limit), then sleeps until a free wakes it, looking
+    ///   again at least every 100 ms;
+    /// - when the page source fails it reclaims memory from the whole
+    ///   instance ([`Uma::reclaim`] with `Trim`, then `Drain`, then
+    ///   `DrainCpu` from the third round on), sleeps with a bounded backoff
+    ///   (1 ms, doubling up to 100 ms) from which an item or slab freed to the
+    ///   keg wakes it early, and retries, for as long as it takes.
+    ///
+    /// It still returns `None`, `WAITOK` or not, when the constructor, the
+    /// keg init or a secondary zone's zinit fails, and with `NOVM` when the
+    /// keg has no free item (`NOVM` never calls the page source). Never
+    /// panics.
     #[inline]
     pub fn alloc(&self, flags: Flags) -> Option<NonNull<u8>> {
         #[cfg(not(loom))]
@@ -316,6 +355,10 @@ impl Zone {
             // SAFETY: an empty bucket we took out of the cache.
             unsafe { self.uma().bucket_free(old) };
         }
+        if self.bucket_max.load(UOrdering::Relaxed) == 0 {
+            // The limit leaves no room for per-thread buckets: bypass.
+            return self.alloc_item(flags);
+        }
         let mut b = self.fetch_bucket();
         if b.is_null() {
             b = self.alloc_bucket_filled(flags);
@@ -325,9 +368,15 @@ impl Zone {
         }
         // SAFETY: b is a non-empty bucket we own.
         let item = unsafe { Bucket::pop(b) };
+        // A bucket cached before the cap went down may hold more.
+        self.fit_bucket(b, self.bucket_max.load(UOrdering::Relaxed));
         if c.enter() {
-            // SAFETY: we hold the cache and own b.
-            let installed = unsafe { c.try_install_alloc(b) };
+            // Inside the critical section: the cap a clamp set, and the limit
+            // sleepers' veto (see `pcpu`).
+            let cap = self.bucket_max.load(UOrdering::Relaxed);
+            let installed = self.sleepers.load(Ordering::SeqCst) == 0
+                // SAFETY: we hold the cache and own b.
+                && unsafe { c.try_install_alloc(b, cap) };
             c.exit();
             if installed {
                 return item;
@@ -337,11 +386,25 @@ impl Zone {
         item
     }
 
+    /// Gives the items of `b` beyond `cap` back to the keg.
+    fn fit_bucket(&self, b: *mut Bucket, cap: usize) {
+        // SAFETY: a bucket we own with `cnt` valid items.
+        let cnt = unsafe { (*b).cnt } as usize;
+        if cnt <= cap {
+            return;
+        }
+        // SAFETY: slots cap..cnt hold valid items.
+        let extra = unsafe { core::slice::from_raw_parts(Bucket::items(b).add(cap), cnt - cap) };
+        self.release_items(extra);
+        // SAFETY: our bucket.
+        unsafe { (*b).cnt = cap as u16 };
+    }
+
     /// One item without the per-thread cache (FreeBSD `zone_alloc_item`):
     /// from a cached bucket if any, else from the keg (may sleep on the
     /// limit with `WAITOK`).
     pub(crate) fn alloc_item(&self, flags: Flags) -> *mut u8 {
-        if self.bucket_max.load(UOrdering::Relaxed) > 0 {
+        if self.bucket_top > 0 {
             let it = self.take_cached_item();
             if !it.is_null() {
                 return it;
@@ -419,18 +482,21 @@ impl Zone {
         if !self.free_checks(item) {
             return;
         }
-        if self.max_items.load(Ordering::Relaxed) > 0 && self.sleepers.load(Ordering::SeqCst) > 0 {
+        #[cfg(not(loom))]
+        match pcpu::tls::fast_free_unless_sleepers(self, item) {
+            Push::Done => return,
             // Somebody sleeps on the limit: give the item straight back so
             // the count drops and the sleeper wakes (FreeBSD does the same).
-            self.frees.fetch_add(1, UOrdering::Relaxed);
-            self.free_item(item);
-            return;
-        }
-        #[cfg(not(loom))]
-        if pcpu::tls::fast_free(self, item) {
-            return;
+            Push::Bypass => return self.free_bypass(item),
+            Push::Full => {}
         }
         self.free_slow(item);
+    }
+
+    /// A free that skips every cache (limit sleepers).
+    fn free_bypass(&self, item: *mut u8) {
+        self.frees.fetch_add(1, UOrdering::Relaxed);
+        self.free_item(item);
     }
 
     /// Debug checks and destructor; false if the free must be dropped.
@@ -474,29 +540,36 @@ impl Zone {
     #[cfg_attr(not(loom), allow(dead_code))]
     pub(crate) unsafe fn cache_free(&self, c: &Cache, item: NonNull<u8>) {
         let item = item.as_ptr();
-        if self.fast.load(UOrdering::Relaxed) & FAST_FREE != 0 {
-            if !self.free_checks(item) {
-                return;
-            }
-            if self.max_items.load(Ordering::Relaxed) > 0
-                && self.sleepers.load(Ordering::SeqCst) > 0
-            {
-                self.frees.fetch_add(1, UOrdering::Relaxed);
-                self.free_item(item);
-                return;
-            }
-        }
-        if c.fast_push(item) {
+        if self.fast.load(UOrdering::Relaxed) & FAST_FREE != 0 && !self.free_checks(item) {
             return;
+        }
+        match c.fast_push_unless(item, &self.sleepers) {
+            Push::Done => return,
+            Push::Bypass => return self.free_bypass(item),
+            Push::Full => {}
         }
         self.frees.fetch_add(1, UOrdering::Relaxed);
         self.cache_free_refill(c, item);
     }
 
+    /// Owner: enter `c` to put items into it; false when a drainer wants
+    /// it or a limit sleeper vetoes caching (checked inside the critical
+    /// section, see `pcpu`).
+    fn enter_to_cache(&self, c: &Cache) -> bool {
+        if !c.enter() {
+            return false;
+        }
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            c.exit();
+            return false;
+        }
+        true
+    }
+
     /// The owner's free refill (FreeBSD `cache_free`): swap the pair, else
     /// hand the full bucket to the zone and install an empty one.
     fn cache_free_refill(&self, c: &Cache, item: *mut u8) {
-        if !c.enter() {
+        if !self.enter_to_cache(c) {
             return self.free_item(item);
         }
         if c.push_after_swap(item) {
@@ -508,7 +581,7 @@ impl Zone {
         if !full.is_null() {
             self.put_bucket(full);
         }
-        let bs = self.bucket_size.load(UOrdering::Relaxed);
+        let bs = self.fill_size();
         let nb = if bs > 0 {
             self.uma().bucket_alloc(bs, Flags::NOWAIT)
         } else {
@@ -517,9 +590,10 @@ impl Zone {
         if nb.is_null() {
             return self.free_item(item);
         }
-        if c.enter() {
+        if self.enter_to_cache(c) {
+            let cap = self.bucket_max.load(UOrdering::Relaxed);
             // SAFETY: we hold the cache and own nb.
-            if unsafe { c.try_install_free(nb) } {
+            if unsafe { c.try_install_free(nb, cap) } {
                 let ok = c.push_after_swap(item);
                 c.exit();
                 if ok {
@@ -573,7 +647,7 @@ impl Zone {
     /// A bucket filled from the keg (FreeBSD `zone_alloc_bucket`); never
     /// sleeps on the limit; with `USE_RESERVE` it dips at most one item.
     fn alloc_bucket_filled(&self, flags: Flags) -> *mut Bucket {
-        let bs = self.bucket_size.load(UOrdering::Relaxed);
+        let bs = self.fill_size();
         if bs == 0 {
             return ptr::null_mut();
         }
@@ -619,10 +693,15 @@ impl Zone {
         b
     }
 
-    /// Gives a bucket's items back to the keg and frees the bucket.
-    pub(crate) fn release_bucket(&self, b: *mut Bucket) {
-        // SAFETY: a bucket we own with `cnt` valid items.
-        let items = unsafe { core::slice::from_raw_parts(Bucket::items(b), (*b).cnt as usize) };
+    /// Entries of a bucket filled now: the bucket size within the cap.
+    fn fill_size(&self) -> usize {
+        self.bucket_size
+            .load(UOrdering::Relaxed)
+            .min(self.bucket_max.load(UOrdering::Relaxed))
+    }
+
+    /// Gives cached items back to the keg (zfini, release, limit count).
+    fn release_items(&self, items: &[*mut u8]) {
         if let Some(zfini) = self.zfini {
             for &it in items {
                 // SAFETY: cached items are non-null.
@@ -631,15 +710,35 @@ impl Zone {
         }
         self.release(items);
         self.limit_free(items.len());
+    }
+
+    /// Gives a bucket's items back to the keg and frees the bucket.
+    pub(crate) fn release_bucket(&self, b: *mut Bucket) {
+        // SAFETY: a bucket we own with `cnt` valid items.
+        let items = unsafe { core::slice::from_raw_parts(Bucket::items(b), (*b).cnt as usize) };
+        self.release_items(items);
         // SAFETY: the bucket is ours and now empty of meaning.
         unsafe { self.uma().bucket_free(b) };
+    }
+
+    /// [`release_bucket`](Self::release_bucket) on every bucket of a list
+    /// linked through `Bucket::next`.
+    pub(crate) fn release_list(&self, mut list: *mut Bucket) {
+        while !list.is_null() {
+            // SAFETY: buckets of the list are ours.
+            let next = unsafe { (*list).next };
+            self.release_bucket(list);
+            list = next;
+        }
     }
 
     fn lock_state(&self) -> MutexGuard<'_, ZoneState> {
         match self.state.try_lock() {
             Some(g) => g,
             None => {
-                // Contention: grow the bucket size (FreeBSD does the same).
+                // Contention: grow the bucket size (FreeBSD
+                // `zone_domain_lock`), so threads come here less often.
+                self.contended.fetch_add(1, UOrdering::Relaxed);
                 let bs = self.bucket_size.load(UOrdering::Relaxed);
                 if bs > 0 && bs < self.bucket_max.load(UOrdering::Relaxed) {
                     self.bucket_size.store(bs + 1, UOrdering::Relaxed);
@@ -660,7 +759,11 @@ impl Zone {
             return;
         }
         let mut g = self.lock_state();
-        if g.nitems + cnt > self.bkt_max.load(UOrdering::Relaxed) {
+        // Over the cache's cap, or a limit sleeper wants the items back
+        // (checked under the zone lock: see `pcpu`).
+        if g.nitems + cnt > self.bkt_max.load(UOrdering::Relaxed)
+            || self.sleepers.load(Ordering::SeqCst) > 0
+        {
             drop(g);
             return self.release_bucket(b);
         }
@@ -720,7 +823,8 @@ impl Zone {
     // limits
 
     /// Reserves up to `want` items of the limit (FreeBSD
-    /// `zone_alloc_limit`). Sleeps for a single item with `WAITOK`.
+    /// `zone_alloc_limit`). Sleeps for a single item with `WAITOK`, after
+    /// taking back every item parked in the zone's caches.
     pub(crate) fn limit_alloc(&self, want: usize, flags: Flags) -> usize {
         let max = self.max_items.load(Ordering::Acquire);
         if max == 0 {
@@ -743,11 +847,17 @@ impl Zone {
             if !flags.may_sleep() || want > 1 {
                 return 0;
             }
-            let mut g = self.state.lock();
             self.sleepers.fetch_add(1, Ordering::SeqCst);
-            // Dekker with limit_free: our sleepers++ vs its items--.
+            // Dekker with limit_free (our sleepers++ vs its items--), and
+            // with every move of an item into a cache (they check sleepers
+            // inside the cache's critical section or under the zone lock).
             fence(Ordering::SeqCst);
-            let mut timed_out = false;
+            // Items cached in any thread's cache or in the bucket cache count
+            // against the limit: take them back so they stop counting. After
+            // the increment above nothing new gets parked, so what the drain
+            // misses was given back to the keg, and woke us.
+            self.reclaim_cached();
+            let mut g = self.state.lock();
             if self.items.load(Ordering::SeqCst) >= max {
                 if !g.warned {
                     g.warned = true;
@@ -757,17 +867,21 @@ impl Zone {
                     ));
                 }
                 self.sleeps.fetch_add(1, UOrdering::Relaxed);
-                g = self.limit_cv.wait_timeout(g, 100);
-                timed_out = true;
+                g = self.limit_cv.wait_timeout(g, LIMIT_SLEEP_MS);
             }
             self.sleepers.fetch_sub(1, Ordering::SeqCst);
             drop(g);
-            if timed_out && cfg!(not(loom)) && self.items.load(Ordering::SeqCst) >= max {
-                // Cached items count against the limit: give the bucket
-                // cache back so they stop counting.
-                self.bucket_cache_reclaim(true);
-            }
         }
+    }
+
+    /// Gives back every item cached by the zone: every per-thread cache
+    /// (DRAIN_CPU) and the bucket cache, to the keg.
+    fn reclaim_cached(&self) {
+        if self.bucket_top == 0 {
+            return;
+        }
+        self.release_list(pcpu::drain_zone_caches(self, false));
+        self.bucket_cache_reclaim(true);
     }
 
     /// Returns `n` items to the limit and wakes sleepers.
@@ -787,28 +901,61 @@ impl Zone {
     }
 
     /// Sets the zone limit (FreeBSD `uma_zone_set_max`): at most `n` items
-    /// allocated plus cached; `0` removes it. Per-thread caching is shrunk
-    /// so that caches hold at most half the limit (estimating one thread
-    /// per CPU), or disabled for small limits. Returns the limit.
+    /// allocated plus cached; `0` removes it. Returns the limit.
+    ///
+    /// Per-thread caching is capped so that the registered per-thread
+    /// caches hold at most half the limit together: each of the
+    /// `max(CPUs, registered caches)` caches gets two buckets of at most
+    /// `n / 2 / (2 * that)` items. When more threads register caches the
+    /// cap goes down and the caches are clamped to it; at a cap of zero
+    /// threads bypass their caches. The bucket cache holds at most `n / 2`.
     pub fn set_max(&self, n: usize) -> usize {
         self.max_items.store(n, Ordering::SeqCst);
-        if n == 0 {
-            return 0;
+        if n > 0 {
+            self.fast.fetch_or(FAST_FREE, UOrdering::Relaxed);
+            self.bkt_max.store(n / 2, UOrdering::Relaxed);
         }
-        self.fast.fetch_or(FAST_FREE, UOrdering::Relaxed);
-        let ncpu = self.uma().ncpu.max(1);
-        let per_bucket = n / 2 / (2 * ncpu);
-        let bmax = self.bucket_max.load(UOrdering::Relaxed).min(per_bucket);
-        self.bucket_max.store(bmax, UOrdering::Relaxed);
-        self.bucket_min.store(
-            self.bucket_min.load(UOrdering::Relaxed).min(bmax),
-            UOrdering::Relaxed,
-        );
-        if self.bucket_size.load(UOrdering::Relaxed) > bmax {
-            self.bucket_size.store(bmax, UOrdering::Relaxed);
+        let over = {
+            let _r = self.uma().registry_lock();
+            if self.update_caches_locked() {
+                // SAFETY: registry lock held.
+                unsafe { pcpu::clamp_zone_caches(self) }
+            } else {
+                ptr::null_mut()
+            }
+        };
+        self.release_list(over);
+        // A raised limit may let sleepers go.
+        fence(Ordering::SeqCst);
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            let _g = self.state.lock();
+            self.limit_cv.notify_all();
         }
-        self.bkt_max.store(n / 2, UOrdering::Relaxed);
         n
+    }
+
+    /// Recomputes the per-thread cap `bucket_max` from the limit and the
+    /// number of registered caches (FreeBSD `uma_zone_set_maxcache` and
+    /// `zone_update_caches`). Returns true when it went down: the caller
+    /// must then clamp the caches ([`pcpu::clamp_zone_caches`]).
+    ///
+    /// Called with the registry lock held (it guards `ncaches`, and
+    /// serializes updates with each other and with the clamps).
+    pub(crate) fn update_caches_locked(&self) -> bool {
+        let max = self.max_items.load(Ordering::SeqCst);
+        let cap = if max == 0 {
+            self.bucket_top
+        } else {
+            let n = self.uma().ncpu.max(self.ncaches.get()).max(1);
+            (max / 2 / (2 * n)).min(self.bucket_top)
+        };
+        let old = self.bucket_max.swap(cap, UOrdering::Relaxed);
+        self.bucket_min
+            .store(self.bucket_floor.min(cap), UOrdering::Relaxed);
+        if self.bucket_size.load(UOrdering::Relaxed) > cap {
+            self.bucket_size.store(cap, UOrdering::Relaxed);
+        }
+        cap < old
     }
 
     /// The limit (0: none).
@@ -897,6 +1044,9 @@ impl Zone {
     /// Flushes every per-thread cache of the zone into the bucket cache,
     /// without the owners' help (DRAIN_CPU).
     pub(crate) fn drain_caches(&self) {
+        if self.bucket_top == 0 {
+            return;
+        }
         let mut list = pcpu::drain_zone_caches(self, false);
         while !list.is_null() {
             // SAFETY: buckets taken out of caches, now ours.

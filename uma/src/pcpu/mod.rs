@@ -31,6 +31,28 @@
 //! | Draining  | 0    | 1     | drainer D         | D takes buckets, clears drain (release) -> Idle; O enters, sees drain -> Bypass |
 //! | Bypass    | (O's op, not a state of the cache) | | | O serves the op from the zone's shared path (bucket cache / keg) and returns |
 //!
+//! ## Limits: the per-thread cap and the sleeper veto
+//!
+//! With a zone limit, every installed bucket has at most the zone's
+//! per-thread cap of slots (`Zone::bucket_max`), and that cap is chosen so
+//! that (registered caches) x 2 buckets x cap <= limit / 2 (FreeBSD
+//! `uma_zone_set_maxcache`, counting caches instead of CPUs). When a new
+//! cache registers and the cap goes down, [`clamp_zone_caches`] takes the
+//! now oversized buckets out of every cache of the zone, under the registry
+//! lock, through the drain protocol; installs re-read the cap inside the
+//! critical section, so an owner never installs a bucket above the cap it
+//! could see after the clamp.
+//!
+//! A `WAITOK` allocation that sleeps on the limit first counts itself in
+//! the zone's `sleepers`, then drains every cache of the zone. Owners check
+//! `sleepers` *inside* the critical section before an item moves into a
+//! cache (a free, or a refill installing a bucket) and bypass the cache when
+//! it is non-zero; the bucket cache checks it under the zone lock. By the
+//! same Dekker argument as above, after the sleeper's drain no item can be
+//! parked where it would not wake the sleeper: either the drain took it, or
+//! the owner saw the sleeper and gave the item back to the keg (which
+//! decrements the limit count and wakes it).
+//!
 //! The owner never blocks on a drainer and never sleeps while `busy` (bucket
 //! refills, limit sleeps and page-source calls happen with `busy == 0`, on
 //! buckets the owner took out of the cache). A thread's caches are flushed
@@ -47,7 +69,9 @@ use core::ptr::{self, NonNull};
 use crate::bucket::Bucket;
 use crate::startup::Uma;
 use crate::sync::unmodeled::{AtomicU64, Ordering as UOrdering};
-use crate::sync::{owner_fence, spin_wait, AtomicBool, AtomicPtr, Ordering, UnsafeCell};
+use crate::sync::{
+    owner_fence, spin_wait, AtomicBool, AtomicPtr, AtomicUsize, Ordering, UnsafeCell,
+};
 use crate::zone::Zone;
 
 /// One bucket slot of a cache; `cnt` is authoritative while installed.
@@ -157,6 +181,17 @@ pub(crate) struct CachePeek {
     pub frees: u64,
 }
 
+/// What an owner's push did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Push {
+    /// The item is in the free bucket.
+    Done,
+    /// No room (or a drainer holds the cache): take the slow path.
+    Full,
+    /// A limit sleeper vetoed caching: give the item back to the keg.
+    Bypass,
+}
+
 impl Cache {
     /// Owner: enter the cache. False when a drainer wants it (Bypass).
     #[inline(always)]
@@ -205,8 +240,27 @@ impl Cache {
     /// Owner fast path: push an item into the free bucket (false if full).
     #[inline(always)]
     pub(crate) fn fast_push(&self, item: *mut u8) -> bool {
+        self.push_checked(item, None) == Push::Done
+    }
+
+    /// Owner fast path for zones that may have limit sleepers: as
+    /// [`fast_push`](Self::fast_push), but a non-zero `sleepers`, read inside
+    /// the critical section, vetoes the push ([`Push::Bypass`]).
+    #[inline(always)]
+    pub(crate) fn fast_push_unless(&self, item: *mut u8, sleepers: &AtomicUsize) -> Push {
+        self.push_checked(item, Some(sleepers))
+    }
+
+    #[inline(always)]
+    fn push_checked(&self, item: *mut u8, sleepers: Option<&AtomicUsize>) -> Push {
         if !self.enter() {
-            return false;
+            return Push::Full;
+        }
+        if let Some(s) = sleepers {
+            if s.load(Ordering::SeqCst) > 0 {
+                self.exit();
+                return Push::Bypass;
+            }
         }
         // SAFETY: state Owned; slot `cnt < cap` of an installed bucket (the
         // shared EMPTY_CACHE has cap 0 and is only read).
@@ -225,7 +279,11 @@ impl Cache {
                 .store(self.frees.load(UOrdering::Relaxed) + 1, UOrdering::Relaxed);
         }
         self.exit();
-        ok
+        if ok {
+            Push::Done
+        } else {
+            Push::Full
+        }
     }
 
     // ---- owner slow-path steps; call between enter() and exit() ----
@@ -290,24 +348,46 @@ impl Cache {
         self.free.with_mut(|f| unsafe { (*f).take() })
     }
 
-    /// Installs `b` as the alloc bucket if that slot is empty.
+    /// Installs `b` as the alloc bucket if that slot is empty and `b` fits
+    /// the per-thread cap `cap` (its items; its slots are cut down to it).
     ///
     /// # Safety
     ///
     /// The caller holds the cache and owns `b`.
-    pub(crate) unsafe fn try_install_alloc(&self, b: *mut Bucket) -> bool {
+    pub(crate) unsafe fn try_install_alloc(&self, b: *mut Bucket, cap: usize) -> bool {
         // SAFETY: caller contract.
-        unsafe { install_if_empty(&self.alloc, b) }
+        unsafe { install_if_empty(&self.alloc, b, cap) }
     }
 
-    /// Installs `b` as the free bucket if that slot is empty.
+    /// Installs `b` as the free bucket, as
+    /// [`try_install_alloc`](Self::try_install_alloc).
     ///
     /// # Safety
     ///
     /// As [`try_install_alloc`](Self::try_install_alloc).
-    pub(crate) unsafe fn try_install_free(&self, b: *mut Bucket) -> bool {
+    pub(crate) unsafe fn try_install_free(&self, b: *mut Bucket, cap: usize) -> bool {
         // SAFETY: caller contract.
-        unsafe { install_if_empty(&self.free, b) }
+        unsafe { install_if_empty(&self.free, b, cap) }
+    }
+
+    /// Takes out the installed buckets with more than `cap` slots (the cap
+    /// went down); null where a slot is kept or empty.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the cache.
+    unsafe fn take_over_cap(&self, cap: usize) -> [*mut Bucket; 2] {
+        let take = |cell: &UnsafeCell<CacheBucket>| {
+            // SAFETY: the caller holds the cache.
+            cell.with_mut(|c| unsafe {
+                if (*c).cap as usize > cap {
+                    (*c).take()
+                } else {
+                    ptr::null_mut()
+                }
+            })
+        };
+        [take(&self.alloc), take(&self.free)]
     }
 
     // ---- foreign side ----
@@ -357,7 +437,7 @@ impl Cache {
     /// # Safety
     ///
     /// The caller holds the cache.
-    pub(crate) unsafe fn check(&self) {
+    pub(crate) unsafe fn check(&self, cap: usize) {
         // SAFETY: the caller holds the cache.
         let a = self.alloc.with(|a| unsafe { *a });
         // SAFETY: as above.
@@ -368,8 +448,14 @@ impl Cache {
             } else {
                 assert!(cb.cnt <= cb.cap, "cache bucket over capacity");
                 // SAFETY: an installed bucket is valid.
-                let cap = unsafe { (*cb.bucket).cap };
-                assert_eq!(cb.cap as u16, cap, "cache cap differs from bucket's");
+                let bcap = unsafe { (*cb.bucket).cap };
+                assert_eq!(cb.cap as u16, bcap, "cache cap differs from bucket's");
+                assert!(
+                    cb.cap as usize <= cap,
+                    "cache bucket of {} slots over the per-thread cap {}",
+                    cb.cap,
+                    cap
+                );
             }
         }
     }
@@ -400,14 +486,53 @@ pub(crate) fn register(zone: &Zone, slot: *const AtomicPtr<Cache>) -> *mut Cache
             prev: Cell::new(ptr::null_mut()),
         });
     }
-    let _r = uma.registry_lock();
-    // SAFETY: registry lock held; c is fresh.
-    unsafe { link(zone, c) };
-    if !slot.is_null() {
-        // SAFETY: slot is the calling owner's live TLS slot.
-        unsafe { (*slot).store(c, Ordering::Relaxed) };
-    }
+    let over = {
+        let _r = uma.registry_lock();
+        // SAFETY: registry lock held; c is fresh.
+        unsafe { link(zone, c) };
+        if !slot.is_null() {
+            // SAFETY: slot is the calling owner's live TLS slot.
+            unsafe { (*slot).store(c, Ordering::Relaxed) };
+        }
+        // One more cache: with a limit the per-thread cap may go down.
+        if zone.update_caches_locked() {
+            // SAFETY: registry lock held.
+            unsafe { clamp_zone_caches(zone) }
+        } else {
+            ptr::null_mut()
+        }
+    };
+    zone.release_list(over);
     c
+}
+
+/// Takes every bucket above the zone's per-thread cap out of every cache
+/// of `zone` (the cap went down: FreeBSD `zone_update_caches`), through the
+/// drain protocol. Returns them as a list linked through `Bucket::next`.
+///
+/// # Safety
+///
+/// The registry lock is held.
+pub(crate) unsafe fn clamp_zone_caches(zone: &Zone) -> *mut Bucket {
+    let cap = zone.bucket_max.load(UOrdering::Relaxed);
+    let mut out: *mut Bucket = ptr::null_mut();
+    let mut c = zone.caches.get();
+    while !c.is_null() {
+        // SAFETY: registry lock held (drainers serialized); c is a
+        // registered cache, held between acquire and release.
+        unsafe {
+            (*c).acquire_foreign();
+            for b in (*c).take_over_cap(cap) {
+                if !b.is_null() {
+                    (*b).next = out;
+                    out = b;
+                }
+            }
+            (*c).release_foreign();
+            c = (*c).next.get();
+        }
+    }
+    out
 }
 
 /// # Safety
@@ -424,6 +549,7 @@ unsafe fn link(zone: &Zone, c: *mut Cache) {
         }
     }
     zone.caches.set(c);
+    zone.ncaches.set(zone.ncaches.get() + 1);
 }
 
 /// # Safety
@@ -442,6 +568,7 @@ pub(crate) unsafe fn unlink(zone: &Zone, c: *mut Cache) {
             (*n).prev.set(p);
         }
     }
+    zone.ncaches.set(zone.ncaches.get() - 1);
 }
 
 /// Takes every bucket out of every cache of `zone` without the owners'
@@ -513,6 +640,10 @@ pub(crate) unsafe fn retire_locked(c: *mut Cache) -> (*mut Bucket, *mut Bucket) 
             (*(*c).slot).store(empty(), Ordering::Relaxed);
         }
         unlink(zone, c);
+        // One cache fewer: the per-thread cap can only go up, so there is
+        // nothing to clamp.
+        let down = zone.update_caches_locked();
+        debug_assert!(!down, "cap went down on unregister");
         bs
     }
 }
@@ -530,7 +661,7 @@ pub(crate) fn peek_zone_caches(zone: &Zone, check: bool) -> CachePeek {
             (*c).acquire_foreign();
             let p = (*c).peek();
             if check {
-                (*c).check();
+                (*c).check(zone.bucket_max.load(UOrdering::Relaxed));
             }
             (*c).release_foreign();
             sum.items += p.items;
@@ -547,10 +678,14 @@ pub(crate) fn peek_zone_caches(zone: &Zone, check: bool) -> CachePeek {
 /// # Safety
 ///
 /// The caller holds the cache that owns `cell` and owns `b`.
-unsafe fn install_if_empty(cell: &UnsafeCell<CacheBucket>, b: *mut Bucket) -> bool {
-    // SAFETY: the caller holds the cache, so nothing else touches the slot.
+unsafe fn install_if_empty(cell: &UnsafeCell<CacheBucket>, b: *mut Bucket, cap: usize) -> bool {
+    // SAFETY: the caller holds the cache, so nothing else touches the slot;
+    // the caller owns b.
     cell.with_mut(|c| unsafe {
-        if (*c).bucket.is_null() {
+        if (*c).bucket.is_null() && cap > 0 && (*b).cnt as usize <= cap {
+            if (*b).cap as usize > cap {
+                (*b).cap = cap as u16;
+            }
             (*c).install(b);
             true
         } else {

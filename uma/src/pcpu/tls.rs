@@ -79,6 +79,18 @@ pub(crate) fn fast_free(zone: &Zone, item: *mut u8) -> bool {
     })
 }
 
+/// As [`fast_free`], for zones whose frees go through `free_prep` (limit,
+/// dtor, INVARIANTS): a limit sleeper vetoes caching the item.
+#[inline(always)]
+pub(crate) fn fast_free_unless_sleepers(zone: &Zone, item: *mut u8) -> super::Push {
+    SLOTS.with(|s| {
+        // SAFETY: as fast_alloc.
+        let c = unsafe { s.get_unchecked(zone.pcpu_slot) }.load(Ordering::Relaxed);
+        // SAFETY: as fast_alloc.
+        unsafe { &*c }.fast_push_unless(item, &zone.sleepers)
+    })
+}
+
 /// This thread's cache of `zone`, registering one if needed; `None` for
 /// uncached zones, during/after thread teardown, or without memory.
 pub(crate) fn cache_for(zone: &Zone) -> Option<&Cache> {

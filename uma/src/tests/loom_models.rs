@@ -22,14 +22,29 @@ where
     }
     let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let r2 = runs.clone();
+    let f = std::sync::Arc::new(f);
     b.check(move || {
         r2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        f()
+        let f = f.clone();
+        spawn(move || f()).join().unwrap();
     });
     std::println!(
         "loom: {} executions explored",
         runs.load(std::sync::atomic::Ordering::Relaxed)
     );
+}
+
+/// Stack of every model thread. loom runs its threads on 32 KiB stacks,
+/// too small for the allocation paths over loom's instrumented locks.
+const STACK: usize = 1 << 20;
+
+/// `thread::spawn` with a [`STACK`]-sized stack.
+fn spawn<F, T>(f: F) -> thread::JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    thread::Builder::new().stack_size(STACK).spawn(f).unwrap()
 }
 
 struct Env {
@@ -82,9 +97,8 @@ fn loom_keg_drain_vs_alloc_vs_reserve() {
         z.reserve(2);
         z.prealloc(4);
         e.src.set_limit(e.src.in_use()); // no more slabs
-        let drainer = thread::spawn(move || z.reclaim(Reclaim::Drain));
-        let ordinary =
-            thread::spawn(move || z.alloc(Flags::NOWAIT).map(|p| P(p.as_ptr() as usize)));
+        let drainer = spawn(move || z.reclaim(Reclaim::Drain));
+        let ordinary = spawn(move || z.alloc(Flags::NOWAIT).map(|p| P(p.as_ptr() as usize)));
         let reserve = z.alloc(Flags::USE_RESERVE | Flags::NOVM | Flags::NOWAIT);
         drainer.join().unwrap();
         let o = ordinary.join().unwrap();
@@ -125,16 +139,16 @@ fn loom_foreign_drain_cpu_vs_owner_fast_path() {
             unsafe { &*c }
         };
         // warm the cache: one item in the alloc bucket
-        let a = z.cache_alloc(c, Flags::NOWAIT).unwrap();
-        let owner = thread::spawn(move || {
+        let a = P(z.cache_alloc(c, Flags::NOWAIT).unwrap().as_ptr() as usize);
+        let owner = spawn(move || {
             let b = z.cache_alloc(c, Flags::NOWAIT).unwrap();
             // SAFETY: a was allocated from z and is freed once.
-            unsafe { z.cache_free(c, a) };
+            unsafe { z.cache_free(c, nn(a)) };
             P(b.as_ptr() as usize)
         });
         z.reclaim(Reclaim::DrainCpu);
         let b = owner.join().unwrap();
-        assert_ne!(b.0, a.as_ptr() as usize);
+        assert_ne!(b.0, a.0);
         // SAFETY: b from z, freed once (from this thread, as the owner has
         // exited; the cache is only used by one thread at a time).
         unsafe { z.cache_free(c, nn(b)) };
@@ -181,13 +195,13 @@ fn loom_bucket_exchange_through_zone_cache() {
         let items: Vec<P> = (0..3)
             .map(|_| P(z.alloc(Flags::NOWAIT).unwrap().as_ptr() as usize))
             .collect();
-        let freer = thread::spawn(move || {
+        let freer = spawn(move || {
             for p in items {
                 // SAFETY: allocated from z above, freed once.
                 unsafe { z.cache_free(c1, nn(p)) };
             }
         });
-        let taker = thread::spawn(move || {
+        let taker = spawn(move || {
             let a = z.cache_alloc(c2, Flags::NOWAIT).unwrap();
             let b = z.cache_alloc(c2, Flags::NOWAIT).unwrap();
             assert_ne!(a, b);
@@ -237,7 +251,7 @@ fn loom_limit_sleeper_woken_by_free() {
         z.set_max(1);
         let held = P(z.alloc(Flags::NOWAIT).unwrap().as_ptr() as usize);
         assert!(z.alloc(Flags::NOWAIT).is_none());
-        let sleeper = thread::spawn(move || P(z.alloc(Flags::WAITOK).unwrap().as_ptr() as usize));
+        let sleeper = spawn(move || P(z.alloc(Flags::WAITOK).unwrap().as_ptr() as usize));
         // SAFETY: from z, freed once.
         unsafe { z.free(nn(held)) };
         let got = sleeper.join().unwrap();
@@ -245,6 +259,72 @@ fn loom_limit_sleeper_woken_by_free() {
         // SAFETY: from z, freed once.
         unsafe { z.free(nn(got)) };
         z.check_invariants();
+        // SAFETY: nobody uses z any more.
+        unsafe { e.uma.destroy(z) };
+    });
+}
+
+/// (e) a WAITOK allocation at the limit takes back an item parked in
+/// another thread's per-thread cache, while that cache's owner races to
+/// take the item out and put it back (through the fast path or, vetoed by
+/// the sleeper, to the keg). No free from anyone else ever comes: without
+/// the drain, or with a free that parks the item after the sleeper's drain,
+/// the sleeper would wait forever (loom reports the deadlock).
+#[test]
+fn loom_waitok_at_limit_drains_other_caches() {
+    run_model(|| {
+        let e = env();
+        let z: &'static Zone = e
+            .uma
+            .create_zone(&ZoneArgs::new("loom-e", 32).max_ipers(4))
+            .unwrap();
+        let c: &'static Cache = {
+            let c = pcpu::register(z, core::ptr::null());
+            // SAFETY: registered caches live until retired below.
+            unsafe { &*c }
+        };
+        // one CPU under loom, one cache: 4 / 2 / (2 * 1) = buckets of 1
+        z.set_max(4);
+        assert_eq!(z.bucket_size(), 1);
+        // park one item in c's free bucket
+        let x = z.cache_alloc(c, Flags::NOWAIT).unwrap();
+        // SAFETY: x from z, freed once.
+        unsafe { z.cache_free(c, x) };
+        let held: Vec<P> = (0..3)
+            .map(|_| P(z.alloc(Flags::NOWAIT).unwrap().as_ptr() as usize))
+            .collect();
+        assert!(z.alloc(Flags::NOWAIT).is_none(), "at the limit");
+        assert_eq!(pcpu::peek_zone_caches(z, true).items, 1, "x is parked in c");
+        let owner = spawn(move || {
+            if let Some(y) = z.cache_alloc(c, Flags::NOWAIT) {
+                // SAFETY: y from z, freed once.
+                unsafe { z.cache_free(c, y) };
+            }
+        });
+        let got = z
+            .alloc(Flags::WAITOK)
+            .expect("WAITOK never fails at the limit");
+        owner.join().unwrap();
+        assert!(!held.iter().any(|h| h.0 == got.as_ptr() as usize));
+        // SAFETY: from z, freed once.
+        unsafe {
+            z.free(got);
+            for h in held {
+                z.free(nn(h));
+            }
+        }
+        {
+            let _r = e.uma.registry_lock();
+            // SAFETY: registry lock held; nobody is inside the cache.
+            let (a, b) = unsafe { pcpu::retire_locked(c as *const Cache as *mut Cache) };
+            for bk in [a, b] {
+                if !bk.is_null() {
+                    z.put_bucket(bk);
+                }
+            }
+        }
+        z.check_invariants();
+        assert_eq!(z.stats().used, 0);
         // SAFETY: nobody uses z any more.
         unsafe { e.uma.destroy(z) };
     });

@@ -1,0 +1,116 @@
+//! Adaptive bucket size (FreeBSD `zone_domain_lock`: a contended zone lock
+//! grows `uz_bucket_size` by one up to `uz_bucket_size_max`; reclaim shrinks
+//! it). The tests hold the zone lock themselves, so each round has exactly
+//! one contended acquisition, awaited through the zone's counter.
+
+use core::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use crate::zone::Zone;
+use crate::{global, Flags, Reclaim, ZoneArgs};
+
+/// One contended zone-lock acquisition: holds the zone lock while a fresh
+/// thread's first allocation (an empty cache: it must look at the bucket
+/// cache) runs into it; waits until that thread counted the contention,
+/// then lets it go. Returns the bucket size the contention left.
+fn contend_once(z: &'static Zone) -> usize {
+    let before = z.contended.load(Relaxed);
+    let g = z.state.lock();
+    let t = std::thread::spawn(move || {
+        let p = z.alloc(Flags::NOWAIT).expect("alloc");
+        // SAFETY: p came from z and is freed once.
+        unsafe { z.free(p) };
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while z.contended.load(Relaxed) == before {
+        assert!(Instant::now() < deadline, "the thread never hit the lock");
+        std::thread::yield_now();
+    }
+    drop(g);
+    t.join().unwrap();
+    // After the join: the grower's store is visible, and nothing else
+    // contended (the thread's exit flush found the lock free).
+    let grown = z.bucket_size();
+    assert_eq!(
+        z.contended.load(Relaxed),
+        before + 1,
+        "exactly one contended acquisition"
+    );
+    grown
+}
+
+fn zone(name: &'static str) -> &'static Zone {
+    // 1 KiB items: UMA starts at 16-entry buckets, may grow up to 254.
+    global().create_zone(&ZoneArgs::new(name, 1024)).unwrap()
+}
+
+fn destroy(z: &'static Zone) {
+    // SAFETY: nobody uses z any more.
+    unsafe { global().destroy(z) };
+}
+
+#[test]
+fn zone_lock_contention_grows_the_bucket_size_by_one() {
+    let z = zone("contend-grow");
+    assert_eq!(z.bucket_size(), 16);
+    for want in 17..=20 {
+        assert_eq!(contend_once(z), want);
+    }
+    // Uncontended traffic leaves it alone.
+    let before = z.contended.load(Relaxed);
+    for _ in 0..1000 {
+        let p = z.alloc(Flags::NOWAIT).unwrap();
+        // SAFETY: p came from z and is freed once.
+        unsafe { z.free(p) };
+    }
+    assert_eq!(z.contended.load(Relaxed), before);
+    assert_eq!(z.bucket_size(), 20);
+    z.reclaim(Reclaim::DrainCpu);
+    z.check_invariants();
+    destroy(z);
+}
+
+#[test]
+fn contention_growth_stops_at_the_bucket_size_max() {
+    let z = zone("contend-max");
+    // A limit caps the bucket size at 6: limit / 2 / (2 * max(CPUs, caches))
+    // with at most one cache registered at a time here.
+    let ncpu = global().ncpu.max(1);
+    z.set_max(24 * ncpu);
+    assert_eq!(z.bucket_max.load(Relaxed), 6);
+    assert_eq!(z.bucket_size(), 6, "clamped to the cap");
+    z.reclaim(Reclaim::Drain);
+    assert_eq!(z.bucket_size(), 4, "reclaim shrank it below the cap");
+    assert_eq!(contend_once(z), 5);
+    assert_eq!(contend_once(z), 6);
+    for _ in 0..3 {
+        assert_eq!(contend_once(z), 6, "never above bucket_max");
+    }
+    z.reclaim(Reclaim::DrainCpu);
+    z.check_invariants();
+    destroy(z);
+}
+
+#[test]
+fn reclaim_shrinks_the_bucket_size_back_to_its_minimum() {
+    let z = zone("contend-shrink");
+    assert_eq!(contend_once(z), 17);
+    assert_eq!(contend_once(z), 18);
+    z.reclaim(Reclaim::Trim);
+    assert_eq!(z.bucket_size(), 18, "trimming keeps the bucket size");
+    let mut seen = vec![z.bucket_size()];
+    for _ in 0..6 {
+        z.reclaim(Reclaim::Drain);
+        seen.push(z.bucket_size());
+    }
+    // Each drain steps down to the next smaller bucket zone, then holds at
+    // the minimum.
+    assert_eq!(seen, [18, 16, 8, 4, 2, 2, 2]);
+    assert_eq!(z.bucket_min.load(Relaxed), 2);
+    // and contention grows it again from there
+    assert_eq!(contend_once(z), 3);
+    z.reclaim(Reclaim::DrainCpu);
+    assert_eq!(z.bucket_size(), 2);
+    z.check_invariants();
+    destroy(z);
+}

@@ -15,8 +15,10 @@ impl Flags {
     pub const NONE: Flags = Flags(0);
     /// Fail instead of sleeping (the default when `WAITOK` is absent).
     pub const NOWAIT: Flags = Flags(1 << 0);
-    /// May sleep (limit, page source); never returns `None` for lack of memory
-    /// unless the page source itself gives up.
+    /// May sleep (limit, page source); never returns `None` for lack of
+    /// memory: at the limit it sleeps until items come back, and when the
+    /// page source fails it reclaims, backs off and retries (see
+    /// [`Zone::alloc`](crate::Zone::alloc)).
     pub const WAITOK: Flags = Flags(1 << 1);
     /// Zero the item after the constructor ran.
     pub const ZERO: Flags = Flags(1 << 2);

@@ -11,8 +11,22 @@ use crate::slab::{
 };
 use crate::source::{SlabSource, PAGE_SIZE};
 use crate::startup::Uma;
-use crate::sync::Mutex;
-use crate::{Fini, Flags, Init, ZoneFlags};
+use crate::sync::{Condvar, Mutex};
+use crate::{Fini, Flags, Init, Reclaim, ZoneFlags};
+
+/// Longest sleep of a `WAITOK` allocation waiting for the page source.
+pub(crate) const MEM_WAIT_MAX_MS: u64 = 100;
+
+/// What [`Keg::grow`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Grow {
+    /// A new slab is on the free list.
+    Done,
+    /// The page source (or the off-page header zone) had no memory.
+    NoMemory,
+    /// The keg init failed on an item of the new slab.
+    InitFailed,
+}
 
 /// Keg state written under the keg lock.
 pub(crate) struct KegState {
@@ -29,6 +43,8 @@ pub(crate) struct KegState {
     pub hash: SlabHash,
     /// Zones sharing this keg (primary + secondaries).
     pub zones: usize,
+    /// `WAITOK` allocations sleeping on `mem_cv` for memory.
+    pub mem_waiters: usize,
     hash_growing: bool,
 }
 
@@ -50,6 +66,9 @@ pub(crate) struct Keg {
     pub uma: *const Uma,
     // under keg lock
     pub state: Mutex<KegState>,
+    /// Where `WAITOK` allocations sleep when the page source fails; items
+    /// and slabs freed to the keg wake them.
+    pub mem_cv: Condvar,
 }
 
 // SAFETY: raw pointers inside point to UMA-owned memory whose mutable parts
@@ -116,8 +135,10 @@ impl Keg {
                 source,
                 hash: SlabHash::new(),
                 zones: 1,
+                mem_waiters: 0,
                 hash_growing: false,
             }),
+            mem_cv: Condvar::new(),
         })
     }
 
@@ -209,8 +230,14 @@ impl Keg {
     /// Fills `out` with up to `out.len()` items (FreeBSD `zone_import`).
     /// Grows the keg (no lock held while the source runs) unless `NOVM`;
     /// honours the reserve; a fill stops once it dips into the reserve.
+    ///
+    /// For the first item a `WAITOK` caller never gives up for lack of
+    /// memory (FreeBSD `keg_fetch_slab` with `M_WAITOK`): when the source
+    /// fails it waits ([`wait_for_memory`](Self::wait_for_memory)) and
+    /// tries again. Later items never block.
     pub(crate) fn import(&self, out: &mut [*mut u8], flags: Flags) -> usize {
         let mut n = 0;
+        let mut waits = 0u32;
         let mut g = self.state.lock();
         'fill: while n < out.len() {
             let s = self.fetch_slab(&mut g, flags);
@@ -222,11 +249,18 @@ impl Keg {
                 let gflags = if n > 0 { flags.nowait() } else { flags };
                 let src = g.source;
                 drop(g);
-                let grown = self.grow(src, gflags);
-                g = self.state.lock();
-                if !grown {
-                    break;
+                match self.grow(src, gflags) {
+                    Grow::Done => {}
+                    Grow::NoMemory if gflags.may_sleep() => {
+                        self.wait_for_memory(waits, flags.contains(Flags::USE_RESERVE));
+                        waits = waits.saturating_add(1);
+                    }
+                    Grow::NoMemory | Grow::InitFailed => {
+                        g = self.state.lock();
+                        break;
+                    }
                 }
+                g = self.state.lock();
                 continue;
             }
             loop {
@@ -244,6 +278,37 @@ impl Keg {
         }
         drop(g);
         n
+    }
+
+    /// A `WAITOK` allocation found the page source out of memory (FreeBSD
+    /// `vm_wait` in `keg_fetch_slab`): reclaim from the whole instance
+    /// (round 0 `Trim`, round 1 `Drain`, later rounds `DrainCpu`), then,
+    /// unless items turned up in the keg meanwhile, sleep for a backoff of
+    /// `2^round` ms up to [`MEM_WAIT_MAX_MS`]. Items or slabs freed to the
+    /// keg wake the sleeper early; the caller then tries again. Called with
+    /// no lock held.
+    fn wait_for_memory(&self, round: u32, use_reserve: bool) {
+        let how = match round {
+            0 => Reclaim::Trim,
+            1 => Reclaim::Drain,
+            _ => Reclaim::DrainCpu,
+        };
+        self.uma().reclaim(how);
+        let ms = (1u64 << round.min(7)).min(MEM_WAIT_MAX_MS);
+        let mut g = self.state.lock();
+        if reserve::may_take(g.free_items, g.reserve, use_reserve) {
+            return;
+        }
+        g.mem_waiters += 1;
+        g = self.mem_cv.wait_timeout(g, ms);
+        g.mem_waiters -= 1;
+    }
+
+    /// Wakes `WAITOK` allocations waiting for memory (keg lock held).
+    fn wake_mem_waiters(&self, g: &KegState) {
+        if g.mem_waiters > 0 {
+            self.mem_cv.notify_all();
+        }
     }
 
     /// Gives items back to their slabs (FreeBSD `zone_release`).
@@ -289,10 +354,11 @@ impl Keg {
                 }
             }
         }
+        self.wake_mem_waiters(&g);
     }
 
     /// Adds one slab (FreeBSD `keg_alloc_slab`). Called with no lock held.
-    pub(crate) fn grow(&self, src: &'static dyn SlabSource, flags: Flags) -> bool {
+    pub(crate) fn grow(&self, src: &'static dyn SlabSource, flags: Flags) -> Grow {
         let l = self.layout;
         let uma = self.uma();
         let boot = if self.flags.contains(ZoneFlags::INTERNAL) {
@@ -304,7 +370,7 @@ impl Keg {
             Some(p) => (p, None),
             None => match src.alloc(l.slab_size, l.slab_size, flags) {
                 Some(p) => (p, Some(src)),
-                None => return false,
+                None => return Grow::NoMemory,
             },
         };
         let give_back = |mem: NonNull<u8>| {
@@ -327,7 +393,7 @@ impl Keg {
                 Some(h) => h.as_ptr().cast(),
                 None => {
                     give_back(mem);
-                    return false;
+                    return Grow::NoMemory;
                 }
             }
         } else {
@@ -356,7 +422,7 @@ impl Keg {
                         };
                     }
                     give_back(mem);
-                    return false;
+                    return Grow::InitFailed;
                 }
             }
         } else if self.trash {
@@ -380,7 +446,7 @@ impl Keg {
             drop(g);
             self.grow_hash(want);
         }
-        true
+        Grow::Done
     }
 
     /// Replaces the hash table by one of `heads` heads (allocated with no
@@ -494,6 +560,10 @@ impl Keg {
                 victims = next;
             }
         }
+        if n > 0 {
+            // The pages are back in the source: let waiters try again.
+            self.wake_mem_waiters(&self.state.lock());
+        }
         n
     }
 
@@ -507,7 +577,8 @@ impl Keg {
             let src = g.source;
             let have = g.free_items;
             drop(g);
-            if !self.grow(src, flags) {
+            // No waiting here: a preallocation takes what the source gives.
+            if self.grow(src, flags) != Grow::Done {
                 return have;
             }
         }

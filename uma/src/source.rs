@@ -30,7 +30,10 @@ pub const PAGE_SIZE: usize = 4096;
 ///   `align == size`), disjoint from every other live allocation of any
 ///   source, and stays valid until passed to `free`;
 /// - with [`Flags::ZERO`] the memory is zero-filled;
-/// - it sleeps only when `flags` has [`Flags::WAITOK`];
+/// - it sleeps only when `flags` has [`Flags::WAITOK`]; it may fail even
+///   then: for a `WAITOK` request UMA reclaims, waits (bounded backoff, or
+///   until an item or slab comes back to the keg) and calls it again, so a
+///   source need not loop on its own;
 /// - it may recurse into UMA (allocate from or free to any zone, including
 ///   the zone whose keg called it: the btag zone does so with
 ///   `USE_RESERVE | NOVM | NOWAIT`). UMA calls `alloc` and `free` with **no

@@ -134,3 +134,51 @@ impl core::fmt::Write for Table {
         Ok(())
     }
 }
+
+#[test]
+fn waitok_retries_and_limit_drains_never_touch_the_global_allocator() {
+    let src: &'static TestSource = Box::leak(Box::new(TestSource::new()));
+    let pages: &'static TestSource = Box::leak(Box::new(TestSource::new()));
+    let u = Uma::bootstrap(src).unwrap();
+    let z = u
+        .create_zone(&ZoneArgs::new("noalloc-wait", 64).source(pages))
+        .unwrap();
+    let lim = u.create_zone(&ZoneArgs::new("noalloc-limit", 64)).unwrap();
+    lim.set_max(64);
+    // A helper parks items of `lim` in its cache and stays alive.
+    let (parked_tx, parked_rx) = std::sync::mpsc::channel::<()>();
+    let (home_tx, home_rx) = std::sync::mpsc::channel::<()>();
+    let helper = std::thread::spawn(move || {
+        let v: Vec<usize> = (0..8)
+            .map(|_| lim.alloc(Flags::NOWAIT).unwrap().as_ptr() as usize)
+            .collect();
+        for p in v {
+            unsafe { lim.free(core::ptr::NonNull::new(p as *mut u8).unwrap()) };
+        }
+        parked_tx.send(()).unwrap();
+        home_rx.recv().unwrap();
+    });
+    parked_rx.recv().unwrap();
+    let mut items = [core::ptr::null_mut::<u8>(); 64];
+    WATCH.with(|w| w.set(true));
+    // page source failures: reclaim, backoff sleeps, retries
+    pages.fail_next(3);
+    let p = z.alloc(Flags::WAITOK).unwrap();
+    unsafe { z.free(p) };
+    // the whole limit: takes back what the helper's cache holds
+    for it in items.iter_mut() {
+        *it = lim.alloc(Flags::WAITOK).unwrap().as_ptr();
+    }
+    for it in items {
+        unsafe { lim.free(core::ptr::NonNull::new(it).unwrap()) };
+    }
+    WATCH.with(|w| w.set(false));
+    assert_eq!(pages.fails(), 3, "the source failures were retried");
+    assert_eq!(
+        CALLS.load(SeqCst),
+        0,
+        "WAITOK waits called the global allocator"
+    );
+    home_tx.send(()).unwrap();
+    helper.join().unwrap();
+}

@@ -6,7 +6,16 @@
 //!   boundary tags, FreeBSD `sys/kern/subr_vmem.c`);
 //! - [`uma`]: the UMA zone/keg slab allocator (FreeBSD `sys/vm/uma_core.c`);
 //! - [`kmem`]: the kernel-memory layer that wires them together.
+//!
+//! and holds the allocator benchmark suite: [`workloads`] (the workloads
+//! and the `wl-*` child protocol), [`runner`] (the main job that runs them
+//! per allocator and reports), and [`vmem_scaling`] (the vmem layer's own
+//! report, `--vmem-scaling`).
 #![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod runner;
+pub mod vmem_scaling;
+pub mod workloads;
 
 pub use kmem;
 pub use uma;

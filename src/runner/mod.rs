@@ -1,0 +1,621 @@
+//! The benchmark runner: the main job (`cargo run --release`).
+//!
+//! It runs every workload of [`crate::workloads`] under every allocator
+//! whose child binary (`wl-system`, `wl-kmem`, `wl-mimalloc`,
+//! `wl-jemalloc`) sits next to the running executable, one process per
+//! run, so that each allocator starts from a fresh address space and its
+//! peak RSS is its own. Runs are done in passes (every workload under
+//! every allocator, once); by default it makes up to three passes as long
+//! as the next one is expected to end within the time budget, and reports
+//! the median time and the maximum peak RSS of each (workload, allocator).
+//! Then it prints the comparison tables, writes an SVG bar chart of the
+//! time ratios (see [`report`]), and, when `wl-kmem` is present, prints
+//! kmem's zone (`vmstat -z`) and malloc-type (`vmstat -m`) statistics
+//! after one more kmem run.
+//!
+//! ```text
+//! bsdalloc [--quick] [--scale F] [--only W[,W..]] [--threads N] [--reps N]
+//!          [--budget SECS] [--svg PATH] [--no-stats]
+//! bsdalloc --vmem-scaling
+//! ```
+
+pub mod report;
+
+use crate::workloads::{self, Measurement, Params, WORKLOADS};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The allocators the runner knows, in report order; `system` is the
+/// baseline of every ratio.
+pub const ALLOCATORS: &[&str] = &["system", "kmem", "mimalloc", "jemalloc"];
+
+/// The scale of `--quick`: a smoke test of the whole pipeline.
+pub const QUICK_SCALE: f64 = 0.004;
+
+/// What the command line asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    /// Print the usage.
+    Help,
+    /// The vmem scaling report (the main job before the suite existed).
+    VmemScaling,
+    /// The allocator suite.
+    Suite(Options),
+}
+
+/// Options of the allocator suite.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    /// Work multiplier passed to every child.
+    pub scale: f64,
+    /// Worker threads passed to every child.
+    pub threads: usize,
+    /// The workloads to run (all by default).
+    pub only: Vec<&'static str>,
+    /// Exactly this many passes; `None`: up to 3 within [`Options::budget`].
+    pub reps: Option<usize>,
+    /// Time budget of the measured passes when `reps` is `None`.
+    pub budget: Duration,
+    /// Where to write the SVG chart (`None`: next to the target directory).
+    pub svg: Option<PathBuf>,
+    /// Print kmem's statistics after the tables.
+    pub stats: bool,
+    /// Where the `wl-*` children are (`None`: next to this executable).
+    pub bin_dir: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            scale: 1.0,
+            threads: workloads::default_threads(),
+            only: WORKLOADS.iter().map(|w| w.name).collect(),
+            reps: None,
+            budget: Duration::from_secs(115),
+            svg: None,
+            stats: true,
+            bin_dir: None,
+        }
+    }
+}
+
+/// The usage text.
+pub const USAGE: &str = "\
+usage: bsdalloc [options]        run the allocator workload suite
+       bsdalloc --vmem-scaling   the vmem instant-fit scaling report
+
+options:
+  --quick          tiny scale, one pass (a smoke test of the pipeline)
+  --scale F        work multiplier (default 1: about a second per run)
+  --only W[,W..]   run only these workloads
+  --threads N      worker threads (default: the number of CPUs)
+  --reps N         exactly N passes (default: up to 3 within the budget)
+  --budget SECS    time budget for the passes (default 115)
+  --svg PATH       where to write the chart (default: <target>/bsdalloc-report.svg)
+  --bin-dir DIR    where the wl-* children are (default: next to this binary)
+  --no-stats       skip kmem's vmstat -z / -m statistics
+";
+
+/// Parses the runner's arguments (without the program name).
+pub fn parse_args(args: &[String]) -> Result<Mode, String> {
+    let mut o = Options::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |flag: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match a.as_str() {
+            "-h" | "--help" => return Ok(Mode::Help),
+            "--vmem-scaling" => return Ok(Mode::VmemScaling),
+            "--quick" => {
+                o.scale = QUICK_SCALE;
+                o.reps = Some(1);
+            }
+            "--no-stats" => o.stats = false,
+            "--scale" => {
+                let v = value("--scale")?;
+                o.scale = v
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s > 0.0)
+                    .ok_or_else(|| format!("--scale {v:?}: expected a positive number"))?;
+            }
+            "--threads" => {
+                let v = value("--threads")?;
+                o.threads = v
+                    .parse()
+                    .ok()
+                    .filter(|&t: &usize| t > 0)
+                    .ok_or_else(|| format!("--threads {v:?}: expected a positive integer"))?;
+            }
+            "--reps" => {
+                let v = value("--reps")?;
+                o.reps = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|&r: &usize| r > 0)
+                        .ok_or_else(|| format!("--reps {v:?}: expected a positive integer"))?,
+                );
+            }
+            "--budget" => {
+                let v = value("--budget")?;
+                let secs: f64 = v
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+                    .ok_or_else(|| format!("--budget {v:?}: expected seconds"))?;
+                o.budget = Duration::from_secs_f64(secs);
+            }
+            "--only" => {
+                let v = value("--only")?;
+                let mut only = Vec::new();
+                for name in v.split(',').filter(|n| !n.is_empty()) {
+                    let w = workloads::find(name).ok_or_else(|| {
+                        format!(
+                            "--only: unknown workload {name:?} (one of: {})",
+                            workload_names()
+                        )
+                    })?;
+                    if !only.contains(&w.name) {
+                        only.push(w.name);
+                    }
+                }
+                if only.is_empty() {
+                    return Err("--only needs at least one workload".into());
+                }
+                o.only = only;
+            }
+            "--svg" => o.svg = Some(PathBuf::from(value("--svg")?)),
+            "--bin-dir" => o.bin_dir = Some(PathBuf::from(value("--bin-dir")?)),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(Mode::Suite(o))
+}
+
+fn workload_names() -> String {
+    WORKLOADS
+        .iter()
+        .map(|w| w.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An allocator child binary found on disk.
+#[derive(Debug, Clone)]
+pub struct Child {
+    /// Allocator name (`system`, `kmem`, ...).
+    pub name: &'static str,
+    /// Path of its `wl-<name>` binary.
+    pub exe: PathBuf,
+}
+
+/// The `wl-*` children present in `dir`, in [`ALLOCATORS`] order, and the
+/// names of the missing ones.
+pub fn discover(dir: &Path) -> (Vec<Child>, Vec<&'static str>) {
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for &name in ALLOCATORS {
+        let exe = dir.join(format!("wl-{name}{}", std::env::consts::EXE_SUFFIX));
+        if exe.is_file() {
+            found.push(Child { name, exe });
+        } else {
+            missing.push(name);
+        }
+    }
+    (found, missing)
+}
+
+/// Why a child run produced no measurement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunError(pub String);
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The full output of one child run.
+#[derive(Debug)]
+pub struct ChildOutput {
+    /// Its result line, parsed.
+    pub measurement: Measurement,
+    /// Everything it printed on stdout after the result line.
+    pub rest: String,
+}
+
+/// Runs `child` on `workload` and waits at most `timeout`.
+pub fn run_child(
+    child: &Child,
+    workload: &str,
+    p: &Params,
+    stats: bool,
+    timeout: Duration,
+) -> Result<ChildOutput, RunError> {
+    let mut cmd = Command::new(&child.exe);
+    cmd.arg(workload)
+        .args(["--scale", &p.scale.to_string()])
+        .args(["--threads", &p.threads.to_string()])
+        .args(["--seed", &p.seed.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if stats {
+        cmd.arg("--stats");
+    }
+    let mut proc = cmd
+        .spawn()
+        .map_err(|e| RunError(format!("cannot start {}: {e}", child.exe.display())))?;
+    // Drain both pipes on their own threads so that a chatty child never
+    // blocks on a full pipe while we wait for it.
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let out = drain(proc.stdout.take().map(|s| Box::new(s) as _));
+    let err = drain(proc.stderr.take().map(|s| Box::new(s) as _));
+    let start = Instant::now();
+    let status = loop {
+        match proc.try_wait() {
+            Ok(Some(st)) => break Ok(st),
+            Ok(None) if start.elapsed() > timeout => {
+                let _ = proc.kill();
+                let _ = proc.wait();
+                break Err(format!(
+                    "timed out after {:.0} s (killed)",
+                    timeout.as_secs_f64()
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => break Err(format!("wait failed: {e}")),
+        }
+    };
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    let tail = || {
+        let lines: Vec<&str> = stderr.lines().collect();
+        let from = lines.len().saturating_sub(6);
+        if lines.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", lines[from..].join(" | "))
+        }
+    };
+    let status = status.map_err(|e| RunError(format!("{e}{}", tail())))?;
+    if !status.success() {
+        return Err(RunError(format!("{status}{}", tail())));
+    }
+    let mut lines = stdout.split_inclusive('\n');
+    for line in lines.by_ref() {
+        if let Some(m) = Measurement::parse(line) {
+            return Ok(ChildOutput {
+                measurement: m,
+                rest: lines.collect(),
+            });
+        }
+    }
+    Err(RunError(format!("no result line in its output{}", tail())))
+}
+
+/// The measurements of one (workload, allocator) pair.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Cell {
+    /// Seconds of each successful run.
+    pub times: Vec<f64>,
+    /// Peak RSS of each successful run, KiB.
+    pub rss_kib: Vec<u64>,
+    /// The first failure, if any run failed.
+    pub failure: Option<String>,
+}
+
+impl Cell {
+    /// Median time (mean of the middle two for an even count).
+    pub fn median_time(&self) -> Option<f64> {
+        if self.failure.is_some() || self.times.is_empty() {
+            return None;
+        }
+        let mut t = self.times.clone();
+        t.sort_by(f64::total_cmp);
+        let n = t.len();
+        Some(if n % 2 == 1 {
+            t[n / 2]
+        } else {
+            (t[n / 2 - 1] + t[n / 2]) / 2.0
+        })
+    }
+
+    /// Maximum peak RSS, KiB.
+    pub fn max_rss_kib(&self) -> Option<u64> {
+        if self.failure.is_some() {
+            return None;
+        }
+        self.rss_kib.iter().copied().max()
+    }
+}
+
+/// Everything the report needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Results {
+    /// Workload names (rows).
+    pub workloads: Vec<&'static str>,
+    /// Allocator names (columns); `system` first when present.
+    pub allocators: Vec<&'static str>,
+    /// `cells[w][a]`.
+    pub cells: Vec<Vec<Cell>>,
+    /// The parameters of every run.
+    pub params: Params,
+    /// Passes made.
+    pub passes: usize,
+}
+
+impl Results {
+    /// The cell of `workload` under `allocator`.
+    pub fn cell(&self, workload: &str, allocator: &str) -> Option<&Cell> {
+        let w = self.workloads.iter().position(|&n| n == workload)?;
+        let a = self.allocators.iter().position(|&n| n == allocator)?;
+        Some(&self.cells[w][a])
+    }
+
+    /// Whether any run failed.
+    pub fn any_failure(&self) -> bool {
+        self.cells.iter().flatten().any(|c| c.failure.is_some())
+    }
+}
+
+fn fmt_kib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// Runs the suite and prints progress (one line per run) on stdout.
+pub fn measure(children: &[Child], o: &Options) -> Results {
+    let params = Params {
+        scale: o.scale,
+        threads: o.threads,
+        ..Params::default()
+    };
+    // A broken allocator can hang a run: allow a generous multiple of the
+    // expected second (debug builds, slow allocators, false sharing).
+    let timeout = Duration::from_secs_f64((120.0 * o.scale).max(60.0));
+    let mut r = Results {
+        workloads: o.only.clone(),
+        allocators: children.iter().map(|c| c.name).collect(),
+        cells: vec![vec![Cell::default(); children.len()]; o.only.len()],
+        params,
+        passes: 0,
+    };
+    let max_passes = o.reps.unwrap_or(3);
+    let per_pass = o.only.len() * children.len();
+    let start = Instant::now();
+    while r.passes < max_passes {
+        if o.reps.is_none() && r.passes > 0 {
+            let pass_time = start.elapsed() / r.passes as u32;
+            if start.elapsed() + pass_time > o.budget {
+                println!(
+                    "(stopping after {} pass{}: another would exceed the {:.0} s budget)",
+                    r.passes,
+                    if r.passes == 1 { "" } else { "es" },
+                    o.budget.as_secs_f64()
+                );
+                break;
+            }
+        }
+        let pass = r.passes + 1;
+        let mut k = 0;
+        for (wi, &w) in o.only.iter().enumerate() {
+            for (ai, c) in children.iter().enumerate() {
+                k += 1;
+                let cell = &mut r.cells[wi][ai];
+                if cell.failure.is_some() {
+                    continue; // it failed once: do not wait on it again
+                }
+                let head = format!(
+                    "[pass {pass}/{max_passes} {k:>2}/{per_pass}] {w:<14} {:<9}",
+                    c.name
+                );
+                match run_child(c, w, &params, false, timeout) {
+                    Ok(out) => {
+                        let m = out.measurement;
+                        println!(
+                            "{head} {:>8.3} s {:>11}",
+                            m.seconds,
+                            fmt_kib(m.peak_rss_kib)
+                        );
+                        cell.times.push(m.seconds);
+                        cell.rss_kib.push(m.peak_rss_kib);
+                    }
+                    Err(e) => {
+                        println!("{head}   FAILED: {e}");
+                        cell.failure = Some(e.0);
+                    }
+                }
+            }
+        }
+        r.passes += 1;
+    }
+    r
+}
+
+/// Where the chart goes by default: `<target dir>/bsdalloc-report.svg`
+/// when this binary runs from `<target dir>/<profile>/`, else the current
+/// directory.
+pub fn default_svg_path(exe_dir: &Path) -> PathBuf {
+    let name = "bsdalloc-report.svg";
+    let profile_dir = exe_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| matches!(n, "release" | "debug") || exe_dir.join("build").is_dir());
+    match exe_dir.parent() {
+        Some(target) if profile_dir => target.join(name),
+        _ => PathBuf::from(name),
+    }
+}
+
+/// The whole main job for `o`; returns the process's exit status
+/// (0 when every run succeeded).
+pub fn run_suite(o: &Options) -> u8 {
+    let exe_dir = match &o.bin_dir {
+        Some(d) => d.clone(),
+        None => match std::env::current_exe() {
+            Ok(exe) => exe.parent().map(Path::to_path_buf).unwrap_or_default(),
+            Err(e) => {
+                eprintln!("bsdalloc: cannot locate this executable ({e}); pass --bin-dir");
+                return 1;
+            }
+        },
+    };
+    let (children, missing) = discover(&exe_dir);
+    println!(
+        "bsdalloc allocator suite: {} workload{}, scale {}, {} thread{}, children from {}",
+        o.only.len(),
+        if o.only.len() == 1 { "" } else { "s" },
+        o.scale,
+        o.threads,
+        if o.threads == 1 { "" } else { "s" },
+        exe_dir.display()
+    );
+    for m in &missing {
+        let why = match *m {
+            "kmem" => "kmem::Kmem is not built yet",
+            "mimalloc" | "jemalloc" => "build with --features compare",
+            _ => "not built",
+        };
+        println!("  note: wl-{m} not found: {why}; running without {m}");
+    }
+    if children.is_empty() {
+        eprintln!(
+            "bsdalloc: no wl-* workload binaries in {}; build them with `cargo build --release --bins`",
+            exe_dir.display()
+        );
+        return 1;
+    }
+    println!(
+        "  allocators: {}",
+        children
+            .iter()
+            .map(|c| c.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let start = Instant::now();
+    let results = measure(&children, o);
+    println!(
+        "measured in {:.1} s ({} pass{})\n",
+        start.elapsed().as_secs_f64(),
+        results.passes,
+        if results.passes == 1 { "" } else { "es" }
+    );
+    print!("{}", report::tables(&results));
+
+    let svg_path = o.svg.clone().unwrap_or_else(|| default_svg_path(&exe_dir));
+    match report::write_svg(&results, &svg_path) {
+        Ok(()) => println!("\nchart of the time ratios: {}", svg_path.display()),
+        Err(e) => {
+            eprintln!(
+                "bsdalloc: cannot write the chart to {}: {e}",
+                svg_path.display()
+            );
+            return 1;
+        }
+    }
+
+    let mut status = u8::from(results.any_failure());
+    if o.stats {
+        if let Some(kmem) = children.iter().find(|c| c.name == "kmem") {
+            status |= print_kmem_stats(kmem, &results.params);
+        }
+    }
+    status
+}
+
+/// One more kmem run, of `mstress` (the widest spread of sizes and
+/// threads), with `--stats`: prints what wl-kmem prints after its result
+/// line, its zone (`vmstat -z`) and malloc-type (`vmstat -m`) statistics.
+fn print_kmem_stats(kmem: &Child, p: &Params) -> u8 {
+    const W: &str = "mstress";
+    println!("\nkmem statistics after one `{W}` run (wl-kmem {W} --stats):");
+    let timeout = Duration::from_secs_f64((120.0 * p.scale).max(60.0));
+    match run_child(kmem, W, p, true, timeout) {
+        Ok(out) => {
+            print!("{}", out.rest);
+            0
+        }
+        Err(e) => {
+            println!("  FAILED: {e}");
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn parses_options() {
+        let Mode::Suite(o) =
+            parse_args(&args("--only larson,mstress --scale 0.5 --reps 2")).unwrap()
+        else {
+            panic!("not a suite")
+        };
+        assert_eq!(o.only, ["larson", "mstress"]);
+        assert_eq!((o.scale, o.reps), (0.5, Some(2)));
+        let Mode::Suite(q) = parse_args(&args("--quick")).unwrap() else {
+            panic!("not a suite")
+        };
+        assert_eq!((q.scale, q.reps), (QUICK_SCALE, Some(1)));
+        assert_eq!(parse_args(&args("--vmem-scaling")), Ok(Mode::VmemScaling));
+        for bad in [
+            "--only nope",
+            "--only ,",
+            "--scale",
+            "--scale 0",
+            "--threads x",
+            "--reps 0",
+            "--frobnicate",
+        ] {
+            assert!(parse_args(&args(bad)).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn medians_and_maxima() {
+        let c = Cell {
+            times: vec![3.0, 1.0, 2.0, 10.0],
+            rss_kib: vec![5, 9, 7, 1],
+            failure: None,
+        };
+        assert_eq!(c.median_time(), Some(2.5));
+        assert_eq!(c.max_rss_kib(), Some(9));
+        let f = Cell {
+            failure: Some("boom".into()),
+            ..c
+        };
+        assert_eq!(f.median_time(), None);
+    }
+
+    #[test]
+    fn svg_next_to_the_target_dir() {
+        assert_eq!(
+            default_svg_path(Path::new("/x/target/release")),
+            Path::new("/x/target/bsdalloc-report.svg")
+        );
+        assert_eq!(
+            default_svg_path(Path::new("/usr/local/bin")),
+            Path::new("bsdalloc-report.svg")
+        );
+    }
+}

@@ -28,6 +28,25 @@
 //! 4. the keg's **page source** ([`SlabSource`]) for a new slab, called with
 //!    no UMA lock held.
 //!
+//! ## Limits and sleeping
+//!
+//! - A zone limit ([`Zone::set_max`]) counts items allocated *and* cached.
+//!   Per-thread caches hold at most half of it together, however many
+//!   threads there are: buckets are capped at
+//!   `limit / 2 / (2 * max(CPUs, registered caches))` items, and the caches
+//!   are clamped whenever a newly registered one lowers the cap (at a cap of
+//!   0 threads bypass their caches). The bucket cache holds at most half.
+//! - A [`Flags::WAITOK`] allocation at the limit takes back what every
+//!   thread's cache and the bucket cache hold before it sleeps, so items
+//!   cached elsewhere never keep it asleep; frees and cache refills check
+//!   for such sleepers inside the cache's critical section (`pcpu`).
+//! - A `WAITOK` allocation whose page source fails reclaims the instance
+//!   (`Trim`, `Drain`, then `DrainCpu`), sleeps with a 1 to 100 ms backoff
+//!   (woken early by items or slabs freed to its keg) and retries: it never
+//!   returns `None` for lack of memory. `NOWAIT` fails at once.
+//! - The bucket size adapts: each contended zone lock acquisition grows it
+//!   by one up to the cap, `Drain`/`DrainCpu` reclaims shrink it.
+//!
 //! ## FreeBSD names and ours
 //!
 //! | FreeBSD | here |

@@ -1,7 +1,7 @@
 //! Page sources: where a keg gets its slabs (FreeBSD `uk_allocf`/`uk_freef`).
 //!
 //! A [`SlabSource`] is the alloc/free pair of one page allocator. Every slab
-//! records the source that produced it ([`Slab::source`](crate::slab)), and
+//! records the source that produced it (`slab::Slab::source`), and
 //! is given back through that same source's `free`, even if the keg's source
 //! was changed since (the i386 "btalloc" hang of PR 248008 came from a slab
 //! allocated with `vmem_xalloc` being freed with the default `kmem_free`).

@@ -158,10 +158,10 @@ fn cap_run(z: &'static uma::Zone, n: usize, limit: usize, kmax: usize) -> uma::Z
             })
         })
         .collect();
+    let samples = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let sampler = {
-        let done = done.clone();
+        let (done, samples) = (done.clone(), samples.clone());
         std::thread::spawn(move || {
-            let mut samples = 0u64;
             while !done.load(SeqCst) {
                 let s = z.stats();
                 assert!(
@@ -170,20 +170,18 @@ fn cap_run(z: &'static uma::Zone, n: usize, limit: usize, kmax: usize) -> uma::Z
                     s.cached_pcpu
                 );
                 assert!(s.items as usize <= limit, "over the limit: {s:?}");
-                samples += 1;
+                samples.fetch_add(1, SeqCst);
             }
-            samples
         })
     };
+    // The sampler is looking before the workers start their rounds.
+    wait_until("the sampler's first look", || samples.load(SeqCst) > 0);
     registered.wait();
     parked.wait();
     let at_rest = z.stats();
     assert!(at_rest.cached_pcpu as usize <= limit / 2, "{at_rest:?}");
     done.store(true, SeqCst);
-    assert!(
-        sampler.join().unwrap() > 0,
-        "the sampler looked at least once"
-    );
+    sampler.join().unwrap();
     // The whole limit from one thread, while the parked workers' caches
     // may hold items: WAITOK takes them back instead of sleeping forever.
     let all: Vec<_> = (0..limit).map(|_| alloc(z, Flags::WAITOK)).collect();

@@ -300,7 +300,7 @@ impl Keg {
             return;
         }
         g.mem_waiters += 1;
-        g = self.mem_cv.wait_timeout(g, ms);
+        g = self.mem_cv.wait_timeout(g, ms).0;
         g.mem_waiters -= 1;
     }
 

@@ -57,15 +57,19 @@ mod imp {
         pub(crate) const fn new() -> Self {
             Self(std::sync::Condvar::new())
         }
-        /// Sleeps at most `ms` milliseconds (spurious wake-ups allowed).
+        /// Sleeps at most `ms` milliseconds (spurious wake-ups allowed);
+        /// true when the time ran out.
         pub(crate) fn wait_timeout<'a, T>(
             &self,
             g: MutexGuard<'a, T>,
             ms: u64,
-        ) -> MutexGuard<'a, T> {
+        ) -> (MutexGuard<'a, T>, bool) {
             match self.0.wait_timeout(g, std::time::Duration::from_millis(ms)) {
-                Ok((g, _)) => g,
-                Err(e) => e.into_inner().0,
+                Ok((g, r)) => (g, r.timed_out()),
+                Err(e) => {
+                    let (g, r) = e.into_inner();
+                    (g, r.timed_out())
+                }
             }
         }
         pub(crate) fn notify_all(&self) {
@@ -231,14 +235,15 @@ mod imp {
         pub(crate) fn new() -> Self {
             Self(loom::sync::Condvar::new())
         }
-        /// Under loom there is no time: a plain wait (the protocol must not
-        /// rely on the timeout for progress, and the model checks that).
+        /// Under loom there is no time: a plain wait that never times out
+        /// (the protocol must not rely on the timeout for progress, and the
+        /// model checks that).
         pub(crate) fn wait_timeout<'a, T>(
             &self,
             g: MutexGuard<'a, T>,
             _ms: u64,
-        ) -> MutexGuard<'a, T> {
-            self.0.wait(g).unwrap()
+        ) -> (MutexGuard<'a, T>, bool) {
+            (self.0.wait(g).unwrap(), false)
         }
         pub(crate) fn notify_all(&self) {
             self.0.notify_all()

@@ -831,6 +831,7 @@ impl Zone {
             self.items.fetch_add(want, Ordering::Relaxed);
             return want;
         }
+        let mut timed_out = false;
         loop {
             let cur = self.items.load(Ordering::SeqCst);
             if cur < max {
@@ -847,16 +848,21 @@ impl Zone {
             if !flags.may_sleep() || want > 1 {
                 return 0;
             }
-            self.sleepers.fetch_add(1, Ordering::SeqCst);
+            let first = self.sleepers.fetch_add(1, Ordering::SeqCst) == 0;
             // Dekker with limit_free (our sleepers++ vs its items--), and
             // with every move of an item into a cache (they check sleepers
             // inside the cache's critical section or under the zone lock).
             fence(Ordering::SeqCst);
             // Items cached in any thread's cache or in the bucket cache count
-            // against the limit: take them back so they stop counting. After
-            // the increment above nothing new gets parked, so what the drain
-            // misses was given back to the keg, and woke us.
-            self.reclaim_cached();
+            // against the limit: take them back so they stop counting. While
+            // sleepers > 0 nothing new gets parked, so only the sleeper that
+            // made it non-zero drains (what it misses was given back to the
+            // keg, which wakes every sleeper); later ones are woken by that
+            // drain's frees. After a timed-out sleep we drain again anyway.
+            if first || timed_out {
+                self.reclaim_cached();
+            }
+            timed_out = false;
             let mut g = self.state.lock();
             if self.items.load(Ordering::SeqCst) >= max {
                 if !g.warned {
@@ -867,7 +873,7 @@ impl Zone {
                     ));
                 }
                 self.sleeps.fetch_add(1, UOrdering::Relaxed);
-                g = self.limit_cv.wait_timeout(g, LIMIT_SLEEP_MS);
+                (g, timed_out) = self.limit_cv.wait_timeout(g, LIMIT_SLEEP_MS);
             }
             self.sleepers.fetch_sub(1, Ordering::SeqCst);
             drop(g);

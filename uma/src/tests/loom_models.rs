@@ -330,6 +330,58 @@ fn loom_waitok_at_limit_drains_other_caches() {
     });
 }
 
+/// (f) two WAITOK allocations at the limit: only the sleeper that makes
+/// `sleepers` non-zero drains the caches; the other must still get an item
+/// (the parked one or the one freed meanwhile), whichever order they come
+/// in. Both must return.
+#[test]
+fn loom_two_limit_sleepers_one_drain() {
+    run_model(|| {
+        let e = env();
+        let z: &'static Zone = e
+            .uma
+            .create_zone(&ZoneArgs::new("loom-f", 32).max_ipers(4))
+            .unwrap();
+        let c: &'static Cache = {
+            let c = pcpu::register(z, core::ptr::null());
+            // SAFETY: registered caches live until retired below.
+            unsafe { &*c }
+        };
+        z.set_max(4);
+        let x = z.cache_alloc(c, Flags::NOWAIT).unwrap();
+        // SAFETY: x from z, freed once: parked in c.
+        unsafe { z.cache_free(c, x) };
+        let mut held: Vec<P> = (0..3)
+            .map(|_| P(z.alloc(Flags::NOWAIT).unwrap().as_ptr() as usize))
+            .collect();
+        let s1 = spawn(move || P(z.alloc(Flags::WAITOK).unwrap().as_ptr() as usize));
+        let s2 = spawn(move || P(z.alloc(Flags::WAITOK).unwrap().as_ptr() as usize));
+        // SAFETY: from z, freed once.
+        unsafe { z.free(nn(held.pop().unwrap())) };
+        let (a, b) = (s1.join().unwrap(), s2.join().unwrap());
+        assert_ne!(a.0, b.0, "one item, two owners");
+        // SAFETY: from z, freed once.
+        unsafe {
+            for p in [a, b].into_iter().chain(held) {
+                z.free(nn(p));
+            }
+        }
+        {
+            let _r = e.uma.registry_lock();
+            // SAFETY: registry lock held; nobody is inside the cache.
+            let (x, y) = unsafe { pcpu::retire_locked(c as *const Cache as *mut Cache) };
+            for bk in [x, y] {
+                if !bk.is_null() {
+                    z.put_bucket(bk);
+                }
+            }
+        }
+        z.check_invariants();
+        // SAFETY: nobody uses z any more.
+        unsafe { e.uma.destroy(z) };
+    });
+}
+
 #[allow(dead_code)]
 fn _assert_send() {
     fn s<T: Send + Sync>() {}

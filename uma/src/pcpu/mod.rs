@@ -44,14 +44,16 @@
 //! could see after the clamp.
 //!
 //! A `WAITOK` allocation that sleeps on the limit first counts itself in
-//! the zone's `sleepers`, then drains every cache of the zone. Owners check
-//! `sleepers` *inside* the critical section before an item moves into a
-//! cache (a free, or a refill installing a bucket) and bypass the cache when
-//! it is non-zero; the bucket cache checks it under the zone lock. By the
-//! same Dekker argument as above, after the sleeper's drain no item can be
-//! parked where it would not wake the sleeper: either the drain took it, or
-//! the owner saw the sleeper and gave the item back to the keg (which
-//! decrements the limit count and wakes it).
+//! the zone's `sleepers`; the one that makes it non-zero then drains every
+//! cache of the zone and the bucket cache. Owners check `sleepers` *inside*
+//! the critical section before an item moves into a cache (a free, or a
+//! refill installing a bucket) and bypass the cache when it is non-zero;
+//! the bucket cache checks it under the zone lock. By the same Dekker
+//! argument as above, while `sleepers` stays non-zero no item gets parked
+//! where it would not wake a sleeper: either that first drain took it, or
+//! the owner saw a sleeper and gave the item back to the keg (which
+//! decrements the limit count and wakes the sleepers). loom models (e) and
+//! (f) check this with one and two sleepers.
 //!
 //! The owner never blocks on a drainer and never sleeps while `busy` (bucket
 //! refills, limit sleeps and page-source calls happen with `busy == 0`, on

@@ -18,8 +18,10 @@
 //! - `cross_thread_free`: this thread allocates 64 B blocks and a second
 //!   thread frees them, in batches of 256 sent over a channel (per block).
 //!
-//! Run with `cargo bench --bench alloc` (a filter narrows it, e.g.
-//! `cargo bench --bench alloc -- hot_pair/kmem`).
+//! Allocators: the system's, and mimalloc and jemalloc with
+//! `--features compare` (off by default: jemalloc builds from C source).
+//! Run with `cargo bench --bench alloc --features compare` (a filter
+//! narrows it, e.g. `cargo bench --bench alloc -- hot_pair/system`).
 
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -27,15 +29,14 @@ use std::hint::black_box;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use mimalloc::MiMalloc;
-use tikv_jemallocator::Jemalloc;
-
 /// Runs `$f(name, &'static allocator, args...)` for every allocator.
 macro_rules! each_allocator {
     ($f:ident $(, $arg:expr)*) => {{
         $f("system", &System $(, $arg)*);
-        $f("mimalloc", &MiMalloc $(, $arg)*);
-        $f("jemalloc", &Jemalloc $(, $arg)*);
+        #[cfg(feature = "compare")]
+        $f("mimalloc", &mimalloc::MiMalloc $(, $arg)*);
+        #[cfg(feature = "compare")]
+        $f("jemalloc", &tikv_jemallocator::Jemalloc $(, $arg)*);
     }};
 }
 

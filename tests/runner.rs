@@ -14,7 +14,7 @@ fn quick_run_prints_the_table_and_writes_the_chart() {
     let _ = std::fs::remove_file(&svg);
     let start = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_bsdalloc"))
-        .args(["--quick", "--svg"])
+        .args(["--quick", "--no-build", "--svg"])
         .arg(&svg)
         .output()
         .expect("run the bsdalloc binary");

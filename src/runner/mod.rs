@@ -15,9 +15,14 @@
 //!
 //! ```text
 //! bsdalloc [--quick] [--scale F] [--only W[,W..]] [--threads N] [--reps N]
-//!          [--budget SECS] [--svg PATH] [--no-stats]
+//!          [--budget SECS] [--svg PATH] [--no-stats] [--bin-dir DIR] [--no-build]
 //! bsdalloc --vmem-scaling
 //! ```
+//!
+//! `cargo run` builds only the runner itself, so when it was started by
+//! `cargo run` the runner first runs `cargo build --bins` for its own
+//! profile and features ([`build_children`]): the children it measures are
+//! never stale, and a fresh checkout needs nothing but `cargo run --release`.
 
 pub mod report;
 
@@ -64,6 +69,9 @@ pub struct Options {
     pub stats: bool,
     /// Where the `wl-*` children are (`None`: next to this executable).
     pub bin_dir: Option<PathBuf>,
+    /// Bring the children up to date with `cargo build` first when this
+    /// binary was started by `cargo run` (see [`build_children`]).
+    pub build: bool,
 }
 
 impl Default for Options {
@@ -77,6 +85,7 @@ impl Default for Options {
             svg: None,
             stats: true,
             bin_dir: None,
+            build: true,
         }
     }
 }
@@ -95,6 +104,7 @@ options:
   --budget SECS    time budget for the passes (default 115)
   --svg PATH       where to write the chart (default: <target>/bsdalloc-report.svg)
   --bin-dir DIR    where the wl-* children are (default: next to this binary)
+  --no-build       under `cargo run`, do not bring the wl-* children up to date
   --no-stats       skip kmem's vmstat -z / -m statistics
 ";
 
@@ -171,6 +181,7 @@ pub fn parse_args(args: &[String]) -> Result<Mode, String> {
             }
             "--svg" => o.svg = Some(PathBuf::from(value("--svg")?)),
             "--bin-dir" => o.bin_dir = Some(PathBuf::from(value("--bin-dir")?)),
+            "--no-build" => o.build = false,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -460,6 +471,57 @@ pub fn default_svg_path(exe_dir: &Path) -> PathBuf {
     }
 }
 
+/// When this binary was started by `cargo run` (cargo's `CARGO` and
+/// `CARGO_MANIFEST_DIR` are in the environment) from a cargo target
+/// directory (`exe_dir` is `<target>/<profile>`, `<target>` holds cargo's
+/// `CACHEDIR.TAG`), builds every binary of the package for the same
+/// profile, target directory and features, so that the `wl-*` children
+/// exist and match the sources. A failed build is reported and the suite
+/// goes on with the children that exist.
+pub fn build_children(exe_dir: &Path) {
+    let (Some(cargo), Some(manifest_dir)) = (
+        std::env::var_os("CARGO"),
+        std::env::var_os("CARGO_MANIFEST_DIR"),
+    ) else {
+        return;
+    };
+    let Some(profile) = exe_dir.file_name().and_then(|n| n.to_str()) else {
+        return;
+    };
+    let Some(target_dir) = exe_dir.parent() else {
+        return;
+    };
+    if !target_dir.join("CACHEDIR.TAG").is_file() {
+        return;
+    }
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build")
+        .arg("--manifest-path")
+        .arg(Path::new(&manifest_dir).join("Cargo.toml"))
+        .args(["--package", env!("CARGO_PKG_NAME"), "--bins"])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .stdin(Stdio::null());
+    match profile {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    if cfg!(feature = "compare") {
+        cmd.args(["--features", "compare"]);
+    }
+    println!("bringing the wl-* children up to date (cargo build --bins, {profile} profile)");
+    match cmd.status() {
+        Ok(st) if st.success() => {}
+        Ok(st) => println!("  note: cargo build {st}; running the children that exist"),
+        Err(e) => println!("  note: cannot run cargo ({e}); running the children that exist"),
+    }
+}
+
 /// The whole main job for `o`; returns the process's exit status
 /// (0 when every run succeeded).
 pub fn run_suite(o: &Options) -> u8 {
@@ -473,6 +535,9 @@ pub fn run_suite(o: &Options) -> u8 {
             }
         },
     };
+    if o.build && o.bin_dir.is_none() {
+        build_children(&exe_dir);
+    }
     let (children, missing) = discover(&exe_dir);
     println!(
         "bsdalloc allocator suite: {} workload{}, scale {}, {} thread{}, children from {}",
@@ -578,6 +643,10 @@ mod tests {
         };
         assert_eq!((q.scale, q.reps), (QUICK_SCALE, Some(1)));
         assert_eq!(parse_args(&args("--vmem-scaling")), Ok(Mode::VmemScaling));
+        let Mode::Suite(n) = parse_args(&args("--no-build --no-stats")).unwrap() else {
+            panic!("not a suite")
+        };
+        assert!(!n.build && !n.stats);
         for bad in [
             "--only nope",
             "--only ,",

@@ -17,7 +17,7 @@ const MIN: usize = 16;
 const MAX: usize = 512;
 const BATCHES: [usize; 4] = [25, 100, 400, 1600];
 /// Loops over all batch sizes at scale 1 (2125 blocks each).
-const LOOPS: u64 = 19_000;
+const LOOPS: u64 = 23_000;
 
 fn simple_loop(seed: u64, stream: u64, loops: u64) -> u64 {
     let mut rng = Rng::new(seed, stream);

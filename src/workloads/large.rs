@@ -6,7 +6,7 @@
 //! block is written when it is allocated and verified before it is freed.
 //! The original draws 5..25 MiB; here sizes are 64 KiB..8 MiB (at most
 //! 64 MiB live), which crosses the usual mmap thresholds and exercises how
-//! an allocator caches, reuses and returns large spans. 6000 replacements
+//! an allocator caches, reuses and returns large spans. 7000 replacements
 //! at scale 1.
 
 use super::{Block, Params, Rng};
@@ -14,7 +14,7 @@ use super::{Block, Params, Rng};
 const LIVE: usize = 8;
 const MIN: usize = 64 << 10;
 const MAX: usize = 8 << 20;
-const REPLACEMENTS: u64 = 6_000;
+const REPLACEMENTS: u64 = 7_000;
 
 pub(super) fn run(p: &Params) -> u64 {
     let mut rng = Rng::new(p.seed, 0);

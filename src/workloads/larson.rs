@@ -9,7 +9,7 @@
 //! by a thread other than the one that allocated it, and thread creation
 //! and exit are part of the load. Here: one lineage per thread, 1000
 //! slots each, sizes uniform in 8..=1000 bytes, 10,000 replacements per
-//! round, and 2000 rounds at scale 1. (The original reports throughput
+//! round, and 3000 rounds at scale 1. (The original reports throughput
 //! over a fixed time; this one does a fixed amount of work and reports the
 //! time.)
 
@@ -21,7 +21,7 @@ const MIN: usize = 8;
 const MAX: usize = 1000;
 const REPLACEMENTS: usize = 10_000;
 /// Rounds per thread lineage at scale 1.
-const ROUNDS: u64 = 2_000;
+const ROUNDS: u64 = 3_000;
 
 pub(super) fn run(p: &Params) -> u64 {
     let rounds = p.scaled(ROUNDS);

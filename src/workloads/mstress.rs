@@ -11,7 +11,7 @@
 //! their thread and are freed by some later thread, or at the end. Sizes
 //! vary widely: mostly small (8..=128 B), some medium (..=4 KiB), a few
 //! large (..=64 KiB) and rarely huge (..=1 MiB). Here: 50 rounds, a
-//! private set of at most 500 objects, 1000 transfer slots, and 300,000
+//! private set of at most 500 objects, 1000 transfer slots, and 400,000
 //! steps per thread and round at scale 1 (below scale 1, fewer rounds).
 
 use super::{Block, Params, Rng};
@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use std::thread;
 
 const ROUNDS: u64 = 50;
-const STEPS: u64 = 300_000;
+const STEPS: u64 = 400_000;
 const LOCAL: usize = 500;
 const TRANSFER: usize = 1000;
 

@@ -19,7 +19,7 @@ const BATCH: usize = 64;
 const MIN: usize = 16;
 const MAX: usize = 512;
 /// Batches per producer at scale 1.
-const BATCHES: u64 = 110_000;
+const BATCHES: u64 = 125_000;
 /// Queue capacity, in batches.
 const QUEUE: usize = 16;
 

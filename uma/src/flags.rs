@@ -108,6 +108,13 @@ impl ZoneFlags {
     pub const UNMANAGED: ZoneFlags = ZoneFlags(1 << 3);
     /// Start with the largest bucket size (`UMA_ZONE_MAXBUCKET`).
     pub const MAXBUCKET: ZoneFlags = ZoneFlags(1 << 4);
+    /// A zone the page allocator itself depends on (`UMA_ZONE_VM`, e.g.
+    /// kmem's btag zone): UMA's own allocations on its behalf (buckets,
+    /// per-thread cache registration) are made with [`Flags::NOVM`], so they
+    /// never call a page source. That keeps the promise of a `NOVM` caller
+    /// (the kernel arena, holding its lock) that nothing below it
+    /// recurses into the arena.
+    pub const VM: ZoneFlags = ZoneFlags(1 << 5);
     /// Internal: a zone of UMA's own bootstrap (no buckets, inline headers,
     /// boot pages first).
     pub(crate) const INTERNAL: ZoneFlags = ZoneFlags(1 << 16);

@@ -230,6 +230,18 @@ impl Zone {
         self.size
     }
 
+    /// Flags for UMA's own allocations on this zone's behalf (buckets,
+    /// cache registration): never sleep, and for [`ZoneFlags::VM`] zones
+    /// never call a page source (FreeBSD passes `M_NOVM` for `UMA_ZONE_VM`).
+    #[inline]
+    pub(crate) fn internal_flags(&self) -> Flags {
+        if self.flags.contains(ZoneFlags::VM) {
+            Flags::NOWAIT.with(Flags::NOVM)
+        } else {
+            Flags::NOWAIT
+        }
+    }
+
     // ------------------------------------------------------------------
     // allocation
 
@@ -583,7 +595,7 @@ impl Zone {
         }
         let bs = self.fill_size();
         let nb = if bs > 0 {
-            self.uma().bucket_alloc(bs, Flags::NOWAIT)
+            self.uma().bucket_alloc(bs, self.internal_flags())
         } else {
             ptr::null_mut()
         };
@@ -651,7 +663,7 @@ impl Zone {
         if bs == 0 {
             return ptr::null_mut();
         }
-        let b = self.uma().bucket_alloc(bs, Flags::NOWAIT);
+        let b = self.uma().bucket_alloc(bs, self.internal_flags());
         if b.is_null() {
             return b;
         }

@@ -378,3 +378,53 @@ fn btag_recursion_stress_with_concurrent_drains() {
     assert!(free_items(z) >= 4);
     destroy(z);
 }
+
+/// A `VM` zone (kmem's btag zone) is used by a caller holding the page
+/// allocator's lock: everything UMA allocates on its behalf (per-thread
+/// cache registration, buckets) must be `NOVM` and never reach the
+/// instance's page source, or the caller would recurse into its own lock.
+#[test]
+fn vm_zone_internal_allocations_never_call_the_page_source() {
+    let inst: &'static TestSource = Box::leak(Box::new(TestSource::new()));
+    let items: &'static TestSource = Box::leak(Box::new(TestSource::new()));
+    let uma = uma::Uma::bootstrap(inst).expect("bootstrap");
+    let z = uma
+        .create_zone(
+            &ZoneArgs::new("vm-zone", 56)
+                .flags(ZoneFlags::VM)
+                .source(items),
+        )
+        .expect("zone");
+    z.reserve(8);
+    assert!(z.prealloc(200) >= 200);
+    let before = inst.allocs() + inst.fails();
+    // Many threads at once: each registers a cache and wants buckets, more
+    // than the internal zones' boot pages hold.
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(64));
+    let hs: Vec<_> = (0..64)
+        .map(|_| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                for _ in 0..30 {
+                    if let Some(p) = z.alloc(NOVM) {
+                        v.push(p.as_ptr() as usize);
+                    }
+                }
+                for &p in &v {
+                    unsafe { z.free(NonNull::new(p as *mut u8).unwrap()) };
+                }
+                barrier.wait();
+                v.len()
+            })
+        })
+        .collect();
+    let got: usize = hs.into_iter().map(|h| h.join().unwrap()).sum();
+    assert!(got > 0);
+    assert_eq!(
+        inst.allocs() + inst.fails(),
+        before,
+        "a VM zone's internal allocation called the page source"
+    );
+    z.check_invariants();
+}

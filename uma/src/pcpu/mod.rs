@@ -469,7 +469,7 @@ impl Cache {
 pub(crate) fn register(zone: &Zone, slot: *const AtomicPtr<Cache>) -> *mut Cache {
     crate::sync::init_barrier();
     let uma = zone.uma();
-    let Some(mem) = uma.caches_zone().internal_alloc(crate::Flags::NOWAIT) else {
+    let Some(mem) = uma.caches_zone().internal_alloc(zone.internal_flags()) else {
         return ptr::null_mut();
     };
     let c: *mut Cache = mem.as_ptr().cast();

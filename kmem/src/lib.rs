@@ -1,2 +1,128 @@
-//! kmem: the kernel arena, malloc(9) and the Rust global allocator. Not built yet.
+//! # kmem: the kernel arena, malloc(9) and a Rust global allocator
+//!
+//! The top of the stack: a [`vmem`] arena of address space from the OS (the
+//! **kernel arena**), [`uma`] zones whose slabs come from it, FreeBSD's
+//! `malloc(9)` over size-class zones, and [`Kmem`], a `GlobalAlloc`:
+//!
+//! ```
+//! #[global_allocator]
+//! static A: kmem::Kmem = kmem::Kmem;
+//! # fn main() {}
+//! ```
+//!
+//! ## The recursion, and how it is broken
+//!
+//! Boundary tags of the kernel arena are items of a UMA zone (the **btag
+//! zone**). A new btag slab needs pages; pages come from the kernel arena;
+//! a kernel-arena allocation needs boundary tags. As in FreeBSD (on
+//! platforms without a direct map), the cycle is broken by a reserve:
+//!
+//! 1. vmem secures `BT_MAXALLOC` tags before every mutation and does at
+//!    most one import per allocation ([`vmem`]'s contract).
+//! 2. The btag zone holds a keg reserve of `2 * BT_MAXALLOC * ncpu` tags
+//!    ([`uma::Zone::reserve`]): ordinary tag allocations never take them.
+//! 3. The btag zone's page source (`vmem_bt_alloc`) takes its pages from
+//!    the kernel arena with `USE_RESERVE | NOVM | NOWAIT | BESTFIT`, so the
+//!    tags that allocation needs come from the reserve, and the new slab
+//!    refills it. Its matching free gives the pages back to the arena.
+//! 4. `keg_drain` keeps free items >= the reserve, so a drain of the btag
+//!    zone racing such allocations never leaves the arena without tags
+//!    (FreeBSD D26772; the bug of seed 002).
+//!
+//! ## Start-up sequence
+//!
+//! Built on first use, by one thread, with no global allocator:
+//!
+//! 1. **Boot chunk**: one 2 MiB-aligned chunk is mapped and registered in
+//!    the page metadata. Until the kernel arena exists, every page source
+//!    bump-allocates from it ("boot pages", never freed, like FreeBSD's).
+//! 2. **UMA** is bootstrapped over the kernel page source (its first chunk,
+//!    its internal zones and their first slabs are boot pages).
+//! 3. The **btag zone** is created; its first slab is boot pages.
+//! 4. The **kernel arena** is created with the btag zone as tag source and
+//!    the OS as import source (4 MiB imports of 2 MiB-aligned chunks).
+//! 5. **The switch**: the rest of the boot chunk becomes the arena's first
+//!    (static) span; from now on every page source allocates from the arena.
+//! 6. The btag **reserve** is set and preallocated from the arena.
+//! 7. The **malloc zones** (41 size classes) are created, each with a page
+//!    source that labels its slabs with the class in the page metadata.
+//!
+//! ## Memory
+//!
+//! - The kernel arena imports 2 MiB-aligned chunks with `mmap` and unmaps
+//!   spans that become wholly free. Every page returned to the arena
+//!   (freed slabs, large blocks) is unbacked with `madvise(MADV_DONTNEED)`
+//!   first, so RSS falls, and so every free page of the arena reads as
+//!   zero: `alloc_zeroed` of large blocks does not write them.
+//! - Page metadata ([`pagemeta`](crate) module): one word per page, found in
+//!   O(1) through a two-level radix table, says whether a page is a slab
+//!   of size class `c`, the head of a large block of `n` pages (the size
+//!   cookie), or internal. `free(ptr)` without a size uses it; a pointer
+//!   that is not an allocation start is reported, never trusted.
+//! - Size classes: see [`CLASS_SIZES`] (at most 25% waste above 128 B).
+//!
+//! ## Bad input
+//!
+//! [`free`]/[`realloc`]/[`malloc_usable_size`] validate the pointer against
+//! the page metadata (foreign, interior, internal pointers). `Kmem`'s
+//! `dealloc` trusts the layout for small blocks (the fast path) and checks
+//! large ones against their cookie; the `invariants` feature adds UMA's
+//! INVARIANTS checks (double free, modified after free) and a layout check
+//! on every dealloc. Reports go to [`set_report_hook`] or abort.
 #![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod classes;
+mod global;
+mod kernel;
+mod kmem;
+mod malloc;
+mod os;
+mod pagemeta;
+mod report;
+mod stats;
+
+pub use classes::{class_align, class_of, CLASS_NAMES, CLASS_SIZES, MAX_CLASS_SIZE, NCLASSES};
+pub use global::{owns, usable_size, Kmem, ZoneAllocator};
+pub use kernel::IMPORT_QUANTUM;
+pub use kmem::{kmem_free, kmem_malloc, kva_alloc, kva_free};
+pub use malloc::{
+    for_each_malloc_type, free, malloc, malloc_aligned, malloc_usable_size, realloc, reallocf,
+    write_vmstat_m, zfree, MallocType, MallocTypeStats,
+};
+pub use os::{os_stats, OsStats, CHUNK_SIZE, PAGE_SIZE};
+pub use report::{set_report_hook, Report, ReportKind};
+pub use stats::{stats, write_arena_stats, write_os_stats, write_stats, write_vmstat_z, Stats};
+/// Allocation flags (FreeBSD `M_WAITOK`, `M_NOWAIT`, `M_ZERO`,
+/// `M_USE_RESERVE`, `M_NOVM`): UMA's.
+pub use uma::Flags;
+
+/// The UMA instance kmem runs (create your own zones on it: their slabs
+/// come from the kernel arena). `None` if the allocator could not start.
+pub fn uma() -> Option<&'static uma::Uma> {
+    kernel::kernel().map(|k| k.uma)
+}
+
+/// The kernel arena. `None` if the allocator could not start.
+pub fn kernel_arena() -> Option<&'static vmem::Arena<'static>> {
+    kernel::kernel().map(|k| k.arena)
+}
+
+/// The btag zone (the kernel arena's boundary tags).
+pub fn btag_zone() -> Option<&'static uma::Zone> {
+    kernel::kernel().map(|k| k.btag)
+}
+
+/// The zone of size class `class` (see [`CLASS_SIZES`]).
+pub fn class_zone(class: usize) -> Option<&'static uma::Zone> {
+    kernel::kernel().and_then(|k| k.classes.get(class).copied())
+}
+
+/// Gives memory back (FreeBSD `uma_reclaim`): `Trim` trims caches to their
+/// working set, `Drain` empties bucket caches and frees free slabs beyond
+/// reserves, `DrainCpu` also empties every thread's cache.
+pub fn reclaim(how: uma::Reclaim) {
+    if let Some(k) = kernel::kernel() {
+        k.uma.reclaim(how);
+    }
+}

@@ -1,0 +1,231 @@
+//! malloc size classes.
+//!
+//! FreeBSD's `kmemzones` are powers of two (plus a few), wasting up to
+//! half of a request. kmem uses jemalloc-style spacing instead: 8 and then
+//! steps of 16 bytes up to 128, then four classes per doubling, so a request
+//! above 128 bytes wastes at most 25% (worst case: 129 bytes in the 160-byte
+//! class, 24%).
+//!
+//! | range | step | classes |
+//! |---|---|---|
+//! | 8 | - | 8 |
+//! | 16 ..= 128 | 16 | 16 32 48 64 80 96 112 128 |
+//! | 129 ..= 256 | 32 | 160 192 224 256 |
+//! | 257 ..= 512 | 64 | 320 384 448 512 |
+//! | 513 ..= 1 KiB | 128 | 640 768 896 1024 |
+//! | 1 KiB ..= 2 KiB | 256 | 1280 1536 1792 2048 |
+//! | 2 KiB ..= 4 KiB | 512 | 2560 3072 3584 4096 |
+//! | 4 KiB ..= 8 KiB | 1 KiB | 5120 6144 7168 8192 |
+//! | 8 KiB ..= 16 KiB | 2 KiB | 10240 12288 14336 16384 |
+//! | 16 KiB ..= 32 KiB | 4 KiB | 20480 24576 28672 32768 |
+//!
+//! Items of a class sit at multiples of the class size from a slab start
+//! aligned to at least the class size, so each class is aligned to the
+//! largest power of two dividing its size (natural alignment for
+//! power-of-two classes: 4096-byte items are page aligned). A request with
+//! a larger alignment takes the first class whose alignment suffices.
+//! Requests above 32 KiB, or aligned beyond any class that fits, are
+//! large allocations: whole pages from the kernel arena.
+
+/// Number of size classes.
+pub const NCLASSES: usize = 41;
+/// The largest class size; larger requests are large allocations.
+pub const MAX_CLASS_SIZE: usize = 32768;
+/// Sizes up to this go through the lookup table.
+const LUT_MAX: usize = 1024;
+
+/// Class sizes, ascending.
+pub const CLASS_SIZES: [usize; NCLASSES] = {
+    let mut t = [0usize; NCLASSES];
+    t[0] = 8;
+    let mut i = 1;
+    while i <= 8 {
+        t[i] = 16 * i;
+        i += 1;
+    }
+    let mut lg = 7;
+    while i < NCLASSES {
+        let base = 1usize << lg;
+        let step = base / 4;
+        let mut k = 1;
+        while k <= 4 {
+            t[i] = base + k * step;
+            i += 1;
+            k += 1;
+        }
+        lg += 1;
+    }
+    t
+};
+
+/// Zone names, one per class (shown by `vmstat -z`).
+pub const CLASS_NAMES: [&str; NCLASSES] = [
+    "malloc-8",
+    "malloc-16",
+    "malloc-32",
+    "malloc-48",
+    "malloc-64",
+    "malloc-80",
+    "malloc-96",
+    "malloc-112",
+    "malloc-128",
+    "malloc-160",
+    "malloc-192",
+    "malloc-224",
+    "malloc-256",
+    "malloc-320",
+    "malloc-384",
+    "malloc-448",
+    "malloc-512",
+    "malloc-640",
+    "malloc-768",
+    "malloc-896",
+    "malloc-1024",
+    "malloc-1280",
+    "malloc-1536",
+    "malloc-1792",
+    "malloc-2048",
+    "malloc-2560",
+    "malloc-3072",
+    "malloc-3584",
+    "malloc-4096",
+    "malloc-5120",
+    "malloc-6144",
+    "malloc-7168",
+    "malloc-8192",
+    "malloc-10240",
+    "malloc-12288",
+    "malloc-14336",
+    "malloc-16384",
+    "malloc-20480",
+    "malloc-24576",
+    "malloc-28672",
+    "malloc-32768",
+];
+
+/// `LUT[(size + 7) >> 3]` is the class of `size` for `size <= 1024`.
+static LUT: [u8; LUT_MAX / 8 + 1] = {
+    let mut t = [0u8; LUT_MAX / 8 + 1];
+    let mut i = 0;
+    while i < t.len() {
+        let size = i * 8;
+        let mut c = 0;
+        while CLASS_SIZES[c] < size {
+            c += 1;
+        }
+        t[i] = c as u8;
+        i += 1;
+    }
+    t
+};
+
+/// The alignment every item of `class` has.
+#[inline]
+pub const fn class_align(class: usize) -> usize {
+    let s = CLASS_SIZES[class];
+    let a = s & s.wrapping_neg();
+    if a > 4096 {
+        4096
+    } else {
+        a
+    }
+}
+
+/// The class of a request of `size` bytes with alignment at most 16 (every
+/// class but the 8-byte one is 16-aligned), or `None` if it is large.
+#[inline(always)]
+pub fn class_of_small(size: usize, align: usize) -> Option<usize> {
+    let s = if size > align { size } else { align };
+    if s <= LUT_MAX {
+        Some(LUT[(s + 7) >> 3] as usize)
+    } else {
+        class_of_size(s)
+    }
+}
+
+/// The class of `size` bytes (any alignment up to 8), or `None` if large.
+#[inline]
+pub fn class_of_size(size: usize) -> Option<usize> {
+    if size <= LUT_MAX {
+        return Some(LUT[(size + 7) >> 3] as usize);
+    }
+    if size > MAX_CLASS_SIZE {
+        return None;
+    }
+    let lg = (usize::BITS - 1 - (size - 1).leading_zeros()) as usize;
+    let base = 1usize << lg;
+    let step = base >> 2;
+    Some(9 + (lg - 7) * 4 + (size - 1 - base) / step)
+}
+
+/// The class of a request of `size` bytes aligned to `align` (a power of
+/// two), or `None` if it must be a large allocation.
+#[inline]
+pub fn class_of(size: usize, align: usize) -> Option<usize> {
+    if align <= 16 {
+        return class_of_small(size, align);
+    }
+    if align > 4096 {
+        return None;
+    }
+    let mut c = class_of_size(size.max(align))?;
+    while class_align(c) < align {
+        c += 1;
+        if c == NCLASSES {
+            return None;
+        }
+    }
+    Some(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_the_documented_one() {
+        assert_eq!(
+            &CLASS_SIZES[..10],
+            &[8, 16, 32, 48, 64, 80, 96, 112, 128, 160]
+        );
+        assert_eq!(CLASS_SIZES[NCLASSES - 1], MAX_CLASS_SIZE);
+        for (i, name) in CLASS_NAMES.iter().enumerate() {
+            assert_eq!(*name, format!("malloc-{}", CLASS_SIZES[i]));
+        }
+        for w in CLASS_SIZES.windows(2) {
+            assert!(w[0] < w[1]);
+        }
+    }
+
+    #[test]
+    fn every_size_gets_the_smallest_fitting_class_and_waste_is_bounded() {
+        for size in 1..=MAX_CLASS_SIZE {
+            let c = class_of_size(size).unwrap();
+            assert!(CLASS_SIZES[c] >= size, "{size}");
+            assert!(c == 0 || CLASS_SIZES[c - 1] < size, "{size}");
+            if size > 128 {
+                let waste = (CLASS_SIZES[c] - size) as f64 / size as f64;
+                assert!(waste <= 0.25, "{size}: {waste}");
+            }
+        }
+        assert_eq!(class_of_size(MAX_CLASS_SIZE + 1), None);
+    }
+
+    #[test]
+    fn alignment_is_honoured() {
+        for align in [1usize, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096] {
+            for size in (1..=MAX_CLASS_SIZE).step_by(7) {
+                if let Some(c) = class_of(size, align) {
+                    assert!(CLASS_SIZES[c] >= size);
+                    assert!(class_align(c) >= align, "{size} {align} -> {c}");
+                    assert_eq!(CLASS_SIZES[c] % class_align(c), 0);
+                } else {
+                    panic!("no class for {size} bytes aligned to {align}");
+                }
+            }
+        }
+        assert_eq!(class_of(8, 16), Some(1));
+        assert_eq!(class_of(100, 8192), None);
+        assert_eq!(class_of(4096, 4096), Some(28));
+    }
+}

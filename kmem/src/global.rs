@@ -1,0 +1,269 @@
+//! [`Kmem`]: kmem as Rust's global allocator, and `allocator_api2`.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::{self, NonNull};
+use core::sync::atomic::Ordering;
+
+use crate::classes::{class_of, class_of_small, CLASS_SIZES};
+use crate::kernel::{kernel, CLASS_ZONES};
+use crate::malloc::{alloc_untyped, free_owned, large_alloc, owner_of, Owner};
+use crate::os::{round_page, PAGE_SIZE};
+use crate::pagemeta;
+use crate::report::{report, Report, ReportKind};
+use crate::Flags;
+
+/// kmem as a global allocator:
+///
+/// ```
+/// #[global_allocator]
+/// static A: kmem::Kmem = kmem::Kmem;
+/// # fn main() { let v = vec![1u8; 100]; assert_eq!(v.len(), 100); }
+/// ```
+///
+/// Small requests (up to 32 KiB, alignment up to 4 KiB) are items of the
+/// size-class zones: a hit in the thread's cache takes no lock and no
+/// atomic read-modify-write. Larger or more aligned requests are whole
+/// pages of the kernel arena (any power-of-two alignment; 2 MiB and more
+/// is fine). `dealloc` finds the zone from the layout, so it needs no
+/// lookup; large blocks are checked against their page-metadata cookie.
+///
+/// Never panics: out of memory returns null (Rust then reports it);
+/// corruption it detects is reported and aborts. Allocations never sleep
+/// (`NOWAIT`). Safe across thread exit and `fork` (see the crate doc).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Kmem;
+
+#[inline(always)]
+fn small_zone(size: usize, align: usize) -> Option<&'static uma::Zone> {
+    let c = class_of_small(size, align)?;
+    // SAFETY: c < NCLASSES by class_of_small.
+    let z = unsafe { CLASS_ZONES.get_unchecked(c) }.load(Ordering::Acquire);
+    // SAFETY: set once to a zone that lives for the process.
+    (!z.is_null()).then(|| unsafe { &*z })
+}
+
+// SAFETY: every block is `layout.size()` usable bytes aligned to
+// `layout.align()` (class_of / xalloc alignment), disjoint from every
+// other live block; dealloc takes back exactly what alloc gave.
+unsafe impl GlobalAlloc for Kmem {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if layout.align() <= 16 {
+            if let Some(z) = small_zone(layout.size(), layout.align()) {
+                return z
+                    .alloc(Flags::NOWAIT)
+                    .map_or(ptr::null_mut(), NonNull::as_ptr);
+            }
+        }
+        alloc_slow(layout, Flags::NOWAIT)
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if layout.align() <= 16 {
+            if let Some(z) = small_zone(layout.size(), layout.align()) {
+                #[cfg(feature = "invariants")]
+                check_class(ptr, layout);
+                // SAFETY: GlobalAlloc's contract: `ptr` came from `alloc`
+                // with this layout, i.e. from this zone.
+                return unsafe { z.free(NonNull::new_unchecked(ptr)) };
+            }
+        }
+        // SAFETY: as above.
+        unsafe { dealloc_slow(ptr, layout) }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if layout.align() <= 16 {
+            if let Some(z) = small_zone(layout.size(), layout.align()) {
+                return z
+                    .alloc(Flags::NOWAIT.with(Flags::ZERO))
+                    .map_or(ptr::null_mut(), NonNull::as_ptr);
+            }
+        }
+        // Large blocks are fresh or unbacked pages: already zero.
+        alloc_slow(layout, Flags::NOWAIT.with(Flags::ZERO))
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let align = layout.align();
+        let old = class_of(layout.size(), align);
+        let new = class_of(new_size, align);
+        match (old, new) {
+            (Some(a), Some(b)) if a == b => return ptr,
+            (None, None) if round_page(layout.size().max(1)) == round_page(new_size.max(1)) => {
+                return ptr
+            }
+            _ => {}
+        }
+        // SAFETY: GlobalAlloc's contract for realloc: new_size rounded to
+        // align does not overflow.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, align) };
+        // SAFETY: a valid layout of non-zero size.
+        let p = unsafe { self.alloc(new_layout) };
+        if !p.is_null() {
+            // SAFETY: both blocks live, distinct; copy the smaller size.
+            unsafe {
+                ptr::copy_nonoverlapping(ptr, p, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+        }
+        p
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn alloc_slow(layout: Layout, flags: Flags) -> *mut u8 {
+    let r = match class_of(layout.size(), layout.align()) {
+        Some(_) => alloc_untyped(layout.size(), layout.align(), flags),
+        None => kernel().and_then(|k| large_alloc(k, layout.size(), layout.align())),
+    };
+    r.map_or(ptr::null_mut(), NonNull::as_ptr)
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn dealloc_slow(ptr: *mut u8, layout: Layout) {
+    let Some(k) = kernel() else { return };
+    let expect = match class_of(layout.size(), layout.align()) {
+        Some(c) => Owner::Class(c),
+        None => match round_page(layout.size().max(1)) {
+            Some(b) => Owner::Large(b / PAGE_SIZE),
+            None => return,
+        },
+    };
+    if let Owner::Large(_) = expect {
+        // Large frees are rare and costly anyway: check the cookie.
+        let Some(found) = owner_of(k, ptr as usize, "dealloc") else {
+            return;
+        };
+        if found != expect {
+            report(Report {
+                kind: ReportKind::WrongSize,
+                op: "dealloc",
+                ptr: ptr as usize,
+                zone: "large",
+                size: layout.size(),
+                actual: found.size(),
+            });
+            return;
+        }
+    }
+    #[cfg(feature = "invariants")]
+    check_class(ptr, layout);
+    // SAFETY: GlobalAlloc's contract, and the cookie check above.
+    unsafe { free_owned(k, NonNull::new_unchecked(ptr), expect) }
+}
+
+/// With `invariants`: the page metadata must agree with the layout.
+#[cfg(feature = "invariants")]
+fn check_class(ptr: *mut u8, layout: Layout) {
+    let Some(k) = kernel() else { return };
+    let Some(found) = owner_of(k, ptr as usize, "dealloc") else {
+        return;
+    };
+    if Some(found) != class_of(layout.size(), layout.align()).map(Owner::Class) {
+        report(Report {
+            kind: ReportKind::WrongSize,
+            op: "dealloc",
+            ptr: ptr as usize,
+            zone: "",
+            size: layout.size(),
+            actual: found.size(),
+        });
+    }
+}
+
+/// The usable size of a block from [`Kmem`] with this layout.
+pub fn usable_size(layout: Layout) -> usize {
+    match class_of(layout.size(), layout.align()) {
+        Some(c) => CLASS_SIZES[c],
+        None => round_page(layout.size().max(1)).unwrap_or(0),
+    }
+}
+
+/// Whether `ptr` lies in memory kmem manages (a cheap page-metadata probe).
+pub fn owns(ptr: *const u8) -> bool {
+    pagemeta::is_ours(ptr as usize)
+}
+
+// ---------------------------------------------------------------- allocator_api2
+
+use allocator_api2::alloc::{AllocError, Allocator};
+
+// SAFETY: blocks stay valid until deallocated, are `layout.size()` bytes
+// aligned to `layout.align()`; `Kmem` is a stateless handle, so copies and
+// references allocate from the same allocator.
+unsafe impl Allocator for Kmem {
+    #[inline]
+    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        if layout.size() == 0 {
+            // A dangling, aligned pointer: zero-sized blocks need no memory.
+            let p = ptr::without_provenance_mut::<u8>(layout.align());
+            // SAFETY: align is non-zero.
+            let p = unsafe { NonNull::new_unchecked(p) };
+            return Ok(NonNull::slice_from_raw_parts(p, 0));
+        }
+        // SAFETY: non-zero size.
+        let p = unsafe { GlobalAlloc::alloc(self, layout) };
+        NonNull::new(p)
+            .map(|p| NonNull::slice_from_raw_parts(p, layout.size()))
+            .ok_or(AllocError)
+    }
+
+    #[inline]
+    fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        if layout.size() == 0 {
+            return self.allocate(layout);
+        }
+        // SAFETY: non-zero size.
+        let p = unsafe { GlobalAlloc::alloc_zeroed(self, layout) };
+        NonNull::new(p)
+            .map(|p| NonNull::slice_from_raw_parts(p, layout.size()))
+            .ok_or(AllocError)
+    }
+
+    #[inline]
+    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        if layout.size() != 0 {
+            // SAFETY: Allocator's contract: allocated here with `layout`.
+            unsafe { GlobalAlloc::dealloc(self, ptr.as_ptr(), layout) }
+        }
+    }
+}
+
+/// A typed UMA zone as an `allocator_api2` allocator: serves layouts that
+/// fit one item (size at most the item size, alignment at most the zone's
+/// item alignment), fails the rest with `AllocError`. Useful for
+/// `allocator_api2::boxed::Box<T, ZoneAllocator>` of one `T` per item.
+#[derive(Clone, Copy, Debug)]
+pub struct ZoneAllocator {
+    zone: &'static uma::Zone,
+    align: usize,
+}
+
+impl ZoneAllocator {
+    /// An allocator over `zone`, whose items are aligned to `align`.
+    pub fn new(zone: &'static uma::Zone, align: usize) -> Self {
+        ZoneAllocator { zone, align }
+    }
+}
+
+// SAFETY: items are `zone.size()` bytes aligned to `align` (the zone's own
+// alignment, given at creation) and valid until freed to the same zone.
+unsafe impl Allocator for ZoneAllocator {
+    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        if layout.size() > self.zone.size() || layout.align() > self.align {
+            return Err(AllocError);
+        }
+        let p = self.zone.alloc(Flags::NOWAIT).ok_or(AllocError)?;
+        Ok(NonNull::slice_from_raw_parts(p, self.zone.size()))
+    }
+
+    unsafe fn deallocate(&self, ptr: NonNull<u8>, _layout: Layout) {
+        // SAFETY: Allocator's contract: it came from `allocate`, i.e. the zone.
+        unsafe { self.zone.free(ptr) }
+    }
+}

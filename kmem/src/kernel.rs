@@ -1,0 +1,494 @@
+//! The kernel arena, the btag zone and the bootstrap (see the crate doc for
+//! the start-up sequence).
+
+use core::cell::UnsafeCell;
+use core::mem::MaybeUninit;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use uma::{SlabSource, Uma, Zone, ZoneArgs};
+use vmem::{Arena, Constraints, TagSource};
+
+use crate::classes::{class_align, CLASS_NAMES, CLASS_SIZES, NCLASSES};
+use crate::os::{self, round_page, CHUNK_SIZE, PAGE_SIZE};
+use crate::pagemeta::{self, WORD_INTERNAL};
+use crate::Flags;
+
+/// The kernel arena imports address space from the OS this much at a time.
+pub const IMPORT_QUANTUM: usize = 2 * CHUNK_SIZE;
+
+/// Everything the allocator is made of, built once by [`kernel`].
+pub(crate) struct Kernel {
+    /// The kernel arena: all of kmem's address space.
+    pub(crate) arena: &'static Arena<'static>,
+    /// The UMA instance whose internal zones live in the kernel arena.
+    pub(crate) uma: &'static Uma,
+    /// The boundary-tag zone the kernel arena takes its tags from.
+    pub(crate) btag: &'static Zone,
+    /// The btag zone's reserve (items).
+    pub(crate) btag_reserve: usize,
+    /// One zone per malloc size class.
+    pub(crate) classes: [&'static Zone; NCLASSES],
+    /// Slab size and items per slab of each class (pointer validation).
+    pub(crate) slab_size: [usize; NCLASSES],
+    pub(crate) ipers: [usize; NCLASSES],
+}
+
+struct StaticCell<T>(UnsafeCell<MaybeUninit<T>>);
+// SAFETY: written once by the initializing thread before it publishes the
+// READY state (Release); read only after observing it (Acquire).
+unsafe impl<T: Sync> Sync for StaticCell<T> {}
+
+static KERNEL: StaticCell<Kernel> = StaticCell(UnsafeCell::new(MaybeUninit::uninit()));
+static ARENA: StaticCell<Arena<'static>> = StaticCell(UnsafeCell::new(MaybeUninit::uninit()));
+
+/// The kernel arena once built (null during the first boot steps): the
+/// page sources switch from the boot chunk to it when it is set.
+static ARENA_PTR: AtomicPtr<Arena<'static>> = AtomicPtr::new(ptr::null_mut());
+/// The btag zone once created.
+static BTAG_ZONE: AtomicPtr<Zone> = AtomicPtr::new(ptr::null_mut());
+/// The class zones, for the allocation fast path (null until ready).
+pub(crate) static CLASS_ZONES: [AtomicPtr<Zone>; NCLASSES] =
+    [const { AtomicPtr::new(ptr::null_mut()) }; NCLASSES];
+
+const UNINIT: u8 = 0;
+const BUSY: u8 = 1;
+const READY: u8 = 2;
+const FAILED: u8 = 3;
+static STATE: AtomicU8 = AtomicU8::new(UNINIT);
+
+std::thread_local! {
+    static INITIALIZING: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
+/// The allocator, built on first use. `None` if the OS refused the first
+/// chunk, or when called recursively while this thread builds it.
+#[inline]
+pub(crate) fn kernel() -> Option<&'static Kernel> {
+    if STATE.load(Ordering::Acquire) == READY {
+        // SAFETY: READY is published after KERNEL was written.
+        return Some(unsafe { (*KERNEL.0.get()).assume_init_ref() });
+    }
+    kernel_slow()
+}
+
+#[cold]
+#[inline(never)]
+fn kernel_slow() -> Option<&'static Kernel> {
+    loop {
+        match STATE.compare_exchange(UNINIT, BUSY, Ordering::Acquire, Ordering::Acquire) {
+            Ok(_) => {
+                INITIALIZING.with(|i| i.set(true));
+                let ok = build();
+                INITIALIZING.with(|i| i.set(false));
+                STATE.store(if ok { READY } else { FAILED }, Ordering::Release);
+            }
+            Err(READY) => {
+                // SAFETY: as in `kernel`.
+                return Some(unsafe { (*KERNEL.0.get()).assume_init_ref() });
+            }
+            Err(FAILED) => return None,
+            Err(_) => {
+                if INITIALIZING.with(|i| i.get()) {
+                    return None; // recursion from inside the bootstrap
+                }
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+fn ncpu() -> usize {
+    // SAFETY: sysconf has no preconditions. (std's available_parallelism
+    // may read cgroup files through the global allocator.)
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if n < 1 {
+        1
+    } else {
+        n as usize
+    }
+}
+
+// ---------------------------------------------------------------- boot chunk
+
+/// The first chunk: boot pages are bump-allocated from its start until the
+/// kernel arena exists; then the rest of it becomes the arena's first span.
+struct Boot {
+    base: usize,
+    next: usize,
+    end: usize,
+    /// Boot pages UMA gave back (they stay here: FreeBSD's boot pages are
+    /// never freed either).
+    returned: usize,
+}
+
+static BOOT: Mutex<Boot> = Mutex::new(Boot {
+    base: 0,
+    next: 0,
+    end: 0,
+    returned: 0,
+});
+
+fn boot_alloc(size: usize, align: usize) -> Option<NonNull<u8>> {
+    let mut b = BOOT.lock().unwrap_or_else(|e| e.into_inner());
+    let size = round_page(size)?;
+    let align = align.max(PAGE_SIZE);
+    let start = b.next.checked_add(align - 1)? & !(align - 1);
+    let end = start.checked_add(size)?;
+    if b.base == 0 || end > b.end {
+        return None;
+    }
+    b.next = end;
+    pagemeta::set(start, size / PAGE_SIZE, WORD_INTERNAL);
+    NonNull::new(start as *mut u8)
+}
+
+/// Whether `addr` is a boot page (below the split, in the boot chunk).
+fn in_boot(addr: usize) -> bool {
+    let base = BOOT_BASE.load(Ordering::Acquire);
+    base != 0 && addr >= base && addr < BOOT_SPLIT.load(Ordering::Acquire)
+}
+
+fn boot_free(size: usize) {
+    BOOT.lock().unwrap_or_else(|e| e.into_inner()).returned += size;
+}
+
+/// Boot pages in use and given back (bytes).
+pub(crate) fn boot_usage() -> (usize, usize) {
+    let b = BOOT.lock().unwrap_or_else(|e| e.into_inner());
+    (b.next.saturating_sub(b.base), b.returned)
+}
+
+// ---------------------------------------------------------------- page sources
+
+fn arena() -> Option<&'static Arena<'static>> {
+    let a = ARENA_PTR.load(Ordering::Acquire);
+    // SAFETY: set once to the initialized ARENA cell, never cleared.
+    (!a.is_null()).then(|| unsafe { &*a })
+}
+
+/// uma flags -> vmem flags for a page allocation.
+fn vflags(flags: Flags) -> vmem::Flags {
+    if flags.contains(Flags::WAITOK) {
+        vmem::Flags::WAITOK
+    } else {
+        vmem::Flags::NOWAIT
+    }
+}
+
+/// Allocates pages from the kernel arena and labels them (`kmem_back`).
+/// Pages come out of the arena zero-filled: every path that returns pages
+/// to it unbacks them first, and spans are fresh mappings.
+pub(crate) fn arena_pages(
+    arena: &Arena<'static>,
+    size: usize,
+    align: usize,
+    vf: vmem::Flags,
+    word: usize,
+) -> Option<usize> {
+    let c = if align > PAGE_SIZE {
+        Constraints::new().align(align)
+    } else {
+        Constraints::NONE
+    };
+    let addr = arena.xalloc(size, &c, vf).ok()?;
+    pagemeta::set(addr, size / PAGE_SIZE, word);
+    Some(addr)
+}
+
+/// Unlabels, unbacks and frees pages to the kernel arena.
+///
+/// # Safety
+///
+/// `[addr, addr + size)` came from [`arena_pages`] and nothing uses it.
+pub(crate) unsafe fn arena_free(arena: &Arena<'static>, addr: usize, size: usize) {
+    pagemeta::set(addr, size / PAGE_SIZE, 0);
+    // SAFETY: the caller's promise.
+    unsafe { os::unback(addr, size) };
+    if let Err(e) = arena.xfree(addr, size) {
+        crate::report::fatal(format_args!(
+            "kmem: freeing {size} bytes at {addr:#x} to the kernel arena: {e}"
+        ));
+    }
+}
+
+/// The page source of UMA's internal zones and of the malloc class zones:
+/// boot pages before the kernel arena exists, then the arena. Each slab is
+/// labelled in the page metadata with `word`.
+pub(crate) struct KernelPages {
+    word: usize,
+    name: &'static str,
+}
+
+/// UMA's internal zones ("UMA Zones", "UMA Kegs", buckets, ...).
+pub(crate) static INTERNAL_PAGES: KernelPages = KernelPages {
+    word: WORD_INTERNAL,
+    name: "kernel-internal",
+};
+
+/// One source per size class, so slabs are labelled with their class.
+pub(crate) static CLASS_PAGES: [KernelPages; NCLASSES] = {
+    let mut t = [const {
+        KernelPages {
+            word: 0,
+            name: "kernel-malloc",
+        }
+    }; NCLASSES];
+    let mut c = 0;
+    while c < NCLASSES {
+        t[c].word = pagemeta::slab_word(c);
+        c += 1;
+    }
+    t
+};
+
+// SAFETY: boot pages and arena pages are disjoint, page aligned, aligned to
+// `align` (bump alignment / xalloc constraint), zero-filled (fresh mappings
+// or unbacked on free); it sleeps only for WAITOK (vmem's WAITOK); it
+// calls no UMA function with a UMA lock held (it holds none: the arena's
+// tag source may recurse into the btag zone, which UMA allows).
+unsafe impl SlabSource for KernelPages {
+    fn alloc(&self, size: usize, align: usize, flags: Flags) -> Option<NonNull<u8>> {
+        let size = round_page(size)?;
+        match arena() {
+            None => boot_alloc(size, align),
+            Some(a) => {
+                let addr = arena_pages(a, size, align, vflags(flags), self.word)?;
+                NonNull::new(addr as *mut u8)
+            }
+        }
+    }
+
+    unsafe fn free(&self, ptr: NonNull<u8>, size: usize, _align: usize) {
+        let Some(size) = round_page(size) else { return };
+        let addr = ptr.as_ptr() as usize;
+        if in_boot(addr) {
+            boot_free(size);
+            return;
+        }
+        match arena() {
+            // SAFETY: UMA gives back exactly a slab we allocated.
+            Some(a) => unsafe { arena_free(a, addr, size) },
+            None => boot_free(size),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+/// The boot chunk's base, and where the boot bump stopped when the rest of
+/// the chunk went to the arena (addresses at or above it are arena memory).
+static BOOT_BASE: AtomicUsize = AtomicUsize::new(0);
+static BOOT_SPLIT: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// The btag zone's page source (FreeBSD `vmem_bt_alloc`): KVA from the
+/// kernel arena with `USE_RESERVE | NOVM | NOWAIT | BESTFIT`, so the tags
+/// that allocation needs come from the btag zone's reserve, and the new
+/// slab refills it.
+pub(crate) struct BtPages;
+pub(crate) static BT_PAGES: BtPages = BtPages;
+
+// SAFETY: as for KernelPages; `alloc` never sleeps except a 1 ms pause for
+// WAITOK callers after a lost race (FreeBSD's `pause("btalloc", 1)`).
+unsafe impl SlabSource for BtPages {
+    fn alloc(&self, size: usize, align: usize, flags: Flags) -> Option<NonNull<u8>> {
+        let size = round_page(size)?;
+        let Some(a) = arena() else {
+            return boot_alloc(size, align);
+        };
+        let vf = vmem::Flags::NOWAIT
+            .with(vmem::Flags::NOVM)
+            .with(vmem::Flags::USE_RESERVE)
+            .with(vmem::Flags::BESTFIT);
+        match arena_pages(a, size, align, vf, WORD_INTERNAL) {
+            Some(addr) => NonNull::new(addr as *mut u8),
+            None => {
+                // Out of address space or lost a fill race.
+                if flags.contains(Flags::WAITOK) {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                None
+            }
+        }
+    }
+
+    unsafe fn free(&self, ptr: NonNull<u8>, size: usize, align: usize) {
+        // SAFETY: same contract; the matching free of `alloc`.
+        unsafe { INTERNAL_PAGES.free(ptr, size, align) }
+    }
+
+    fn name(&self) -> &'static str {
+        "vmem-bt"
+    }
+}
+
+/// The kernel arena's tag source: the btag zone.
+pub(crate) struct BtTags;
+static BT_TAGS: BtTags = BtTags;
+
+fn btag_zone() -> Option<&'static Zone> {
+    let z = BTAG_ZONE.load(Ordering::Acquire);
+    // SAFETY: set once to a zone that is never destroyed.
+    (!z.is_null()).then(|| unsafe { &*z })
+}
+
+// SAFETY: items of the btag zone are TAG_SIZE bytes aligned to TAG_ALIGN
+// (its ZoneArgs), owned by the caller until freed. With NOVM the zone does
+// not allocate a slab (so no arena call, no sleep); without NOVM the zone
+// may call BtPages, which calls the kernel arena; it sleeps only for
+// WAITOK.
+unsafe impl TagSource for BtTags {
+    fn alloc_tag(&self, flags: vmem::Flags) -> Option<NonNull<u8>> {
+        let z = btag_zone()?;
+        let mut f = if flags.contains(vmem::Flags::WAITOK) {
+            Flags::WAITOK
+        } else {
+            Flags::NOWAIT
+        };
+        if flags.contains(vmem::Flags::NOVM) {
+            f = f.with(Flags::NOVM);
+        }
+        if flags.contains(vmem::Flags::USE_RESERVE) {
+            f = f.with(Flags::USE_RESERVE);
+        }
+        z.alloc(f)
+    }
+
+    unsafe fn free_tag(&self, tag: NonNull<u8>) {
+        if let Some(z) = btag_zone() {
+            // SAFETY: the tag came from this zone (alloc_tag).
+            unsafe { z.free(tag) }
+        }
+    }
+}
+
+/// The kernel arena's import source: 2 MiB-aligned chunks from `mmap`,
+/// registered in the page metadata; released spans are unmapped.
+pub(crate) struct OsChunks;
+static OS_CHUNKS: OsChunks = OsChunks;
+
+impl vmem::Source for OsChunks {
+    fn import(&self, size: usize, _flags: vmem::Flags) -> Option<usize> {
+        let size = size.checked_next_multiple_of(CHUNK_SIZE)?;
+        let base = os::map_chunks(size)?;
+        if !pagemeta::register(base, size) {
+            // SAFETY: just mapped, unused.
+            unsafe { os::unmap(base, size) };
+            return None;
+        }
+        Some(base)
+    }
+
+    fn release(&self, addr: usize, size: usize) {
+        pagemeta::unregister(addr, size);
+        // SAFETY: vmem releases a span only when it is wholly free.
+        unsafe { os::unmap(addr, size) };
+    }
+}
+
+// ---------------------------------------------------------------- bootstrap
+
+/// Builds the allocator (the sequence in the crate doc). Never touches the
+/// global allocator.
+fn build() -> bool {
+    // 1. The boot chunk.
+    let Some(base) = os::map_chunks(CHUNK_SIZE) else {
+        return false;
+    };
+    if !pagemeta::register(base, CHUNK_SIZE) {
+        return false;
+    }
+    {
+        let mut b = BOOT.lock().unwrap_or_else(|e| e.into_inner());
+        b.base = base;
+        b.next = base;
+        b.end = base + CHUNK_SIZE;
+    }
+    BOOT_BASE.store(base, Ordering::Release);
+    // 2. UMA, from boot pages.
+    let Some(uma) = Uma::bootstrap(&INTERNAL_PAGES) else {
+        return false;
+    };
+    // 3. The btag zone (its first slab from boot pages too).
+    let btag_args = ZoneArgs::new("vmem btag", vmem::TAG_SIZE)
+        .align(vmem::TAG_ALIGN)
+        .flags(uma::ZoneFlags::VM)
+        .source(&BT_PAGES);
+    let Some(btag) = uma.create_zone(&btag_args) else {
+        return false;
+    };
+    BTAG_ZONE.store(btag as *const Zone as *mut Zone, Ordering::Release);
+    // 4. The kernel arena, its tags from the btag zone.
+    let arena = match Arena::builder("kernel arena")
+        .quantum(PAGE_SIZE)
+        .source(&OS_CHUNKS, IMPORT_QUANTUM)
+        .tag_source(&BT_TAGS)
+        .tag_reserve(true)
+        .build()
+    {
+        Ok(a) => a,
+        Err(_) => return false,
+    };
+    // SAFETY: single initializing thread; published below.
+    let arena: &'static Arena<'static> = unsafe { (*ARENA.0.get()).write(arena) };
+    // 5. The switch: the rest of the boot chunk becomes the arena's first
+    //    (static) span, and the page sources move to the arena.
+    let rest = {
+        let mut b = BOOT.lock().unwrap_or_else(|e| e.into_inner());
+        let rest = b.next;
+        b.end = rest; // no more boot allocations
+        rest
+    };
+    BOOT_SPLIT.store(rest, Ordering::Release);
+    ARENA_PTR.store(arena as *const _ as *mut _, Ordering::Release);
+    if rest < base + CHUNK_SIZE
+        && arena
+            .add(rest, base + CHUNK_SIZE - rest, vmem::Flags::NOWAIT)
+            .is_err()
+    {
+        return false;
+    }
+    // 6. The reserve that breaks the recursion: enough tags for every CPU
+    //    to be inside a btag slab allocation at once (2 * BT_MAXALLOC per
+    //    CPU, FreeBSD vmem_startup), and filled now.
+    let reserve = 2 * vmem::BT_MAXALLOC * ncpu();
+    btag.reserve(reserve);
+    btag.prealloc(reserve);
+    // 7. The malloc zones.
+    let mut classes = [btag; NCLASSES];
+    let mut slab_size = [0; NCLASSES];
+    let mut ipers = [0; NCLASSES];
+    for c in 0..NCLASSES {
+        let args = ZoneArgs::new(CLASS_NAMES[c], CLASS_SIZES[c])
+            .align(class_align(c).max(8))
+            .source(&CLASS_PAGES[c]);
+        let Some(z) = uma.create_zone(&args) else {
+            return false;
+        };
+        let Some(info) = z.keg_info() else {
+            return false;
+        };
+        classes[c] = z;
+        slab_size[c] = info.layout.slab_size;
+        ipers[c] = info.layout.ipers;
+    }
+    // SAFETY: single initializing thread; READY is published by the caller.
+    unsafe {
+        (*KERNEL.0.get()).write(Kernel {
+            arena,
+            uma,
+            btag,
+            btag_reserve: reserve,
+            classes,
+            slab_size,
+            ipers,
+        });
+    }
+    for (c, z) in classes.iter().enumerate() {
+        CLASS_ZONES[c].store(*z as *const Zone as *mut Zone, Ordering::Release);
+    }
+    true
+}

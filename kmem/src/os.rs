@@ -1,0 +1,218 @@
+//! The operating system below the kernel arena: 2 MiB-aligned chunks of
+//! address space from `mmap`, given back with `munmap`, and pages unbacked
+//! with `madvise` so the resident set falls when memory is freed.
+//!
+//! Nothing here allocates; every call is a system call on memory we own.
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// The host page size kmem assumes (the kernel arena's quantum).
+pub const PAGE_SIZE: usize = 4096;
+/// The granule of OS imports and of page metadata: 2 MiB, aligned.
+pub const CHUNK_SIZE: usize = 2 << 20;
+
+static MAPPED: AtomicUsize = AtomicUsize::new(0);
+static PEAK_MAPPED: AtomicUsize = AtomicUsize::new(0);
+static UNBACKED: AtomicUsize = AtomicUsize::new(0);
+static MAP_CALLS: AtomicUsize = AtomicUsize::new(0);
+static UNMAP_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+/// Rounds `n` up to a whole number of pages (`None` on overflow).
+#[inline]
+pub const fn round_page(n: usize) -> Option<usize> {
+    match n.checked_add(PAGE_SIZE - 1) {
+        Some(v) => Some(v & !(PAGE_SIZE - 1)),
+        None => None,
+    }
+}
+
+/// Maps `size` bytes (a multiple of [`CHUNK_SIZE`]) aligned to
+/// [`CHUNK_SIZE`], readable and writable, zero-filled. `None` if the OS
+/// refuses.
+pub(crate) fn map_chunks(size: usize) -> Option<usize> {
+    debug_assert!(size > 0 && size % CHUNK_SIZE == 0);
+    let len = size.checked_add(CHUNK_SIZE - PAGE_SIZE)?;
+    // SAFETY: a fresh anonymous private mapping; no address hint, no fd.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return None;
+    }
+    let start = p as usize;
+    let aligned = (start + CHUNK_SIZE - 1) & !(CHUNK_SIZE - 1);
+    let head = aligned - start;
+    let tail = len - head - size;
+    if head > 0 {
+        // SAFETY: [start, aligned) is the unused head of our own mapping.
+        unsafe { libc::munmap(p, head) };
+    }
+    if tail > 0 {
+        // SAFETY: the unused tail of our own mapping.
+        unsafe { libc::munmap((aligned + size) as *mut libc::c_void, tail) };
+    }
+    MAP_CALLS.fetch_add(1, Ordering::Relaxed);
+    let now = MAPPED.fetch_add(size, Ordering::Relaxed) + size;
+    PEAK_MAPPED.fetch_max(now, Ordering::Relaxed);
+    Some(aligned)
+}
+
+/// Unmaps a range [`map_chunks`] returned.
+///
+/// # Safety
+///
+/// `[addr, addr + size)` was mapped by `map_chunks` and nothing uses it.
+pub(crate) unsafe fn unmap(addr: usize, size: usize) {
+    // SAFETY: by the caller's promise the range is ours and unused.
+    let r = unsafe { libc::munmap(addr as *mut libc::c_void, size) };
+    if r == 0 {
+        UNMAP_CALLS.fetch_add(1, Ordering::Relaxed);
+        MAPPED.fetch_sub(size, Ordering::Relaxed);
+    }
+}
+
+/// Drops the physical pages behind `[addr, addr + size)`: the range stays
+/// mapped and reads as zero afterwards (`MADV_DONTNEED` on private
+/// anonymous memory).
+///
+/// # Safety
+///
+/// The range is whole pages of memory we mapped, and nobody uses its
+/// contents any more.
+pub(crate) unsafe fn unback(addr: usize, size: usize) {
+    // SAFETY: by the caller's promise the pages are ours and dead.
+    let r = unsafe { libc::madvise(addr as *mut libc::c_void, size, libc::MADV_DONTNEED) };
+    if r == 0 {
+        UNBACKED.fetch_add(size, Ordering::Relaxed);
+    }
+}
+
+/// Makes a range inaccessible (`kva_alloc`: address space without memory).
+///
+/// # Safety
+///
+/// The range is whole pages of memory we mapped and nobody uses.
+pub(crate) unsafe fn protect_none(addr: usize, size: usize) -> bool {
+    // SAFETY: the range is ours (caller's promise).
+    unsafe { libc::mprotect(addr as *mut libc::c_void, size, libc::PROT_NONE) == 0 }
+}
+
+/// Makes a range readable and writable again.
+///
+/// # Safety
+///
+/// The range is whole pages of memory we mapped.
+pub(crate) unsafe fn protect_rw(addr: usize, size: usize) -> bool {
+    // SAFETY: the range is ours (caller's promise).
+    unsafe {
+        libc::mprotect(
+            addr as *mut libc::c_void,
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+        ) == 0
+    }
+}
+
+/// OS-level memory figures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OsStats {
+    /// Bytes of address space kmem holds from the OS now.
+    pub mapped: usize,
+    /// The most it ever held at once.
+    pub peak_mapped: usize,
+    /// Bytes ever unbacked with `madvise` (freed slabs and large blocks).
+    pub unbacked_total: usize,
+    /// `mmap` imports and `munmap` releases so far.
+    pub map_calls: usize,
+    /// `munmap` calls so far.
+    pub unmap_calls: usize,
+    /// The process's resident set now (bytes; 0 if unknown).
+    pub resident: usize,
+    /// The process's peak resident set (bytes; 0 if unknown).
+    pub peak_resident: usize,
+}
+
+/// Reads the OS figures (the resident sizes from `/proc/self/status`,
+/// read into a stack buffer: no allocation).
+pub fn os_stats() -> OsStats {
+    let (resident, peak_resident) = read_rss();
+    OsStats {
+        mapped: MAPPED.load(Ordering::Relaxed),
+        peak_mapped: PEAK_MAPPED.load(Ordering::Relaxed),
+        unbacked_total: UNBACKED.load(Ordering::Relaxed),
+        map_calls: MAP_CALLS.load(Ordering::Relaxed),
+        unmap_calls: UNMAP_CALLS.load(Ordering::Relaxed),
+        resident,
+        peak_resident,
+    }
+}
+
+fn read_rss() -> (usize, usize) {
+    let mut buf = [0u8; 4096];
+    // SAFETY: a NUL-terminated path; the fd is closed below.
+    let fd = unsafe { libc::open(c"/proc/self/status".as_ptr(), libc::O_RDONLY) };
+    if fd < 0 {
+        return (0, 0);
+    }
+    let mut len = 0;
+    while len < buf.len() {
+        // SAFETY: reads into the unused part of our stack buffer.
+        let n = unsafe { libc::read(fd, buf[len..].as_mut_ptr().cast(), buf.len() - len) };
+        if n <= 0 {
+            break;
+        }
+        len += n as usize;
+    }
+    // SAFETY: our fd.
+    unsafe { libc::close(fd) };
+    let text = &buf[..len];
+    (field_kib(text, b"VmRSS:"), field_kib(text, b"VmHWM:"))
+}
+
+/// The value of a `Name:   1234 kB` line, in bytes.
+fn field_kib(text: &[u8], name: &[u8]) -> usize {
+    for line in text.split(|&b| b == b'\n') {
+        if let Some(rest) = line.strip_prefix(name) {
+            let kib = rest
+                .iter()
+                .skip_while(|b| b.is_ascii_whitespace())
+                .take_while(|b| b.is_ascii_digit())
+                .fold(0usize, |n, &d| n * 10 + usize::from(d - b'0'));
+            return kib * 1024;
+        }
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_aligned_and_zero() {
+        let a = map_chunks(2 * CHUNK_SIZE).expect("map");
+        assert_eq!(a % CHUNK_SIZE, 0);
+        // SAFETY: we just mapped it.
+        unsafe {
+            assert_eq!(*(a as *const u64), 0);
+            *((a + CHUNK_SIZE) as *mut u64) = 7;
+            unback(a + CHUNK_SIZE, PAGE_SIZE);
+            assert_eq!(*((a + CHUNK_SIZE) as *const u64), 0);
+            unmap(a, 2 * CHUNK_SIZE);
+        }
+    }
+
+    #[test]
+    fn rss_is_read() {
+        let s = os_stats();
+        assert!(s.resident > 0 && s.peak_resident >= s.resident, "{s:?}");
+        assert_eq!(field_kib(b"VmRSS:\t  12 kB\n", b"VmRSS:"), 12 * 1024);
+    }
+}

@@ -1,0 +1,261 @@
+//! Page metadata: address -> owner in O(1) (FreeBSD `vtoslab`).
+//!
+//! Every 2 MiB chunk of the kernel arena has a [`ChunkMeta`]: one word per
+//! 4 KiB page saying what the page belongs to. A two-level radix table maps
+//! an address to its chunk's metadata:
+//!
+//! ```text
+//! addr bits: 47..36 -> ROOT[4096] -> leaf (32768 entries, 256 KiB, mapped on first use)
+//!            35..21 -> leaf[i]    -> ChunkMeta (512 words, 4 KiB)
+//!            20..12 -> page word
+//! ```
+//!
+//! A lookup is three dependent loads and no lock. Leaves are never freed;
+//! chunk metadata is recycled through a free list when the chunk goes back
+//! to the OS, so a stale lookup (a foreign pointer racing a release) reads
+//! zeros, never unmapped memory.
+//!
+//! Page words:
+//!
+//! | word | meaning |
+//! |---|---|
+//! | `0` | nothing of ours starts here (free, interior of a large block, or not ours) |
+//! | `class << 3 \| 1` | a page of a slab of malloc size class `class` |
+//! | `npages << 3 \| 2` | the first page of a large block of `npages` pages |
+//! | `3` | an internal page (UMA's own zones, the btag zone, boot pages) |
+//! | `4` | address space without memory (`kva_alloc`) |
+
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use crate::os::{CHUNK_SIZE, PAGE_SIZE};
+
+const ROOT_SHIFT: u32 = 36;
+const CHUNK_SHIFT: u32 = 21;
+const PAGE_SHIFT: u32 = 12;
+const ROOT_ENTRIES: usize = 1 << (48 - ROOT_SHIFT);
+const LEAF_ENTRIES: usize = 1 << (ROOT_SHIFT - CHUNK_SHIFT);
+const PAGES_PER_CHUNK: usize = CHUNK_SIZE / PAGE_SIZE;
+
+/// Word tags.
+pub(crate) const TAG_MASK: usize = 7;
+pub(crate) const TAG_SLAB: usize = 1;
+pub(crate) const TAG_LARGE: usize = 2;
+pub(crate) const WORD_INTERNAL: usize = 3;
+pub(crate) const WORD_KVA: usize = 4;
+
+/// The page words of one chunk.
+#[repr(C, align(4096))]
+pub(crate) struct ChunkMeta {
+    pages: [AtomicUsize; PAGES_PER_CHUNK],
+}
+
+type Leaf = [AtomicPtr<ChunkMeta>; LEAF_ENTRIES];
+
+static ROOT: [AtomicPtr<Leaf>; ROOT_ENTRIES] =
+    [const { AtomicPtr::new(ptr::null_mut()) }; ROOT_ENTRIES];
+
+/// Recycled chunk metadata (an intrusive list through the first word) and
+/// the serialization of leaf creation.
+struct Pool {
+    free: *mut ChunkMeta,
+}
+// SAFETY: the list is only touched under the mutex.
+unsafe impl Send for Pool {}
+
+static POOL: Mutex<Pool> = Mutex::new(Pool {
+    free: ptr::null_mut(),
+});
+static META_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes mapped for page metadata (leaves and chunk pages).
+pub(crate) fn meta_bytes() -> usize {
+    META_BYTES.load(Ordering::Relaxed)
+}
+
+fn map_meta(bytes: usize) -> *mut u8 {
+    // SAFETY: a fresh anonymous mapping.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return ptr::null_mut();
+    }
+    META_BYTES.fetch_add(bytes, Ordering::Relaxed);
+    p.cast()
+}
+
+#[inline]
+fn split(addr: usize) -> Option<(usize, usize, usize)> {
+    if addr >> 48 != 0 {
+        return None;
+    }
+    Some((
+        addr >> ROOT_SHIFT,
+        (addr >> CHUNK_SHIFT) & (LEAF_ENTRIES - 1),
+        (addr >> PAGE_SHIFT) & (PAGES_PER_CHUNK - 1),
+    ))
+}
+
+/// Makes `[base, base + size)` (whole chunks) known to the table, with all
+/// page words 0. Returns false if metadata memory could not be mapped (the
+/// caller then gives the chunks back).
+pub(crate) fn register(base: usize, size: usize) -> bool {
+    debug_assert!(base % CHUNK_SIZE == 0 && size % CHUNK_SIZE == 0);
+    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut chunk = base;
+    while chunk < base + size {
+        let Some((r, l, _)) = split(chunk) else {
+            drop(pool);
+            unregister(base, chunk - base);
+            return false;
+        };
+        let mut leaf = ROOT[r].load(Ordering::Acquire);
+        if leaf.is_null() {
+            leaf = map_meta(core::mem::size_of::<Leaf>()).cast();
+            if leaf.is_null() {
+                drop(pool);
+                unregister(base, chunk - base);
+                return false;
+            }
+            ROOT[r].store(leaf, Ordering::Release);
+        }
+        let meta = if pool.free.is_null() {
+            map_meta(core::mem::size_of::<ChunkMeta>()).cast::<ChunkMeta>()
+        } else {
+            let m = pool.free;
+            // SAFETY: pool entries are ChunkMeta pages we own; the first word
+            // links the list.
+            pool.free = unsafe { (*m).pages[0].swap(0, Ordering::Relaxed) } as *mut ChunkMeta;
+            m
+        };
+        if meta.is_null() {
+            drop(pool);
+            unregister(base, chunk - base);
+            return false;
+        }
+        // SAFETY: leaves are never freed; index in range by `split`.
+        unsafe { (*leaf)[l].store(meta, Ordering::Release) };
+        chunk += CHUNK_SIZE;
+    }
+    true
+}
+
+/// Forgets `[base, base + size)` (whole chunks) and recycles their
+/// metadata, zeroed.
+pub(crate) fn unregister(base: usize, size: usize) {
+    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut chunk = base;
+    while chunk < base + size {
+        if let Some((r, l, _)) = split(chunk) {
+            let leaf = ROOT[r].load(Ordering::Acquire);
+            if !leaf.is_null() {
+                // SAFETY: as in `register`.
+                let meta = unsafe { (*leaf)[l].swap(ptr::null_mut(), Ordering::AcqRel) };
+                if !meta.is_null() {
+                    // SAFETY: our metadata page, no longer reachable.
+                    unsafe {
+                        for w in (*meta).pages.iter() {
+                            w.store(0, Ordering::Relaxed);
+                        }
+                        (*meta).pages[0].store(pool.free as usize, Ordering::Relaxed);
+                    }
+                    pool.free = meta;
+                }
+            }
+        }
+        chunk += CHUNK_SIZE;
+    }
+}
+
+#[inline]
+fn word_ref(addr: usize) -> Option<&'static AtomicUsize> {
+    let (r, l, p) = split(addr)?;
+    let leaf = ROOT[r].load(Ordering::Acquire);
+    if leaf.is_null() {
+        return None;
+    }
+    // SAFETY: leaves are never freed; indices in range by `split`.
+    let meta = unsafe { (*leaf)[l].load(Ordering::Acquire) };
+    if meta.is_null() {
+        return None;
+    }
+    // SAFETY: metadata pages are never unmapped (recycled only).
+    Some(unsafe { &(*meta).pages[p] })
+}
+
+/// The page word for `addr`: 0 if the page is not ours or nothing of ours
+/// starts there.
+#[inline]
+pub(crate) fn lookup(addr: usize) -> usize {
+    word_ref(addr).map_or(0, |w| w.load(Ordering::Acquire))
+}
+
+/// Whether `addr` lies in a chunk of the kernel arena.
+pub(crate) fn is_ours(addr: usize) -> bool {
+    word_ref(addr).is_some()
+}
+
+/// Sets the words of `npages` pages from `addr` to `word`.
+pub(crate) fn set(addr: usize, npages: usize, word: usize) {
+    for i in 0..npages {
+        if let Some(w) = word_ref(addr + i * PAGE_SIZE) {
+            w.store(word, Ordering::Release);
+        }
+    }
+}
+
+/// A slab page word for `class`.
+#[inline]
+pub(crate) const fn slab_word(class: usize) -> usize {
+    (class << 3) | TAG_SLAB
+}
+
+/// A large-block head word for `npages`.
+#[inline]
+pub(crate) const fn large_word(npages: usize) -> usize {
+    (npages << 3) | TAG_LARGE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn register_lookup_unregister() {
+        let base = crate::os::map_chunks(2 * CHUNK_SIZE).unwrap();
+        assert!(!is_ours(base));
+        assert!(register(base, 2 * CHUNK_SIZE));
+        assert!(is_ours(base + CHUNK_SIZE + 5));
+        assert_eq!(lookup(base + 3 * PAGE_SIZE), 0);
+        set(base + CHUNK_SIZE - PAGE_SIZE, 2, slab_word(7));
+        assert_eq!(lookup(base + CHUNK_SIZE - 1), slab_word(7));
+        assert_eq!(lookup(base + CHUNK_SIZE + 100), slab_word(7));
+        assert_eq!(lookup(base + CHUNK_SIZE + PAGE_SIZE), 0);
+        unregister(base, 2 * CHUNK_SIZE);
+        assert!(!is_ours(base));
+        assert_eq!(lookup(base + CHUNK_SIZE), 0);
+        // Recycled metadata comes back zeroed.
+        assert!(register(base, CHUNK_SIZE));
+        assert_eq!(lookup(base + CHUNK_SIZE - PAGE_SIZE), 0);
+        unregister(base, CHUNK_SIZE);
+        // SAFETY: mapped above, unused.
+        unsafe { crate::os::unmap(base, 2 * CHUNK_SIZE) };
+    }
+
+    #[test]
+    fn foreign_addresses_are_not_ours() {
+        let x = 5u64;
+        assert!(!is_ours(&x as *const u64 as usize));
+        assert_eq!(lookup(usize::MAX), 0);
+        assert_eq!(lookup(0), 0);
+    }
+}

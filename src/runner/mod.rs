@@ -387,6 +387,14 @@ fn fmt_kib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
+/// How long one run may take before it is killed as hung: a broken
+/// allocator can deadlock, so allow a generous multiple of the second or
+/// so a run takes at `scale` (slow allocators, false sharing, debug
+/// builds), and no less than 30 s.
+pub fn run_timeout(scale: f64) -> Duration {
+    Duration::from_secs_f64((60.0 * scale).max(30.0))
+}
+
 /// Runs the suite and prints progress (one line per run) on stdout.
 pub fn measure(children: &[Child], o: &Options) -> Results {
     let params = Params {
@@ -394,9 +402,7 @@ pub fn measure(children: &[Child], o: &Options) -> Results {
         threads: o.threads,
         ..Params::default()
     };
-    // A broken allocator can hang a run: allow a generous multiple of the
-    // expected second (debug builds, slow allocators, false sharing).
-    let timeout = Duration::from_secs_f64((120.0 * o.scale).max(60.0));
+    let timeout = run_timeout(o.scale);
     let mut r = Results {
         workloads: o.only.clone(),
         allocators: children.iter().map(|c| c.name).collect(),
@@ -608,7 +614,7 @@ pub fn run_suite(o: &Options) -> u8 {
 fn print_kmem_stats(kmem: &Child, p: &Params) -> u8 {
     const W: &str = "mstress";
     println!("\nkmem statistics after one `{W}` run (wl-kmem {W} --stats):");
-    let timeout = Duration::from_secs_f64((120.0 * p.scale).max(60.0));
+    let timeout = run_timeout(p.scale);
     match run_child(kmem, W, p, true, timeout) {
         Ok(out) => {
             print!("{}", out.rest);

@@ -82,7 +82,8 @@ unsafe impl GlobalAlloc for Kmem {
                     .map_or(ptr::null_mut(), NonNull::as_ptr);
             }
         }
-        // Large blocks are fresh or unbacked pages: already zero.
+        // Large blocks above the quantum cache are fresh or unbacked pages
+        // and are not written again (see `large_alloc`).
         alloc_slow(layout, Flags::NOWAIT.with(Flags::ZERO))
     }
 
@@ -118,7 +119,14 @@ unsafe impl GlobalAlloc for Kmem {
 fn alloc_slow(layout: Layout, flags: Flags) -> *mut u8 {
     let r = match class_of(layout.size(), layout.align()) {
         Some(_) => alloc_untyped(layout.size(), layout.align(), flags),
-        None => kernel().and_then(|k| large_alloc(k, layout.size(), layout.align())),
+        None => kernel().and_then(|k| {
+            large_alloc(
+                k,
+                layout.size(),
+                layout.align(),
+                flags.contains(Flags::ZERO),
+            )
+        }),
     };
     r.map_or(ptr::null_mut(), NonNull::as_ptr)
 }

@@ -389,6 +389,106 @@ impl vmem::Source for OsChunks {
     }
 }
 
+// ---------------------------------------------------------------- quantum cache
+
+/// Pages per request the kernel arena's quantum cache serves (1..=16
+/// pages, vmem's class limit).
+pub(crate) const QCACHE_PAGES: usize = vmem::QCACHE_MAX_CLASSES;
+/// The largest request the quantum cache serves.
+pub(crate) const QCACHE_MAX: usize = QCACHE_PAGES * PAGE_SIZE;
+
+/// The kernel arena's quantum cache (FreeBSD `qcache_*`): one UMA
+/// cache-only zone per page count, importing from and releasing to the
+/// arena. Cached ranges keep their pages (dirty, so a reuse costs no page
+/// faults); a release (trim, drain) unbacks them first.
+pub(crate) struct KernelQCache {
+    zones: [AtomicPtr<Zone>; QCACHE_PAGES + 1],
+}
+
+static QCACHE: KernelQCache = KernelQCache {
+    zones: [const { AtomicPtr::new(ptr::null_mut()) }; QCACHE_PAGES + 1],
+};
+
+const QCACHE_NAMES: [&str; QCACHE_PAGES + 1] = [
+    "",
+    "kva qc 4K",
+    "kva qc 8K",
+    "kva qc 12K",
+    "kva qc 16K",
+    "kva qc 20K",
+    "kva qc 24K",
+    "kva qc 28K",
+    "kva qc 32K",
+    "kva qc 36K",
+    "kva qc 40K",
+    "kva qc 44K",
+    "kva qc 48K",
+    "kva qc 52K",
+    "kva qc 56K",
+    "kva qc 60K",
+    "kva qc 64K",
+];
+
+impl KernelQCache {
+    fn zone(&self, class: usize) -> Option<&'static Zone> {
+        let z = self.zones.get(class)?.load(Ordering::Acquire);
+        // SAFETY: set once to a zone that is never destroyed.
+        (!z.is_null()).then(|| unsafe { &*z })
+    }
+}
+
+impl vmem::QuantumCache for KernelQCache {
+    fn alloc(&self, _arena: &Arena<'_>, class: usize, _flags: vmem::Flags) -> Option<usize> {
+        let z = self.zone(class)?;
+        z.alloc(Flags::NOWAIT).map(|p| p.as_ptr() as usize)
+    }
+
+    fn free(&self, arena: &Arena<'_>, class: usize, addr: usize) {
+        match (self.zone(class), NonNull::new(addr as *mut u8)) {
+            // SAFETY: `addr` is a live range of `class` pages of this arena,
+            // given up by its owner: a valid item of the cache zone.
+            (Some(z), Some(p)) => unsafe { z.free(p) },
+            _ => {
+                let _ = arena.xfree(addr, class * PAGE_SIZE);
+            }
+        }
+    }
+
+    fn drain(&self, _arena: &Arena<'_>) {
+        for class in 1..=QCACHE_PAGES {
+            if let Some(z) = self.zone(class) {
+                z.reclaim(uma::Reclaim::Drain);
+            }
+        }
+    }
+}
+
+/// Cache-zone import: `class`-page ranges straight from the arena.
+fn qcache_import(class: usize, store: &mut [*mut u8], _flags: Flags) -> usize {
+    let Some(a) = arena() else { return 0 };
+    let mut n = 0;
+    for slot in store.iter_mut() {
+        match a.xalloc(class * PAGE_SIZE, &Constraints::NONE, vmem::Flags::NOWAIT) {
+            Ok(addr) => {
+                *slot = addr as *mut u8;
+                n += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    n
+}
+
+/// Cache-zone release: unback (free arena pages read as zero) and free.
+fn qcache_release(class: usize, items: &[*mut u8]) {
+    let Some(a) = arena() else { return };
+    for &p in items {
+        // SAFETY: a cached range nobody uses: whole pages of ours.
+        unsafe { os::unback(p as usize, class * PAGE_SIZE) };
+        let _ = a.xfree(p as usize, class * PAGE_SIZE);
+    }
+}
+
 // ---------------------------------------------------------------- bootstrap
 
 /// Builds the allocator (the sequence in the crate doc). Never touches the
@@ -427,6 +527,7 @@ fn build() -> bool {
         .source(&OS_CHUNKS, IMPORT_QUANTUM)
         .tag_source(&BT_TAGS)
         .tag_reserve(true)
+        .qcache(QCACHE_MAX, &QCACHE)
         .build()
     {
         Ok(a) => a,
@@ -474,6 +575,24 @@ fn build() -> bool {
         classes[c] = z;
         slab_size[c] = info.layout.slab_size;
         ipers[c] = info.layout.ipers;
+    }
+    // 8. The quantum cache zones (until they exist, arena.alloc falls
+    //    through to xalloc and arena.free to xfree).
+    for (class, name) in QCACHE_NAMES.iter().enumerate().skip(1) {
+        let Some(z) = uma.create_cache(&uma::CacheArgs {
+            name,
+            size: class * PAGE_SIZE,
+            import: qcache_import,
+            release: qcache_release,
+            arg: class,
+            ctor: None,
+            dtor: None,
+            flags: uma::ZoneFlags::NONE,
+            bucket_size: None,
+        }) else {
+            return false;
+        };
+        QCACHE.zones[class].store(z as *const Zone as *mut Zone, Ordering::Release);
     }
     // SAFETY: single initializing thread; READY is published by the caller.
     unsafe {

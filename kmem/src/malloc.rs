@@ -12,7 +12,7 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::classes::{class_of, CLASS_NAMES, CLASS_SIZES};
-use crate::kernel::{arena_free, arena_pages, kernel, Kernel};
+use crate::kernel::{arena_free, arena_pages, kernel, Kernel, QCACHE_MAX};
 use crate::os::{round_page, PAGE_SIZE};
 use crate::pagemeta::{self, TAG_LARGE, TAG_MASK, TAG_SLAB};
 use crate::report::{report, Report, ReportKind};
@@ -80,21 +80,58 @@ pub(crate) fn alloc_untyped(size: usize, align: usize, flags: Flags) -> Option<N
     let k = kernel()?;
     match class_of(size, align) {
         Some(c) => k.classes[c].alloc(flags),
-        None => large_alloc(k, size, align),
+        None => large_alloc(k, size, align, flags.contains(Flags::ZERO)),
     }
 }
 
 /// Whole pages from the kernel arena, labelled with their page count.
-/// Always zero-filled (arena pages are: see `kernel::arena_pages`).
-pub(crate) fn large_alloc(k: &Kernel, size: usize, align: usize) -> Option<NonNull<u8>> {
+/// Up to [`QCACHE_MAX`] bytes (page aligned) they come through the arena's
+/// quantum cache and may hold old data: `zero` clears them. Larger blocks
+/// are fresh or unbacked arena pages, zero already.
+pub(crate) fn large_alloc(
+    k: &Kernel,
+    size: usize,
+    align: usize,
+    zero: bool,
+) -> Option<NonNull<u8>> {
     let bytes = round_page(size.max(1))?;
     if !align.is_power_of_two() || align > (1 << 40) {
         return None;
     }
     let n = bytes / PAGE_SIZE;
-    let addr = arena_pages(k.arena, bytes, align.max(PAGE_SIZE), vmem::Flags::NOWAIT, 0)?;
+    let addr = if bytes <= QCACHE_MAX && align <= PAGE_SIZE {
+        let addr = k.arena.alloc(bytes, vmem::Flags::NOWAIT).ok()?;
+        if zero {
+            // SAFETY: `bytes` bytes of ours, just allocated.
+            unsafe { ptr::write_bytes(addr as *mut u8, 0, bytes) };
+        }
+        addr
+    } else {
+        arena_pages(k.arena, bytes, align.max(PAGE_SIZE), vmem::Flags::NOWAIT, 0)?
+    };
     pagemeta::set(addr, 1, pagemeta::large_word(n));
     NonNull::new(addr as *mut u8)
+}
+
+/// Gives a large block back: small ones to the quantum cache (dirty),
+/// others unbacked to the arena.
+///
+/// # Safety
+///
+/// `addr` is a live large block of `n` pages, unused from now on.
+pub(crate) unsafe fn large_free(k: &Kernel, addr: usize, n: usize) {
+    let bytes = n * PAGE_SIZE;
+    pagemeta::set(addr, 1, 0);
+    if bytes <= QCACHE_MAX && addr % PAGE_SIZE == 0 {
+        if let Err(e) = k.arena.free(addr, bytes) {
+            crate::report::fatal(format_args!(
+                "kmem: freeing {bytes} bytes at {addr:#x}: {e}"
+            ));
+        }
+    } else {
+        // SAFETY: the caller's promise.
+        unsafe { arena_free(k.arena, addr, bytes) };
+    }
 }
 
 /// Frees a pointer whose owner is known.
@@ -107,7 +144,7 @@ pub(crate) unsafe fn free_owned(k: &Kernel, ptr: NonNull<u8>, owner: Owner) {
         // SAFETY: the caller's promise.
         Owner::Class(c) => unsafe { k.classes[c].free(ptr) },
         // SAFETY: the caller's promise: a live large block of n pages.
-        Owner::Large(n) => unsafe { arena_free(k.arena, ptr.as_ptr() as usize, n * PAGE_SIZE) },
+        Owner::Large(n) => unsafe { large_free(k, ptr.as_ptr() as usize, n) },
     }
 }
 
@@ -448,7 +485,7 @@ pub fn malloc_aligned(
     let (p, owner) = match class_of(size, align) {
         Some(c) => (k.classes[c].alloc(flags)?, Owner::Class(c)),
         None => {
-            let p = large_alloc(k, size, align)?;
+            let p = large_alloc(k, size, align, flags.contains(Flags::ZERO))?;
             (p, Owner::Large(round_page(size.max(1))? / PAGE_SIZE))
         }
     };

@@ -18,10 +18,10 @@
 //! - `cross_thread_free`: this thread allocates 64 B blocks and a second
 //!   thread frees them, in batches of 256 sent over a channel (per block).
 //!
-//! Allocators: the system's, and mimalloc and jemalloc with
+//! Allocators: the system's, kmem's, and mimalloc and jemalloc with
 //! `--features compare` (off by default: jemalloc builds from C source).
 //! Run with `cargo bench --bench alloc --features compare` (a filter
-//! narrows it, e.g. `cargo bench --bench alloc -- hot_pair/system`).
+//! narrows it, e.g. `cargo bench --bench alloc -- hot_pair/kmem`).
 
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 macro_rules! each_allocator {
     ($f:ident $(, $arg:expr)*) => {{
         $f("system", &System $(, $arg)*);
+        $f("kmem", &kmem::Kmem $(, $arg)*);
         #[cfg(feature = "compare")]
         $f("mimalloc", &mimalloc::MiMalloc $(, $arg)*);
         #[cfg(feature = "compare")]

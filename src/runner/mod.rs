@@ -556,9 +556,8 @@ pub fn run_suite(o: &Options) -> u8 {
     );
     for m in &missing {
         let why = match *m {
-            "kmem" => "kmem::Kmem is not built yet",
             "mimalloc" | "jemalloc" => "build with --features compare",
-            _ => "not built",
+            _ => "build with `cargo build --release --bins`",
         };
         println!("  note: wl-{m} not found: {why}; running without {m}");
     }

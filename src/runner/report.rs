@@ -254,10 +254,12 @@ pub fn svg(r: &Results) -> String {
         s,
         r##"<rect width="100%" height="100%" fill="white"/>
 <text x="{left}" y="26" font-size="17" font-weight="bold">bsdalloc: time relative to the system allocator (lower is better)</text>
-<text x="{left}" y="46" font-size="12" fill="#555">{} of {} run{} per pair, scale {}, {} threads; log scale, bars from 1x (system)</text>"##,
-        if r.passes == 1 { "one" } else { "median" },
-        r.passes,
-        if r.passes == 1 { "" } else { "s" },
+<text x="{left}" y="46" font-size="12" fill="#555">{} per pair, scale {}, {} threads; log scale, bars from 1x (system)</text>"##,
+        if r.passes == 1 {
+            "1 run".to_string()
+        } else {
+            format!("median of {} runs", r.passes)
+        },
         r.params.scale,
         r.params.threads
     );

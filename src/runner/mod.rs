@@ -528,6 +528,28 @@ pub fn build_children(exe_dir: &Path) {
     }
 }
 
+/// Warns about children older than this runner: built from older
+/// workloads (typically `wl-mimalloc`/`wl-jemalloc` left from an earlier
+/// `--features compare` build), they may not measure the same work.
+fn note_stale(children: &[Child]) {
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let Some(me) = std::env::current_exe().ok().and_then(|e| mtime(&e)) else {
+        return;
+    };
+    for c in children {
+        if mtime(&c.exe).is_some_and(|t| t < me) {
+            let how = match c.name {
+                "mimalloc" | "jemalloc" => "cargo build --release --bins --features compare",
+                _ => "cargo build --release --bins",
+            };
+            println!(
+                "  note: wl-{} is older than this runner and may be stale (rebuild: {how})",
+                c.name
+            );
+        }
+    }
+}
+
 /// The whole main job for `o`; returns the process's exit status
 /// (0 when every run succeeded).
 pub fn run_suite(o: &Options) -> u8 {
@@ -576,6 +598,7 @@ pub fn run_suite(o: &Options) -> u8 {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    note_stale(&children);
     let start = Instant::now();
     let results = measure(&children, o);
     println!(

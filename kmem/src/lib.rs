@@ -79,6 +79,7 @@ mod kmem;
 mod malloc;
 mod os;
 mod pagemeta;
+pub mod raw;
 mod report;
 mod stats;
 

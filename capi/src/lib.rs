@@ -1,0 +1,561 @@
+//! # bsdalloc-capi: kmem as the C library's `malloc`
+//!
+//! Builds `libbsdalloc.so`, a drop-in replacement for the C allocator:
+//!
+//! ```sh
+//! cargo build --release -p bsdalloc-capi
+//! LD_PRELOAD=$PWD/target/release/libbsdalloc.so some-program
+//! ```
+//!
+//! It exports `malloc`, `free`, `calloc`, `realloc`, `reallocarray`,
+//! `posix_memalign`, `aligned_alloc`, `memalign`, `valloc`, `pvalloc` and
+//! `malloc_usable_size` with glibc's semantics, over [`kmem::raw`]:
+//!
+//! - Every block is aligned to 16 bytes at least (glibc's
+//!   `MALLOC_ALIGNMENT`), so `malloc(1..=8)` takes a 16-byte item.
+//! - `malloc(0)` (and `calloc` of 0 bytes) returns a unique, freeable
+//!   pointer; `free(NULL)` does nothing.
+//! - `realloc(p, 0)` with `p` non-null frees `p` and returns NULL (glibc's
+//!   default, `REALLOC_ZERO_BYTES_FREES`); `realloc(NULL, n)` is
+//!   `malloc(n)`. A failed `realloc` leaves `p` valid.
+//! - Failure is NULL with `errno = ENOMEM`, never an abort: requests that
+//!   cannot be satisfied (`malloc(1 << 60)`) simply fail. `calloc` and
+//!   `reallocarray` check `n * size` for overflow (`ENOMEM`).
+//! - `posix_memalign` returns `EINVAL` unless the alignment is a power of
+//!   two multiple of `sizeof(void *)`, `ENOMEM` on failure, and leaves
+//!   `errno` alone. `aligned_alloc` needs a power of two (`EINVAL`, as
+//!   glibc 2.38 and C17); `memalign` rounds a non-power of two up, as
+//!   glibc does; `valloc` is page aligned; `pvalloc` also rounds the size
+//!   up to whole pages.
+//!
+//! ## Bad frees
+//!
+//! kmem checks every pointer given to `free`, `realloc` and
+//! `malloc_usable_size` against its page metadata. A pointer it did not
+//! hand out, or not the start of a block, is reported with its address,
+//! then by default the process aborts. `BSDALLOC_BAD_FREE=warn` prints the
+//! report and carries on (the bad call does nothing; `realloc` returns
+//! NULL), `BSDALLOC_BAD_FREE=ignore` carries on silently. The variable is
+//! read from the environment the library constructor is given, without
+//! allocating (or with `getenv` if a bad pointer comes before that).
+//!
+//! ## Bootstrap and recursion
+//!
+//! kmem builds itself on the first allocation without calling `malloc`,
+//! but what it calls is C library code: `pthread_setspecific` allocates
+//! its second-level table when the per-thread-cache key index is 32 or
+//! more, for instance. Each thread therefore carries a depth flag: an
+//! allocation made while the thread is already inside this allocator is
+//! served from a static 256 KiB bump area instead ([`boot`]), which `free`
+//! recognises and ignores (it is never reused), and `realloc` moves out of.
+//!
+//! ## Thread-local storage
+//!
+//! The depth flag and UMA's per-thread cache table are Rust thread-locals
+//! without destructors. In a shared library they use the general-dynamic
+//! model (`__tls_get_addr`), which is fine when preloaded: a library loaded
+//! at start-up lives in static TLS, so `__tls_get_addr` finds it without
+//! allocating. Thread exit is seen through a pthread key destructor (UMA's),
+//! not Rust's TLS destructors, which would allocate.
+//!
+//! `dlopen` of the library works (its TLS is then allocated by the C
+//! library's own `malloc`, which is not ours), but it does not replace the
+//! process's allocator: symbols are already bound to the C library's
+//! `malloc`. Blocks from `dlsym(handle, "malloc")` must go back to the
+//! matching `dlsym(handle, "free")`. The library is linked `-z nodelete`,
+//! so `dlclose` never unloads it.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+use core::cell::Cell;
+use core::ffi::{c_char, c_int, c_void, CStr};
+use core::fmt;
+use core::ptr;
+use core::sync::atomic::{AtomicU8, Ordering};
+
+/// The alignment of every block (glibc's `MALLOC_ALIGNMENT` on 64-bit).
+const MIN_ALIGN: usize = 16;
+/// The page size (kmem's).
+const PAGE: usize = kmem::PAGE_SIZE;
+
+// ---------------------------------------------------------------- errno
+
+#[inline]
+fn set_errno(e: c_int) {
+    // SAFETY: __errno_location returns this thread's errno, always valid.
+    unsafe { *libc::__errno_location() = e };
+}
+
+#[inline]
+fn errno() -> c_int {
+    // SAFETY: as set_errno.
+    unsafe { *libc::__errno_location() }
+}
+
+// ---------------------------------------------------------------- recursion guard
+
+std::thread_local! {
+    /// True while this thread is inside the allocator.
+    static INSIDE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` as this thread's outermost allocator call; `None` (without
+/// running it) if the thread is already inside the allocator.
+#[inline(always)]
+fn outermost<R>(f: impl FnOnce() -> R) -> Option<R> {
+    INSIDE.with(|inside| {
+        if inside.get() {
+            return None;
+        }
+        inside.set(true);
+        let r = f();
+        inside.set(false);
+        Some(r)
+    })
+}
+
+pub mod boot {
+    //! The bootstrap bump area: a static 256 KiB region that serves
+    //! allocations made while a thread is already inside the allocator
+    //! (recursion through the C library). Blocks carry their size in a
+    //! 16-byte header; they are never reused, and `free` ignores them.
+
+    use core::cell::UnsafeCell;
+    use core::ptr;
+    use core::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Bytes of the area.
+    pub const BYTES: usize = 256 << 10;
+    const HEADER: usize = 16;
+
+    #[repr(C, align(4096))]
+    struct Area(UnsafeCell<[u8; BYTES]>);
+    // SAFETY: bytes are handed out at most once each (the atomic bump), so
+    // no two callers ever share one.
+    unsafe impl Sync for Area {}
+
+    static AREA: Area = Area(UnsafeCell::new([0; BYTES]));
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+    fn base() -> usize {
+        AREA.0.get() as usize
+    }
+
+    /// Whether `p` points into the area.
+    #[inline(always)]
+    pub fn contains(p: *const u8) -> bool {
+        (p as usize).wrapping_sub(base()) < BYTES
+    }
+
+    /// `size` zeroed bytes aligned to `align` (a power of two, at least 16),
+    /// or null when the area is used up.
+    pub fn alloc(size: usize, align: usize) -> *mut u8 {
+        let base = base();
+        let mut cur = NEXT.load(Ordering::Relaxed);
+        loop {
+            let Some(start) = (base + cur + HEADER)
+                .checked_next_multiple_of(align)
+                .map(|a| a - base)
+            else {
+                return ptr::null_mut();
+            };
+            let Some(end) = start.checked_add(size.max(1)) else {
+                return ptr::null_mut();
+            };
+            if end > BYTES {
+                return ptr::null_mut();
+            }
+            match NEXT.compare_exchange_weak(cur, end, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => {
+                    let p = (base + start) as *mut u8;
+                    // SAFETY: [start - HEADER, end) is ours alone (the CAS);
+                    // the header slot lies inside the area and is aligned
+                    // to 16 (start is aligned to align >= 16).
+                    unsafe { p.sub(HEADER).cast::<usize>().write(size) };
+                    return p;
+                }
+                Err(c) => cur = c,
+            }
+        }
+    }
+
+    /// The size asked for when `p` (a block of this area) was allocated.
+    ///
+    /// # Safety
+    ///
+    /// `p` is a block returned by [`alloc`].
+    pub unsafe fn size(p: *const u8) -> usize {
+        // SAFETY: the header written by alloc.
+        unsafe { p.sub(HEADER).cast::<usize>().read() }
+    }
+
+    /// Bytes handed out so far (headers and padding included).
+    pub fn used() -> usize {
+        NEXT.load(Ordering::Relaxed)
+    }
+}
+
+// ---------------------------------------------------------------- bad-free policy
+
+const POLICY_UNSET: u8 = 0;
+const POLICY_ABORT: u8 = 1;
+const POLICY_WARN: u8 = 2;
+const POLICY_IGNORE: u8 = 3;
+static POLICY: AtomicU8 = AtomicU8::new(POLICY_UNSET);
+
+fn parse_policy(v: &[u8]) -> u8 {
+    match v {
+        b"warn" => POLICY_WARN,
+        b"ignore" => POLICY_IGNORE,
+        _ => POLICY_ABORT,
+    }
+}
+
+/// Makes sure the report hook is installed and the policy read. A relaxed
+/// load when done; the first call reads `BSDALLOC_BAD_FREE` with `getenv`
+/// (which does not allocate; the library constructor reads it again from
+/// the environment it is given).
+#[inline(always)]
+fn ensure_policy() {
+    if POLICY.load(Ordering::Relaxed) == POLICY_UNSET {
+        policy_from_getenv();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn policy_from_getenv() {
+    // SAFETY: a NUL-terminated name; getenv copes with an unset environment
+    // and returns null or a NUL-terminated string.
+    let v = unsafe { libc::getenv(c"BSDALLOC_BAD_FREE".as_ptr()) };
+    let p = if v.is_null() {
+        POLICY_ABORT
+    } else {
+        // SAFETY: getenv's result is a NUL-terminated string.
+        parse_policy(unsafe { CStr::from_ptr(v) }.to_bytes())
+    };
+    install(p);
+}
+
+fn install(policy: u8) {
+    kmem::set_report_hook(Some(on_report));
+    POLICY.store(policy, Ordering::Relaxed);
+}
+
+/// A line buffer on the stack (reports must not allocate).
+struct Line {
+    buf: [u8; 512],
+    len: usize,
+}
+
+impl fmt::Write for Line {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let n = s.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+fn write_stderr(args: fmt::Arguments<'_>) {
+    let mut l = Line {
+        buf: [0; 512],
+        len: 0,
+    };
+    let _ = fmt::write(&mut l, args);
+    // SAFETY: writes our own stack buffer to fd 2.
+    let _ = unsafe { libc::write(2, l.buf.as_ptr().cast(), l.len) };
+}
+
+/// kmem's report hook: the bad-free policy.
+fn on_report(r: &kmem::Report) {
+    match POLICY.load(Ordering::Relaxed) {
+        POLICY_IGNORE => {}
+        POLICY_WARN => write_stderr(format_args!(
+            "bsdalloc: {r} (ignored: BSDALLOC_BAD_FREE=warn)\n"
+        )),
+        _ => {
+            write_stderr(format_args!(
+                "bsdalloc: {r}\nbsdalloc: aborting (BSDALLOC_BAD_FREE=warn or =ignore to continue)\n"
+            ));
+            // SAFETY: abort has no preconditions.
+            unsafe { libc::abort() };
+        }
+    }
+}
+
+/// The library constructor (glibc passes `argc, argv, envp` to
+/// `.init_array` functions): reads the policy from `envp`.
+extern "C" fn constructor(_argc: c_int, _argv: *const *const c_char, envp: *const *const c_char) {
+    let mut policy = POLICY_ABORT;
+    if !envp.is_null() {
+        let mut e = envp;
+        // SAFETY: envp is the NULL-terminated array of NUL-terminated
+        // strings the dynamic loader passes to constructors.
+        unsafe {
+            while !(*e).is_null() {
+                let s = CStr::from_ptr(*e).to_bytes();
+                if let Some(v) = s.strip_prefix(b"BSDALLOC_BAD_FREE=") {
+                    policy = parse_policy(v);
+                }
+                e = e.add(1);
+            }
+        }
+    }
+    install(policy);
+}
+
+#[used]
+#[link_section = ".init_array"]
+static CONSTRUCTOR: extern "C" fn(c_int, *const *const c_char, *const *const c_char) = constructor;
+
+// ---------------------------------------------------------------- core
+
+/// Allocates; null with `errno = ENOMEM` on failure.
+#[inline(always)]
+fn alloc(size: usize, align: usize, zero: bool) -> *mut c_void {
+    let p = match outermost(|| {
+        if zero {
+            kmem::raw::alloc_zeroed(size, align)
+        } else {
+            kmem::raw::alloc(size, align)
+        }
+    }) {
+        Some(p) => p,
+        None => boot::alloc(size, align),
+    };
+    if p.is_null() {
+        set_errno(libc::ENOMEM);
+    }
+    p.cast()
+}
+
+/// Frees (null and bootstrap blocks are no-ops).
+///
+/// # Safety
+///
+/// As `free(3)`.
+#[inline(always)]
+unsafe fn free_impl(p: *mut u8) {
+    if p.is_null() || boot::contains(p) {
+        return;
+    }
+    ensure_policy();
+    // SAFETY: the caller's promise; kmem validates the pointer.
+    let done = outermost(|| unsafe { kmem::raw::free(p) });
+    if done.is_none() {
+        // Already inside the allocator: free without the guard (anything
+        // the free allocates comes from the bump area all the same).
+        // SAFETY: as above.
+        unsafe { kmem::raw::free(p) };
+    }
+}
+
+/// Usable size of a block (0 for null).
+fn usable(p: *const u8) -> usize {
+    if p.is_null() {
+        return 0;
+    }
+    if boot::contains(p) {
+        // SAFETY: a block of the bump area (the allocator's own pointers
+        // are the only ones there).
+        return unsafe { boot::size(p) };
+    }
+    ensure_policy();
+    kmem::raw::usable_size(p)
+}
+
+/// Resizes with glibc's rules.
+///
+/// # Safety
+///
+/// As `realloc(3)`.
+unsafe fn realloc_impl(p: *mut u8, size: usize) -> *mut c_void {
+    if p.is_null() {
+        return alloc(size, MIN_ALIGN, false);
+    }
+    if size == 0 {
+        // glibc (REALLOC_ZERO_BYTES_FREES): free, return NULL.
+        // SAFETY: the caller's promise.
+        unsafe { free_impl(p) };
+        return ptr::null_mut();
+    }
+    if boot::contains(p) {
+        // Move out of the bump area (its blocks never grow in place).
+        let n = alloc(size, MIN_ALIGN, false);
+        if !n.is_null() {
+            // SAFETY: p is a bootstrap block of boot::size(p) bytes, n a
+            // fresh block of `size`; distinct.
+            unsafe { ptr::copy_nonoverlapping(p, n.cast::<u8>(), boot::size(p).min(size)) };
+        }
+        return n;
+    }
+    ensure_policy();
+    // SAFETY: the caller's promise; kmem validates the pointer.
+    let r = match outermost(|| unsafe { kmem::raw::realloc(p, size, MIN_ALIGN) }) {
+        Some(r) => r,
+        None => {
+            // Inside the allocator: a fresh block from the bump area.
+            let n = boot::alloc(size, MIN_ALIGN);
+            if !n.is_null() {
+                let old = kmem::raw::usable_size(p);
+                // SAFETY: p is live with `old` usable bytes, n is fresh.
+                unsafe { ptr::copy_nonoverlapping(p, n, old.min(size)) };
+                // SAFETY: the caller's promise: p is not used again.
+                unsafe { kmem::raw::free(p) };
+            }
+            n
+        }
+    };
+    if r.is_null() {
+        set_errno(libc::ENOMEM);
+    }
+    r.cast()
+}
+
+/// Aligned allocation after the alignment was checked (a power of two).
+#[inline]
+fn aligned(align: usize, size: usize) -> *mut c_void {
+    alloc(size, align.max(MIN_ALIGN), false)
+}
+
+// ---------------------------------------------------------------- the C ABI
+
+/// `malloc(3)`: `size` bytes aligned to 16, uninitialized; `malloc(0)`
+/// returns a unique pointer; NULL with `errno = ENOMEM` on failure.
+#[no_mangle]
+pub extern "C" fn malloc(size: usize) -> *mut c_void {
+    alloc(size, MIN_ALIGN, false)
+}
+
+/// `free(3)`: NULL is a no-op; a pointer this allocator did not hand out
+/// is reported (see the crate doc for `BSDALLOC_BAD_FREE`).
+///
+/// # Safety
+///
+/// `p` is NULL or a live block of this allocator, not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn free(p: *mut c_void) {
+    // SAFETY: the caller's promise.
+    unsafe { free_impl(p.cast()) }
+}
+
+/// `calloc(3)`: `n * size` zeroed bytes; NULL with `ENOMEM` if the product
+/// overflows or memory cannot be had.
+#[no_mangle]
+pub extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
+    match n.checked_mul(size) {
+        Some(bytes) => alloc(bytes, MIN_ALIGN, true),
+        None => {
+            set_errno(libc::ENOMEM);
+            ptr::null_mut()
+        }
+    }
+}
+
+/// `realloc(3)`, glibc's rules: NULL `p` allocates; size 0 frees `p` and
+/// returns NULL; on failure NULL with `ENOMEM` and `p` still valid.
+///
+/// # Safety
+///
+/// `p` is NULL or a live block of this allocator; after a non-NULL return
+/// (or a size of 0) only the returned pointer may be used.
+#[no_mangle]
+pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: the caller's promise.
+    unsafe { realloc_impl(p.cast(), size) }
+}
+
+/// `reallocarray(3)`: `realloc(p, n * size)` with an overflow check
+/// (`ENOMEM`, `p` untouched).
+///
+/// # Safety
+///
+/// As [`realloc`].
+#[no_mangle]
+pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> *mut c_void {
+    match n.checked_mul(size) {
+        // SAFETY: the caller's promise.
+        Some(bytes) => unsafe { realloc_impl(p.cast(), bytes) },
+        None => {
+            set_errno(libc::ENOMEM);
+            ptr::null_mut()
+        }
+    }
+}
+
+/// `posix_memalign(3)`: `EINVAL` unless `align` is a power of two multiple
+/// of `sizeof(void *)`; `ENOMEM` on failure (`*out` untouched); 0 and the
+/// block in `*out` on success. `errno` is left as it was.
+///
+/// # Safety
+///
+/// `out` is valid for a pointer-sized write.
+#[no_mangle]
+pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
+    if !align.is_power_of_two() || align % core::mem::size_of::<*mut c_void>() != 0 {
+        return libc::EINVAL;
+    }
+    let saved = errno();
+    let p = aligned(align, size);
+    set_errno(saved);
+    if p.is_null() {
+        return libc::ENOMEM;
+    }
+    // SAFETY: the caller's promise.
+    unsafe { out.write(p) };
+    0
+}
+
+/// `aligned_alloc(3)` (C11): NULL with `EINVAL` unless `align` is a power
+/// of two; any size is accepted (as glibc).
+#[no_mangle]
+pub extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
+    if !align.is_power_of_two() {
+        set_errno(libc::EINVAL);
+        return ptr::null_mut();
+    }
+    aligned(align, size)
+}
+
+/// `memalign(3)`, glibc's rules: an alignment that is not a power of two
+/// is rounded up to one; above `SIZE_MAX / 2 + 1` it is `EINVAL`.
+#[no_mangle]
+pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
+    if align > usize::MAX / 2 + 1 {
+        set_errno(libc::EINVAL);
+        return ptr::null_mut();
+    }
+    let align = align.max(1).next_power_of_two();
+    aligned(align, size)
+}
+
+/// `valloc(3)`: page aligned.
+#[no_mangle]
+pub extern "C" fn valloc(size: usize) -> *mut c_void {
+    aligned(PAGE, size)
+}
+
+/// `pvalloc(3)`: page aligned, the size rounded up to whole pages
+/// (`pvalloc(0)` is one page).
+#[no_mangle]
+pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
+    match size.checked_next_multiple_of(PAGE) {
+        Some(bytes) => aligned(PAGE, bytes.max(PAGE)),
+        None => {
+            set_errno(libc::ENOMEM);
+            ptr::null_mut()
+        }
+    }
+}
+
+/// `malloc_usable_size(3)`: the bytes usable in the block at `p` (at least
+/// what was asked for); 0 for NULL. A pointer this allocator did not hand
+/// out is reported, as for `free`.
+///
+/// # Safety
+///
+/// `p` is NULL or a live block of this allocator.
+#[no_mangle]
+pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
+    usable(p.cast())
+}

@@ -1,0 +1,613 @@
+//! libbsdalloc.so as the C allocator, tested from the outside.
+//!
+//! - C programs in `tests/c/` are compiled here with `gcc` and run under
+//!   `LD_PRELOAD`: every exported function and its edge cases (`api.c`),
+//!   bad frees under each `BSDALLOC_BAD_FREE` policy (`badfree.c`),
+//!   threads with cross-thread frees and thread churn (`threads.c`), fork
+//!   from a threaded parent (`fork.c`), allocation from inside the
+//!   allocator (`recursion.c`), dynamic TLS of dlopened modules next to
+//!   ours (`tlsmods.c`), and `dlopen` of the library itself (`dlopen.c`).
+//! - Real programs of this machine (sort, awk/sed/grep, python3, sqlite3,
+//!   git, gcc, xz and perl) run twice on the same input, with and without
+//!   `LD_PRELOAD`; exit status and output must be the same, and nothing
+//!   may be reported. A program that is not installed is skipped (with a
+//!   note on stderr).
+//!
+//! Every child runs under a timeout. The library is built by the test
+//! itself (`cargo build -p bsdalloc-capi` with this test's profile and
+//! target directory: `target/<profile>/libbsdalloc.so`).
+
+use std::fmt::Write as _;
+use std::io::Read;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------- helpers
+
+/// The library under test: built here with the same cargo, profile and
+/// target directory as this test (cargo does not build a cdylib for an
+/// integration test, and a library left over from an earlier build could
+/// be stale). Built once per test process.
+fn lib() -> PathBuf {
+    static LIB: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    LIB.get_or_init(build_lib)
+        .clone()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn build_lib() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    // <target>/<profile>/deps/preload-<hash>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("no profile directory")?;
+    let target = profile_dir.parent().ok_or("no target directory")?;
+    let profile = profile_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or("profile name")?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut c = Command::new(cargo);
+    c.args(["build", "-p", "bsdalloc-capi", "--lib", "--target-dir"])
+        .arg(target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    match profile {
+        "debug" => {}
+        "release" => {
+            c.arg("--release");
+        }
+        other => {
+            c.args(["--profile", other]);
+        }
+    }
+    let r = run(&mut c, 600);
+    if !r.ok() {
+        return Err(format!("building libbsdalloc.so failed:\n{}", r.describe()));
+    }
+    let lib = profile_dir.join("libbsdalloc.so");
+    if !lib.exists() {
+        return Err(format!("{} missing after the build", lib.display()));
+    }
+    Ok(lib)
+}
+
+/// A fresh scratch directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("capi")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create scratch dir");
+    d
+}
+
+fn src(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("c")
+        .join(name)
+}
+
+/// Compiles `tests/c/<name>` into `dir`; returns the executable.
+fn gcc(name: &str, dir: &Path, extra: &[&str]) -> PathBuf {
+    let out = dir.join(name.trim_end_matches(".c"));
+    let r = run(
+        Command::new("gcc")
+            .args(["-O2", "-Wall", "-pthread", "-o"])
+            .arg(&out)
+            .arg(src(name))
+            .args(extra),
+        60,
+    );
+    assert!(r.ok(), "gcc {name} failed:\n{}", r.describe());
+    out
+}
+
+struct Ran {
+    status: Option<ExitStatus>,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    secs: f64,
+    what: String,
+}
+
+impl Ran {
+    fn ok(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
+    fn out(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    fn err(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+    fn describe(&self) -> String {
+        let status = match self.status {
+            None => "timed out (killed)".to_string(),
+            Some(s) => match s.signal() {
+                Some(sig) => format!("killed by signal {sig}"),
+                None => format!("exit {}", s.code().unwrap_or(-1)),
+            },
+        };
+        let tail = |b: &[u8]| {
+            let s = String::from_utf8_lossy(b);
+            let skip = s.len().saturating_sub(3000);
+            let mut start = skip;
+            while !s.is_char_boundary(start) {
+                start += 1;
+            }
+            s[start..].to_string()
+        };
+        format!(
+            "{}: {} after {:.2}s\n--- stdout (tail)\n{}\n--- stderr (tail)\n{}",
+            self.what,
+            status,
+            self.secs,
+            tail(&self.stdout),
+            tail(&self.stderr)
+        )
+    }
+}
+
+/// Runs `cmd` to completion or until `timeout_s`, capturing its output,
+/// with core dumps off.
+fn run(cmd: &mut Command, timeout_s: u64) -> Ran {
+    let what = format!("{cmd:?}");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe and touches no memory of the
+    // parent; the closure allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            let zero = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &zero);
+            Ok(())
+        });
+    }
+    let start = Instant::now();
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let mut so = child.stdout.take().expect("stdout");
+    let mut se = child.stderr.take().expect("stderr");
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = so.read_to_end(&mut v);
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = se.read_to_end(&mut v);
+        v
+    });
+    let deadline = start + Duration::from_secs(timeout_s);
+    let status = loop {
+        match child.try_wait().expect("wait") {
+            Some(s) => break Some(s),
+            None if Instant::now() >= deadline => {
+                // Kill the whole process group would be nicer; the child
+                // itself is enough for our programs (their children exit
+                // on EOF or are reaped with the pipes closed).
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            None => std::thread::sleep(Duration::from_millis(5)),
+        }
+    };
+    Ran {
+        status,
+        stdout: t_out.join().unwrap_or_default(),
+        stderr: t_err.join().unwrap_or_default(),
+        secs: start.elapsed().as_secs_f64(),
+        what,
+    }
+}
+
+/// `cmd` with the library preloaded.
+fn preload(cmd: &mut Command) -> &mut Command {
+    cmd.env("LD_PRELOAD", lib())
+}
+
+/// Runs a test program under LD_PRELOAD and requires success.
+fn run_ok(cmd: &mut Command, timeout_s: u64) -> Ran {
+    let r = run(preload(cmd), timeout_s);
+    assert!(r.ok(), "{}", r.describe());
+    assert!(
+        !r.err().contains("bsdalloc:"),
+        "allocator report:\n{}",
+        r.describe()
+    );
+    eprintln!("{} ({:.2}s)", r.out().trim_end(), r.secs);
+    r
+}
+
+/// The path of `prog` on PATH, if installed.
+fn which(prog: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(prog))
+        .find(|p| p.is_file())
+}
+
+/// Runs the command `make()` builds twice, without and with the library
+/// preloaded, and requires the same successful exit and the same stdout.
+fn same_with_and_without(name: &str, timeout_s: u64, make: impl Fn() -> Command) {
+    let plain = run(&mut make(), timeout_s);
+    assert!(
+        plain.ok(),
+        "{name} without LD_PRELOAD:\n{}",
+        plain.describe()
+    );
+    let pre = run(preload(&mut make()), timeout_s);
+    assert!(pre.ok(), "{name} under LD_PRELOAD:\n{}", pre.describe());
+    let err = pre.err();
+    assert!(
+        !err.contains("bsdalloc:") && !err.contains("LD_PRELOAD"),
+        "{name} under LD_PRELOAD reported:\n{}",
+        pre.describe()
+    );
+    if plain.stdout != pre.stdout {
+        let a = plain.out();
+        let b = pre.out();
+        let mut msg = format!(
+            "{name}: output differs under LD_PRELOAD ({} vs {} bytes)\n",
+            a.len(),
+            b.len()
+        );
+        for (i, (x, y)) in a.lines().zip(b.lines()).enumerate() {
+            if x != y {
+                let _ = write!(msg, "first difference, line {}:\n  -{x}\n  +{y}\n", i + 1);
+                break;
+            }
+        }
+        panic!("{msg}");
+    }
+    eprintln!(
+        "{name}: {} bytes of identical output ({:.2}s plain, {:.2}s preloaded)",
+        plain.stdout.len(),
+        plain.secs,
+        pre.secs
+    );
+}
+
+/// A deterministic text file: `lines` lines of `key<k> <n> <words...>`.
+fn text_input(path: &Path, lines: usize) {
+    const WORDS: [&str; 16] = [
+        "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
+        "juliet", "kilo", "lima", "mike", "november", "oscar", "papa",
+    ];
+    let mut s: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    let mut out = String::with_capacity(lines * 48);
+    for _ in 0..lines {
+        let r = next();
+        let _ = write!(out, "key{} {}", r % 5000, (r >> 16) % 1_000_000);
+        for _ in 0..(r >> 40) % 6 + 1 {
+            out.push(' ');
+            out.push_str(WORDS[(next() % 16) as usize]);
+        }
+        out.push('\n');
+    }
+    std::fs::write(path, out).expect("write input");
+}
+
+fn sh(script: &str, dir: &Path) -> Command {
+    let mut c = Command::new("bash");
+    c.arg("-c").arg(script).current_dir(dir).env("LC_ALL", "C");
+    c
+}
+
+fn skip(what: &str) {
+    eprintln!("skipped: {what} is not installed");
+}
+
+// ---------------------------------------------------------------- C programs
+
+#[test]
+fn c_api_every_function_and_edge_case() {
+    let d = scratch("api");
+    let exe = gcc("api.c", &d, &["-ldl"]);
+    // The test itself agrees with glibc (where glibc 2.36 is not the
+    // documented exception).
+    let g = run(Command::new(&exe).env("API_GLIBC", "1"), 60);
+    assert!(g.ok(), "api.c against glibc's malloc:\n{}", g.describe());
+    let r = run_ok(&mut Command::new(&exe), 60);
+    assert!(r.out().contains("checks passed"));
+}
+
+#[test]
+fn c_bad_free_policies() {
+    let d = scratch("badfree");
+    let exe = gcc("badfree.c", &d, &[]);
+    for what in ["stack", "interior", "global", "realloc", "usable"] {
+        for policy in [None, Some("abort"), Some("warn"), Some("ignore")] {
+            let mut c = Command::new(&exe);
+            c.arg(what);
+            if let Some(p) = policy {
+                c.env("BSDALLOC_BAD_FREE", p);
+            }
+            let r = run(preload(&mut c), 30);
+            let out = r.out();
+            let err = r.err();
+            let ptr = out
+                .lines()
+                .find_map(|l| l.strip_prefix("bad pointer "))
+                .unwrap_or_else(|| panic!("no pointer printed:\n{}", r.describe()))
+                .to_string();
+            match policy {
+                None | Some("abort") => {
+                    assert_eq!(
+                        r.status.and_then(|s| s.signal()),
+                        Some(libc::SIGABRT),
+                        "{what}/{policy:?}: must abort\n{}",
+                        r.describe()
+                    );
+                    assert!(
+                        err.contains("bsdalloc:") && err.contains(&ptr),
+                        "{what}/{policy:?}: the report must name {ptr}\n{}",
+                        r.describe()
+                    );
+                    assert!(!out.contains("survived"));
+                }
+                Some("warn") => {
+                    assert!(r.ok(), "{what}/warn: must go on\n{}", r.describe());
+                    assert!(
+                        err.contains(&ptr) && out.contains("survived"),
+                        "{}",
+                        r.describe()
+                    );
+                }
+                _ => {
+                    assert!(r.ok(), "{what}/ignore: must go on\n{}", r.describe());
+                    assert!(
+                        err.is_empty() && out.contains("survived"),
+                        "{}",
+                        r.describe()
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn c_threads_cross_thread_frees_and_thread_exit() {
+    let d = scratch("threads");
+    let exe = gcc("threads.c", &d, &[]);
+    run_ok(&mut Command::new(&exe), 60);
+}
+
+#[test]
+fn c_fork_from_threaded_parent() {
+    let d = scratch("fork");
+    let exe = gcc("fork.c", &d, &[]);
+    run_ok(&mut Command::new(&exe), 60);
+}
+
+#[test]
+fn c_allocation_from_inside_the_allocator() {
+    let d = scratch("recursion");
+    let exe = gcc("recursion.c", &d, &["-rdynamic", "-ldl"]);
+    run_ok(&mut Command::new(&exe), 30);
+}
+
+#[test]
+fn c_dynamic_tls_modules_next_to_ours() {
+    let d = scratch("tlsmods");
+    const MODS: usize = 24; // more than glibc's DTV surplus (14)
+    for i in 1..=MODS {
+        let c = d.join(format!("tls{i}.c"));
+        std::fs::write(
+            &c,
+            format!("__thread char tlsbuf{i}[256];\nvoid *tls{i}(void) {{ return tlsbuf{i}; }}\n"),
+        )
+        .expect("write module");
+    }
+    // One gcc call per module, several at once.
+    let mut kids: Vec<_> = (1..=MODS)
+        .map(|i| {
+            Command::new("gcc")
+                .args(["-shared", "-fPIC", "-O1", "-o"])
+                .arg(d.join(format!("libtls{i}.so")))
+                .arg(d.join(format!("tls{i}.c")))
+                .spawn()
+                .expect("gcc")
+        })
+        .collect();
+    for k in &mut kids {
+        assert!(
+            k.wait().expect("gcc").success(),
+            "gcc of a TLS module failed"
+        );
+    }
+    let exe = gcc("tlsmods.c", &d, &["-ldl"]);
+    run_ok(Command::new(&exe).arg(&d).arg(MODS.to_string()), 60);
+}
+
+#[test]
+fn c_dlopen_of_the_library() {
+    let d = scratch("dlopen");
+    let exe = gcc("dlopen.c", &d, &["-ldl"]);
+    // Not preloaded: the process runs on glibc's malloc and dlopens ours.
+    let r = run(Command::new(&exe).arg(lib()), 60);
+    assert!(r.ok(), "{}", r.describe());
+    eprintln!("{} ({:.2}s)", r.out().trim_end(), r.secs);
+}
+
+// ---------------------------------------------------------------- real programs
+
+#[test]
+fn real_sort() {
+    if which("sort").is_none() {
+        return skip("sort");
+    }
+    let d = scratch("sort");
+    text_input(&d.join("in.txt"), 200_000);
+    for args in [
+        "sort in.txt",
+        "sort -t' ' -k2,2n -k1,1 in.txt",
+        "sort -u -k3 in.txt",
+        "sort -r -S 1M --parallel=2 in.txt", // temporary files, threads
+    ] {
+        same_with_and_without(args, 60, || sh(args, &d));
+    }
+}
+
+#[test]
+fn real_awk_sed_grep() {
+    let d = scratch("text");
+    text_input(&d.join("in.txt"), 200_000);
+    let cases = [
+        ("awk", "awk '{ n[$1]++; s[$1] += $2; w[$3] = w[$3] \" \" $1 } END { for (k in n) print k, n[k], s[k]; for (k in w) print k, length(w[k]) }' in.txt | sort"),
+        ("sed", "sed -E 's/(key[0-9]+) ([0-9]+)/\\2:\\1/; s/(alpha|echo)+/<&>/g; /papa$/d' in.txt"),
+        ("grep", "grep -E -c 'key1[0-9]{2} .*(delta|kilo)' in.txt; grep -o -E '[a-z]+o\\b' in.txt | sort | uniq -c"),
+    ];
+    for (prog, script) in cases {
+        if which(prog).is_none() {
+            skip(prog);
+            continue;
+        }
+        same_with_and_without(prog, 60, || sh(script, &d));
+    }
+}
+
+#[test]
+fn real_python3() {
+    let Some(py) = which("python3") else {
+        return skip("python3");
+    };
+    // Resolve wrappers (pyenv shims) to the interpreter itself.
+    let exe = run(
+        Command::new(py).args(["-c", "import sys; print(sys.executable)"]),
+        30,
+    );
+    if !exe.ok() {
+        return skip("a working python3");
+    }
+    let exe = PathBuf::from(exe.out().trim());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/workload.py");
+    let d = scratch("python3");
+    same_with_and_without("python3 workload.py", 90, || {
+        let mut c = Command::new(&exe);
+        c.arg(&script).current_dir(&d).env("PYTHONHASHSEED", "0");
+        c
+    });
+}
+
+#[test]
+fn real_sqlite3() {
+    if which("sqlite3").is_none() {
+        return skip("sqlite3");
+    }
+    let d = scratch("sqlite3");
+    let sql = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/workload.sql");
+    let db = d.join("db.sqlite");
+    same_with_and_without("sqlite3 workload.sql", 90, || {
+        let _ = std::fs::remove_file(&db);
+        let mut c = Command::new("sqlite3");
+        c.arg(&db).arg(format!(".read {}", sql.display()));
+        c
+    });
+}
+
+#[test]
+fn real_git() {
+    if which("git").is_none() {
+        return skip("git");
+    }
+    let d = scratch("git");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/git.sh");
+    same_with_and_without("git.sh", 90, || {
+        let mut c = Command::new("bash");
+        c.arg(&script).arg(d.join("repo")).current_dir(&d);
+        for (k, v) in [
+            ("HOME", d.to_str().unwrap_or("/tmp")),
+            ("GIT_CONFIG_NOSYSTEM", "1"),
+            ("GIT_AUTHOR_NAME", "A U Thor"),
+            ("GIT_AUTHOR_EMAIL", "author@example.invalid"),
+            ("GIT_COMMITTER_NAME", "C O Mitter"),
+            ("GIT_COMMITTER_EMAIL", "committer@example.invalid"),
+            ("LC_ALL", "C"),
+            ("TZ", "UTC"),
+        ] {
+            c.env(k, v);
+        }
+        c
+    });
+}
+
+#[test]
+fn real_gcc() {
+    if which("gcc").is_none() {
+        return skip("gcc");
+    }
+    let d = scratch("gcc");
+    // A generated translation unit with some bulk, plus api.c.
+    let mut big = String::from("#include <stdio.h>\n#include <string.h>\n");
+    for i in 0..400 {
+        let _ = write!(
+            big,
+            "struct s{i} {{ int a[{n}]; char name[32]; double d; }};\n\
+             static int f{i}(struct s{i} *p, int k) {{ int t = 0; for (int j = 0; j < {n}; j++) \
+             t += p->a[j] * (k ^ j); snprintf(p->name, sizeof p->name, \"f{i}-%d\", t); \
+             return t + (int)strlen(p->name); }}\n",
+            n = i % 17 + 1
+        );
+    }
+    big.push_str("int main(void) { long t = 0;\n");
+    for i in 0..400 {
+        let _ = writeln!(
+            big,
+            "  {{ struct s{i} v = {{{{0}}}}; t += f{i}(&v, {i}); }}"
+        );
+    }
+    big.push_str("  printf(\"%ld\\n\", t); return 0; }\n");
+    std::fs::write(d.join("big.c"), big).expect("write big.c");
+    let api = src("api.c");
+    let script = format!(
+        "set -e; gcc -O2 -c big.c -o big.o; gcc -O2 -c {api} -o api.o; \
+         gcc -o big big.o; cksum < big.o; cksum < api.o; ./big",
+        api = api.display()
+    );
+    same_with_and_without("gcc", 120, || sh(&script, &d));
+}
+
+#[test]
+fn real_xz_and_perl() {
+    let d = scratch("xz");
+    text_input(&d.join("in.txt"), 100_000);
+    if which("xz").is_some() {
+        same_with_and_without("xz", 90, || {
+            sh(
+                "xz -T2 -3 -c in.txt > in.xz && cksum < in.xz && xz -d -c in.xz | cksum",
+                &d,
+            )
+        });
+    } else {
+        skip("xz");
+    }
+    if which("perl").is_some() {
+        same_with_and_without("perl", 90, || {
+            sh(
+                "perl -ne 'my @f = split; $h{$f[0]} .= \"$f[1],\"; $w{$_}++ for @f[2..$#f]; \
+                 END { for (sort keys %h) { my @n = sort { $a <=> $b } split /,/, $h{$_}; \
+                 print \"$_ @n[0..2]\\n\" } print \"$_ $w{$_}\\n\" for sort keys %w }' in.txt",
+                &d,
+            )
+        });
+    } else {
+        skip("perl");
+    }
+}

@@ -192,7 +192,22 @@ pub(crate) fn arena_pages(
     } else {
         Constraints::NONE
     };
-    let addr = arena.xalloc(size, &c, vf).ok()?;
+    // The limit (pressure.rs): boundary-tag slabs (USE_RESERVE) are
+    // charged but never refused; WAITOK sleeps here until memory is freed.
+    let force = vf.contains(vmem::Flags::USE_RESERVE);
+    if !crate::pressure::charge(size, vf.contains(vmem::Flags::WAITOK), force) {
+        return None;
+    }
+    let addr = match arena.xalloc(size, &c, vf) {
+        Ok(a) => Ok(a),
+        // Reclaim before failure (seed 003), then one more try.
+        Err(_) if crate::pressure::reclaim_for_retry() => arena.xalloc(size, &c, vf),
+        Err(e) => Err(e),
+    };
+    let Ok(addr) = addr else {
+        crate::pressure::uncharge(size);
+        return None;
+    };
     pagemeta::set(addr, size / PAGE_SIZE, word);
     Some(addr)
 }
@@ -211,6 +226,7 @@ pub(crate) unsafe fn arena_free(arena: &Arena<'static>, addr: usize, size: usize
             "kmem: freeing {size} bytes at {addr:#x} to the kernel arena: {e}"
         ));
     }
+    crate::pressure::uncharge(size);
 }
 
 /// The page source of UMA's internal zones and of the malloc class zones:
@@ -303,7 +319,12 @@ unsafe impl SlabSource for BtPages {
             .with(vmem::Flags::NOVM)
             .with(vmem::Flags::USE_RESERVE)
             .with(vmem::Flags::BESTFIT);
-        match arena_pages(a, size, align, vf, WORD_INTERNAL) {
+        // Nested inside a kernel-arena allocation (seed 002): no reclaim
+        // pass from in here.
+        let nested = crate::pressure::NestGuard::btag();
+        let got = arena_pages(a, size, align, vf, WORD_INTERNAL);
+        drop(nested);
+        match got {
             Some(addr) => NonNull::new(addr as *mut u8),
             None => {
                 // Out of address space or lost a fill race.
@@ -528,6 +549,7 @@ fn build() -> bool {
         .tag_source(&BT_TAGS)
         .tag_reserve(true)
         .qcache(QCACHE_MAX, &QCACHE)
+        .reclaim(&crate::pressure::arena_reclaim)
         .build()
     {
         Ok(a) => a,
@@ -594,6 +616,8 @@ fn build() -> bool {
         };
         QCACHE.zones[class].store(z as *const Zone as *mut Zone, Ordering::Release);
     }
+    // 9. The memory limit from the environment (BSDALLOC_LIMIT).
+    crate::pressure::init_from_env(arena);
     // SAFETY: single initializing thread; READY is published by the caller.
     unsafe {
         (*KERNEL.0.get()).write(Kernel {

@@ -79,6 +79,7 @@ mod kmem;
 mod malloc;
 mod os;
 mod pagemeta;
+mod pressure;
 pub mod raw;
 mod report;
 mod stats;
@@ -92,6 +93,12 @@ pub use malloc::{
     write_vmstat_m, zfree, MallocType, MallocTypeStats,
 };
 pub use os::{os_stats, OsStats, CHUNK_SIZE, PAGE_SIZE};
+pub use pressure::{
+    limit, pressure_stats, reclaim_now, reclaim_worker_running, register_lowmem, set_limit,
+    set_soft_threshold_pct, start_reclaim_worker, stop_reclaim_worker, unregister_lowmem,
+    write_pressure_stats, LowMemHandler, LowMemLevel, PressureStats, Reservation, ReserveError,
+    LOWMEM_SLOTS, META_ALLOWANCE, RESERVE_MAX_PCT, RESERVE_TIMEOUT, WAIT_RETRY,
+};
 pub use report::{set_report_hook, Report, ReportKind};
 pub use stats::{stats, write_arena_stats, write_os_stats, write_stats, write_vmstat_z, Stats};
 /// Allocation flags (FreeBSD `M_WAITOK`, `M_NOWAIT`, `M_ZERO`,

@@ -80,7 +80,7 @@ pub(crate) fn alloc_untyped(size: usize, align: usize, flags: Flags) -> Option<N
     let k = kernel()?;
     match class_of(size, align) {
         Some(c) => k.classes[c].alloc(flags),
-        None => large_alloc(k, size, align, flags.contains(Flags::ZERO)),
+        None => large_alloc_flags(k, size, align, flags),
     }
 }
 
@@ -94,20 +94,55 @@ pub(crate) fn large_alloc(
     align: usize,
     zero: bool,
 ) -> Option<NonNull<u8>> {
+    let flags = if zero {
+        Flags::NOWAIT.with(Flags::ZERO)
+    } else {
+        Flags::NOWAIT
+    };
+    large_alloc_flags(k, size, align, flags)
+}
+
+/// [`large_alloc`] with malloc flags: `WAITOK` sleeps at the memory limit
+/// (and in the arena) until memory is freed; `ZERO` zeroes.
+pub(crate) fn large_alloc_flags(
+    k: &Kernel,
+    size: usize,
+    align: usize,
+    flags: Flags,
+) -> Option<NonNull<u8>> {
+    let zero = flags.contains(Flags::ZERO);
+    let vf = if flags.contains(Flags::WAITOK) {
+        vmem::Flags::WAITOK
+    } else {
+        vmem::Flags::NOWAIT
+    };
     let bytes = round_page(size.max(1))?;
     if !align.is_power_of_two() || align > (1 << 40) {
         return None;
     }
     let n = bytes / PAGE_SIZE;
     let addr = if bytes <= QCACHE_MAX && align <= PAGE_SIZE {
-        let addr = k.arena.alloc(bytes, vmem::Flags::NOWAIT).ok()?;
+        // Charged here (the quantum cache's own ranges are not).
+        if !crate::pressure::charge(bytes, vf.contains(vmem::Flags::WAITOK), false) {
+            return None;
+        }
+        let addr = match k.arena.alloc(bytes, vf) {
+            Ok(a) => Ok(a),
+            // Reclaim before failure (seed 003), then one more try.
+            Err(_) if crate::pressure::reclaim_for_retry() => k.arena.alloc(bytes, vf),
+            Err(e) => Err(e),
+        };
+        let Ok(addr) = addr else {
+            crate::pressure::uncharge(bytes);
+            return None;
+        };
         if zero {
             // SAFETY: `bytes` bytes of ours, just allocated.
             unsafe { ptr::write_bytes(addr as *mut u8, 0, bytes) };
         }
         addr
     } else {
-        arena_pages(k.arena, bytes, align.max(PAGE_SIZE), vmem::Flags::NOWAIT, 0)?
+        arena_pages(k.arena, bytes, align.max(PAGE_SIZE), vf, 0)?
     };
     pagemeta::set(addr, 1, pagemeta::large_word(n));
     NonNull::new(addr as *mut u8)
@@ -128,6 +163,7 @@ pub(crate) unsafe fn large_free(k: &Kernel, addr: usize, n: usize) {
                 "kmem: freeing {bytes} bytes at {addr:#x}: {e}"
             ));
         }
+        crate::pressure::uncharge(bytes);
     } else {
         // SAFETY: the caller's promise.
         unsafe { arena_free(k.arena, addr, bytes) };
@@ -485,7 +521,7 @@ pub fn malloc_aligned(
     let (p, owner) = match class_of(size, align) {
         Some(c) => (k.classes[c].alloc(flags)?, Owner::Class(c)),
         None => {
-            let p = large_alloc(k, size, align, flags.contains(Flags::ZERO))?;
+            let p = large_alloc_flags(k, size, align, flags)?;
             (p, Owner::Large(round_page(size.max(1))? / PAGE_SIZE))
         }
     };

@@ -112,5 +112,6 @@ pub fn write_stats(w: &mut dyn fmt::Write) -> fmt::Result {
     crate::malloc::write_vmstat_m(w)?;
     writeln!(w)?;
     write_arena_stats(w)?;
-    write_os_stats(w)
+    write_os_stats(w)?;
+    crate::pressure::write_pressure_stats(w)
 }

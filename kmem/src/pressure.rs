@@ -231,11 +231,19 @@ static WAIT_LOCK: Mutex<u64> = Mutex::new(0);
 static WAIT_CV: Condvar = Condvar::new();
 static WAITERS: AtomicUsize = AtomicUsize::new(0);
 
+/// Wakes the sleepers. Never blocks on the wait lock (a free must not
+/// wait, and a child forked while the lock was held must not hang): if it
+/// is busy, notifies without it (a wakeup lost that way costs the sleeper
+/// at most one [`WAIT_RETRY`]).
 fn wake_waiters() {
     if WAITERS.load(Ordering::SeqCst) > 0 {
-        let mut g = WAIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        *g = g.wrapping_add(1);
-        WAIT_CV.notify_all();
+        match WAIT_LOCK.try_lock() {
+            Ok(mut g) => {
+                *g = g.wrapping_add(1);
+                WAIT_CV.notify_all();
+            }
+            Err(_) => WAIT_CV.notify_all(),
+        }
     }
 }
 
@@ -243,10 +251,15 @@ fn wake_waiters() {
 fn wait_for_free(seen: (u64, u64), timeout: Duration) {
     C.waits.fetch_add(1, Ordering::Relaxed);
     WAITERS.fetch_add(1, Ordering::SeqCst);
-    let g = WAIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    // A free between our check and now changed the account: don't sleep.
-    if ACCOUNT.get() == seen {
-        let _ = WAIT_CV.wait_timeout(g, timeout);
+    match WAIT_LOCK.try_lock() {
+        Ok(g) => {
+            // A free between our check and now changed the account: don't
+            // sleep.
+            if ACCOUNT.get() == seen {
+                let _ = WAIT_CV.wait_timeout(g, timeout);
+            }
+        }
+        Err(_) => std::thread::sleep(timeout.min(Duration::from_millis(1))),
     }
     WAITERS.fetch_sub(1, Ordering::SeqCst);
 }

@@ -7,6 +7,10 @@
 //! and removes it when done (`Limit`'s drop). Each test runs under a
 //! watchdog that aborts the process if it hangs.
 
+// The real allocator: under loom, vmem and uma use loom locks, which
+// only work inside a model.
+#![cfg(not(loom))]
+
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex, MutexGuard};

@@ -1,6 +1,10 @@
 //! The limit from the environment: `BSDALLOC_LIMIT` is read once, at
 //! bootstrap (its own test binary: the allocator must not have started).
 
+// The real allocator: under loom, vmem and uma use loom locks, which
+// only work inside a model.
+#![cfg(not(loom))]
+
 use kmem::Flags;
 
 #[test]

@@ -1,5 +1,9 @@
 //! kmem as the global allocator of this test binary: basic shapes.
 
+// The real allocator: under loom, vmem and uma use loom locks, which
+// only work inside a model.
+#![cfg(not(loom))]
+
 use std::alloc::{GlobalAlloc, Layout};
 
 #[global_allocator]

@@ -230,6 +230,45 @@ impl StandaloneTags {
     pub fn mapped_bytes(&self) -> usize {
         self.pool.lock().mapped
     }
+
+    /// Takes the pool lock for a fork (`pthread_atfork` prepare). An arena
+    /// calls its tag source with its own lock held, so this comes after the
+    /// locks of the arenas using this source.
+    ///
+    /// # Safety
+    ///
+    /// As [`Arena::fork_prepare`](crate::Arena::fork_prepare): exactly one of
+    /// [`fork_parent`](Self::fork_parent) or [`fork_child`](Self::fork_child)
+    /// follows in this thread, which does not hold the lock already.
+    #[cfg(not(loom))]
+    pub unsafe fn fork_prepare(&self) {
+        self.pool.force_lock();
+    }
+
+    /// Releases the pool lock in the parent after a fork.
+    ///
+    /// # Safety
+    ///
+    /// [`fork_prepare`](Self::fork_prepare) was called by this thread and
+    /// not yet undone.
+    #[cfg(not(loom))]
+    pub unsafe fn fork_parent(&self) {
+        // SAFETY: taken by fork_prepare in this thread.
+        unsafe { self.pool.force_unlock() };
+    }
+
+    /// Releases the pool lock in the child after a fork (the pool is only
+    /// changed under the lock, so it is consistent).
+    ///
+    /// # Safety
+    ///
+    /// Called in the child, by the thread that forked, after
+    /// [`fork_prepare`](Self::fork_prepare) in the prepare handler.
+    #[cfg(not(loom))]
+    pub unsafe fn fork_child(&self) {
+        // SAFETY: taken by fork_prepare in the forking thread, this one.
+        unsafe { self.pool.force_unlock() };
+    }
 }
 
 impl Default for StandaloneTags {

@@ -92,6 +92,49 @@ impl SimpleQuantumCache {
     fn stack(&self, class: usize) -> Option<&Mutex<Stack>> {
         self.classes.get(class.checked_sub(1)?)
     }
+
+    /// Takes every stack lock for a fork (`pthread_atfork` prepare). The
+    /// stacks are leaves (nothing is called with one held), so they may be
+    /// taken at any point of the global order.
+    ///
+    /// # Safety
+    ///
+    /// As [`Arena::fork_prepare`](crate::Arena::fork_prepare): exactly one of
+    /// [`fork_parent`](Self::fork_parent) or [`fork_child`](Self::fork_child)
+    /// follows in this thread, which holds none of the locks already.
+    #[cfg(not(loom))]
+    pub unsafe fn fork_prepare(&self) {
+        for s in &self.classes {
+            s.force_lock();
+        }
+    }
+
+    /// Releases the stack locks in the parent after a fork.
+    ///
+    /// # Safety
+    ///
+    /// [`fork_prepare`](Self::fork_prepare) was called by this thread and
+    /// not yet undone.
+    #[cfg(not(loom))]
+    pub unsafe fn fork_parent(&self) {
+        for s in &self.classes {
+            // SAFETY: taken by fork_prepare in this thread.
+            unsafe { s.force_unlock() };
+        }
+    }
+
+    /// Releases the stack locks in the child after a fork. Segments that a
+    /// vanished thread held outside the stacks are lost to the child.
+    ///
+    /// # Safety
+    ///
+    /// Called in the child, by the thread that forked, after
+    /// [`fork_prepare`](Self::fork_prepare) in the prepare handler.
+    #[cfg(not(loom))]
+    pub unsafe fn fork_child(&self) {
+        // SAFETY: as fork_parent; the forking thread is this one.
+        unsafe { self.fork_parent() };
+    }
 }
 
 impl Default for SimpleQuantumCache {

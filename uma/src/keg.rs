@@ -69,6 +69,10 @@ pub(crate) struct Keg {
     /// Where `WAITOK` allocations sleep when the page source fails; items
     /// and slabs freed to the keg wake them.
     pub mem_cv: Condvar,
+    /// Fork prepare holds `state` (a keg shared by several zones is locked
+    /// once). Only touched by the fork handlers, which hold every UMA lock.
+    #[cfg(not(loom))]
+    pub fork_held: core::cell::Cell<bool>,
 }
 
 // SAFETY: raw pointers inside point to UMA-owned memory whose mutable parts
@@ -139,7 +143,18 @@ impl Keg {
                 hash_growing: false,
             }),
             mem_cv: Condvar::new(),
+            #[cfg(not(loom))]
+            fork_held: core::cell::Cell::new(false),
         })
+    }
+
+    /// Fork child: forgets the waiters and the hash growth of threads that
+    /// do not exist in the child. Call with no UMA lock held by the caller.
+    #[cfg(not(loom))]
+    pub(crate) fn fork_child_reset(&self) {
+        let mut g = self.state.lock();
+        g.mem_waiters = 0;
+        g.hash_growing = false;
     }
 
     fn uma(&self) -> &Uma {

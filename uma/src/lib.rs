@@ -90,6 +90,9 @@
 //!   them. Concurrency goes through `sync` (loom under `cfg(loom)`).
 //! - No panic on allocation paths for bad input; internal corruption is
 //!   reported and aborts (panics under loom).
+//! - Fork safe: [`fork`] has the `pthread_atfork` steps (every lock of
+//!   every instance, in the global lock order written there) and what a
+//!   child gets.
 #![deny(unsafe_op_in_unsafe_fn)]
 // Under loom the TLS layer is compiled out; its helpers are reached only
 // from the models.
@@ -98,6 +101,8 @@
 mod bucket;
 pub mod debug;
 mod flags;
+#[cfg(not(loom))]
+pub mod fork;
 mod keg;
 mod pcpu;
 mod reserve;

@@ -67,6 +67,9 @@ pub struct Uma {
     reclaiming: Mutex<()>,
     #[cfg(loom)]
     registry: Mutex<()>,
+    /// The next instance on the process's list of instances (`fork`).
+    #[cfg(not(loom))]
+    next_instance: crate::sync::AtomicPtr<Uma>,
 }
 
 // SAFETY: all mutable state is behind the locks named on the fields; the
@@ -244,6 +247,9 @@ impl Uma {
             ptr::addr_of_mut!((*up).reclaiming).write(Mutex::new(()));
             #[cfg(loom)]
             ptr::addr_of_mut!((*up).registry).write(Mutex::new(()));
+            #[cfg(not(loom))]
+            ptr::addr_of_mut!((*up).next_instance)
+                .write(crate::sync::AtomicPtr::new(ptr::null_mut()));
             let mut names: [(&'static str, usize, usize); NINTERNAL] = [("", 0, 0); NINTERNAL];
             names[Z_ZONES] = ("UMA Zones", size_of::<Zone>(), 16);
             names[Z_KEGS] = ("UMA Kegs", size_of::<Keg>(), 16);
@@ -288,6 +294,9 @@ impl Uma {
             for i in 0..NINTERNAL {
                 uma.link_zone(uma.zones[i].assume_init_ref());
             }
+            // Complete: from now on fork handlers lock it.
+            #[cfg(not(loom))]
+            crate::fork::register_instance(uma);
             Some(uma)
         }
     }
@@ -690,11 +699,127 @@ fn ncpu() -> usize {
 /// bootstrapped on first use.
 #[cfg(not(loom))]
 pub fn global() -> &'static Uma {
-    static G: crate::sync::OnceLock<&'static Uma> = crate::sync::OnceLock::new();
-    G.get_or_init(|| match Uma::bootstrap(&crate::source::MMAP_SOURCE) {
-        Some(u) => u,
+    let g = GLOBAL.load(crate::sync::Ordering::Acquire);
+    if !g.is_null() {
+        // SAFETY: published once, after the bootstrap; never freed.
+        return unsafe { &*g };
+    }
+    global_slow()
+}
+
+/// The default instance, once built.
+#[cfg(not(loom))]
+static GLOBAL: crate::sync::AtomicPtr<Uma> = crate::sync::AtomicPtr::new(ptr::null_mut());
+/// Serializes the default instance's bootstrap. A lock rather than a
+/// `OnceLock` so that the fork prepare handler can hold it (a bootstrap
+/// caught running by a fork would block the child forever otherwise).
+#[cfg(not(loom))]
+static GLOBAL_INIT: Mutex<()> = Mutex::new(());
+
+#[cfg(not(loom))]
+#[cold]
+#[inline(never)]
+fn global_slow() -> &'static Uma {
+    let _g = GLOBAL_INIT.lock();
+    let g = GLOBAL.load(crate::sync::Ordering::Acquire);
+    if !g.is_null() {
+        // SAFETY: as in `global`.
+        return unsafe { &*g };
+    }
+    match Uma::bootstrap(&crate::source::MMAP_SOURCE) {
+        Some(u) => {
+            GLOBAL.store(u as *const Uma as *mut Uma, crate::sync::Ordering::Release);
+            u
+        }
         None => debug::fatal(format_args!(
             "uma: bootstrap failed: no first chunk of pages"
         )),
-    })
+    }
+}
+
+// ---- fork hooks (see `crate::fork`)
+
+/// Fork prepare: the default instance's bootstrap lock (first of all).
+#[cfg(not(loom))]
+pub(crate) fn fork_lock_global() {
+    GLOBAL_INIT.force_lock();
+}
+
+/// Undoes [`fork_lock_global`].
+///
+/// # Safety
+///
+/// [`fork_lock_global`] was called by this thread (in a child: by the
+/// thread that forked) and not yet undone.
+#[cfg(not(loom))]
+pub(crate) unsafe fn fork_unlock_global() {
+    // SAFETY: the caller's promise.
+    unsafe { GLOBAL_INIT.force_unlock() };
+}
+
+#[cfg(not(loom))]
+impl Uma {
+    /// The next instance on the process's list (null at the end).
+    pub(crate) fn next_instance(&self) -> *mut Uma {
+        self.next_instance.load(crate::sync::Ordering::Acquire)
+    }
+
+    /// Sets the link to the next instance (before publication).
+    pub(crate) fn set_next_instance(&self, next: *mut Uma) {
+        self.next_instance
+            .store(next, crate::sync::Ordering::Relaxed);
+    }
+
+    /// Fork prepare: the reclaim lock and the zone-list lock.
+    pub(crate) fn fork_lock_lists(&self) {
+        self.reclaiming.force_lock();
+        self.list.force_lock();
+    }
+
+    /// Undoes [`fork_lock_lists`](Self::fork_lock_lists).
+    ///
+    /// # Safety
+    ///
+    /// `fork_lock_lists` was called by this thread (in a child: by the
+    /// thread that forked) and not yet undone.
+    pub(crate) unsafe fn fork_unlock_lists(&self) {
+        // SAFETY: the caller's promise.
+        unsafe {
+            self.list.force_unlock();
+            self.reclaiming.force_unlock();
+        }
+    }
+
+    /// Calls `f` on every zone, for a holder of the list lock through
+    /// [`fork_lock_lists`](Self::fork_lock_lists).
+    ///
+    /// # Safety
+    ///
+    /// The calling thread holds the list lock through `fork_lock_lists`.
+    pub(crate) unsafe fn fork_each_zone(&self, mut f: impl FnMut(&Zone)) {
+        // SAFETY: the list lock is held (caller's promise).
+        let mut z = unsafe { (*self.list.data_ptr()).head };
+        while !z.is_null() {
+            // SAFETY: list lock held; listed zones are alive.
+            unsafe {
+                f(&*z);
+                z = (*z).list_next.get();
+            }
+        }
+    }
+
+    /// Fork prepare: the boot-pages lock (a leaf).
+    pub(crate) fn fork_lock_boot(&self) {
+        self.boot.force_lock();
+    }
+
+    /// Undoes [`fork_lock_boot`](Self::fork_lock_boot).
+    ///
+    /// # Safety
+    ///
+    /// As [`fork_unlock_lists`](Self::fork_unlock_lists).
+    pub(crate) unsafe fn fork_unlock_boot(&self) {
+        // SAFETY: the caller's promise.
+        unsafe { self.boot.force_unlock() };
+    }
 }

@@ -1,12 +1,18 @@
 //! The one door to atomics, locks and fences.
 //!
 //! This is the only file of the crate that names `std::sync::atomic` or
-//! `loom`. Normally it re-exports std's atomics and wraps std's futex-based
-//! `Mutex`/`Condvar` (chosen over `parking_lot` because parking_lot's parking
-//! table is allocated through the global allocator on first contention, and
-//! UMA must never allocate through it: kmem installs UMA *as* the global
-//! allocator). Under `cfg(loom)` everything that takes part in a protocol
-//! becomes loom's type, so the models in `src/tests/loom_*.rs` explore it.
+//! `loom`. Normally it re-exports std's atomics and provides a futex
+//! `Mutex`/`Condvar` built like std's Linux ones (a 3-state futex word; a
+//! futex sequence counter for the condition variable). They are our own
+//! rather than std's for fork safety: the `pthread_atfork` handlers
+//! ([`crate::fork`]) take every lock before a fork and release it in both
+//! processes with no guard to carry between the handlers, which needs
+//! `force_lock`/`force_unlock`. Neither allocates (parking_lot was ruled out
+//! because its parking table is allocated through the global allocator on
+//! first contention, and UMA must never allocate through it: kmem installs
+//! UMA *as* the global allocator). Under `cfg(loom)` everything that takes
+//! part in a protocol becomes loom's type, so the models in
+//! `src/tests/loom_*.rs` explore it (fork handling is compiled out there).
 //!
 //! `unmodeled` holds counters that only feed statistics and heuristics
 //! (request counts, the adaptive bucket size): they stay std atomics even
@@ -19,61 +25,313 @@ pub(crate) mod unmodeled {
 
 #[cfg(not(loom))]
 mod imp {
+    pub(crate) use futex::{Condvar, Mutex, MutexGuard};
     use std::sync::atomic::compiler_fence;
     pub(crate) use std::sync::atomic::{
         fence, AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering,
     };
-    use std::sync::TryLockError;
 
-    /// A mutex (std's futex mutex; poisoning ignored: UMA code never panics
-    /// while holding a lock except on reported corruption, which aborts).
-    #[derive(Debug)]
-    pub(crate) struct Mutex<T>(std::sync::Mutex<T>);
-    pub(crate) type MutexGuard<'a, T> = std::sync::MutexGuard<'a, T>;
+    /// The futex mutex and condition variable (see the module doc).
+    mod futex {
+        use core::cell::UnsafeCell;
+        use core::fmt;
+        use core::marker::PhantomData;
+        use core::ops::{Deref, DerefMut};
+        use core::sync::atomic::AtomicU32;
+        use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+        use std::time::Duration;
 
-    impl<T> Mutex<T> {
-        pub(crate) const fn new(v: T) -> Self {
-            Self(std::sync::Mutex::new(v))
+        /// Mutex futex word states (as std's Linux mutex).
+        const UNLOCKED: u32 = 0;
+        /// Locked, no waiter.
+        const LOCKED: u32 = 1;
+        /// Locked, and a waiter may sleep in `FUTEX_WAIT`: unlock must wake.
+        const CONTENDED: u32 = 2;
+
+        /// `FUTEX_WAIT` on `futex` while it holds `expected`, for at most
+        /// `timeout`. Returns false when the time ran out; true on a wake-up,
+        /// a changed value or a signal (the caller re-checks either way).
+        fn futex_wait(futex: &AtomicU32, expected: u32, timeout: Option<Duration>) -> bool {
+            let ts = timeout.map(|d| libc::timespec {
+                tv_sec: d.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+                tv_nsec: d.subsec_nanos() as libc::c_long,
+            });
+            let tsp = ts
+                .as_ref()
+                .map_or(core::ptr::null(), |t| t as *const libc::timespec);
+            // SAFETY: FUTEX_WAIT reads the futex word (a live AtomicU32) and the
+            // optional relative timeout (a live timespec on our stack).
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    futex.as_ptr(),
+                    libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                    expected,
+                    tsp,
+                )
+            };
+            // SAFETY: errno is thread-local and always readable.
+            r == 0 || unsafe { *libc::__errno_location() } != libc::ETIMEDOUT
         }
-        #[inline]
-        pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
-            self.0.lock().unwrap_or_else(|e| e.into_inner())
-        }
-        #[inline]
-        pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
-            match self.0.try_lock() {
-                Ok(g) => Some(g),
-                Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
-                Err(TryLockError::WouldBlock) => None,
+
+        /// Wakes up to `n` threads sleeping on `futex`.
+        fn futex_wake(futex: &AtomicU32, n: i32) {
+            // SAFETY: FUTEX_WAKE only uses the address as a key.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    futex.as_ptr(),
+                    libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                    n,
+                );
             }
         }
-    }
 
-    /// A condition variable used with [`Mutex`].
-    #[derive(Debug)]
-    pub(crate) struct Condvar(std::sync::Condvar);
-
-    impl Condvar {
-        pub(crate) const fn new() -> Self {
-            Self(std::sync::Condvar::new())
+        /// A mutex: a futex word, as std's on Linux (no heap, no poisoning),
+        /// plus [`force_lock`](Self::force_lock) /
+        /// [`force_unlock`](Self::force_unlock) for `pthread_atfork` handlers.
+        pub(crate) struct Mutex<T> {
+            futex: AtomicU32,
+            data: UnsafeCell<T>,
         }
-        /// Sleeps at most `ms` milliseconds (spurious wake-ups allowed);
-        /// true when the time ran out.
-        pub(crate) fn wait_timeout<'a, T>(
-            &self,
-            g: MutexGuard<'a, T>,
-            ms: u64,
-        ) -> (MutexGuard<'a, T>, bool) {
-            match self.0.wait_timeout(g, std::time::Duration::from_millis(ms)) {
-                Ok((g, r)) => (g, r.timed_out()),
-                Err(e) => {
-                    let (g, r) = e.into_inner();
-                    (g, r.timed_out())
+
+        // SAFETY: the data is only reached through the lock (a guard, or a
+        // force_lock holder through `data_ptr`), which hands it to one thread
+        // at a time: a mutex of `Send` data is `Send` and `Sync`, as std's.
+        unsafe impl<T: Send> Send for Mutex<T> {}
+        // SAFETY: as above.
+        unsafe impl<T: Send> Sync for Mutex<T> {}
+
+        impl<T> fmt::Debug for Mutex<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct("Mutex")
+                    .field("locked", &(self.futex.load(Relaxed) != UNLOCKED))
+                    .finish_non_exhaustive()
+            }
+        }
+
+        impl<T> Mutex<T> {
+            pub(crate) const fn new(value: T) -> Self {
+                Self {
+                    futex: AtomicU32::new(UNLOCKED),
+                    data: UnsafeCell::new(value),
                 }
             }
+
+            #[inline]
+            pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+                self.raw_lock();
+                MutexGuard {
+                    lock: self,
+                    _not_send: PhantomData,
+                }
+            }
+
+            #[allow(dead_code)]
+            #[inline]
+            pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+                self.futex
+                    .compare_exchange(UNLOCKED, LOCKED, Acquire, Relaxed)
+                    .ok()
+                    .map(|_| MutexGuard {
+                        lock: self,
+                        _not_send: PhantomData,
+                    })
+            }
+
+            #[allow(dead_code)]
+            pub(crate) fn get_mut(&mut self) -> &mut T {
+                self.data.get_mut()
+            }
+
+            /// Takes the lock with no guard (fork prepare handlers). The lock
+            /// stays held until [`force_unlock`](Self::force_unlock).
+            #[allow(dead_code)]
+            pub(crate) fn force_lock(&self) {
+                self.raw_lock();
+            }
+
+            /// Releases a lock taken with [`force_lock`](Self::force_lock).
+            ///
+            /// # Safety
+            ///
+            /// The lock is held through `force_lock` by the calling thread (or,
+            /// in a fork child, was held by the thread that forked, which is the
+            /// calling thread), and no reference from [`data_ptr`](Self::data_ptr)
+            /// outlives the call.
+            #[allow(dead_code)]
+            pub(crate) unsafe fn force_unlock(&self) {
+                // SAFETY: the caller's promise.
+                unsafe { self.raw_unlock() }
+            }
+
+            /// The protected data, for a holder of [`force_lock`](Self::force_lock).
+            /// Dereferencing it is `unsafe`: only while the lock is held that way.
+            #[allow(dead_code)]
+            pub(crate) fn data_ptr(&self) -> *mut T {
+                self.data.get()
+            }
+
+            #[inline]
+            fn raw_lock(&self) {
+                if self
+                    .futex
+                    .compare_exchange(UNLOCKED, LOCKED, Acquire, Relaxed)
+                    .is_err()
+                {
+                    self.lock_contended();
+                }
+            }
+
+            /// std's `lock_contended`: spin a little while the holder runs, then
+            /// mark the word contended and sleep on it.
+            #[cold]
+            #[inline(never)]
+            fn lock_contended(&self) {
+                let mut state = self.spin();
+                if state == UNLOCKED {
+                    match self
+                        .futex
+                        .compare_exchange(UNLOCKED, LOCKED, Acquire, Relaxed)
+                    {
+                        Ok(_) => return,
+                        Err(s) => state = s,
+                    }
+                }
+                loop {
+                    // Marking it CONTENDED makes the holder's unlock wake us (and
+                    // whoever we then hand it to: we may not be the last waiter).
+                    if state != CONTENDED && self.futex.swap(CONTENDED, Acquire) == UNLOCKED {
+                        return;
+                    }
+                    futex_wait(&self.futex, CONTENDED, None);
+                    state = self.spin();
+                }
+            }
+
+            fn spin(&self) -> u32 {
+                let mut spin = 100;
+                loop {
+                    let state = self.futex.load(Relaxed);
+                    if state != LOCKED || spin == 0 {
+                        return state;
+                    }
+                    core::hint::spin_loop();
+                    spin -= 1;
+                }
+            }
+
+            /// # Safety
+            ///
+            /// The lock is held by the caller (a guard being dropped, or
+            /// `force_unlock`).
+            #[inline]
+            unsafe fn raw_unlock(&self) {
+                if self.futex.swap(UNLOCKED, Release) == CONTENDED {
+                    self.wake();
+                }
+            }
+
+            #[cold]
+            #[inline(never)]
+            fn wake(&self) {
+                futex_wake(&self.futex, 1);
+            }
         }
-        pub(crate) fn notify_all(&self) {
-            self.0.notify_all()
+
+        /// Proof of holding a [`Mutex`]; unlocks on drop.
+        pub(crate) struct MutexGuard<'a, T> {
+            lock: &'a Mutex<T>,
+            /// Not `Send` (nor `Sync` for non-`Sync` data), like std's guard.
+            _not_send: PhantomData<*const ()>,
+        }
+
+        // SAFETY: sharing a guard shares `&T` only.
+        unsafe impl<T: Sync> Sync for MutexGuard<'_, T> {}
+
+        impl<T> Deref for MutexGuard<'_, T> {
+            type Target = T;
+            #[inline]
+            fn deref(&self) -> &T {
+                // SAFETY: the guard holds the lock.
+                unsafe { &*self.lock.data.get() }
+            }
+        }
+
+        impl<T> DerefMut for MutexGuard<'_, T> {
+            #[inline]
+            fn deref_mut(&mut self) -> &mut T {
+                // SAFETY: the guard holds the lock, and `&mut self` is unique.
+                unsafe { &mut *self.lock.data.get() }
+            }
+        }
+
+        impl<T> Drop for MutexGuard<'_, T> {
+            #[inline]
+            fn drop(&mut self) {
+                // SAFETY: the guard holds the lock.
+                unsafe { self.lock.raw_unlock() }
+            }
+        }
+
+        impl<T> fmt::Debug for MutexGuard<'_, T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("MutexGuard { .. }")
+            }
+        }
+
+        /// A condition variable paired with [`Mutex`]: a futex sequence counter
+        /// (std's Linux condvar). No heap.
+        pub(crate) struct Condvar {
+            futex: AtomicU32,
+        }
+
+        impl fmt::Debug for Condvar {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("Condvar { .. }")
+            }
+        }
+
+        impl Condvar {
+            pub(crate) const fn new() -> Self {
+                Self {
+                    futex: AtomicU32::new(0),
+                }
+            }
+
+            /// Unlocks, sleeps until notified (or `timeout`, or spuriously), and
+            /// locks again. Returns the guard and whether the time ran out.
+            fn wait_raw<'a, T>(
+                &self,
+                guard: MutexGuard<'a, T>,
+                timeout: Duration,
+            ) -> (MutexGuard<'a, T>, bool) {
+                // Read the sequence before unlocking: a notify after this point
+                // changes it, so the wait below returns at once instead of
+                // missing it.
+                let seq = self.futex.load(Relaxed);
+                let lock = guard.lock;
+                drop(guard);
+                let woke = futex_wait(&self.futex, seq, Some(timeout));
+                (lock.lock(), !woke)
+            }
+
+            pub(crate) fn notify_all(&self) {
+                self.futex.fetch_add(1, Relaxed);
+                futex_wake(&self.futex, i32::MAX);
+            }
+        }
+
+        impl Condvar {
+            /// Sleeps at most `ms` milliseconds (spurious wake-ups allowed);
+            /// true when the time ran out.
+            pub(crate) fn wait_timeout<'a, T>(
+                &self,
+                g: MutexGuard<'a, T>,
+                ms: u64,
+            ) -> (MutexGuard<'a, T>, bool) {
+                self.wait_raw(g, Duration::from_millis(ms))
+            }
         }
     }
 
@@ -104,7 +362,10 @@ mod imp {
     const BARRIER_MEMBARRIER: u8 = 1;
     const BARRIER_MPROTECT: u8 = 2;
     static BARRIER_MODE: AtomicU8 = AtomicU8::new(BARRIER_UNKNOWN);
-    static BARRIER_INIT: std::sync::Once = std::sync::Once::new();
+    /// Serializes the one-time choice of the barrier (a lock rather than a
+    /// `Once`, so a fork prepare handler can hold it: a `Once` caught
+    /// running by a fork would block the child forever).
+    static BARRIER_LOCK: Mutex<()> = Mutex::new(());
 
     // linux/membarrier.h
     const MEMBARRIER_CMD_QUERY: libc::c_long = 0;
@@ -118,27 +379,32 @@ mod imp {
     /// `asymmetricHeavyBarrier` fallback). Runs before the first cache is
     /// registered.
     pub(crate) fn init_barrier() {
-        BARRIER_INIT.call_once(|| {
-            // SAFETY: membarrier(2) with QUERY/REGISTER takes no pointers; a
-            // kernel without it returns -1 (ENOSYS), handled below.
-            let mode = unsafe {
-                let cmds = libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
-                if cmds >= 0
-                    && cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED != 0
-                    && libc::syscall(
-                        libc::SYS_membarrier,
-                        MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
-                        0,
-                        0,
-                    ) == 0
-                {
-                    BARRIER_MEMBARRIER
-                } else {
-                    BARRIER_MPROTECT
-                }
-            };
-            BARRIER_MODE.store(mode, Ordering::SeqCst);
-        });
+        if BARRIER_MODE.load(Ordering::Acquire) != BARRIER_UNKNOWN {
+            return;
+        }
+        let _g = BARRIER_LOCK.lock();
+        if BARRIER_MODE.load(Ordering::Acquire) != BARRIER_UNKNOWN {
+            return;
+        }
+        // SAFETY: membarrier(2) with QUERY/REGISTER takes no pointers; a
+        // kernel without it returns -1 (ENOSYS), handled below.
+        let mode = unsafe {
+            let cmds = libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+            if cmds >= 0
+                && cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED != 0
+                && libc::syscall(
+                    libc::SYS_membarrier,
+                    MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+                    0,
+                    0,
+                ) == 0
+            {
+                BARRIER_MEMBARRIER
+            } else {
+                BARRIER_MPROTECT
+            }
+        };
+        BARRIER_MODE.store(mode, Ordering::SeqCst);
     }
 
     /// True when the heavy barrier is `membarrier(2)` (false: mprotect).
@@ -154,7 +420,7 @@ mod imp {
         compiler_fence(Ordering::SeqCst);
     }
 
-    static MPROTECT_PAGE: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
+    static MPROTECT_PAGE: Mutex<usize> = Mutex::new(0);
 
     /// Drainer side of the asymmetric fence: after setting the drain flag,
     /// before reading the owner's busy flag.
@@ -173,7 +439,7 @@ mod imp {
             }
             return;
         }
-        let mut page = MPROTECT_PAGE.lock().unwrap_or_else(|e| e.into_inner());
+        let mut page = MPROTECT_PAGE.lock();
         // SAFETY: one private anonymous page of ours, kept for the life of
         // the process; only this function touches it, under the mutex.
         unsafe {
@@ -204,7 +470,47 @@ mod imp {
         fence(Ordering::SeqCst);
     }
 
-    pub(crate) use std::sync::OnceLock;
+    /// Fork prepare: takes the barrier's locks (leaves of the lock order:
+    /// nothing else is locked while they are held).
+    pub(crate) fn fork_prepare() {
+        BARRIER_LOCK.force_lock();
+        MPROTECT_PAGE.force_lock();
+    }
+
+    /// Fork parent/child: releases what [`fork_prepare`] took.
+    ///
+    /// # Safety
+    ///
+    /// [`fork_prepare`] was called by this thread (in a child: by the thread
+    /// that forked) and not yet undone.
+    pub(crate) unsafe fn fork_release() {
+        // SAFETY: the caller's promise.
+        unsafe {
+            MPROTECT_PAGE.force_unlock();
+            BARRIER_LOCK.force_unlock();
+        }
+    }
+
+    /// Fork child: registers the child for `membarrier` again if the parent
+    /// used it (a no-op where the registration is inherited); falls back to
+    /// the mprotect barrier if that fails.
+    pub(crate) fn fork_child() {
+        if BARRIER_MODE.load(Ordering::Relaxed) != BARRIER_MEMBARRIER {
+            return;
+        }
+        // SAFETY: REGISTER takes no pointers.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_membarrier,
+                MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+                0,
+                0,
+            )
+        };
+        if r != 0 {
+            BARRIER_MODE.store(BARRIER_MPROTECT, Ordering::SeqCst);
+        }
+    }
 }
 
 #[cfg(loom)]

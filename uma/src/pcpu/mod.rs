@@ -675,6 +675,65 @@ pub(crate) fn peek_zone_caches(zone: &Zone, check: bool) -> CachePeek {
     sum
 }
 
+/// Fork child: every thread but the forking one is gone, and none of them
+/// will finish the operation it was in. The child's memory holds a prefix
+/// of each vanished thread's stores (they were running while the fork
+/// copied the address space), so a cache whose owner was inside an
+/// operation (`busy` set) may be half changed (a bucket swap half done:
+/// one bucket in both slots) and must never be drained: it is unlinked and
+/// its buckets are abandoned (their items are lost to the child, and count
+/// against a zone limit). A cache with `busy` clear is whole (its owner's
+/// last exit, a release store, came after every change of the operation):
+/// it stays registered as an orphan, with its TLS link cut (a vanished
+/// thread's TLS memory may be reused or unmapped), and its buckets go back
+/// to the zone with the next drain of the zone's caches
+/// (`Reclaim::DrainCpu`, a limit sleeper, zone destroy). The forking
+/// thread is in none of its operations: its caches stay as they are.
+///
+/// # Safety
+///
+/// In the child of a fork, called by the thread that forked, with the
+/// registry lock held.
+#[cfg(not(loom))]
+pub(crate) unsafe fn fork_child_zone(zone: &Zone) {
+    let mut c = zone.caches.get();
+    let mut dropped = false;
+    while !c.is_null() {
+        // SAFETY: registry lock held (the list is stable; no drainer runs);
+        // no other thread exists, so the flags and the slot link are ours
+        // to rewrite.
+        unsafe {
+            let next = (*c).next.get();
+            // No drainer held a cache at the fork (fork prepare waited for
+            // the registry lock), so `drain` is clear; keep it so.
+            (*c).drain.store(false, Ordering::Relaxed);
+            if !(*c).slot.is_null() && !tls::is_own_slot((*c).slot) {
+                (*c).slot = ptr::null();
+            }
+            if (*c).busy.load(Ordering::Relaxed) {
+                // Caught inside an operation: abandon it (never drained,
+                // never freed: its memory is simply leaked).
+                unlink(zone, c);
+                (*c).next.set(ptr::null_mut());
+                (*c).prev.set(ptr::null_mut());
+                dropped = true;
+            }
+            c = next;
+        }
+    }
+    if dropped {
+        // Fewer caches: the per-thread cap can only go up.
+        zone.update_caches_locked();
+    }
+}
+
+/// Fork child: owners of every thread store to `EMPTY_CACHE.busy`; clear
+/// what a vanished one left set (nobody waits on it, but keep it tidy).
+#[cfg(not(loom))]
+pub(crate) fn fork_child_empty_cache() {
+    EMPTY_CACHE.busy.store(false, Ordering::Relaxed);
+}
+
 /// Installs `b` in the bucket slot `cell` if the slot is empty.
 ///
 /// # Safety

@@ -10,7 +10,7 @@
 use core::cell::Cell;
 
 use super::Cache;
-use crate::sync::{AtomicPtr, Mutex, OnceLock, Ordering};
+use crate::sync::{AtomicPtr, Mutex, Ordering};
 use crate::zone::Zone;
 
 /// Zones with a per-thread cache slot at once; more zones work, uncached.
@@ -29,7 +29,11 @@ std::thread_local! {
 }
 
 static IDS: Mutex<[u64; MAX_SLOTS / 64]> = Mutex::new([0; MAX_SLOTS / 64]);
-static KEY: OnceLock<libc::pthread_key_t> = OnceLock::new();
+/// The pthread key whose destructor flushes an exiting thread's caches,
+/// created on first use. A lock rather than a `OnceLock`, so the fork
+/// prepare handler can hold it (an initialisation caught running by a fork
+/// would block the child forever).
+static KEY: Mutex<Option<libc::pthread_key_t>> = Mutex::new(None);
 
 /// The process-wide registry lock: serializes drainers, cache
 /// (un)registration and thread-exit flushes, for every `Uma` instance.
@@ -107,15 +111,22 @@ pub(crate) fn cache_for(zone: &Zone) -> Option<&Cache> {
     match STATE.with(|s| s.get()) {
         DEAD => return None,
         NO_GUARD => {
-            let key = *KEY.get_or_init(|| {
-                let mut k: libc::pthread_key_t = 0;
-                // SAFETY: k is a valid out pointer; the destructor is an
-                // extern "C" fn that never unwinds.
-                if unsafe { libc::pthread_key_create(&mut k, Some(thread_exit)) } != 0 {
-                    crate::debug::fatal(format_args!("uma: pthread_key_create failed"));
+            let key = {
+                let mut k = KEY.lock();
+                match *k {
+                    Some(key) => key,
+                    None => {
+                        let mut key: libc::pthread_key_t = 0;
+                        // SAFETY: key is a valid out pointer; the destructor
+                        // is an extern "C" fn that never unwinds.
+                        if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } != 0 {
+                            crate::debug::fatal(format_args!("uma: pthread_key_create failed"));
+                        }
+                        *k = Some(key);
+                        key
+                    }
                 }
-                k
-            });
+            };
             // SAFETY: key is a created key; a non-null value arms the
             // destructor for this thread.
             if unsafe { libc::pthread_setspecific(key, core::ptr::dangling::<libc::c_void>()) } != 0
@@ -160,4 +171,47 @@ extern "C" fn thread_exit(_: *mut libc::c_void) {
             }
         }
     });
+}
+
+// ---- fork (see `crate::fork`)
+
+/// Fork prepare: the registry lock (after the zone lists and the page
+/// sources' locks, before every zone and keg lock).
+pub(crate) fn fork_lock_registry() {
+    REGISTRY.force_lock();
+}
+
+/// Fork prepare: the slot and key locks (leaves).
+pub(crate) fn fork_lock_leaves() {
+    IDS.force_lock();
+    KEY.force_lock();
+}
+
+/// Undoes [`fork_lock_leaves`].
+///
+/// # Safety
+///
+/// [`fork_lock_leaves`] was called by this thread (in a child: by the
+/// thread that forked) and not yet undone.
+pub(crate) unsafe fn fork_unlock_leaves() {
+    // SAFETY: the caller's promise.
+    unsafe {
+        KEY.force_unlock();
+        IDS.force_unlock();
+    }
+}
+
+/// Undoes [`fork_lock_registry`].
+///
+/// # Safety
+///
+/// As [`fork_unlock_leaves`], for [`fork_lock_registry`].
+pub(crate) unsafe fn fork_unlock_registry() {
+    // SAFETY: the caller's promise.
+    unsafe { REGISTRY.force_unlock() };
+}
+
+/// Whether `slot` is one of the calling thread's TLS slots.
+pub(crate) fn is_own_slot(slot: *const AtomicPtr<Cache>) -> bool {
+    SLOTS.with(|s| s.as_ptr_range().contains(&slot))
 }

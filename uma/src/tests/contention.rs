@@ -14,6 +14,7 @@ use crate::{global, Flags, Reclaim, ZoneArgs};
 /// cache) runs into it; waits until that thread counted the contention,
 /// then lets it go. Returns the bucket size the contention left.
 fn contend_once(z: &'static Zone) -> usize {
+    let _serial = super::lock_holders_serial();
     let before = z.contended.load(Relaxed);
     let g = z.state.lock();
     let t = std::thread::spawn(move || {

@@ -6,3 +6,12 @@
 mod contention;
 #[cfg(loom)]
 mod loom_models;
+
+/// Serializes the in-crate tests that hold a UMA lock while they wait for
+/// another thread (`contention`) with the fork test, whose prepare step
+/// takes every lock in order and would wait for them (and they for it).
+#[cfg(not(loom))]
+pub(crate) fn lock_holders_serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -83,6 +83,13 @@ fn kernel_slow() -> Option<&'static Kernel> {
                 let ok = build();
                 INITIALIZING.with(|i| i.set(false));
                 STATE.store(if ok { READY } else { FAILED }, Ordering::Release);
+                // The fork handlers, once the allocator is complete (and
+                // usable: pthread_atfork may call malloc, which with kmem's
+                // C ABI is us).
+                #[cfg(not(loom))]
+                if ok {
+                    crate::fork::install();
+                }
             }
             Err(READY) => {
                 // SAFETY: as in `kernel`.
@@ -152,6 +159,18 @@ fn in_boot(addr: usize) -> bool {
 
 fn boot_free(size: usize) {
     BOOT.lock().unwrap_or_else(|e| e.into_inner()).returned += size;
+}
+
+/// The boot-chunk lock, held for a fork (see `fork`); unlocks on drop.
+#[cfg(not(loom))]
+pub(crate) struct BootLock(#[allow(dead_code)] std::sync::MutexGuard<'static, Boot>);
+
+/// Takes the boot-chunk lock for a fork. It is a leaf of the lock order
+/// (held only around the bump and the page-metadata words, which take no
+/// lock).
+#[cfg(not(loom))]
+pub(crate) fn fork_lock_boot() -> BootLock {
+    BootLock(BOOT.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 /// Boot pages in use and given back (bytes).

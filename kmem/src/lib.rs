@@ -69,10 +69,20 @@
 //! large ones against their cookie; the `invariants` feature adds UMA's
 //! INVARIANTS checks (double free, modified after free) and a layout check
 //! on every dealloc. Reports go to [`set_report_hook`] or abort.
+//!
+//! ## Fork
+//!
+//! Fork safe: once built, the allocator installs `pthread_atfork` handlers
+//! that take every allocator lock (kernel arena, UMA, kmem's own) in one
+//! global order before a fork and release them in the parent and the child,
+//! so a child forked while other threads allocate can allocate and free.
+//! The order and what the child gets are in `kmem/src/fork.rs`.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
 mod classes;
+#[cfg(not(loom))]
+mod fork;
 mod global;
 mod kernel;
 mod kmem;

@@ -69,6 +69,17 @@ static POOL: Mutex<Pool> = Mutex::new(Pool {
 });
 static META_BYTES: AtomicUsize = AtomicUsize::new(0);
 
+/// The metadata pool lock, held for a fork (see `fork`); unlocks on drop.
+#[cfg(not(loom))]
+pub(crate) struct PoolLock(#[allow(dead_code)] std::sync::MutexGuard<'static, Pool>);
+
+/// Takes the metadata pool lock for a fork: the last lock of the order
+/// (held only around `mmap` and the radix table's atomics).
+#[cfg(not(loom))]
+pub(crate) fn fork_lock_pool() -> PoolLock {
+    PoolLock(POOL.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
 /// Bytes mapped for page metadata (leaves and chunk pages).
 pub(crate) fn meta_bytes() -> usize {
     META_BYTES.load(Ordering::Relaxed)

@@ -1,0 +1,143 @@
+//! Fork safety: the `pthread_atfork` handlers (installed once, when the
+//! allocator is built).
+//!
+//! A fork copies the address space with whatever locks the other threads
+//! hold at that instant, and only the forking thread exists in the child;
+//! a lock held elsewhere would stay held in the child forever, and its next
+//! allocation would hang. So `prepare` takes every lock an allocation or a
+//! free can take, in the global order below, and `parent` and `child`
+//! release them; `child` also repairs what the vanished threads left
+//! behind (see [`uma::fork`] and [`vmem::Arena::fork_child`]).
+//!
+//! # The global lock order
+//!
+//! A thread only ever acquires a lock while holding locks that come earlier
+//! in this list, so the prepare handler, which takes them in this order,
+//! cannot deadlock with a concurrent allocation:
+//!
+//! 1. UMA's default-instance bootstrap lock (`uma::global`);
+//! 2. per UMA instance: the reclaim lock, then the zone-list lock. A
+//!    reclaim holds both while kegs free slabs to their page sources, which
+//!    free them to the kernel arena (3);
+//! 3. the **kernel arena** lock (vmem). Page sources call the arena with no
+//!    UMA lock held; the arena, with its lock held, takes boundary tags from
+//!    the btag zone with `NOVM`, which may register a per-thread cache (4)
+//!    and fill a bucket from the btag keg and the bucket zones (5), so the
+//!    arena lock comes before every zone and keg lock;
+//! 4. UMA's per-thread cache registry lock (held while buckets go back to
+//!    zones: thread exit, drains);
+//! 5. every zone lock and keg lock (leaves: nothing is locked while one is
+//!    held);
+//! 6. UMA's leaves: boot pages, TLS slot ids, the pthread key, the
+//!    membarrier set-up and the mprotect barrier;
+//! 7. kmem's boot-chunk lock (`BOOT`; held around the bump and page
+//!    metadata words, which take no lock);
+//! 8. kmem's page-metadata pool lock (`POOL`; held around `mmap`).
+//!
+//! The malloc type list is lock-free; the kernel arena has no quantum
+//! cache, and its tag source is the btag zone (locks of 4-6).
+//!
+//! # In the child
+//!
+//! The forking thread allocates and frees as before (its per-thread caches
+//! included). The kernel arena counts back the spare tags vanished threads
+//! had set aside. UMA's per-thread caches of the vanished threads become
+//! orphans: a cache whose owner the fork caught inside an operation is
+//! dropped unread (it may be half changed), the others stay registered and
+//! their items come back with a [`reclaim`](crate::reclaim) with
+//! `DrainCpu` (details in [`uma::fork`]). What a vanished thread held
+//! privately at the instant of the fork (a block it was allocating, a span
+//! it was importing) is lost to the child, never corrupt.
+//!
+//! A fork while another thread is still building the allocator (its very
+//! first allocation) is not covered: the handlers are installed at the end
+//! of the build. In a Rust program the runtime allocates before `main`, so
+//! the build is over before any thread can fork.
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use crate::kernel::{self, BootLock};
+use crate::pagemeta::{self, PoolLock};
+
+/// kmem's own locks, held by the forking thread between the handlers.
+struct Held {
+    boot: Option<BootLock>,
+    pool: Option<PoolLock>,
+}
+
+struct HeldCell(UnsafeCell<Held>);
+
+// SAFETY: only the forking thread touches it, between `prepare` and
+// `parent`/`child`, while it holds UMA's default-instance bootstrap lock
+// (taken first by prepare, released last by parent/child), which
+// serializes forking threads.
+unsafe impl Sync for HeldCell {}
+
+static HELD: HeldCell = HeldCell(UnsafeCell::new(Held {
+    boot: None,
+    pool: None,
+}));
+
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Installs the fork handlers (once).
+pub(crate) fn install() {
+    if INSTALLED.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    // SAFETY: the handlers are extern "C" functions that never unwind.
+    let r = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+    if r != 0 {
+        crate::report::warn(format_args!(
+            "kmem: pthread_atfork failed ({r}): fork is not safe while other threads allocate\n"
+        ));
+    }
+}
+
+/// The kernel (always built when a handler runs: they are installed after).
+fn kernel() -> Option<&'static kernel::Kernel> {
+    kernel::kernel()
+}
+
+extern "C" fn prepare() {
+    let Some(k) = kernel() else { return };
+    // SAFETY: we are the forking thread in its prepare handler, holding no
+    // allocator lock (nothing forks from inside the allocator); the locks
+    // are taken in the global order of the module doc, and exactly one of
+    // `parent`/`child` follows in this thread.
+    unsafe {
+        uma::fork::prepare_lists();
+        k.arena.fork_prepare();
+        uma::fork::prepare_zones();
+        let h = &mut *HELD.0.get();
+        h.boot = Some(kernel::fork_lock_boot());
+        h.pool = Some(pagemeta::fork_lock_pool());
+    }
+}
+
+extern "C" fn parent() {
+    let Some(k) = kernel() else { return };
+    // SAFETY: `prepare` took every lock in this thread; HELD is ours until
+    // uma::fork::parent releases the bootstrap lock (last).
+    unsafe {
+        let h = &mut *HELD.0.get();
+        h.pool = None;
+        h.boot = None;
+        k.arena.fork_parent();
+        uma::fork::parent();
+    }
+}
+
+extern "C" fn child() {
+    let Some(k) = kernel() else { return };
+    // SAFETY: the child's only thread is the one whose `prepare` took every
+    // lock; nothing has used the allocator since.
+    unsafe {
+        let h = &mut *HELD.0.get();
+        h.pool = None;
+        h.boot = None;
+        k.arena.fork_child();
+        uma::fork::child();
+    }
+}

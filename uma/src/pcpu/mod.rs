@@ -712,7 +712,12 @@ pub(crate) unsafe fn fork_child_zone(zone: &Zone) {
             }
             if (*c).busy.load(Ordering::Relaxed) {
                 // Caught inside an operation: abandon it (never drained,
-                // never freed: its memory is simply leaked).
+                // never freed: its memory is simply leaked). Its request
+                // counters are whole atomics: keep them in the statistics.
+                zone.fold_counts(
+                    (*c).allocs.load(UOrdering::Relaxed),
+                    (*c).frees.load(UOrdering::Relaxed),
+                );
                 unlink(zone, c);
                 (*c).next.set(ptr::null_mut());
                 (*c).prev.set(ptr::null_mut());

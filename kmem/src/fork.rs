@@ -140,4 +140,5 @@ extern "C" fn child() {
         k.arena.fork_child();
         uma::fork::child();
     }
+    crate::pressure::fork_child();
 }

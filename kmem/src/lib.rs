@@ -1,7 +1,7 @@
 //! # kmem: the kernel arena, malloc(9) and a Rust global allocator
 //!
 //! The top of the stack: a [`vmem`] arena of address space from the OS (the
-//! **kernel arena**), [`uma`] zones whose slabs come from it, FreeBSD's
+//! **kernel arena**), UMA zones ([`uma::Zone`]) whose slabs come from it, FreeBSD's
 //! `malloc(9)` over size-class zones, and [`Kmem`], a `GlobalAlloc`:
 //!
 //! ```

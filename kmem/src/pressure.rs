@@ -822,6 +822,15 @@ pub fn write_pressure_stats(w: &mut dyn fmt::Write) -> fmt::Result {
     r
 }
 
+/// Fork child: the threads that were inside a reclaim pass, the worker or a
+/// wait are gone; clear their marks so the child can reclaim again.
+#[cfg(not(loom))]
+pub(crate) fn fork_child() {
+    RECLAIM_BUSY.store(false, Ordering::Release);
+    WORKER_RUNNING.store(false, Ordering::Release);
+    WAITERS.store(0, Ordering::Release);
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_size;

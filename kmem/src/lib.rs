@@ -46,6 +46,9 @@
 //! 6. The btag **reserve** is set and preallocated from the arena.
 //! 7. The **malloc zones** (41 size classes) are created, each with a page
 //!    source that labels its slabs with the class in the page metadata.
+//! 8. The kernel arena's **quantum cache** zones (1..16 pages, UMA
+//!    cache-only zones importing from the arena); until they exist the
+//!    arena's `alloc`/`free` fall through to `xalloc`/`xfree`.
 //!
 //! ## Memory
 //!
@@ -53,7 +56,10 @@
 //!   spans that become wholly free. Every page returned to the arena
 //!   (freed slabs, large blocks) is unbacked with `madvise(MADV_DONTNEED)`
 //!   first, so RSS falls, and so every free page of the arena reads as
-//!   zero: `alloc_zeroed` of large blocks does not write them.
+//!   zero: `alloc_zeroed` of large blocks above 64 KiB does not write
+//!   them. Blocks of up to 64 KiB go through the arena's quantum cache
+//!   (16 UMA cache-only zones, step 8 of the start-up), keep their pages
+//!   while cached, and are zeroed with a write when asked.
 //! - Page metadata ([`pagemeta`](crate) module): one word per page, found in
 //!   O(1) through a two-level radix table, says whether a page is a slab
 //!   of size class `c`, the head of a large block of `n` pages (the size

@@ -315,7 +315,10 @@ impl Keg {
             return;
         }
         g.mem_waiters += 1;
-        g = self.mem_cv.wait_timeout(g, ms).0;
+        g = self
+            .mem_cv
+            .wait_timeout(g, std::time::Duration::from_millis(ms))
+            .0;
         g.mem_waiters -= 1;
     }
 

@@ -885,7 +885,9 @@ impl Zone {
                     ));
                 }
                 self.sleeps.fetch_add(1, UOrdering::Relaxed);
-                (g, timed_out) = self.limit_cv.wait_timeout(g, LIMIT_SLEEP_MS);
+                (g, timed_out) = self
+                    .limit_cv
+                    .wait_timeout(g, std::time::Duration::from_millis(LIMIT_SLEEP_MS));
             }
             self.sleepers.fetch_sub(1, Ordering::SeqCst);
             drop(g);

@@ -1004,7 +1004,7 @@ impl<'a> Arena<'a> {
             return (g, false);
         }
         g.bt_save();
-        g = self.cv.wait_timeout(g, WAIT_RETRY);
+        g = self.cv.wait_timeout(g, WAIT_RETRY).0;
         g.bt_restore();
         // A new round: tags are re-secured and one more import is allowed.
         *imported = false;

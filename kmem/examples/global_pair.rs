@@ -2,9 +2,9 @@
 //! `valgrind --tool=callgrind` (instructions per pair):
 //!
 //! ```text
-//! cargo build --release -p kmem --example pair
-//! valgrind --tool=callgrind target/release/examples/pair 1000000
-//! valgrind --tool=callgrind target/release/examples/pair 2000000
+//! cargo build --release -p kmem --example global_pair
+//! valgrind --tool=callgrind target/release/examples/global_pair 1000000
+//! valgrind --tool=callgrind target/release/examples/global_pair 2000000
 //! ```
 //! (Ir at 2N - Ir at N) / N = instructions per pair, loop included.
 

@@ -188,7 +188,7 @@ fn arena() -> Option<&'static Arena<'static>> {
 }
 
 /// uma flags -> vmem flags for a page allocation.
-fn vflags(flags: Flags) -> vmem::Flags {
+pub(crate) fn vflags(flags: Flags) -> vmem::Flags {
     if flags.contains(Flags::WAITOK) {
         vmem::Flags::WAITOK
     } else {

@@ -3,19 +3,11 @@
 
 use core::ptr::NonNull;
 
-use crate::kernel::{arena_free, arena_pages, kernel};
+use crate::kernel::{arena_free, arena_pages, kernel, vflags};
 use crate::os::{self, round_page, PAGE_SIZE};
 use crate::pagemeta::{self, WORD_KVA};
 use crate::report::{report, Report, ReportKind};
 use crate::Flags;
-
-fn vflags(flags: Flags) -> vmem::Flags {
-    if flags.contains(Flags::WAITOK) {
-        vmem::Flags::WAITOK
-    } else {
-        vmem::Flags::NOWAIT
-    }
-}
 
 /// Allocates `size` bytes (rounded up to pages) of zero-filled memory from
 /// the kernel arena (FreeBSD `kmem_malloc`). `WAITOK` may sleep until

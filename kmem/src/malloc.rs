@@ -12,7 +12,7 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::classes::{class_of, CLASS_NAMES, CLASS_SIZES};
-use crate::kernel::{arena_free, arena_pages, kernel, Kernel, QCACHE_MAX};
+use crate::kernel::{arena_free, arena_pages, kernel, vflags, Kernel, QCACHE_MAX};
 use crate::os::{round_page, PAGE_SIZE};
 use crate::pagemeta::{self, TAG_LARGE, TAG_MASK, TAG_SLAB};
 use crate::report::{report, Report, ReportKind};
@@ -111,11 +111,7 @@ pub(crate) fn large_alloc_flags(
     flags: Flags,
 ) -> Option<NonNull<u8>> {
     let zero = flags.contains(Flags::ZERO);
-    let vf = if flags.contains(Flags::WAITOK) {
-        vmem::Flags::WAITOK
-    } else {
-        vmem::Flags::NOWAIT
-    };
+    let vf = vflags(flags);
     let bytes = round_page(size.max(1))?;
     if !align.is_power_of_two() || align > (1 << 40) {
         return None;

@@ -31,33 +31,7 @@ pub const fn round_page(n: usize) -> Option<usize> {
 /// refuses.
 pub(crate) fn map_chunks(size: usize) -> Option<usize> {
     debug_assert!(size > 0 && size % CHUNK_SIZE == 0);
-    let len = size.checked_add(CHUNK_SIZE - PAGE_SIZE)?;
-    // SAFETY: a fresh anonymous private mapping; no address hint, no fd.
-    let p = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return None;
-    }
-    let start = p as usize;
-    let aligned = (start + CHUNK_SIZE - 1) & !(CHUNK_SIZE - 1);
-    let head = aligned - start;
-    let tail = len - head - size;
-    if head > 0 {
-        // SAFETY: [start, aligned) is the unused head of our own mapping.
-        unsafe { libc::munmap(p, head) };
-    }
-    if tail > 0 {
-        // SAFETY: the unused tail of our own mapping.
-        unsafe { libc::munmap((aligned + size) as *mut libc::c_void, tail) };
-    }
+    let aligned = uma::source::map_aligned(size, CHUNK_SIZE, true)?.as_ptr() as usize;
     MAP_CALLS.fetch_add(1, Ordering::Relaxed);
     let now = MAPPED.fetch_add(size, Ordering::Relaxed) + size;
     PEAK_MAPPED.fetch_max(now, Ordering::Relaxed);

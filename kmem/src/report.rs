@@ -88,30 +88,9 @@ pub(crate) fn report(r: Report) {
     fatal(format_args!("{r}"));
 }
 
-struct StackBuf {
-    buf: [u8; 512],
-    len: usize,
-}
-
-impl fmt::Write for StackBuf {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let n = s.len().min(self.buf.len() - self.len);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
-        Ok(())
-    }
-}
-
-/// Writes a line to stderr without allocating.
+/// Writes a line to stderr without allocating (UMA's writer).
 pub(crate) fn warn(args: fmt::Arguments<'_>) {
-    let mut b = StackBuf {
-        buf: [0; 512],
-        len: 0,
-    };
-    let _ = fmt::write(&mut b, args);
-    let _ = fmt::Write::write_str(&mut b, "\n");
-    // SAFETY: writes our stack buffer to fd 2.
-    unsafe { libc::write(2, b.buf.as_ptr().cast(), b.len) };
+    uma::debug::warn(format_args!("{args}\n"));
 }
 
 /// Reports and aborts (never unwinds: it may be called inside

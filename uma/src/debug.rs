@@ -117,8 +117,9 @@ impl fmt::Write for StackBuf {
     }
 }
 
-/// Writes a message to stderr without allocating.
-pub(crate) fn warn(args: fmt::Arguments<'_>) {
+/// Writes a message to stderr without allocating (a 512-byte stack buffer;
+/// longer messages are cut). Silent under loom. kmem's reports use it too.
+pub fn warn(args: fmt::Arguments<'_>) {
     if cfg!(loom) {
         return; // thousands of model executions would repeat it
     }

@@ -71,43 +71,53 @@ fn round_page(n: usize) -> usize {
     (n + PAGE_SIZE - 1) & !(PAGE_SIZE - 1)
 }
 
+/// Maps `size` bytes (rounded up to pages) of fresh zero-filled anonymous
+/// memory aligned to `align` (a power of two), by over-mapping and trimming
+/// the ends; `noreserve` adds `MAP_NORESERVE`. `None` on bad arguments or if
+/// the OS refuses. Shared by [`MmapSource`] and kmem's OS chunks.
+pub fn map_aligned(size: usize, align: usize, noreserve: bool) -> Option<NonNull<u8>> {
+    if size == 0 || !align.is_power_of_two() {
+        return None;
+    }
+    let size = round_page(size);
+    let align = align.max(PAGE_SIZE);
+    let len = size.checked_add(align - PAGE_SIZE)?;
+    let flags =
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | if noreserve { libc::MAP_NORESERVE } else { 0 };
+    // SAFETY: anonymous private mapping, no address hint, no fd.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return None;
+    }
+    let start = p as usize;
+    let aligned = (start + align - 1) & !(align - 1);
+    let head = aligned - start;
+    let tail = len - head - size;
+    if head > 0 {
+        // SAFETY: [start, aligned) is the unused head of our own mapping.
+        unsafe { libc::munmap(p, head) };
+    }
+    if tail > 0 {
+        // SAFETY: [aligned + size, start + len) is the unused tail of it.
+        unsafe { libc::munmap((aligned + size) as *mut libc::c_void, tail) };
+    }
+    NonNull::new(aligned as *mut u8)
+}
+
 // SAFETY: the mapping is fresh (disjoint, zero-filled), trimmed to `align`,
 // never sleeps, never calls UMA.
 unsafe impl SlabSource for MmapSource {
     fn alloc(&self, size: usize, align: usize, _flags: Flags) -> Option<NonNull<u8>> {
-        if size == 0 || !align.is_power_of_two() {
-            return None;
-        }
-        let size = round_page(size);
-        let align = align.max(PAGE_SIZE);
-        let len = size.checked_add(align - PAGE_SIZE)?;
-        // SAFETY: anonymous private mapping, no address hint, no fd.
-        let p = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return None;
-        }
-        let start = p as usize;
-        let aligned = (start + align - 1) & !(align - 1);
-        let head = aligned - start;
-        let tail = len - head - size;
-        if head > 0 {
-            // SAFETY: [start, aligned) is the unused head of our own mapping.
-            unsafe { libc::munmap(p, head) };
-        }
-        if tail > 0 {
-            // SAFETY: [aligned + size, start + len) is the unused tail of it.
-            unsafe { libc::munmap((aligned + size) as *mut libc::c_void, tail) };
-        }
-        NonNull::new(aligned as *mut u8)
+        map_aligned(size, align, false)
     }
 
     unsafe fn free(&self, ptr: NonNull<u8>, size: usize, _align: usize) {

@@ -6,7 +6,7 @@ use core::sync::atomic::Ordering;
 
 use crate::classes::{class_of, class_of_small, CLASS_SIZES};
 use crate::kernel::{kernel, CLASS_ZONES};
-use crate::malloc::{alloc_untyped, free_owned, large_alloc, owner_of, Owner};
+use crate::malloc::{alloc_untyped, free_owned, owner_of, Owner};
 use crate::os::{round_page, PAGE_SIZE};
 use crate::pagemeta;
 use crate::report::{report, Report, ReportKind};
@@ -117,18 +117,7 @@ unsafe impl GlobalAlloc for Kmem {
 #[cold]
 #[inline(never)]
 fn alloc_slow(layout: Layout, flags: Flags) -> *mut u8 {
-    let r = match class_of(layout.size(), layout.align()) {
-        Some(_) => alloc_untyped(layout.size(), layout.align(), flags),
-        None => kernel().and_then(|k| {
-            large_alloc(
-                k,
-                layout.size(),
-                layout.align(),
-                flags.contains(Flags::ZERO),
-            )
-        }),
-    };
-    r.map_or(ptr::null_mut(), NonNull::as_ptr)
+    alloc_untyped(layout.size(), layout.align(), flags).map_or(ptr::null_mut(), NonNull::as_ptr)
 }
 
 #[cold]

@@ -80,31 +80,16 @@ pub(crate) fn alloc_untyped(size: usize, align: usize, flags: Flags) -> Option<N
     let k = kernel()?;
     match class_of(size, align) {
         Some(c) => k.classes[c].alloc(flags),
-        None => large_alloc_flags(k, size, align, flags),
+        None => large_alloc(k, size, align, flags),
     }
 }
 
 /// Whole pages from the kernel arena, labelled with their page count.
 /// Up to [`QCACHE_MAX`] bytes (page aligned) they come through the arena's
-/// quantum cache and may hold old data: `zero` clears them. Larger blocks
-/// are fresh or unbacked arena pages, zero already.
+/// quantum cache and may hold old data, so `ZERO` clears them; larger
+/// blocks are fresh or unbacked arena pages, zero already. `WAITOK` sleeps
+/// at the memory limit (and in the arena) until memory is freed.
 pub(crate) fn large_alloc(
-    k: &Kernel,
-    size: usize,
-    align: usize,
-    zero: bool,
-) -> Option<NonNull<u8>> {
-    let flags = if zero {
-        Flags::NOWAIT.with(Flags::ZERO)
-    } else {
-        Flags::NOWAIT
-    };
-    large_alloc_flags(k, size, align, flags)
-}
-
-/// [`large_alloc`] with malloc flags: `WAITOK` sleeps at the memory limit
-/// (and in the arena) until memory is freed; `ZERO` zeroes.
-pub(crate) fn large_alloc_flags(
     k: &Kernel,
     size: usize,
     align: usize,
@@ -517,7 +502,7 @@ pub fn malloc_aligned(
     let (p, owner) = match class_of(size, align) {
         Some(c) => (k.classes[c].alloc(flags)?, Owner::Class(c)),
         None => {
-            let p = large_alloc_flags(k, size, align, flags)?;
+            let p = large_alloc(k, size, align, flags)?;
             (p, Owner::Large(round_page(size.max(1))? / PAGE_SIZE))
         }
     };

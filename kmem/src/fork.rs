@@ -32,7 +32,9 @@
 //!    membarrier set-up and the mprotect barrier;
 //! 7. kmem's boot-chunk lock (`BOOT`; held around the bump and page
 //!    metadata words, which take no lock);
-//! 8. kmem's page-metadata pool lock (`POOL`; held around `mmap`).
+//! 8. kmem's dirty-page lists lock (`dirty`; held only to edit the lists of
+//!    dirty ranges and retained spans: no other lock, no arena call);
+//! 9. kmem's page-metadata pool lock (`POOL`; held around `mmap`).
 //!
 //! The malloc type list is lock-free; the kernel arena has no quantum
 //! cache, and its tag source is the btag zone (locks of 4-6).
@@ -57,12 +59,14 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use crate::dirty::{self, ListsLock};
 use crate::kernel::{self, BootLock};
 use crate::pagemeta::{self, PoolLock};
 
 /// kmem's own locks, held by the forking thread between the handlers.
 struct Held {
     boot: Option<BootLock>,
+    dirty: Option<ListsLock>,
     pool: Option<PoolLock>,
 }
 
@@ -76,6 +80,7 @@ unsafe impl Sync for HeldCell {}
 
 static HELD: HeldCell = HeldCell(UnsafeCell::new(Held {
     boot: None,
+    dirty: None,
     pool: None,
 }));
 
@@ -112,6 +117,7 @@ extern "C" fn prepare() {
         uma::fork::prepare_zones();
         let h = &mut *HELD.0.get();
         h.boot = Some(kernel::fork_lock_boot());
+        h.dirty = Some(dirty::fork_lock());
         h.pool = Some(pagemeta::fork_lock_pool());
     }
 }
@@ -123,6 +129,7 @@ extern "C" fn parent() {
     unsafe {
         let h = &mut *HELD.0.get();
         h.pool = None;
+        h.dirty = None;
         h.boot = None;
         k.arena.fork_parent();
         uma::fork::parent();
@@ -136,6 +143,7 @@ extern "C" fn child() {
     unsafe {
         let h = &mut *HELD.0.get();
         h.pool = None;
+        h.dirty = None;
         h.boot = None;
         k.arena.fork_child();
         uma::fork::child();

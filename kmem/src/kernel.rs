@@ -197,14 +197,15 @@ pub(crate) fn vflags(flags: Flags) -> vmem::Flags {
 }
 
 /// Allocates pages from the kernel arena and labels them (`kmem_back`).
-/// Pages come out of the arena zero-filled: every path that returns pages
-/// to it unbacks them first, and spans are fresh mappings.
+/// With `zero` they are zero-filled: free arena pages read as zero except
+/// those labelled dirty (see `dirty`), which are cleared here.
 pub(crate) fn arena_pages(
     arena: &Arena<'static>,
     size: usize,
     align: usize,
     vf: vmem::Flags,
     word: usize,
+    zero: bool,
 ) -> Option<usize> {
     let c = if align > PAGE_SIZE {
         Constraints::new().align(align)
@@ -217,7 +218,13 @@ pub(crate) fn arena_pages(
     if !crate::pressure::charge(size, vf.contains(vmem::Flags::WAITOK), force) {
         return None;
     }
-    let addr = match arena.xalloc(size, &c, vf) {
+    // Large requests first look for pages a recent free left dirty.
+    let reused = if size > QCACHE_MAX && align <= PAGE_SIZE && !force {
+        crate::dirty::reuse(arena, size)
+    } else {
+        None
+    };
+    let addr = match reused.map_or_else(|| arena.xalloc(size, &c, vf), Ok) {
         Ok(a) => Ok(a),
         // Reclaim before failure (seed 003), then one more try.
         Err(_) if crate::pressure::reclaim_for_retry() => arena.xalloc(size, &c, vf),
@@ -227,7 +234,7 @@ pub(crate) fn arena_pages(
         crate::pressure::uncharge(size);
         return None;
     };
-    pagemeta::set(addr, size / PAGE_SIZE, word);
+    crate::dirty::taken(addr, size / PAGE_SIZE, word, zero);
     Some(addr)
 }
 
@@ -289,7 +296,7 @@ unsafe impl SlabSource for KernelPages {
         match arena() {
             None => boot_alloc(size, align),
             Some(a) => {
-                let addr = arena_pages(a, size, align, vflags(flags), self.word)?;
+                let addr = arena_pages(a, size, align, vflags(flags), self.word, true)?;
                 NonNull::new(addr as *mut u8)
             }
         }
@@ -341,7 +348,7 @@ unsafe impl SlabSource for BtPages {
         // Nested inside a kernel-arena allocation (seed 002): no reclaim
         // pass from in here.
         let nested = crate::pressure::NestGuard::btag();
-        let got = arena_pages(a, size, align, vf, WORD_INTERNAL);
+        let got = arena_pages(a, size, align, vf, WORD_INTERNAL, true);
         drop(nested);
         match got {
             Some(addr) => NonNull::new(addr as *mut u8),
@@ -406,13 +413,17 @@ unsafe impl TagSource for BtTags {
 }
 
 /// The kernel arena's import source: 2 MiB-aligned chunks from `mmap`,
-/// registered in the page metadata; released spans are unmapped.
+/// registered in the page metadata; released spans are kept mapped for a
+/// while and reused by later imports, then unmapped (see `dirty`).
 pub(crate) struct OsChunks;
 static OS_CHUNKS: OsChunks = OsChunks;
 
 impl vmem::Source for OsChunks {
     fn import(&self, size: usize, _flags: vmem::Flags) -> Option<usize> {
         let size = size.checked_next_multiple_of(CHUNK_SIZE)?;
+        if let Some(base) = crate::dirty::take_span(size) {
+            return Some(base);
+        }
         let base = os::map_chunks(size)?;
         if !pagemeta::register(base, size) {
             // SAFETY: just mapped, unused.
@@ -423,9 +434,10 @@ impl vmem::Source for OsChunks {
     }
 
     fn release(&self, addr: usize, size: usize) {
-        pagemeta::unregister(addr, size);
-        // SAFETY: vmem releases a span only when it is wholly free.
-        unsafe { os::unmap(addr, size) };
+        // vmem releases a span only when it is wholly free.
+        if !crate::dirty::retain_span(addr, size) {
+            crate::dirty::unmap_span(addr, size);
+        }
     }
 }
 
@@ -510,6 +522,8 @@ fn qcache_import(class: usize, store: &mut [*mut u8], _flags: Flags) -> usize {
     for slot in store.iter_mut() {
         match a.xalloc(class * PAGE_SIZE, &Constraints::NONE, vmem::Flags::NOWAIT) {
             Ok(addr) => {
+                // Cached ranges are dirty anyway; just unlabel them.
+                crate::dirty::taken(addr, class, 0, false);
                 *slot = addr as *mut u8;
                 n += 1;
             }

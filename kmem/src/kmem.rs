@@ -18,7 +18,7 @@ pub fn kmem_malloc(size: usize, flags: Flags) -> Option<NonNull<u8>> {
         return None;
     }
     let k = kernel()?;
-    let addr = arena_pages(k.arena, bytes, PAGE_SIZE, vflags(flags), 0)?;
+    let addr = arena_pages(k.arena, bytes, PAGE_SIZE, vflags(flags), 0, true)?;
     pagemeta::set(addr, 1, pagemeta::large_word(bytes / PAGE_SIZE));
     NonNull::new(addr as *mut u8)
 }
@@ -65,7 +65,8 @@ pub fn kva_alloc(size: usize) -> Option<NonNull<u8>> {
         return None;
     }
     let k = kernel()?;
-    let addr = arena_pages(k.arena, bytes, PAGE_SIZE, vmem::Flags::NOWAIT, 0)?;
+    // Contents are unreachable until kva_free unbacks them: no zeroing.
+    let addr = arena_pages(k.arena, bytes, PAGE_SIZE, vmem::Flags::NOWAIT, 0, false)?;
     // SAFETY: fresh, unused pages of ours.
     if !unsafe { os::protect_none(addr, bytes) } {
         // SAFETY: still ours and unused.

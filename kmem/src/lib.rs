@@ -87,6 +87,7 @@
 #![warn(missing_docs)]
 
 mod classes;
+mod dirty;
 #[cfg(not(loom))]
 mod fork;
 mod global;
@@ -101,6 +102,7 @@ mod report;
 mod stats;
 
 pub use classes::{class_align, class_of, CLASS_NAMES, CLASS_SIZES, MAX_CLASS_SIZE, NCLASSES};
+pub use dirty::{dirty_stats, DirtyStats, DECAY_NS, DIRTY_MAX, RETAIN_MAX};
 pub use global::{owns, usable_size, Kmem, ZoneAllocator};
 pub use kernel::IMPORT_QUANTUM;
 pub use kmem::{kmem_free, kmem_malloc, kva_alloc, kva_free};
@@ -143,10 +145,17 @@ pub fn class_zone(class: usize) -> Option<&'static uma::Zone> {
 }
 
 /// Gives memory back (FreeBSD `uma_reclaim`): `Trim` trims caches to their
-/// working set, `Drain` empties bucket caches and frees free slabs beyond
-/// reserves, `DrainCpu` also empties every thread's cache.
+/// working set and purges dirty pages over budget or past their decay
+/// time, `Drain` empties bucket caches, frees free slabs beyond reserves
+/// and purges every dirty page and retained span, `DrainCpu` also empties
+/// every thread's cache.
 pub fn reclaim(how: uma::Reclaim) {
     if let Some(k) = kernel::kernel() {
         k.uma.reclaim(how);
+        if how == uma::Reclaim::Trim {
+            dirty::purge_old(k.arena);
+        } else {
+            dirty::purge_all(k.arena);
+        }
     }
 }

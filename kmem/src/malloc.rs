@@ -12,7 +12,7 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::classes::{class_of, CLASS_NAMES, CLASS_SIZES};
-use crate::kernel::{arena_free, arena_pages, kernel, vflags, Kernel, QCACHE_MAX};
+use crate::kernel::{arena_pages, kernel, vflags, Kernel, QCACHE_MAX};
 use crate::os::{round_page, PAGE_SIZE};
 use crate::pagemeta::{self, TAG_LARGE, TAG_MASK, TAG_SLAB};
 use crate::report::{report, Report, ReportKind};
@@ -87,8 +87,10 @@ pub(crate) fn alloc_untyped(size: usize, align: usize, flags: Flags) -> Option<N
 /// Whole pages from the kernel arena, labelled with their page count.
 /// Up to [`QCACHE_MAX`] bytes (page aligned) they come through the arena's
 /// quantum cache and may hold old data, so `ZERO` clears them; larger
-/// blocks are fresh or unbacked arena pages, zero already. `WAITOK` sleeps
-/// at the memory limit (and in the arena) until memory is freed.
+/// blocks are clean arena pages (zero already) or dirty ones kept from a
+/// recent free, and `ZERO` clears only the dirty ones (see `dirty`).
+/// `WAITOK` sleeps at the memory limit (and in the arena) until memory is
+/// freed.
 pub(crate) fn large_alloc(
     k: &Kernel,
     size: usize,
@@ -117,20 +119,22 @@ pub(crate) fn large_alloc(
             crate::pressure::uncharge(bytes);
             return None;
         };
+        // A quantum-cache miss takes arena pages: unlabel any dirty ones.
+        crate::dirty::taken(addr, n, 0, false);
         if zero {
             // SAFETY: `bytes` bytes of ours, just allocated.
             unsafe { ptr::write_bytes(addr as *mut u8, 0, bytes) };
         }
         addr
     } else {
-        arena_pages(k.arena, bytes, align.max(PAGE_SIZE), vf, 0)?
+        arena_pages(k.arena, bytes, align.max(PAGE_SIZE), vf, 0, zero)?
     };
     pagemeta::set(addr, 1, pagemeta::large_word(n));
     NonNull::new(addr as *mut u8)
 }
 
-/// Gives a large block back: small ones to the quantum cache (dirty),
-/// others unbacked to the arena.
+/// Gives a large block back: small ones to the quantum cache, others to
+/// the arena with their pages kept for reuse (both dirty; see `dirty`).
 ///
 /// # Safety
 ///
@@ -147,7 +151,8 @@ pub(crate) unsafe fn large_free(k: &Kernel, addr: usize, n: usize) {
         crate::pressure::uncharge(bytes);
     } else {
         // SAFETY: the caller's promise.
-        unsafe { arena_free(k.arena, addr, bytes) };
+        unsafe { crate::dirty::free_large(k.arena, addr, bytes) };
+        crate::pressure::uncharge(bytes);
     }
 }
 

@@ -24,6 +24,9 @@
 //! | `npages << 3 \| 2` | the first page of a large block of `npages` pages |
 //! | `3` | an internal page (UMA's own zones, the btag zone, boot pages) |
 //! | `4` | address space without memory (`kva_alloc`) |
+//! | `5` | a free page that still holds old data (see `dirty`) |
+//!
+//! A free page whose word is not `5` reads as zero.
 
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
@@ -44,6 +47,7 @@ pub(crate) const TAG_SLAB: usize = 1;
 pub(crate) const TAG_LARGE: usize = 2;
 pub(crate) const WORD_INTERNAL: usize = 3;
 pub(crate) const WORD_KVA: usize = 4;
+pub(crate) const WORD_DIRTY: usize = 5;
 
 /// The page words of one chunk.
 #[repr(C, align(4096))]
@@ -217,10 +221,54 @@ pub(crate) fn is_ours(addr: usize) -> bool {
 
 /// Sets the words of `npages` pages from `addr` to `word`.
 pub(crate) fn set(addr: usize, npages: usize, word: usize) {
-    for i in 0..npages {
-        if let Some(w) = word_ref(addr + i * PAGE_SIZE) {
-            w.store(word, Ordering::Release);
+    replace(addr, npages, word, |_| {});
+}
+
+/// Sets the words of `npages` pages from `addr` to `word`, calling
+/// `on_dirty(page)` for each page whose word was [`WORD_DIRTY`]. Walks the
+/// radix table once per chunk, not once per page.
+pub(crate) fn replace(addr: usize, npages: usize, word: usize, mut on_dirty: impl FnMut(usize)) {
+    let mut page = addr;
+    let end = addr.saturating_add(npages * PAGE_SIZE);
+    while page < end {
+        let chunk_end = (page & !(CHUNK_SIZE - 1))
+            .saturating_add(CHUNK_SIZE)
+            .min(end);
+        if let Some(first) = word_ref(page) {
+            let n = (chunk_end - page) / PAGE_SIZE;
+            // SAFETY: the words of one chunk are contiguous, and `n` pages
+            // from `page` stay inside its chunk.
+            let words = unsafe { core::slice::from_raw_parts(first as *const AtomicUsize, n) };
+            for (i, w) in words.iter().enumerate() {
+                // Most words already hold `word` on the quantum-cache path:
+                // a load, no read-modify-write.
+                if w.load(Ordering::Relaxed) != word && w.swap(word, Ordering::AcqRel) == WORD_DIRTY
+                {
+                    on_dirty(page + i * PAGE_SIZE);
+                }
+            }
         }
+        page = chunk_end;
+    }
+}
+
+/// Calls `f(start, len)` for each maximal run of [`WORD_DIRTY`] pages in
+/// `[addr, addr + npages pages)` (a snapshot: words may change meanwhile).
+pub(crate) fn dirty_runs(addr: usize, npages: usize, mut f: impl FnMut(usize, usize)) {
+    let mut run: Option<(usize, usize)> = None;
+    for i in 0..npages {
+        let page = addr + i * PAGE_SIZE;
+        if lookup(page) == WORD_DIRTY {
+            run = match run {
+                Some((s, l)) => Some((s, l + PAGE_SIZE)),
+                None => Some((page, PAGE_SIZE)),
+            };
+        } else if let Some((s, l)) = run.take() {
+            f(s, l);
+        }
+    }
+    if let Some((s, l)) = run {
+        f(s, l);
     }
 }
 

@@ -127,7 +127,7 @@ static C: Counters = Counters {
     reserve_refused: AtomicU64::new(0),
 };
 
-fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -445,6 +445,7 @@ fn reclaim_pass(level: LowMemLevel) {
         C.zones_visited
             .fetch_add(k.uma.zone_count() as u64, Ordering::Relaxed);
         k.uma.reclaim(uma::Reclaim::DrainCpu);
+        crate::dirty::purge_all(k.arena);
     }
     LAST_PASS.store(now_ns(), Ordering::Relaxed);
     RECLAIM_GEN.fetch_add(1, Ordering::AcqRel);

@@ -102,6 +102,18 @@ pub fn write_os_stats(w: &mut dyn fmt::Write) -> fmt::Result {
         o.unmap_calls,
         o.unbacked_total / 1024,
         pagemeta::meta_bytes() / 1024
+    )?;
+    let d = crate::dirty::dirty_stats();
+    writeln!(
+        w,
+        "dirty: {} KiB held (max {} KiB), {} KiB of free spans retained (max {} KiB); {} KiB reused, {} KiB purged, {} imports from retained spans so far",
+        d.dirty / 1024,
+        crate::dirty::DIRTY_MAX / 1024,
+        d.retained / 1024,
+        crate::dirty::RETAIN_MAX / 1024,
+        d.reused_total / 1024,
+        d.purged_total / 1024,
+        d.span_hits
     )
 }
 

@@ -827,6 +827,40 @@ impl<'a> Arena<'a> {
         }
     }
 
+    /// Allocates exactly `[addr, addr + size)` if all of it lies in one free
+    /// segment now, else fails with [`Error::NoMemory`]; never imports,
+    /// reclaims, drains the quantum cache or sleeps (`WAITOK` is ignored).
+    /// Free it with [`Arena::xfree`].
+    ///
+    /// FreeBSD has no counterpart; it is how a layer above takes a free
+    /// range it knows about back out of the arena to work on it (kmem
+    /// purges dirty free pages this way) without racing other allocations.
+    pub fn claim(&self, addr: usize, size: usize, flags: Flags) -> Result<(), Error> {
+        let flags = flags.without(Flags::WAITOK).with(Flags::NOWAIT);
+        flags.validate()?;
+        let size = self.checked_size(size)?;
+        let last = addr.checked_add(size - 1).ok_or(Error::TooLarge { size })?;
+        let c = Constraints::new()
+            .range(addr, last)
+            .validate(size, self.quantum())?;
+        if addr & self.quantum_mask != 0 {
+            return Err(self.no_memory());
+        }
+        let mut new_round = true;
+        let mut g = self.begin_round(self.state.lock(), flags, &mut new_round)?;
+        match g.find_fit(size, &c, false) {
+            Some((t, start)) if start == addr => {
+                g.clip(t, addr, size);
+                self.unlock(g, None);
+                Ok(())
+            }
+            _ => {
+                self.unlock(g, None);
+                Err(self.no_memory())
+            }
+        }
+    }
+
     fn xalloc_fit<'g>(
         &'g self,
         mut g: Guard<'g, 'a>,

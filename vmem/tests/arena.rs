@@ -789,3 +789,43 @@ fn many_threads_churn_with_content_checks() {
     assert_eq!(a.size_allocated(), 0);
     check(&a);
 }
+
+#[test]
+fn claim_takes_exactly_a_free_range_and_never_imports() {
+    let src = Counter::new(0x100_0000);
+    let a = Arena::builder("claim")
+        .quantum(0x10)
+        .source(&src, 0x1000)
+        .build()
+        .unwrap();
+    let x = a.alloc(0x100, NOWAIT).unwrap();
+    assert_eq!(src.imported.load(Ordering::SeqCst), 1);
+    // A free range inside the span, away from both ends.
+    a.claim(x + 0x200, 0x80, NOWAIT).unwrap();
+    check(&a);
+    // Busy now: a second claim (or one overlapping x) fails.
+    assert!(matches!(
+        a.claim(x + 0x200, 0x10, NOWAIT),
+        Err(Error::NoMemory { .. })
+    ));
+    assert!(a.claim(x + 0xf0, 0x20, NOWAIT).is_err());
+    // Outside every span: fails without importing, even with WAITOK.
+    assert!(a.claim(0x10, 0x10, WAITOK).is_err());
+    assert!(a.claim(x + 0x1000, 0x10, NOWAIT).is_err());
+    // Misaligned or empty.
+    assert!(a.claim(x + 0x208, 0x10, NOWAIT).is_err());
+    assert!(matches!(
+        a.claim(x + 0x300, 0, NOWAIT),
+        Err(Error::ZeroSize)
+    ));
+    assert_eq!(
+        src.imported.load(Ordering::SeqCst),
+        1,
+        "claim never imports"
+    );
+    // The claimed range frees like any other and everything coalesces.
+    a.xfree(x + 0x200, 0x80).unwrap();
+    a.free(x, 0x100).unwrap();
+    assert_eq!(src.released.load(Ordering::SeqCst), 1);
+    check(&a);
+}

@@ -1,0 +1,424 @@
+//! Dirty-page retention: freed large blocks keep their pages, and wholly
+//! free spans keep their address space, for a while.
+//!
+//! Unbacking every freed large block (`madvise(MADV_DONTNEED)`) and
+//! unmapping every span the moment it is wholly free made a program that
+//! frees and reallocates large blocks pay a system call per free and a page
+//! fault per page on reuse (the `malloc-large` workload ran 8.6x slower than
+//! the system malloc, `mstress` made 2,000 `mmap`/`munmap` pairs). Like
+//! jemalloc's dirty extents and retained address space, and mimalloc's
+//! delayed purge, kmem now keeps both for a bounded time and size:
+//!
+//! - A freed large block (above the quantum cache, 64 KiB) goes back to the
+//!   kernel arena with its pages still backed, each page word set to
+//!   [`WORD_DIRTY`], and its range is listed in a ring. A free page whose
+//!   word is not `WORD_DIRTY` still reads as zero, so an allocation that
+//!   must be zero-filled (slabs, `kmem_malloc`, `alloc_zeroed`, `calloc`)
+//!   clears exactly the dirty pages it received ([`taken`]); others reuse
+//!   them as they are.
+//! - A wholly free span the arena releases is kept mapped (still registered
+//!   in the page metadata, its dirty words intact) and handed back by the
+//!   next import that fits ([`retain_span`], [`take_span`]).
+//! - Purging: when dirty pages exceed [`DIRTY_MAX`], or the oldest listed
+//!   range or retained span is older than [`DECAY_NS`], the next large free
+//!   purges the oldest: a retained span is unmapped; a listed range has
+//!   each run of dirty pages taken out of the arena ([`vmem::Arena::claim`],
+//!   so nothing can be allocated there meanwhile), unbacked, relabelled
+//!   clean and freed. A reclaim pass ([`purge_all`]) purges everything.
+//!
+//! The lists live behind one lock, a leaf of the global lock order (see
+//! `fork`): nothing else is locked while it is held, and no arena call is
+//! made under it. `DIRTY` counts pages labelled dirty exactly; a range that
+//! falls off the lists without being purged (a lost race, a full ring
+//! during an import) leaves its pages labelled, still counted, and cleaned
+//! when they are allocated or their span is unmapped.
+
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use vmem::Arena;
+
+use crate::os::{self, PAGE_SIZE};
+use crate::pagemeta::{self, WORD_DIRTY};
+
+/// Dirty bytes (free pages holding old data) kept before the oldest are
+/// purged.
+pub const DIRTY_MAX: usize = 64 << 20;
+/// Address space of wholly free spans kept mapped.
+pub const RETAIN_MAX: usize = 64 << 20;
+/// Dirty ranges and retained spans older than this are purged by the next
+/// large free (1 s).
+pub const DECAY_NS: u64 = 1_000_000_000;
+
+const RING: usize = 256;
+const SPANS: usize = 32;
+/// A range whose purge lost a race is retried this many times.
+const TRIES: u8 = 2;
+
+#[derive(Clone, Copy)]
+struct Range {
+    addr: usize,
+    size: usize,
+    stamp: u64,
+    tries: u8,
+}
+
+const EMPTY: Range = Range {
+    addr: 0,
+    size: 0,
+    stamp: 0,
+    tries: 0,
+};
+
+struct Lists {
+    /// Freed dirty ranges, oldest first (a ring).
+    ring: [Range; RING],
+    head: usize,
+    len: usize,
+    /// Retained spans (unordered; `stamp` is when each was released).
+    spans: [Range; SPANS],
+    nspans: usize,
+    retained: usize,
+}
+
+impl Lists {
+    fn push(&mut self, r: Range) -> Option<Range> {
+        let evicted = if self.len == RING { self.pop() } else { None };
+        self.ring[(self.head + self.len) % RING] = r;
+        self.len += 1;
+        evicted
+    }
+
+    fn pop(&mut self) -> Option<Range> {
+        if self.len == 0 {
+            return None;
+        }
+        let r = self.ring[self.head];
+        self.head = (self.head + 1) % RING;
+        self.len -= 1;
+        Some(r)
+    }
+
+    fn oldest_span(&self) -> Option<usize> {
+        (0..self.nspans).min_by_key(|&i| self.spans[i].stamp)
+    }
+
+    fn remove_span(&mut self, i: usize) -> Range {
+        let r = self.spans[i];
+        self.nspans -= 1;
+        self.spans[i] = self.spans[self.nspans];
+        self.retained -= r.size;
+        r
+    }
+
+    /// The earliest stamp listed (`u64::MAX` if none).
+    fn oldest_stamp(&self) -> u64 {
+        let ring = if self.len > 0 {
+            self.ring[self.head].stamp
+        } else {
+            u64::MAX
+        };
+        let span = self.oldest_span().map_or(u64::MAX, |i| self.spans[i].stamp);
+        ring.min(span)
+    }
+}
+
+static LISTS: Mutex<Lists> = Mutex::new(Lists {
+    ring: [EMPTY; RING],
+    head: 0,
+    len: 0,
+    spans: [EMPTY; SPANS],
+    nspans: 0,
+    retained: 0,
+});
+
+/// Bytes of pages labelled dirty (in the arena's free space or in retained
+/// spans).
+static DIRTY: AtomicUsize = AtomicUsize::new(0);
+/// Bytes of address space in retained spans.
+static RETAINED: AtomicUsize = AtomicUsize::new(0);
+/// When the oldest listed thing decays (`u64::MAX`: nothing listed).
+static NEXT_DECAY: AtomicU64 = AtomicU64::new(u64::MAX);
+static PURGED: AtomicUsize = AtomicUsize::new(0);
+static REUSED: AtomicUsize = AtomicUsize::new(0);
+static SPAN_HITS: AtomicUsize = AtomicUsize::new(0);
+
+fn lists() -> std::sync::MutexGuard<'static, Lists> {
+    LISTS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn publish(l: &Lists) {
+    NEXT_DECAY.store(l.oldest_stamp().saturating_add(DECAY_NS), Ordering::Relaxed);
+    RETAINED.store(l.retained, Ordering::Relaxed);
+}
+
+/// Labels `npages` pages just taken from the kernel arena with `word`; the
+/// dirty ones among them are zero-filled first if `zero`.
+pub(crate) fn taken(addr: usize, npages: usize, word: usize, zero: bool) {
+    let mut dirty = 0;
+    pagemeta::replace(addr, npages, word, |page| {
+        dirty += PAGE_SIZE;
+        if zero {
+            // SAFETY: a page of the range the caller just took from the
+            // arena: ours, and nobody else's yet.
+            unsafe { core::ptr::write_bytes(page as *mut u8, 0, PAGE_SIZE) };
+        }
+    });
+    if dirty != 0 {
+        DIRTY.fetch_sub(dirty, Ordering::Relaxed);
+        REUSED.fetch_add(dirty, Ordering::Relaxed);
+    }
+}
+
+/// Takes `size` bytes (more than the quantum cache serves) out of the
+/// arena where a recently freed block left dirty pages, if a listed range
+/// is big enough: reusing them costs no page faults (the smallest range
+/// that fits; its tail stays listed). The caller labels the pages with
+/// [`taken`].
+pub(crate) fn reuse(arena: &Arena<'static>, size: usize) -> Option<usize> {
+    if DIRTY.load(Ordering::Relaxed) < size {
+        return None;
+    }
+    let (addr, rest) = {
+        let mut l = lists();
+        let (head, len) = (l.head, l.len);
+        let i = (0..len)
+            .map(|k| (head + k) % RING)
+            .filter(|&i| l.ring[i].size >= size)
+            .min_by_key(|&i| l.ring[i].size)?;
+        let r = l.ring[i];
+        l.ring[i].addr += size;
+        l.ring[i].size -= size;
+        (r.addr, r)
+    };
+    if arena.claim(addr, size, vmem::Flags::NOWAIT).is_ok() {
+        return Some(addr);
+    }
+    // Part of it is in use or gone: the listing was stale there. Put the
+    // front back only if it still has dirty pages worth finding.
+    let mut dirty = false;
+    pagemeta::dirty_runs(addr, size / PAGE_SIZE, |_, _| dirty = true);
+    if dirty {
+        let mut l = lists();
+        if l.len < RING {
+            l.push(Range { size, ..rest });
+        }
+        publish(&l);
+    }
+    None
+}
+
+/// Frees a large block to the arena with its pages kept (labelled dirty),
+/// then purges what is over budget or old.
+///
+/// # Safety
+///
+/// `[addr, addr + bytes)` is a live large block of the arena (whole pages),
+/// unused from now on.
+pub(crate) unsafe fn free_large(arena: &Arena<'static>, addr: usize, bytes: usize) {
+    pagemeta::set(addr, bytes / PAGE_SIZE, WORD_DIRTY);
+    DIRTY.fetch_add(bytes, Ordering::Relaxed);
+    if let Err(e) = arena.xfree(addr, bytes) {
+        crate::report::fatal(format_args!(
+            "kmem: freeing {bytes} bytes at {addr:#x} to the kernel arena: {e}"
+        ));
+    }
+    let now = crate::pressure::now_ns();
+    let evicted = {
+        let mut l = lists();
+        let e = l.push(Range {
+            addr,
+            size: bytes,
+            stamp: now,
+            tries: 0,
+        });
+        publish(&l);
+        e
+    };
+    if let Some(r) = evicted {
+        purge_range(arena, r);
+    }
+    maintain(arena, now, false);
+}
+
+/// Purges while over budget, or everything older than the decay time, or
+/// (with `all`) everything.
+fn maintain(arena: &Arena<'static>, now: u64, all: bool) {
+    if !all
+        && DIRTY.load(Ordering::Relaxed) <= DIRTY_MAX
+        && now < NEXT_DECAY.load(Ordering::Relaxed)
+    {
+        return;
+    }
+    enum Job {
+        Unmap(Range),
+        Purge(Range),
+    }
+    // Bounded: each round takes one thing off the lists; a range can come
+    // back only TRIES times.
+    for _ in 0..(RING + SPANS) * (TRIES as usize + 1) {
+        let job = {
+            let mut l = lists();
+            let over = all || DIRTY.load(Ordering::Relaxed) > DIRTY_MAX;
+            let old = |r: &Range| r.stamp.saturating_add(DECAY_NS) <= now;
+            let job = match l.oldest_span() {
+                Some(i) if over || old(&l.spans[i]) => Some(Job::Unmap(l.remove_span(i))),
+                _ if l.len > 0 && (over || old(&l.ring[l.head])) => l.pop().map(Job::Purge),
+                _ => None,
+            };
+            publish(&l);
+            job
+        };
+        match job {
+            Some(Job::Unmap(r)) => unmap_span(r.addr, r.size),
+            Some(Job::Purge(r)) => purge_range(arena, r),
+            None => return,
+        }
+    }
+}
+
+/// Purges every listed dirty range and unmaps every retained span (a
+/// reclaim pass).
+pub(crate) fn purge_all(arena: &Arena<'static>) {
+    maintain(arena, crate::pressure::now_ns(), true);
+}
+
+/// Purges what is over budget or older than the decay time (a trim).
+pub(crate) fn purge_old(arena: &Arena<'static>) {
+    maintain(arena, crate::pressure::now_ns(), false);
+}
+
+/// Unbacks the dirty runs of `r` that are free in the arena.
+fn purge_range(arena: &Arena<'static>, r: Range) {
+    let mut lost = false;
+    pagemeta::dirty_runs(r.addr, r.size / PAGE_SIZE, |start, len| {
+        if arena.claim(start, len, vmem::Flags::NOWAIT).is_err() {
+            // Allocated meanwhile (its words are being relabelled), in a
+            // retained span, or no longer one free segment.
+            lost = true;
+            return;
+        }
+        let mut dirty = 0;
+        pagemeta::replace(start, len / PAGE_SIZE, 0, |_| dirty += PAGE_SIZE);
+        // SAFETY: claimed: whole pages of ours that nobody else can use
+        // until the xfree below.
+        unsafe { os::unback(start, len) };
+        DIRTY.fetch_sub(dirty, Ordering::Relaxed);
+        PURGED.fetch_add(dirty, Ordering::Relaxed);
+        if let Err(e) = arena.xfree(start, len) {
+            crate::report::fatal(format_args!(
+                "kmem: returning purged pages at {start:#x}: {e}"
+            ));
+        }
+    });
+    if lost && r.tries < TRIES {
+        let mut l = lists();
+        // Evicting here would recurse; a full ring drops the retry instead
+        // (its pages stay labelled and counted, see the module doc).
+        if l.len < RING {
+            l.push(Range {
+                tries: r.tries + 1,
+                stamp: crate::pressure::now_ns(),
+                ..r
+            });
+        }
+        publish(&l);
+    }
+}
+
+/// Keeps a wholly free span the arena released, if there is room; false
+/// if the caller must unmap it.
+pub(crate) fn retain_span(addr: usize, size: usize) -> bool {
+    let mut l = lists();
+    if l.nspans == SPANS || l.retained + size > RETAIN_MAX {
+        return false;
+    }
+    let i = l.nspans;
+    l.spans[i] = Range {
+        addr,
+        size,
+        stamp: crate::pressure::now_ns(),
+        tries: 0,
+    };
+    l.nspans += 1;
+    l.retained += size;
+    publish(&l);
+    true
+}
+
+/// A retained span for an import of `size` bytes (the smallest that fits;
+/// the front of a larger one), still registered, its dirty pages labelled.
+pub(crate) fn take_span(size: usize) -> Option<usize> {
+    let mut l = lists();
+    let i = (0..l.nspans)
+        .filter(|&i| l.spans[i].size >= size)
+        .min_by_key(|&i| l.spans[i].size)?;
+    let addr = l.spans[i].addr;
+    if l.spans[i].size == size {
+        l.remove_span(i);
+    } else {
+        l.spans[i].addr += size;
+        l.spans[i].size -= size;
+        l.retained -= size;
+    }
+    // List it, so its dirty pages can be purged once it is arena space
+    // again (a full ring drops it rather than purge from inside an import).
+    if l.len < RING {
+        l.push(Range {
+            addr,
+            size,
+            stamp: crate::pressure::now_ns(),
+            tries: 0,
+        });
+    }
+    publish(&l);
+    SPAN_HITS.fetch_add(1, Ordering::Relaxed);
+    Some(addr)
+}
+
+/// Unregisters and unmaps a span for good (its dirty pages no longer
+/// count).
+pub(crate) fn unmap_span(addr: usize, size: usize) {
+    let mut dirty = 0;
+    pagemeta::replace(addr, size / PAGE_SIZE, 0, |_| dirty += PAGE_SIZE);
+    DIRTY.fetch_sub(dirty, Ordering::Relaxed);
+    PURGED.fetch_add(dirty, Ordering::Relaxed);
+    pagemeta::unregister(addr, size);
+    // SAFETY: a wholly free span out of the arena and off the lists: ours,
+    // unused.
+    unsafe { os::unmap(addr, size) };
+}
+
+/// Takes the lists' lock for a fork (a leaf: see `fork`).
+pub(crate) struct ListsLock(#[allow(dead_code)] std::sync::MutexGuard<'static, Lists>);
+
+/// Takes the dirty lists' lock for a fork.
+pub(crate) fn fork_lock() -> ListsLock {
+    ListsLock(lists())
+}
+
+/// Dirty-page figures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DirtyStats {
+    /// Free pages holding old data now (bytes).
+    pub dirty: usize,
+    /// Address space of wholly free spans kept mapped now (bytes).
+    pub retained: usize,
+    /// Dirty bytes ever unbacked or unmapped by purges.
+    pub purged_total: usize,
+    /// Dirty bytes ever reused by allocations.
+    pub reused_total: usize,
+    /// Imports served from a retained span.
+    pub span_hits: usize,
+}
+
+/// Reads the dirty-page figures.
+pub fn dirty_stats() -> DirtyStats {
+    DirtyStats {
+        dirty: DIRTY.load(Ordering::Relaxed),
+        retained: RETAINED.load(Ordering::Relaxed),
+        purged_total: PURGED.load(Ordering::Relaxed),
+        reused_total: REUSED.load(Ordering::Relaxed),
+        span_hits: SPAN_HITS.load(Ordering::Relaxed),
+    }
+}

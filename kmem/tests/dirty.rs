@@ -1,0 +1,159 @@
+//! Dirty-page retention (kmem/src/dirty.rs): freed large blocks keep their
+//! pages and free spans their address space for a bounded size and time;
+//! zero-filled allocations never see old data; reclaim gives it all back.
+#![cfg(not(loom))]
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kmem::{dirty_stats, os_stats, Flags, DECAY_NS, DIRTY_MAX, IMPORT_QUANTUM, RETAIN_MAX};
+
+kmem::malloc_define!(M_DIRTY, "dirtytest", "dirty-page tests");
+
+/// The figures are process-wide: one test at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    let g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    kmem::reclaim(uma::Reclaim::Drain);
+    g
+}
+
+fn filled(size: usize, byte: u8) -> *mut u8 {
+    let p = kmem::malloc(size, &M_DIRTY, Flags::WAITOK)
+        .expect("malloc")
+        .as_ptr();
+    // SAFETY: `size` bytes of ours.
+    unsafe { p.write_bytes(byte, size) };
+    p
+}
+
+fn free(p: *mut u8) {
+    // SAFETY: a live allocation of M_DIRTY, unused afterwards.
+    unsafe { kmem::free(p, &M_DIRTY) };
+}
+
+fn all_zero(p: *const u8, size: usize) -> bool {
+    // SAFETY: `size` readable bytes of ours.
+    unsafe { std::slice::from_raw_parts(p, size) }
+        .iter()
+        .all(|&b| b == 0)
+}
+
+#[test]
+fn zero_filled_allocations_never_see_old_data() {
+    let _s = serial();
+    for size in [80 << 10, 300 << 10, 1 << 20, 3 << 20, 9 << 20] {
+        let old = filled(size, 0xab);
+        free(old);
+        assert!(
+            dirty_stats().dirty >= size,
+            "{size}: freed pages kept dirty"
+        );
+        let z = kmem::malloc(size, &M_DIRTY, Flags::WAITOK.with(Flags::ZERO)).unwrap();
+        assert!(all_zero(z.as_ptr(), size), "malloc(ZERO) of {size}");
+        free(z.as_ptr());
+        let k = kmem::kmem_malloc(size, Flags::WAITOK).unwrap();
+        assert!(all_zero(k.as_ptr(), size), "kmem_malloc of {size}");
+        // SAFETY: from kmem_malloc(size), unused afterwards.
+        unsafe { kmem::kmem_free(k, size) };
+    }
+    // Slabs built on pages dirty blocks left behind: every small class
+    // allocated with ZERO reads zero.
+    let junk: Vec<*mut u8> = (0..8).map(|_| filled(2 << 20, 0x5a)).collect();
+    junk.into_iter().for_each(free);
+    let mut small = Vec::new();
+    for i in 0..20_000usize {
+        let size = 16 + (i * 37) % 8000;
+        let p = kmem::malloc(size, &M_DIRTY, Flags::WAITOK.with(Flags::ZERO)).unwrap();
+        assert!(
+            all_zero(p.as_ptr(), size),
+            "small ZERO allocation of {size}"
+        );
+        small.push(p.as_ptr());
+    }
+    small.into_iter().for_each(free);
+}
+
+#[test]
+fn freed_pages_are_reused_without_new_memory() {
+    let _s = serial();
+    let size = 2 << 20;
+    let p = filled(size, 1);
+    free(p);
+    let before = dirty_stats();
+    let q = filled(size, 2);
+    let after = dirty_stats();
+    assert!(
+        after.reused_total - before.reused_total >= size,
+        "the dirty pages of the freed block were reused: {before:?} -> {after:?}"
+    );
+    free(q);
+}
+
+#[test]
+fn reclaim_purges_dirty_pages_and_retained_spans() {
+    let _s = serial();
+    let blocks: Vec<*mut u8> = (0..8).map(|i| filled(4 << 20, i as u8 + 1)).collect();
+    let live = os_stats().resident;
+    blocks.into_iter().for_each(free);
+    let held = dirty_stats();
+    assert!(held.dirty >= 24 << 20, "freed blocks held dirty: {held:?}");
+    assert!(
+        os_stats().resident + (8 << 20) > live,
+        "nothing was unbacked yet"
+    );
+    kmem::reclaim(uma::Reclaim::Drain);
+    let d = dirty_stats();
+    assert_eq!((d.dirty, d.retained), (0, 0), "{d:?}");
+    let now = os_stats().resident;
+    assert!(
+        now + (24 << 20) <= live,
+        "resident fell after reclaim: {} KiB -> {} KiB",
+        live >> 10,
+        now >> 10
+    );
+}
+
+#[test]
+fn dirty_memory_stays_within_its_budget() {
+    let _s = serial();
+    let n = DIRTY_MAX / (4 << 20) + 8;
+    let blocks: Vec<*mut u8> = (0..n).map(|i| filled(4 << 20, i as u8)).collect();
+    for p in blocks {
+        free(p);
+        let d = dirty_stats();
+        assert!(d.dirty <= DIRTY_MAX, "{d:?}");
+        assert!(d.retained <= RETAIN_MAX, "{d:?}");
+    }
+    assert!(dirty_stats().purged_total > 0);
+}
+
+#[test]
+fn old_dirty_pages_decay() {
+    let _s = serial();
+    free(filled(1 << 20, 7));
+    assert!(dirty_stats().dirty >= 1 << 20);
+    std::thread::sleep(Duration::from_nanos(DECAY_NS) + Duration::from_millis(100));
+    // The next large free purges what is older than the decay time, and
+    // keeps itself.
+    let small = 128 << 10;
+    free(filled(small, 8));
+    let d = dirty_stats();
+    assert_eq!(d.dirty, small, "{d:?}");
+}
+
+#[test]
+fn wholly_free_spans_are_kept_and_reused() {
+    let _s = serial();
+    // Bigger than an import quantum: a span of its own, released when freed.
+    let size = IMPORT_QUANTUM * 2 + (1 << 20);
+    free(filled(size, 3));
+    let d = dirty_stats();
+    assert!(d.retained >= size, "span kept: {d:?}");
+    let maps = os_stats().map_calls;
+    let p = filled(size, 4);
+    assert_eq!(os_stats().map_calls, maps, "no new mmap");
+    assert_eq!(dirty_stats().span_hits, d.span_hits + 1);
+    free(p);
+}

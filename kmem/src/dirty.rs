@@ -21,10 +21,10 @@
 //!   next import that fits ([`retain_span`], [`take_span`]).
 //! - Purging: when dirty pages exceed [`DIRTY_MAX`], or the oldest listed
 //!   range or retained span is older than [`DECAY_NS`], the next large free
-//!   purges the oldest: a retained span is unmapped; a listed range has
-//!   each run of dirty pages taken out of the arena ([`vmem::Arena::claim`],
-//!   so nothing can be allocated there meanwhile), unbacked, relabelled
-//!   clean and freed. A reclaim pass ([`purge_all`]) purges everything.
+//!   (or the reclaim worker, or a `Trim`) purges the oldest: a retained
+//!   span is unmapped; a listed range has each run of dirty pages taken
+//!   out of the arena ([`vmem::Arena::claim`], so nothing can be allocated
+//!   there meanwhile), unbacked, relabelled clean and freed. A reclaim pass ([`purge_all`]) purges everything.
 //!
 //! The lists live behind one lock, a leaf of the global lock order (see
 //! `fork`): nothing else is locked while it is held, and no arena call is

@@ -669,8 +669,9 @@ static WORKER_STOP: AtomicBool = AtomicBool::new(false);
 
 /// Starts the reclaim worker (off by default): every `period` it runs UMA's
 /// periodic trim (`uma_timeout`: working-set estimates, bucket caches
-/// trimmed to them) and, above the soft threshold, a soft pass. One pass
-/// per period at most. Returns false if it is already running.
+/// trimmed to them), purges dirty pages and retained spans past their decay
+/// time (so an idle program's resident set falls too) and, above the soft
+/// threshold, a soft pass. One pass per period at most. Returns false if it is already running.
 pub fn start_reclaim_worker(period: Duration) -> bool {
     if WORKER_RUNNING
         .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
@@ -687,6 +688,7 @@ pub fn start_reclaim_worker(period: Duration) -> bool {
                 std::thread::sleep(period);
                 if let Some(k) = kernel() {
                     k.uma.timeout();
+                    crate::dirty::purge_old(k.arena);
                     let limit = LIMIT_PAGES.load(Ordering::Relaxed);
                     let (c, r) = ACCOUNT.get();
                     if limit != 0 && (c + r) * 100 > limit * SOFT_PCT.load(Ordering::Relaxed) as u64

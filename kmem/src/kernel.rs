@@ -212,30 +212,44 @@ pub(crate) fn arena_pages(
     } else {
         Constraints::NONE
     };
-    // The limit (pressure.rs): boundary-tag slabs (USE_RESERVE) are
-    // charged but never refused; WAITOK sleeps here until memory is freed.
+    let force = vf.contains(vmem::Flags::USE_RESERVE);
+    let addr = charged(size, vf, |first| {
+        // Large requests first look for pages a recent free left dirty.
+        if first && size > QCACHE_MAX && align <= PAGE_SIZE && !force {
+            if let Some(a) = crate::dirty::reuse(arena, size) {
+                return Ok(a);
+            }
+        }
+        arena.xalloc(size, &c, vf)
+    })?;
+    crate::dirty::taken(addr, size / PAGE_SIZE, word, zero);
+    Some(addr)
+}
+
+/// Runs `alloc` for `size` bytes of the kernel arena under the memory
+/// limit (pressure.rs): charges first (boundary-tag slabs, `USE_RESERVE`,
+/// are charged but never refused; `WAITOK` sleeps at the limit until memory
+/// is freed), retries once after a reclaim pass if the arena fails (reclaim
+/// before failure, seed 003; `alloc` gets `false` then), and uncharges on
+/// failure.
+pub(crate) fn charged(
+    size: usize,
+    vf: vmem::Flags,
+    mut alloc: impl FnMut(bool) -> Result<usize, vmem::Error>,
+) -> Option<usize> {
     let force = vf.contains(vmem::Flags::USE_RESERVE);
     if !crate::pressure::charge(size, vf.contains(vmem::Flags::WAITOK), force) {
         return None;
     }
-    // Large requests first look for pages a recent free left dirty.
-    let reused = if size > QCACHE_MAX && align <= PAGE_SIZE && !force {
-        crate::dirty::reuse(arena, size)
-    } else {
-        None
-    };
-    let addr = match reused.map_or_else(|| arena.xalloc(size, &c, vf), Ok) {
+    let addr = match alloc(true) {
         Ok(a) => Ok(a),
-        // Reclaim before failure (seed 003), then one more try.
-        Err(_) if crate::pressure::reclaim_for_retry() => arena.xalloc(size, &c, vf),
+        Err(_) if crate::pressure::reclaim_for_retry() => alloc(false),
         Err(e) => Err(e),
     };
-    let Ok(addr) = addr else {
+    if addr.is_err() {
         crate::pressure::uncharge(size);
-        return None;
-    };
-    crate::dirty::taken(addr, size / PAGE_SIZE, word, zero);
-    Some(addr)
+    }
+    addr.ok()
 }
 
 /// Unlabels, unbacks and frees pages to the kernel arena.

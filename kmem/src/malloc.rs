@@ -12,7 +12,7 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::classes::{class_of, CLASS_NAMES, CLASS_SIZES};
-use crate::kernel::{arena_pages, kernel, vflags, Kernel, QCACHE_MAX};
+use crate::kernel::{arena_pages, charged, kernel, vflags, Kernel, QCACHE_MAX};
 use crate::os::{round_page, PAGE_SIZE};
 use crate::pagemeta::{self, TAG_LARGE, TAG_MASK, TAG_SLAB};
 use crate::report::{report, Report, ReportKind};
@@ -106,19 +106,7 @@ pub(crate) fn large_alloc(
     let n = bytes / PAGE_SIZE;
     let addr = if bytes <= QCACHE_MAX && align <= PAGE_SIZE {
         // Charged here (the quantum cache's own ranges are not).
-        if !crate::pressure::charge(bytes, vf.contains(vmem::Flags::WAITOK), false) {
-            return None;
-        }
-        let addr = match k.arena.alloc(bytes, vf) {
-            Ok(a) => Ok(a),
-            // Reclaim before failure (seed 003), then one more try.
-            Err(_) if crate::pressure::reclaim_for_retry() => k.arena.alloc(bytes, vf),
-            Err(e) => Err(e),
-        };
-        let Ok(addr) = addr else {
-            crate::pressure::uncharge(bytes);
-            return None;
-        };
+        let addr = charged(bytes, vf, |_| k.arena.alloc(bytes, vf))?;
         // A quantum-cache miss takes arena pages: unlabel any dirty ones.
         crate::dirty::taken(addr, n, 0, false);
         if zero {

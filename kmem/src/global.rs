@@ -63,7 +63,9 @@ unsafe impl GlobalAlloc for Kmem {
         if layout.align() <= 16 {
             if let Some(z) = small_zone(layout.size(), layout.align()) {
                 #[cfg(feature = "invariants")]
-                check_class(ptr, layout);
+                if !check_class(ptr, layout) {
+                    return;
+                }
                 // SAFETY: GlobalAlloc's contract: `ptr` came from `alloc`
                 // with this layout, i.e. from this zone.
                 return unsafe { z.free(NonNull::new_unchecked(ptr)) };
@@ -138,39 +140,38 @@ unsafe fn dealloc_slow(ptr: *mut u8, layout: Layout) {
         };
         if found != expect {
             report(Report {
-                kind: ReportKind::WrongSize,
-                op: "dealloc",
-                ptr: ptr as usize,
-                zone: "large",
                 size: layout.size(),
                 actual: found.size(),
+                ..Report::new(ReportKind::WrongSize, "dealloc", ptr as usize, "large")
             });
             return;
         }
     }
     #[cfg(feature = "invariants")]
-    check_class(ptr, layout);
+    if matches!(expect, Owner::Class(_)) && !check_class(ptr, layout) {
+        return;
+    }
     // SAFETY: GlobalAlloc's contract, and the cookie check above.
     unsafe { free_owned(k, NonNull::new_unchecked(ptr), expect) }
 }
 
-/// With `invariants`: the page metadata must agree with the layout.
+/// With `invariants`: the page metadata of a small block must agree with
+/// the layout. False (after a report) when the dealloc must be dropped.
 #[cfg(feature = "invariants")]
-fn check_class(ptr: *mut u8, layout: Layout) {
-    let Some(k) = kernel() else { return };
+fn check_class(ptr: *mut u8, layout: Layout) -> bool {
+    let Some(k) = kernel() else { return false };
     let Some(found) = owner_of(k, ptr as usize, "dealloc") else {
-        return;
+        return false;
     };
     if Some(found) != class_of(layout.size(), layout.align()).map(Owner::Class) {
         report(Report {
-            kind: ReportKind::WrongSize,
-            op: "dealloc",
-            ptr: ptr as usize,
-            zone: "",
             size: layout.size(),
             actual: found.size(),
+            ..Report::new(ReportKind::WrongSize, "dealloc", ptr as usize, found.zone())
         });
+        return false;
     }
+    true
 }
 
 /// The usable size of a block from [`Kmem`] with this layout.

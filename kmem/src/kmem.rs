@@ -38,17 +38,15 @@ pub unsafe fn kmem_free(ptr: NonNull<u8>, size: usize) {
     let addr = ptr.as_ptr() as usize;
     let word = pagemeta::lookup(addr);
     if word != pagemeta::large_word(bytes / PAGE_SIZE) {
+        let kind = if word & pagemeta::TAG_MASK == pagemeta::TAG_LARGE {
+            ReportKind::WrongSize
+        } else {
+            ReportKind::NotAllocationStart
+        };
         report(Report {
-            kind: if word & pagemeta::TAG_MASK == pagemeta::TAG_LARGE {
-                ReportKind::WrongSize
-            } else {
-                ReportKind::NotAllocationStart
-            },
-            op: "kmem_free",
-            ptr: addr,
-            zone: "large",
             size,
             actual: (word >> 3) * PAGE_SIZE,
+            ..Report::new(kind, "kmem_free", addr, "large")
         });
         return;
     }
@@ -90,12 +88,8 @@ pub unsafe fn kva_free(ptr: NonNull<u8>, size: usize) {
     let addr = ptr.as_ptr() as usize;
     if pagemeta::lookup(addr) != WORD_KVA {
         report(Report {
-            kind: ReportKind::NotAllocationStart,
-            op: "kva_free",
-            ptr: addr,
-            zone: "kva",
             size,
-            actual: 0,
+            ..Report::new(ReportKind::NotAllocationStart, "kva_free", addr, "kva")
         });
         return;
     }

@@ -70,11 +70,25 @@
 //! ## Bad input
 //!
 //! [`free`]/[`realloc`]/[`malloc_usable_size`] validate the pointer against
-//! the page metadata (foreign, interior, internal pointers). `Kmem`'s
-//! `dealloc` trusts the layout for small blocks (the fast path) and checks
-//! large ones against their cookie; the `invariants` feature adds UMA's
-//! INVARIANTS checks (double free, modified after free) and a layout check
-//! on every dealloc. Reports go to [`set_report_hook`] or abort.
+//! the page metadata (foreign, interior, internal pointers; a large block
+//! freed twice is caught here, its cookie being gone). `Kmem`'s `dealloc`
+//! trusts the layout for small blocks (the fast path) and checks large
+//! ones against their cookie. Reports go to [`set_report_hook`] or abort;
+//! with a hook the bad operation is dropped.
+//!
+//! The `invariants` feature adds:
+//!
+//! - UMA's INVARIANTS checks (a per-slab bitset: double free of a small
+//!   block by any road, modified after free), reported through the same
+//!   hook (see [`set_report_hook`]);
+//! - a layout check on every `Kmem` dealloc ([`ReportKind::WrongSize`]);
+//! - malloc type tags: every malloc(9) block ends with its type's tag
+//!   ([`MALLOC_TAG_BYTES`]), so [`free`], [`zfree`], [`realloc`] and
+//!   [`reallocf`] report a wrong type ([`ReportKind::WrongType`], both
+//!   type names) and a small block freed twice ([`ReportKind::DoubleFree`])
+//!   before touching the block. Details in the `malloc` module source.
+//!
+//! Without the feature none of these checks costs anything.
 //!
 //! ## Fork
 //!
@@ -108,7 +122,7 @@ pub use kernel::IMPORT_QUANTUM;
 pub use kmem::{kmem_free, kmem_malloc, kva_alloc, kva_free};
 pub use malloc::{
     for_each_malloc_type, free, malloc, malloc_aligned, malloc_usable_size, realloc, reallocf,
-    write_vmstat_m, zfree, MallocType, MallocTypeStats,
+    write_vmstat_m, zfree, MallocType, MallocTypeStats, MALLOC_TAG_BYTES,
 };
 pub use os::{os_stats, OsStats, CHUNK_SIZE, PAGE_SIZE};
 pub use pressure::{

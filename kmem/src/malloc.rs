@@ -6,6 +6,28 @@
 //! above the largest class (or aligned beyond any class that fits) takes
 //! whole pages from the kernel arena, its page count recorded as a cookie
 //! in the page metadata so `free(ptr)` needs no size.
+//!
+//! ## Type tags (the `invariants` feature)
+//!
+//! With `invariants`, malloc(9) asks for [`MALLOC_TAG_BYTES`] (8) more
+//! bytes than the caller and stores a tag, the allocating [`MallocType`]'s address
+//! XOR a constant, in the last 8 bytes of the block's usable size (the
+//! class size, or the page-rounded size of a large block, both known from
+//! the page metadata). [`free`], [`zfree`], [`realloc`] and [`reallocf`]
+//! compare the tag with the type they are given before touching the
+//! block; a mismatch is reported as [`ReportKind::WrongType`] naming both
+//! types, or as [`ReportKind::DoubleFree`] when UMA's debug bitset says
+//! the small block is free already (a freed item's tag is overwritten by
+//! UMA's trash fill). [`malloc_usable_size`] and realloc's copy leave the
+//! tag out, so a caller writing every usable byte never reaches it.
+//! Without the feature [`MALLOC_TAG_BYTES`] is 0 and the checks compile to
+//! nothing.
+//!
+//! Only malloc(9) blocks carry a tag: [`Kmem`](crate::Kmem) and
+//! [`raw`](crate::raw) blocks do not, and must not be mixed with the typed
+//! calls. A typed free of an untyped block is reported (`WrongType`, no
+//! type found in the tag); an untyped free of a typed block frees it (its
+//! type's statistics keep counting it).
 
 use core::fmt;
 use core::ptr::{self, NonNull};
@@ -37,6 +59,14 @@ impl Owner {
             Owner::Large(n) => n * PAGE_SIZE,
         }
     }
+
+    /// The zone name reports give: the class zone, or `"large"`.
+    pub(crate) fn zone(self) -> &'static str {
+        match self {
+            Owner::Class(c) => CLASS_NAMES[c],
+            Owner::Large(_) => "large",
+        }
+    }
 }
 
 /// Finds what `ptr` is from the page metadata (FreeBSD `vtoslab`), in
@@ -45,14 +75,7 @@ impl Owner {
 pub(crate) fn owner_of(k: &Kernel, ptr: usize, op: &'static str) -> Option<Owner> {
     let word = pagemeta::lookup(ptr);
     let bad = |kind, zone| {
-        report(Report {
-            kind,
-            op,
-            ptr,
-            zone,
-            size: 0,
-            actual: 0,
-        });
+        report(Report::new(kind, op, ptr, zone));
         None
     };
     match word & TAG_MASK {
@@ -60,7 +83,7 @@ pub(crate) fn owner_of(k: &Kernel, ptr: usize, op: &'static str) -> Option<Owner
             let c = word >> 3;
             let off = ptr & (k.slab_size[c] - 1);
             if off % CLASS_SIZES[c] != 0 || off / CLASS_SIZES[c] >= k.ipers[c] {
-                return bad(ReportKind::NotAllocationStart, CLASS_NAMES[c]);
+                return bad(ReportKind::NotAllocationStart, Owner::Class(c).zone());
             }
             Some(Owner::Class(c))
         }
@@ -187,6 +210,18 @@ pub(crate) fn usable_size_untyped(ptr: *const u8, op: &'static str) -> usize {
     }
 }
 
+/// Whether a request of `size` bytes aligned to `align` is served by the
+/// block of `owner` at `ptr` as it is (same class, or same page count).
+fn fits_in_place(owner: Owner, size: usize, align: usize, ptr: usize) -> bool {
+    match (owner, class_of(size, align)) {
+        (Owner::Class(c), Some(n)) => c == n,
+        (Owner::Large(n), None) => {
+            round_page(size.max(1)) == Some(n * PAGE_SIZE) && ptr % align == 0
+        }
+        _ => false,
+    }
+}
+
 /// Resizes: in place when the class (or the page count) is unchanged,
 /// else allocate, copy, free. On failure the old block is untouched.
 ///
@@ -198,21 +233,14 @@ pub(crate) unsafe fn realloc_untyped(
     size: usize,
     align: usize,
     flags: Flags,
-) -> Option<(NonNull<u8>, Option<Owner>)> {
+) -> Option<NonNull<u8>> {
     let Some(old) = NonNull::new(ptr) else {
-        return alloc_untyped(size, align, flags).map(|p| (p, None));
+        return alloc_untyped(size, align, flags);
     };
     let k = kernel()?;
     let owner = owner_of(k, ptr as usize, "realloc")?;
-    let fits = match (owner, class_of(size, align)) {
-        (Owner::Class(c), Some(n)) => c == n,
-        (Owner::Large(n), None) => {
-            round_page(size.max(1)) == Some(n * PAGE_SIZE) && (ptr as usize) % align == 0
-        }
-        _ => false,
-    };
-    if fits {
-        return Some((old, Some(owner)));
+    if fits_in_place(owner, size, align, ptr as usize) {
+        return Some(old);
     }
     let new = alloc_untyped(size, align, flags)?;
     // SAFETY: both live and distinct; copy what both hold.
@@ -220,7 +248,155 @@ pub(crate) unsafe fn realloc_untyped(
         ptr::copy_nonoverlapping(ptr, new.as_ptr(), owner.size().min(size));
         free_owned(k, old, owner);
     }
-    Some((new, Some(owner)))
+    Some(new)
+}
+
+// ---------------------------------------------------------------- type tags
+
+/// Bytes at the end of every [`malloc`] block that hold its type tag: 8
+/// with the `invariants` feature, 0 (no tag, no check) without.
+///
+/// With `invariants`, malloc asks its zone for `size + 8` bytes and writes
+/// the tag (the [`MallocType`]'s address XOR a constant) into the last 8
+/// bytes of the block's usable size; [`free`], [`zfree`], [`realloc`] and
+/// [`reallocf`] check it against the type they are given and report a
+/// mismatch ([`ReportKind::WrongType`](crate::ReportKind::WrongType)), or
+/// a double free when UMA says the small block is free already.
+/// [`malloc_usable_size`] is this much less than the block, so the tag is
+/// never among the bytes a caller may write. Blocks of
+/// [`Kmem`](crate::Kmem) and [`raw`](crate::raw) carry no tag.
+pub const MALLOC_TAG_BYTES: usize = if cfg!(feature = "invariants") { 8 } else { 0 };
+
+/// XORed into a type's address to make its tag ("kmemtype"), so that a
+/// block holding a pointer to a type at its end does not pass for a tag.
+#[cfg(feature = "invariants")]
+const TAG_MAGIC: u64 = 0x6b6d_656d_7479_7065;
+
+#[cfg(feature = "invariants")]
+fn tag_of(ty: &'static MallocType) -> u64 {
+    (ty as *const MallocType as usize as u64) ^ TAG_MAGIC
+}
+
+/// What malloc(9) asks the zones for to serve `size` bytes: room for the
+/// tag behind them (with `invariants`; `size` itself without).
+#[inline(always)]
+fn typed_request(size: usize) -> Option<usize> {
+    if MALLOC_TAG_BYTES == 0 {
+        Some(size)
+    } else {
+        size.max(1).checked_add(MALLOC_TAG_BYTES)
+    }
+}
+
+/// Writes `ty`'s tag into the block (with `invariants`; nothing without).
+///
+/// # Safety
+///
+/// `p` is a live block of `owner`, owned by the caller.
+#[inline(always)]
+unsafe fn tag_set(p: NonNull<u8>, owner: Owner, ty: &'static MallocType) {
+    #[cfg(feature = "invariants")]
+    // SAFETY: the block has `owner.size() >= MALLOC_TAG_BYTES` bytes (the
+    // request included them) and is the caller's; an unaligned write
+    // needs no alignment.
+    unsafe {
+        p.as_ptr()
+            .add(owner.size() - MALLOC_TAG_BYTES)
+            .cast::<u64>()
+            .write_unaligned(tag_of(ty));
+    }
+    #[cfg(not(feature = "invariants"))]
+    let _ = (p, owner, ty);
+}
+
+/// Checks the block's tag against `ty` (with `invariants`; always true
+/// without). False after a report (`WrongType` or `DoubleFree`): the
+/// operation must be dropped.
+#[inline(always)]
+fn tag_check(
+    k: &Kernel,
+    p: NonNull<u8>,
+    owner: Owner,
+    ty: &'static MallocType,
+    op: &'static str,
+) -> bool {
+    #[cfg(feature = "invariants")]
+    {
+        // SAFETY: `owner` came from `owner_of(p)`: the page metadata labels
+        // the pages of `p`'s block as a live slab or large block of kmem,
+        // so its `owner.size()` bytes are mapped (labels are cleared
+        // before pages go back to the arena). The read may see a freed
+        // item's trash, never unmapped memory.
+        let found = unsafe {
+            p.as_ptr()
+                .add(owner.size() - MALLOC_TAG_BYTES)
+                .cast::<u64>()
+                .read_unaligned()
+        };
+        if found != tag_of(ty) {
+            tag_mismatch(k, p.as_ptr() as usize, owner, ty, found, op);
+            return false;
+        }
+    }
+    #[cfg(not(feature = "invariants"))]
+    let _ = (k, p, owner, ty, op);
+    true
+}
+
+/// Reports a tag that is not the given type's: a double free if UMA's
+/// debug bitset says the item is free, else a wrong type.
+#[cfg(feature = "invariants")]
+#[cold]
+#[inline(never)]
+fn tag_mismatch(
+    k: &Kernel,
+    ptr: usize,
+    owner: Owner,
+    ty: &'static MallocType,
+    found: u64,
+    op: &'static str,
+) {
+    let r = Report {
+        mtype: ty.name,
+        ..Report::new(ReportKind::WrongType, op, ptr, owner.zone())
+    };
+    if let Owner::Class(c) = owner {
+        if uma::debug::is_allocated(k.classes[c], ptr as *const u8) == Some(false) {
+            report(Report {
+                kind: ReportKind::DoubleFree,
+                ..r
+            });
+            return;
+        }
+    }
+    // The tag names a type if some linked type has that address (a type
+    // is linked before its first block is handed out).
+    let want = found ^ TAG_MAGIC;
+    let mut actual = "";
+    for_each_malloc_type(|t| {
+        if t as *const MallocType as usize as u64 == want {
+            actual = t.name;
+        }
+    });
+    report(Report {
+        actual_type: actual,
+        ..r
+    });
+}
+
+/// A malloc(9) block handed back with type `ty`: looked up (reported if it
+/// is not an allocation start) and, with `invariants`, its tag checked.
+/// `None` (after any report) when it must be left alone.
+#[inline]
+fn typed_owner(
+    ptr: *mut u8,
+    ty: &'static MallocType,
+    op: &'static str,
+) -> Option<(&'static Kernel, NonNull<u8>, Owner)> {
+    let p = NonNull::new(ptr)?;
+    let k = kernel()?;
+    let owner = owner_of(k, ptr as usize, op)?;
+    tag_check(k, p, owner, ty, op).then_some((k, p, owner))
 }
 
 // ---------------------------------------------------------------- malloc types
@@ -255,9 +431,16 @@ impl Stripe {
 /// `static M_FOO: MallocType = MallocType::new("foo", "what it is");`.
 ///
 /// Statistics are kept in striped counters (one stripe per thread, modulo
-/// the stripe count) and summed when read. The type given to [`free`] is
-/// trusted for accounting only: a wrong type skews that type's figures
-/// but cannot corrupt memory (the pointer itself is validated).
+/// the stripe count) and summed when read; a block counts its usable size
+/// (with `invariants`, the type tag's 8 bytes included).
+///
+/// The type given to [`free`], [`zfree`], [`realloc`] and [`reallocf`]:
+/// without the `invariants` feature it is trusted, for accounting only (a
+/// wrong type skews that type's figures but cannot corrupt memory: the
+/// pointer itself is validated). With `invariants` every malloc(9) block
+/// carries its type's tag, and a wrong type is reported
+/// ([`ReportKind::WrongType`](crate::ReportKind::WrongType), naming both
+/// types) and the call dropped. See the module doc on type tags.
 pub struct MallocType {
     name: &'static str,
     desc: &'static str,
@@ -474,7 +657,9 @@ pub fn write_vmstat_m(w: &mut dyn fmt::Write) -> fmt::Result {
 ///
 /// `size == 0` returns a minimum (8-byte) allocation. Small sizes are
 /// aligned to their class (power-of-two classes naturally); large blocks
-/// are page aligned. [`Flags::ZERO`] zeroes; [`Flags::NOWAIT`] fails with
+/// are page aligned. With the `invariants` feature the block is 8 bytes
+/// longer than asked (rounded to its class) and ends with the type tag
+/// that [`free`] checks. [`Flags::ZERO`] zeroes; [`Flags::NOWAIT`] fails with
 /// `None` when memory cannot be had at once; [`Flags::WAITOK`] may sleep
 /// (on a zone limit or a page shortage).
 pub fn malloc(size: usize, ty: &'static MallocType, flags: Flags) -> Option<NonNull<u8>> {
@@ -492,14 +677,17 @@ pub fn malloc_aligned(
         return None;
     }
     let k = kernel()?;
-    let (p, owner) = match class_of(size, align) {
+    let req = typed_request(size)?;
+    let (p, owner) = match class_of(req, align) {
         Some(c) => (k.classes[c].alloc(flags)?, Owner::Class(c)),
         None => {
-            let p = large_alloc(k, size, align, flags)?;
-            (p, Owner::Large(round_page(size.max(1))? / PAGE_SIZE))
+            let p = large_alloc(k, req, align, flags)?;
+            (p, Owner::Large(round_page(req.max(1))? / PAGE_SIZE))
         }
     };
     ty.account_alloc(owner);
+    // SAFETY: a fresh block of `owner`, ours until returned.
+    unsafe { tag_set(p, owner, ty) };
     Some(p)
 }
 
@@ -507,39 +695,101 @@ pub fn malloc_aligned(
 /// hand out, or not the start of an allocation, is reported (see
 /// [`set_report_hook`](crate::set_report_hook)), never trusted.
 ///
+/// `ty` must be the type `ptr` was allocated with. Without the
+/// `invariants` feature that is trusted (it only moves statistics); with
+/// it, a wrong type is reported as
+/// [`ReportKind::WrongType`](crate::ReportKind::WrongType) and a second
+/// free of a small block as
+/// [`ReportKind::DoubleFree`](crate::ReportKind::DoubleFree), and the
+/// free is dropped.
+///
 /// # Safety
 ///
 /// If `ptr` is a live allocation, nothing uses it afterwards.
 pub unsafe fn free(ptr: *mut u8, ty: &'static MallocType) {
-    // SAFETY: the caller's promise.
-    if let Some(owner) = unsafe { free_untyped(ptr, "free") } {
-        ty.account_free(owner);
-    }
+    let Some((k, p, owner)) = typed_owner(ptr, ty, "free") else {
+        return;
+    };
+    // SAFETY: validated as a live allocation start of `owner`; the
+    // caller's promise that nothing uses it afterwards.
+    unsafe { free_owned(k, p, owner) };
+    ty.account_free(owner);
 }
 
 /// Zeroes the allocation's usable bytes, then frees it (FreeBSD `zfree`).
+/// Checked as [`free`] before anything is written.
 ///
 /// # Safety
 ///
 /// As [`free`].
 pub unsafe fn zfree(ptr: *mut u8, ty: &'static MallocType) {
-    let n = usable_size_untyped(ptr, "zfree");
-    if n == 0 {
+    let Some((k, p, owner)) = typed_owner(ptr, ty, "zfree") else {
         return;
-    }
-    // SAFETY: `ptr` is a live allocation of `n` usable bytes; volatile so
-    // the zeroing is not optimized away before the free.
+    };
+    // SAFETY: `ptr` is a live allocation of `owner.size()` bytes (the tag
+    // too: it is not needed after the check); volatile so the zeroing is
+    // not optimized away before the free. Then freed as in `free`.
     unsafe {
-        for i in 0..n {
+        for i in 0..owner.size() {
             ptr::write_volatile(ptr.add(i), 0);
         }
-        free(ptr, ty);
+        free_owned(k, p, owner);
     }
+    ty.account_free(owner);
+}
+
+/// Why a typed realloc failed.
+enum ReallocError {
+    /// `ptr` was reported (bad pointer, wrong type, double free) and left
+    /// alone.
+    Refused,
+    /// No memory for the new block; `ptr` is untouched and still live.
+    NoMemory,
+}
+
+/// [`realloc`]'s body, telling a refused pointer from a lack of memory.
+///
+/// # Safety
+///
+/// As [`realloc`].
+unsafe fn realloc_typed(
+    ptr: *mut u8,
+    size: usize,
+    ty: &'static MallocType,
+    flags: Flags,
+    op: &'static str,
+) -> Result<NonNull<u8>, ReallocError> {
+    let flags = flags.without(Flags::ZERO);
+    if ptr.is_null() {
+        return malloc(size, ty, flags).ok_or(ReallocError::NoMemory);
+    }
+    let (k, old, owner) = typed_owner(ptr, ty, op).ok_or(ReallocError::Refused)?;
+    let req = typed_request(size).ok_or(ReallocError::NoMemory)?;
+    if fits_in_place(owner, req, 1, ptr as usize) {
+        // Same usable size: the tag stays where it is, and is `ty`'s.
+        return Ok(old);
+    }
+    let new = malloc(size, ty, flags).ok_or(ReallocError::NoMemory)?;
+    // SAFETY: both live and distinct; copy the bytes the caller could use
+    // in both (never the old block's tag); then the old block goes as in
+    // `free` (validated above).
+    unsafe {
+        ptr::copy_nonoverlapping(
+            ptr,
+            new.as_ptr(),
+            (owner.size() - MALLOC_TAG_BYTES).min(size),
+        );
+        free_owned(k, old, owner);
+    }
+    ty.account_free(owner);
+    Ok(new)
 }
 
 /// Resizes (FreeBSD `realloc(9)`): null `ptr` allocates; in place when the
 /// size class (or page count) is unchanged; otherwise a new block with the
 /// contents copied. On failure returns `None` and `ptr` is still valid.
+/// `ptr` is checked as by [`free`] (with `invariants`, its type too); a
+/// refused `ptr` gives `None` after the report.
 ///
 /// # Safety
 ///
@@ -552,21 +802,12 @@ pub unsafe fn realloc(
     flags: Flags,
 ) -> Option<NonNull<u8>> {
     // SAFETY: the caller's promise.
-    let (p, old) = unsafe { realloc_untyped(ptr, size, 1, flags.without(Flags::ZERO)) }?;
-    if p.as_ptr() != ptr {
-        if let Some(o) = old {
-            ty.account_free(o);
-        }
-        if let Some(k) = kernel() {
-            if let Some(o) = owner_of(k, p.as_ptr() as usize, "realloc") {
-                ty.account_alloc(o);
-            }
-        }
-    }
-    Some(p)
+    unsafe { realloc_typed(ptr, size, ty, flags, "realloc") }.ok()
 }
 
-/// Like [`realloc`], but frees `ptr` when it fails (FreeBSD `reallocf`).
+/// Like [`realloc`], but frees `ptr` when there is no memory for the new
+/// block (FreeBSD `reallocf`). A `ptr` that was reported (not a kmem
+/// allocation start, wrong type, freed already) is left alone.
 ///
 /// # Safety
 ///
@@ -578,17 +819,22 @@ pub unsafe fn reallocf(
     flags: Flags,
 ) -> Option<NonNull<u8>> {
     // SAFETY: the caller's promise.
-    let r = unsafe { realloc(ptr, size, ty, flags) };
-    if r.is_none() {
-        // SAFETY: realloc failed and left `ptr` live.
-        unsafe { free(ptr, ty) };
+    match unsafe { realloc_typed(ptr, size, ty, flags, "reallocf") } {
+        Ok(p) => Some(p),
+        Err(ReallocError::Refused) => None,
+        Err(ReallocError::NoMemory) => {
+            // SAFETY: realloc failed for lack of memory and left `ptr` live.
+            unsafe { free(ptr, ty) };
+            None
+        }
     }
-    r
 }
 
-/// Usable bytes of an allocation (FreeBSD `malloc_usable_size`): at least
-/// the size asked for. 0 for null; a pointer that is not a kmem allocation
-/// start is reported.
+/// Usable bytes of a malloc(9) allocation (FreeBSD `malloc_usable_size`):
+/// at least the size asked for. 0 for null; a pointer that is not a kmem
+/// allocation start is reported. With `invariants` the type tag at the
+/// block's end is not counted (the result is [`MALLOC_TAG_BYTES`] less
+/// than the block), so the bytes reported are all the caller may write.
 pub fn malloc_usable_size(ptr: *const u8) -> usize {
-    usable_size_untyped(ptr, "malloc_usable_size")
+    usable_size_untyped(ptr, "malloc_usable_size").saturating_sub(MALLOC_TAG_BYTES)
 }

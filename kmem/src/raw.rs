@@ -44,8 +44,16 @@ pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
 /// # Safety
 ///
 /// If `ptr` is a live kmem allocation, nothing uses it afterwards. (A
-/// pointer kmem never handed out is detected and reported; a second free
-/// of a block is not detected without the `invariants` feature.)
+/// pointer kmem never handed out is detected and reported, and so is a
+/// second free of a large block. A second free of a small block is caught
+/// only with the `invariants` feature, by UMA's debug bitset: it is
+/// reported through the same hook and dropped, though this function still
+/// returns true for it.)
+///
+/// Blocks of the typed [`malloc`](crate::malloc) must go back through
+/// [`kmem::free`](crate::free): this function frees them too, but their
+/// type's statistics keep counting them (with `invariants` they are also
+/// [`MALLOC_TAG_BYTES`](crate::MALLOC_TAG_BYTES) longer than asked).
 #[inline]
 pub unsafe fn free(ptr: *mut u8) -> bool {
     // SAFETY: the caller's promise.
@@ -69,10 +77,8 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize, align: usize) -> *mut u8 {
         return ptr::null_mut();
     }
     // SAFETY: the caller's promise.
-    match unsafe { realloc_untyped(ptr, size, align, Flags::NOWAIT) } {
-        Some((p, _)) => p.as_ptr(),
-        None => ptr::null_mut(),
-    }
+    unsafe { realloc_untyped(ptr, size, align, Flags::NOWAIT) }
+        .map_or(ptr::null_mut(), |p| p.as_ptr())
 }
 
 /// The usable bytes of the allocation starting at `ptr` (at least the size

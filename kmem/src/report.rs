@@ -5,6 +5,14 @@
 //! the process aborts, because continuing after a double or foreign free
 //! risks silent corruption. [`set_report_hook`] installs a function called
 //! instead; the bad operation is then dropped (nothing is freed).
+//!
+//! With the `invariants` feature, UMA's own debug checks (the per-slab
+//! bitset that catches a double free reaching a zone, e.g. through
+//! [`Kmem`](crate::Kmem)'s `dealloc` or the C ABI; trash verification on
+//! allocation) report through the same hook: [`set_report_hook`] also
+//! installs a forwarder as UMA's hook ([`uma::debug::set_report_hook`]),
+//! which turns each UMA report into a kmem [`Report`]. Without a kmem hook,
+//! UMA's reports abort with UMA's own message, as before.
 
 use core::fmt;
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -25,6 +33,13 @@ pub enum ReportKind {
     WrongType,
     /// The allocation was already free.
     DoubleFree,
+    /// UMA: the item belongs to another zone's keg (`invariants`).
+    WrongZone,
+    /// UMA: a free item's trash pattern changed before it was handed out
+    /// again: a write after free (`invariants`).
+    ModifiedAfterFree,
+    /// UMA: an item was handed out while already allocated (`invariants`).
+    DuplicateAlloc,
 }
 
 /// One report.
@@ -43,6 +58,34 @@ pub struct Report {
     pub size: usize,
     /// The size of the allocation found there (0 if none).
     pub actual: usize,
+    /// The malloc type the caller named (`""` if none: untyped calls).
+    pub mtype: &'static str,
+    /// For [`ReportKind::WrongType`]: the malloc type that allocated the
+    /// block, `""` if its tag names no type (an untyped block, from
+    /// [`Kmem`](crate::Kmem) or [`raw`](crate::raw), or a tag overwritten
+    /// by a buffer overrun).
+    pub actual_type: &'static str,
+}
+
+impl Report {
+    /// A report with no sizes and no types.
+    pub(crate) const fn new(
+        kind: ReportKind,
+        op: &'static str,
+        ptr: usize,
+        zone: &'static str,
+    ) -> Report {
+        Report {
+            kind,
+            op,
+            ptr,
+            zone,
+            size: 0,
+            actual: 0,
+            mtype: "",
+            actual_type: "",
+        }
+    }
 }
 
 impl fmt::Display for Report {
@@ -54,6 +97,9 @@ impl fmt::Display for Report {
             ReportKind::WrongSize => "size does not match the allocation",
             ReportKind::WrongType => "malloc type does not match the allocation",
             ReportKind::DoubleFree => "allocation already freed",
+            ReportKind::WrongZone => "item belongs to another zone",
+            ReportKind::ModifiedAfterFree => "memory modified after free",
+            ReportKind::DuplicateAlloc => "item handed out twice",
         };
         write!(f, "kmem: {}: {} {:#x}", self.op, what, self.ptr)?;
         if !self.zone.is_empty() {
@@ -61,6 +107,16 @@ impl fmt::Display for Report {
         }
         if self.size != 0 || self.actual != 0 {
             write!(f, ", size {} given, {} allocated", self.size, self.actual)?;
+        }
+        if self.kind == ReportKind::WrongType {
+            write!(f, ", type \"{}\" given", self.mtype)?;
+            if self.actual_type.is_empty() {
+                f.write_str(", allocated with no type tag (untyped, or the tag was overwritten)")?;
+            } else {
+                write!(f, ", allocated by type \"{}\"", self.actual_type)?;
+            }
+        } else if !self.mtype.is_empty() {
+            write!(f, ", type \"{}\"", self.mtype)?;
         }
         Ok(())
     }
@@ -70,8 +126,31 @@ static HOOK: AtomicUsize = AtomicUsize::new(0);
 
 /// Installs (or with `None` removes) the report hook. With a hook, reports
 /// call it and the bad operation is dropped; without one they abort.
+///
+/// It also installs (or removes) UMA's report hook
+/// ([`uma::debug::set_report_hook`], process-wide): with a kmem hook,
+/// UMA's `invariants` reports (a double free reaching a zone, a write
+/// after free) arrive here as kmem reports, with `op` `"uma_zfree"` or
+/// `"uma_zalloc"`. So a UMA hook set directly is replaced by this call;
+/// set it after kmem's if you need both.
 pub fn set_report_hook(hook: Option<fn(&Report)>) {
     HOOK.store(hook.map_or(0, |h| h as usize), Ordering::SeqCst);
+    uma::debug::set_report_hook(hook.map(|_| forward_uma as fn(&uma::debug::Report)));
+}
+
+/// UMA's report hook while a kmem hook is installed: the same report as a
+/// kmem [`Report`]. UMA has dropped the bad operation already.
+fn forward_uma(r: &uma::debug::Report) {
+    use uma::debug::ReportKind as U;
+    let (kind, op) = match r.kind {
+        U::DoubleFree => (ReportKind::DoubleFree, "uma_zfree"),
+        U::ForeignPointer => (ReportKind::ForeignPointer, "uma_zfree"),
+        U::WrongZone => (ReportKind::WrongZone, "uma_zfree"),
+        U::Misaligned => (ReportKind::NotAllocationStart, "uma_zfree"),
+        U::ModifiedAfterFree => (ReportKind::ModifiedAfterFree, "uma_zalloc"),
+        U::DuplicateAlloc => (ReportKind::DuplicateAlloc, "uma_zalloc"),
+    };
+    report(Report::new(kind, op, r.ptr, r.zone));
 }
 
 /// Delivers a report: to the hook, or to stderr and abort.

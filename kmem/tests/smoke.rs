@@ -76,13 +76,16 @@ kmem::malloc_define!(M_TEST, "test", "smoke test");
 
 #[test]
 fn malloc9_stats() {
+    // With `invariants` each block ends with an 8-byte type tag that the
+    // usable size leaves out (MALLOC_TAG_BYTES is 0 without).
+    let tag = kmem::MALLOC_TAG_BYTES;
     let p = kmem::malloc(100, &M_TEST, kmem::Flags::WAITOK.with(kmem::Flags::ZERO)).unwrap();
-    let q = kmem::malloc(1 << 20, &M_TEST, kmem::Flags::WAITOK).unwrap();
+    let q = kmem::malloc((1 << 20) - tag, &M_TEST, kmem::Flags::WAITOK).unwrap();
     let s = M_TEST.stats();
     assert_eq!(s.in_use, 2);
     assert_eq!(s.bytes, 112 + (1 << 20));
-    assert_eq!(kmem::malloc_usable_size(p.as_ptr()), 112);
-    assert_eq!(kmem::malloc_usable_size(q.as_ptr()), 1 << 20);
+    assert_eq!(kmem::malloc_usable_size(p.as_ptr()), 112 - tag);
+    assert_eq!(kmem::malloc_usable_size(q.as_ptr()), (1 << 20) - tag);
     // SAFETY: ours.
     unsafe {
         kmem::free(p.as_ptr(), &M_TEST);

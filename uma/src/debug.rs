@@ -158,6 +158,8 @@ pub(crate) fn trash(item: *mut u8, size: usize) {
 }
 
 #[cfg(feature = "invariants")]
+pub use invariants::is_allocated;
+#[cfg(feature = "invariants")]
 pub(crate) use invariants::{on_alloc, on_free, undo_alloc};
 
 #[cfg(feature = "invariants")]
@@ -229,6 +231,27 @@ mod invariants {
                 zone.name
             )),
         }
+    }
+
+    /// With the `invariants` feature: what the debug bitset says of `item`
+    /// in `zone`. `Some(true)`: handed out and not freed since;
+    /// `Some(false)`: free (in a cache or a slab), so freeing it again is
+    /// a double free; `None`: it cannot tell (a cache-only zone, an
+    /// unhashed internal keg, or `item` is not an item start of the zone's
+    /// keg). Takes the keg lock; never dereferences `item`.
+    ///
+    /// For a layer above UMA (kmem's malloc) that must tell a double free
+    /// from another mistake before it calls [`Zone::free`].
+    pub fn is_allocated(zone: &Zone, item: *const u8) -> Option<bool> {
+        let k = zone.keg()?;
+        if !k.use_hash {
+            // Unhashed kegs find the header from the address itself, which
+            // is only sound for real items of the keg.
+            return None;
+        }
+        let mut g = k.state.lock();
+        let (s, idx) = slab_and_index(k, &mut g, item.cast_mut());
+        Some(dbg_bit(s, idx?))
     }
 
     /// Checks and records a free; false when it must be dropped.

@@ -95,3 +95,24 @@ fn modified_after_free_is_reported() {
     });
     assert_eq!(r.offset, 12);
 }
+
+#[test]
+fn is_allocated_follows_the_debug_bitset() {
+    let z = zone(ZoneArgs::new("dbg-is-allocated", 64));
+    let p = alloc(z, Flags::NOWAIT);
+    assert_eq!(uma::debug::is_allocated(z, p.as_ptr()), Some(true));
+    free(z, p);
+    // Free, though cached in this thread's bucket.
+    assert_eq!(uma::debug::is_allocated(z, p.as_ptr()), Some(false));
+    // Not an item start, and not in any slab of the zone: no answer.
+    assert_eq!(
+        uma::debug::is_allocated(z, p.as_ptr().wrapping_add(8)),
+        None
+    );
+    let local = 0u64;
+    assert_eq!(
+        uma::debug::is_allocated(z, (&local as *const u64).cast()),
+        None
+    );
+    z.check_invariants();
+}

@@ -103,9 +103,12 @@ pub const CLASS_NAMES: [&str; NCLASSES] = [
     "malloc-32768",
 ];
 
+/// Entries of the tables indexed by [`small_index`].
+pub(crate) const LUT_LEN: usize = LUT_MAX / 8 + 1;
+
 /// `LUT[(size + 7) >> 3]` is the class of `size` for `size <= 1024`.
-static LUT: [u8; LUT_MAX / 8 + 1] = {
-    let mut t = [0u8; LUT_MAX / 8 + 1];
+static LUT: [u8; LUT_LEN] = {
+    let mut t = [0u8; LUT_LEN];
     let mut i = 0;
     while i < t.len() {
         let size = i * 8;
@@ -131,15 +134,27 @@ pub const fn class_align(class: usize) -> usize {
     }
 }
 
+/// The lookup-table index of a request of `size` bytes with alignment at
+/// most 16, if it is at most 1024 bytes: below [`LUT_LEN`], and every
+/// request with the same index has the same class (`class_of_small` maps
+/// the index through `LUT`).
+#[inline(always)]
+pub(crate) fn small_index(size: usize, align: usize) -> Option<usize> {
+    let s = if size > align { size } else { align };
+    if s <= LUT_MAX {
+        Some((s + 7) >> 3)
+    } else {
+        None
+    }
+}
+
 /// The class of a request of `size` bytes with alignment at most 16 (every
 /// class but the 8-byte one is 16-aligned), or `None` if it is large.
 #[inline(always)]
 pub fn class_of_small(size: usize, align: usize) -> Option<usize> {
-    let s = if size > align { size } else { align };
-    if s <= LUT_MAX {
-        Some(LUT[(s + 7) >> 3] as usize)
-    } else {
-        class_of_size(s)
+    match small_index(size, align) {
+        Some(i) => Some(LUT[i] as usize),
+        None => class_of_size(if size > align { size } else { align }),
     }
 }
 

@@ -2,9 +2,16 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
+#[cfg(not(any(loom, feature = "invariants")))]
+use core::sync::atomic::AtomicU32;
 use core::sync::atomic::Ordering;
 
+#[cfg(not(any(loom, feature = "invariants")))]
+use uma::FastSlot;
+
 use crate::classes::{class_of, class_of_small, CLASS_SIZES};
+#[cfg(not(any(loom, feature = "invariants")))]
+use crate::classes::{small_index, LUT_LEN};
 use crate::kernel::{kernel, CLASS_ZONES};
 use crate::malloc::{alloc_untyped, free_owned, owner_of, Owner};
 use crate::os::{round_page, PAGE_SIZE};
@@ -42,51 +49,102 @@ fn small_zone(size: usize, align: usize) -> Option<&'static uma::Zone> {
     (!z.is_null()).then(|| unsafe { &*z })
 }
 
+/// The fast path's table: `FAST_SLOTS[small_index(size, align)]` is the
+/// per-thread cache slot ([`FastSlot`]) of the request's class zone, so a
+/// hit is the size lookup, one thread-local load and the bucket pop or
+/// push: no class number, no zone, no `kernel()`. An entry is
+/// [`FastSlot::NONE`] (whose cache always misses) until a miss of its
+/// index, past the kernel's start, publishes the slot; entries only ever
+/// go from `NONE` to their class zone's slot, so relaxed loads and stores
+/// do: the slot number carries no memory, and the cache it leads to in
+/// the calling thread's table was registered by that thread itself, through
+/// the zone. Class zones are never destroyed, so their slots are never
+/// given to another zone.
+///
+/// The zone's own checks are in the cache's gate (see `uma::FastSlot`): a
+/// class zone with a limit (`class_zone(c).set_max`) misses on frees and
+/// goes through [`uma::Zone::free`]. With `invariants` every operation
+/// takes the zone's road (its checks run per item), so there is no table.
+#[cfg(not(any(loom, feature = "invariants")))]
+static FAST_SLOTS: [AtomicU32; LUT_LEN] =
+    [const { AtomicU32::new(FastSlot::NONE.to_bits()) }; LUT_LEN];
+
+/// The slot of a small request's class zone (maybe `NONE`), or `None` when
+/// the request is not small (over 1024 bytes or aligned beyond 16).
+#[cfg(not(any(loom, feature = "invariants")))]
+#[inline(always)]
+fn fast_slot(size: usize, align: usize) -> Option<FastSlot> {
+    if align > 16 {
+        return None;
+    }
+    let i = small_index(size, align)?;
+    // SAFETY: small_index is below LUT_LEN.
+    let bits = unsafe { FAST_SLOTS.get_unchecked(i) }.load(Ordering::Relaxed);
+    // SAFETY: the table holds only `to_bits` of slots.
+    Some(unsafe { FastSlot::from_bits(bits) })
+}
+
+/// A miss of the fast path went through `z`: publish its slot for the
+/// request's index (see [`FAST_SLOTS`]).
+#[cfg(not(any(loom, feature = "invariants")))]
+#[inline(always)]
+fn publish_slot(size: usize, align: usize, z: &'static uma::Zone) {
+    if let Some(e) = small_index(size, align).and_then(|i| FAST_SLOTS.get(i)) {
+        e.store(z.fast_slot().to_bits(), Ordering::Relaxed);
+    }
+}
+
+/// No fast path, nothing to publish.
+#[cfg(any(loom, feature = "invariants"))]
+#[inline(always)]
+fn publish_slot(_size: usize, _align: usize, _z: &'static uma::Zone) {}
+
 // SAFETY: every block is `layout.size()` usable bytes aligned to
 // `layout.align()` (class_of / xalloc alignment), disjoint from every
 // other live block; dealloc takes back exactly what alloc gave.
 unsafe impl GlobalAlloc for Kmem {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.align() <= 16 {
-            if let Some(z) = small_zone(layout.size(), layout.align()) {
-                return z
-                    .alloc(Flags::NOWAIT)
-                    .map_or(ptr::null_mut(), NonNull::as_ptr);
+        #[cfg(not(any(loom, feature = "invariants")))]
+        if let Some(slot) = fast_slot(layout.size(), layout.align()) {
+            // SAFETY: the slot of a class zone, never destroyed.
+            if let Some(p) = unsafe { slot.alloc() } {
+                return p.as_ptr();
             }
         }
-        alloc_slow(layout, Flags::NOWAIT)
+        alloc_miss(layout, Flags::NOWAIT)
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if layout.align() <= 16 {
-            if let Some(z) = small_zone(layout.size(), layout.align()) {
-                #[cfg(feature = "invariants")]
-                if !check_class(ptr, layout) {
-                    return;
-                }
-                // SAFETY: GlobalAlloc's contract: `ptr` came from `alloc`
-                // with this layout, i.e. from this zone.
-                return unsafe { z.free(NonNull::new_unchecked(ptr)) };
+        #[cfg(not(any(loom, feature = "invariants")))]
+        if let Some(slot) = fast_slot(layout.size(), layout.align()) {
+            // SAFETY: GlobalAlloc's contract: `ptr` came from `alloc` with
+            // this layout, i.e. from this slot's class zone (never
+            // destroyed), and is not null.
+            if unsafe { slot.free(NonNull::new_unchecked(ptr)) } {
+                return;
             }
         }
         // SAFETY: as above.
-        unsafe { dealloc_slow(ptr, layout) }
+        unsafe { dealloc_miss(ptr, layout) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if layout.align() <= 16 {
-            if let Some(z) = small_zone(layout.size(), layout.align()) {
-                return z
-                    .alloc(Flags::NOWAIT.with(Flags::ZERO))
-                    .map_or(ptr::null_mut(), NonNull::as_ptr);
+        #[cfg(not(any(loom, feature = "invariants")))]
+        if let Some(slot) = fast_slot(layout.size(), layout.align()) {
+            // SAFETY: as in alloc.
+            if let Some(p) = unsafe { slot.alloc() } {
+                // SAFETY: an item of the class, at least `layout.size()`
+                // bytes, ours.
+                unsafe { ptr::write_bytes(p.as_ptr(), 0, layout.size()) };
+                return p.as_ptr();
             }
         }
         // Large blocks above the quantum cache are fresh or unbacked pages
         // and are not written again (see `large_alloc`).
-        alloc_slow(layout, Flags::NOWAIT.with(Flags::ZERO))
+        alloc_miss(layout, Flags::NOWAIT.with(Flags::ZERO))
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -116,12 +174,48 @@ unsafe impl GlobalAlloc for Kmem {
     }
 }
 
-#[cold]
+/// Everything but a hit of the fast path: small requests through their
+/// class zone (the thread's cache refills there), large ones, and the
+/// first ones, which start the allocator.
+#[cfg_attr(not(feature = "invariants"), cold)]
 #[inline(never)]
-fn alloc_slow(layout: Layout, flags: Flags) -> *mut u8 {
+fn alloc_miss(layout: Layout, flags: Flags) -> *mut u8 {
+    if layout.align() <= 16 {
+        if let Some(z) = small_zone(layout.size(), layout.align()) {
+            publish_slot(layout.size(), layout.align(), z);
+            return z.alloc(flags).map_or(ptr::null_mut(), NonNull::as_ptr);
+        }
+    }
     alloc_untyped(layout.size(), layout.align(), flags).map_or(ptr::null_mut(), NonNull::as_ptr)
 }
 
+/// As [`alloc_miss`], for `dealloc`.
+///
+/// # Safety
+///
+/// `GlobalAlloc::dealloc`'s contract.
+#[cfg_attr(not(feature = "invariants"), cold)]
+#[inline(never)]
+unsafe fn dealloc_miss(ptr: *mut u8, layout: Layout) {
+    if layout.align() <= 16 {
+        if let Some(z) = small_zone(layout.size(), layout.align()) {
+            #[cfg(feature = "invariants")]
+            if !check_class(ptr, layout) {
+                return;
+            }
+            publish_slot(layout.size(), layout.align(), z);
+            // SAFETY: the caller's contract: `ptr` came from `alloc` with
+            // this layout, i.e. from this zone.
+            return unsafe { z.free(NonNull::new_unchecked(ptr)) };
+        }
+    }
+    // SAFETY: the caller's contract.
+    unsafe { dealloc_slow(ptr, layout) }
+}
+
+/// # Safety
+///
+/// `GlobalAlloc::dealloc`'s contract.
 #[cold]
 #[inline(never)]
 unsafe fn dealloc_slow(ptr: *mut u8, layout: Layout) {
@@ -147,6 +241,8 @@ unsafe fn dealloc_slow(ptr: *mut u8, layout: Layout) {
             return;
         }
     }
+    // (Large blocks had their cookie checked above; `check_class` expects
+    // a class and would report every one of them.)
     #[cfg(feature = "invariants")]
     if matches!(expect, Owner::Class(_)) && !check_class(ptr, layout) {
         return;

@@ -15,7 +15,11 @@ use core::ptr::{self, NonNull};
 use crate::bucket::{self, Bucket};
 use crate::debug;
 use crate::keg::{Keg, KegInfo};
-use crate::pcpu::{self, Cache, Push};
+#[cfg(not(loom))]
+use crate::pcpu::tls::FastSlot;
+use crate::pcpu::{self, Cache, Push, GATE_DRAIN};
+#[cfg(not(loom))]
+use crate::pcpu::{GATE_ALLOC, GATE_FREE};
 use crate::source::SlabSource;
 use crate::startup::Uma;
 use crate::stats::ZoneStats;
@@ -230,6 +234,18 @@ impl Zone {
         self.size
     }
 
+    /// The zone's slot in the per-thread cache table ([`FastSlot`]);
+    /// [`FastSlot::NONE`] for zones without per-thread caches.
+    #[cfg(not(loom))]
+    pub fn fast_slot(&self) -> FastSlot {
+        if self.pcpu_slot < crate::startup::NO_SLOT {
+            // SAFETY: a slot of the table (< MAX_SLOTS), as a u32.
+            unsafe { FastSlot::from_bits(self.pcpu_slot as u32) }
+        } else {
+            FastSlot::NONE
+        }
+    }
+
     /// Flags for UMA's own allocations on this zone's behalf (buckets,
     /// cache registration): never sleep, and for [`ZoneFlags::VM`] zones
     /// never call a page source (FreeBSD passes `M_NOVM` for `UMA_ZONE_VM`).
@@ -271,28 +287,36 @@ impl Zone {
     /// panics.
     #[inline]
     pub fn alloc(&self, flags: Flags) -> Option<NonNull<u8>> {
+        // The cache's gate carries the zone's FAST_ALLOC bit: a hit needs
+        // no look at the zone (see `pcpu`, the gate byte).
         #[cfg(not(loom))]
-        {
-            if let Some(item) = pcpu::tls::fast_alloc(self) {
-                if self.fast.load(UOrdering::Relaxed) & FAST_ALLOC == 0
-                    && !flags.contains(Flags::ZERO)
-                {
-                    return Some(item);
-                }
-                return self.alloc_finish(item.as_ptr(), flags);
+        if let Some(item) = pcpu::tls::fast_alloc(self, GATE_DRAIN | GATE_ALLOC) {
+            if !flags.contains(Flags::ZERO) {
+                return Some(item);
             }
+            return self.alloc_finish(item.as_ptr(), flags);
         }
         self.alloc_slow(flags)
     }
 
     /// Slow path of [`alloc`](Self::alloc): the per-thread alloc bucket was
-    /// empty (or there is no cache). Refills through the zone.
+    /// empty (or there is no cache), or the zone has alloc-time work.
+    /// Refills through the zone.
     #[cold]
     #[inline(never)]
     fn alloc_slow(&self, flags: Flags) -> Option<NonNull<u8>> {
         #[cfg(not(loom))]
         let item = match pcpu::tls::cache_for(self) {
-            Some(c) => self.cache_alloc_refill(c, flags),
+            Some(c) => {
+                // Zones with a ctor or INVARIANTS miss the fast path on
+                // their gate bit; their cache hits are served here.
+                if self.fast.load(UOrdering::Relaxed) & FAST_ALLOC != 0 {
+                    if let Some(item) = c.fast_pop(GATE_DRAIN) {
+                        return self.alloc_finish(item.as_ptr(), flags);
+                    }
+                }
+                self.cache_alloc_refill(c, flags)
+            }
             None => self.alloc_item(flags),
         };
         #[cfg(loom)]
@@ -313,7 +337,7 @@ impl Zone {
     /// models use; the TLS path is the same code).
     #[cfg_attr(not(loom), allow(dead_code))]
     pub(crate) fn cache_alloc(&self, c: &Cache, flags: Flags) -> Option<NonNull<u8>> {
-        if let Some(item) = c.fast_pop() {
+        if let Some(item) = c.fast_pop(GATE_DRAIN) {
             return self.alloc_finish(item.as_ptr(), flags);
         }
         let item = self.cache_alloc_refill(c, flags);
@@ -477,12 +501,21 @@ impl Zone {
     #[inline]
     pub unsafe fn free(&self, item: NonNull<u8>) {
         let item = item.as_ptr();
+        // As in `alloc`, the gate carries the zone's FAST_FREE bit.
+        #[cfg(not(loom))]
+        if pcpu::tls::fast_free(self, item, GATE_DRAIN | GATE_FREE) {
+            return;
+        }
+        self.free_miss(item);
+    }
+
+    /// The fast path of [`free`](Self::free) missed: the zone has free-time
+    /// work, or the bucket was full (or there is no cache).
+    #[cold]
+    #[inline(never)]
+    fn free_miss(&self, item: *mut u8) {
         if self.fast.load(UOrdering::Relaxed) & FAST_FREE != 0 {
             return self.free_prep(item);
-        }
-        #[cfg(not(loom))]
-        if pcpu::tls::fast_free(self, item) {
-            return;
         }
         self.free_slow(item);
     }
@@ -530,8 +563,6 @@ impl Zone {
 
     /// Slow path of [`free`](Self::free): the per-thread free bucket was
     /// full (or there is no cache).
-    #[cold]
-    #[inline(never)]
     fn free_slow(&self, item: *mut u8) {
         self.frees.fetch_add(1, UOrdering::Relaxed);
         #[cfg(not(loom))]
@@ -937,6 +968,15 @@ impl Zone {
         }
         let over = {
             let _r = self.uma().registry_lock();
+            // The caches' gates get FAST_FREE, so their fast frees miss
+            // into `free_prep` (the limit sleepers' veto). Under loom no
+            // path reads the gate's zone bits (the models' frees look at
+            // the zone's), so the models are spared it.
+            #[cfg(not(loom))]
+            // SAFETY: registry lock held.
+            unsafe {
+                pcpu::mirror_zone_gate(self);
+            }
             if self.update_caches_locked() {
                 // SAFETY: registry lock held.
                 unsafe { pcpu::clamp_zone_caches(self) }

@@ -18,6 +18,9 @@ fn run(z: &'static Zone, size: usize, seed: u64, steps: usize, limit: usize) {
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut live: HashMap<usize, (NonNull<u8>, u8)> = HashMap::new();
     let mut tag = 0u8;
+    // Requests and frees served, against the zone's counters (the
+    // per-thread cache counts its hits lazily).
+    let (mut nallocs, mut nfrees) = (0u64, 0u64);
     for step in 0..steps {
         match rng.gen_range(0..100) {
             0..=54 => {
@@ -28,6 +31,7 @@ fn run(z: &'static Zone, size: usize, seed: u64, steps: usize, limit: usize) {
                 };
                 match z.alloc(flags) {
                     Some(p) => {
+                        nallocs += 1;
                         if flags.contains(Flags::ZERO) {
                             check(p, size, 0);
                         }
@@ -49,6 +53,7 @@ fn run(z: &'static Zone, size: usize, seed: u64, steps: usize, limit: usize) {
                     let (p, t) = live.remove(&k).unwrap();
                     check(p, size, t);
                     free(z, p);
+                    nfrees += 1;
                 }
             }
             95 => z.reclaim(Reclaim::Trim),
@@ -63,6 +68,7 @@ fn run(z: &'static Zone, size: usize, seed: u64, steps: usize, limit: usize) {
                     let (p, t) = live.remove(&k).unwrap();
                     check(p, size, t);
                     free(z, p);
+                    nfrees += 1;
                 }
             }
         }
@@ -74,6 +80,12 @@ fn run(z: &'static Zone, size: usize, seed: u64, steps: usize, limit: usize) {
             z.stats().used as usize,
             live.len(),
             "step {step}: used count"
+        );
+        let s = z.stats();
+        assert_eq!(
+            (s.requests, s.frees),
+            (nallocs, nfrees),
+            "step {step}: request counts"
         );
     }
     for (_, (p, t)) in live.drain() {

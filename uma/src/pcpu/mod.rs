@@ -7,7 +7,8 @@
 //! without the owner's cooperation, through an asymmetric fence:
 //!
 //! - the owner marks the cache `busy` with a plain store, issues a compiler
-//!   fence, and checks `drain`; it clears `busy` with a release store;
+//!   fence, and checks `drain` (a bit of the cache's `gate` byte, see
+//!   below); it clears `busy` with a release store;
 //! - a drainer (serialized with other drainers by the registry lock) sets
 //!   `drain`, issues the *heavy* barrier (`membarrier(PRIVATE_EXPEDITED)`,
 //!   which runs a full barrier on every running thread of the process; where
@@ -19,6 +20,20 @@
 //! Either the drainer sees the owner's `busy = true`, or the owner sees the
 //! drainer's `drain = true` (Dekker's argument; membarrier supplies the
 //! owner's half of the fence). Under loom both fences are SeqCst fences.
+//!
+//! ## The gate byte
+//!
+//! `drain` is bit [`GATE_DRAIN`] of the cache's `gate` byte. Its other two
+//! bits mirror the zone's `fast` bits, so that the fast paths need nothing
+//! but the cache: [`GATE_ALLOC`] (allocations need `alloc_finish`: a ctor,
+//! INVARIANTS; constant, set at registration) and [`GATE_FREE`] (frees need
+//! `free_prep`: a dtor, INVARIANTS, a limit; set at registration and by
+//! `Zone::set_max`, never cleared). The owner's fast pop and push test
+//! their mask of the byte with the one load the protocol already makes,
+//! and miss when a bit is set: the caller then takes the zone's slow road,
+//! which reads the zone's own bits. Every writer of `gate` holds the
+//! registry lock; the drainer's writes are atomic read-modify-writes
+//! anyway, and each one republishes the zone bits with its release.
 //!
 //! ## Protocol state table
 //!
@@ -72,9 +87,29 @@ use crate::bucket::Bucket;
 use crate::startup::Uma;
 use crate::sync::unmodeled::{AtomicU64, Ordering as UOrdering};
 use crate::sync::{
-    owner_fence, spin_wait, AtomicBool, AtomicPtr, AtomicUsize, Ordering, UnsafeCell,
+    owner_fence, spin_wait, AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering, UnsafeCell,
 };
-use crate::zone::Zone;
+use crate::zone::{Zone, FAST_ALLOC, FAST_FREE};
+
+/// `gate` bit: a drainer wants the cache (the protocol's `drain` flag).
+pub(crate) const GATE_DRAIN: u8 = 1;
+/// `gate` bit: the zone's allocations need `alloc_finish` (`FAST_ALLOC`).
+pub(crate) const GATE_ALLOC: u8 = 2;
+/// `gate` bit: the zone's frees need `free_prep` (`FAST_FREE`).
+pub(crate) const GATE_FREE: u8 = 4;
+
+/// The `gate` bits mirroring the zone's `fast` bits.
+fn zone_gate(zone: &Zone) -> u8 {
+    let fast = zone.fast.load(UOrdering::Relaxed);
+    let mut g = 0;
+    if fast & FAST_ALLOC != 0 {
+        g |= GATE_ALLOC;
+    }
+    if fast & FAST_FREE != 0 {
+        g |= GATE_FREE;
+    }
+    g
+}
 
 /// One bucket slot of a cache; `cnt` is authoritative while installed.
 #[derive(Clone, Copy, Debug)]
@@ -82,6 +117,11 @@ pub(crate) struct CacheBucket {
     pub bucket: *mut Bucket,
     pub cnt: u32,
     pub cap: u32,
+    /// `cnt` when the fast path's hits were last counted (see
+    /// [`Cache::with_slots`]): the fast path only pops from the alloc slot
+    /// and only pushes to the free slot, so their hits since are
+    /// `mark - cnt` and `cnt - mark`.
+    pub mark: u32,
 }
 
 impl CacheBucket {
@@ -89,7 +129,18 @@ impl CacheBucket {
         bucket: ptr::null_mut(),
         cnt: 0,
         cap: 0,
+        mark: 0,
     };
+
+    /// Fast-path pops since the last count (of an alloc slot).
+    fn pending_pops(&self) -> u64 {
+        self.mark.saturating_sub(self.cnt) as u64
+    }
+
+    /// Fast-path pushes since the last count (of a free slot).
+    fn pending_pushes(&self) -> u64 {
+        self.cnt.saturating_sub(self.mark) as u64
+    }
 
     /// Removes the bucket, writing the count back into it.
     fn take(&mut self) -> *mut Bucket {
@@ -112,22 +163,29 @@ impl CacheBucket {
                 bucket: b,
                 cnt: (*b).cnt as u32,
                 cap: (*b).cap as u32,
+                mark: (*b).cnt as u32,
             };
         }
     }
 }
 
-/// A per-thread cache of one zone (FreeBSD `struct uma_cache`).
+/// A per-thread cache of one zone (FreeBSD `struct uma_cache`). What the
+/// fast path touches (the flags and the bucket slots) shares the first
+/// cache line.
 #[repr(C, align(64))]
 pub(crate) struct Cache {
+    busy: AtomicBool,
+    /// [`GATE_DRAIN`] | [`GATE_ALLOC`] | [`GATE_FREE`] (see the module doc).
+    gate: AtomicU8,
     // owner thread only (or the drainer in state Draining)
     alloc: UnsafeCell<CacheBucket>,
     free: UnsafeCell<CacheBucket>,
-    // atomics: owner writes with plain load+store, readers load
+    /// Requests served by the cache (FreeBSD `uc_allocs`, `uc_frees`),
+    /// except the fast path's hits since the slots' marks. Written by
+    /// whoever holds the cache; atomics so that a fork child can read an
+    /// abandoned cache's whole.
     allocs: AtomicU64,
     frees: AtomicU64,
-    busy: AtomicBool,
-    drain: AtomicBool,
     // constant after register
     pub(crate) zone: *const Zone,
     /// The owner's TLS slot (null for explicitly registered caches).
@@ -150,12 +208,12 @@ unsafe impl Send for Cache {}
 /// bucket slots are only ever read.
 #[cfg(not(loom))]
 pub(crate) static EMPTY_CACHE: Cache = Cache {
+    busy: AtomicBool::new(false),
+    gate: AtomicU8::new(0),
     alloc: UnsafeCell::new(CacheBucket::EMPTY),
     free: UnsafeCell::new(CacheBucket::EMPTY),
     allocs: AtomicU64::new(0),
     frees: AtomicU64::new(0),
-    busy: AtomicBool::new(false),
-    drain: AtomicBool::new(false),
     zone: ptr::null(),
     slot: ptr::null(),
     next: Cell::new(ptr::null_mut()),
@@ -198,9 +256,16 @@ impl Cache {
     /// Owner: enter the cache. False when a drainer wants it (Bypass).
     #[inline(always)]
     pub(crate) fn enter(&self) -> bool {
+        self.enter_unless(GATE_DRAIN)
+    }
+
+    /// Owner: enter the cache unless a bit of `mask` (which includes
+    /// [`GATE_DRAIN`]) is set in the gate.
+    #[inline(always)]
+    fn enter_unless(&self, mask: u8) -> bool {
         self.busy.store(true, Ordering::Relaxed);
         owner_fence();
-        if self.drain.load(Ordering::Acquire) {
+        if self.gate.load(Ordering::Acquire) & mask != 0 {
             self.busy.store(false, Ordering::Release);
             return false;
         }
@@ -213,36 +278,36 @@ impl Cache {
         self.busy.store(false, Ordering::Release);
     }
 
-    /// Owner fast path: pop an item from the alloc bucket (`None` on miss).
+    /// Owner fast path: pop an item from the alloc bucket (`None` on miss:
+    /// empty, or a bit of `mask` is set in the gate; `mask` includes
+    /// [`GATE_DRAIN`]).
     #[inline(always)]
-    pub(crate) fn fast_pop(&self) -> Option<NonNull<u8>> {
-        if !self.enter() {
+    pub(crate) fn fast_pop(&self, mask: u8) -> Option<NonNull<u8>> {
+        if !self.enter_unless(mask) {
             return None;
         }
         // SAFETY: state Owned: the owner alone writes the slots (the shared
         // EMPTY_CACHE is only read: its cnt is 0, so no `&mut` is made); an
-        // installed bucket has `cnt` valid, non-null items.
+        // installed bucket has `cnt` valid, non-null items. The pop is
+        // counted later, from the slot's mark.
         let item = self.alloc.with_mut(|b| unsafe {
-            if (*b).cnt == 0 {
-                None
-            } else {
-                let b = &mut *b;
-                b.cnt -= 1;
-                self.allocs
-                    .store(self.allocs.load(UOrdering::Relaxed) + 1, UOrdering::Relaxed);
-                Some(NonNull::new_unchecked(
-                    *Bucket::items(b.bucket).add(b.cnt as usize),
-                ))
-            }
+            let n = (*b).cnt.checked_sub(1)?;
+            let b = &mut *b;
+            b.cnt = n;
+            Some(NonNull::new_unchecked(
+                *Bucket::items(b.bucket).add(n as usize),
+            ))
         });
         self.exit();
         item
     }
 
-    /// Owner fast path: push an item into the free bucket (false if full).
+    /// Owner fast path: push an item into the free bucket (false if full,
+    /// or a bit of `mask`, which includes [`GATE_DRAIN`], is set in the
+    /// gate).
     #[inline(always)]
-    pub(crate) fn fast_push(&self, item: *mut u8) -> bool {
-        self.push_checked(item, None) == Push::Done
+    pub(crate) fn fast_push(&self, item: *mut u8, mask: u8) -> bool {
+        self.push_checked(item, mask, None) == Push::Done
     }
 
     /// Owner fast path for zones that may have limit sleepers: as
@@ -250,12 +315,12 @@ impl Cache {
     /// the critical section, vetoes the push ([`Push::Bypass`]).
     #[inline(always)]
     pub(crate) fn fast_push_unless(&self, item: *mut u8, sleepers: &AtomicUsize) -> Push {
-        self.push_checked(item, Some(sleepers))
+        self.push_checked(item, GATE_DRAIN, Some(sleepers))
     }
 
     #[inline(always)]
-    fn push_checked(&self, item: *mut u8, sleepers: Option<&AtomicUsize>) -> Push {
-        if !self.enter() {
+    fn push_checked(&self, item: *mut u8, mask: u8, sleepers: Option<&AtomicUsize>) -> Push {
+        if !self.enter_unless(mask) {
             return Push::Full;
         }
         if let Some(s) = sleepers {
@@ -265,7 +330,8 @@ impl Cache {
             }
         }
         // SAFETY: state Owned; slot `cnt < cap` of an installed bucket (the
-        // shared EMPTY_CACHE has cap 0 and is only read).
+        // shared EMPTY_CACHE has cap 0 and is only read). The push is
+        // counted later, from the slot's mark.
         let ok = self.free.with_mut(|b| unsafe {
             if (*b).cnt < (*b).cap {
                 let b = &mut *b;
@@ -276,10 +342,6 @@ impl Cache {
                 false
             }
         });
-        if ok {
-            self.frees
-                .store(self.frees.load(UOrdering::Relaxed) + 1, UOrdering::Relaxed);
-        }
         self.exit();
         if ok {
             Push::Done
@@ -290,64 +352,93 @@ impl Cache {
 
     // ---- owner slow-path steps; call between enter() and exit() ----
 
+    /// Runs `f` on the (alloc, free) bucket slots, for every change to them
+    /// but the fast path's. The fast path counts nothing (an increment per
+    /// hit was a tenth of its instructions): its hits since the slots'
+    /// marks are added to the counters first, and the marks set to the
+    /// counts after `f`, whose own moves are no cache hits (swaps, installs,
+    /// takes) or are counted by the zone (the slow path's pop and push).
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the cache (state Owned, or Draining for the
+    /// drainer), which is not `EMPTY_CACHE`.
+    unsafe fn with_slots<R>(&self, f: impl FnOnce(&mut CacheBucket, &mut CacheBucket) -> R) -> R {
+        self.alloc.with_mut(|a| {
+            self.free.with_mut(|fr| {
+                // SAFETY: the caller holds the cache: nobody else touches
+                // the slots, and it is no shared EMPTY_CACHE.
+                let (a, fr) = unsafe { (&mut *a, &mut *fr) };
+                let (pops, pushes) = (a.pending_pops(), fr.pending_pushes());
+                if pops != 0 {
+                    let n = self.allocs.load(UOrdering::Relaxed) + pops;
+                    self.allocs.store(n, UOrdering::Relaxed);
+                }
+                if pushes != 0 {
+                    let n = self.frees.load(UOrdering::Relaxed) + pushes;
+                    self.frees.store(n, UOrdering::Relaxed);
+                }
+                let r = f(a, fr);
+                a.mark = a.cnt;
+                fr.mark = fr.cnt;
+                r
+            })
+        })
+    }
+
     /// Alloc side: swap the pair if the alloc bucket is empty and the free
     /// bucket is not; then pop if possible.
     pub(crate) fn pop_after_swap(&self) -> *mut u8 {
-        // SAFETY: state Owned (caller entered).
-        unsafe {
-            self.alloc.with_mut(|a| {
-                self.free.with_mut(|f| {
-                    if (*a).cnt == 0 && (*f).cnt > 0 {
-                        core::ptr::swap(a, f);
-                    }
-                });
-                let a = &mut *a;
-                if a.cnt == 0 {
-                    ptr::null_mut()
-                } else {
-                    a.cnt -= 1;
-                    *Bucket::items(a.bucket).add(a.cnt as usize)
-                }
-            })
-        }
+        let pop = |a: &mut CacheBucket, f: &mut CacheBucket| {
+            if a.cnt == 0 && f.cnt > 0 {
+                core::mem::swap(a, f);
+            }
+            if a.cnt == 0 {
+                ptr::null_mut()
+            } else {
+                a.cnt -= 1;
+                // SAFETY: an installed bucket has `cnt` valid items.
+                unsafe { *Bucket::items(a.bucket).add(a.cnt as usize) }
+            }
+        };
+        // SAFETY: state Owned (caller entered, on a registered cache).
+        unsafe { self.with_slots(pop) }
     }
 
     /// Free side: swap if the free bucket is full and the alloc bucket holds
     /// fewer items; then push if possible.
     pub(crate) fn push_after_swap(&self, item: *mut u8) -> bool {
-        // SAFETY: state Owned (caller entered).
-        unsafe {
-            self.free.with_mut(|f| {
-                self.alloc.with_mut(|a| {
-                    // FreeBSD's rule: swap when the alloc bucket is the
-                    // emptier one (never into an empty slot, which would
-                    // ping-pong one bucket between the slots).
-                    if (*f).cnt == (*f).cap && !(*a).bucket.is_null() && (*a).cnt < (*f).cnt {
-                        core::ptr::swap(a, f);
-                    }
-                });
-                let f = &mut *f;
-                if f.cnt < f.cap {
-                    *Bucket::items(f.bucket).add(f.cnt as usize) = item;
-                    f.cnt += 1;
-                    true
-                } else {
-                    false
-                }
-            })
-        }
+        let push = |a: &mut CacheBucket, f: &mut CacheBucket| {
+            // FreeBSD's rule: swap when the alloc bucket is the emptier one
+            // (never into an empty slot, which would ping-pong one bucket
+            // between the slots).
+            if f.cnt == f.cap && !a.bucket.is_null() && a.cnt < f.cnt {
+                core::mem::swap(a, f);
+            }
+            if f.cnt < f.cap {
+                // SAFETY: slot `cnt < cap` of an installed bucket.
+                unsafe { *Bucket::items(f.bucket).add(f.cnt as usize) = item };
+                f.cnt += 1;
+                true
+            } else {
+                false
+            }
+        };
+        // SAFETY: state Owned (caller entered, on a registered cache).
+        unsafe { self.with_slots(push) }
     }
 
     /// Takes the alloc bucket out (null if none).
     pub(crate) fn take_alloc(&self) -> *mut Bucket {
-        // SAFETY: state Owned or Draining: the caller holds the cache.
-        self.alloc.with_mut(|a| unsafe { (*a).take() })
+        // SAFETY: state Owned or Draining: the caller holds the cache (a
+        // registered one: EMPTY_CACHE is never entered for this).
+        unsafe { self.with_slots(|a, _| a.take()) }
     }
 
     /// Takes the free bucket out (null if none).
     pub(crate) fn take_free(&self) -> *mut Bucket {
         // SAFETY: as take_alloc.
-        self.free.with_mut(|f| unsafe { (*f).take() })
+        unsafe { self.with_slots(|_, f| f.take()) }
     }
 
     /// Installs `b` as the alloc bucket if that slot is empty and `b` fits
@@ -358,7 +449,7 @@ impl Cache {
     /// The caller holds the cache and owns `b`.
     pub(crate) unsafe fn try_install_alloc(&self, b: *mut Bucket, cap: usize) -> bool {
         // SAFETY: caller contract.
-        unsafe { install_if_empty(&self.alloc, b, cap) }
+        unsafe { self.with_slots(|a, _| install_if_empty(a, b, cap)) }
     }
 
     /// Installs `b` as the free bucket, as
@@ -369,7 +460,7 @@ impl Cache {
     /// As [`try_install_alloc`](Self::try_install_alloc).
     pub(crate) unsafe fn try_install_free(&self, b: *mut Bucket, cap: usize) -> bool {
         // SAFETY: caller contract.
-        unsafe { install_if_empty(&self.free, b, cap) }
+        unsafe { self.with_slots(|_, f| install_if_empty(f, b, cap)) }
     }
 
     /// Takes out the installed buckets with more than `cap` slots (the cap
@@ -379,17 +470,15 @@ impl Cache {
     ///
     /// The caller holds the cache.
     unsafe fn take_over_cap(&self, cap: usize) -> [*mut Bucket; 2] {
-        let take = |cell: &UnsafeCell<CacheBucket>| {
-            // SAFETY: the caller holds the cache.
-            cell.with_mut(|c| unsafe {
-                if (*c).cap as usize > cap {
-                    (*c).take()
-                } else {
-                    ptr::null_mut()
-                }
-            })
+        let take = |c: &mut CacheBucket| {
+            if c.cap as usize > cap {
+                c.take()
+            } else {
+                ptr::null_mut()
+            }
         };
-        [take(&self.alloc), take(&self.free)]
+        // SAFETY: the caller holds the cache.
+        unsafe { self.with_slots(|a, f| [take(a), take(f)]) }
     }
 
     // ---- foreign side ----
@@ -401,7 +490,7 @@ impl Cache {
     /// The registry lock is held (drainers are serialized) and the cache is
     /// registered.
     pub(crate) unsafe fn acquire_foreign(&self) {
-        self.drain.store(true, Ordering::SeqCst);
+        self.gate.fetch_or(GATE_DRAIN, Ordering::SeqCst);
         crate::sync::drainer_fence();
         while self.busy.load(Ordering::Acquire) {
             spin_wait();
@@ -414,7 +503,7 @@ impl Cache {
     ///
     /// Paired with [`acquire_foreign`](Self::acquire_foreign).
     pub(crate) unsafe fn release_foreign(&self) {
-        self.drain.store(false, Ordering::Release);
+        self.gate.fetch_and(!GATE_DRAIN, Ordering::Release);
     }
 
     /// Drainer or exiting owner: the counters and the cached item count.
@@ -424,13 +513,13 @@ impl Cache {
     /// The caller holds the cache.
     pub(crate) unsafe fn peek(&self) -> CachePeek {
         // SAFETY: the caller holds the cache (see the state table).
-        let a = self.alloc.with(|a| unsafe { (*a).cnt }) as usize;
+        let a = self.alloc.with(|a| unsafe { *a });
         // SAFETY: as above.
-        let f = self.free.with(|f| unsafe { (*f).cnt }) as usize;
+        let f = self.free.with(|f| unsafe { *f });
         CachePeek {
-            items: a + f,
-            allocs: self.allocs.load(UOrdering::Relaxed),
-            frees: self.frees.load(UOrdering::Relaxed),
+            items: (a.cnt + f.cnt) as usize,
+            allocs: self.allocs.load(UOrdering::Relaxed) + a.pending_pops(),
+            frees: self.frees.load(UOrdering::Relaxed) + f.pending_pushes(),
         }
     }
 
@@ -444,9 +533,14 @@ impl Cache {
         let a = self.alloc.with(|a| unsafe { *a });
         // SAFETY: as above.
         let f = self.free.with(|f| unsafe { *f });
+        assert!(a.cnt <= a.mark, "alloc slot gained items on the fast path");
+        assert!(f.mark <= f.cnt, "free slot lost items on the fast path");
         for cb in [a, f] {
             if cb.bucket.is_null() {
-                assert!(cb.cnt == 0 && cb.cap == 0, "empty cache slot with counts");
+                assert!(
+                    cb.cnt == 0 && cb.cap == 0 && cb.mark == 0,
+                    "empty cache slot with counts"
+                );
             } else {
                 assert!(cb.cnt <= cb.cap, "cache bucket over capacity");
                 // SAFETY: an installed bucket is valid.
@@ -476,12 +570,12 @@ pub(crate) fn register(zone: &Zone, slot: *const AtomicPtr<Cache>) -> *mut Cache
     // SAFETY: mem is an unused "UMA Caches" item, sized and aligned for Cache.
     unsafe {
         c.write(Cache {
+            busy: AtomicBool::new(false),
+            gate: AtomicU8::new(0),
             alloc: UnsafeCell::new(CacheBucket::EMPTY),
             free: UnsafeCell::new(CacheBucket::EMPTY),
             allocs: AtomicU64::new(0),
             frees: AtomicU64::new(0),
-            busy: AtomicBool::new(false),
-            drain: AtomicBool::new(false),
             zone,
             slot,
             next: Cell::new(ptr::null_mut()),
@@ -490,6 +584,11 @@ pub(crate) fn register(zone: &Zone, slot: *const AtomicPtr<Cache>) -> *mut Cache
     }
     let over = {
         let _r = uma.registry_lock();
+        // The zone's bits, read under the registry lock: a `set_max` either
+        // set FAST_FREE before its own registry section (we see it) or marks
+        // this cache in it (it is linked by then).
+        // SAFETY: c is fresh, written above.
+        unsafe { (*c).gate.store(zone_gate(zone), Ordering::Relaxed) };
         // SAFETY: registry lock held; c is fresh.
         unsafe { link(zone, c) };
         if !slot.is_null() {
@@ -535,6 +634,26 @@ pub(crate) unsafe fn clamp_zone_caches(zone: &Zone) -> *mut Bucket {
         }
     }
     out
+}
+
+/// Mirrors the zone's `fast` bits into the gate of every cache of `zone`
+/// (`Zone::set_max` set `FAST_FREE`). The bits are never cleared.
+///
+/// # Safety
+///
+/// The registry lock is held.
+pub(crate) unsafe fn mirror_zone_gate(zone: &Zone) {
+    let g = zone_gate(zone);
+    let mut c = zone.caches.get();
+    while !c.is_null() {
+        // SAFETY: registry lock held; c is a registered cache. Only the
+        // owner reads the gate meanwhile; it may miss the bit for an
+        // operation or two, as it may miss the zone's relaxed `fast` bits.
+        unsafe {
+            (*c).gate.fetch_or(g, Ordering::Release);
+            c = (*c).next.get();
+        }
+    }
 }
 
 /// # Safety
@@ -706,14 +825,16 @@ pub(crate) unsafe fn fork_child_zone(zone: &Zone) {
             let next = (*c).next.get();
             // No drainer held a cache at the fork (fork prepare waited for
             // the registry lock), so `drain` is clear; keep it so.
-            (*c).drain.store(false, Ordering::Relaxed);
+            (*c).gate.fetch_and(!GATE_DRAIN, Ordering::Relaxed);
             if !(*c).slot.is_null() && !tls::is_own_slot((*c).slot) {
                 (*c).slot = ptr::null();
             }
             if (*c).busy.load(Ordering::Relaxed) {
                 // Caught inside an operation: abandon it (never drained,
                 // never freed: its memory is simply leaked). Its request
-                // counters are whole atomics: keep them in the statistics.
+                // counters are whole atomics: keep them in the statistics
+                // (the fast path's hits since the slots' marks are lost
+                // with its buckets: the slots may be half changed).
                 zone.fold_counts(
                     (*c).allocs.load(UOrdering::Relaxed),
                     (*c).frees.load(UOrdering::Relaxed),
@@ -739,23 +860,22 @@ pub(crate) fn fork_child_empty_cache() {
     EMPTY_CACHE.busy.store(false, Ordering::Relaxed);
 }
 
-/// Installs `b` in the bucket slot `cell` if the slot is empty.
+/// Installs `b` in the bucket slot `c` if the slot is empty.
 ///
 /// # Safety
 ///
-/// The caller holds the cache that owns `cell` and owns `b`.
-unsafe fn install_if_empty(cell: &UnsafeCell<CacheBucket>, b: *mut Bucket, cap: usize) -> bool {
-    // SAFETY: the caller holds the cache, so nothing else touches the slot;
-    // the caller owns b.
-    cell.with_mut(|c| unsafe {
-        if (*c).bucket.is_null() && cap > 0 && (*b).cnt as usize <= cap {
+/// The caller owns `b`.
+unsafe fn install_if_empty(c: &mut CacheBucket, b: *mut Bucket, cap: usize) -> bool {
+    // SAFETY: the caller owns b.
+    unsafe {
+        if c.bucket.is_null() && cap > 0 && (*b).cnt as usize <= cap {
             if (*b).cap as usize > cap {
                 (*b).cap = cap as u16;
             }
-            (*c).install(b);
+            c.install(b);
             true
         } else {
             false
         }
-    })
+    }
 }

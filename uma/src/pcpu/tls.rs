@@ -8,8 +8,9 @@
 //! through the global allocator, which UMA must never do).
 
 use core::cell::Cell;
+use core::ptr::NonNull;
 
-use super::Cache;
+use super::{Cache, GATE_ALLOC, GATE_DRAIN, GATE_FREE};
 use crate::sync::{AtomicPtr, Mutex, Ordering};
 use crate::zone::Zone;
 
@@ -59,40 +60,116 @@ pub(crate) fn free_slot(slot: usize) {
     }
 }
 
-/// Fast path: pop from this thread's cache of `zone` (`None` on miss).
+/// Runs `f` on this thread's cache in `slot` (`EMPTY_CACHE` when it has
+/// none).
+///
+/// # Safety
+///
+/// `slot <= MAX_SLOTS`, and the zone that owns `slot` is not destroyed
+/// meanwhile (its caches are freed then, and the slot reused later).
 #[inline(always)]
-pub(crate) fn fast_alloc(zone: &Zone) -> Option<core::ptr::NonNull<u8>> {
+unsafe fn with_cache<R>(slot: usize, f: impl FnOnce(&Cache) -> R) -> R {
     SLOTS.with(|s| {
-        // SAFETY: pcpu_slot <= MAX_SLOTS by construction.
-        let c = unsafe { s.get_unchecked(zone.pcpu_slot) }.load(Ordering::Relaxed);
+        // SAFETY: caller contract.
+        let c = unsafe { s.get_unchecked(slot) }.load(Ordering::Relaxed);
         // SAFETY: a slot holds EMPTY_CACHE or this thread's registered
         // cache, which is only freed after the slot is reset (zone destroy,
-        // thread exit).
-        unsafe { &*c }.fast_pop()
+        // thread exit), never during one of this thread's operations.
+        f(unsafe { &*c })
     })
 }
 
-/// Fast path: push into this thread's cache of `zone` (false on miss).
+/// Fast path: pop from this thread's cache of `zone` (`None` on miss,
+/// including a gate bit of `mask`: see [`Cache::fast_pop`]).
 #[inline(always)]
-pub(crate) fn fast_free(zone: &Zone, item: *mut u8) -> bool {
-    SLOTS.with(|s| {
-        // SAFETY: as fast_alloc.
-        let c = unsafe { s.get_unchecked(zone.pcpu_slot) }.load(Ordering::Relaxed);
-        // SAFETY: as fast_alloc.
-        unsafe { &*c }.fast_push(item)
-    })
+pub(crate) fn fast_alloc(zone: &Zone, mask: u8) -> Option<NonNull<u8>> {
+    // SAFETY: pcpu_slot <= MAX_SLOTS by construction; the zone is alive.
+    unsafe { with_cache(zone.pcpu_slot, |c| c.fast_pop(mask)) }
+}
+
+/// Fast path: push into this thread's cache of `zone` (false on miss,
+/// including a gate bit of `mask`).
+#[inline(always)]
+pub(crate) fn fast_free(zone: &Zone, item: *mut u8, mask: u8) -> bool {
+    // SAFETY: as fast_alloc.
+    unsafe { with_cache(zone.pcpu_slot, |c| c.fast_push(item, mask)) }
 }
 
 /// As [`fast_free`], for zones whose frees go through `free_prep` (limit,
 /// dtor, INVARIANTS): a limit sleeper vetoes caching the item.
 #[inline(always)]
 pub(crate) fn fast_free_unless_sleepers(zone: &Zone, item: *mut u8) -> super::Push {
-    SLOTS.with(|s| {
-        // SAFETY: as fast_alloc.
-        let c = unsafe { s.get_unchecked(zone.pcpu_slot) }.load(Ordering::Relaxed);
-        // SAFETY: as fast_alloc.
-        unsafe { &*c }.fast_push_unless(item, &zone.sleepers)
-    })
+    // SAFETY: as fast_alloc.
+    unsafe { with_cache(zone.pcpu_slot, |c| c.fast_push_unless(item, &zone.sleepers)) }
+}
+
+/// A zone's slot in the per-thread cache table ([`Zone::fast_slot`]).
+///
+/// For layers above UMA that find the zone of a request in a table of
+/// their own (kmem's size classes): keeping the slot instead of the zone,
+/// they reach the calling thread's cache with one thread-local load and
+/// never touch the zone on a hit. [`alloc`](Self::alloc) and
+/// [`free`](Self::free) are exactly the cache hits of [`Zone::alloc`] (no
+/// flags) and [`Zone::free`] for zones that need no work per item; on a
+/// miss (nothing cached yet, bucket empty or full, a drain in progress, a
+/// zone with a ctor, dtor, limit or INVARIANTS) they do nothing and the
+/// caller goes through the zone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FastSlot(u32);
+
+impl FastSlot {
+    /// The slot of no zone: its cache is always empty, every operation
+    /// misses.
+    pub const NONE: FastSlot = FastSlot(NO_SLOT as u32);
+
+    /// The slot as a number, to keep in an atomic.
+    #[inline(always)]
+    pub const fn to_bits(self) -> u32 {
+        self.0
+    }
+
+    /// The slot back from [`to_bits`](Self::to_bits).
+    ///
+    /// # Safety
+    ///
+    /// `bits` came from `to_bits` (the fast paths index the thread-local
+    /// table with it unchecked).
+    #[inline(always)]
+    pub const unsafe fn from_bits(bits: u32) -> FastSlot {
+        FastSlot(bits)
+    }
+
+    /// An item from the calling thread's cache of the slot's zone, or
+    /// `None` on a miss (then call [`Zone::alloc`]). Counted in the
+    /// zone's statistics like any allocation.
+    ///
+    /// # Safety
+    ///
+    /// The zone this slot came from is not destroyed (a destroyed zone's
+    /// slot is given to later zones).
+    #[inline(always)]
+    pub unsafe fn alloc(self) -> Option<NonNull<u8>> {
+        // SAFETY: slots come from `Zone::fast_slot` (<= MAX_SLOTS, see
+        // `from_bits`); the caller keeps the zone alive.
+        unsafe { with_cache(self.0 as usize, |c| c.fast_pop(GATE_DRAIN | GATE_ALLOC)) }
+    }
+
+    /// Puts `item` in the calling thread's cache of the slot's zone; false
+    /// on a miss (then call [`Zone::free`]).
+    ///
+    /// # Safety
+    ///
+    /// As [`alloc`](Self::alloc), and [`Zone::free`]'s contract: `item`
+    /// came from that zone and is not freed since.
+    #[inline(always)]
+    pub unsafe fn free(self, item: NonNull<u8>) -> bool {
+        // SAFETY: as alloc.
+        unsafe {
+            with_cache(self.0 as usize, |c| {
+                c.fast_push(item.as_ptr(), GATE_DRAIN | GATE_FREE)
+            })
+        }
+    }
 }
 
 /// This thread's cache of `zone`, registering one if needed; `None` for

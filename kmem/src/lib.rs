@@ -52,14 +52,18 @@
 //!
 //! ## Memory
 //!
-//! - The kernel arena imports 2 MiB-aligned chunks with `mmap` and unmaps
-//!   spans that become wholly free. Every page returned to the arena
-//!   (freed slabs, large blocks) is unbacked with `madvise(MADV_DONTNEED)`
-//!   first, so RSS falls, and so every free page of the arena reads as
-//!   zero: `alloc_zeroed` of large blocks above 64 KiB does not write
-//!   them. Blocks of up to 64 KiB go through the arena's quantum cache
-//!   (16 UMA cache-only zones, step 8 of the start-up), keep their pages
-//!   while cached, and are zeroed with a write when asked.
+//! - The kernel arena imports 2 MiB-aligned chunks with `mmap`. Freed slabs
+//!   are unbacked with `madvise(MADV_DONTNEED)` before they go back to the
+//!   arena. A freed large block (above 64 KiB) keeps its pages for a while:
+//!   they are labelled dirty in the page metadata, and large requests take
+//!   them first, with no page fault; spans that become wholly free stay
+//!   mapped for later imports. Past 64 MiB of dirty pages (or 64 MiB of free
+//!   spans), after 1 s, or on a reclaim, they are unbacked and unmapped
+//!   (`dirty` module, [`dirty_stats`]). Every free arena page not labelled
+//!   dirty reads as zero, so a zero-filled request clears only the dirty
+//!   pages it gets. Blocks of up to 64 KiB go through the arena's quantum
+//!   cache (16 UMA cache-only zones, step 8 of the start-up), keep their
+//!   pages while cached, and are zeroed with a write when asked.
 //! - Page metadata ([`pagemeta`](crate) module): one word per page, found in
 //!   O(1) through a two-level radix table, says whether a page is a slab
 //!   of size class `c`, the head of a large block of `n` pages (the size

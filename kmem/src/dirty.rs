@@ -390,9 +390,11 @@ pub(crate) fn unmap_span(addr: usize, size: usize) {
 }
 
 /// Takes the lists' lock for a fork (a leaf: see `fork`).
+#[cfg(not(loom))]
 pub(crate) struct ListsLock(#[allow(dead_code)] std::sync::MutexGuard<'static, Lists>);
 
 /// Takes the dirty lists' lock for a fork.
+#[cfg(not(loom))]
 pub(crate) fn fork_lock() -> ListsLock {
     ListsLock(lists())
 }

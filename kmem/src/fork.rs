@@ -122,15 +122,27 @@ extern "C" fn prepare() {
     }
 }
 
+/// Releases kmem's own locks, in the reverse of the order `prepare` took
+/// them.
+///
+/// # Safety
+///
+/// Called by the forking thread from `parent` or `child`, after `prepare`.
+unsafe fn release_own_locks() {
+    // SAFETY: the caller's promise: HELD is this thread's until UMA's
+    // bootstrap lock is released.
+    let h = unsafe { &mut *HELD.0.get() };
+    h.pool = None;
+    h.dirty = None;
+    h.boot = None;
+}
+
 extern "C" fn parent() {
     let Some(k) = kernel() else { return };
     // SAFETY: `prepare` took every lock in this thread; HELD is ours until
     // uma::fork::parent releases the bootstrap lock (last).
     unsafe {
-        let h = &mut *HELD.0.get();
-        h.pool = None;
-        h.dirty = None;
-        h.boot = None;
+        release_own_locks();
         k.arena.fork_parent();
         uma::fork::parent();
     }
@@ -141,10 +153,7 @@ extern "C" fn child() {
     // SAFETY: the child's only thread is the one whose `prepare` took every
     // lock; nothing has used the allocator since.
     unsafe {
-        let h = &mut *HELD.0.get();
-        h.pool = None;
-        h.dirty = None;
-        h.boot = None;
+        release_own_locks();
         k.arena.fork_child();
         uma::fork::child();
     }

@@ -142,8 +142,8 @@ unsafe impl GlobalAlloc for Kmem {
                 return p.as_ptr();
             }
         }
-        // Large blocks above the quantum cache are fresh or unbacked pages
-        // and are not written again (see `large_alloc`).
+        // Large blocks above the quantum cache clear only the dirty pages
+        // they get; clean arena pages read as zero (see `large_alloc`).
         alloc_miss(layout, Flags::NOWAIT.with(Flags::ZERO))
     }
 

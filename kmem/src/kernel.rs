@@ -300,8 +300,8 @@ pub(crate) static CLASS_PAGES: [KernelPages; NCLASSES] = {
 };
 
 // SAFETY: boot pages and arena pages are disjoint, page aligned, aligned to
-// `align` (bump alignment / xalloc constraint), zero-filled (fresh mappings
-// or unbacked on free); it sleeps only for WAITOK (vmem's WAITOK); it
+// `align` (bump alignment / xalloc constraint), zero-filled (fresh mappings,
+// pages unbacked on free, or dirty pages cleared by `arena_pages`); it sleeps only for WAITOK (vmem's WAITOK); it
 // calls no UMA function with a UMA lock held (it holds none: the arena's
 // tag source may recurse into the btag zone, which UMA allows).
 unsafe impl SlabSource for KernelPages {

@@ -101,7 +101,8 @@ pub struct OsStats {
     pub mapped: usize,
     /// The most it ever held at once.
     pub peak_mapped: usize,
-    /// Bytes ever unbacked with `madvise` (freed slabs and large blocks).
+    /// Bytes ever unbacked with `madvise` (freed slabs, quantum-cache
+    /// ranges given back, purged dirty pages).
     pub unbacked_total: usize,
     /// `mmap` imports and `munmap` releases so far.
     pub map_calls: usize,

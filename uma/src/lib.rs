@@ -46,6 +46,13 @@
 //!   returns `None` for lack of memory. `NOWAIT` fails at once.
 //! - The bucket size adapts: each contended zone lock acquisition grows it
 //!   by one up to the cap, `Drain`/`DrainCpu` reclaims shrink it.
+//! - Departure from FreeBSD: besides full buckets, a zone keeps up to 32
+//!   empty ones (the empty list of Bonwick and Adams' magazine depot). A
+//!   thread trades its dry alloc bucket for a full one, and its full free
+//!   bucket for an empty one, in one zone-lock hold; FreeBSD frees and
+//!   allocates a bucket each time, cheap there because its bucket zones
+//!   have per-CPU caches, which ours (internal zones) do not.
+//!   [`ZoneStats::empty_buckets`] counts them; reclaims give them back.
 //!
 //! ## FreeBSD names and ours
 //!

@@ -29,6 +29,8 @@ pub struct ZoneStats {
     pub cached_buckets: u64,
     /// Buckets in the zone bucket cache.
     pub buckets: u64,
+    /// Empty buckets the zone keeps for trading (the depot's empty list).
+    pub empty_buckets: u64,
     /// Free items in the keg (0 for secondary and cache-only zones).
     pub keg_free: u64,
     /// Current bucket size.

@@ -34,17 +34,88 @@ pub(crate) const FAST_FREE: usize = 2;
 /// Longest sleep on the limit before the sleeper looks again (and takes
 /// back what other threads cached meanwhile).
 const LIMIT_SLEEP_MS: u64 = 100;
+/// Most empty buckets a zone keeps for trading (see [`ZoneState::empty`]).
+pub(crate) const EMPTY_MAX: usize = 32;
 
 /// Zone state written under the zone lock: the bucket cache and its
 /// working-set estimate (FreeBSD `struct uma_zone_domain`).
 pub(crate) struct ZoneState {
     pub buckets: *mut Bucket,
     pub nbuckets: usize,
+    /// Empty buckets kept for trading, at most [`EMPTY_MAX`]: the empty
+    /// list of the magazine depot (Bonwick and Adams, "Magazines and
+    /// Vmem", USENIX 2001). A thread whose alloc bucket ran dry leaves it
+    /// here when it takes a full one, and a thread whose free bucket filled
+    /// takes one back when it leaves the full one, each in one lock hold:
+    /// in steady state no bucket is allocated or freed. FreeBSD instead
+    /// frees and allocates buckets through per-CPU-cached bucket zones; our
+    /// bucket zones have no per-thread caches (they are internal), so the
+    /// depot is where that cost goes away.
+    pub empty: *mut Bucket,
+    pub nempty: usize,
     pub nitems: usize,
     pub imax: usize,
     pub imin: usize,
     pub wss: usize,
     pub warned: bool,
+}
+
+impl ZoneState {
+    /// Keeps the empty bucket `b` for trading; false (and `b` stays the
+    /// caller's) when the depot is full.
+    ///
+    /// # Safety
+    ///
+    /// `b` is an empty bucket the caller owns; the zone lock is held.
+    unsafe fn stash_empty(&mut self, b: *mut Bucket) -> bool {
+        if self.nempty >= EMPTY_MAX {
+            return false;
+        }
+        // SAFETY: caller contract.
+        unsafe { (*b).next = self.empty };
+        self.empty = b;
+        self.nempty += 1;
+        true
+    }
+
+    /// Pops a kept empty bucket set up for `want` entries: `(bucket,
+    /// spare)`. A popped bucket too small for `want` (the bucket size grew
+    /// since it was kept) comes back as `spare`, for the caller to free
+    /// outside the lock; both may be null.
+    ///
+    /// # Safety
+    ///
+    /// The zone lock is held; `want > 0`.
+    unsafe fn take_empty(&mut self, want: usize) -> (*mut Bucket, *mut Bucket) {
+        let b = self.empty;
+        if b.is_null() {
+            return (b, b);
+        }
+        // SAFETY: kept buckets are valid empty buckets owned by the depot.
+        unsafe {
+            self.empty = (*b).next;
+            self.nempty -= 1;
+            (*b).next = ptr::null_mut();
+        }
+        if reuse_empty(b, want) {
+            (b, ptr::null_mut())
+        } else {
+            (ptr::null_mut(), b)
+        }
+    }
+}
+
+/// Sets up the empty bucket `b` for `want` entries if its bucket zone has
+/// room for them; false when it is too small (the bucket size grew).
+fn reuse_empty(b: *mut Bucket, want: usize) -> bool {
+    // SAFETY: callers pass an empty bucket they own.
+    unsafe {
+        if bucket::BUCKET_ENTRIES[(*b).zidx as usize] < want {
+            return false;
+        }
+        (*b).cap = want as u16;
+    }
+    true
 }
 
 /// A zone (FreeBSD `uma_zone_t`). Handles are `&'static Zone`; the memory
@@ -200,6 +271,8 @@ impl Zone {
             state: Mutex::new(ZoneState {
                 buckets: ptr::null_mut(),
                 nbuckets: 0,
+                empty: ptr::null_mut(),
+                nempty: 0,
                 nitems: 0,
                 imax: 0,
                 imin: 0,
@@ -387,18 +460,22 @@ impl Zone {
         }
         let old = c.take_alloc();
         c.exit();
-        if !old.is_null() {
-            // SAFETY: an empty bucket we took out of the cache.
-            unsafe { self.uma().bucket_free(old) };
-        }
-        if self.bucket_max.load(UOrdering::Relaxed) == 0 {
+        let want = self.fill_size();
+        if want == 0 {
             // The limit leaves no room for per-thread buckets: bypass.
+            if !old.is_null() {
+                // SAFETY: an empty bucket we took out of the cache.
+                unsafe { self.uma().bucket_free(old) };
+            }
             return self.alloc_item(flags);
         }
-        let mut b = self.fetch_bucket();
-        if b.is_null() {
-            b = self.alloc_bucket_filled(flags);
-        }
+        let (full, empty, spare) = self.fetch_bucket(old, want);
+        self.free_spares(spare);
+        let b = if full.is_null() {
+            self.fill_bucket(empty, flags)
+        } else {
+            full
+        };
         if b.is_null() {
             return self.alloc_item(flags);
         }
@@ -621,13 +698,18 @@ impl Zone {
         }
         let full = c.take_free();
         c.exit();
-        if !full.is_null() {
-            self.put_bucket(full);
-        }
-        let bs = self.fill_size();
-        let nb = if bs > 0 {
-            self.uma().bucket_alloc(bs, self.internal_flags())
+        let want = self.fill_size();
+        let nb = if want > 0 {
+            let nb = self.trade_full(full, want);
+            if nb.is_null() {
+                self.uma().bucket_alloc(want, self.internal_flags())
+            } else {
+                nb
+            }
         } else {
+            if !full.is_null() {
+                self.put_bucket(full);
+            }
             ptr::null_mut()
         };
         if nb.is_null() {
@@ -687,17 +769,25 @@ impl Zone {
         }
     }
 
-    /// A bucket filled from the keg (FreeBSD `zone_alloc_bucket`); never
-    /// sleeps on the limit; with `USE_RESERVE` it dips at most one item.
-    fn alloc_bucket_filled(&self, flags: Flags) -> *mut Bucket {
-        let bs = self.fill_size();
-        if bs == 0 {
-            return ptr::null_mut();
-        }
-        let b = self.uma().bucket_alloc(bs, self.internal_flags());
+    /// Fills the empty bucket `b` from the keg, or a new one when `b` is
+    /// null (FreeBSD `zone_alloc_bucket`); never sleeps on the limit; with
+    /// `USE_RESERVE` it dips at most one item. Null (and `b` freed) when
+    /// nothing could be had.
+    fn fill_bucket(&self, b: *mut Bucket, flags: Flags) -> *mut Bucket {
+        let b = if b.is_null() {
+            let bs = self.fill_size();
+            if bs == 0 {
+                return ptr::null_mut();
+            }
+            self.uma().bucket_alloc(bs, self.internal_flags())
+        } else {
+            b
+        };
         if b.is_null() {
             return b;
         }
+        // SAFETY: an empty bucket we own.
+        let bs = unsafe { (*b).cap } as usize;
         let grant = self.limit_alloc(bs, flags.nowait());
         if grant == 0 {
             // SAFETY: our empty bucket.
@@ -802,13 +892,28 @@ impl Zone {
             return;
         }
         let mut g = self.lock_state();
-        // Over the cache's cap, or a limit sleeper wants the items back
-        // (checked under the zone lock: see `pcpu`).
+        // SAFETY: zone lock held; b is ours with cnt > 0.
+        if !unsafe { self.cache_full_locked(&mut g, b) } {
+            drop(g);
+            self.release_bucket(b);
+        }
+    }
+
+    /// Links the full bucket `b` into the bucket cache; false (nothing
+    /// done) when the cache is at its cap or a limit sleeper wants the
+    /// items back (checked under the zone lock: see `pcpu`).
+    ///
+    /// # Safety
+    ///
+    /// `g` is this zone's locked state; `b` is a bucket the caller owns
+    /// with `cnt > 0`.
+    unsafe fn cache_full_locked(&self, g: &mut ZoneState, b: *mut Bucket) -> bool {
+        // SAFETY: caller contract.
+        let cnt = unsafe { (*b).cnt } as usize;
         if g.nitems + cnt > self.bkt_max.load(UOrdering::Relaxed)
             || self.sleepers.load(Ordering::SeqCst) > 0
         {
-            drop(g);
-            return self.release_bucket(b);
+            return false;
         }
         // SAFETY: under the zone lock; b is ours.
         unsafe { (*b).next = g.buckets };
@@ -816,10 +921,56 @@ impl Zone {
         g.nbuckets += 1;
         g.nitems += cnt;
         g.imax = g.imax.max(g.nitems);
+        true
     }
 
-    /// Takes a full bucket from the zone bucket cache (null if none).
-    fn fetch_bucket(&self) -> *mut Bucket {
+    /// The free side's trade at the zone lock: leaves the full bucket
+    /// `full` (may be null) in the bucket cache and takes back an empty
+    /// bucket set up for `want > 0` entries from the depot (see
+    /// [`ZoneState::empty`]), in one lock hold. Null when the depot had
+    /// none: the caller allocates one.
+    fn trade_full(&self, full: *mut Bucket, want: usize) -> *mut Bucket {
+        let mut g = self.lock_state();
+        if !full.is_null() {
+            // SAFETY: the zone lock is held; full is ours (cnt > 0: it was
+            // full when taken out of the cache).
+            if !unsafe { self.cache_full_locked(&mut g, full) } {
+                drop(g);
+                // SAFETY: a bucket we own with `cnt` valid items.
+                let items = unsafe {
+                    core::slice::from_raw_parts(Bucket::items(full), (*full).cnt as usize)
+                };
+                self.release_items(items);
+                // SAFETY: its items are gone; the bucket itself is still ours.
+                unsafe { (*full).cnt = 0 };
+                if reuse_empty(full, want) {
+                    return full;
+                }
+                // SAFETY: our empty bucket.
+                unsafe { self.uma().bucket_free(full) };
+                return ptr::null_mut();
+            }
+        }
+        // SAFETY: the zone lock is held; want > 0.
+        let (b, spare) = unsafe { g.take_empty(want) };
+        drop(g);
+        self.free_spares(spare);
+        b
+    }
+
+    /// The alloc side's trade at the zone lock (FreeBSD
+    /// `zone_fetch_bucket`): leaves the dry alloc bucket `old` (may be
+    /// null) in the depot and takes a full bucket from the bucket cache,
+    /// in one lock hold. Returns `(full, empty, spare)`: `full` is null
+    /// when the bucket cache had none, and then `empty` is a bucket set up
+    /// for `want > 0` entries to fill (`old` itself, or one from the depot;
+    /// may be null). `spare` is a list (linked through `next`) of buckets
+    /// the caller frees with [`free_spares`](Self::free_spares).
+    fn fetch_bucket(
+        &self,
+        old: *mut Bucket,
+        want: usize,
+    ) -> (*mut Bucket, *mut Bucket, *mut Bucket) {
         let mut g = self.lock_state();
         let b = g.buckets;
         if !b.is_null() {
@@ -831,8 +982,38 @@ impl Zone {
                 g.nitems -= (*b).cnt as usize;
             }
             g.imin = g.imin.min(g.nitems);
+            // SAFETY: zone lock held; old is an empty bucket we own.
+            if old.is_null() || unsafe { g.stash_empty(old) } {
+                return (b, ptr::null_mut(), ptr::null_mut());
+            }
+            // SAFETY: old is ours.
+            unsafe { (*old).next = ptr::null_mut() };
+            return (b, ptr::null_mut(), old);
         }
-        b
+        if !old.is_null() && reuse_empty(old, want) {
+            return (ptr::null_mut(), old, ptr::null_mut());
+        }
+        // SAFETY: the zone lock is held; want > 0.
+        let (e, mut spare) = unsafe { g.take_empty(want) };
+        drop(g);
+        if !old.is_null() {
+            // SAFETY: old is ours; it joins the spare list.
+            unsafe { (*old).next = spare };
+            spare = old;
+        }
+        (ptr::null_mut(), e, spare)
+    }
+
+    /// Frees a list of empty buckets linked through `next`.
+    fn free_spares(&self, mut list: *mut Bucket) {
+        while !list.is_null() {
+            // SAFETY: the list's buckets are ours and empty.
+            unsafe {
+                let next = (*list).next;
+                self.uma().bucket_free(list);
+                list = next;
+            }
+        }
     }
 
     /// Takes one item out of the top cached bucket.
@@ -843,22 +1024,25 @@ impl Zone {
             return ptr::null_mut();
         }
         // SAFETY: under the zone lock; cached buckets hold cnt > 0 items.
-        let (item, empty) = unsafe {
-            let it = Bucket::pop(b);
-            let empty = (*b).cnt == 0;
-            if empty {
-                g.buckets = (*b).next;
-                g.nbuckets -= 1;
-            }
-            (it, empty)
-        };
+        let item = unsafe { Bucket::pop(b) };
         g.nitems -= 1;
         g.imin = g.imin.min(g.nitems);
-        drop(g);
-        if empty {
-            // SAFETY: unlinked empty bucket.
-            unsafe { self.uma().bucket_free(b) };
+        // SAFETY: as above.
+        if unsafe { (*b).cnt } > 0 {
+            return item;
         }
+        // SAFETY: under the zone lock: unlink the now empty bucket and keep
+        // it for trading, or free it.
+        unsafe {
+            g.buckets = (*b).next;
+            g.nbuckets -= 1;
+            if g.stash_empty(b) {
+                return item;
+            }
+        }
+        drop(g);
+        // SAFETY: unlinked empty bucket.
+        unsafe { self.uma().bucket_free(b) };
         item
     }
 
@@ -1074,9 +1258,12 @@ impl Zone {
     }
 
     /// Gives back bucket-cache items above the working-set estimate, or
-    /// all of them with `drain`.
+    /// all of them with `drain`. Kept empty buckets go too: all of them
+    /// with `drain`, else those beyond the number of full buckets left
+    /// (each can be traded for at most one).
     pub(crate) fn bucket_cache_reclaim(&self, drain: bool) {
         let mut out: *mut Bucket = ptr::null_mut();
+        let mut spare: *mut Bucket = ptr::null_mut();
         {
             let mut g = self.state.lock();
             let target = if drain { 0 } else { g.wss };
@@ -1092,7 +1279,19 @@ impl Zone {
                 out = b;
             }
             g.imin = g.imin.min(g.nitems);
+            let keep = if drain { 0 } else { g.nbuckets };
+            while g.nempty > keep {
+                let b = g.empty;
+                // SAFETY: under the zone lock; kept buckets are valid.
+                unsafe {
+                    g.empty = (*b).next;
+                    (*b).next = spare;
+                }
+                g.nempty -= 1;
+                spare = b;
+            }
         }
+        self.free_spares(spare);
         while !out.is_null() {
             // SAFETY: buckets we unlinked.
             let next = unsafe { (*out).next };
@@ -1155,9 +1354,9 @@ impl Zone {
         } else {
             Default::default()
         };
-        let (bucket_items, nbuckets) = {
+        let (bucket_items, nbuckets, nempty) = {
             let g = self.state.lock();
-            (g.nitems, g.nbuckets)
+            (g.nitems, g.nbuckets, g.nempty)
         };
         let keg_free = if self.flags.contains(ZoneFlags::SECONDARY) {
             0
@@ -1179,6 +1378,7 @@ impl Zone {
             cached_pcpu: p.items as u64,
             cached_buckets: bucket_items as u64,
             buckets: nbuckets as u64,
+            empty_buckets: nempty as u64,
             keg_free: keg_free as u64,
             bucket_size: self.bucket_size(),
             items: self.items.load(Ordering::Relaxed) as u64,
@@ -1229,6 +1429,20 @@ impl Zone {
                 n += 1;
             }
             assert_eq!(n, g.nbuckets, "zone {}: bucket count mismatch", self.name);
+            let (mut ne, mut e) = (0, g.empty);
+            while !e.is_null() {
+                // SAFETY: under the zone lock; kept buckets are valid.
+                unsafe {
+                    assert_eq!((*e).cnt, 0, "zone {}: kept bucket not empty", self.name);
+                    e = (*e).next;
+                }
+                ne += 1;
+            }
+            assert!(
+                ne == g.nempty && ne <= EMPTY_MAX,
+                "zone {}: kept empty bucket count mismatch",
+                self.name
+            );
             assert_eq!(
                 items, g.nitems,
                 "zone {}: bucket item count mismatch",

@@ -211,3 +211,74 @@ fn bad_arguments_fail_cleanly() {
         .create_zone(&ZoneArgs::new("bad-huge", 1 << 30))
         .is_none());
 }
+
+/// Requests served so far by the internal bucket zone `name` of `u`.
+fn bucket_zone_requests(u: &uma::Uma, name: &str) -> u64 {
+    let mut n = None;
+    u.for_each_zone(|z| {
+        if z.name() == name {
+            n = Some(z.stats().requests);
+        }
+    });
+    n.unwrap_or_else(|| panic!("no zone {name}"))
+}
+
+#[test]
+fn steady_state_trades_buckets_instead_of_allocating_them() {
+    let u = uma::Uma::bootstrap(leak_source()).unwrap();
+    let z = u
+        .create_zone(&ZoneArgs::new("rc-depot", 64).bucket_size(16))
+        .unwrap();
+    // Warm up: the first round allocates the buckets it needs.
+    fill_and_free(z, 400);
+    let warm = bucket_zone_requests(u, "16 Bucket");
+    for _ in 0..50 {
+        fill_and_free(z, 400);
+    }
+    let after = bucket_zone_requests(u, "16 Bucket");
+    // 50 rounds move 2 * 50 * 400 / 16 = 2500 buckets through the zone;
+    // each one traded at the zone lock, none allocated.
+    assert_eq!(after, warm, "no bucket allocated in steady state");
+    let s = z.stats();
+    assert!(s.empty_buckets > 0 || s.buckets > 0);
+    z.check_invariants();
+    // Another thread: producer here, consumer there, every bucket crosses.
+    let (tx, rx) = mpsc::channel::<Vec<usize>>();
+    let (back_tx, back_rx) = mpsc::channel::<()>();
+    let consumer = std::thread::spawn(move || {
+        for v in rx {
+            for p in v {
+                free(z, std::ptr::NonNull::new(p as *mut u8).unwrap());
+            }
+            back_tx.send(()).unwrap();
+        }
+    });
+    let round = |tx: &mpsc::Sender<Vec<usize>>| {
+        let v: Vec<usize> = (0..400)
+            .map(|_| alloc(z, Flags::NOWAIT).as_ptr() as usize)
+            .collect();
+        tx.send(v).unwrap();
+        back_rx.recv().unwrap();
+    };
+    for _ in 0..3 {
+        round(&tx);
+    }
+    let warm = bucket_zone_requests(u, "16 Bucket");
+    for _ in 0..50 {
+        round(&tx);
+    }
+    assert_eq!(
+        bucket_zone_requests(u, "16 Bucket"),
+        warm,
+        "cross-thread flow trades empty buckets back"
+    );
+    drop(tx);
+    consumer.join().unwrap();
+    z.check_invariants();
+    // Drain gives every kept empty bucket back.
+    z.reclaim(Reclaim::Drain);
+    assert_eq!(z.stats().empty_buckets, 0);
+    z.check_invariants();
+    z.reclaim(Reclaim::DrainCpu);
+    unsafe { u.destroy(z) };
+}

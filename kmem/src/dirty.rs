@@ -11,7 +11,11 @@
 //!
 //! - A freed large block (above the quantum cache, 64 KiB) goes back to the
 //!   kernel arena with its pages still backed, each page word set to
-//!   [`WORD_DIRTY`], and its range is listed in a ring. A free page whose
+//!   [`WORD_DIRTY`], and its range is listed in a ring. The listing
+//!   follows the pages: an allocation that takes dirty pages cuts them out
+//!   of the listed ranges, and a block freed next to a young listed range
+//!   joins it (so entries do not go stale, and an evicted old entry never
+//!   purges pages a newer free listed again). A free page whose
 //!   word is not `WORD_DIRTY` still reads as zero, so an allocation that
 //!   must be zero-filled (slabs, `kmem_malloc`, `alloc_zeroed`, `calloc`)
 //!   clears exactly the dirty pages it received ([`taken`]); others reuse
@@ -87,6 +91,99 @@ impl Lists {
         self.ring[(self.head + self.len) % RING] = r;
         self.len += 1;
         evicted
+    }
+
+    /// Lists a freed range. A listed neighbour freed less than half the
+    /// decay time ago (the arena coalesced the two as well) takes it in,
+    /// keeping its place and its stamp: a block carved from the front of a
+    /// range and freed again makes the range whole instead of a second
+    /// entry, and no page is kept longer than the decay time (some are
+    /// purged up to half of it early). When the ring is full, entries used
+    /// up by [`reuse`] are dropped first, and only then is the oldest
+    /// evicted (returned, for the caller to purge).
+    fn push_freed(&mut self, r: Range) -> Option<Range> {
+        let (mut lo, mut hi) = (r.addr, r.addr + r.size);
+        let mut into = None;
+        for k in 0..self.len {
+            let i = (self.head + k) % RING;
+            let e = self.ring[i];
+            let young = e.stamp.saturating_add(DECAY_NS / 2) > r.stamp;
+            if e.size == 0 || !young || (e.addr + e.size != lo && e.addr != hi) {
+                continue;
+            }
+            lo = lo.min(e.addr);
+            hi = hi.max(e.addr + e.size);
+            match into {
+                None => into = Some(i),
+                Some(_) => self.ring[i].size = 0,
+            }
+        }
+        if let Some(i) = into {
+            self.ring[i].addr = lo;
+            self.ring[i].size = hi - lo;
+            return None;
+        }
+        if self.len == RING {
+            self.compact();
+        }
+        self.push(r)
+    }
+
+    /// Cuts `[addr, end)`, just allocated, out of every listed range, so
+    /// the list keeps describing free dirty pages (a stale entry would
+    /// later be purged on eviction while a newer one still lists the same
+    /// pages, freed again meanwhile). A range cut in the middle keeps its
+    /// larger side in place; the other side is listed as well if there is
+    /// room.
+    fn forget(&mut self, addr: usize, end: usize) {
+        let mut split = None;
+        for k in 0..self.len {
+            let i = (self.head + k) % RING;
+            let e = self.ring[i];
+            let e_end = e.addr + e.size;
+            if e.size == 0 || e_end <= addr || e.addr >= end {
+                continue;
+            }
+            let front = addr.saturating_sub(e.addr);
+            let back = e_end.saturating_sub(end);
+            if front >= back {
+                self.ring[i].size = front;
+                if back > 0 {
+                    split = Some(Range {
+                        addr: end,
+                        size: back,
+                        ..e
+                    });
+                }
+            } else {
+                self.ring[i].addr = end;
+                self.ring[i].size = back;
+                if front > 0 {
+                    split = Some(Range { size: front, ..e });
+                }
+            }
+        }
+        if let Some(r) = split {
+            if self.len == RING {
+                self.compact();
+            }
+            if self.len < RING {
+                self.push(r);
+            }
+        }
+    }
+
+    /// Drops the entries with nothing left (oldest-first order kept).
+    fn compact(&mut self) {
+        let mut n = 0;
+        for k in 0..self.len {
+            let e = self.ring[(self.head + k) % RING];
+            if e.size != 0 {
+                self.ring[(self.head + n) % RING] = e;
+                n += 1;
+            }
+        }
+        self.len = n;
     }
 
     fn pop(&mut self) -> Option<Range> {
@@ -167,6 +264,7 @@ pub(crate) fn taken(addr: usize, npages: usize, word: usize, zero: bool) {
     if dirty != 0 {
         DIRTY.fetch_sub(dirty, Ordering::Relaxed);
         REUSED.fetch_add(dirty, Ordering::Relaxed);
+        lists().forget(addr, addr + npages * PAGE_SIZE);
     }
 }
 
@@ -226,7 +324,7 @@ pub(crate) unsafe fn free_large(arena: &Arena<'static>, addr: usize, bytes: usiz
     let now = crate::pressure::now_ns();
     let evicted = {
         let mut l = lists();
-        let e = l.push(Range {
+        let e = l.push_freed(Range {
             addr,
             size: bytes,
             stamp: now,

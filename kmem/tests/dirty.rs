@@ -158,3 +158,37 @@ fn wholly_free_spans_are_kept_and_reused() {
     assert_eq!(dirty_stats().span_hits, d.span_hits + 1);
     free(p);
 }
+
+#[test]
+fn churn_of_mixed_large_sizes_purges_nothing_under_budget() {
+    let _s = serial();
+    // mstress's pattern: large blocks of varied sizes, a few live at a
+    // time, each freed soon and its pages reused by the next of another
+    // size. The listing must follow: a stale entry (pages since allocated
+    // and freed again) evicted from a full ring used to purge pages that
+    // had just been freed, a `madvise` and a TLB shootdown each time.
+    let sizes = [
+        96 << 10,
+        200 << 10,
+        520 << 10,
+        1 << 20,
+        136 << 10,
+        700 << 10,
+    ];
+    let before = dirty_stats();
+    let mut live = std::collections::VecDeque::new();
+    for i in 0..5000 {
+        live.push_back(filled(sizes[i % sizes.len()] + (i % 7) * 4096, i as u8));
+        if live.len() > 3 {
+            free(live.pop_front().unwrap());
+        }
+    }
+    live.into_iter().for_each(free);
+    let after = dirty_stats();
+    assert!(after.dirty <= DIRTY_MAX, "{after:?}");
+    assert_eq!(
+        after.purged_total, before.purged_total,
+        "purged while under budget and young: {before:?} -> {after:?}"
+    );
+    assert!(after.reused_total > before.reused_total + (500 << 20));
+}

@@ -21,7 +21,8 @@
 //! ## Allocation order
 //!
 //! 1. the calling thread's **per-thread cache** (alloc/free bucket pair;
-//!    no lock, no atomic read-modify-write),
+//!    no lock, no atomic read-modify-write; frees go into the alloc bucket,
+//!    so the next allocation reuses the item freed last),
 //! 2. the zone's **bucket cache** of full buckets (zone lock),
 //! 3. a **keg slab**: a bucket is filled from partial, then free slabs
 //!    (keg lock), honouring the reserve,

@@ -1,7 +1,12 @@
 //! The per-CPU layer: in userspace, one cache per thread per zone (FreeBSD
 //! `struct uma_cache` and `critical_enter()`), behind this one seam.
 //!
-//! A [`Cache`] holds UMA's alloc/free bucket pair. Its owner thread uses it
+//! A [`Cache`] holds UMA's alloc/free bucket pair. The fast path pops from
+//! and pushes to the alloc bucket, so a freed item is the next one handed
+//! out while it is still in this CPU's cache (FreeBSD frees into the alloc
+//! bucket first for the same reason). When the alloc bucket is full the
+//! slow path swaps in the free bucket's room, and when it is empty the
+//! free bucket's items. Its owner thread uses it
 //! without locks or atomic read-modify-write instructions; any other thread
 //! (DRAIN_CPU, zone destroy, low memory, statistics) can take its buckets
 //! without the owner's cooperation, through an asymmetric fence:
@@ -112,16 +117,23 @@ fn zone_gate(zone: &Zone) -> u8 {
 }
 
 /// One bucket slot of a cache; `cnt` is authoritative while installed.
+/// (`repr(C)`: in [`Cache`], the free slot's `bucket`, `cnt` and `cap`, the
+/// last fields the fast path touches, end within the first cache line.)
 #[derive(Clone, Copy, Debug)]
+#[repr(C)]
 pub(crate) struct CacheBucket {
     pub bucket: *mut Bucket,
     pub cnt: u32,
     pub cap: u32,
     /// `cnt` when the fast path's hits were last counted (see
-    /// [`Cache::with_slots`]): the fast path only pops from the alloc slot
-    /// and only pushes to the free slot, so their hits since are
-    /// `mark - cnt` and `cnt - mark`.
+    /// [`Cache::with_slots`]).
     pub mark: u32,
+    /// Fast-path frees pushed into this slot since then (the alloc slot's
+    /// only: the fast path pops from and pushes to the alloc slot, for LIFO
+    /// reuse, and never touches the free slot), so its hits since the last
+    /// count are `mark + lifo - cnt` allocations and `lifo` frees. (64 bits: a loop of pairs can go on for ever without
+    /// a count.)
+    pub lifo: u64,
 }
 
 impl CacheBucket {
@@ -130,11 +142,12 @@ impl CacheBucket {
         cnt: 0,
         cap: 0,
         mark: 0,
+        lifo: 0,
     };
 
     /// Fast-path pops since the last count (of an alloc slot).
     fn pending_pops(&self) -> u64 {
-        self.mark.saturating_sub(self.cnt) as u64
+        (self.mark as u64 + self.lifo).saturating_sub(self.cnt as u64)
     }
 
     /// Fast-path pushes since the last count (of a free slot).
@@ -164,6 +177,7 @@ impl CacheBucket {
                 cnt: (*b).cnt as u32,
                 cap: (*b).cap as u32,
                 mark: (*b).cnt as u32,
+                lifo: 0,
             };
         }
     }
@@ -302,9 +316,9 @@ impl Cache {
         item
     }
 
-    /// Owner fast path: push an item into the free bucket (false if full,
-    /// or a bit of `mask`, which includes [`GATE_DRAIN`], is set in the
-    /// gate).
+    /// Owner fast path: push an item into the alloc bucket (false if it is
+    /// full, or a bit of `mask`, which includes [`GATE_DRAIN`], is set in
+    /// the gate).
     #[inline(always)]
     pub(crate) fn fast_push(&self, item: *mut u8, mask: u8) -> bool {
         self.push_checked(item, mask, None) == Push::Done
@@ -330,13 +344,17 @@ impl Cache {
             }
         }
         // SAFETY: state Owned; slot `cnt < cap` of an installed bucket (the
-        // shared EMPTY_CACHE has cap 0 and is only read). The push is
-        // counted later, from the slot's mark.
-        let ok = self.free.with_mut(|b| unsafe {
-            if (*b).cnt < (*b).cap {
-                let b = &mut *b;
-                *Bucket::items(b.bucket).add(b.cnt as usize) = item;
-                b.cnt += 1;
+        // shared EMPTY_CACHE has cap 0 and is only read). Into the alloc
+        // bucket, so the next allocation reuses the item while it is in
+        // this CPU's cache (LIFO, FreeBSD's order in `uma_zfree_arg`); when
+        // it is full the slow path moves it to the free slot
+        // (`push_after_swap`). Counted later, from the slot's `lifo`.
+        let ok = self.alloc.with_mut(|a| unsafe {
+            if (*a).cnt < (*a).cap {
+                let a = &mut *a;
+                *Bucket::items(a.bucket).add(a.cnt as usize) = item;
+                a.cnt += 1;
+                a.lifo += 1;
                 true
             } else {
                 false
@@ -369,7 +387,7 @@ impl Cache {
                 // SAFETY: the caller holds the cache: nobody else touches
                 // the slots, and it is no shared EMPTY_CACHE.
                 let (a, fr) = unsafe { (&mut *a, &mut *fr) };
-                let (pops, pushes) = (a.pending_pops(), fr.pending_pushes());
+                let (pops, pushes) = (a.pending_pops(), fr.pending_pushes() + a.lifo);
                 if pops != 0 {
                     let n = self.allocs.load(UOrdering::Relaxed) + pops;
                     self.allocs.store(n, UOrdering::Relaxed);
@@ -380,7 +398,9 @@ impl Cache {
                 }
                 let r = f(a, fr);
                 a.mark = a.cnt;
+                a.lifo = 0;
                 fr.mark = fr.cnt;
+                fr.lifo = 0;
                 r
             })
         })
@@ -405,24 +425,22 @@ impl Cache {
         unsafe { self.with_slots(pop) }
     }
 
-    /// Free side: swap if the free bucket is full and the alloc bucket holds
-    /// fewer items; then push if possible.
+    /// Free side: push into the alloc bucket if it has room, else swap in
+    /// the free bucket if that has room (the full one waits in the free
+    /// slot, to be swapped back by an allocation or traded at the zone)
+    /// and push there.
     pub(crate) fn push_after_swap(&self, item: *mut u8) -> bool {
         let push = |a: &mut CacheBucket, f: &mut CacheBucket| {
-            // FreeBSD's rule: swap when the alloc bucket is the emptier one
-            // (never into an empty slot, which would ping-pong one bucket
-            // between the slots).
-            if f.cnt == f.cap && !a.bucket.is_null() && a.cnt < f.cnt {
+            if a.cnt == a.cap {
+                if f.cnt == f.cap {
+                    return false;
+                }
                 core::mem::swap(a, f);
             }
-            if f.cnt < f.cap {
-                // SAFETY: slot `cnt < cap` of an installed bucket.
-                unsafe { *Bucket::items(f.bucket).add(f.cnt as usize) = item };
-                f.cnt += 1;
-                true
-            } else {
-                false
-            }
+            // SAFETY: slot `cnt < cap` of an installed bucket.
+            unsafe { *Bucket::items(a.bucket).add(a.cnt as usize) = item };
+            a.cnt += 1;
+            true
         };
         // SAFETY: state Owned (caller entered, on a registered cache).
         unsafe { self.with_slots(push) }
@@ -519,7 +537,7 @@ impl Cache {
         CachePeek {
             items: (a.cnt + f.cnt) as usize,
             allocs: self.allocs.load(UOrdering::Relaxed) + a.pending_pops(),
-            frees: self.frees.load(UOrdering::Relaxed) + f.pending_pushes(),
+            frees: self.frees.load(UOrdering::Relaxed) + f.pending_pushes() + a.lifo,
         }
     }
 
@@ -533,12 +551,16 @@ impl Cache {
         let a = self.alloc.with(|a| unsafe { *a });
         // SAFETY: as above.
         let f = self.free.with(|f| unsafe { *f });
-        assert!(a.cnt <= a.mark, "alloc slot gained items on the fast path");
+        assert!(
+            a.cnt as u64 <= a.mark as u64 + a.lifo,
+            "alloc slot gained items the fast path did not count"
+        );
         assert!(f.mark <= f.cnt, "free slot lost items on the fast path");
+        assert_eq!(f.lifo, 0, "free slot counted LIFO pushes");
         for cb in [a, f] {
             if cb.bucket.is_null() {
                 assert!(
-                    cb.cnt == 0 && cb.cap == 0 && cb.mark == 0,
+                    cb.cnt == 0 && cb.cap == 0 && cb.mark == 0 && cb.lifo == 0,
                     "empty cache slot with counts"
                 );
             } else {

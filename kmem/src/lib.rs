@@ -75,7 +75,9 @@
 //!
 //! [`free`]/[`realloc`]/[`malloc_usable_size`] validate the pointer against
 //! the page metadata (foreign, interior, internal pointers; a large block
-//! freed twice is caught here, its cookie being gone). `Kmem`'s `dealloc`
+//! freed twice is caught here, its cookie being gone: as
+//! [`ReportKind::DoubleFree`] while its pages still hold their data, as
+//! [`ReportKind::NotAllocationStart`] once they were purged). `Kmem`'s `dealloc`
 //! trusts the layout for small blocks (the fast path) and checks large
 //! ones against their cookie. Reports go to [`set_report_hook`] or abort;
 //! with a hook the bad operation is dropped.

@@ -127,8 +127,8 @@ pub use global::{owns, usable_size, Kmem, ZoneAllocator};
 pub use kernel::IMPORT_QUANTUM;
 pub use kmem::{kmem_free, kmem_malloc, kva_alloc, kva_free};
 pub use malloc::{
-    for_each_malloc_type, free, malloc, malloc_aligned, malloc_usable_size, realloc, reallocf,
-    write_vmstat_m, zfree, MallocType, MallocTypeStats, MALLOC_TAG_BYTES,
+    for_each_malloc_type, free, malloc, malloc_aligned, malloc_untyped_stats, malloc_usable_size,
+    realloc, reallocf, write_vmstat_m, zfree, MallocType, MallocTypeStats, MALLOC_TAG_BYTES,
 };
 pub use os::{os_stats, OsStats, CHUNK_SIZE, PAGE_SIZE};
 pub use pressure::{

@@ -144,8 +144,17 @@ pub(crate) fn large_alloc(
         arena_pages(k.arena, bytes, align.max(PAGE_SIZE), vf, 0, zero)?
     };
     pagemeta::set(addr, 1, pagemeta::large_word(n));
+    LARGE_ALLOCS.fetch_add(1, Ordering::Relaxed);
+    LARGE_PAGES.fetch_add(n as u64, Ordering::Relaxed);
     NonNull::new(addr as *mut u8)
 }
+
+/// Every large block's allocations, frees and pages (typed or not): the
+/// large part of [`malloc_untyped_stats`]. Relaxed counters on the large
+/// paths only (a large allocation costs far more anyway).
+static LARGE_ALLOCS: AtomicU64 = AtomicU64::new(0);
+static LARGE_FREES: AtomicU64 = AtomicU64::new(0);
+static LARGE_PAGES: AtomicU64 = AtomicU64::new(0);
 
 /// Gives a large block back: small ones to the quantum cache, others to
 /// the arena with their pages kept for reuse (both dirty; see `dirty`).
@@ -155,6 +164,8 @@ pub(crate) fn large_alloc(
 /// `addr` is a live large block of `n` pages, unused from now on.
 pub(crate) unsafe fn large_free(k: &Kernel, addr: usize, n: usize) {
     let bytes = n * PAGE_SIZE;
+    LARGE_FREES.fetch_add(1, Ordering::Relaxed);
+    LARGE_PAGES.fetch_sub(n as u64, Ordering::Relaxed);
     pagemeta::set(addr, 1, 0);
     if bytes <= QCACHE_MAX && addr % PAGE_SIZE == 0 {
         if let Err(e) = k.arena.free(addr, bytes) {
@@ -616,7 +627,48 @@ pub fn for_each_malloc_type(mut f: impl FnMut(&'static MallocType)) {
     }
 }
 
-/// Writes the `vmstat -m` table: `Type InUse MemUse Requests Size(s)`.
+/// What the malloc layer serves without a [`MallocType`]: `GlobalAlloc`
+/// ([`Kmem`](crate::Kmem)), the C ABI and [`raw`](crate::raw). Not counted
+/// per call (that would cost the fast path): it is every malloc class
+/// zone's and the large blocks' totals less every type's, so it is exact
+/// when the allocator is quiescent and approximate while threads
+/// allocate. `sizes` has the classes with blocks in use by anyone, and bit
+/// 63 if large blocks are.
+pub fn malloc_untyped_stats() -> MallocTypeStats {
+    let mut all = MallocTypeStats::default();
+    if let Some(k) = kernel() {
+        for (c, z) in k.classes.iter().enumerate() {
+            let s = z.stats();
+            all.in_use += s.used;
+            all.bytes += s.used * CLASS_SIZES[c] as u64;
+            all.requests += s.requests;
+            if s.used > 0 {
+                all.sizes |= 1 << c;
+            }
+        }
+    }
+    let (allocs, frees) = (
+        LARGE_ALLOCS.load(Ordering::Relaxed),
+        LARGE_FREES.load(Ordering::Relaxed),
+    );
+    let large = allocs.saturating_sub(frees);
+    all.in_use += large;
+    all.bytes += LARGE_PAGES.load(Ordering::Relaxed) * PAGE_SIZE as u64;
+    all.requests += allocs;
+    if large > 0 {
+        all.sizes |= 1 << 63;
+    }
+    for_each_malloc_type(|t| {
+        let s = t.stats();
+        all.in_use = all.in_use.saturating_sub(s.in_use);
+        all.bytes = all.bytes.saturating_sub(s.bytes);
+        all.requests = all.requests.saturating_sub(s.requests);
+    });
+    all
+}
+
+/// Writes the `vmstat -m` table: `Type InUse MemUse Requests Size(s)`, one
+/// line per malloc type, then `(untyped)` ([`malloc_untyped_stats`]).
 pub fn write_vmstat_m(w: &mut dyn fmt::Write) -> fmt::Result {
     writeln!(
         w,
@@ -625,33 +677,34 @@ pub fn write_vmstat_m(w: &mut dyn fmt::Write) -> fmt::Result {
     )?;
     let mut r = Ok(());
     for_each_malloc_type(|t| {
-        if r.is_err() {
-            return;
+        if r.is_ok() {
+            r = write_vmstat_m_row(w, t.name, &t.stats());
         }
-        let s = t.stats();
-        r = (|| {
-            write!(
-                w,
-                "{:>16} {:>9} {:>8}K {:>12}  ",
-                t.name,
-                s.in_use,
-                s.bytes.div_ceil(1024),
-                s.requests
-            )?;
-            let mut first = true;
-            for (c, size) in CLASS_SIZES.iter().enumerate() {
-                if s.sizes & (1 << c) != 0 {
-                    write!(w, "{}{}", if first { "" } else { "," }, size)?;
-                    first = false;
-                }
-            }
-            if s.sizes & (1 << 63) != 0 {
-                write!(w, "{}large", if first { "" } else { "," })?;
-            }
-            writeln!(w)
-        })();
     });
-    r
+    r?;
+    write_vmstat_m_row(w, "(untyped)", &malloc_untyped_stats())
+}
+
+fn write_vmstat_m_row(w: &mut dyn fmt::Write, name: &str, s: &MallocTypeStats) -> fmt::Result {
+    write!(
+        w,
+        "{:>16} {:>9} {:>8}K {:>12}  ",
+        name,
+        s.in_use,
+        s.bytes.div_ceil(1024),
+        s.requests
+    )?;
+    let mut first = true;
+    for (c, size) in CLASS_SIZES.iter().enumerate() {
+        if s.sizes & (1 << c) != 0 {
+            write!(w, "{}{}", if first { "" } else { "," }, size)?;
+            first = false;
+        }
+    }
+    if s.sizes & (1 << 63) != 0 {
+        write!(w, "{}large", if first { "" } else { "," })?;
+    }
+    writeln!(w)
 }
 
 // ---------------------------------------------------------------- malloc(9)

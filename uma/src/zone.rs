@@ -97,7 +97,8 @@ impl ZoneState {
             self.nempty -= 1;
             (*b).next = ptr::null_mut();
         }
-        if reuse_empty(b, want) {
+        // SAFETY: b is now ours, empty and valid.
+        if unsafe { reuse_empty(b, want) } {
             (b, ptr::null_mut())
         } else {
             (ptr::null_mut(), b)
@@ -107,8 +108,12 @@ impl ZoneState {
 
 /// Sets up the empty bucket `b` for `want` entries if its bucket zone has
 /// room for them; false when it is too small (the bucket size grew).
-fn reuse_empty(b: *mut Bucket, want: usize) -> bool {
-    // SAFETY: callers pass an empty bucket they own.
+///
+/// # Safety
+///
+/// `b` is a valid empty bucket the caller owns.
+unsafe fn reuse_empty(b: *mut Bucket, want: usize) -> bool {
+    // SAFETY: caller contract.
     unsafe {
         if bucket::BUCKET_ENTRIES[(*b).zidx as usize] < want {
             return false;
@@ -943,7 +948,8 @@ impl Zone {
                 self.release_items(items);
                 // SAFETY: its items are gone; the bucket itself is still ours.
                 unsafe { (*full).cnt = 0 };
-                if reuse_empty(full, want) {
+                // SAFETY: as above; now empty.
+                if unsafe { reuse_empty(full, want) } {
                     return full;
                 }
                 // SAFETY: our empty bucket.
@@ -990,7 +996,8 @@ impl Zone {
             unsafe { (*old).next = ptr::null_mut() };
             return (b, ptr::null_mut(), old);
         }
-        if !old.is_null() && reuse_empty(old, want) {
+        // SAFETY: old is an empty bucket we own.
+        if !old.is_null() && unsafe { reuse_empty(old, want) } {
             return (ptr::null_mut(), old, ptr::null_mut());
         }
         // SAFETY: the zone lock is held; want > 0.

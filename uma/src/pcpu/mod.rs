@@ -117,8 +117,8 @@ fn zone_gate(zone: &Zone) -> u8 {
 }
 
 /// One bucket slot of a cache; `cnt` is authoritative while installed.
-/// (`repr(C)`: in [`Cache`], the free slot's `bucket`, `cnt` and `cap`, the
-/// last fields the fast path touches, end within the first cache line.)
+/// (`repr(C)`: what the fast path touches, the cache's flags and its alloc
+/// slot, stays within the cache's first line.)
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
 pub(crate) struct CacheBucket {
@@ -128,11 +128,12 @@ pub(crate) struct CacheBucket {
     /// `cnt` when the fast path's hits were last counted (see
     /// [`Cache::with_slots`]).
     pub mark: u32,
-    /// Fast-path frees pushed into this slot since then (the alloc slot's
-    /// only: the fast path pops from and pushes to the alloc slot, for LIFO
-    /// reuse, and never touches the free slot), so its hits since the last
-    /// count are `mark + lifo - cnt` allocations and `lifo` frees. (64 bits: a loop of pairs can go on for ever without
-    /// a count.)
+    /// Fast-path frees pushed into this slot since then. The fast path pops
+    /// from and pushes to the alloc slot only (LIFO reuse) and never
+    /// touches the free slot, so its hits since the last count are
+    /// `mark + lifo - cnt` allocations and `lifo` frees, both read off the
+    /// alloc slot. (64 bits: a loop of pairs can run for ever without a
+    /// count.)
     pub lifo: u64,
 }
 
@@ -145,14 +146,9 @@ impl CacheBucket {
         lifo: 0,
     };
 
-    /// Fast-path pops since the last count (of an alloc slot).
+    /// Fast-path pops since the last count (of the alloc slot).
     fn pending_pops(&self) -> u64 {
         (self.mark as u64 + self.lifo).saturating_sub(self.cnt as u64)
-    }
-
-    /// Fast-path pushes since the last count (of a free slot).
-    fn pending_pushes(&self) -> u64 {
-        self.cnt.saturating_sub(self.mark) as u64
     }
 
     /// Removes the bucket, writing the count back into it.
@@ -387,7 +383,7 @@ impl Cache {
                 // SAFETY: the caller holds the cache: nobody else touches
                 // the slots, and it is no shared EMPTY_CACHE.
                 let (a, fr) = unsafe { (&mut *a, &mut *fr) };
-                let (pops, pushes) = (a.pending_pops(), fr.pending_pushes() + a.lifo);
+                let (pops, pushes) = (a.pending_pops(), a.lifo);
                 if pops != 0 {
                     let n = self.allocs.load(UOrdering::Relaxed) + pops;
                     self.allocs.store(n, UOrdering::Relaxed);
@@ -537,7 +533,7 @@ impl Cache {
         CachePeek {
             items: (a.cnt + f.cnt) as usize,
             allocs: self.allocs.load(UOrdering::Relaxed) + a.pending_pops(),
-            frees: self.frees.load(UOrdering::Relaxed) + f.pending_pushes() + a.lifo,
+            frees: self.frees.load(UOrdering::Relaxed) + a.lifo,
         }
     }
 
@@ -555,8 +551,10 @@ impl Cache {
             a.cnt as u64 <= a.mark as u64 + a.lifo,
             "alloc slot gained items the fast path did not count"
         );
-        assert!(f.mark <= f.cnt, "free slot lost items on the fast path");
-        assert_eq!(f.lifo, 0, "free slot counted LIFO pushes");
+        assert!(
+            f.cnt == f.mark && f.lifo == 0,
+            "the fast path touched the free slot"
+        );
         for cb in [a, f] {
             if cb.bucket.is_null() {
                 assert!(

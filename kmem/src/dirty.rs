@@ -34,7 +34,8 @@
 //! `fork`): nothing else is locked while it is held, and no arena call is
 //! made under it. `DIRTY` counts pages labelled dirty exactly; a range that
 //! falls off the lists without being purged (a lost race, a full ring
-//! during an import) leaves its pages labelled, still counted, and cleaned
+//! during an import, the smaller side of a range cut in the middle while
+//! the ring is full) leaves its pages labelled, still counted, and cleaned
 //! when they are allocated or their span is unmapped.
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -133,8 +134,9 @@ impl Lists {
     /// the list keeps describing free dirty pages (a stale entry would
     /// later be purged on eviction while a newer one still lists the same
     /// pages, freed again meanwhile). A range cut in the middle keeps its
-    /// larger side in place; the other side is listed as well if there is
-    /// room.
+    /// larger side in place; the other side is listed too if there is room
+    /// (at the tail with its old stamp, so it may outlive the decay time by
+    /// however long the entries ahead of it are young).
     fn forget(&mut self, addr: usize, end: usize) {
         let mut split = None;
         for k in 0..self.len {

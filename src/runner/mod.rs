@@ -128,19 +128,11 @@ pub fn parse_args(args: &[String]) -> Result<Mode, String> {
             "--no-stats" => o.stats = false,
             "--scale" => {
                 let v = value("--scale")?;
-                o.scale = v
-                    .parse()
-                    .ok()
-                    .filter(|s: &f64| s.is_finite() && *s > 0.0)
-                    .ok_or_else(|| format!("--scale {v:?}: expected a positive number"))?;
+                o.scale = workloads::parse_scale(&v)?;
             }
             "--threads" => {
                 let v = value("--threads")?;
-                o.threads = v
-                    .parse()
-                    .ok()
-                    .filter(|&t: &usize| t > 0)
-                    .ok_or_else(|| format!("--threads {v:?}: expected a positive integer"))?;
+                o.threads = workloads::parse_threads(&v)?;
             }
             "--reps" => {
                 let v = value("--reps")?;

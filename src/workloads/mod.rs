@@ -332,6 +332,22 @@ struct ChildOpts {
     stats: bool,
 }
 
+/// The value of `--scale`: a positive, finite work multiplier.
+pub fn parse_scale(v: &str) -> Result<f64, String> {
+    v.parse()
+        .ok()
+        .filter(|s: &f64| s.is_finite() && *s > 0.0)
+        .ok_or_else(|| format!("--scale {v:?}: expected a positive number"))
+}
+
+/// The value of `--threads`: a positive thread count.
+pub fn parse_threads(v: &str) -> Result<usize, String> {
+    v.parse()
+        .ok()
+        .filter(|&t: &usize| t > 0)
+        .ok_or_else(|| format!("--threads {v:?}: expected a positive integer"))
+}
+
 /// `Ok(None)` means `--list`.
 fn parse_child_args(args: &[String]) -> Result<Option<ChildOpts>, String> {
     let mut params = Params::default();
@@ -349,19 +365,11 @@ fn parse_child_args(args: &[String]) -> Result<Option<ChildOpts>, String> {
             "--stats" => stats = true,
             "--scale" => {
                 let v = value("--scale")?;
-                params.scale = v
-                    .parse()
-                    .ok()
-                    .filter(|s: &f64| s.is_finite() && *s > 0.0)
-                    .ok_or_else(|| format!("--scale {v:?}: expected a positive number"))?;
+                params.scale = parse_scale(&v)?;
             }
             "--threads" => {
                 let v = value("--threads")?;
-                params.threads = v
-                    .parse()
-                    .ok()
-                    .filter(|&t: &usize| t > 0)
-                    .ok_or_else(|| format!("--threads {v:?}: expected a positive integer"))?;
+                params.threads = parse_threads(&v)?;
             }
             "--seed" => {
                 let v = value("--seed")?;

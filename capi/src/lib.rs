@@ -284,7 +284,18 @@ fn on_report(r: &kmem::Report) {
 }
 
 /// The library constructor (glibc passes `argc, argv, envp` to
-/// `.init_array` functions): reads the policy from `envp`.
+/// `.init_array` functions): reads the policy from `envp`, then builds the
+/// allocator unless a `malloc` already has.
+///
+/// Building here installs kmem's `pthread_atfork` handlers before the
+/// program (and every library initialized after this one) can register
+/// its own. `fork` runs prepare handlers in the reverse order of
+/// registration, so a program's prepare handler that allocates runs
+/// before kmem's takes the allocator locks, and its parent and child
+/// handlers run after kmem's have released them. Built lazily instead, at
+/// the program's first `malloc`, kmem's handlers would come after a
+/// handler `main` registered first, and its allocation would wait forever
+/// on a lock the same thread holds.
 extern "C" fn constructor(_argc: c_int, _argv: *const *const c_char, envp: *const *const c_char) {
     let mut policy = POLICY_ABORT;
     if !envp.is_null() {
@@ -302,6 +313,11 @@ extern "C" fn constructor(_argc: c_int, _argv: *const *const c_char, envp: *cons
         }
     }
     install(policy);
+    // As the first allocation would (inside the recursion guard: building
+    // calls into the C library, which may call malloc). A failed build is
+    // not an error here: every allocation then fails with ENOMEM, as it
+    // would have at the first malloc.
+    let _ = outermost(|| kmem::uma().is_some());
 }
 
 #[used]

@@ -4,7 +4,8 @@
 //!   `LD_PRELOAD`: every exported function and its edge cases (`api.c`),
 //!   bad frees under each `BSDALLOC_BAD_FREE` policy (`badfree.c`),
 //!   threads with cross-thread frees and thread churn (`threads.c`), fork
-//!   from a threaded parent (`fork.c`), allocation from inside the
+//!   from a threaded parent (`fork.c`), `pthread_atfork` handlers of the
+//!   program that allocate (`atfork.c`), allocation from inside the
 //!   allocator (`recursion.c`), dynamic TLS of dlopened modules next to
 //!   ours (`tlsmods.c`), and `dlopen` of the library itself (`dlopen.c`).
 //! - Real programs of this machine (sort, awk/sed/grep, python3, sqlite3,
@@ -393,6 +394,17 @@ fn c_threads_cross_thread_frees_and_thread_exit() {
 fn c_fork_from_threaded_parent() {
     let d = scratch("fork");
     let exe = gcc("fork.c", &d, &[]);
+    run_ok(&mut Command::new(&exe), 60);
+}
+
+/// The program registers `pthread_atfork` handlers that allocate before its
+/// first `malloc`: kmem's handlers must still run after its prepare handler
+/// (they are installed by the library constructor, so they come first in
+/// registration order and last in prepare order).
+#[test]
+fn c_atfork_handlers_of_the_program_may_allocate() {
+    let d = scratch("atfork");
+    let exe = gcc("atfork.c", &d, &[]);
     run_ok(&mut Command::new(&exe), 60);
 }
 

@@ -55,6 +55,18 @@
 //! first allocation) is not covered: the handlers are installed at the end
 //! of the build. In a Rust program the runtime allocates before `main`, so
 //! the build is over before any thread can fork.
+//!
+//! # Other `pthread_atfork` handlers
+//!
+//! `fork` runs prepare handlers in the reverse order of their registration
+//! and parent and child handlers in that order. A handler registered after
+//! kmem's may allocate in all three; one registered before kmem's must not
+//! allocate, because its prepare handler runs while kmem's holds every
+//! lock (and its parent and child handlers before kmem's release them).
+//! So kmem's should be registered early: the C ABI (`bsdalloc-capi`) builds
+//! the allocator in its library constructor, before the program and the
+//! libraries initialized after it register theirs; a Rust program builds it
+//! at the runtime's first allocation, before `main`.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};

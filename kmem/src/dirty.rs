@@ -339,6 +339,8 @@ pub(crate) unsafe fn free_large(arena: &Arena<'static>, addr: usize, bytes: usiz
         purge_range(arena, r);
     }
     maintain(arena, now, false);
+    #[cfg(not(loom))]
+    crate::timeout::tick();
 }
 
 /// Purges while over budget, or everything older than the decay time, or

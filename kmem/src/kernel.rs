@@ -495,6 +495,12 @@ const QCACHE_NAMES: [&str; QCACHE_PAGES + 1] = [
     "kva qc 64K",
 ];
 
+/// The quantum-cache zones that exist.
+#[cfg(not(loom))]
+pub(crate) fn qcache_zones() -> impl Iterator<Item = &'static Zone> {
+    (1..=QCACHE_PAGES).filter_map(|c| QCACHE.zone(c))
+}
+
 impl KernelQCache {
     fn zone(&self, class: usize) -> Option<&'static Zone> {
         let z = self.zones.get(class)?.load(Ordering::Acquire);
@@ -679,6 +685,9 @@ fn build() -> bool {
     }
     for (c, z) in classes.iter().enumerate() {
         CLASS_ZONES[c].store(*z as *const Zone as *mut Zone, Ordering::Release);
+        // The lazy timeout (`timeout` module) runs from their slow paths.
+        #[cfg(not(loom))]
+        z.set_slow_hook(crate::timeout::tick);
     }
     true
 }

@@ -59,7 +59,13 @@
 //!   them first, with no page fault; spans that become wholly free stay
 //!   mapped for later imports. Past 64 MiB of dirty pages (or 64 MiB of free
 //!   spans), after 1 s, or on a reclaim, they are unbacked and unmapped
-//!   (`dirty` module, [`dirty_stats`]). Every free arena page not labelled
+//!   (`dirty` module, [`dirty_stats`]).
+//! - The lazy timeout (`timeout` module, [`set_timeout_period`]): once a
+//!   second, a thread that takes a size-class slow path or frees a large
+//!   block runs FreeBSD's `uma_timeout` pass over kmem's own zones (bucket
+//!   caches trimmed to their working-set estimates, free slabs back to the
+//!   arena) and purges what is past its decay time, so a burst of frees
+//!   goes back to the OS within seconds with no thread of kmem's own. Every free arena page not labelled
 //!   dirty reads as zero, so a zero-filled request clears only the dirty
 //!   pages it gets. Blocks of up to 64 KiB go through the arena's quantum
 //!   cache (16 UMA cache-only zones, step 8 of the start-up), keep their
@@ -120,6 +126,8 @@ mod pressure;
 pub mod raw;
 mod report;
 mod stats;
+#[cfg(not(loom))]
+mod timeout;
 
 pub use classes::{class_align, class_of, CLASS_NAMES, CLASS_SIZES, MAX_CLASS_SIZE, NCLASSES};
 pub use dirty::{dirty_stats, DirtyStats, DECAY_NS, DIRTY_MAX, RETAIN_MAX};
@@ -139,6 +147,8 @@ pub use pressure::{
 };
 pub use report::{set_report_hook, Report, ReportKind};
 pub use stats::{stats, write_arena_stats, write_os_stats, write_stats, write_vmstat_z, Stats};
+#[cfg(not(loom))]
+pub use timeout::{set_timeout_period, timeout_passes, TIMEOUT_PERIOD};
 /// Allocation flags (FreeBSD `M_WAITOK`, `M_NOWAIT`, `M_ZERO`,
 /// `M_USE_RESERVE`, `M_NOVM`): UMA's.
 pub use uma::Flags;

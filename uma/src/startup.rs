@@ -628,19 +628,44 @@ impl Uma {
         });
     }
 
-    /// The periodic work of FreeBSD `uma_timeout`: update every managed
-    /// zone's working-set estimate and trim its bucket cache to it. kmem
-    /// (or the application) calls this every few seconds.
+    /// The periodic work of FreeBSD `uma_timeout`: [`Zone::timeout`] for
+    /// every managed zone (working-set estimate, bucket cache trimmed to
+    /// it, free slabs back to the page source), then the pass of
+    /// [`timeout_internal`](Self::timeout_internal). kmem's reclaim worker (or
+    /// the application) calls this every few seconds. Returns at once if
+    /// a reclaim or another timeout pass is running.
     pub fn timeout(&self) {
         let Some(_busy) = self.reclaiming.try_lock() else {
             return;
         };
         self.for_each_zone(|z| {
             if !z.flags.contains(ZoneFlags::UNMANAGED) {
-                z.update_wss();
-                z.bucket_cache_reclaim(false);
+                z.timeout();
             }
         });
+        self.drain_internal_kegs();
+    }
+
+    /// The timeout pass for UMA's internal zones (zones, kegs, offpage slab
+    /// headers, buckets, per-thread caches): they cache nothing in buckets,
+    /// so their items go straight back to their kegs, and this frees the
+    /// kegs' free slabs (above their reserves) to the page source. They
+    /// run no callbacks of the application, so this pass may run in any
+    /// thread that holds no UMA lock (kmem runs it from its size-class
+    /// zones' slow-path hook). Takes no zone-list lock; returns at once if
+    /// a reclaim or a timeout pass is running. Returns the slabs freed.
+    pub fn timeout_internal(&self) -> usize {
+        let Some(_busy) = self.reclaiming.try_lock() else {
+            return 0;
+        };
+        self.drain_internal_kegs()
+    }
+
+    fn drain_internal_kegs(&self) -> usize {
+        (0..NINTERNAL)
+            .filter_map(|i| self.internal(i).keg())
+            .map(|k| k.drain())
+            .sum()
     }
 
     /// Writes the `vmstat -z` table of every zone.

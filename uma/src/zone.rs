@@ -11,6 +11,7 @@
 use core::cell::Cell;
 use core::fmt;
 use core::ptr::{self, NonNull};
+use std::sync::OnceLock;
 
 use crate::bucket::{self, Bucket};
 use crate::debug;
@@ -178,6 +179,9 @@ pub struct Zone {
     // under the Uma zone-list lock
     pub(crate) list_next: Cell<*const Zone>,
     pub(crate) list_prev: Cell<*const Zone>,
+    /// Called at the end of every slow-path allocation and free (see
+    /// [`set_slow_hook`](Self::set_slow_hook)); set at most once.
+    slow_hook: OnceLock<fn()>,
 }
 
 // SAFETY: mutable fields are atomics, lock-protected (`state`), or Cells
@@ -289,6 +293,7 @@ impl Zone {
             ncaches: Cell::new(0),
             list_next: Cell::new(ptr::null()),
             list_prev: Cell::new(ptr::null()),
+            slow_hook: OnceLock::new(),
         }
     }
 
@@ -399,7 +404,33 @@ impl Zone {
         };
         #[cfg(loom)]
         let item = self.alloc_item(flags);
-        self.count_alloc_result(item, flags)
+        let r = self.count_alloc_result(item, flags);
+        self.run_slow_hook();
+        r
+    }
+
+    /// Runs the slow-path hook, if one is set. No UMA lock is held here.
+    #[inline]
+    fn run_slow_hook(&self) {
+        if let Some(f) = self.slow_hook.get() {
+            f();
+        }
+    }
+
+    /// Sets a function UMA calls at the end of every allocation and free of
+    /// this zone that took the slow path: the calling thread's per-thread
+    /// bucket ran dry or filled (so at most about once per bucket of
+    /// operations), or the zone has no per-thread caching. The fast path
+    /// never calls it. It runs in the allocating or freeing thread with no
+    /// UMA lock held, and is the place for lazy periodic work: kmem runs
+    /// its [`timeout`](Self::timeout) pass from its size-class zones' hook,
+    /// so that a program without a reclaim thread still gives memory back.
+    ///
+    /// The hook must not allocate from or free to this zone's instance in a
+    /// way that re-enters itself without bound. Set once: returns false
+    /// (leaving the first) if a hook is already set.
+    pub fn set_slow_hook(&self, f: fn()) -> bool {
+        self.slow_hook.set(f).is_ok()
     }
 
     fn count_alloc_result(&self, item: *mut u8, flags: Flags) -> Option<NonNull<u8>> {
@@ -654,6 +685,7 @@ impl Zone {
         }
         #[cfg(loom)]
         self.free_item(item);
+        self.run_slow_hook();
     }
 
     /// Free through an explicit cache (loom models).
@@ -1264,28 +1296,47 @@ impl Zone {
         g.wss = (4 * wss + g.wss) / 5;
     }
 
-    /// Gives back bucket-cache items above the working-set estimate, or
-    /// all of them with `drain`. Kept empty buckets go too: all of them
-    /// with `drain`, else those beyond the number of full buckets left
-    /// (each can be traded for at most one).
-    pub(crate) fn bucket_cache_reclaim(&self, drain: bool) {
+    /// Gives back bucket-cache items above the working-set estimate (or
+    /// above what the current period has used, if that is more), or all of
+    /// them with `drain` (FreeBSD `bucket_cache_reclaim`). The coldest
+    /// buckets go: the cache is a stack, so the ones at its bottom. The
+    /// bounds of the current period's range shift down by what went, so
+    /// that the trim does not count as use in the next estimate. Kept
+    /// empty buckets go too: all of them with `drain`, else those beyond
+    /// the number of full buckets left (each can be traded for at most
+    /// one). Returns whether items were given back.
+    pub(crate) fn bucket_cache_reclaim(&self, drain: bool) -> bool {
         let mut out: *mut Bucket = ptr::null_mut();
         let mut spare: *mut Bucket = ptr::null_mut();
         {
             let mut g = self.state.lock();
-            let target = if drain { 0 } else { g.wss };
-            while g.nitems > target && !g.buckets.is_null() {
-                let b = g.buckets;
-                // SAFETY: under the zone lock; cached buckets are valid.
+            let target = if drain {
+                0
+            } else {
+                g.wss.max(g.nitems - g.imin)
+            };
+            if g.nitems > target {
+                // Keep the longest run from the top holding at most
+                // `target` items; cut the rest off.
+                let (mut kept, mut nkept) = (0usize, 0usize);
+                let mut link: *mut *mut Bucket = &mut g.buckets;
+                // SAFETY: under the zone lock; cached buckets are valid and
+                // `link` points at the list head or a cached bucket's link.
                 unsafe {
-                    g.buckets = (*b).next;
-                    g.nbuckets -= 1;
-                    g.nitems -= (*b).cnt as usize;
-                    (*b).next = out;
+                    while !(*link).is_null() && kept + (**link).cnt as usize <= target {
+                        kept += (**link).cnt as usize;
+                        nkept += 1;
+                        link = &mut (**link).next;
+                    }
+                    out = *link;
+                    *link = ptr::null_mut();
                 }
-                out = b;
+                let gone = g.nitems - kept;
+                g.nitems = kept;
+                g.nbuckets = nkept;
+                g.imax -= g.imax.min(gone);
+                g.imin -= g.imin.min(gone);
             }
-            g.imin = g.imin.min(g.nitems);
             let keep = if drain { 0 } else { g.nbuckets };
             while g.nempty > keep {
                 let b = g.empty;
@@ -1299,12 +1350,39 @@ impl Zone {
             }
         }
         self.free_spares(spare);
+        let released = !out.is_null();
         while !out.is_null() {
             // SAFETY: buckets we unlinked.
             let next = unsafe { (*out).next };
             self.release_bucket(out);
             out = next;
         }
+        released
+    }
+
+    /// The periodic work of FreeBSD `zone_timeout` for this zone: updates
+    /// the working-set estimate, gives back the bucket-cache items above
+    /// it (and the empty buckets beyond the full ones), and when that gave
+    /// back items, frees the keg's free slabs (above its reserve) to the
+    /// page source. Returns whether items were given back.
+    ///
+    /// Called once per period (FreeBSD: every `UMA_TIMEOUT`); the estimate
+    /// is the decayed peak-to-trough range of the bucket cache over the
+    /// periods, so a burst's items go back over a few periods while a
+    /// steady working set stays cached. Runs the zone's fini, release and
+    /// page-source callbacks in the calling thread.
+    pub fn timeout(&self) -> bool {
+        if self.bucket_top == 0 {
+            return false;
+        }
+        self.update_wss();
+        let released = self.bucket_cache_reclaim(false);
+        if released {
+            if let Some(k) = self.keg() {
+                k.drain();
+            }
+        }
+        released
     }
 
     /// Flushes every per-thread cache of the zone into the bucket cache,

@@ -1,5 +1,5 @@
 //! Reclaim levels TRIM / DRAIN / DRAIN_CPU, for one zone and for all,
-//! working-set trimming, UNMANAGED and NOFREE zones, bucket sizes.
+//! working-set trimming and timeout passes, UNMANAGED and NOFREE zones, bucket sizes.
 
 #![cfg(not(loom))]
 // Test code: its unsafe blocks free items to the zone that allocated them,
@@ -75,6 +75,53 @@ fn working_set_trim_keeps_the_estimate() {
     );
     z.reclaim(Reclaim::DrainCpu);
     unsafe { u.destroy(z) };
+}
+
+/// Items the zone's bucket cache holds.
+fn bucket_items(z: &uma::Zone) -> u64 {
+    z.stats().cached_buckets
+}
+
+#[test]
+fn timeout_passes_give_a_burst_back_and_keep_a_steady_working_set() {
+    let src = leak_source();
+    let z = zone(ZoneArgs::new("rc-timeout", 64).source(src).bucket_size(8));
+    const BURST: usize = 4000;
+    const WORKING: usize = 200;
+    fill_and_free(z, BURST);
+    let burst = bucket_items(z);
+    let burst_pages = src.in_use();
+    assert!(burst as usize > BURST / 2, "the burst is cached ({burst})");
+    // Each period the program uses a steady working set, then a pass runs.
+    let mut seen = vec![burst];
+    for _ in 0..8 {
+        fill_and_free(z, WORKING);
+        z.timeout();
+        seen.push(bucket_items(z));
+    }
+    let last = *seen.last().unwrap();
+    // The estimate decays to a fifth per period once the burst is over; the
+    // trims themselves must not count as use (FreeBSD shifts the period's
+    // bounds), or the estimate stalls at a fraction of the burst.
+    assert!(
+        last < burst / 20,
+        "the burst went back over the passes: {seen:?}"
+    );
+    assert!(last > 0, "the steady working set stays cached: {seen:?}");
+    assert!(
+        src.in_use() < burst_pages / 2,
+        "free slabs went back to the source: {} of {burst_pages} bytes",
+        src.in_use()
+    );
+    z.check_invariants();
+    // A steady working set alone is never trimmed below what a period uses.
+    for _ in 0..5 {
+        fill_and_free(z, WORKING);
+        z.timeout();
+    }
+    assert!(bucket_items(z) > 0);
+    z.reclaim(Reclaim::DrainCpu);
+    destroy(z);
 }
 
 #[test]

@@ -1,0 +1,127 @@
+//! The lazy timeout: FreeBSD's `uma_timeout` without a thread of its own.
+//!
+//! The kernel runs `uma_timeout` from a callout every `UMA_TIMEOUT` (20 s):
+//! each zone's working-set estimate is updated, its bucket cache trimmed
+//! to it, and the freed slabs go back to the VM. Without that pass a
+//! burst of frees stays cached for good: a program that allocated a
+//! gigabyte of small blocks and freed them kept a gigabyte resident.
+//!
+//! A library cannot count on a thread of its own (the reclaim worker,
+//! [`start_reclaim_worker`](crate::start_reclaim_worker), is opt-in), so
+//! the pass runs in a thread that is allocating anyway, as jemalloc's
+//! decay without background threads does:
+//!
+//! - every size-class zone has a UMA slow-path hook ([`tick`]), called at
+//!   the end of an allocation or free that took the slow path (a thread's
+//!   bucket ran dry or filled: about once per bucket of operations, never
+//!   on the fast path), with no allocator lock held; large frees call it
+//!   too;
+//! - [`tick`] reads the coarse monotonic clock (vDSO, no system call) and,
+//!   once per period (1 s by default, [`set_timeout_period`]), one thread
+//!   wins a compare-and-swap of the deadline and runs [`pass`].
+//!
+//! The pass touches only what kmem owns: the size-class zones, the
+//! quantum-cache zones, the btag zone (its reserve is honoured by the keg
+//! drain) and UMA's internal zones, none of which runs application code,
+//! then purges dirty pages and retained spans past their decay time. Zones
+//! the application created on [`uma`](crate::uma) may run its callbacks
+//! (fini, a page source of its own), which must not run in whatever
+//! thread happens to allocate while holding the application's locks: the
+//! reclaim worker's [`uma::Uma::timeout`] covers them, or the application
+//! calls it.
+//!
+//! A burst goes back over a few periods (the estimate decays to a fifth
+//! per quiet period), a steady working set stays cached. While the reclaim
+//! worker runs, the tick does nothing: the worker runs the same pass for
+//! every zone, and two passes per period would decay the estimates twice
+//! as fast.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::kernel::{self, Kernel};
+
+/// The default period of the lazy timeout.
+pub const TIMEOUT_PERIOD: Duration = Duration::from_secs(1);
+
+/// The period in nanoseconds (0: off).
+static PERIOD_NS: AtomicU64 = AtomicU64::new(TIMEOUT_PERIOD.as_nanos() as u64);
+/// When the next pass is due (coarse monotonic nanoseconds).
+static NEXT_NS: AtomicU64 = AtomicU64::new(0);
+/// Passes run by ticks.
+static PASSES: AtomicU64 = AtomicU64::new(0);
+
+/// Sets the period of the lazy timeout (`None` or zero: off). Returns the
+/// previous one. The next pass is due one period from now.
+pub fn set_timeout_period(period: Option<Duration>) -> Option<Duration> {
+    let ns = period.map_or(0, |p| u64::try_from(p.as_nanos()).unwrap_or(u64::MAX));
+    NEXT_NS.store(coarse_now_ns().saturating_add(ns), Ordering::Relaxed);
+    let old = PERIOD_NS.swap(ns, Ordering::Relaxed);
+    (old != 0).then(|| Duration::from_nanos(old))
+}
+
+/// Timeout passes the allocating threads have run so far.
+pub fn timeout_passes() -> u64 {
+    PASSES.load(Ordering::Relaxed)
+}
+
+/// The coarse monotonic clock in nanoseconds (a few milliseconds of
+/// resolution; read from the vDSO).
+fn coarse_now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write; the clock exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64)
+}
+
+/// The size-class zones' slow-path hook (and the large free path's): runs
+/// a [`pass`] when one is due. Called with no allocator lock held.
+pub(crate) fn tick() {
+    let period = PERIOD_NS.load(Ordering::Relaxed);
+    if period == 0 {
+        return;
+    }
+    let due = NEXT_NS.load(Ordering::Relaxed);
+    let now = coarse_now_ns();
+    if now < due {
+        return;
+    }
+    if NEXT_NS
+        .compare_exchange(
+            due,
+            now.saturating_add(period),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        )
+        .is_err()
+    {
+        return; // another thread runs this one
+    }
+    if crate::pressure::reclaim_worker_running() {
+        return;
+    }
+    // None while the allocator is being built (the building thread's own
+    // allocations): nothing to trim yet.
+    if let Some(k) = kernel::kernel() {
+        pass(k);
+        PASSES.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One timeout pass over what kmem owns (see the module doc).
+fn pass(k: &Kernel) {
+    for z in k.classes {
+        z.timeout();
+    }
+    for z in kernel::qcache_zones() {
+        z.timeout();
+    }
+    k.btag.timeout();
+    k.uma.timeout_internal();
+    crate::dirty::purge_old(k.arena);
+}

@@ -9,7 +9,8 @@
 //!
 //! It exports `malloc`, `free`, `calloc`, `realloc`, `reallocarray`,
 //! `posix_memalign`, `aligned_alloc`, `memalign`, `valloc`, `pvalloc` and
-//! `malloc_usable_size` with glibc's semantics, over [`kmem::raw`]:
+//! `malloc_usable_size` with glibc's semantics, over [`kmem::raw`], and
+//! `malloc_stats` and `malloc_trim` over kmem's statistics and reclaim:
 //!
 //! - Every block is aligned to 16 bytes at least (glibc's
 //!   `MALLOC_ALIGNMENT`), so `malloc(1..=8)` takes a 16-byte item.
@@ -27,6 +28,18 @@
 //!   glibc 2.38 and C17); `memalign` rounds a non-power of two up, as
 //!   glibc does; `valloc` is page aligned; `pvalloc` also rounds the size
 //!   up to whole pages.
+//!
+//! ## Statistics and trimming
+//!
+//! `malloc_stats()` writes kmem's statistics to standard error (the
+//! `vmstat -z` zone table, the `vmstat -m` malloc types, the kernel arena,
+//! the OS figures and memory pressure), and so does the exit of a process
+//! run with `BSDALLOC_STATS=1` (from the library's destructor). Both write
+//! through a stack buffer, without allocating. `malloc_trim(pad)` empties
+//! the zone bucket caches, frees every free slab and purges every dirty
+//! page and retained span (kmem's `Drain` reclaim; `pad` is ignored), and
+//! returns 1 if memory went back to the OS, else 0. Memory also goes back
+//! on its own: see kmem's lazy timeout.
 //!
 //! ## Bad frees
 //!
@@ -69,8 +82,9 @@
 use core::cell::Cell;
 use core::ffi::{c_char, c_int, c_void, CStr};
 use core::fmt;
+use core::fmt::Write as _;
 use core::ptr;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 /// The alignment of every block (glibc's `MALLOC_ALIGNMENT` on 64-bit).
 const MIN_ALIGN: usize = 16;
@@ -308,6 +322,9 @@ extern "C" fn constructor(_argc: c_int, _argv: *const *const c_char, envp: *cons
                 if let Some(v) = s.strip_prefix(b"BSDALLOC_BAD_FREE=") {
                     policy = parse_policy(v);
                 }
+                if let Some(v) = s.strip_prefix(b"BSDALLOC_STATS=") {
+                    STATS_AT_EXIT.store(!v.is_empty() && v != b"0", Ordering::Relaxed);
+                }
                 e = e.add(1);
             }
         }
@@ -323,6 +340,104 @@ extern "C" fn constructor(_argc: c_int, _argv: *const *const c_char, envp: *cons
 #[used]
 #[link_section = ".init_array"]
 static CONSTRUCTOR: extern "C" fn(c_int, *const *const c_char, *const *const c_char) = constructor;
+
+/// Whether the destructor prints the statistics (`BSDALLOC_STATS=1`).
+static STATS_AT_EXIT: AtomicBool = AtomicBool::new(false);
+
+/// The library destructor (run by `exit`, after the program's `atexit`
+/// handlers): prints the statistics if asked to.
+extern "C" fn destructor() {
+    if STATS_AT_EXIT.load(Ordering::Relaxed) {
+        print_stats();
+    }
+}
+
+#[used]
+#[link_section = ".fini_array"]
+static DESTRUCTOR: extern "C" fn() = destructor;
+
+// ---------------------------------------------------------------- statistics
+
+/// Standard error through a stack buffer: formatting without allocating.
+struct Stderr {
+    buf: [u8; 4096],
+    len: usize,
+}
+
+impl Stderr {
+    fn flush(&mut self) {
+        let mut done = 0;
+        while done < self.len {
+            // SAFETY: the range is initialized bytes of `buf`.
+            let n = unsafe {
+                libc::write(
+                    libc::STDERR_FILENO,
+                    self.buf[done..self.len].as_ptr().cast(),
+                    self.len - done,
+                )
+            };
+            if n > 0 {
+                done += n as usize;
+            } else if n < 0 && errno() == libc::EINTR {
+                continue;
+            } else {
+                break; // stderr closed or broken: drop the rest
+            }
+        }
+        self.len = 0;
+    }
+}
+
+impl fmt::Write for Stderr {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for chunk in s.as_bytes().chunks(self.buf.len()) {
+            if self.len + chunk.len() > self.buf.len() {
+                self.flush();
+            }
+            self.buf[self.len..self.len + chunk.len()].copy_from_slice(chunk);
+            self.len += chunk.len();
+        }
+        Ok(())
+    }
+}
+
+/// Writes kmem's statistics to standard error, keeping `errno`.
+fn print_stats() {
+    let saved = errno();
+    let mut w = Stderr {
+        buf: [0; 4096],
+        len: 0,
+    };
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    let _ = writeln!(w, "== bsdalloc (kmem) statistics, pid {pid} ==");
+    let _ = kmem::write_stats(&mut w);
+    w.flush();
+    set_errno(saved);
+}
+
+/// glibc's `malloc_stats`: kmem's statistics on standard error (zones,
+/// malloc types, the kernel arena, the OS, memory pressure).
+#[no_mangle]
+pub extern "C" fn malloc_stats() {
+    print_stats();
+}
+
+/// glibc's `malloc_trim`: gives back every cached and free page kmem can
+/// (a `Drain` reclaim: zone bucket caches, free slabs, dirty pages and
+/// retained spans; other threads' per-thread caches stay). `pad` is
+/// ignored. Returns 1 if memory went back to the OS, else 0.
+#[no_mangle]
+pub extern "C" fn malloc_trim(_pad: usize) -> c_int {
+    let saved = errno();
+    let before = kmem::os_stats();
+    kmem::reclaim(uma::Reclaim::Drain);
+    let after = kmem::os_stats();
+    set_errno(saved);
+    c_int::from(
+        after.unbacked_total > before.unbacked_total || after.unmap_calls > before.unmap_calls,
+    )
+}
 
 // ---------------------------------------------------------------- core
 

@@ -5,7 +5,8 @@
 //!   bad frees under each `BSDALLOC_BAD_FREE` policy (`badfree.c`),
 //!   threads with cross-thread frees and thread churn (`threads.c`), fork
 //!   from a threaded parent (`fork.c`), `pthread_atfork` handlers of the
-//!   program that allocate (`atfork.c`), allocation from inside the
+//!   program that allocate (`atfork.c`), `malloc_stats` and `malloc_trim`
+//!   (`stats.c`), allocation from inside the
 //!   allocator (`recursion.c`), dynamic TLS of dlopened modules next to
 //!   ours (`tlsmods.c`), and `dlopen` of the library itself (`dlopen.c`).
 //! - Real programs of this machine (sort, awk/sed/grep, python3, sqlite3,
@@ -406,6 +407,36 @@ fn c_atfork_handlers_of_the_program_may_allocate() {
     let d = scratch("atfork");
     let exe = gcc("atfork.c", &d, &[]);
     run_ok(&mut Command::new(&exe), 60);
+}
+
+/// `malloc_trim` gives a burst back and says so; `malloc_stats` (and the
+/// exit of a process run with `BSDALLOC_STATS=1`) write kmem's statistics
+/// to stderr.
+#[test]
+fn c_malloc_stats_and_malloc_trim() {
+    let d = scratch("stats");
+    let exe = gcc("stats.c", &d, &[]);
+    const HEADER: &str = "== bsdalloc (kmem) statistics, pid ";
+    let r = run_ok(&mut Command::new(&exe), 30);
+    assert_eq!(r.out().trim(), "trim: 1", "{}", r.describe());
+    let err = r.err();
+    assert_eq!(err.matches(HEADER).count(), 1, "{}", r.describe());
+    for want in [
+        "ITEM",
+        "malloc-1024:",
+        "UMA Zones",
+        "kernel arena",
+        "os: mapped",
+    ] {
+        assert!(err.contains(want), "no {want:?} in:\n{err}");
+    }
+    let r = run_ok(Command::new(&exe).env("BSDALLOC_STATS", "1"), 30);
+    assert_eq!(
+        r.err().matches(HEADER).count(),
+        2,
+        "malloc_stats and the exit: {}",
+        r.describe()
+    );
 }
 
 #[test]

@@ -20,15 +20,16 @@
 //!   once per period (1 s by default, [`set_timeout_period`]), one thread
 //!   wins a compare-and-swap of the deadline and runs [`pass`].
 //!
-//! The pass touches only what kmem owns: the size-class zones, the
-//! quantum-cache zones, the btag zone (its reserve is honoured by the keg
-//! drain) and UMA's internal zones, none of which runs application code,
-//! then purges dirty pages and retained spans past their decay time. Zones
-//! the application created on [`uma`](crate::uma) may run its callbacks
-//! (fini, a page source of its own), which must not run in whatever
-//! thread happens to allocate while holding the application's locks: the
-//! reclaim worker's [`uma::Uma::timeout`] covers them, or the application
-//! calls it.
+//! The pass covers kmem's own zones (the size classes, the quantum cache,
+//! the btag zone, whose reserve the keg drain honours, and UMA's internal
+//! zones) and the application's zones on [`uma`](crate::uma) whose trim
+//! runs none of its code ([`uma::Uma::timeout_plain`]: no fini, no
+//! release, the instance's page source), then purges dirty pages and
+//! retained spans past their decay time. A zone whose trim would run the
+//! application's callbacks is left out: they must not run in whatever
+//! thread happens to allocate, maybe holding the application's own locks.
+//! The reclaim worker's [`uma::Uma::timeout`] covers those, or the
+//! application calls it.
 //!
 //! A burst goes back over a few periods (the estimate decays to a fifth
 //! per quiet period), a steady working set stays cached. While the reclaim
@@ -122,6 +123,7 @@ fn pass(k: &Kernel) {
         z.timeout();
     }
     k.btag.timeout();
+    k.uma.timeout_plain();
     k.uma.timeout_internal();
     crate::dirty::purge_old(k.arena);
 }

@@ -104,5 +104,45 @@ fn a_burst_of_frees_goes_back_to_the_os_without_a_reclaim_thread() {
     );
     assert!(passes >= 2, "{passes} passes");
     kmem::uma().unwrap().check_internal();
+
+    // The application's zones: one whose trim runs none of its code is
+    // covered; one with a keg fini is left to the reclaim worker (or
+    // `Uma::timeout`), since the pass runs in whatever thread allocates.
+    let u = kmem::uma().unwrap();
+    let plain = u.create_zone(&uma::ZoneArgs::new("lt-plain", 256)).unwrap();
+    let with_fini = u
+        .create_zone(&uma::ZoneArgs::new("lt-fini", 256).fini(fini))
+        .unwrap();
+    for z in [plain, with_fini] {
+        let v: Vec<_> = (0..5000)
+            .map(|_| z.alloc(kmem::Flags::NOWAIT).unwrap())
+            .collect();
+        for p in v {
+            unsafe { z.free(p) };
+        }
+    }
+    let plain_cached = plain.stats().cached_buckets;
+    let fini_cached = with_fini.stats().cached_buckets;
+    assert!(plain_cached > 2000 && fini_cached > 2000);
+    let start = Instant::now();
+    while plain.stats().cached_buckets > plain_cached / 10
+        && start.elapsed() < Duration::from_secs(10)
+    {
+        churn_for(Duration::from_millis(50));
+    }
+    assert!(
+        plain.stats().cached_buckets <= plain_cached / 10,
+        "plain zone: {} of {plain_cached} items still cached",
+        plain.stats().cached_buckets
+    );
+    assert_eq!(
+        with_fini.stats().cached_buckets,
+        fini_cached,
+        "a zone whose trim runs the application's fini is not trimmed in line"
+    );
+    u.timeout(); // the worker's pass does trim it
+    assert!(with_fini.stats().cached_buckets < fini_cached);
     kmem::set_timeout_period(Some(kmem::TIMEOUT_PERIOD));
 }
+
+fn fini(_item: core::ptr::NonNull<u8>, _size: usize) {}

@@ -539,6 +539,15 @@ impl Keg {
         }
     }
 
+    /// Whether the keg's page source is its instance's.
+    pub(crate) fn uses_instance_source(&self) -> bool {
+        let src = self.state.lock().source;
+        ptr::addr_eq(
+            src as *const dyn SlabSource,
+            self.uma().source as *const dyn SlabSource,
+        )
+    }
+
     /// Frees free slabs while free items stay >= the reserve (FreeBSD
     /// `keg_drain` with D26772). NOFREE kegs and boot slabs are kept.
     /// Returns the slabs freed.

@@ -646,6 +646,35 @@ impl Uma {
         self.drain_internal_kegs();
     }
 
+    /// [`Zone::timeout`] for every managed zone whose trim runs no code of
+    /// the application ([`Zone::trim_runs_callbacks`] false: no fini, no
+    /// release, the instance's page source), so that the pass may run in
+    /// any thread that holds no UMA lock, whatever locks of its own it
+    /// holds (kmem runs it from its size-class zones' slow-path hook).
+    /// Skipped, returning false, if a reclaim or a timeout pass is running
+    /// or the zone list is locked (a zone being created or destroyed, or
+    /// a statistics walk, maybe by this very thread).
+    pub fn timeout_plain(&self) -> bool {
+        let Some(_busy) = self.reclaiming.try_lock() else {
+            return false;
+        };
+        let Some(l) = self.list.try_lock() else {
+            return false;
+        };
+        let mut z = l.head;
+        while !z.is_null() {
+            // SAFETY: list lock held; listed zones are alive.
+            unsafe {
+                let zr = &*z;
+                if !zr.flags.contains(ZoneFlags::UNMANAGED) && !zr.trim_runs_callbacks() {
+                    zr.timeout();
+                }
+                z = zr.list_next.get();
+            }
+        }
+        true
+    }
+
     /// The timeout pass for UMA's internal zones (zones, kegs, offpage slab
     /// headers, buckets, per-thread caches): they cache nothing in buckets,
     /// so their items go straight back to their kegs, and this frees the

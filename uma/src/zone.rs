@@ -1360,6 +1360,19 @@ impl Zone {
         released
     }
 
+    /// Whether giving this zone's cached items and free slabs back runs
+    /// code of the application: a secondary zone's zfini, a cache-only
+    /// zone's release, the keg's fini, or a page source other than the
+    /// instance's. (Constructors and destructors never run on a trim: cached
+    /// items are already destructed.)
+    pub fn trim_runs_callbacks(&self) -> bool {
+        self.zfini.is_some()
+            || self.release_fn.is_some()
+            || self
+                .keg()
+                .is_some_and(|k| k.fini.is_some() || !k.uses_instance_source())
+    }
+
     /// The periodic work of FreeBSD `zone_timeout` for this zone: updates
     /// the working-set estimate, gives back the bucket-cache items above
     /// it (and the empty buckets beyond the full ones), and when that gave

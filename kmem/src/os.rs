@@ -114,6 +114,20 @@ pub struct OsStats {
     pub peak_resident: usize,
 }
 
+/// Clock `clock` (a monotonic one) in nanoseconds, from the vDSO.
+pub(crate) fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write; the monotonic clocks exist
+    // on every Linux kmem runs on.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64)
+}
+
 /// Reads the OS figures (the resident sizes from `/proc/self/status`,
 /// read into a stack buffer: no allocation).
 pub fn os_stats() -> OsStats {

@@ -127,16 +127,9 @@ static C: Counters = Counters {
     reserve_refused: AtomicU64::new(0),
 };
 
+/// The monotonic clock in nanoseconds.
 pub(crate) fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write; CLOCK_MONOTONIC exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64)
-        .wrapping_mul(1_000_000_000)
-        .wrapping_add(ts.tv_nsec as u64)
+    crate::os::clock_ns(libc::CLOCK_MONOTONIC)
 }
 
 fn pages(bytes: usize) -> u64 {

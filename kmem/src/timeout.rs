@@ -69,15 +69,7 @@ pub fn timeout_passes() -> u64 {
 /// The coarse monotonic clock in nanoseconds (a few milliseconds of
 /// resolution; read from the vDSO).
 fn coarse_now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write; the clock exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    (ts.tv_sec as u64)
-        .wrapping_mul(1_000_000_000)
-        .wrapping_add(ts.tv_nsec as u64)
+    crate::os::clock_ns(libc::CLOCK_MONOTONIC_COARSE)
 }
 
 /// The size-class zones' slow-path hook (and the large free path's): runs

@@ -70,6 +70,21 @@ impl Drop for Env {
     }
 }
 
+/// Retires the explicit caches `cs` of `z`, which nobody is inside any
+/// more, and puts their buckets in the zone cache.
+fn retire_into_zone(e: &Env, z: &Zone, cs: &[&Cache]) {
+    let _r = e.uma.registry_lock();
+    for &c in cs {
+        // SAFETY: registry lock held; nobody is inside the cache.
+        let (x, y) = unsafe { pcpu::retire_locked(c as *const Cache as *mut Cache) };
+        for bk in [x, y] {
+            if !bk.is_null() {
+                z.put_bucket(bk);
+            }
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 struct P(usize);
 // SAFETY: items are plain addresses moved between model threads.
@@ -152,16 +167,7 @@ fn loom_foreign_drain_cpu_vs_owner_fast_path() {
         // SAFETY: b from z, freed once (from this thread, as the owner has
         // exited; the cache is only used by one thread at a time).
         unsafe { z.cache_free(c, nn(b)) };
-        {
-            let _r = e.uma.registry_lock();
-            // SAFETY: registry lock held; nobody is inside the cache.
-            let (x, y) = unsafe { pcpu::retire_locked(c as *const Cache as *mut Cache) };
-            for bk in [x, y] {
-                if !bk.is_null() {
-                    z.put_bucket(bk);
-                }
-            }
-        }
+        retire_into_zone(&e, z, &[c]);
         z.check_invariants();
         z.reclaim(Reclaim::Drain);
         let info = z.keg_info().unwrap();
@@ -214,18 +220,7 @@ fn loom_bucket_exchange_through_zone_cache() {
             z.cache_free(c2, nn(a));
             z.cache_free(c2, nn(b));
         }
-        {
-            let _r = e.uma.registry_lock();
-            for c in [c1, c2] {
-                // SAFETY: registry lock held; caches idle.
-                let (x, y) = unsafe { pcpu::retire_locked(c as *const Cache as *mut Cache) };
-                for bk in [x, y] {
-                    if !bk.is_null() {
-                        z.put_bucket(bk);
-                    }
-                }
-            }
-        }
+        retire_into_zone(&e, z, &[c1, c2]);
         z.check_invariants();
         z.reclaim(Reclaim::Drain);
         let info = z.keg_info().unwrap();
@@ -282,18 +277,7 @@ fn loom_timeout_vs_bucket_exchange() {
         timer.join().unwrap();
         // SAFETY: from z, freed once.
         unsafe { z.cache_free(c2, a) };
-        {
-            let _r = e.uma.registry_lock();
-            for c in [c1, c2] {
-                // SAFETY: registry lock held; caches idle.
-                let (x, y) = unsafe { pcpu::retire_locked(c as *const Cache as *mut Cache) };
-                for bk in [x, y] {
-                    if !bk.is_null() {
-                        z.put_bucket(bk);
-                    }
-                }
-            }
-        }
+        retire_into_zone(&e, z, &[c1, c2]);
         z.check_invariants();
         z.reclaim(Reclaim::Drain);
         let info = z.keg_info().unwrap();
@@ -381,16 +365,7 @@ fn loom_waitok_at_limit_drains_other_caches() {
                 z.free(nn(h));
             }
         }
-        {
-            let _r = e.uma.registry_lock();
-            // SAFETY: registry lock held; nobody is inside the cache.
-            let (a, b) = unsafe { pcpu::retire_locked(c as *const Cache as *mut Cache) };
-            for bk in [a, b] {
-                if !bk.is_null() {
-                    z.put_bucket(bk);
-                }
-            }
-        }
+        retire_into_zone(&e, z, &[c]);
         z.check_invariants();
         assert_eq!(z.stats().used, 0);
         // SAFETY: nobody uses z any more.
@@ -434,16 +409,7 @@ fn loom_two_limit_sleepers_one_drain() {
                 z.free(nn(p));
             }
         }
-        {
-            let _r = e.uma.registry_lock();
-            // SAFETY: registry lock held; nobody is inside the cache.
-            let (x, y) = unsafe { pcpu::retire_locked(c as *const Cache as *mut Cache) };
-            for bk in [x, y] {
-                if !bk.is_null() {
-                    z.put_bucket(bk);
-                }
-            }
-        }
+        retire_into_zone(&e, z, &[c]);
         z.check_invariants();
         // SAFETY: nobody uses z any more.
         unsafe { e.uma.destroy(z) };

@@ -39,7 +39,8 @@
 //! the zone bucket caches, frees every free slab and purges every dirty
 //! page and retained span (kmem's `Drain` reclaim; `pad` is ignored), and
 //! returns 1 if memory went back to the OS, else 0. Memory also goes back
-//! on its own: see kmem's lazy timeout.
+//! on its own: kmem's lazy timeout runs once a second from allocating
+//! threads; `BSDALLOC_TIMEOUT_MS=N` sets its period (`0` turns it off).
 //!
 //! ## Bad frees
 //!
@@ -312,6 +313,7 @@ fn on_report(r: &kmem::Report) {
 /// on a lock the same thread holds.
 extern "C" fn constructor(_argc: c_int, _argv: *const *const c_char, envp: *const *const c_char) {
     let mut policy = POLICY_ABORT;
+    let mut timeout_ms = None;
     if !envp.is_null() {
         let mut e = envp;
         // SAFETY: envp is the NULL-terminated array of NUL-terminated
@@ -325,11 +327,18 @@ extern "C" fn constructor(_argc: c_int, _argv: *const *const c_char, envp: *cons
                 if let Some(v) = s.strip_prefix(b"BSDALLOC_STATS=") {
                     STATS_AT_EXIT.store(!v.is_empty() && v != b"0", Ordering::Relaxed);
                 }
+                if let Some(v) = s.strip_prefix(b"BSDALLOC_TIMEOUT_MS=") {
+                    timeout_ms = parse_ms(v);
+                }
                 e = e.add(1);
             }
         }
     }
     install(policy);
+    if let Some(ms) = timeout_ms {
+        // 0 turns the lazy timeout off.
+        kmem::set_timeout_period(Some(std::time::Duration::from_millis(ms)));
+    }
     // As the first allocation would (inside the recursion guard: building
     // calls into the C library, which may call malloc). A failed build is
     // not an error here: every allocation then fails with ENOMEM, as it
@@ -340,6 +349,15 @@ extern "C" fn constructor(_argc: c_int, _argv: *const *const c_char, envp: *cons
 #[used]
 #[link_section = ".init_array"]
 static CONSTRUCTOR: extern "C" fn(c_int, *const *const c_char, *const *const c_char) = constructor;
+
+/// A decimal number of milliseconds (`BSDALLOC_TIMEOUT_MS`); `None` if it
+/// is not one (the variable is then ignored).
+fn parse_ms(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 12 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
+}
 
 /// Whether the destructor prints the statistics (`BSDALLOC_STATS=1`).
 static STATS_AT_EXIT: AtomicBool = AtomicBool::new(false);

@@ -430,11 +430,32 @@ fn c_malloc_stats_and_malloc_trim() {
     ] {
         assert!(err.contains(want), "no {want:?} in:\n{err}");
     }
+    assert!(err.contains("timeout: lazy, every 1000 ms;"), "{err}");
     let r = run_ok(Command::new(&exe).env("BSDALLOC_STATS", "1"), 30);
     assert_eq!(
         r.err().matches(HEADER).count(),
         2,
         "malloc_stats and the exit: {}",
+        r.describe()
+    );
+    // BSDALLOC_TIMEOUT_MS sets the lazy timeout's period; 0 turns it off.
+    let r = run_ok(Command::new(&exe).env("BSDALLOC_TIMEOUT_MS", "20"), 30);
+    let line = r
+        .err()
+        .lines()
+        .find(|l| l.starts_with("timeout: "))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    let passes: u64 = line
+        .strip_prefix("timeout: lazy, every 20 ms; ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("timeout line: {line:?}"));
+    assert!(passes >= 3, "{passes} passes in 200 ms at 20 ms: {line}");
+    let r = run_ok(Command::new(&exe).env("BSDALLOC_TIMEOUT_MS", "0"), 30);
+    assert!(
+        r.err().contains("timeout: off; 0 passes so far"),
+        "{}",
         r.describe()
     );
 }

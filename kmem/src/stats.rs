@@ -114,7 +114,10 @@ pub fn write_os_stats(w: &mut dyn fmt::Write) -> fmt::Result {
         d.reused_total / 1024,
         d.purged_total / 1024,
         d.span_hits
-    )
+    )?;
+    #[cfg(not(loom))]
+    crate::timeout::write_timeout_stats(w)?;
+    Ok(())
 }
 
 /// Everything: zones, malloc types, the kernel arena, the OS.

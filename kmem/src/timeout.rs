@@ -66,6 +66,26 @@ pub fn timeout_passes() -> u64 {
     PASSES.load(Ordering::Relaxed)
 }
 
+/// The `timeout:` line of the statistics: the period and the passes run.
+pub(crate) fn write_timeout_stats(w: &mut dyn core::fmt::Write) -> core::fmt::Result {
+    let period = PERIOD_NS.load(Ordering::Relaxed);
+    let passes = timeout_passes();
+    if period == 0 {
+        writeln!(w, "timeout: off; {passes} passes so far")
+    } else if crate::pressure::reclaim_worker_running() {
+        writeln!(
+            w,
+            "timeout: run by the reclaim worker; {passes} lazy passes so far"
+        )
+    } else {
+        writeln!(
+            w,
+            "timeout: lazy, every {} ms; {passes} passes so far",
+            period / 1_000_000
+        )
+    }
+}
+
 /// The coarse monotonic clock in nanoseconds (a few milliseconds of
 /// resolution; read from the vDSO).
 fn coarse_now_ns() -> u64 {

@@ -42,6 +42,16 @@
 //! on its own: kmem's lazy timeout runs once a second from allocating
 //! threads; `BSDALLOC_TIMEOUT_MS=N` sets its period (`0` turns it off).
 //!
+//! ## Fork
+//!
+//! kmem's `pthread_atfork` handlers take every allocator lock around
+//! `fork`. Other handlers may allocate because kmem's are registered
+//! first: the library interposes glibc's `__register_atfork` (which every
+//! `pthread_atfork` calls) and builds kmem, registering its handlers,
+//! before it passes a registration on. `fork` runs prepare handlers
+//! last-registered first, so the others run before kmem's takes the locks,
+//! and their parent and child handlers after kmem's has released them.
+//!
 //! ## Bad frees
 //!
 //! kmem checks every pointer given to `free`, `realloc` and
@@ -85,7 +95,7 @@ use core::ffi::{c_char, c_int, c_void, CStr};
 use core::fmt;
 use core::fmt::Write as _;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 /// The alignment of every block (glibc's `MALLOC_ALIGNMENT` on 64-bit).
 const MIN_ALIGN: usize = 16;
@@ -299,18 +309,10 @@ fn on_report(r: &kmem::Report) {
 }
 
 /// The library constructor (glibc passes `argc, argv, envp` to
-/// `.init_array` functions): reads the policy from `envp`, then builds the
-/// allocator unless a `malloc` already has.
-///
-/// Building here installs kmem's `pthread_atfork` handlers before the
-/// program (and every library initialized after this one) can register
-/// its own. `fork` runs prepare handlers in the reverse order of
-/// registration, so a program's prepare handler that allocates runs
-/// before kmem's takes the allocator locks, and its parent and child
-/// handlers run after kmem's have released them. Built lazily instead, at
-/// the program's first `malloc`, kmem's handlers would come after a
-/// handler `main` registered first, and its allocation would wait forever
-/// on a lock the same thread holds.
+/// `.init_array` functions): reads the policy, the statistics switch and
+/// the timeout period from `envp`, then builds the allocator unless a
+/// `malloc` or a `pthread_atfork` (see [`__register_atfork`]) already has,
+/// so that its fork handlers are registered before the program's.
 extern "C" fn constructor(_argc: c_int, _argv: *const *const c_char, envp: *const *const c_char) {
     let mut policy = POLICY_ABORT;
     let mut timeout_ms = None;
@@ -373,6 +375,66 @@ extern "C" fn destructor() {
 #[used]
 #[link_section = ".fini_array"]
 static DESTRUCTOR: extern "C" fn() = destructor;
+
+// ---------------------------------------------------------------- fork handlers
+
+/// glibc's `__register_atfork(prepare, parent, child, dso_handle)`, which
+/// `pthread_atfork` (a static stub in every object that calls it) calls.
+type RegisterAtfork = unsafe extern "C" fn(
+    Option<unsafe extern "C" fn()>,
+    Option<unsafe extern "C" fn()>,
+    Option<unsafe extern "C" fn()>,
+    *mut c_void,
+) -> c_int;
+
+/// The C library's `__register_atfork` (0 until looked up).
+static REAL_REGISTER_ATFORK: AtomicUsize = AtomicUsize::new(0);
+
+fn real_register_atfork() -> Option<RegisterAtfork> {
+    let mut p = REAL_REGISTER_ATFORK.load(Ordering::Acquire);
+    if p == 0 {
+        // SAFETY: a NUL-terminated name; RTLD_NEXT finds the definition
+        // after this library's (the C library's).
+        p = unsafe { libc::dlsym(libc::RTLD_NEXT, c"__register_atfork".as_ptr()) } as usize;
+        REAL_REGISTER_ATFORK.store(p, Ordering::Release);
+    }
+    // SAFETY: a non-null result is glibc's `__register_atfork`, whose
+    // signature is `RegisterAtfork` (GLIBC_2.3.2).
+    (p != 0).then(|| unsafe { core::mem::transmute::<usize, RegisterAtfork>(p) })
+}
+
+/// Interposes glibc's `__register_atfork`, through which every
+/// `pthread_atfork` registers: builds kmem first (which registers its own
+/// handlers), then registers the caller's. So kmem's handlers are the
+/// first registered whoever registers first, and `fork`, which runs
+/// prepare handlers last-registered first and parent and child handlers
+/// first-registered first, runs every other handler while kmem's locks
+/// are free: they may allocate. Without this, a library the program links
+/// (initialized before this one: preloaded libraries come last) that
+/// registers allocating handlers in its constructor would deadlock the
+/// fork. Inside kmem's own build this is re-entered (kmem registers its
+/// handlers through `pthread_atfork`), and then only forwards.
+///
+/// # Safety
+///
+/// As glibc's: the handlers are valid functions (or null) and `dso` is the
+/// caller's `__dso_handle`.
+#[no_mangle]
+pub unsafe extern "C" fn __register_atfork(
+    prepare: Option<unsafe extern "C" fn()>,
+    parent: Option<unsafe extern "C" fn()>,
+    child: Option<unsafe extern "C" fn()>,
+    dso: *mut c_void,
+) -> c_int {
+    // As the first allocation would (a no-op once built, and while this
+    // thread is inside the allocator, kmem's own build included).
+    let _ = outermost(|| kmem::uma().is_some());
+    match real_register_atfork() {
+        // SAFETY: the caller's promise, passed on unchanged.
+        Some(f) => unsafe { f(prepare, parent, child, dso) },
+        None => libc::ENOMEM,
+    }
+}
 
 // ---------------------------------------------------------------- statistics
 

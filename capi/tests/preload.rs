@@ -5,7 +5,8 @@
 //!   bad frees under each `BSDALLOC_BAD_FREE` policy (`badfree.c`),
 //!   threads with cross-thread frees and thread churn (`threads.c`), fork
 //!   from a threaded parent (`fork.c`), `pthread_atfork` handlers of the
-//!   program that allocate (`atfork.c`), `malloc_stats` and `malloc_trim`
+//!   program and of a linked library that allocate (`atfork.c`,
+//!   `atfork_lib.c`), `malloc_stats` and `malloc_trim`
 //!   (`stats.c`), allocation from inside the
 //!   allocator (`recursion.c`), dynamic TLS of dlopened modules next to
 //!   ours (`tlsmods.c`), and `dlopen` of the library itself (`dlopen.c`).
@@ -406,6 +407,33 @@ fn c_fork_from_threaded_parent() {
 fn c_atfork_handlers_of_the_program_may_allocate() {
     let d = scratch("atfork");
     let exe = gcc("atfork.c", &d, &[]);
+    run_ok(&mut Command::new(&exe), 60);
+}
+
+/// The same with a linked library whose constructor registers allocating
+/// handlers: it runs before libbsdalloc.so's constructor (preloaded
+/// libraries are initialized last), so only the interposed
+/// `__register_atfork`, which builds kmem first, puts kmem's handlers
+/// ahead of the library's.
+#[test]
+fn c_atfork_handlers_of_a_linked_library_may_allocate() {
+    let d = scratch("atfork-lib");
+    let lib = d.join("libatforklib.so");
+    let r = run(
+        Command::new("gcc")
+            .args(["-O2", "-Wall", "-shared", "-fPIC", "-pthread", "-o"])
+            .arg(&lib)
+            .arg(src("atfork_lib.c")),
+        60,
+    );
+    assert!(r.ok(), "gcc atfork_lib.c failed:\n{}", r.describe());
+    let rpath = format!("-Wl,-rpath,{}", d.display());
+    let ldir = format!("-L{}", d.display());
+    let exe = gcc(
+        "atfork.c",
+        &d,
+        &["-DWITH_LIB", &ldir, "-latforklib", &rpath],
+    );
     run_ok(&mut Command::new(&exe), 60);
 }
 

@@ -63,10 +63,14 @@
 //! kmem's may allocate in all three; one registered before kmem's must not
 //! allocate, because its prepare handler runs while kmem's holds every
 //! lock (and its parent and child handlers before kmem's release them).
-//! So kmem's should be registered early: the C ABI (`bsdalloc-capi`) builds
-//! the allocator in its library constructor, before the program and the
-//! libraries initialized after it register theirs; a Rust program builds it
-//! at the runtime's first allocation, before `main`.
+//! So kmem's should be registered first. The C ABI (`bsdalloc-capi`) sees
+//! to it: it interposes glibc's `__register_atfork` (through which every
+//! `pthread_atfork` registers) and builds the allocator before passing any
+//! registration on, so kmem's handlers are the first registered even when
+//! a library's constructor registers before the program's first `malloc`.
+//! A Rust program builds kmem at the runtime's first allocation, before
+//! `main`; handlers registered by constructors of C libraries it links come
+//! before that, and must not allocate.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};

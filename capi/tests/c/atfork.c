@@ -1,6 +1,8 @@
 /* pthread_atfork handlers of the program that allocate, registered before
  * the program's first malloc (so before anything has built the allocator
- * lazily), while a worker thread allocates without pause and the main
+ * lazily), and with -DWITH_LIB those of a linked library (atfork_lib.c)
+ * registered by its constructor, before libbsdalloc.so's constructor has
+ * run; while a worker thread allocates without pause and the main
  * thread forks. The prepare handler runs in the forking thread; if kmem's
  * prepare handler ran before it (holding every allocator lock), its
  * malloc would wait forever. The parent and child handlers free what
@@ -60,6 +62,10 @@ static void *worker(void *arg) {
     return NULL;
 }
 
+#ifdef WITH_LIB
+int atfork_lib_calls(void); /* atfork_lib.c: its handlers ran this often */
+#endif
+
 int main(void) {
     alarm(30);
     /* First thing in main: no malloc of ours has run yet. */
@@ -90,6 +96,9 @@ int main(void) {
     atomic_store(&stop, 1);
     pthread_join(t, NULL);
     if (atomic_load(&prepared) != FORKS || atomic_load(&in_parent) != FORKS) return 6;
+#ifdef WITH_LIB
+    if (atfork_lib_calls() != FORKS) return 7;
+#endif
     printf("atfork: %d forks, handlers allocated in prepare and freed after\n", FORKS);
     return 0;
 }

@@ -12,11 +12,14 @@
 #![cfg(not(loom))]
 
 mod common;
+#[path = "common/util.rs"]
+mod util;
 use common::mini::{Mini, PAGE};
+use util::watchdog;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use uma::Reclaim;
 
@@ -94,20 +97,6 @@ fn reserve_ignored_by_drain_leaves_tag_allocation_stuck() {
         stuck > 0,
         "expected a reserve-ignoring drain to strand the arena"
     );
-}
-
-/// Aborts the process if `done` is not set within `limit`.
-fn watchdog(done: Arc<AtomicBool>, limit: Duration, what: &'static str) {
-    std::thread::spawn(move || {
-        let t = Instant::now();
-        while !done.load(Ordering::Acquire) {
-            if t.elapsed() > limit {
-                eprintln!("watchdog: {what} hung for {limit:?}");
-                std::process::abort();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    });
 }
 
 #[test]

@@ -18,36 +18,14 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+#[path = "common/util.rs"]
+mod util;
+use util::{watchdog, Rng};
+
 #[global_allocator]
 static A: kmem::Kmem = kmem::Kmem;
 
 const RUN: Duration = Duration::from_secs(3);
-
-/// Aborts the process if `done` is not set within `limit`.
-fn watchdog(done: Arc<AtomicBool>, limit: Duration) {
-    thread::spawn(move || {
-        let t = Instant::now();
-        while !done.load(Ordering::Acquire) {
-            if t.elapsed() > limit {
-                eprintln!("watchdog: timeout stress hung for {limit:?}");
-                std::process::abort();
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-    });
-}
-
-/// xorshift64*.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
 
 /// A block's layout from its size (align 8); the size is stored in its
 /// first word, and its other bytes hold a pattern of its address.
@@ -195,7 +173,7 @@ fn fork_once() -> bool {
 #[test]
 fn timeout_passes_race_churn_zones_statistics_reclaims_and_fork() {
     let done = Arc::new(AtomicBool::new(false));
-    watchdog(done.clone(), Duration::from_secs(90));
+    watchdog(done.clone(), Duration::from_secs(90), "timeout stress");
     kmem::set_timeout_period(Some(Duration::from_millis(1)));
     let passes0 = kmem::timeout_passes();
     let stop = Arc::new(AtomicBool::new(false));

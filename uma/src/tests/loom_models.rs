@@ -70,6 +70,22 @@ impl Drop for Env {
     }
 }
 
+/// Two explicit per-thread caches of `z` (retired with
+/// [`retire_into_zone`]).
+fn two_caches(z: &'static Zone) -> (&'static Cache, &'static Cache) {
+    let c1 = pcpu::register(z, core::ptr::null());
+    let c2 = pcpu::register(z, core::ptr::null());
+    // SAFETY: registered caches live until retired.
+    unsafe { (&*c1, &*c2) }
+}
+
+/// `n` items of `z`, as plain addresses.
+fn alloc_n(z: &Zone, n: usize) -> Vec<P> {
+    (0..n)
+        .map(|_| P(z.alloc(Flags::NOWAIT).unwrap().as_ptr() as usize))
+        .collect()
+}
+
 /// Retires the explicit caches `cs` of `z`, which nobody is inside any
 /// more, and puts their buckets in the zone cache.
 fn retire_into_zone(e: &Env, z: &Zone, cs: &[&Cache]) {
@@ -193,14 +209,8 @@ fn loom_bucket_exchange_through_zone_cache() {
             .uma
             .create_zone(&ZoneArgs::new("loom-c", 32).max_ipers(4).bucket_size(2))
             .unwrap();
-        let c1 = pcpu::register(z, core::ptr::null()) as usize;
-        let c2 = pcpu::register(z, core::ptr::null()) as usize;
-        // SAFETY: registered caches live until retired.
-        let (c1, c2): (&'static Cache, &'static Cache) =
-            unsafe { (&*(c1 as *const Cache), &*(c2 as *const Cache)) };
-        let items: Vec<P> = (0..3)
-            .map(|_| P(z.alloc(Flags::NOWAIT).unwrap().as_ptr() as usize))
-            .collect();
+        let (c1, c2) = two_caches(z);
+        let items = alloc_n(z, 3);
         let freer = spawn(move || {
             for p in items {
                 // SAFETY: allocated from z above, freed once.
@@ -247,14 +257,8 @@ fn loom_timeout_vs_bucket_exchange() {
             .uma
             .create_zone(&ZoneArgs::new("loom-g", 32).max_ipers(4).bucket_size(2))
             .unwrap();
-        let c1 = pcpu::register(z, core::ptr::null()) as usize;
-        let c2 = pcpu::register(z, core::ptr::null()) as usize;
-        // SAFETY: registered caches live until retired.
-        let (c1, c2): (&'static Cache, &'static Cache) =
-            unsafe { (&*(c1 as *const Cache), &*(c2 as *const Cache)) };
-        let items: Vec<P> = (0..7)
-            .map(|_| P(z.alloc(Flags::NOWAIT).unwrap().as_ptr() as usize))
-            .collect();
+        let (c1, c2) = two_caches(z);
+        let items = alloc_n(z, 7);
         // One full bucket in the zone cache before the race, so the pass
         // has a bottom to cut.
         for &p in &items[..3] {

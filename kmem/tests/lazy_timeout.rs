@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 
 use kmem::Kmem;
 
+#[path = "common/util.rs"]
+mod util;
+use util::{fill_and_free, noop_fini};
+
 const MIB: usize = 1 << 20;
 
 fn resident() -> usize {
@@ -111,15 +115,10 @@ fn a_burst_of_frees_goes_back_to_the_os_without_a_reclaim_thread() {
     let u = kmem::uma().unwrap();
     let plain = u.create_zone(&uma::ZoneArgs::new("lt-plain", 256)).unwrap();
     let with_fini = u
-        .create_zone(&uma::ZoneArgs::new("lt-fini", 256).fini(fini))
+        .create_zone(&uma::ZoneArgs::new("lt-fini", 256).fini(noop_fini))
         .unwrap();
     for z in [plain, with_fini] {
-        let v: Vec<_> = (0..5000)
-            .map(|_| z.alloc(kmem::Flags::NOWAIT).unwrap())
-            .collect();
-        for p in v {
-            unsafe { z.free(p) };
-        }
+        fill_and_free(z, 5000);
     }
     let plain_cached = plain.stats().cached_buckets;
     let fini_cached = with_fini.stats().cached_buckets;
@@ -144,5 +143,3 @@ fn a_burst_of_frees_goes_back_to_the_os_without_a_reclaim_thread() {
     assert!(with_fini.stats().cached_buckets < fini_cached);
     kmem::set_timeout_period(Some(kmem::TIMEOUT_PERIOD));
 }
-
-fn fini(_item: core::ptr::NonNull<u8>, _size: usize) {}

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 #[path = "common/util.rs"]
 mod util;
-use util::{watchdog, Rng};
+use util::{fill_and_free, noop_fini, watchdog, Rng};
 
 #[global_allocator]
 static A: kmem::Kmem = kmem::Kmem;
@@ -89,23 +89,16 @@ fn churn(seed: u64, stop: &AtomicBool) {
     }
 }
 
-fn fini(_item: std::ptr::NonNull<u8>, _size: usize) {}
-
 fn zones(stop: &AtomicBool) -> usize {
     let u = kmem::uma().unwrap();
     let mut rounds = 0;
     while !stop.load(Ordering::Relaxed) {
         let plain = u.create_zone(&uma::ZoneArgs::new("ts-plain", 96)).unwrap();
         let with_fini = u
-            .create_zone(&uma::ZoneArgs::new("ts-fini", 200).fini(fini))
+            .create_zone(&uma::ZoneArgs::new("ts-fini", 200).fini(noop_fini))
             .unwrap();
         for z in [plain, with_fini] {
-            let v: Vec<_> = (0..3000)
-                .map(|_| z.alloc(kmem::Flags::NOWAIT).unwrap())
-                .collect();
-            for p in v {
-                unsafe { z.free(p) };
-            }
+            fill_and_free(z, 3000);
         }
         for z in [plain, with_fini] {
             // (No check_invariants here: a pass or a reclaim in another

@@ -1,5 +1,5 @@
 //! Small helpers of the stress tests: a random number generator that
-//! neither allocates nor locks, and a watchdog. Included with
+//! neither allocates nor locks, a watchdog, and a zone burst. Included with
 //! `#[path = "common/util.rs"] mod util;` (each test uses part of it).
 #![allow(dead_code)]
 
@@ -35,4 +35,18 @@ pub fn watchdog(done: Arc<AtomicBool>, limit: Duration, what: &'static str) {
             std::thread::sleep(Duration::from_millis(50));
         }
     });
+}
+
+/// A zone fini that does nothing (a zone whose trim runs application code).
+pub fn noop_fini(_item: std::ptr::NonNull<u8>, _size: usize) {}
+
+/// Allocates `n` items of `z` and frees them all: a burst into its caches.
+pub fn fill_and_free(z: &uma::Zone, n: usize) {
+    let v: Vec<_> = (0..n)
+        .map(|_| z.alloc(uma::Flags::NOWAIT).unwrap())
+        .collect();
+    for p in v {
+        // SAFETY: allocated from `z` just above, freed once.
+        unsafe { z.free(p) };
+    }
 }

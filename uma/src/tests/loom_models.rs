@@ -79,6 +79,23 @@ fn two_caches(z: &'static Zone) -> (&'static Cache, &'static Cache) {
     unsafe { (&*c1, &*c2) }
 }
 
+/// The end of the bucket-exchange models: retires the caches into the
+/// zone cache, checks the zone, drains it, requires every item back in
+/// the keg (nothing lost or duplicated) and destroys the zone.
+fn retire_check_destroy(e: &Env, z: &'static Zone, cs: &[&Cache]) {
+    retire_into_zone(e, z, cs);
+    z.check_invariants();
+    z.reclaim(Reclaim::Drain);
+    let info = z.keg_info().unwrap();
+    assert_eq!(
+        info.free_items,
+        info.slabs * info.layout.ipers,
+        "nothing lost or duplicated"
+    );
+    // SAFETY: the model is over: nobody uses z any more.
+    unsafe { e.uma.destroy(z) };
+}
+
 /// `n` items of `z`, as plain addresses.
 fn alloc_n(z: &Zone, n: usize) -> Vec<P> {
     (0..n)
@@ -230,17 +247,7 @@ fn loom_bucket_exchange_through_zone_cache() {
             z.cache_free(c2, nn(a));
             z.cache_free(c2, nn(b));
         }
-        retire_into_zone(&e, z, &[c1, c2]);
-        z.check_invariants();
-        z.reclaim(Reclaim::Drain);
-        let info = z.keg_info().unwrap();
-        assert_eq!(
-            info.free_items,
-            info.slabs * info.layout.ipers,
-            "nothing lost or duplicated"
-        );
-        // SAFETY: nobody uses z any more.
-        unsafe { e.uma.destroy(z) };
+        retire_check_destroy(&e, z, &[c1, c2]);
     });
 }
 
@@ -281,17 +288,7 @@ fn loom_timeout_vs_bucket_exchange() {
         timer.join().unwrap();
         // SAFETY: from z, freed once.
         unsafe { z.cache_free(c2, a) };
-        retire_into_zone(&e, z, &[c1, c2]);
-        z.check_invariants();
-        z.reclaim(Reclaim::Drain);
-        let info = z.keg_info().unwrap();
-        assert_eq!(
-            info.free_items,
-            info.slabs * info.layout.ipers,
-            "nothing lost or duplicated"
-        );
-        // SAFETY: nobody uses z any more.
-        unsafe { e.uma.destroy(z) };
+        retire_check_destroy(&e, z, &[c1, c2]);
     });
 }
 

@@ -25,7 +25,8 @@
 //!   next import that fits ([`retain_span`], [`take_span`]).
 //! - Purging: when dirty pages exceed [`DIRTY_MAX`], or the oldest listed
 //!   range or retained span is older than [`DECAY_NS`], the next large free
-//!   (or the reclaim worker, or a `Trim`) purges the oldest: a retained
+//!   (or the lazy timeout, the reclaim worker, or a `Trim`) purges the
+//!   oldest: a retained
 //!   span is unmapped; a listed range has each run of dirty pages taken
 //!   out of the arena ([`vmem::Arena::claim`], so nothing can be allocated
 //!   there meanwhile), unbacked, relabelled clean and freed. A reclaim pass ([`purge_all`]) purges everything.
@@ -52,7 +53,7 @@ pub const DIRTY_MAX: usize = 64 << 20;
 /// Address space of wholly free spans kept mapped.
 pub const RETAIN_MAX: usize = 64 << 20;
 /// Dirty ranges and retained spans older than this are purged by the next
-/// large free (1 s).
+/// large free or timeout pass (1 s).
 pub const DECAY_NS: u64 = 1_000_000_000;
 
 const RING: usize = 256;

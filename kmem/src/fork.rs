@@ -24,8 +24,9 @@
 //!    the btag zone with `NOVM`, which may register a per-thread cache (4)
 //!    and fill a bucket from the btag keg and the bucket zones (5), so the
 //!    arena lock comes before every zone and keg lock;
-//! 4. UMA's per-thread cache registry lock (held while buckets go back to
-//!    zones: thread exit, drains);
+//! 4. UMA's per-thread cache registry lock (held while caches are linked,
+//!    unlinked and emptied; the buckets go back to their zones after it is
+//!    dropped, since a quantum cache's release takes the arena lock (3));
 //! 5. every zone lock and keg lock (leaves: nothing is locked while one is
 //!    held);
 //! 6. UMA's leaves: boot pages, TLS slot ids, the pthread key, the

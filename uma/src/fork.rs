@@ -29,7 +29,9 @@
 //!    lock while it takes boundary tags from the btag zone, which may
 //!    register a per-thread cache and fill a bucket);
 //! 4. the per-thread cache registry lock (drainers, (un)registration,
-//!    thread-exit flushes; it is held while buckets go to zones);
+//!    thread-exit flushes; it is held while caches are linked, unlinked and
+//!    emptied, never while their buckets go back to zones, which may call
+//!    a release, a zfini or a page source);
 //! 5. every zone lock and every keg lock: they are leaves (nothing is
 //!    locked while one is held), taken zone by zone;
 //! 6. leaves: each instance's boot-pages lock, the TLS slot-id and

@@ -551,6 +551,9 @@ impl Uma {
         }
         self.unlink_zone(zone);
         let mut list = crate::pcpu::drain_zone_caches(zone, true);
+        // Exiting threads whose caches left the list before the drain may
+        // still be giving their buckets back.
+        crate::pcpu::wait_exit_flushes(zone);
         while !list.is_null() {
             // SAFETY: buckets taken out of the detached caches.
             let next = unsafe { (*list).next };

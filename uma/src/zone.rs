@@ -176,6 +176,9 @@ pub struct Zone {
     pub(crate) caches: Cell<*mut Cache>,
     /// Registered per-thread caches of the zone.
     pub(crate) ncaches: Cell<usize>,
+    /// Exiting threads giving this zone's buckets back after their caches
+    /// left the list (`pcpu::exit_flush`); destroy waits for zero.
+    pub(crate) exit_pins: AtomicUsize,
     // under the Uma zone-list lock
     pub(crate) list_next: Cell<*const Zone>,
     pub(crate) list_prev: Cell<*const Zone>,
@@ -291,6 +294,7 @@ impl Zone {
             limit_cv: Condvar::new(),
             caches: Cell::new(ptr::null_mut()),
             ncaches: Cell::new(0),
+            exit_pins: AtomicUsize::new(0),
             list_next: Cell::new(ptr::null()),
             list_prev: Cell::new(ptr::null()),
             slow_hook: OnceLock::new(),

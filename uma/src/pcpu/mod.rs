@@ -79,8 +79,10 @@
 //! refills, limit sleeps and page-source calls happen with `busy == 0`, on
 //! buckets the owner took out of the cache). A thread's caches are flushed
 //! to their zones at thread exit (a pthread key destructor, so no Rust TLS
-//! destructor list and no allocation); after that, and during TLS teardown,
-//! every operation takes the shared path.
+//! destructor list and no allocation; [`exit_flush`]: each cache leaves the
+//! list under the registry lock, its buckets go back after, with a pin
+//! that zone destroy waits for); after that, and during TLS teardown, every
+//! operation takes the shared path.
 
 #[cfg(not(loom))]
 pub(crate) mod tls;
@@ -92,7 +94,8 @@ use crate::bucket::Bucket;
 use crate::startup::Uma;
 use crate::sync::unmodeled::{AtomicU64, Ordering as UOrdering};
 use crate::sync::{
-    owner_fence, spin_wait, AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering, UnsafeCell,
+    owner_fence, spin_wait, AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, MutexGuard, Ordering,
+    UnsafeCell,
 };
 use crate::zone::{Zone, FAST_ALLOC, FAST_FREE};
 
@@ -789,6 +792,66 @@ pub(crate) unsafe fn retire_locked(c: *mut Cache) -> (*mut Bucket, *mut Bucket) 
     }
 }
 
+/// Thread exit (or a model's stand-in for it): retires the owner's cache
+/// in `slot`, if it still has one, and gives its buckets back to the zone.
+///
+/// The cache leaves the zone's list under the registry lock (`registry`,
+/// taken by the caller), but its buckets go back after the lock is
+/// dropped: giving them back may run application code (a cache zone's
+/// release, a secondary zone's zfini; kmem's quantum caches take the vmem
+/// arena lock there), and that code may wait for a thread that is itself
+/// waiting for the registry lock to register a cache. Every other path
+/// that gives buckets back (drains, clamps, destroy) runs its callbacks
+/// without the lock too. Meanwhile the zone is pinned (`exit_pins`): a
+/// destroy that missed this cache on the list waits for the pin, so the
+/// zone outlives the flush and its items are all back before destroy
+/// counts them.
+///
+/// # Safety
+///
+/// Called by the owner of `slot` (a TLS slot or a model's stand-in), not
+/// inside an operation on its cache; the slot's cache is never used again.
+pub(crate) unsafe fn exit_flush(slot: &AtomicPtr<Cache>, registry: MutexGuard<'_, ()>) {
+    let c = slot.load(Ordering::Relaxed);
+    if c.is_null() || c == empty() {
+        // Never registered, or detached by a zone destroy (under the lock).
+        return;
+    }
+    // SAFETY: registry lock held; c is our registered cache (only a destroy,
+    // under the lock, could have detached it, and then the slot would be
+    // empty) and we are not inside an operation on it.
+    let (zone, bs) = unsafe {
+        let zone = &*(*c).zone;
+        let bs = retire_locked(c);
+        zone.exit_pins.fetch_add(1, Ordering::Relaxed);
+        (zone, bs)
+    };
+    drop(registry);
+    for b in [bs.0, bs.1] {
+        if !b.is_null() {
+            zone.put_bucket(b);
+        }
+    }
+    // SAFETY: after retire_locked nobody references c: it goes back to
+    // "UMA Caches".
+    unsafe {
+        zone.uma()
+            .caches_zone()
+            .internal_free(NonNull::new_unchecked(c.cast()));
+    }
+    // The last touch of the zone: a destroy waiting for the pin may free
+    // it from here on.
+    zone.exit_pins.fetch_sub(1, Ordering::Release);
+}
+
+/// Zone destroy, after its caches are detached: waits until no exiting
+/// thread is still giving buckets back to `zone` ([`exit_flush`]).
+pub(crate) fn wait_exit_flushes(zone: &Zone) {
+    while zone.exit_pins.load(Ordering::Acquire) != 0 {
+        spin_wait();
+    }
+}
+
 /// Peeks at every cache of `zone` (statistics, invariant checks), holding
 /// each through the protocol for the moment of the look.
 pub(crate) fn peek_zone_caches(zone: &Zone, check: bool) -> CachePeek {
@@ -867,6 +930,10 @@ pub(crate) unsafe fn fork_child_zone(zone: &Zone) {
             c = next;
         }
     }
+    // A thread that was giving an exited cache's buckets back is gone
+    // (its buckets are lost to the child, as an abandoned cache's are):
+    // nothing will drop its pin.
+    zone.exit_pins.store(0, Ordering::Relaxed);
     if dropped {
         // Fewer caches: the per-thread cap can only go up.
         zone.update_caches_locked();

@@ -219,33 +219,20 @@ pub(crate) fn cache_for(zone: &Zone) -> Option<&Cache> {
     (!c.is_null()).then(|| unsafe { &*c })
 }
 
-/// pthread key destructor: flush every cache of the exiting thread. Runs
-/// wholly under the registry lock, so no zone destroy can free a zone or
-/// cache it is looking at (none of the work calls a page source).
+/// pthread key destructor: flush every cache of the exiting thread, one
+/// at a time through [`super::exit_flush`]: each leaves its zone's list
+/// under the registry lock, and its buckets go back with no lock held.
 extern "C" fn thread_exit(_: *mut libc::c_void) {
     STATE.with(|s| s.set(DEAD));
-    let _r = REGISTRY.lock();
     SLOTS.with(|s| {
         for slot in s.iter().take(MAX_SLOTS) {
-            let c = slot.load(Ordering::Relaxed);
-            if c == super::empty() {
+            if slot.load(Ordering::Relaxed) == super::empty() {
+                // Nothing to flush (re-read under the lock below otherwise).
                 continue;
             }
-            // SAFETY: registry lock held; c is our registered cache and we
-            // are not inside an operation on it; after retire_locked nobody
-            // references it, so it can go back to "UMA Caches".
-            unsafe {
-                let zone = &*(*c).zone;
-                let (a, f) = super::retire_locked(c);
-                for b in [a, f] {
-                    if !b.is_null() {
-                        zone.put_bucket(b);
-                    }
-                }
-                zone.uma()
-                    .caches_zone()
-                    .internal_free(core::ptr::NonNull::new_unchecked(c.cast()));
-            }
+            // SAFETY: our own TLS slot; we are in none of our operations
+            // (thread teardown) and never use the cache again.
+            unsafe { super::exit_flush(slot, REGISTRY.lock()) };
         }
     });
 }

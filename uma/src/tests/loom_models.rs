@@ -8,6 +8,7 @@ use loom::sync::Arc;
 use loom::thread;
 
 use crate::pcpu::{self, Cache};
+use crate::sync::AtomicPtr;
 use crate::{Flags, Reclaim, TestSource, Uma, Zone, ZoneArgs, ZoneFlags};
 
 /// Runs `f` under loom with the preemption bound from `LOOM_MAX_PREEMPTIONS`
@@ -414,6 +415,54 @@ fn loom_two_limit_sleepers_one_drain() {
         z.check_invariants();
         // SAFETY: nobody uses z any more.
         unsafe { e.uma.destroy(z) };
+    });
+}
+
+/// (h) thread-exit flush vs zone destroy. The exiting owner retires its
+/// cache under the registry lock and gives the buckets back after dropping
+/// it (release callbacks must not run under the lock); destroy detaches the
+/// caches it still finds. Whichever goes first, destroy must not count the
+/// owner's items as leaked nor free the zone while the owner is still
+/// giving them back (it waits for the exit pin).
+#[test]
+fn loom_exit_flush_vs_destroy() {
+    run_model(|| {
+        let e = env();
+        let uma = e.uma;
+        let z: &'static Zone = uma
+            .create_zone(&ZoneArgs::new("loom-h", 32).max_ipers(4).bucket_size(2))
+            .unwrap();
+        // The owner's TLS slot, as the registry sees it.
+        let slot = Arc::new(AtomicPtr::new(pcpu::empty()));
+        let c: &'static Cache = {
+            let c = pcpu::register(z, &*slot);
+            // SAFETY: registered caches live until retired or detached.
+            unsafe { &*c }
+        };
+        // Two items parked in the owner's cache (one bucket).
+        for p in alloc_n(z, 2) {
+            // SAFETY: from z, freed once.
+            unsafe { z.cache_free(c, nn(p)) };
+        }
+        // The keg's one slab (4 items: 2 in the cache, 2 free) is in use.
+        let before = e.src.in_use();
+        let s2 = slot.clone();
+        let exiting = spawn(move || {
+            // SAFETY: the owner, in none of its operations, never using
+            // the cache again.
+            unsafe { pcpu::exit_flush(&s2, uma.registry_lock()) };
+        });
+        // SAFETY: nobody allocates from z any more; the exiting owner
+        // only gives its cache back.
+        let leaked = unsafe { uma.destroy(z) };
+        exiting.join().unwrap();
+        assert_eq!(leaked, 0, "the owner's cached items counted as leaked");
+        // Every item was back in the keg when destroy tore it down, so its
+        // slab went back to the source (a slab holding items is leaked).
+        assert!(
+            e.src.in_use() < before,
+            "destroy tore the keg down before the exit flush gave the items back"
+        );
     });
 }
 

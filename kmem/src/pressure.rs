@@ -9,7 +9,10 @@
 //!   cache, boundary tags and fragmentation).
 //! - **At the limit** an allocation first reclaims (low-memory handlers,
 //!   every thread's cache, bucket caches, free slabs, the arena's quantum
-//!   cache: [`reclaim_now`]), then retries; `NOWAIT` then fails cleanly,
+//!   cache: [`reclaim_now`]; application zones whose reclaim would run
+//!   their fini, release or page source are left to the reclaim worker or
+//!   an explicit [`reclaim`](crate::reclaim), as the failing thread may
+//!   hold a lock those callbacks take), then retries; `NOWAIT` then fails cleanly,
 //!   `WAITOK` sleeps until memory is freed (a free wakes it; it reclaims
 //!   again every [`WAIT_RETRY`]).
 //! - **Soft threshold** ([`set_soft_threshold_pct`], 90% by default): above
@@ -331,7 +334,46 @@ fn soft_pass() {
     let _n = NestGuard::new(NEST_RECLAIM);
     C.soft_passes.fetch_add(1, Ordering::Relaxed);
     run_lowmem(LowMemLevel::Soft);
-    k.uma.reclaim(uma::Reclaim::Trim);
+    let _ = reclaim_zones(k, uma::Reclaim::Trim);
+}
+
+/// The zone part of a pass run by an allocating thread: kmem's own zones
+/// (size classes, quantum caches, boundary tags: their callbacks are
+/// kmem's, safe from any thread that holds no allocator lock), then every
+/// other zone whose reclaim runs no application code
+/// ([`uma::Uma::reclaim_plain`]). Application zones with a fini, a release
+/// or their own page source are not touched here: their callbacks may
+/// want a lock the failing thread holds. They are left to the reclaim
+/// worker (told by [`APP_RECLAIM_DUE`] to run a full reclaim at its next
+/// period), to [`reclaim`](crate::reclaim), or to the application's
+/// own [`uma::Uma::reclaim`] calls.
+fn reclaim_zones(k: &crate::kernel::Kernel, how: uma::Reclaim) -> usize {
+    let own = || {
+        (k.classes.iter().copied())
+            .chain(crate::kernel::qcache_zones())
+            .chain(core::iter::once(k.btag))
+    };
+    let mut n = 0;
+    // kmem's zones with callbacks (its page sources, the quantum caches'
+    // release): reclaim_plain skips them.
+    for z in own().filter(|z| z.trim_runs_callbacks()) {
+        z.reclaim(how);
+        n += 1;
+    }
+    match k.uma.reclaim_plain(how) {
+        Some(m) => n += m,
+        None => {
+            // The zone list is busy (maybe locked by this very thread, in a
+            // statistics walk that allocates) or another pass runs: kmem's
+            // other zones at least.
+            for z in own().filter(|z| !z.trim_runs_callbacks()) {
+                z.reclaim(how);
+                n += 1;
+            }
+        }
+    }
+    APP_RECLAIM_DUE.store(true, Ordering::Relaxed);
+    n
 }
 
 // ---------------------------------------------------------------- lowmem
@@ -402,7 +444,8 @@ pub(crate) fn arena_reclaim(_flags: vmem::Flags) {
 
 /// One bounded pass: low-memory handlers, then every zone's per-thread
 /// caches, bucket cache and free slabs beyond reserves (the arena's
-/// quantum-cache zones included). Skipped when nested; single-flight (a
+/// quantum-cache zones included; application zones with callbacks are
+/// left out: [`reclaim_zones`]). Skipped when nested; single-flight (a
 /// thread that finds a pass running waits a bounded while for it); at
 /// most one pass per millisecond.
 fn reclaim_pass(level: LowMemLevel) {
@@ -435,9 +478,8 @@ fn reclaim_pass(level: LowMemLevel) {
         let _n = NestGuard::new(NEST_RECLAIM);
         C.passes.fetch_add(1, Ordering::Relaxed);
         run_lowmem(level);
-        C.zones_visited
-            .fetch_add(k.uma.zone_count() as u64, Ordering::Relaxed);
-        k.uma.reclaim(uma::Reclaim::DrainCpu);
+        let zones = reclaim_zones(k, uma::Reclaim::DrainCpu);
+        C.zones_visited.fetch_add(zones as u64, Ordering::Relaxed);
         crate::dirty::purge_all(k.arena);
     }
     LAST_PASS.store(now_ns(), Ordering::Relaxed);
@@ -460,7 +502,10 @@ pub(crate) fn reclaim_for_retry() -> bool {
 
 /// Runs a full reclaim pass now (low-memory handlers at [`LowMemLevel::Hard`],
 /// then every cache, bucket cache, free slab and the quantum cache), unless
-/// one ran within the last millisecond or this thread is inside one.
+/// one ran within the last millisecond or this thread is inside one. As
+/// every pass, it leaves application zones with a fini, a release or
+/// their own page source to the reclaim worker; [`reclaim`](crate::reclaim)
+/// covers them too.
 pub fn reclaim_now() {
     LAST_PASS.store(0, Ordering::Relaxed);
     reclaim_pass(LowMemLevel::Hard);
@@ -659,12 +704,20 @@ impl Drop for Reservation {
 
 static WORKER_RUNNING: AtomicBool = AtomicBool::new(false);
 static WORKER_STOP: AtomicBool = AtomicBool::new(false);
+/// A pass in an allocating thread left the application zones with
+/// callbacks alone ([`reclaim_zones`]): the worker reclaims every zone at
+/// its next period.
+static APP_RECLAIM_DUE: AtomicBool = AtomicBool::new(false);
 
 /// Starts the reclaim worker (off by default): every `period` it runs UMA's
 /// periodic trim (`uma_timeout`: working-set estimates, bucket caches
 /// trimmed to them), purges dirty pages and retained spans past their decay
 /// time (so an idle program's resident set falls too) and, above the soft
-/// threshold, a soft pass. One pass per period at most. Returns false if it is already running.
+/// threshold, a soft pass. After a reclaim pass ran in an allocating
+/// thread, which leaves application zones with callbacks alone, it first
+/// reclaims every zone (their callbacks run in the worker, which holds
+/// none of the application's locks). One pass per period at most. Returns
+/// false if it is already running.
 pub fn start_reclaim_worker(period: Duration) -> bool {
     if WORKER_RUNNING
         .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
@@ -680,6 +733,9 @@ pub fn start_reclaim_worker(period: Duration) -> bool {
             while !WORKER_STOP.load(Ordering::Acquire) {
                 std::thread::sleep(period);
                 if let Some(k) = kernel() {
+                    if APP_RECLAIM_DUE.swap(false, Ordering::Relaxed) {
+                        k.uma.reclaim(uma::Reclaim::DrainCpu);
+                    }
                     k.uma.timeout();
                     crate::dirty::purge_old(k.arena);
                     let limit = LIMIT_PAGES.load(Ordering::Relaxed);

@@ -313,6 +313,107 @@ fn reclaim_tiny_zone_terminates_with_bounded_work() {
     }
 }
 
+/// The application's lock, held around its allocations and taken by its
+/// zone's fini.
+static APP_LOCK: Mutex<()> = Mutex::new(());
+static APP_FINIS: AtomicUsize = AtomicUsize::new(0);
+
+fn app_fini(_item: NonNull<u8>, _size: usize) {
+    let _app = APP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    APP_FINIS.fetch_add(1, Ordering::SeqCst);
+}
+
+#[test]
+fn reclaim_at_the_limit_runs_no_application_callbacks_in_the_failing_thread() {
+    let _g = start("an application fini vs the failing thread's reclaim", 60);
+    let uma = kmem::uma().unwrap();
+    let z = uma
+        .create_zone(&uma::ZoneArgs::new("pressure app fini", 256).fini(app_fini))
+        .unwrap();
+    let v: Vec<_> = (0..2000).map(|_| z.alloc(Flags::NOWAIT).unwrap()).collect();
+    for p in v {
+        // SAFETY: items of z, freed once.
+        unsafe { z.free(p) };
+    }
+    // This thread holds the application's lock and allocates at the limit:
+    // the reclaim pass it runs must not call the zone's fini here (it would
+    // wait for the lock this thread holds; FreeBSD runs such reclaims in
+    // its pagedaemon and reclaim threads, never in the failing thread).
+    {
+        let _app = APP_LOCK.lock().unwrap();
+        limit_above(0);
+        std::thread::sleep(Duration::from_millis(2)); // the pass rate limit
+        let passes = kmem::pressure_stats().reclaim_passes;
+        let p = kmem::kmem_malloc(64 * PAGE_SIZE, Flags::NOWAIT);
+        assert!(
+            kmem::pressure_stats().reclaim_passes > passes,
+            "no pass ran"
+        );
+        if let Some(p) = p {
+            // SAFETY: from kmem_malloc(64 pages), unused.
+            unsafe { kmem::kmem_free(p, 64 * PAGE_SIZE) };
+        }
+        kmem::set_limit(0);
+    }
+    // An explicit reclaim, from a thread that holds no application lock,
+    // does reclaim the zone (its fini runs).
+    let finis = APP_FINIS.load(Ordering::SeqCst);
+    kmem::reclaim(uma::Reclaim::DrainCpu);
+    assert!(
+        APP_FINIS.load(Ordering::SeqCst) > finis,
+        "an explicit reclaim gives the application zone's slabs back"
+    );
+    // SAFETY: nothing of z is in use.
+    assert_eq!(unsafe { uma.destroy(z) }, 0);
+}
+
+/// A statistics sink that allocates at the limit once it is inside the
+/// walk (past the header's line).
+struct AllocatingSink {
+    lines: usize,
+    allocated: bool,
+}
+
+impl std::fmt::Write for AllocatingSink {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        if !self.allocated && self.lines > 0 {
+            self.allocated = true;
+            if let Some(p) = kmem::kmem_malloc(64 * PAGE_SIZE, Flags::NOWAIT) {
+                // SAFETY: from kmem_malloc(64 pages), unused.
+                unsafe { kmem::kmem_free(p, 64 * PAGE_SIZE) };
+            }
+        }
+        self.lines += s.matches('\n').count();
+        Ok(())
+    }
+}
+
+#[test]
+fn reclaim_at_the_limit_inside_a_statistics_walk_does_not_deadlock() {
+    let _g = start("a reclaim pass inside a zone-list walk", 60);
+    let uma = kmem::uma().unwrap();
+    // Something committed, so that the limit is not 0 (none).
+    let ballast = kmem::kmem_malloc(BALLAST_SIZE, Flags::NOWAIT).unwrap();
+    limit_above(0);
+    std::thread::sleep(Duration::from_millis(2)); // the pass rate limit
+    let passes = kmem::pressure_stats().reclaim_passes;
+    // The walk holds the zone list while it writes; the sink's allocation
+    // fails over to a reclaim pass, which must not wait for the list.
+    let mut sink = AllocatingSink {
+        lines: 0,
+        allocated: false,
+    };
+    uma.write_vmstat(&mut sink).unwrap();
+    assert!(sink.allocated);
+    assert!(
+        kmem::pressure_stats().reclaim_passes > passes,
+        "no pass ran"
+    );
+    kmem::set_limit(0);
+    // SAFETY: from kmem_malloc(BALLAST_SIZE), unused.
+    unsafe { kmem::kmem_free(ballast, BALLAST_SIZE) };
+}
+
 // ---------------------------------------------------------------- lowmem
 
 static BALLAST: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());

@@ -658,24 +658,47 @@ impl Uma {
     /// or the zone list is locked (a zone being created or destroyed, or
     /// a statistics walk, maybe by this very thread).
     pub fn timeout_plain(&self) -> bool {
-        let Some(_busy) = self.reclaiming.try_lock() else {
-            return false;
-        };
-        let Some(l) = self.list.try_lock() else {
-            return false;
-        };
+        self.for_each_plain_zone(|z| {
+            z.timeout();
+        })
+        .is_some()
+    }
+
+    /// [`reclaim`](Self::reclaim) for the same zones as
+    /// [`timeout_plain`](Self::timeout_plain), and skipped in the same
+    /// cases: what an allocating thread may run when memory runs short
+    /// (kmem's reclaim before failure), whatever locks of its own it holds.
+    /// Zones with callbacks are left to a thread that holds none of the
+    /// application's locks (FreeBSD runs them from its reclaim worker and
+    /// pagedaemon, never in the failing thread): [`reclaim`](Self::reclaim)
+    /// or [`timeout`](Self::timeout), called by the application or by
+    /// kmem's reclaim worker. Returns the zones reclaimed; `None` when
+    /// skipped.
+    pub fn reclaim_plain(&self, how: Reclaim) -> Option<usize> {
+        self.for_each_plain_zone(|z| z.reclaim(how))
+    }
+
+    /// Calls `f` on every managed zone whose trim runs no application code,
+    /// holding the reclaim and zone-list locks, both only try-locked.
+    /// Returns how many zones it called `f` on; `None` (nothing done) if
+    /// either lock was held.
+    fn for_each_plain_zone(&self, mut f: impl FnMut(&Zone)) -> Option<usize> {
+        let _busy = self.reclaiming.try_lock()?;
+        let l = self.list.try_lock()?;
+        let mut n = 0;
         let mut z = l.head;
         while !z.is_null() {
             // SAFETY: list lock held; listed zones are alive.
             unsafe {
                 let zr = &*z;
                 if !zr.flags.contains(ZoneFlags::UNMANAGED) && !zr.trim_runs_callbacks() {
-                    zr.timeout();
+                    f(zr);
+                    n += 1;
                 }
                 z = zr.list_next.get();
             }
         }
-        true
+        Some(n)
     }
 
     /// The timeout pass for UMA's internal zones (zones, kegs, offpage slab

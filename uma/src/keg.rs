@@ -296,19 +296,29 @@ impl Keg {
     }
 
     /// A `WAITOK` allocation found the page source out of memory (FreeBSD
-    /// `vm_wait` in `keg_fetch_slab`): reclaim from the whole instance
-    /// (round 0 `Trim`, round 1 `Drain`, later rounds `DrainCpu`), then,
+    /// `vm_wait` in `keg_fetch_slab`): reclaim from the instance's zones
+    /// whose reclaim runs no application code ([`Uma::reclaim_plain`]:
+    /// round 0 `Trim`, round 1 `Drain`, later rounds `DrainCpu`), then,
     /// unless items turned up in the keg meanwhile, sleep for a backoff of
     /// `2^round` ms up to [`MEM_WAIT_MAX_MS`]. Items or slabs freed to the
     /// keg wake the sleeper early; the caller then tries again. Called with
     /// no lock held.
+    ///
+    /// Zones with a fini, a release or their own page source are not
+    /// reclaimed here: the allocating thread may hold a lock their
+    /// callbacks take, or the zone list (an allocation inside a
+    /// [`Uma::for_each_zone`] walk). FreeBSD, too, leaves them to its
+    /// reclaim thread and pagedaemon rather than the waiting thread.
+    ///
+    /// [`Uma::reclaim_plain`]: crate::Uma::reclaim_plain
+    /// [`Uma::for_each_zone`]: crate::Uma::for_each_zone
     fn wait_for_memory(&self, round: u32, use_reserve: bool) {
         let how = match round {
             0 => Reclaim::Trim,
             1 => Reclaim::Drain,
             _ => Reclaim::DrainCpu,
         };
-        self.uma().reclaim(how);
+        let _ = self.uma().reclaim_plain(how);
         let ms = (1u64 << round.min(7)).min(MEM_WAIT_MAX_MS);
         let mut g = self.state.lock();
         if reserve::may_take(g.free_items, g.reserve, use_reserve) {

@@ -362,9 +362,13 @@ impl Zone {
     ///   thread's cache and in the bucket cache of the zone (they count
     ///   against the limit), then sleeps until a free wakes it, looking
     ///   again at least every 100 ms;
-    /// - when the page source fails it reclaims memory from the whole
-    ///   instance ([`Uma::reclaim`] with `Trim`, then `Drain`, then
-    ///   `DrainCpu` from the third round on), sleeps with a bounded backoff
+    /// - when the page source fails it reclaims memory from the instance's
+    ///   zones whose reclaim runs no application code
+    ///   ([`Uma::reclaim_plain`] with `Trim`, then `Drain`, then `DrainCpu`
+    ///   from the third round on; zones with a fini, a release or their own
+    ///   page source are left to [`Uma::reclaim`] calls of the
+    ///   application, as their callbacks may want a lock this thread
+    ///   holds), sleeps with a bounded backoff
     ///   (1 ms, doubling up to 100 ms) from which an item or slab freed to the
     ///   keg wakes it early, and retries, for as long as it takes.
     ///

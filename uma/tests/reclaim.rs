@@ -329,3 +329,42 @@ fn steady_state_trades_buckets_instead_of_allocating_them() {
     z.reclaim(Reclaim::DrainCpu);
     unsafe { u.destroy(z) };
 }
+
+static APP_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static APP_FINIS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn app_fini(_item: std::ptr::NonNull<u8>, _size: usize) {
+    let _app = APP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    APP_FINIS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// A `WAITOK` allocation that finds the page source out of memory reclaims
+/// in its own thread, which may hold the application's locks: it must not
+/// run a zone's fini there (here the fini wants a lock the allocating
+/// thread holds). It reclaims the plain zones, which is enough here; the
+/// zone with the fini is left to an explicit reclaim.
+#[test]
+fn waitok_at_source_failure_runs_no_application_callbacks_in_the_waiting_thread() {
+    let _w = watchdog("a WAITOK reclaim vs an application fini", 30);
+    let src = leak_source();
+    let u = uma::Uma::bootstrap(src).unwrap();
+    let app = u
+        .create_zone(&ZoneArgs::new("wm-app", 128).fini(app_fini))
+        .unwrap();
+    let plain = u.create_zone(&ZoneArgs::new("wm-plain", 128)).unwrap();
+    let b = u.create_zone(&ZoneArgs::new("wm-b", 128)).unwrap();
+    fill_and_free(app, 2000);
+    fill_and_free(plain, 2000);
+    src.set_limit(src.in_use()); // no new pages: b must be fed by reclaims
+    {
+        let _app = APP_LOCK.lock().unwrap();
+        let p = b.alloc(Flags::WAITOK).expect("WAITOK never fails");
+        free(b, p);
+    }
+    assert_eq!(APP_FINIS.load(std::sync::atomic::Ordering::SeqCst), 0);
+    u.reclaim(Reclaim::DrainCpu);
+    assert!(
+        APP_FINIS.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "an explicit reclaim reclaims the zone with the fini"
+    );
+}

@@ -121,16 +121,20 @@ fn destroy_waits_for_thread_exit_flushes() {
             .unwrap();
         z.set_maxcache(0);
         SLOW_IN.store(false, SeqCst);
+        let done = std::sync::Arc::new(std::sync::Barrier::new(5));
         let threads: Vec<_> = (0..4)
             .map(|_| {
+                let done = done.clone();
                 std::thread::spawn(move || {
                     let v: Vec<_> = (0..6).map(|_| alloc(z, Flags::NOWAIT)).collect();
                     for p in v {
                         free(z, p);
                     }
+                    done.wait(); // no more use of z: only the exit flush
                 })
             })
             .collect();
+        done.wait();
         // At least one thread is in its exit flush, inside `release`: its
         // cache has left the list, its items are not back yet.
         wait_until("an exit flush in release", || SLOW_IN.load(SeqCst));
@@ -140,4 +144,95 @@ fn destroy_waits_for_thread_exit_flushes() {
             t.join().unwrap();
         }
     }
+}
+
+static CHURN_OUT: AtomicUsize = AtomicUsize::new(0);
+
+fn import_churn(_arg: usize, store: &mut [*mut u8], _f: Flags) -> usize {
+    for s in store.iter_mut() {
+        *s = NEXT.fetch_add(0x10, SeqCst) as *mut u8;
+    }
+    CHURN_OUT.fetch_add(store.len(), SeqCst);
+    store.len()
+}
+
+fn release_churn(_arg: usize, items: &[*mut u8]) {
+    CHURN_OUT.fetch_sub(items.len(), SeqCst);
+}
+
+/// Rounds of: a keg zone and a cache zone, threads that fill their caches
+/// of both and exit, and destroy of both zones while they exit, with
+/// another thread draining every zone's caches (`DrainCpu`) and walking
+/// the statistics all along. Every round, both destroys must find
+/// nothing in use and the cache zone must have released every item.
+#[test]
+fn exits_destroys_and_drains_race_without_loss() {
+    let _w = watchdog("thread exits vs destroy vs drains", 120);
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let drainer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut walks = 0u32;
+            while !stop.load(SeqCst) {
+                uma().reclaim(uma::Reclaim::DrainCpu);
+                let mut s = String::new();
+                uma().write_vmstat(&mut s).unwrap();
+                walks += 1;
+            }
+            walks
+        })
+    };
+    let t0 = std::time::Instant::now();
+    let mut rounds = 0;
+    while t0.elapsed() < std::time::Duration::from_secs(2) || rounds < 20 {
+        let kz = zone(ZoneArgs::new("exit-churn-keg", 48).bucket_size(4));
+        let cz = uma()
+            .create_cache(&CacheArgs {
+                name: "exit-churn-cache",
+                size: 16,
+                import: import_churn,
+                release: release_churn,
+                arg: 0,
+                ctor: None,
+                dtor: None,
+                flags: ZoneFlags::NONE,
+                bucket_size: Some(4),
+            })
+            .unwrap();
+        if rounds % 2 == 1 {
+            cz.set_maxcache(0); // exit flushes release, not cache
+            kz.set_maxcache(0);
+        }
+        let done = std::sync::Arc::new(std::sync::Barrier::new(5));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let done = done.clone();
+                std::thread::spawn(move || {
+                    let n = 3 + 5 * t;
+                    let a: Vec<_> = (0..n).map(|_| alloc(kz, Flags::NOWAIT)).collect();
+                    let b: Vec<_> = (0..n).map(|_| alloc(cz, Flags::NOWAIT)).collect();
+                    for p in a {
+                        write(p, 48, t as u8);
+                        free(kz, p);
+                    }
+                    for p in b {
+                        free(cz, p);
+                    }
+                    done.wait(); // no more use of either zone: only the exit flush
+                })
+            })
+            .collect();
+        done.wait();
+        assert_eq!(destroy(kz), 0, "round {rounds}: keg zone items in use");
+        assert_eq!(destroy(cz), 0, "round {rounds}: cache zone items in use");
+        assert_eq!(CHURN_OUT.load(SeqCst), 0, "round {rounds}: items lost");
+        for t in threads {
+            t.join().unwrap();
+        }
+        rounds += 1;
+    }
+    stop.store(true, SeqCst);
+    let walks = drainer.join().unwrap();
+    assert!(walks > 0);
+    eprintln!("{rounds} rounds, {walks} drains and walks");
 }

@@ -267,7 +267,7 @@ impl Keg {
                 match self.grow(src, gflags) {
                     Grow::Done => {}
                     Grow::NoMemory if gflags.may_sleep() => {
-                        self.wait_for_memory(waits, flags.contains(Flags::USE_RESERVE));
+                        self.wait_for_memory(src, waits, flags.contains(Flags::USE_RESERVE));
                         waits = waits.saturating_add(1);
                     }
                     Grow::NoMemory | Grow::InitFailed => {
@@ -295,30 +295,34 @@ impl Keg {
         n
     }
 
-    /// A `WAITOK` allocation found the page source out of memory (FreeBSD
-    /// `vm_wait` in `keg_fetch_slab`): reclaim from the instance's zones
-    /// whose reclaim runs no application code ([`Uma::reclaim_plain`]:
-    /// round 0 `Trim`, round 1 `Drain`, later rounds `DrainCpu`), then,
-    /// unless items turned up in the keg meanwhile, sleep for a backoff of
-    /// `2^round` ms up to [`MEM_WAIT_MAX_MS`]. Items or slabs freed to the
-    /// keg wake the sleeper early; the caller then tries again. Called with
-    /// no lock held.
+    /// A `WAITOK` allocation found the page source `src` out of memory
+    /// (FreeBSD `vm_wait` in `keg_fetch_slab`): reclaim (round 0 `Trim`,
+    /// round 1 `Drain`, later rounds `DrainCpu`), then, unless items turned
+    /// up in the keg meanwhile, sleep for a backoff of `2^round` ms up to
+    /// [`MEM_WAIT_MAX_MS`]. Items or slabs freed to the keg wake the
+    /// sleeper early; the caller then tries again. Called with no lock
+    /// held.
     ///
-    /// Zones with a fini, a release or their own page source are not
-    /// reclaimed here: the allocating thread may hold a lock their
-    /// callbacks take, or the zone list (an allocation inside a
-    /// [`Uma::for_each_zone`] walk). FreeBSD, too, leaves them to its
-    /// reclaim thread and pagedaemon rather than the waiting thread.
+    /// The reclaim covers the zones whose reclaim runs nothing this thread
+    /// would not run anyway ([`Uma::reclaim_plain`], with `src` allowed):
+    /// no fini, zfini or release, and either the instance's page source or
+    /// `src`, which this thread just called. Other zones are left to
+    /// [`Uma::reclaim`] calls of the application: their callbacks may want
+    /// a lock this thread holds, or the zone list (an allocation inside a
+    /// [`Uma::for_each_zone`] walk is skipped, not deadlocked). FreeBSD,
+    /// too, leaves reclaims to its reclaim thread and pagedaemon rather
+    /// than the waiting thread.
     ///
     /// [`Uma::reclaim_plain`]: crate::Uma::reclaim_plain
+    /// [`Uma::reclaim`]: crate::Uma::reclaim
     /// [`Uma::for_each_zone`]: crate::Uma::for_each_zone
-    fn wait_for_memory(&self, round: u32, use_reserve: bool) {
+    fn wait_for_memory(&self, src: &'static dyn SlabSource, round: u32, use_reserve: bool) {
         let how = match round {
             0 => Reclaim::Trim,
             1 => Reclaim::Drain,
             _ => Reclaim::DrainCpu,
         };
-        let _ = self.uma().reclaim_plain(how);
+        let _ = self.uma().reclaim_plain_with(how, Some(src));
         let ms = (1u64 << round.min(7)).min(MEM_WAIT_MAX_MS);
         let mut g = self.state.lock();
         if reserve::may_take(g.free_items, g.reserve, use_reserve) {
@@ -551,11 +555,13 @@ impl Keg {
 
     /// Whether the keg's page source is its instance's.
     pub(crate) fn uses_instance_source(&self) -> bool {
-        let src = self.state.lock().source;
-        ptr::addr_eq(
-            src as *const dyn SlabSource,
-            self.uma().source as *const dyn SlabSource,
-        )
+        self.uses_source(self.uma().source)
+    }
+
+    /// Whether the keg's page source is `src`.
+    pub(crate) fn uses_source(&self, src: &dyn SlabSource) -> bool {
+        let mine = self.state.lock().source;
+        ptr::addr_eq(mine as *const dyn SlabSource, src as *const dyn SlabSource)
     }
 
     /// Frees free slabs while free items stay >= the reserve (FreeBSD

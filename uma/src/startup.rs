@@ -658,7 +658,7 @@ impl Uma {
     /// or the zone list is locked (a zone being created or destroyed, or
     /// a statistics walk, maybe by this very thread).
     pub fn timeout_plain(&self) -> bool {
-        self.for_each_plain_zone(|z| {
+        self.for_each_plain_zone(None, |z| {
             z.timeout();
         })
         .is_some()
@@ -675,14 +675,30 @@ impl Uma {
     /// kmem's reclaim worker. Returns the zones reclaimed; `None` when
     /// skipped.
     pub fn reclaim_plain(&self, how: Reclaim) -> Option<usize> {
-        self.for_each_plain_zone(|z| z.reclaim(how))
+        self.reclaim_plain_with(how, None)
     }
 
-    /// Calls `f` on every managed zone whose trim runs no application code,
-    /// holding the reclaim and zone-list locks, both only try-locked.
-    /// Returns how many zones it called `f` on; `None` (nothing done) if
-    /// either lock was held.
-    fn for_each_plain_zone(&self, mut f: impl FnMut(&Zone)) -> Option<usize> {
+    /// [`reclaim_plain`](Self::reclaim_plain), also reclaiming the zones
+    /// (without a fini or release) over the page source `src`, which the
+    /// caller calls anyway (a `WAITOK` allocation whose source failed).
+    pub(crate) fn reclaim_plain_with(
+        &self,
+        how: Reclaim,
+        src: Option<&dyn SlabSource>,
+    ) -> Option<usize> {
+        self.for_each_plain_zone(src, |z| z.reclaim(how))
+    }
+
+    /// Calls `f` on every managed zone whose trim runs no application code
+    /// (`src`, if given, counting as UMA's own page source), holding the
+    /// reclaim and zone-list locks, both only try-locked. Returns how many
+    /// zones it called `f` on; `None` (nothing done) if either lock was
+    /// held.
+    fn for_each_plain_zone(
+        &self,
+        src: Option<&dyn SlabSource>,
+        mut f: impl FnMut(&Zone),
+    ) -> Option<usize> {
         let _busy = self.reclaiming.try_lock()?;
         let l = self.list.try_lock()?;
         let mut n = 0;
@@ -691,7 +707,8 @@ impl Uma {
             // SAFETY: list lock held; listed zones are alive.
             unsafe {
                 let zr = &*z;
-                if !zr.flags.contains(ZoneFlags::UNMANAGED) && !zr.trim_runs_callbacks() {
+                if !zr.flags.contains(ZoneFlags::UNMANAGED) && !zr.trim_runs_callbacks_besides(src)
+                {
                     f(zr);
                     n += 1;
                 }

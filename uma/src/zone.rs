@@ -365,10 +365,11 @@ impl Zone {
     /// - when the page source fails it reclaims memory from the instance's
     ///   zones whose reclaim runs no application code
     ///   ([`Uma::reclaim_plain`] with `Trim`, then `Drain`, then `DrainCpu`
-    ///   from the third round on; zones with a fini, a release or their own
-    ///   page source are left to [`Uma::reclaim`] calls of the
-    ///   application, as their callbacks may want a lock this thread
-    ///   holds), sleeps with a bounded backoff
+    ///   from the third round on), and from those over the page source
+    ///   that failed (which this thread calls anyway); zones with a fini, a
+    ///   release or another page source of their own are left to
+    ///   [`Uma::reclaim`] calls of the application, as their callbacks may
+    ///   want a lock this thread holds; then it sleeps with a bounded backoff
     ///   (1 ms, doubling up to 100 ms) from which an item or slab freed to the
     ///   keg wakes it early, and retries, for as long as it takes.
     ///
@@ -1374,11 +1375,18 @@ impl Zone {
     /// instance's. (Constructors and destructors never run on a trim: cached
     /// items are already destructed.)
     pub fn trim_runs_callbacks(&self) -> bool {
+        self.trim_runs_callbacks_besides(None)
+    }
+
+    /// [`trim_runs_callbacks`](Self::trim_runs_callbacks), counting the
+    /// page source `src` (one the caller calls anyway) as UMA's own.
+    pub(crate) fn trim_runs_callbacks_besides(&self, src: Option<&dyn SlabSource>) -> bool {
         self.zfini.is_some()
             || self.release_fn.is_some()
-            || self
-                .keg()
-                .is_some_and(|k| k.fini.is_some() || !k.uses_instance_source())
+            || self.keg().is_some_and(|k| {
+                k.fini.is_some()
+                    || !(k.uses_instance_source() || src.is_some_and(|s| k.uses_source(s)))
+            })
     }
 
     /// The periodic work of FreeBSD `zone_timeout` for this zone: updates

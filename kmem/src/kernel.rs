@@ -496,7 +496,6 @@ const QCACHE_NAMES: [&str; QCACHE_PAGES + 1] = [
 ];
 
 /// The quantum-cache zones that exist.
-#[cfg(not(loom))]
 pub(crate) fn qcache_zones() -> impl Iterator<Item = &'static Zone> {
     (1..=QCACHE_PAGES).filter_map(|c| QCACHE.zone(c))
 }

@@ -35,7 +35,7 @@
 use core::cell::Cell;
 use core::fmt;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -344,7 +344,7 @@ fn soft_pass() {
 /// ([`uma::Uma::reclaim_plain`]). Application zones with a fini, a release
 /// or their own page source are not touched here: their callbacks may
 /// want a lock the failing thread holds. They are left to the reclaim
-/// worker (told by [`APP_RECLAIM_DUE`] to run a full reclaim at its next
+/// worker (told by [`APP_RECLAIM_DUE`] to run the same reclaim at its next
 /// period), to [`reclaim`](crate::reclaim), or to the application's
 /// own [`uma::Uma::reclaim`] calls.
 fn reclaim_zones(k: &crate::kernel::Kernel, how: uma::Reclaim) -> usize {
@@ -372,7 +372,12 @@ fn reclaim_zones(k: &crate::kernel::Kernel, how: uma::Reclaim) -> usize {
             }
         }
     }
-    APP_RECLAIM_DUE.store(true, Ordering::Relaxed);
+    let level = if how == uma::Reclaim::Trim {
+        DUE_TRIM
+    } else {
+        DUE_DRAIN_CPU
+    };
+    APP_RECLAIM_DUE.fetch_max(level, Ordering::Relaxed);
     n
 }
 
@@ -707,7 +712,10 @@ static WORKER_STOP: AtomicBool = AtomicBool::new(false);
 /// A pass in an allocating thread left the application zones with
 /// callbacks alone ([`reclaim_zones`]): the worker reclaims every zone at
 /// its next period.
-static APP_RECLAIM_DUE: AtomicBool = AtomicBool::new(false);
+static APP_RECLAIM_DUE: AtomicU8 = AtomicU8::new(DUE_NONE);
+const DUE_NONE: u8 = 0;
+const DUE_TRIM: u8 = 1;
+const DUE_DRAIN_CPU: u8 = 2;
 
 /// Starts the reclaim worker (off by default): every `period` it runs UMA's
 /// periodic trim (`uma_timeout`: working-set estimates, bucket caches
@@ -715,8 +723,9 @@ static APP_RECLAIM_DUE: AtomicBool = AtomicBool::new(false);
 /// time (so an idle program's resident set falls too) and, above the soft
 /// threshold, a soft pass. After a reclaim pass ran in an allocating
 /// thread, which leaves application zones with callbacks alone, it first
-/// reclaims every zone (their callbacks run in the worker, which holds
-/// none of the application's locks). One pass per period at most. Returns
+/// runs that pass's reclaim (`Trim` or `DrainCpu`) over every zone (their
+/// callbacks run in the worker, which holds none of the application's
+/// locks). One pass per period at most. Returns
 /// false if it is already running.
 pub fn start_reclaim_worker(period: Duration) -> bool {
     if WORKER_RUNNING
@@ -733,8 +742,10 @@ pub fn start_reclaim_worker(period: Duration) -> bool {
             while !WORKER_STOP.load(Ordering::Acquire) {
                 std::thread::sleep(period);
                 if let Some(k) = kernel() {
-                    if APP_RECLAIM_DUE.swap(false, Ordering::Relaxed) {
-                        k.uma.reclaim(uma::Reclaim::DrainCpu);
+                    match APP_RECLAIM_DUE.swap(DUE_NONE, Ordering::Relaxed) {
+                        DUE_NONE => {}
+                        DUE_TRIM => k.uma.reclaim(uma::Reclaim::Trim),
+                        _ => k.uma.reclaim(uma::Reclaim::DrainCpu),
                     }
                     k.uma.timeout();
                     crate::dirty::purge_old(k.arena);

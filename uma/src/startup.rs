@@ -620,6 +620,13 @@ impl Uma {
     /// Reclaims from every zone (FreeBSD `uma_reclaim`); UNMANAGED zones are
     /// skipped. Bounded: one pass; a reclaim already running (for example
     /// one re-entered from a page source) makes this call return at once.
+    ///
+    /// It runs every zone's fini, zfini, release and page-source callbacks
+    /// in the calling thread, with the zone list locked: call it from a
+    /// thread that holds none of the locks those callbacks take (FreeBSD
+    /// calls it from its reclaim thread), and not from inside a
+    /// [`for_each_zone`](Self::for_each_zone) walk. From a thread that may
+    /// hold such locks, use [`reclaim_plain`](Self::reclaim_plain).
     pub fn reclaim(&self, how: Reclaim) {
         let Some(_busy) = self.reclaiming.try_lock() else {
             return;
@@ -636,7 +643,8 @@ impl Uma {
     /// it, free slabs back to the page source), then the pass of
     /// [`timeout_internal`](Self::timeout_internal). kmem's reclaim worker (or
     /// the application) calls this every few seconds. Returns at once if
-    /// a reclaim or another timeout pass is running.
+    /// a reclaim or another timeout pass is running. Runs callbacks as
+    /// [`reclaim`](Self::reclaim) does, with the same rules for the caller.
     pub fn timeout(&self) {
         let Some(_busy) = self.reclaiming.try_lock() else {
             return;

@@ -178,7 +178,10 @@ pub fn class_zone(class: usize) -> Option<&'static uma::Zone> {
 /// working set and purges dirty pages over budget or past their decay
 /// time, `Drain` empties bucket caches, frees free slabs beyond reserves
 /// and purges every dirty page and retained span, `DrainCpu` also empties
-/// every thread's cache.
+/// every thread's cache. It covers application zones with callbacks too
+/// (which the reclaim passes of failing allocations leave out), running
+/// their fini, release and page source in this thread: see
+/// [`uma::Uma::reclaim`] for who may call it.
 pub fn reclaim(how: uma::Reclaim) {
     if let Some(k) = kernel::kernel() {
         k.uma.reclaim(how);

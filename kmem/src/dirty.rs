@@ -37,14 +37,17 @@
 //! falls off the lists without being purged (a lost race, a full ring
 //! during an import, the smaller side of a range cut in the middle while
 //! the ring is full) leaves its pages labelled, still counted, and cleaned
-//! when they are allocated or their span is unmapped.
+//! when they are allocated or their span is unmapped, or by the next
+//! reclaim pass ([`purge_all`]): when dirty pages remain after it purged
+//! everything listed, it finds them by their page words (a sweep of 512
+//! words per 2 MiB chunk) and purges them too.
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use vmem::Arena;
 
-use crate::os::{self, PAGE_SIZE};
+use crate::os::{self, CHUNK_SIZE, PAGE_SIZE};
 use crate::pagemeta::{self, WORD_DIRTY};
 
 /// Dirty bytes (free pages holding old data) kept before the oldest are
@@ -242,6 +245,8 @@ static NEXT_DECAY: AtomicU64 = AtomicU64::new(u64::MAX);
 static PURGED: AtomicUsize = AtomicUsize::new(0);
 static REUSED: AtomicUsize = AtomicUsize::new(0);
 static SPAN_HITS: AtomicUsize = AtomicUsize::new(0);
+/// Reclaims that found dirty pages no list knew of and swept for them.
+static SWEEPS: AtomicUsize = AtomicUsize::new(0);
 
 fn lists() -> std::sync::MutexGuard<'static, Lists> {
     LISTS.lock().unwrap_or_else(|e| e.into_inner())
@@ -381,9 +386,23 @@ fn maintain(arena: &Arena<'static>, now: u64, all: bool) {
 }
 
 /// Purges every listed dirty range and unmaps every retained span (a
-/// reclaim pass).
+/// reclaim pass); then, if dirty pages remain that no list knows of
+/// (ranges that fell off: see the module doc), finds them by their page
+/// words and purges them too.
 pub(crate) fn purge_all(arena: &Arena<'static>) {
     maintain(arena, crate::pressure::now_ns(), true);
+    if DIRTY.load(Ordering::Relaxed) != 0 {
+        sweep(arena);
+    }
+}
+
+/// Purges the free dirty pages of every chunk, listed or not: a walk of
+/// the page words (512 per 2 MiB chunk), so only for reclaims.
+fn sweep(arena: &Arena<'static>) {
+    pagemeta::for_each_chunk(|base| {
+        let _ = purge_runs(arena, base, CHUNK_SIZE);
+    });
+    SWEEPS.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Purges what is over budget or older than the decay time (a trim).
@@ -391,10 +410,12 @@ pub(crate) fn purge_old(arena: &Arena<'static>) {
     maintain(arena, crate::pressure::now_ns(), false);
 }
 
-/// Unbacks the dirty runs of `r` that are free in the arena.
-fn purge_range(arena: &Arena<'static>, r: Range) {
+/// Unbacks the dirty runs of `[addr, addr + size)` that are free in the
+/// arena (each claimed, unbacked, relabelled clean and freed); true if
+/// some run could not be claimed.
+fn purge_runs(arena: &Arena<'static>, addr: usize, size: usize) -> bool {
     let mut lost = false;
-    pagemeta::dirty_runs(r.addr, r.size / PAGE_SIZE, |start, len| {
+    pagemeta::dirty_runs(addr, size / PAGE_SIZE, |start, len| {
         if arena.claim(start, len, vmem::Flags::NOWAIT).is_err() {
             // Allocated meanwhile (its words are being relabelled), in a
             // retained span, or no longer one free segment.
@@ -414,6 +435,12 @@ fn purge_range(arena: &Arena<'static>, r: Range) {
             ));
         }
     });
+    lost
+}
+
+/// Unbacks the dirty runs of `r` that are free in the arena.
+fn purge_range(arena: &Arena<'static>, r: Range) {
+    let lost = purge_runs(arena, r.addr, r.size);
     if lost && r.tries < TRIES {
         let mut l = lists();
         // Evicting here would recurse; a full ring drops the retry instead
@@ -515,6 +542,9 @@ pub struct DirtyStats {
     pub reused_total: usize,
     /// Imports served from a retained span.
     pub span_hits: usize,
+    /// Reclaims that found dirty pages no list knew of (fallen off a full
+    /// ring) and swept the page words for them.
+    pub sweeps: usize,
 }
 
 /// Reads the dirty-page figures.
@@ -525,5 +555,46 @@ pub fn dirty_stats() -> DirtyStats {
         purged_total: PURGED.load(Ordering::Relaxed),
         reused_total: REUSED.load(Ordering::Relaxed),
         span_hits: SPAN_HITS.load(Ordering::Relaxed),
+        sweeps: SWEEPS.load(Ordering::Relaxed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Dirty pages whose listing fell off a full ring (simulated here by
+    /// dropping the listing, as `forget` does for a range cut while the
+    /// ring is full) are still purged by a reclaim: it finds them by their
+    /// page words.
+    #[test]
+    fn reclaim_purges_dirty_pages_no_list_knows_of() {
+        let k = crate::kernel::kernel().expect("kmem");
+        const SIZE: usize = 512 << 10;
+        let p = crate::raw::alloc(SIZE, PAGE_SIZE);
+        assert!(!p.is_null());
+        // SAFETY: SIZE bytes of ours.
+        unsafe { p.write_bytes(0xa5, SIZE) };
+        // SAFETY: a live allocation, unused afterwards.
+        assert!(unsafe { crate::raw::free(p) });
+        let addr = p as usize;
+        let dirty = |a: usize| pagemeta::lookup(a) == WORD_DIRTY;
+        let pages = (0..SIZE / PAGE_SIZE).map(|i| addr + i * PAGE_SIZE);
+        if !pages.clone().any(dirty) {
+            // Purged or reused by a concurrent test already: nothing to show.
+            return;
+        }
+        {
+            let mut l = lists();
+            l.forget(addr, addr + SIZE);
+            publish(&l);
+        }
+        let sweeps = SWEEPS.load(Ordering::Relaxed);
+        purge_all(k.arena);
+        assert!(
+            !pages.clone().any(dirty),
+            "a reclaim left unlisted dirty pages labelled (and resident)"
+        );
+        assert!(SWEEPS.load(Ordering::Relaxed) > sweeps);
     }
 }

@@ -281,6 +281,24 @@ pub(crate) fn dirty_runs(addr: usize, npages: usize, mut f: impl FnMut(usize, us
     }
 }
 
+/// Calls `f(base)` for every chunk known to the table (a snapshot: chunks
+/// may come and go meanwhile). Walks every leaf: for reclaims, not for
+/// hot paths.
+pub(crate) fn for_each_chunk(mut f: impl FnMut(usize)) {
+    for (r, root) in ROOT.iter().enumerate() {
+        let leaf = root.load(Ordering::Acquire);
+        if leaf.is_null() {
+            continue;
+        }
+        // SAFETY: leaves are never freed.
+        for (l, meta) in unsafe { (*leaf).iter() }.enumerate() {
+            if !meta.load(Ordering::Acquire).is_null() {
+                f((r << ROOT_SHIFT) | (l << CHUNK_SHIFT));
+            }
+        }
+    }
+}
+
 /// A slab page word for `class`.
 #[inline]
 pub(crate) const fn slab_word(class: usize) -> usize {

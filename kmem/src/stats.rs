@@ -106,14 +106,15 @@ pub fn write_os_stats(w: &mut dyn fmt::Write) -> fmt::Result {
     let d = crate::dirty::dirty_stats();
     writeln!(
         w,
-        "dirty: {} KiB held (max {} KiB), {} KiB of free spans retained (max {} KiB); {} KiB reused, {} KiB purged, {} imports from retained spans so far",
+        "dirty: {} KiB held (max {} KiB), {} KiB of free spans retained (max {} KiB); {} KiB reused, {} KiB purged, {} imports from retained spans, {} sweeps for unlisted dirty pages so far",
         d.dirty / 1024,
         crate::dirty::DIRTY_MAX / 1024,
         d.retained / 1024,
         crate::dirty::RETAIN_MAX / 1024,
         d.reused_total / 1024,
         d.purged_total / 1024,
-        d.span_hits
+        d.span_hits,
+        d.sweeps
     )?;
     #[cfg(not(loom))]
     crate::timeout::write_timeout_stats(w)?;

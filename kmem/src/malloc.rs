@@ -207,6 +207,21 @@ pub(crate) unsafe fn free_untyped(ptr: *mut u8, op: &'static str) -> Option<Owne
     let p = NonNull::new(ptr)?;
     let k = kernel()?;
     let owner = owner_of(k, ptr as usize, op)?;
+    // With `invariants`, a second free of a small block is told here, from
+    // UMA's debug bitset, so that the caller learns nothing was freed (UMA
+    // would report and drop it too, but `free` could not say so).
+    #[cfg(feature = "invariants")]
+    if let Owner::Class(c) = owner {
+        if uma::debug::is_allocated(k.classes[c], ptr) == Some(false) {
+            report(Report::new(
+                ReportKind::DoubleFree,
+                op,
+                ptr as usize,
+                owner.zone(),
+            ));
+            return None;
+        }
+    }
     // SAFETY: validated as a live allocation start of `owner`.
     unsafe { free_owned(k, p, owner) };
     Some(owner)

@@ -47,8 +47,8 @@ pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
 /// pointer kmem never handed out is detected and reported, and so is a
 /// second free of a large block. A second free of a small block is caught
 /// only with the `invariants` feature, by UMA's debug bitset: it is
-/// reported through the same hook and dropped, though this function still
-/// returns true for it.)
+/// reported through the same hook and dropped, and this function returns
+/// false for it.)
 ///
 /// Blocks of the typed [`malloc`](crate::malloc) must go back through
 /// [`kmem::free`](crate::free): this function frees them too, but their

@@ -308,18 +308,18 @@ fn double_free_through_global_dealloc_is_forwarded_from_uma() {
 }
 
 #[test]
-fn double_free_through_the_c_abi_is_forwarded_from_uma() {
+fn double_free_through_the_c_abi_is_reported_and_free_says_nothing_was_freed() {
     let _g = serial();
     let p = kmem::raw::alloc(40, 8);
     assert!(!p.is_null());
     assert!(unsafe { kmem::raw::free(p) });
-    let r = reports(|| unsafe {
-        kmem::raw::free(p);
-    });
+    let mut freed = true;
+    let r = reports(|| freed = unsafe { kmem::raw::free(p) });
+    assert!(!freed, "raw::free returns false for a double free");
     assert_eq!(r.len(), 1, "{r:?}");
     assert_eq!(
         (r[0].kind, r[0].op, r[0].ptr, r[0].zone),
-        (ReportKind::DoubleFree, "uma_zfree", p as usize, "malloc-48")
+        (ReportKind::DoubleFree, "free", p as usize, "malloc-48")
     );
     let r = reports(|| {
         churn(

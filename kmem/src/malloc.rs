@@ -209,7 +209,11 @@ pub(crate) unsafe fn free_untyped(ptr: *mut u8, op: &'static str) -> Option<Owne
     let owner = owner_of(k, ptr as usize, op)?;
     // With `invariants`, a second free of a small block is told here, from
     // UMA's debug bitset, so that the caller learns nothing was freed (UMA
-    // would report and drop it too, but `free` could not say so).
+    // would report and drop it too, but `free` could not say so). A check,
+    // then the free: two racing frees of one block may both pass it, and
+    // UMA's own check (under the keg lock) then reports and drops the
+    // second, which returns true; the keg lock is taken twice per free.
+    // Debug builds only.
     #[cfg(feature = "invariants")]
     if let Owner::Class(c) = owner {
         if uma::debug::is_allocated(k.classes[c], ptr) == Some(false) {

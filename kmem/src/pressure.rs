@@ -10,9 +10,10 @@
 //! - **At the limit** an allocation first reclaims (low-memory handlers,
 //!   every thread's cache, bucket caches, free slabs, the arena's quantum
 //!   cache: [`reclaim_now`]; application zones whose reclaim would run
-//!   their fini, release or page source are left to the reclaim worker or
-//!   an explicit [`reclaim`](crate::reclaim), as the failing thread may
-//!   hold a lock those callbacks take), then retries; `NOWAIT` then fails cleanly,
+//!   their fini, release or page source are left to an explicit
+//!   [`reclaim`](crate::reclaim) or, if started (it is off by default),
+//!   the reclaim worker, as the failing thread may hold a lock those
+//!   callbacks take), then retries; `NOWAIT` then fails cleanly,
 //!   `WAITOK` sleeps until memory is freed (a free wakes it; it reclaims
 //!   again every [`WAIT_RETRY`]).
 //! - **Soft threshold** ([`set_soft_threshold_pct`], 90% by default): above
@@ -344,40 +345,47 @@ fn soft_pass() {
 /// ([`uma::Uma::reclaim_plain`]). Application zones with a fini, a release
 /// or their own page source are not touched here: their callbacks may
 /// want a lock the failing thread holds. They are left to the reclaim
-/// worker (told by [`APP_RECLAIM_DUE`] to run the same reclaim at its next
-/// period), to [`reclaim`](crate::reclaim), or to the application's
-/// own [`uma::Uma::reclaim`] calls.
+/// worker if it runs (told by [`APP_RECLAIM_DUE`] to run the same reclaim
+/// at its next period), to [`reclaim`](crate::reclaim), or to the
+/// application's own [`uma::Uma::reclaim`] calls.
 fn reclaim_zones(k: &crate::kernel::Kernel, how: uma::Reclaim) -> usize {
     let own = || {
         (k.classes.iter().copied())
             .chain(crate::kernel::qcache_zones())
             .chain(core::iter::once(k.btag))
     };
+    // kmem's own zones with callbacks (kmem's page sources, the quantum
+    // caches' release into the arena): reclaim_plain skips them.
     let mut n = 0;
-    // kmem's zones with callbacks (its page sources, the quantum caches'
-    // release): reclaim_plain skips them.
+    let mut own_skipped = 0;
     for z in own().filter(|z| z.trim_runs_callbacks()) {
         z.reclaim(how);
         n += 1;
+        own_skipped += 1;
     }
-    match k.uma.reclaim_plain(how) {
-        Some(m) => n += m,
+    // Then every other zone whose reclaim runs no application code. If the
+    // zone list stayed busy (a walk or a zone creation elsewhere, or this
+    // very thread allocating inside a statistics walk), kmem's own plain
+    // zones at least.
+    let plain = k.uma.reclaim_plain(how);
+    match plain {
+        Some(p) => n += p.reclaimed,
         None => {
-            // The zone list is busy (maybe locked by this very thread, in a
-            // statistics walk that allocates) or another pass runs: kmem's
-            // other zones at least.
             for z in own().filter(|z| !z.trim_runs_callbacks()) {
                 z.reclaim(how);
                 n += 1;
             }
         }
     }
-    let level = if how == uma::Reclaim::Trim {
-        DUE_TRIM
-    } else {
-        DUE_DRAIN_CPU
-    };
-    APP_RECLAIM_DUE.fetch_max(level, Ordering::Relaxed);
+    // Application zones left alone (or maybe left alone): the worker's job.
+    if plain.is_none_or(|p| p.skipped > own_skipped) {
+        let level = if how == uma::Reclaim::Trim {
+            DUE_TRIM
+        } else {
+            DUE_DRAIN_CPU
+        };
+        APP_RECLAIM_DUE.fetch_max(level, Ordering::Relaxed);
+    }
     n
 }
 
@@ -742,10 +750,17 @@ pub fn start_reclaim_worker(period: Duration) -> bool {
             while !WORKER_STOP.load(Ordering::Acquire) {
                 std::thread::sleep(period);
                 if let Some(k) = kernel() {
-                    match APP_RECLAIM_DUE.swap(DUE_NONE, Ordering::Relaxed) {
-                        DUE_NONE => {}
-                        DUE_TRIM => k.uma.reclaim(uma::Reclaim::Trim),
-                        _ => k.uma.reclaim(uma::Reclaim::DrainCpu),
+                    let due = APP_RECLAIM_DUE.swap(DUE_NONE, Ordering::Relaxed);
+                    let how = match due {
+                        DUE_NONE => None,
+                        DUE_TRIM => Some(uma::Reclaim::Trim),
+                        _ => Some(uma::Reclaim::DrainCpu),
+                    };
+                    if let Some(how) = how {
+                        if !k.uma.reclaim(how) {
+                            // Another pass held the reclaim lock: next period.
+                            APP_RECLAIM_DUE.fetch_max(due, Ordering::Relaxed);
+                        }
                     }
                     k.uma.timeout();
                     crate::dirty::purge_old(k.arena);

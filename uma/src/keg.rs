@@ -12,7 +12,7 @@ use crate::slab::{
 use crate::source::{SlabSource, PAGE_SIZE};
 use crate::startup::Uma;
 use crate::sync::{Condvar, Mutex};
-use crate::{Fini, Flags, Init, Reclaim, ZoneFlags};
+use crate::{Fini, Flags, Init, Reclaim, Zone, ZoneFlags};
 
 /// Longest sleep of a `WAITOK` allocation waiting for the page source.
 pub(crate) const MEM_WAIT_MAX_MS: u64 = 100;
@@ -250,7 +250,7 @@ impl Keg {
     /// memory (FreeBSD `keg_fetch_slab` with `M_WAITOK`): when the source
     /// fails it waits ([`wait_for_memory`](Self::wait_for_memory)) and
     /// tries again. Later items never block.
-    pub(crate) fn import(&self, out: &mut [*mut u8], flags: Flags) -> usize {
+    pub(crate) fn import(&self, zone: &Zone, out: &mut [*mut u8], flags: Flags) -> usize {
         let mut n = 0;
         let mut waits = 0u32;
         let mut g = self.state.lock();
@@ -267,7 +267,7 @@ impl Keg {
                 match self.grow(src, gflags) {
                     Grow::Done => {}
                     Grow::NoMemory if gflags.may_sleep() => {
-                        self.wait_for_memory(src, waits, flags.contains(Flags::USE_RESERVE));
+                        self.wait_for_memory(zone, src, waits, flags.contains(Flags::USE_RESERVE));
                         waits = waits.saturating_add(1);
                     }
                     Grow::NoMemory | Grow::InitFailed => {
@@ -306,23 +306,33 @@ impl Keg {
     /// The reclaim covers the zones whose reclaim runs nothing this thread
     /// would not run anyway ([`Uma::reclaim_plain`], with `src` allowed):
     /// no fini, zfini or release, and either the instance's page source or
-    /// `src`, which this thread just called. Other zones are left to
-    /// [`Uma::reclaim`] calls of the application: their callbacks may want
-    /// a lock this thread holds, or the zone list (an allocation inside a
-    /// [`Uma::for_each_zone`] walk is skipped, not deadlocked). FreeBSD,
-    /// too, leaves reclaims to its reclaim thread and pagedaemon rather
-    /// than the waiting thread.
+    /// `src`, which this thread just called. The requesting `zone`'s cached
+    /// items also go back to this keg, fini or not
+    /// ([`Zone::reclaim_to_keg`]: no slab is freed, so no fini runs), so a
+    /// zone never waits for items parked in its own caches. Other zones are
+    /// left to [`Uma::reclaim`] calls of the application: their callbacks
+    /// may want a lock this thread holds, or the zone list (an allocation
+    /// inside a [`Uma::for_each_zone`] walk is skipped, not deadlocked).
+    /// FreeBSD, too, leaves reclaims to its reclaim thread and pagedaemon
+    /// rather than the waiting thread.
     ///
     /// [`Uma::reclaim_plain`]: crate::Uma::reclaim_plain
     /// [`Uma::reclaim`]: crate::Uma::reclaim
     /// [`Uma::for_each_zone`]: crate::Uma::for_each_zone
-    fn wait_for_memory(&self, src: &'static dyn SlabSource, round: u32, use_reserve: bool) {
+    fn wait_for_memory(
+        &self,
+        zone: &Zone,
+        src: &'static dyn SlabSource,
+        round: u32,
+        use_reserve: bool,
+    ) {
         let how = match round {
             0 => Reclaim::Trim,
             1 => Reclaim::Drain,
             _ => Reclaim::DrainCpu,
         };
         let _ = self.uma().reclaim_plain_with(how, Some(src));
+        zone.reclaim_to_keg(how);
         let ms = (1u64 << round.min(7)).min(MEM_WAIT_MAX_MS);
         let mut g = self.state.lock();
         if reserve::may_take(g.free_items, g.reserve, use_reserve) {

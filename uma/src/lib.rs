@@ -134,7 +134,7 @@ pub use slab::SlabLayout;
 pub use source::{MmapSource, SlabSource, TestSource, MMAP_SOURCE, PAGE_SIZE};
 #[cfg(not(loom))]
 pub use startup::global;
-pub use startup::{CacheArgs, Uma, ZoneArgs};
+pub use startup::{CacheArgs, PlainReclaim, Uma, ZoneArgs};
 pub use stats::ZoneStats;
 pub use zone::Zone;
 

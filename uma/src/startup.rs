@@ -626,16 +626,19 @@ impl Uma {
     /// thread that holds none of the locks those callbacks take (FreeBSD
     /// calls it from its reclaim thread), and not from inside a
     /// [`for_each_zone`](Self::for_each_zone) walk. From a thread that may
-    /// hold such locks, use [`reclaim_plain`](Self::reclaim_plain).
-    pub fn reclaim(&self, how: Reclaim) {
+    /// hold such locks, use [`reclaim_plain`](Self::reclaim_plain). Returns
+    /// false when it returned at once (a reclaim or timeout pass was
+    /// running).
+    pub fn reclaim(&self, how: Reclaim) -> bool {
         let Some(_busy) = self.reclaiming.try_lock() else {
-            return;
+            return false;
         };
         self.for_each_zone(|z| {
             if !z.flags.contains(ZoneFlags::UNMANAGED) {
                 z.reclaim(how);
             }
         });
+        true
     }
 
     /// The periodic work of FreeBSD `uma_timeout`: [`Zone::timeout`] for
@@ -666,23 +669,29 @@ impl Uma {
     /// or the zone list is locked (a zone being created or destroyed, or
     /// a statistics walk, maybe by this very thread).
     pub fn timeout_plain(&self) -> bool {
-        self.for_each_plain_zone(None, |z| {
+        self.for_each_plain_zone(None, 0, |z| {
             z.timeout();
         })
         .is_some()
     }
 
     /// [`reclaim`](Self::reclaim) for the same zones as
-    /// [`timeout_plain`](Self::timeout_plain), and skipped in the same
-    /// cases: what an allocating thread may run when memory runs short
-    /// (kmem's reclaim before failure), whatever locks of its own it holds.
-    /// Zones with callbacks are left to a thread that holds none of the
-    /// application's locks (FreeBSD runs them from its reclaim worker and
-    /// pagedaemon, never in the failing thread): [`reclaim`](Self::reclaim)
-    /// or [`timeout`](Self::timeout), called by the application or by
-    /// kmem's reclaim worker. Returns the zones reclaimed; `None` when
-    /// skipped.
-    pub fn reclaim_plain(&self, how: Reclaim) -> Option<usize> {
+    /// [`timeout_plain`](Self::timeout_plain): what an allocating thread
+    /// may run when memory runs short (kmem's reclaim before failure),
+    /// whatever locks of its own it holds. Zones with callbacks are left to
+    /// a thread that holds none of the application's locks (FreeBSD runs
+    /// them from its reclaim worker and pagedaemon, never in the failing
+    /// thread): [`reclaim`](Self::reclaim) or [`timeout`](Self::timeout),
+    /// called by the application or by kmem's reclaim worker.
+    ///
+    /// The reclaim and zone-list locks are only try-locked, retried for a
+    /// short bounded while (a statistics walk or a zone creation ends
+    /// soon); blocking could deadlock, since their holder may be waiting
+    /// for a lock of the caller's (a statistics sink, a callback of
+    /// [`reclaim`](Self::reclaim)), or be the caller itself (an allocation
+    /// inside a [`for_each_zone`](Self::for_each_zone) walk). `None` when
+    /// they stayed busy.
+    pub fn reclaim_plain(&self, how: Reclaim) -> Option<PlainReclaim> {
         self.reclaim_plain_with(how, None)
     }
 
@@ -693,37 +702,41 @@ impl Uma {
         &self,
         how: Reclaim,
         src: Option<&dyn SlabSource>,
-    ) -> Option<usize> {
-        self.for_each_plain_zone(src, |z| z.reclaim(how))
+    ) -> Option<PlainReclaim> {
+        self.for_each_plain_zone(src, PLAIN_LOCK_TRIES, |z| z.reclaim(how))
     }
 
     /// Calls `f` on every managed zone whose trim runs no application code
     /// (`src`, if given, counting as UMA's own page source), holding the
-    /// reclaim and zone-list locks, both only try-locked. Returns how many
-    /// zones it called `f` on; `None` (nothing done) if either lock was
-    /// held.
+    /// reclaim and zone-list locks, both only try-locked (`tries` more
+    /// times after the first, yielding in between). `None` (nothing done)
+    /// if either stayed held.
     fn for_each_plain_zone(
         &self,
         src: Option<&dyn SlabSource>,
+        tries: usize,
         mut f: impl FnMut(&Zone),
-    ) -> Option<usize> {
-        let _busy = self.reclaiming.try_lock()?;
-        let l = self.list.try_lock()?;
-        let mut n = 0;
+    ) -> Option<PlainReclaim> {
+        let _busy = try_lock_for(&self.reclaiming, tries)?;
+        let l = try_lock_for(&self.list, tries)?;
+        let mut r = PlainReclaim::default();
         let mut z = l.head;
         while !z.is_null() {
             // SAFETY: list lock held; listed zones are alive.
             unsafe {
                 let zr = &*z;
-                if !zr.flags.contains(ZoneFlags::UNMANAGED) && !zr.trim_runs_callbacks_besides(src)
-                {
-                    f(zr);
-                    n += 1;
+                if !zr.flags.contains(ZoneFlags::UNMANAGED) {
+                    if zr.trim_runs_callbacks_besides(src) {
+                        r.skipped += 1;
+                    } else {
+                        f(zr);
+                        r.reclaimed += 1;
+                    }
                 }
                 z = zr.list_next.get();
             }
         }
-        Some(n)
+        Some(r)
     }
 
     /// The timeout pass for UMA's internal zones (zones, kegs, offpage slab
@@ -798,6 +811,32 @@ fn ncpu() -> usize {
     } else {
         n as usize
     }
+}
+
+/// What [`Uma::reclaim_plain`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlainReclaim {
+    /// Managed zones reclaimed.
+    pub reclaimed: usize,
+    /// Managed zones left alone: their reclaim would run application
+    /// callbacks.
+    pub skipped: usize,
+}
+
+/// Extra tries [`Uma::reclaim_plain`] gives a busy lock (each after a
+/// yield): enough to outlast a statistics walk or a zone creation, bounded
+/// so that a lock held for good (by the caller itself) costs little. None
+/// under loom, whose models would branch on every try.
+const PLAIN_LOCK_TRIES: usize = if cfg!(loom) { 0 } else { 64 };
+
+fn try_lock_for<T>(m: &Mutex<T>, tries: usize) -> Option<MutexGuard<'_, T>> {
+    for _ in 0..tries {
+        if let Some(g) = m.try_lock() {
+            return Some(g);
+        }
+        crate::sync::spin_wait();
+    }
+    m.try_lock()
 }
 
 /// The process's default instance over [`MmapSource`](crate::MmapSource),

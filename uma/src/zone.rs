@@ -794,7 +794,7 @@ impl Zone {
 
     fn import(&self, out: &mut [*mut u8], flags: Flags) -> usize {
         if let Some(k) = self.keg() {
-            k.import(out, flags)
+            k.import(self, out, flags)
         } else if let Some(f) = self.import_fn {
             let n = f(self.arg, out, flags).min(out.len());
             // Zero is not a cacheable item: stop at the first one.
@@ -1427,6 +1427,21 @@ impl Zone {
             self.put_bucket(list);
             list = next;
         }
+    }
+
+    /// A `WAITOK` allocation of this zone found the page source out of
+    /// memory: the zone's cached items (with `DrainCpu`, those in every
+    /// thread's cache too) go back to the keg, where the retry finds them.
+    /// No slab is freed, so no keg fini or page source runs; skipped for a
+    /// zone with a zfini (it would run here).
+    pub(crate) fn reclaim_to_keg(&self, how: Reclaim) {
+        if self.zfini.is_some() {
+            return;
+        }
+        if how == Reclaim::DrainCpu {
+            self.drain_caches();
+        }
+        self.bucket_cache_reclaim(how != Reclaim::Trim);
     }
 
     /// Reclaims memory from this zone (FreeBSD `uma_zone_reclaim`).

@@ -368,3 +368,44 @@ fn waitok_at_source_failure_runs_no_application_callbacks_in_the_waiting_thread(
         "an explicit reclaim reclaims the zone with the fini"
     );
 }
+
+fn count_fini(_item: std::ptr::NonNull<u8>, _size: usize) {}
+
+/// A `WAITOK` allocation at page-source failure gets the items its own
+/// zone parked in another thread's cache back, even when the zone has a
+/// fini (which keeps it out of the waiter's instance-wide reclaim): they go
+/// back to the keg, no slab is freed, no fini runs in the waiting thread.
+#[test]
+fn waitok_at_source_failure_takes_its_own_zones_parked_items_back() {
+    let _w = watchdog("WAITOK vs its own zone's parked items", 30);
+    let src = leak_source();
+    let u = uma::Uma::bootstrap(src).unwrap();
+    let z = u
+        .create_zone(&ZoneArgs::new("wm-own", 128).fini(count_fini))
+        .unwrap();
+    let (parked_tx, parked_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let owner = std::thread::spawn(move || {
+        let v: Vec<_> = (0..16).map(|_| alloc(z, Flags::NOWAIT)).collect();
+        for p in v {
+            free(z, p);
+        }
+        parked_tx.send(()).unwrap(); // the items sit in this thread's cache
+        go_rx.recv().unwrap();
+    });
+    parked_rx.recv().unwrap();
+    src.set_limit(src.in_use());
+    // Take what the keg still has; the next item needs the parked ones.
+    let mut held = Vec::new();
+    while let Some(p) = z.alloc(Flags::NOWAIT) {
+        held.push(p);
+        assert!(held.len() < 100_000);
+    }
+    let p = z.alloc(Flags::WAITOK).expect("WAITOK never fails");
+    held.push(p);
+    for p in held {
+        free(z, p);
+    }
+    go_tx.send(()).unwrap();
+    owner.join().unwrap();
+}

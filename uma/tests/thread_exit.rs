@@ -164,19 +164,22 @@ fn release_churn(_arg: usize, items: &[*mut u8]) {
 /// of both and exit, and destroy of both zones while they exit, with
 /// another thread draining every zone's caches (`DrainCpu`) and walking
 /// the statistics all along. Every round, both destroys must find
-/// nothing in use and the cache zone must have released every item.
+/// nothing in use and the cache zone must have released every item. Its
+/// own instance, so that the drains do not run the other tests' release
+/// callbacks for them (they must run in the exit flushes).
 #[test]
 fn exits_destroys_and_drains_race_without_loss() {
     let _w = watchdog("thread exits vs destroy vs drains", 120);
+    let u = uma::Uma::bootstrap(leak_source()).unwrap();
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     let drainer = {
         let stop = stop.clone();
         std::thread::spawn(move || {
             let mut walks = 0u32;
             while !stop.load(SeqCst) {
-                uma().reclaim(uma::Reclaim::DrainCpu);
+                u.reclaim(uma::Reclaim::DrainCpu);
                 let mut s = String::new();
-                uma().write_vmstat(&mut s).unwrap();
+                u.write_vmstat(&mut s).unwrap();
                 walks += 1;
             }
             walks
@@ -185,8 +188,10 @@ fn exits_destroys_and_drains_race_without_loss() {
     let t0 = std::time::Instant::now();
     let mut rounds = 0;
     while t0.elapsed() < std::time::Duration::from_secs(2) || rounds < 20 {
-        let kz = zone(ZoneArgs::new("exit-churn-keg", 48).bucket_size(4));
-        let cz = uma()
+        let kz = u
+            .create_zone(&ZoneArgs::new("exit-churn-keg", 48).bucket_size(4))
+            .unwrap();
+        let cz = u
             .create_cache(&CacheArgs {
                 name: "exit-churn-cache",
                 size: 16,
@@ -223,8 +228,10 @@ fn exits_destroys_and_drains_race_without_loss() {
             })
             .collect();
         done.wait();
-        assert_eq!(destroy(kz), 0, "round {rounds}: keg zone items in use");
-        assert_eq!(destroy(cz), 0, "round {rounds}: cache zone items in use");
+        // SAFETY: the threads no longer use the zones.
+        let (kl, cl) = unsafe { (u.destroy(kz), u.destroy(cz)) };
+        assert_eq!(kl, 0, "round {rounds}: keg zone items in use");
+        assert_eq!(cl, 0, "round {rounds}: cache zone items in use");
         assert_eq!(CHURN_OUT.load(SeqCst), 0, "round {rounds}: items lost");
         for t in threads {
             t.join().unwrap();

@@ -432,7 +432,24 @@ pub unsafe extern "C" fn __register_atfork(
     match real_register_atfork() {
         // SAFETY: the caller's promise, passed on unchanged.
         Some(f) => unsafe { f(prepare, parent, child, dso) },
-        None => libc::ENOMEM,
+        None => {
+            no_real_register_atfork();
+            libc::ENOMEM
+        }
+    }
+}
+
+/// The C library has no `__register_atfork` after this library (not
+/// glibc, or this library is not ahead of it): every `pthread_atfork` of
+/// the process fails with ENOMEM. Says so once, without allocating.
+#[cold]
+fn no_real_register_atfork() {
+    static SAID: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    if !SAID.swap(true, Ordering::Relaxed) {
+        let msg = b"bsdalloc: the C library's __register_atfork was not found; pthread_atfork fails with ENOMEM\n";
+        // SAFETY: a valid buffer of that length; fd 2 may be closed, then
+        // nothing happens.
+        let _ = unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
     }
 }
 

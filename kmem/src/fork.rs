@@ -57,6 +57,15 @@
 //! of the build. In a Rust program the runtime allocates before `main`, so
 //! the build is over before any thread can fork.
 //!
+//! The build marks the allocator ready before it installs the handlers
+//! (`pthread_atfork` may allocate, and with the C ABI that is us). A
+//! second thread that registers handlers in that window, during the
+//! process's very first allocation, registers them before kmem's, and
+//! they must then not allocate (see below). Making such threads wait for
+//! the install instead could deadlock: the install looks symbols up
+//! (`dlsym`, under glibc's loader lock), and a thread in `dlopen` holds
+//! that lock while its constructors register handlers.
+//!
 //! # Other `pthread_atfork` handlers
 //!
 //! `fork` runs prepare handlers in the reverse order of their registration
@@ -175,4 +184,5 @@ extern "C" fn child() {
         uma::fork::child();
     }
     crate::pressure::fork_child();
+    crate::timeout::fork_child();
 }

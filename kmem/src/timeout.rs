@@ -37,7 +37,7 @@
 //! every zone, and two passes per period would decay the estimates twice
 //! as fast.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::kernel::{self, Kernel};
@@ -51,6 +51,8 @@ static PERIOD_NS: AtomicU64 = AtomicU64::new(TIMEOUT_PERIOD.as_nanos() as u64);
 static NEXT_NS: AtomicU64 = AtomicU64::new(0);
 /// Passes run by ticks.
 static PASSES: AtomicU64 = AtomicU64::new(0);
+/// A pass is running (single flight).
+static PASS_BUSY: AtomicBool = AtomicBool::new(false);
 
 /// Sets the period of the lazy timeout (`None` or zero: off). Returns the
 /// previous one. The next pass is due one period from now.
@@ -118,12 +120,19 @@ pub(crate) fn tick() {
     if crate::pressure::reclaim_worker_running() {
         return;
     }
+    // One pass at a time: a pass longer than the period (a short period,
+    // a big trim) must not overlap the next one, whose wss estimate would
+    // then cover a nearly empty interval and decay a steady working set.
+    if PASS_BUSY.swap(true, Ordering::Acquire) {
+        return;
+    }
     // None while the allocator is being built (the building thread's own
     // allocations): nothing to trim yet.
     if let Some(k) = kernel::kernel() {
         pass(k);
         PASSES.fetch_add(1, Ordering::Relaxed);
     }
+    PASS_BUSY.store(false, Ordering::Release);
 }
 
 /// One timeout pass over what kmem owns (see the module doc).
@@ -138,4 +147,9 @@ fn pass(k: &Kernel) {
     k.uma.timeout_plain();
     k.uma.timeout_internal();
     crate::dirty::purge_old(k.arena);
+}
+
+/// Fork child: a thread that was inside a pass is gone.
+pub(crate) fn fork_child() {
+    PASS_BUSY.store(false, Ordering::Relaxed);
 }

@@ -626,11 +626,15 @@ impl Uma {
     /// thread that holds none of the locks those callbacks take (FreeBSD
     /// calls it from its reclaim thread), and not from inside a
     /// [`for_each_zone`](Self::for_each_zone) walk. From a thread that may
-    /// hold such locks, use [`reclaim_plain`](Self::reclaim_plain). Returns
-    /// false when it returned at once (a reclaim or timeout pass was
-    /// running).
+    /// hold such locks, use [`reclaim_plain`](Self::reclaim_plain).
+    ///
+    /// A reclaim or timeout pass already running (a lazy timeout pass of
+    /// kmem's, or this very reclaim re-entered from a page source) is given
+    /// a short bounded while to end, as in
+    /// [`reclaim_plain`](Self::reclaim_plain); returns false, having done
+    /// nothing, if it does not.
     pub fn reclaim(&self, how: Reclaim) -> bool {
-        let Some(_busy) = self.reclaiming.try_lock() else {
+        let Some(_busy) = try_lock_for(&self.reclaiming, PLAIN_LOCK_TRIES) else {
             return false;
         };
         self.for_each_zone(|z| {

@@ -1578,7 +1578,7 @@ impl Zone {
                 self.name
             );
             assert!(
-                g.imin <= g.nitems && g.nitems <= g.imax.max(g.nitems),
+                g.imin <= g.nitems && g.nitems <= g.imax,
                 "zone {}: wss bounds",
                 self.name
             );

@@ -367,29 +367,8 @@ fn reclaim_at_the_limit_runs_no_application_callbacks_in_the_failing_thread() {
     assert_eq!(unsafe { uma.destroy(z) }, 0);
 }
 
-/// A statistics sink that allocates at the limit once it is inside the
-/// walk (past the header's line).
-struct AllocatingSink {
-    lines: usize,
-    allocated: bool,
-}
-
-impl std::fmt::Write for AllocatingSink {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        if !self.allocated && self.lines > 0 {
-            self.allocated = true;
-            if let Some(p) = kmem::kmem_malloc(64 * PAGE_SIZE, Flags::NOWAIT) {
-                // SAFETY: from kmem_malloc(64 pages), unused.
-                unsafe { kmem::kmem_free(p, 64 * PAGE_SIZE) };
-            }
-        }
-        self.lines += s.matches('\n').count();
-        Ok(())
-    }
-}
-
 #[test]
-fn reclaim_at_the_limit_inside_a_statistics_walk_does_not_deadlock() {
+fn reclaim_at_the_limit_inside_a_zone_walk_does_not_deadlock() {
     let _g = start("a reclaim pass inside a zone-list walk", 60);
     let uma = kmem::uma().unwrap();
     // Something committed, so that the limit is not 0 (none).
@@ -397,14 +376,19 @@ fn reclaim_at_the_limit_inside_a_statistics_walk_does_not_deadlock() {
     limit_above(0);
     std::thread::sleep(Duration::from_millis(2)); // the pass rate limit
     let passes = kmem::pressure_stats().reclaim_passes;
-    // The walk holds the zone list while it writes; the sink's allocation
-    // fails over to a reclaim pass, which must not wait for the list.
-    let mut sink = AllocatingSink {
-        lines: 0,
-        allocated: false,
-    };
-    uma.write_vmstat(&mut sink).unwrap();
-    assert!(sink.allocated);
+    // The walk holds the zone list while it calls us; an allocation at the
+    // limit runs a reclaim pass, which must not wait for the list.
+    let mut allocated = false;
+    uma.for_each_zone(|_| {
+        if !allocated {
+            allocated = true;
+            if let Some(p) = kmem::kmem_malloc(64 * PAGE_SIZE, Flags::NOWAIT) {
+                // SAFETY: from kmem_malloc(64 pages), unused.
+                unsafe { kmem::kmem_free(p, 64 * PAGE_SIZE) };
+            }
+        }
+    });
+    assert!(allocated);
     assert!(
         kmem::pressure_stats().reclaim_passes > passes,
         "no pass ran"

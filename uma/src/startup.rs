@@ -766,15 +766,43 @@ impl Uma {
     }
 
     /// Writes the `vmstat -z` table of every zone.
+    ///
+    /// The rows are read under the zone-list lock a few at a time (into a
+    /// stack array) and written after it is dropped, so `w` may allocate,
+    /// block (a full pipe) or take locks of its own without holding up zone
+    /// creation, destruction and reclaims in other threads. Zones created or
+    /// destroyed meanwhile may be missed or listed twice.
     pub fn write_vmstat(&self, w: &mut dyn fmt::Write) -> fmt::Result {
+        const CHUNK: usize = 16;
         crate::stats::write_header(w)?;
-        let mut r = Ok(());
-        self.for_each_zone(|z| {
-            if r.is_ok() {
-                r = crate::stats::write_row(w, &z.stats());
+        let mut done = 0;
+        loop {
+            let mut rows: [Option<crate::ZoneStats>; CHUNK] = [None; CHUNK];
+            let mut n = 0;
+            {
+                let l = self.list.lock();
+                let mut z = l.head;
+                let mut i = 0;
+                while !z.is_null() && n < CHUNK {
+                    // SAFETY: list lock held; listed zones are alive.
+                    unsafe {
+                        if i >= done {
+                            rows[n] = Some((*z).stats());
+                            n += 1;
+                        }
+                        i += 1;
+                        z = (*z).list_next.get();
+                    }
+                }
             }
-        });
-        r
+            for r in rows.iter().flatten() {
+                crate::stats::write_row(w, r)?;
+            }
+            if n < CHUNK {
+                return Ok(());
+            }
+            done += n;
+        }
     }
 
     /// Checks every internal zone's structure. Test aid.

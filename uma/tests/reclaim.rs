@@ -409,3 +409,50 @@ fn waitok_at_source_failure_takes_its_own_zones_parked_items_back() {
     go_tx.send(()).unwrap();
     owner.join().unwrap();
 }
+
+/// `write_vmstat` reads the rows under the zone-list lock in chunks and
+/// writes them after dropping it: the sink may take the list itself (here
+/// `zone_count`, as an allocation in kmem may), and every zone is listed
+/// once when the list does not change.
+#[test]
+fn vmstat_rows_are_written_without_the_zone_list_lock() {
+    let _w = watchdog("a vmstat sink that takes the zone list", 30);
+    let u = uma::Uma::bootstrap(leak_source()).unwrap();
+    let zs: Vec<_> = (0..40)
+        .map(|_| u.create_zone(&ZoneArgs::new("vm-chunk", 32)).unwrap())
+        .collect();
+    struct Sink {
+        u: &'static uma::Uma,
+        text: String,
+        counted: usize,
+    }
+    impl std::fmt::Write for Sink {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.counted = self.u.zone_count(); // the list lock
+            self.text.push_str(s);
+            Ok(())
+        }
+    }
+    let mut sink = Sink {
+        u,
+        text: String::new(),
+        counted: 0,
+    };
+    u.write_vmstat(&mut sink).unwrap();
+    assert_eq!(sink.counted, u.zone_count());
+    let rows = sink
+        .text
+        .lines()
+        .filter(|l| l.starts_with("vm-chunk"))
+        .count();
+    assert_eq!(rows, 40, "every zone once");
+    assert_eq!(
+        sink.text.lines().count(),
+        1 + u.zone_count(),
+        "header + a row per zone"
+    );
+    for z in zs {
+        // SAFETY: nothing of z is in use.
+        assert_eq!(unsafe { u.destroy(z) }, 0);
+    }
+}

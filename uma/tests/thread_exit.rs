@@ -18,42 +18,61 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::Mutex;
 use uma::{CacheArgs, Flags, ZoneArgs, ZoneFlags};
 
-/// The application's lock, taken by the release callback.
-static APP: Mutex<()> = Mutex::new(());
-static IN_RELEASE: AtomicBool = AtomicBool::new(false);
 static NEXT: AtomicUsize = AtomicUsize::new(0x10_0000);
-static OUT: AtomicUsize = AtomicUsize::new(0);
 
-fn import(_arg: usize, store: &mut [*mut u8], _f: Flags) -> usize {
+/// The items a test's cache zone has out (imported, not yet released):
+/// `arg` of its import and release callbacks is the counter's address.
+fn out_of(arg: usize) -> &'static AtomicUsize {
+    // SAFETY: `arg` is the address of one of this file's static counters.
+    unsafe { &*(arg as *const AtomicUsize) }
+}
+
+fn import_counted(arg: usize, store: &mut [*mut u8], _f: Flags) -> usize {
     for s in store.iter_mut() {
         *s = NEXT.fetch_add(0x10, SeqCst) as *mut u8; // integers, not memory
     }
-    OUT.fetch_add(store.len(), SeqCst);
+    out_of(arg).fetch_add(store.len(), SeqCst);
     store.len()
 }
 
-fn release(_arg: usize, items: &[*mut u8]) {
+/// A cache zone of `u` over `import_counted` and `release`, counting its
+/// items out in `out`.
+fn counted_cache(
+    u: &'static uma::Uma,
+    name: &'static str,
+    release: uma::Release,
+    out: &'static AtomicUsize,
+    bucket: usize,
+) -> &'static uma::Zone {
+    u.create_cache(&CacheArgs {
+        name,
+        size: 16,
+        import: import_counted,
+        release,
+        arg: out as *const AtomicUsize as usize,
+        ctor: None,
+        dtor: None,
+        flags: ZoneFlags::NONE,
+        bucket_size: Some(bucket),
+    })
+    .unwrap()
+}
+
+/// The application's lock, taken by the release callback.
+static APP: Mutex<()> = Mutex::new(());
+static IN_RELEASE: AtomicBool = AtomicBool::new(false);
+static OUT: AtomicUsize = AtomicUsize::new(0);
+
+fn release(arg: usize, items: &[*mut u8]) {
     IN_RELEASE.store(true, SeqCst);
     let _app = APP.lock().unwrap();
-    OUT.fetch_sub(items.len(), SeqCst);
+    out_of(arg).fetch_sub(items.len(), SeqCst);
 }
 
 #[test]
 fn exit_flush_runs_release_callbacks_without_the_registry_lock() {
     let _w = watchdog("thread-exit release vs a registering lock holder", 30);
-    let cz = uma()
-        .create_cache(&CacheArgs {
-            name: "exit-release",
-            size: 16,
-            import,
-            release,
-            arg: 0,
-            ctor: None,
-            dtor: None,
-            flags: ZoneFlags::NONE,
-            bucket_size: Some(8),
-        })
-        .unwrap();
+    let cz = counted_cache(uma(), "exit-release", release, &OUT, 8);
     // No zone bucket cache: the exiting thread's buckets go straight back
     // through `release`.
     cz.set_maxcache(0);
@@ -84,18 +103,10 @@ fn exit_flush_runs_release_callbacks_without_the_registry_lock() {
 static SLOW_IN: AtomicBool = AtomicBool::new(false);
 static SLOW_OUT: AtomicUsize = AtomicUsize::new(0);
 
-fn import_slow(_arg: usize, store: &mut [*mut u8], _f: Flags) -> usize {
-    for s in store.iter_mut() {
-        *s = NEXT.fetch_add(0x10, SeqCst) as *mut u8;
-    }
-    SLOW_OUT.fetch_add(store.len(), SeqCst);
-    store.len()
-}
-
-fn release_slow(_arg: usize, items: &[*mut u8]) {
+fn release_slow(arg: usize, items: &[*mut u8]) {
     SLOW_IN.store(true, SeqCst);
     std::thread::sleep(std::time::Duration::from_millis(2));
-    SLOW_OUT.fetch_sub(items.len(), SeqCst);
+    out_of(arg).fetch_sub(items.len(), SeqCst);
 }
 
 /// Zone destroy racing thread-exit flushes of the same zone: destroy waits
@@ -106,19 +117,7 @@ fn release_slow(_arg: usize, items: &[*mut u8]) {
 fn destroy_waits_for_thread_exit_flushes() {
     let _w = watchdog("destroy vs thread-exit flushes", 60);
     for round in 0..20 {
-        let z = uma()
-            .create_cache(&CacheArgs {
-                name: "exit-destroy",
-                size: 16,
-                import: import_slow,
-                release: release_slow,
-                arg: 0,
-                ctor: None,
-                dtor: None,
-                flags: ZoneFlags::NONE,
-                bucket_size: Some(4),
-            })
-            .unwrap();
+        let z = counted_cache(uma(), "exit-destroy", release_slow, &SLOW_OUT, 4);
         z.set_maxcache(0);
         SLOW_IN.store(false, SeqCst);
         let done = std::sync::Arc::new(std::sync::Barrier::new(5));
@@ -148,16 +147,8 @@ fn destroy_waits_for_thread_exit_flushes() {
 
 static CHURN_OUT: AtomicUsize = AtomicUsize::new(0);
 
-fn import_churn(_arg: usize, store: &mut [*mut u8], _f: Flags) -> usize {
-    for s in store.iter_mut() {
-        *s = NEXT.fetch_add(0x10, SeqCst) as *mut u8;
-    }
-    CHURN_OUT.fetch_add(store.len(), SeqCst);
-    store.len()
-}
-
-fn release_churn(_arg: usize, items: &[*mut u8]) {
-    CHURN_OUT.fetch_sub(items.len(), SeqCst);
+fn release_counted(arg: usize, items: &[*mut u8]) {
+    out_of(arg).fetch_sub(items.len(), SeqCst);
 }
 
 /// Rounds of: a keg zone and a cache zone, threads that fill their caches
@@ -191,19 +182,7 @@ fn exits_destroys_and_drains_race_without_loss() {
         let kz = u
             .create_zone(&ZoneArgs::new("exit-churn-keg", 48).bucket_size(4))
             .unwrap();
-        let cz = u
-            .create_cache(&CacheArgs {
-                name: "exit-churn-cache",
-                size: 16,
-                import: import_churn,
-                release: release_churn,
-                arg: 0,
-                ctor: None,
-                dtor: None,
-                flags: ZoneFlags::NONE,
-                bucket_size: Some(4),
-            })
-            .unwrap();
+        let cz = counted_cache(u, "exit-churn-cache", release_counted, &CHURN_OUT, 4);
         if rounds % 2 == 1 {
             cz.set_maxcache(0); // exit flushes release, not cache
             kz.set_maxcache(0);

@@ -71,6 +71,13 @@ impl Drop for Env {
     }
 }
 
+/// The models' usual zone: 32-byte items, 4 per slab, 2-item buckets.
+fn tiny_zone(e: &Env, name: &'static str) -> &'static Zone {
+    e.uma
+        .create_zone(&ZoneArgs::new(name, 32).max_ipers(4).bucket_size(2))
+        .unwrap()
+}
+
 /// Two explicit per-thread caches of `z` (retired with
 /// [`retire_into_zone`]).
 fn two_caches(z: &'static Zone) -> (&'static Cache, &'static Cache) {
@@ -178,10 +185,7 @@ fn loom_keg_drain_vs_alloc_vs_reserve() {
 fn loom_foreign_drain_cpu_vs_owner_fast_path() {
     run_model(|| {
         let e = env();
-        let z: &'static Zone = e
-            .uma
-            .create_zone(&ZoneArgs::new("loom-b", 32).max_ipers(4).bucket_size(2))
-            .unwrap();
+        let z = tiny_zone(&e, "loom-b");
         let c: &'static Cache = {
             let c = pcpu::register(z, core::ptr::null());
             // SAFETY: registered caches live until retired below.
@@ -223,10 +227,7 @@ fn loom_foreign_drain_cpu_vs_owner_fast_path() {
 fn loom_bucket_exchange_through_zone_cache() {
     run_model(|| {
         let e = env();
-        let z: &'static Zone = e
-            .uma
-            .create_zone(&ZoneArgs::new("loom-c", 32).max_ipers(4).bucket_size(2))
-            .unwrap();
+        let z = tiny_zone(&e, "loom-c");
         let (c1, c2) = two_caches(z);
         let items = alloc_n(z, 3);
         let freer = spawn(move || {
@@ -261,10 +262,7 @@ fn loom_bucket_exchange_through_zone_cache() {
 fn loom_timeout_vs_bucket_exchange() {
     run_model(|| {
         let e = env();
-        let z: &'static Zone = e
-            .uma
-            .create_zone(&ZoneArgs::new("loom-g", 32).max_ipers(4).bucket_size(2))
-            .unwrap();
+        let z = tiny_zone(&e, "loom-g");
         let (c1, c2) = two_caches(z);
         let items = alloc_n(z, 7);
         // One full bucket in the zone cache before the race, so the pass
@@ -429,9 +427,7 @@ fn loom_exit_flush_vs_destroy() {
     run_model(|| {
         let e = env();
         let uma = e.uma;
-        let z: &'static Zone = uma
-            .create_zone(&ZoneArgs::new("loom-h", 32).max_ipers(4).bucket_size(2))
-            .unwrap();
+        let z = tiny_zone(&e, "loom-h");
         // The owner's TLS slot, as the registry sees it.
         let slot = Arc::new(AtomicPtr::new(pcpu::empty()));
         let c: &'static Cache = {

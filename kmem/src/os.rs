@@ -14,6 +14,7 @@ pub const CHUNK_SIZE: usize = 2 << 20;
 static MAPPED: AtomicUsize = AtomicUsize::new(0);
 static PEAK_MAPPED: AtomicUsize = AtomicUsize::new(0);
 static UNBACKED: AtomicUsize = AtomicUsize::new(0);
+static UNBACK_FAILS: AtomicUsize = AtomicUsize::new(0);
 static MAP_CALLS: AtomicUsize = AtomicUsize::new(0);
 static UNMAP_CALLS: AtomicUsize = AtomicUsize::new(0);
 
@@ -54,7 +55,10 @@ pub(crate) unsafe fn unmap(addr: usize, size: usize) {
 
 /// Drops the physical pages behind `[addr, addr + size)`: the range stays
 /// mapped and reads as zero afterwards (`MADV_DONTNEED` on private
-/// anonymous memory).
+/// anonymous memory). Callers label the pages clean ("reads as zero"), so
+/// when the kernel refuses (`EINVAL` on memory locked by `mlockall`), the
+/// range is zero-filled instead: it stays resident, but never hands old
+/// data to a zero-filled allocation.
 ///
 /// # Safety
 ///
@@ -65,6 +69,10 @@ pub(crate) unsafe fn unback(addr: usize, size: usize) {
     let r = unsafe { libc::madvise(addr as *mut libc::c_void, size, libc::MADV_DONTNEED) };
     if r == 0 {
         UNBACKED.fetch_add(size, Ordering::Relaxed);
+    } else {
+        // SAFETY: as above: ours, mapped read-write, and dead.
+        unsafe { core::ptr::write_bytes(addr as *mut u8, 0, size) };
+        UNBACK_FAILS.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -104,6 +112,9 @@ pub struct OsStats {
     /// Bytes ever unbacked with `madvise` (freed slabs, quantum-cache
     /// ranges given back, purged dirty pages).
     pub unbacked_total: usize,
+    /// `madvise` calls the kernel refused (locked memory): those ranges
+    /// were zero-filled instead and stayed resident.
+    pub unback_failures: usize,
     /// `mmap` imports and `munmap` releases so far.
     pub map_calls: usize,
     /// `munmap` calls so far.
@@ -136,6 +147,7 @@ pub fn os_stats() -> OsStats {
         mapped: MAPPED.load(Ordering::Relaxed),
         peak_mapped: PEAK_MAPPED.load(Ordering::Relaxed),
         unbacked_total: UNBACKED.load(Ordering::Relaxed),
+        unback_failures: UNBACK_FAILS.load(Ordering::Relaxed),
         map_calls: MAP_CALLS.load(Ordering::Relaxed),
         unmap_calls: UNMAP_CALLS.load(Ordering::Relaxed),
         resident,

@@ -93,7 +93,7 @@ pub fn write_os_stats(w: &mut dyn fmt::Write) -> fmt::Result {
     let o = os_stats();
     writeln!(
         w,
-        "os: mapped {} KiB (peak {} KiB), resident {} KiB (peak {} KiB), {} mmap / {} munmap, {} KiB unbacked so far, page metadata {} KiB",
+        "os: mapped {} KiB (peak {} KiB), resident {} KiB (peak {} KiB), {} mmap / {} munmap, {} KiB unbacked so far ({} refused, zero-filled), page metadata {} KiB",
         o.mapped / 1024,
         o.peak_mapped / 1024,
         o.resident / 1024,
@@ -101,6 +101,7 @@ pub fn write_os_stats(w: &mut dyn fmt::Write) -> fmt::Result {
         o.map_calls,
         o.unmap_calls,
         o.unbacked_total / 1024,
+        o.unback_failures,
         pagemeta::meta_bytes() / 1024
     )?;
     let d = crate::dirty::dirty_stats();

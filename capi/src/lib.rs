@@ -20,14 +20,17 @@
 //!   default, `REALLOC_ZERO_BYTES_FREES`); `realloc(NULL, n)` is
 //!   `malloc(n)`. A failed `realloc` leaves `p` valid.
 //! - Failure is NULL with `errno = ENOMEM`, never an abort: requests that
-//!   cannot be satisfied (`malloc(1 << 60)`) simply fail. `calloc` and
-//!   `reallocarray` check `n * size` for overflow (`ENOMEM`).
+//!   cannot be satisfied simply fail, among them any block larger than
+//!   physical memory plus swap (`malloc(1 << 40)` on most machines) and any
+//!   alignment above 1 GiB. `calloc` and `reallocarray` check `n * size`
+//!   for overflow (`ENOMEM`).
 //! - `posix_memalign` returns `EINVAL` unless the alignment is a power of
 //!   two multiple of `sizeof(void *)`, `ENOMEM` on failure, and leaves
-//!   `errno` alone. `aligned_alloc` needs a power of two (`EINVAL`, as
-//!   glibc 2.38 and C17); `memalign` rounds a non-power of two up, as
-//!   glibc does; `valloc` is page aligned; `pvalloc` also rounds the size
-//!   up to whole pages.
+//!   `errno` alone. `aligned_alloc` needs a power of two (`EINVAL`, as C17
+//!   says; this deliberately differs from glibc before 2.38, which accepts
+//!   any alignment); `memalign` rounds a non-power of two up, as glibc
+//!   does; `valloc` is page aligned; `pvalloc` also rounds the size up to
+//!   whole pages.
 //!
 //! ## Statistics and trimming
 //!

@@ -323,6 +323,21 @@ pub(crate) fn reuse(arena: &Arena<'static>, size: usize) -> Option<usize> {
 /// `[addr, addr + bytes)` is a live large block of the arena (whole pages),
 /// unused from now on.
 pub(crate) unsafe fn free_large(arena: &Arena<'static>, addr: usize, bytes: usize) {
+    if bytes > DIRTY_MAX {
+        // Over the whole budget by itself: it would be listed and purged at
+        // once. Unback it directly (its page words are 0 already: a live
+        // block's only labelled page is its head, cleared by the caller).
+        // SAFETY: the caller's promise: whole pages of ours, unused.
+        unsafe { os::unback(addr, bytes) };
+        if let Err(e) = arena.xfree(addr, bytes) {
+            crate::report::fatal(format_args!(
+                "kmem: freeing {bytes} bytes at {addr:#x} to the kernel arena: {e}"
+            ));
+        }
+        #[cfg(not(loom))]
+        crate::timeout::tick();
+        return;
+    }
     pagemeta::set(addr, bytes / PAGE_SIZE, WORD_DIRTY);
     DIRTY.fetch_add(bytes, Ordering::Relaxed);
     if let Err(e) = arena.xfree(addr, bytes) {

@@ -11,10 +11,11 @@ use crate::Flags;
 
 /// Allocates `size` bytes (rounded up to pages) of zero-filled memory from
 /// the kernel arena (FreeBSD `kmem_malloc`). `WAITOK` may sleep until
-/// memory is freed; `NOWAIT` fails at once.
+/// memory is freed; `NOWAIT` fails at once. `None`, `WAITOK` or not, for
+/// more than physical memory plus swap.
 pub fn kmem_malloc(size: usize, flags: Flags) -> Option<NonNull<u8>> {
     let bytes = round_page(size)?;
-    if bytes == 0 {
+    if bytes == 0 || bytes > os::max_request() {
         return None;
     }
     let k = kernel()?;

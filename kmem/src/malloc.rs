@@ -126,7 +126,9 @@ pub(crate) fn large_alloc(
     let zero = flags.contains(Flags::ZERO);
     let vf = vflags(flags);
     let bytes = round_page(size.max(1))?;
-    if !align.is_power_of_two() || align > (1 << 40) {
+    // No block larger than memory plus swap, and no alignment beyond 1 GiB
+    // (an aligned import reserves twice the alignment of address space).
+    if bytes > crate::os::max_request() || !align.is_power_of_two() || align > MAX_ALIGN {
         return None;
     }
     let n = bytes / PAGE_SIZE;
@@ -148,6 +150,9 @@ pub(crate) fn large_alloc(
     LARGE_PAGES.fetch_add(n as u64, Ordering::Relaxed);
     NonNull::new(addr as *mut u8)
 }
+
+/// The largest alignment a large block may ask for.
+pub(crate) const MAX_ALIGN: usize = 1 << 30;
 
 /// Every large block's allocations, frees and pages (typed or not): the
 /// large part of [`malloc_untyped_stats`]. Relaxed counters on the large

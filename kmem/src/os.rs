@@ -39,6 +39,34 @@ pub(crate) fn map_chunks(size: usize) -> Option<usize> {
     Some(aligned)
 }
 
+/// The largest block a single request may ask for: physical memory plus
+/// swap (read once with `sysinfo`; no limit if that fails). The kernel
+/// arena's address space is mapped with `MAP_NORESERVE`, so without this a
+/// request for a terabyte would succeed (glibc's `mmap`, under the
+/// kernel's overcommit heuristic, refuses it) and then cost gigabytes of
+/// page metadata to free.
+pub(crate) fn max_request() -> usize {
+    static MAX: AtomicUsize = AtomicUsize::new(0);
+    let m = MAX.load(Ordering::Relaxed);
+    if m != 0 {
+        return m;
+    }
+    // SAFETY: an all-zero sysinfo is a valid value of the plain C struct.
+    let mut si: libc::sysinfo = unsafe { core::mem::zeroed() };
+    // SAFETY: `si` is a valid out pointer.
+    let m = if unsafe { libc::sysinfo(&mut si) } == 0 {
+        let unit = (si.mem_unit as usize).max(1);
+        (si.totalram as usize)
+            .saturating_add(si.totalswap as usize)
+            .saturating_mul(unit)
+            .max(CHUNK_SIZE)
+    } else {
+        usize::MAX
+    };
+    MAX.store(m, Ordering::Relaxed);
+    m
+}
+
 /// Unmaps a range [`map_chunks`] returned.
 ///
 /// # Safety

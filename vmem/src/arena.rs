@@ -844,7 +844,11 @@ impl<'a> Arena<'a> {
             .range(addr, last)
             .validate(size, self.quantum())?;
         if addr & self.quantum_mask != 0 {
-            return Err(self.no_memory());
+            return Err(Error::Unaligned {
+                arena: self.name,
+                value: addr,
+                quantum: self.quantum(),
+            });
         }
         let mut new_round = true;
         let mut g = self.begin_round(self.state.lock(), flags, &mut new_round)?;
@@ -1015,6 +1019,15 @@ impl<'a> Arena<'a> {
             if ok {
                 return (g, true);
             }
+        }
+        // The steps below hide BT_MAXALLOC tags while the lock is dropped.
+        // After an import whose span the search then could not use (it
+        // ignores nocross and the address range), the round has only the
+        // two tags the span left: secure a full set again.
+        let (g2, ok) = self.fill_tags(g, flags);
+        g = g2;
+        if !ok {
+            return (g, false);
         }
         let reclaim = g.reclaim;
         if self.qcache.is_some() || reclaim.is_some() {

@@ -95,7 +95,8 @@ pub enum Error {
     BadRange { min: usize, max: usize },
     /// Unknown bits, both or neither of WAITOK/NOWAIT, or several fit policies.
     BadFlags { flags: crate::Flags },
-    /// An address or size given to `add` is not a multiple of the quantum.
+    /// An address or size given to `add`, or an address given to `claim`,
+    /// is not a multiple of the quantum.
     Unaligned {
         arena: Name,
         value: usize,

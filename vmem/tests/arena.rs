@@ -813,7 +813,10 @@ fn claim_takes_exactly_a_free_range_and_never_imports() {
     assert!(a.claim(0x10, 0x10, WAITOK).is_err());
     assert!(a.claim(x + 0x1000, 0x10, NOWAIT).is_err());
     // Misaligned or empty.
-    assert!(a.claim(x + 0x208, 0x10, NOWAIT).is_err());
+    assert!(matches!(
+        a.claim(x + 0x208, 0x10, NOWAIT),
+        Err(Error::Unaligned { value, .. }) if value == x + 0x208
+    ));
     assert!(matches!(
         a.claim(x + 0x300, 0, NOWAIT),
         Err(Error::ZeroSize)
@@ -828,4 +831,53 @@ fn claim_takes_exactly_a_free_range_and_never_imports() {
     a.free(x, 0x100).unwrap();
     assert_eq!(src.released.load(Ordering::SeqCst), 1);
     check(&a);
+}
+
+fn no_reclaim(_: Flags) {}
+
+/// A search that fails right after a successful import (the source's span
+/// does not meet the constraints: imports ignore the address range and
+/// nocross) goes on to the reclaim hook with a full set of tags hidden: it
+/// used to find only the two the span left, and abort ("bt_save without
+/// BT_MAXALLOC free tags"). It now fails cleanly.
+#[test]
+fn a_failed_search_after_an_import_fails_cleanly() {
+    // The imported span lies above the requested range.
+    let parent = arena(16, 0x10_0000, 0x10_0000);
+    let child = Arena::builder("range-child")
+        .quantum(16)
+        .source(&parent, 0)
+        .reclaim(&no_reclaim)
+        .build()
+        .unwrap();
+    let c = Constraints::new().range(0, 0xf_ffff);
+    assert!(matches!(
+        child.xalloc(0x1000, &c, NOWAIT),
+        Err(Error::NoMemory { .. })
+    ));
+    check(&child);
+
+    // The imported span starts off a 0x1000 boundary, so every 0x1000 block
+    // in it crosses one (the import asks for size + 2 alignments, not for
+    // nocross), first with instant/best fit, then with next fit.
+    let parent = arena(16, 0x10_0000, 0x10_0000);
+    let _off = parent.alloc(16, NOWAIT).unwrap();
+    let child = Arena::builder("nocross-child")
+        .quantum(16)
+        .source(&parent, 0)
+        .reclaim(&no_reclaim)
+        .build()
+        .unwrap();
+    let c = Constraints::new().nocross(0x1000);
+    for f in [NOWAIT, NOWAIT | Flags::NEXTFIT] {
+        match child.xalloc(0x1000, &c, f) {
+            Err(Error::NoMemory { .. }) => {}
+            Ok(a) => {
+                assert_eq!(a & !0xfff, (a + 0xfff) & !0xfff, "crosses a boundary");
+                child.xfree(a, 0x1000).unwrap();
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+        check(&child);
+    }
 }

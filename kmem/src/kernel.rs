@@ -465,8 +465,10 @@ pub(crate) const QCACHE_MAX: usize = QCACHE_PAGES * PAGE_SIZE;
 
 /// The kernel arena's quantum cache (FreeBSD `qcache_*`): one UMA
 /// cache-only zone per page count, importing from and releasing to the
-/// arena. Cached ranges keep their pages (dirty, so a reuse costs no page
-/// faults); a release (trim, drain) unbacks them first.
+/// arena. Ranges freed into it by `large_free` keep their pages (dirty, so
+/// a reuse costs no page faults); a release (trim, drain) unbacks them
+/// first. (`arena_free` unbacks and frees past the cache: nothing may
+/// expect the cache's ranges to read as zero.)
 pub(crate) struct KernelQCache {
     zones: [AtomicPtr<Zone>; QCACHE_PAGES + 1],
 }
@@ -534,12 +536,16 @@ impl vmem::QuantumCache for KernelQCache {
     }
 }
 
-/// Cache-zone import: `class`-page ranges straight from the arena.
+/// The quantum-cache contract's constraint on cached ranges.
+const QCACHE_RANGE: Constraints = Constraints::new().range(vmem::QCACHE_MIN_ADDR, usize::MAX);
+
+/// Cache-zone import: `class`-page ranges straight from the arena, with
+/// the quantum-cache contract's constraint (never address 0).
 fn qcache_import(class: usize, store: &mut [*mut u8], _flags: Flags) -> usize {
     let Some(a) = arena() else { return 0 };
     let mut n = 0;
     for slot in store.iter_mut() {
-        match a.xalloc(class * PAGE_SIZE, &Constraints::NONE, vmem::Flags::NOWAIT) {
+        match a.xalloc(class * PAGE_SIZE, &QCACHE_RANGE, vmem::Flags::NOWAIT) {
             Ok(addr) => {
                 // Cached ranges are dirty anyway; just unlabel them.
                 crate::dirty::taken(addr, class, 0, false);

@@ -12,8 +12,11 @@
 //!
 //! A lookup is three dependent loads and no lock. Leaves are never freed;
 //! chunk metadata is recycled through a free list when the chunk goes back
-//! to the OS, so a stale lookup (a foreign pointer racing a release) reads
-//! zeros, never unmapped memory.
+//! to the OS, so a stale lookup (a foreign pointer racing a release) never
+//! reads unmapped memory. It may read zeros, the free list's link (a
+//! 4 KiB-aligned address: tag bits 0, rejected like a zero word), or the
+//! words of the chunk the metadata was recycled for: a pointer into freed
+//! memory may be misclassified, never dereferenced.
 //!
 //! Page words:
 //!

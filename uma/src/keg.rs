@@ -563,15 +563,11 @@ impl Keg {
         }
     }
 
-    /// Whether the keg's page source is its instance's.
-    pub(crate) fn uses_instance_source(&self) -> bool {
-        self.uses_source(self.uma().source)
-    }
-
-    /// Whether the keg's page source is `src`.
-    pub(crate) fn uses_source(&self, src: &dyn SlabSource) -> bool {
-        let mine = self.state.lock().source;
-        ptr::addr_eq(mine as *const dyn SlabSource, src as *const dyn SlabSource)
+    /// Whether the keg's page source is its instance's or `also`.
+    pub(crate) fn uses_instance_source_or(&self, also: Option<&dyn SlabSource>) -> bool {
+        let mine = self.state.lock().source as *const dyn SlabSource;
+        let is = |s: &dyn SlabSource| ptr::addr_eq(mine, s as *const dyn SlabSource);
+        is(self.uma().source) || also.is_some_and(is)
     }
 
     /// Frees free slabs while free items stay >= the reserve (FreeBSD

@@ -1383,10 +1383,9 @@ impl Zone {
     pub(crate) fn trim_runs_callbacks_besides(&self, src: Option<&dyn SlabSource>) -> bool {
         self.zfini.is_some()
             || self.release_fn.is_some()
-            || self.keg().is_some_and(|k| {
-                k.fini.is_some()
-                    || !(k.uses_instance_source() || src.is_some_and(|s| k.uses_source(s)))
-            })
+            || self
+                .keg()
+                .is_some_and(|k| k.fini.is_some() || !k.uses_instance_source_or(src))
     }
 
     /// The periodic work of FreeBSD `zone_timeout` for this zone: updates

@@ -835,6 +835,17 @@ fn claim_takes_exactly_a_free_range_and_never_imports() {
 
 fn no_reclaim(_: Flags) {}
 
+/// An arena importing from `parent`, with a reclaim hook (so a failed
+/// search goes through it).
+fn importing<'a>(name: &str, parent: &'a Arena<'static>) -> Arena<'a> {
+    Arena::builder(name)
+        .quantum(16)
+        .source(parent, 0)
+        .reclaim(&no_reclaim)
+        .build()
+        .unwrap()
+}
+
 /// A search that fails right after a successful import (the source's span
 /// does not meet the constraints: imports ignore the address range and
 /// nocross) goes on to the reclaim hook with a full set of tags hidden: it
@@ -844,12 +855,7 @@ fn no_reclaim(_: Flags) {}
 fn a_failed_search_after_an_import_fails_cleanly() {
     // The imported span lies above the requested range.
     let parent = arena(16, 0x10_0000, 0x10_0000);
-    let child = Arena::builder("range-child")
-        .quantum(16)
-        .source(&parent, 0)
-        .reclaim(&no_reclaim)
-        .build()
-        .unwrap();
+    let child = importing("range-child", &parent);
     let c = Constraints::new().range(0, 0xf_ffff);
     assert!(matches!(
         child.xalloc(0x1000, &c, NOWAIT),
@@ -862,12 +868,7 @@ fn a_failed_search_after_an_import_fails_cleanly() {
     // nocross), first with instant/best fit, then with next fit.
     let parent = arena(16, 0x10_0000, 0x10_0000);
     let _off = parent.alloc(16, NOWAIT).unwrap();
-    let child = Arena::builder("nocross-child")
-        .quantum(16)
-        .source(&parent, 0)
-        .reclaim(&no_reclaim)
-        .build()
-        .unwrap();
+    let child = importing("nocross-child", &parent);
     let c = Constraints::new().nocross(0x1000);
     for f in [NOWAIT, NOWAIT | Flags::NEXTFIT] {
         match child.xalloc(0x1000, &c, f) {

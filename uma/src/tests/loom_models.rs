@@ -87,10 +87,9 @@ fn two_caches(z: &'static Zone) -> (&'static Cache, &'static Cache) {
     unsafe { (&*c1, &*c2) }
 }
 
-/// The end of the bucket-exchange models: retires the caches into the
-/// zone cache, checks the zone, drains it, requires every item back in
-/// the keg (nothing lost or duplicated) and destroys the zone.
-fn retire_check_destroy(e: &Env, z: &'static Zone, cs: &[&Cache]) {
+/// Retires the caches into the zone cache, checks the zone, drains it and
+/// requires every item back in the keg (nothing lost or duplicated).
+fn retire_and_check(e: &Env, z: &Zone, cs: &[&Cache]) {
     retire_into_zone(e, z, cs);
     z.check_invariants();
     z.reclaim(Reclaim::Drain);
@@ -100,6 +99,12 @@ fn retire_check_destroy(e: &Env, z: &'static Zone, cs: &[&Cache]) {
         info.slabs * info.layout.ipers,
         "nothing lost or duplicated"
     );
+}
+
+/// The end of the bucket-exchange models: [`retire_and_check`], then the
+/// zone is destroyed.
+fn retire_check_destroy(e: &Env, z: &'static Zone, cs: &[&Cache]) {
+    retire_and_check(e, z, cs);
     // SAFETY: the model is over: nobody uses z any more.
     unsafe { e.uma.destroy(z) };
 }
@@ -205,15 +210,7 @@ fn loom_foreign_drain_cpu_vs_owner_fast_path() {
         // SAFETY: b from z, freed once (from this thread, as the owner has
         // exited; the cache is only used by one thread at a time).
         unsafe { z.cache_free(c, nn(b)) };
-        retire_into_zone(&e, z, &[c]);
-        z.check_invariants();
-        z.reclaim(Reclaim::Drain);
-        let info = z.keg_info().unwrap();
-        assert_eq!(
-            info.free_items,
-            info.slabs * info.layout.ipers,
-            "every item came back"
-        );
+        retire_and_check(&e, z, &[c]);
         assert_eq!(z.stats().used, 0);
         // SAFETY: nobody uses z any more.
         unsafe { e.uma.destroy(z) };

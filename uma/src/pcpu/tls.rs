@@ -23,10 +23,135 @@ const NO_GUARD: u8 = 0;
 const GUARDED: u8 = 1;
 const DEAD: u8 = 2;
 
+/// A thread's table of cache pointers, indexed by zone slot.
+type Table = [AtomicPtr<Cache>; MAX_SLOTS + 1];
+
 std::thread_local! {
-    static SLOTS: [AtomicPtr<Cache>; MAX_SLOTS + 1] =
+    static SLOTS: Table =
         const { [const { AtomicPtr::new(&super::EMPTY_CACHE as *const Cache as *mut Cache) }; MAX_SLOTS + 1] };
     static STATE: Cell<u8> = const { Cell::new(NO_GUARD) };
+}
+
+/// The table of a thread that has registered no cache yet: every entry is
+/// `EMPTY_CACHE`, so every fast-path operation misses. Shared by all such
+/// threads and only ever read.
+#[cfg_attr(
+    not(all(target_arch = "x86_64", target_os = "linux")),
+    allow(dead_code)
+)]
+static EMPTY_TABLE: Table =
+    [const { AtomicPtr::new(&super::EMPTY_CACHE as *const Cache as *mut Cache) }; MAX_SLOTS + 1];
+
+/// The calling thread's [`Table`] through one thread-local
+/// word ([`TlsDescriptor`]).
+///
+/// `SLOTS` is a Rust thread-local, and Rust compiles thread-locals with the
+/// general-dynamic TLS model. In an executable the linker relaxes that to
+/// one thread-pointer-relative load, but not in a shared library: there
+/// every access is a call to `__tls_get_addr` (about 15 instructions), and
+/// `libbsdalloc.so` made four of them per `malloc`+`free` pair. Stable Rust
+/// has no way to ask for another model or dialect (`#[thread_local]`,
+/// `-Z tls-model` are unstable), so this one word is declared in assembly
+/// in `.tdata` and reached through a TLS descriptor (see `offset`): five
+/// instructions when the library is in static TLS (loaded at start-up,
+/// `LD_PRELOAD` or `DT_NEEDED`), and still correct after a `dlopen`,
+/// where an initial-exec access would make the load fail ("cannot
+/// allocate memory in static TLS block": the whole TLS block of the
+/// library, `SLOTS` included, would have to fit glibc's surplus). The word
+/// starts as the address of [`EMPTY_TABLE`] in every thread (the TLS
+/// initialisation image) and is pointed at the thread's own `SLOTS` when
+/// the thread first registers a cache ([`cache_for`]); both tables live as
+/// long as the thread's TLS block, so the word is never stale.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod table_word {
+    use super::{Table, EMPTY_TABLE};
+
+    // `.globl` + `.hidden`: the symbol must be visible to every object of
+    // the link (the fast paths are inlined into other crates' code units)
+    // and to nothing outside it. The name carries the crate's version so
+    // that two versions of uma linked together keep two words.
+    core::arch::global_asm!(
+        ".pushsection .tdata.bsdalloc_uma_table_v01,\"awT\",@progbits",
+        ".p2align 3",
+        ".globl bsdalloc_uma_table_v01",
+        ".hidden bsdalloc_uma_table_v01",
+        ".type bsdalloc_uma_table_v01,@object",
+        ".size bsdalloc_uma_table_v01,8",
+        "bsdalloc_uma_table_v01:",
+        ".quad {empty}",
+        ".popsection",
+        empty = sym EMPTY_TABLE,
+    );
+
+    /// The offset of the calling thread's word from its thread pointer, by
+    /// a TLS descriptor (`@tlsdesc`/`@tlscall`, the GNU2 dialect): the
+    /// dynamic linker fills the descriptor with `_dl_tlsdesc_return` (load
+    /// the offset, return) when the library is in static TLS, and with a
+    /// resolver that allocates the block when it is not (a `dlopen`); the
+    /// call keeps every register but `rax` (and the flags). In an
+    /// executable the linker relaxes the pair to one immediate move.
+    #[inline(always)]
+    fn offset() -> usize {
+        let off: usize;
+        // SAFETY: the TLS descriptor call sequence of the x86-64 psABI
+        // (GNU2 dialect): it reads the descriptor the linker and dynamic
+        // linker made for the word and clobbers `rax` and the flags only.
+        // It pushes a return address, so no `nostack`.
+        unsafe {
+            core::arch::asm!(
+                "leaq bsdalloc_uma_table_v01@tlsdesc(%rip), %rax",
+                "call *bsdalloc_uma_table_v01@tlscall(%rax)",
+                out("rax") off,
+                options(att_syntax, readonly, pure),
+            );
+        }
+        off
+    }
+
+    /// The calling thread's table.
+    #[inline(always)]
+    pub(super) fn get() -> *const Table {
+        let t: *const Table;
+        // SAFETY: reads the calling thread's own word of its TLS block, at
+        // `offset()` from the thread pointer (`fs`).
+        unsafe {
+            core::arch::asm!(
+                "movq %fs:({o}), {t}",
+                o = in(reg) offset(),
+                t = lateout(reg) t,
+                options(att_syntax, nostack, preserves_flags, readonly, pure),
+            );
+        }
+        t
+    }
+
+    /// Points the calling thread's word at `t` (its own `SLOTS`).
+    #[inline]
+    pub(super) fn set(t: *const Table) {
+        // SAFETY: writes the calling thread's own word, as `get` reads it.
+        unsafe {
+            core::arch::asm!(
+                "movq {t}, %fs:({o})",
+                o = in(reg) offset(),
+                t = in(reg) t,
+                options(att_syntax, nostack, preserves_flags),
+            );
+        }
+    }
+}
+
+/// Elsewhere the fast paths reach `SLOTS` directly.
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+mod table_word {
+    use super::{Table, SLOTS};
+
+    #[inline(always)]
+    pub(super) fn get() -> *const Table {
+        SLOTS.with(|s| s as *const Table)
+    }
+
+    #[inline]
+    pub(super) fn set(_: *const Table) {}
 }
 
 static IDS: Mutex<[u64; MAX_SLOTS / 64]> = Mutex::new([0; MAX_SLOTS / 64]);
@@ -60,23 +185,68 @@ pub(crate) fn free_slot(slot: usize) {
     }
 }
 
+/// How a fast path reaches the calling thread's table of caches: a
+/// type parameter of [`FastSlot::alloc_via`] and [`FastSlot::free_via`],
+/// so that each front door compiles the access that is cheapest where it
+/// is linked. Both see the same table.
+///
+/// - [`RustTls`]: Rust's thread-local, one thread-pointer-relative load in
+///   an executable (the linker relaxes the access), a `__tls_get_addr`
+///   call in a shared library. For Rust programs.
+/// - [`TlsDescriptor`]: a word pointing at the table, reached through a
+///   TLS descriptor: five instructions in a library loaded at start-up,
+///   two in an executable (on x86-64 Linux; elsewhere it is `RustTls`).
+///   For shared libraries such as `libbsdalloc.so`.
+pub trait TlsAccess: sealed::Sealed {
+    #[doc(hidden)]
+    fn table() -> *const ();
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::RustTls {}
+    impl Sealed for super::TlsDescriptor {}
+}
+
+/// [`TlsAccess`] through Rust's thread-local: for executables.
+#[derive(Debug)]
+pub enum RustTls {}
+
+/// [`TlsAccess`] through a TLS-descriptor word: for shared libraries.
+#[derive(Debug)]
+pub enum TlsDescriptor {}
+
+impl TlsAccess for RustTls {
+    #[inline(always)]
+    fn table() -> *const () {
+        SLOTS.with(|s| s as *const Table).cast()
+    }
+}
+
+impl TlsAccess for TlsDescriptor {
+    #[inline(always)]
+    fn table() -> *const () {
+        table_word::get().cast()
+    }
+}
+
 /// Runs `f` on this thread's cache in `slot` (`EMPTY_CACHE` when it has
-/// none).
+/// none), reaching the table through `A`.
 ///
 /// # Safety
 ///
 /// `slot <= MAX_SLOTS`, and the zone that owns `slot` is not destroyed
 /// meanwhile (its caches are freed then, and the slot reused later).
 #[inline(always)]
-unsafe fn with_cache<R>(slot: usize, f: impl FnOnce(&Cache) -> R) -> R {
-    SLOTS.with(|s| {
-        // SAFETY: caller contract.
-        let c = unsafe { s.get_unchecked(slot) }.load(Ordering::Relaxed);
-        // SAFETY: a slot holds EMPTY_CACHE or this thread's registered
-        // cache, which is only freed after the slot is reset (zone destroy,
-        // thread exit), never during one of this thread's operations.
-        f(unsafe { &*c })
-    })
+unsafe fn with_cache<A: TlsAccess, R>(slot: usize, f: impl FnOnce(&Cache) -> R) -> R {
+    let table = A::table().cast::<Table>();
+    // SAFETY: `table` is EMPTY_TABLE or this thread's SLOTS (see
+    // `table_word`); `slot` is in range by the caller's contract.
+    let c = unsafe { (*table).get_unchecked(slot) }.load(Ordering::Relaxed);
+    // SAFETY: a slot holds EMPTY_CACHE or this thread's registered cache,
+    // which is only freed after the slot is reset (zone destroy, thread
+    // exit), never during one of this thread's operations.
+    f(unsafe { &*c })
 }
 
 /// Fast path: pop from this thread's cache of `zone` (`None` on miss,
@@ -84,7 +254,7 @@ unsafe fn with_cache<R>(slot: usize, f: impl FnOnce(&Cache) -> R) -> R {
 #[inline(always)]
 pub(crate) fn fast_alloc(zone: &Zone, mask: u8) -> Option<NonNull<u8>> {
     // SAFETY: pcpu_slot <= MAX_SLOTS by construction; the zone is alive.
-    unsafe { with_cache(zone.pcpu_slot, |c| c.fast_pop(mask)) }
+    unsafe { with_cache::<RustTls, _>(zone.pcpu_slot, |c| c.fast_pop(mask)) }
 }
 
 /// Fast path: push into this thread's cache of `zone` (false on miss,
@@ -92,7 +262,7 @@ pub(crate) fn fast_alloc(zone: &Zone, mask: u8) -> Option<NonNull<u8>> {
 #[inline(always)]
 pub(crate) fn fast_free(zone: &Zone, item: *mut u8, mask: u8) -> bool {
     // SAFETY: as fast_alloc.
-    unsafe { with_cache(zone.pcpu_slot, |c| c.fast_push(item, mask)) }
+    unsafe { with_cache::<RustTls, _>(zone.pcpu_slot, |c| c.fast_push(item, mask)) }
 }
 
 /// As [`fast_free`], for zones whose frees go through `free_prep` (limit,
@@ -100,7 +270,9 @@ pub(crate) fn fast_free(zone: &Zone, item: *mut u8, mask: u8) -> bool {
 #[inline(always)]
 pub(crate) fn fast_free_unless_sleepers(zone: &Zone, item: *mut u8) -> super::Push {
     // SAFETY: as fast_alloc.
-    unsafe { with_cache(zone.pcpu_slot, |c| c.fast_push_unless(item, &zone.sleepers)) }
+    unsafe {
+        with_cache::<RustTls, _>(zone.pcpu_slot, |c| c.fast_push_unless(item, &zone.sleepers))
+    }
 }
 
 /// A zone's slot in the per-thread cache table ([`Zone::fast_slot`]).
@@ -149,9 +321,8 @@ impl FastSlot {
     /// slot is given to later zones).
     #[inline(always)]
     pub unsafe fn alloc(self) -> Option<NonNull<u8>> {
-        // SAFETY: slots come from `Zone::fast_slot` (<= MAX_SLOTS, see
-        // `from_bits`); the caller keeps the zone alive.
-        unsafe { with_cache(self.0 as usize, |c| c.fast_pop(GATE_DRAIN | GATE_ALLOC)) }
+        // SAFETY: the caller's promise.
+        unsafe { self.alloc_via::<RustTls>() }
     }
 
     /// Puts `item` in the calling thread's cache of the slot's zone; false
@@ -163,9 +334,32 @@ impl FastSlot {
     /// came from that zone and is not freed since.
     #[inline(always)]
     pub unsafe fn free(self, item: NonNull<u8>) -> bool {
-        // SAFETY: as alloc.
+        // SAFETY: the caller's promise.
+        unsafe { self.free_via::<RustTls>(item) }
+    }
+
+    /// [`alloc`](Self::alloc), reaching the thread's table through `A`.
+    ///
+    /// # Safety
+    ///
+    /// As [`alloc`](Self::alloc).
+    #[inline(always)]
+    pub unsafe fn alloc_via<A: TlsAccess>(self) -> Option<NonNull<u8>> {
+        // SAFETY: slots come from `Zone::fast_slot` (<= MAX_SLOTS, see
+        // `from_bits`); the caller keeps the zone alive.
+        unsafe { with_cache::<A, _>(self.0 as usize, |c| c.fast_pop(GATE_DRAIN | GATE_ALLOC)) }
+    }
+
+    /// [`free`](Self::free), reaching the thread's table through `A`.
+    ///
+    /// # Safety
+    ///
+    /// As [`free`](Self::free).
+    #[inline(always)]
+    pub unsafe fn free_via<A: TlsAccess>(self, item: NonNull<u8>) -> bool {
+        // SAFETY: as alloc_via.
         unsafe {
-            with_cache(self.0 as usize, |c| {
+            with_cache::<A, _>(self.0 as usize, |c| {
                 c.fast_push(item.as_ptr(), GATE_DRAIN | GATE_FREE)
             })
         }
@@ -178,7 +372,9 @@ pub(crate) fn cache_for(zone: &Zone) -> Option<&Cache> {
     if zone.pcpu_slot >= MAX_SLOTS {
         return None;
     }
-    let slot: *const AtomicPtr<Cache> = SLOTS.with(|s| &s[zone.pcpu_slot] as *const _);
+    let table: *const Table = SLOTS.with(|s| s as *const Table);
+    // SAFETY: `table` is this thread's own live TLS table; in range.
+    let slot: *const AtomicPtr<Cache> = unsafe { &(*table)[zone.pcpu_slot] };
     // SAFETY: our own live TLS slot.
     let c = unsafe { (*slot).load(Ordering::Relaxed) };
     if c != super::empty() {
@@ -214,6 +410,8 @@ pub(crate) fn cache_for(zone: &Zone) -> Option<&Cache> {
         }
         _ => {}
     }
+    // From now on the fast paths read this thread's own table.
+    table_word::set(table);
     let c = super::register(zone, slot);
     // SAFETY: a registered cache lives until its slot is cleared.
     (!c.is_null()).then(|| unsafe { &*c })

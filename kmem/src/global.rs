@@ -2,18 +2,12 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
-#[cfg(not(any(loom, feature = "invariants")))]
-use core::sync::atomic::AtomicU32;
 use core::sync::atomic::Ordering;
 
-#[cfg(not(any(loom, feature = "invariants")))]
-use uma::FastSlot;
-
 use crate::classes::{class_of, class_of_small, CLASS_SIZES};
-#[cfg(not(any(loom, feature = "invariants")))]
-use crate::classes::{small_index, LUT_LEN};
+use crate::fast;
 use crate::kernel::{kernel, CLASS_ZONES};
-use crate::malloc::{alloc_untyped, free_owned, owner_of, Owner};
+use crate::malloc::{free_owned, owner_of, Owner};
 use crate::os::{round_page, PAGE_SIZE};
 use crate::pagemeta;
 use crate::report::{report, Report, ReportKind};
@@ -40,91 +34,30 @@ use crate::Flags;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Kmem;
 
-#[inline(always)]
-fn small_zone(size: usize, align: usize) -> Option<&'static uma::Zone> {
-    let c = class_of_small(size, align)?;
-    // SAFETY: c < NCLASSES by class_of_small.
-    let z = unsafe { CLASS_ZONES.get_unchecked(c) }.load(Ordering::Acquire);
-    // SAFETY: set once to a zone that lives for the process.
-    (!z.is_null()).then(|| unsafe { &*z })
-}
-
-/// The fast path's table: `FAST_SLOTS[small_index(size, align)]` is the
-/// per-thread cache slot ([`FastSlot`]) of the request's class zone, so a
-/// hit is the size lookup, one thread-local load and the bucket pop or
-/// push: no class number, no zone, no `kernel()`. An entry is
-/// [`FastSlot::NONE`] (whose cache always misses) until a miss of its
-/// index, past the kernel's start, publishes the slot; entries only ever
-/// go from `NONE` to their class zone's slot, so relaxed loads and stores
-/// do: the slot number carries no memory, and the cache it leads to in
-/// the calling thread's table was registered by that thread itself, through
-/// the zone. Class zones are never destroyed, so their slots are never
-/// given to another zone.
-///
-/// The zone's own checks are in the cache's gate (see `uma::FastSlot`): a
-/// class zone with a limit (`class_zone(c).set_max`) misses on frees and
-/// goes through [`uma::Zone::free`]. With `invariants` every operation
-/// takes the zone's road (its checks run per item), so there is no table.
-#[cfg(not(any(loom, feature = "invariants")))]
-static FAST_SLOTS: [AtomicU32; LUT_LEN] =
-    [const { AtomicU32::new(FastSlot::NONE.to_bits()) }; LUT_LEN];
-
-/// The slot of a small request's class zone (maybe `NONE`), or `None` when
-/// the request is not small (over 1024 bytes or aligned beyond 16).
-#[cfg(not(any(loom, feature = "invariants")))]
-#[inline(always)]
-fn fast_slot(size: usize, align: usize) -> Option<FastSlot> {
-    if align > 16 {
-        return None;
-    }
-    let i = small_index(size, align)?;
-    // SAFETY: small_index is below LUT_LEN.
-    let bits = unsafe { FAST_SLOTS.get_unchecked(i) }.load(Ordering::Relaxed);
-    // SAFETY: the table holds only `to_bits` of slots.
-    Some(unsafe { FastSlot::from_bits(bits) })
-}
-
-/// A miss of the fast path went through `z`: publish its slot for the
-/// request's index (see [`FAST_SLOTS`]).
-#[cfg(not(any(loom, feature = "invariants")))]
-#[inline(always)]
-fn publish_slot(size: usize, align: usize, z: &'static uma::Zone) {
-    if let Some(e) = small_index(size, align).and_then(|i| FAST_SLOTS.get(i)) {
-        e.store(z.fast_slot().to_bits(), Ordering::Relaxed);
-    }
-}
-
-/// No fast path, nothing to publish.
-#[cfg(any(loom, feature = "invariants"))]
-#[inline(always)]
-fn publish_slot(_size: usize, _align: usize, _z: &'static uma::Zone) {}
-
 // SAFETY: every block is `layout.size()` usable bytes aligned to
 // `layout.align()` (class_of / xalloc alignment), disjoint from every
 // other live block; dealloc takes back exactly what alloc gave.
 unsafe impl GlobalAlloc for Kmem {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        #[cfg(not(any(loom, feature = "invariants")))]
-        if let Some(slot) = fast_slot(layout.size(), layout.align()) {
-            // SAFETY: the slot of a class zone, never destroyed.
-            if let Some(p) = unsafe { slot.alloc() } {
-                return p.as_ptr();
-            }
+        match fast::alloc::<fast::RustTls>(layout.size(), layout.align()) {
+            Some(p) => p.as_ptr(),
+            None => alloc_miss(layout, Flags::NOWAIT),
         }
-        alloc_miss(layout, Flags::NOWAIT)
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        #[cfg(not(any(loom, feature = "invariants")))]
-        if let Some(slot) = fast_slot(layout.size(), layout.align()) {
-            // SAFETY: GlobalAlloc's contract: `ptr` came from `alloc` with
-            // this layout, i.e. from this slot's class zone (never
-            // destroyed), and is not null.
-            if unsafe { slot.free(NonNull::new_unchecked(ptr)) } {
-                return;
-            }
+        // SAFETY: GlobalAlloc's contract: `ptr` (not null) came from
+        // `alloc` with this layout, and is not used afterwards.
+        if unsafe {
+            fast::free_sized::<fast::RustTls>(
+                NonNull::new_unchecked(ptr),
+                layout.size(),
+                layout.align(),
+            )
+        } {
+            return;
         }
         // SAFETY: as above.
         unsafe { dealloc_miss(ptr, layout) }
@@ -132,15 +65,11 @@ unsafe impl GlobalAlloc for Kmem {
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        #[cfg(not(any(loom, feature = "invariants")))]
-        if let Some(slot) = fast_slot(layout.size(), layout.align()) {
-            // SAFETY: as in alloc.
-            if let Some(p) = unsafe { slot.alloc() } {
-                // SAFETY: an item of the class, at least `layout.size()`
-                // bytes, ours.
-                unsafe { ptr::write_bytes(p.as_ptr(), 0, layout.size()) };
-                return p.as_ptr();
-            }
+        if let Some(p) = fast::alloc::<fast::RustTls>(layout.size(), layout.align()) {
+            // SAFETY: an item of the class, at least `layout.size()` bytes,
+            // ours.
+            unsafe { ptr::write_bytes(p.as_ptr(), 0, layout.size()) };
+            return p.as_ptr();
         }
         // Large blocks above the quantum cache clear only the dirty pages
         // they get; clean arena pages read as zero (see `large_alloc`).
@@ -174,22 +103,15 @@ unsafe impl GlobalAlloc for Kmem {
     }
 }
 
-/// Everything but a hit of the fast path: small requests through their
-/// class zone (the thread's cache refills there), large ones, and the
-/// first ones, which start the allocator.
+/// Everything but a hit of the fast path (see [`fast::alloc_slow`]).
 #[cfg_attr(not(feature = "invariants"), cold)]
 #[inline(never)]
 fn alloc_miss(layout: Layout, flags: Flags) -> *mut u8 {
-    if layout.align() <= 16 {
-        if let Some(z) = small_zone(layout.size(), layout.align()) {
-            publish_slot(layout.size(), layout.align(), z);
-            return z.alloc(flags).map_or(ptr::null_mut(), NonNull::as_ptr);
-        }
-    }
-    alloc_untyped(layout.size(), layout.align(), flags).map_or(ptr::null_mut(), NonNull::as_ptr)
+    fast::alloc_slow(layout.size(), layout.align(), flags).map_or(ptr::null_mut(), NonNull::as_ptr)
 }
 
-/// As [`alloc_miss`], for `dealloc`.
+/// As [`alloc_miss`], for `dealloc`: small blocks through their class
+/// zone, large ones through [`dealloc_slow`].
 ///
 /// # Safety
 ///
@@ -197,16 +119,26 @@ fn alloc_miss(layout: Layout, flags: Flags) -> *mut u8 {
 #[cfg_attr(not(feature = "invariants"), cold)]
 #[inline(never)]
 unsafe fn dealloc_miss(ptr: *mut u8, layout: Layout) {
+    // SAFETY: the caller's contract (`ptr` is not null).
+    if unsafe {
+        fast::free_mid::<fast::RustTls>(NonNull::new_unchecked(ptr), layout.size(), layout.align())
+    } {
+        return;
+    }
     if layout.align() <= 16 {
-        if let Some(z) = small_zone(layout.size(), layout.align()) {
-            #[cfg(feature = "invariants")]
-            if !check_class(ptr, layout) {
-                return;
+        if let Some(c) = class_of_small(layout.size(), layout.align()) {
+            let z = CLASS_ZONES[c].load(Ordering::Acquire);
+            if !z.is_null() {
+                #[cfg(feature = "invariants")]
+                if !check_class(ptr, layout) {
+                    return;
+                }
+                fast::ensure_published();
+                // SAFETY: the caller's contract: `ptr` came from `alloc`
+                // with this layout, i.e. from this zone (set once to a zone
+                // that lives for the process).
+                return unsafe { (*z).free(NonNull::new_unchecked(ptr)) };
             }
-            publish_slot(layout.size(), layout.align(), z);
-            // SAFETY: the caller's contract: `ptr` came from `alloc` with
-            // this layout, i.e. from this zone.
-            return unsafe { z.free(NonNull::new_unchecked(ptr)) };
         }
     }
     // SAFETY: the caller's contract.

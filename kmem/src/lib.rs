@@ -114,6 +114,7 @@
 
 mod classes;
 mod dirty;
+mod fast;
 #[cfg(not(loom))]
 mod fork;
 mod global;

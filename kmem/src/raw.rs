@@ -10,11 +10,61 @@
 //!   [`set_report_hook`](crate::set_report_hook) (without a hook: a message
 //!   and abort) and then left alone.
 //! - Nothing here calls the global allocator.
+//!
+//! Each call is the shared fast path ([`crate::fast`]: a hit in the calling
+//! thread's cache, as for [`Kmem`](crate::Kmem)), then the slow road. A
+//! front door with a slow road of its own (the C ABI, whose slow road
+//! carries a recursion guard) calls the `*_fast` functions, which do
+//! only the hit and say when they missed. They reach the thread's caches
+//! through a TLS-descriptor word ([`uma::TlsDescriptor`]), the cheap
+//! way from a shared library; the others through Rust's thread-local
+//! ([`uma::RustTls`]), the cheap way from an executable.
 
-use core::ptr;
+use core::ptr::{self, NonNull};
 
-use crate::malloc::{alloc_untyped, free_untyped, realloc_untyped, usable_size_untyped};
+use crate::classes::{class_of, CLASS_SIZES};
+use crate::fast::{self, RustTls, TlsDescriptor};
+use crate::malloc::{free_untyped, realloc_untyped, usable_size_untyped};
 use crate::Flags;
+
+/// A hit of the fast path for `size` bytes (at most 1 KiB) aligned to
+/// `align` (a power of two at most 16): an uninitialized block from the
+/// calling thread's cache, or `None` on a miss and for any other request.
+/// Call [`alloc_mid_fast`], then [`alloc`] (or your own slow road).
+#[inline(always)]
+pub fn alloc_fast(size: usize, align: usize) -> Option<NonNull<u8>> {
+    fast::alloc::<TlsDescriptor>(size, align)
+}
+
+/// [`alloc_fast`] for 1 KiB to 32 KiB (out of line: call it after
+/// `alloc_fast` missed).
+#[inline]
+pub fn alloc_mid_fast(size: usize, align: usize) -> Option<NonNull<u8>> {
+    fast::alloc_mid::<TlsDescriptor>(size, align)
+}
+
+/// A hit of the fast path for `free(ptr)`: true when `ptr` was the start of
+/// a small block of kmem and went into the calling thread's cache; false
+/// (nothing done) on a miss, among them null, large blocks and anything
+/// that is not a kmem block. Call [`free`] (or your own slow road) then.
+///
+/// # Safety
+///
+/// As [`free`].
+#[inline(always)]
+pub unsafe fn free_fast(ptr: *mut u8) -> bool {
+    // SAFETY: the caller's promise.
+    unsafe { fast::free::<TlsDescriptor>(ptr) }
+}
+
+/// The size class of the small block starting at `ptr`, when the page
+/// metadata proves it one (a hit of the fast path's lookup); `None` for
+/// anything else (null, large blocks, foreign or interior pointers),
+/// without a report. Its usable size is `CLASS_SIZES[c]`.
+#[inline(always)]
+pub fn class_of_block(ptr: *const u8) -> Option<usize> {
+    fast::class_of_ptr(ptr)
+}
 
 /// `size` bytes aligned to `align` (a power of two; anything else gives
 /// null), or null when memory cannot be had at once. `size == 0` gives the
@@ -24,7 +74,12 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
     if !align.is_power_of_two() {
         return ptr::null_mut();
     }
-    alloc_untyped(size, align, Flags::NOWAIT).map_or(ptr::null_mut(), |p| p.as_ptr())
+    match fast::alloc::<RustTls>(size, align) {
+        Some(p) => p.as_ptr(),
+        None => {
+            fast::alloc_slow(size, align, Flags::NOWAIT).map_or(ptr::null_mut(), |p| p.as_ptr())
+        }
+    }
 }
 
 /// As [`alloc`], zero-filled.
@@ -33,7 +88,12 @@ pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
     if !align.is_power_of_two() {
         return ptr::null_mut();
     }
-    alloc_untyped(size, align, Flags::NOWAIT.with(Flags::ZERO))
+    if let Some(p) = fast::alloc::<RustTls>(size, align) {
+        // SAFETY: a fresh item of at least `size` bytes, ours.
+        unsafe { ptr::write_bytes(p.as_ptr(), 0, size) };
+        return p.as_ptr();
+    }
+    fast::alloc_slow(size, align, Flags::NOWAIT.with(Flags::ZERO))
         .map_or(ptr::null_mut(), |p| p.as_ptr())
 }
 
@@ -57,7 +117,7 @@ pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
 #[inline]
 pub unsafe fn free(ptr: *mut u8) -> bool {
     // SAFETY: the caller's promise.
-    unsafe { free_untyped(ptr, "free") }.is_some()
+    unsafe { fast::free::<RustTls>(ptr) || free_untyped(ptr, "free").is_some() }
 }
 
 /// Resizes `ptr` to `size` bytes aligned to `align` (a power of two): in
@@ -76,6 +136,24 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize, align: usize) -> *mut u8 {
     if !align.is_power_of_two() {
         return ptr::null_mut();
     }
+    if let Some(c) = fast::class_of_ptr(ptr) {
+        if class_of(size, align) == Some(c) {
+            return ptr;
+        }
+        let new = alloc(size, align);
+        if !new.is_null() {
+            // SAFETY: `ptr` is a live item of class `c` (CLASS_SIZES[c]
+            // bytes), `new` a fresh block of `size`; distinct. Then `ptr`
+            // goes back as `free` would (the caller's promise).
+            unsafe {
+                ptr::copy_nonoverlapping(ptr, new, CLASS_SIZES[c].min(size));
+                if !fast::free_class::<RustTls>(NonNull::new_unchecked(ptr), c) {
+                    free_untyped(ptr, "realloc");
+                }
+            }
+        }
+        return new;
+    }
     // SAFETY: the caller's promise.
     unsafe { realloc_untyped(ptr, size, align, Flags::NOWAIT) }
         .map_or(ptr::null_mut(), |p| p.as_ptr())
@@ -86,5 +164,8 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize, align: usize) -> *mut u8 {
 /// kmem allocation start.
 #[inline]
 pub fn usable_size(ptr: *const u8) -> usize {
-    usable_size_untyped(ptr, "malloc_usable_size")
+    match fast::class_of_ptr(ptr) {
+        Some(c) => CLASS_SIZES[c],
+        None => usable_size_untyped(ptr, "malloc_usable_size"),
+    }
 }

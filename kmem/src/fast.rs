@@ -1,0 +1,433 @@
+//! The fast path of every front door: [`Kmem`](crate::Kmem) (Rust's
+//! `GlobalAlloc`), [`raw`](crate::raw) and through it the C ABI (`malloc`,
+//! `free`, `calloc`, `realloc`, the aligned family, `malloc_usable_size`,
+//! C++ `operator new`/`delete`).
+//!
+//! A hit is a table lookup and one bucket pop or push in the calling
+//! thread's cache of the request's size-class zone ([`uma::FastSlot`]): no
+//! lock, no atomic read-modify-write, no `kernel()`, no class zone, no
+//! recursion guard. Everything else (the first requests, which build the
+//! allocator; an empty or full bucket; large blocks; zones whose items
+//! need work on the way in or out) is a miss, and the caller takes its slow
+//! road: [`alloc_slow`] here, or the C ABI's guarded one.
+//!
+//! | operation | lookup | then |
+//! |---|---|---|
+//! | alloc, size <= 1 KiB, align <= 16 | `SIZE_SLOTS[(max(size, align) + 7) / 8]` | pop |
+//! | alloc, size <= 32 KiB, align <= 16 | `CLASS_SLOTS[class_of_small(size, align)]` | pop |
+//! | dealloc with a layout (`Kmem`) | as alloc | push |
+//! | free without a size (C) | page word -> class, start-of-item check, `CLASS_SLOTS[class]` | push |
+//!
+//! The tables are filled once, by the first slow-path call after the
+//! kernel is built ([`publish`]); until then every entry is
+//! [`FastSlot::NONE`] (whose cache always misses) and every start-of-item
+//! check fails, so every operation misses. Entries only ever go from
+//! their empty value to their final one, each written once, so relaxed
+//! loads do: an operation that sees a slot but not yet its check (or the
+//! other way round) misses and takes the slow road, which validates
+//! everything itself. Class zones are never destroyed, so their slots are
+//! never given to another zone.
+//!
+//! With the `invariants` feature (and under loom) there are no tables:
+//! every operation takes the zone's road, whose checks run per item.
+
+use core::ptr::NonNull;
+#[cfg(not(any(loom, feature = "invariants")))]
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+#[cfg(not(any(loom, feature = "invariants")))]
+use uma::FastSlot;
+#[cfg(not(loom))]
+pub(crate) use uma::{RustTls, TlsAccess, TlsDescriptor};
+
+/// Under loom there are no per-thread tables to reach.
+#[cfg(loom)]
+pub(crate) trait TlsAccess {}
+#[cfg(loom)]
+pub(crate) enum RustTls {}
+#[cfg(loom)]
+pub(crate) enum TlsDescriptor {}
+#[cfg(loom)]
+impl TlsAccess for RustTls {}
+#[cfg(loom)]
+impl TlsAccess for TlsDescriptor {}
+
+use crate::classes::class_of;
+#[cfg(not(any(loom, feature = "invariants")))]
+use crate::classes::{class_of_small, NCLASSES};
+#[cfg(not(any(loom, feature = "invariants")))]
+use crate::classes::{small_index, CLASS_SIZES, LUT_LEN, MAX_CLASS_SIZE};
+use crate::kernel::kernel;
+use crate::malloc::large_alloc;
+#[cfg(not(any(loom, feature = "invariants")))]
+use crate::pagemeta::{self, TAG_MASK, TAG_SLAB};
+use crate::Flags;
+
+// ---------------------------------------------------------------- tables
+
+/// `SIZE_SLOTS[small_index(size, align)]`: the cache slot of the class
+/// zone of every request of at most 1 KiB aligned to at most 16.
+#[cfg(not(any(loom, feature = "invariants")))]
+static SIZE_SLOTS: [AtomicU32; LUT_LEN] =
+    [const { AtomicU32::new(FastSlot::NONE.to_bits()) }; LUT_LEN];
+
+/// `CLASS_SLOTS[c]`: the cache slot of size class `c`'s zone.
+#[cfg(not(any(loom, feature = "invariants")))]
+static CLASS_SLOTS: [AtomicU32; NCLASSES] =
+    [const { AtomicU32::new(FastSlot::NONE.to_bits()) }; NCLASSES];
+
+/// What `free(p)` needs to prove that `p`, in a slab page of class `c`, is
+/// the start of one of the slab's items: `off = p & mask` (the offset in
+/// the slab; slabs are aligned to their power-of-two size) must be
+/// `q * size` with `q < ipers`. With `size = d << shift`, `d` odd and
+/// `inv` its inverse modulo 2^64, that is exactly
+/// `(off * inv).rotate_right(shift) < ipers`: a multiple of `size` maps to
+/// its quotient, anything else to a number with high bits set (Granlund
+/// and Montgomery's divisibility test). One multiply and one rotate, no
+/// division. `ipers` is 0 until published, so every check fails before.
+#[cfg(not(any(loom, feature = "invariants")))]
+#[repr(C, align(32))]
+struct ItemCheck {
+    inv: AtomicU64,
+    mask: AtomicU64,
+    ipers: AtomicU32,
+    shift: AtomicU32,
+    /// The class zone's cache slot (as `CLASS_SLOTS`), beside the check
+    /// that `free(p)` makes just before it needs the slot.
+    slot: AtomicU32,
+}
+
+#[cfg(not(any(loom, feature = "invariants")))]
+static CHECKS: [ItemCheck; NCLASSES] = [const {
+    ItemCheck {
+        inv: AtomicU64::new(0),
+        mask: AtomicU64::new(0),
+        ipers: AtomicU32::new(0),
+        shift: AtomicU32::new(0),
+        slot: AtomicU32::new(FastSlot::NONE.to_bits()),
+    }
+}; NCLASSES];
+
+/// Set once the tables are filled.
+#[cfg(not(any(loom, feature = "invariants")))]
+static PUBLISHED: AtomicBool = AtomicBool::new(false);
+
+/// The inverse of odd `d` modulo 2^64 (Newton's iteration: each step
+/// doubles the bits that are right; `d` itself is right to 3 bits).
+#[cfg(not(any(loom, feature = "invariants")))]
+const fn inverse_mod_2_64(d: u64) -> u64 {
+    let mut x = d;
+    let mut i = 0;
+    while i < 5 {
+        x = x.wrapping_mul(2u64.wrapping_sub(d.wrapping_mul(x)));
+        i += 1;
+    }
+    x
+}
+
+/// Fills the tables from the built kernel (once; racing callers write the
+/// same values). Called from the slow roads, so every front door's first
+/// miss publishes.
+#[cfg(not(any(loom, feature = "invariants")))]
+#[cold]
+#[inline(never)]
+fn publish() {
+    if PUBLISHED.load(Ordering::Acquire) {
+        return;
+    }
+    let Some(k) = kernel() else { return };
+    for c in 0..NCLASSES {
+        let size = CLASS_SIZES[c] as u64;
+        let shift = size.trailing_zeros();
+        let e = &CHECKS[c];
+        e.inv
+            .store(inverse_mod_2_64(size >> shift), Ordering::Relaxed);
+        e.mask.store(k.slab_size[c] as u64 - 1, Ordering::Relaxed);
+        e.shift.store(shift, Ordering::Relaxed);
+        // Last, with release: a check that sees `ipers` sees the rest.
+        e.ipers.store(k.ipers[c] as u32, Ordering::Release);
+        let slot = k.classes[c].fast_slot().to_bits();
+        e.slot.store(slot, Ordering::Relaxed);
+        CLASS_SLOTS[c].store(slot, Ordering::Relaxed);
+    }
+    for (i, e) in SIZE_SLOTS.iter().enumerate() {
+        // Index i serves sizes (8i - 7 ..= 8i); `class_of_small` maps
+        // the index, so any size of it will do.
+        if let Some(c) = class_of_small((i * 8).max(1), 1) {
+            e.store(k.classes[c].fast_slot().to_bits(), Ordering::Relaxed);
+        }
+    }
+    PUBLISHED.store(true, Ordering::Release);
+}
+
+// ---------------------------------------------------------------- lookups
+
+/// The slot of the class zone of a request of at most 1 KiB aligned to at
+/// most 16 (maybe `NONE`), or `None` for any other request.
+#[cfg(not(any(loom, feature = "invariants")))]
+#[inline(always)]
+fn small_slot(size: usize, align: usize) -> Option<FastSlot> {
+    if align > 16 {
+        return None;
+    }
+    let i = small_index(size, align)?;
+    // SAFETY: small_index is below LUT_LEN; the table holds only `to_bits`
+    // of slots.
+    Some(unsafe { FastSlot::from_bits(SIZE_SLOTS.get_unchecked(i).load(Ordering::Relaxed)) })
+}
+
+/// The slot of the class zone of a request of at most 32 KiB aligned to at
+/// most 16 (maybe `NONE`), or `None` for any other request. Meant for 1 KiB
+/// to 32 KiB, whose class is computed, not looked up.
+#[cfg(not(any(loom, feature = "invariants")))]
+#[inline(always)]
+fn mid_slot(size: usize, align: usize) -> Option<FastSlot> {
+    if align > 16 || size > MAX_CLASS_SIZE {
+        return None;
+    }
+    let c = class_of_small(size, align)?;
+    // SAFETY: a class number is below NCLASSES; the table holds only
+    // `to_bits` of slots.
+    Some(unsafe { FastSlot::from_bits(CLASS_SLOTS.get_unchecked(c).load(Ordering::Relaxed)) })
+}
+
+/// The check entry of the small block starting at `ptr`, if the page
+/// metadata says `ptr` is the start of an item of a class slab (and the
+/// tables are published); `None` for anything else, which the slow road
+/// then sorts out (null, large blocks, foreign or interior pointers,
+/// reports).
+#[cfg(not(any(loom, feature = "invariants")))]
+#[inline(always)]
+fn item_check(ptr: *const u8) -> Option<&'static ItemCheck> {
+    let word = pagemeta::lookup(ptr as usize);
+    if word & TAG_MASK != TAG_SLAB {
+        return None;
+    }
+    // SAFETY: a slab word holds a class number (below NCLASSES).
+    let e = unsafe { CHECKS.get_unchecked(word >> 3) };
+    // First, with acquire (a plain load on x86-64): 0 until published, and
+    // once seen, the other fields are the published ones.
+    let ipers = e.ipers.load(Ordering::Acquire);
+    let off = ptr as u64 & e.mask.load(Ordering::Relaxed);
+    let q = off
+        .wrapping_mul(e.inv.load(Ordering::Relaxed))
+        .rotate_right(e.shift.load(Ordering::Relaxed));
+    (q < u64::from(ipers)).then_some(e)
+}
+
+/// The size class of the small block starting at `ptr` (see
+/// [`item_check`]).
+#[cfg(not(any(loom, feature = "invariants")))]
+#[inline(always)]
+pub(crate) fn class_of_ptr(ptr: *const u8) -> Option<usize> {
+    let e = item_check(ptr)?;
+    // The entry's index in CHECKS is its class.
+    Some(
+        (e as *const ItemCheck as usize - CHECKS.as_ptr() as usize)
+            / core::mem::size_of::<ItemCheck>(),
+    )
+}
+
+/// No tables: every lookup misses.
+#[cfg(any(loom, feature = "invariants"))]
+#[inline(always)]
+pub(crate) fn class_of_ptr(_ptr: *const u8) -> Option<usize> {
+    None
+}
+
+// ---------------------------------------------------------------- hits
+
+/// An item from the calling thread's cache for a request of at most 1 KiB
+/// aligned to at most 16, or `None` on a miss and for any other request
+/// (then [`alloc_mid`], [`alloc_slow`] or the front door's own slow road).
+/// `A` is how the thread's cache table is reached (see
+/// [`uma::TlsAccess`]).
+#[inline(always)]
+pub(crate) fn alloc<A: TlsAccess>(size: usize, align: usize) -> Option<NonNull<u8>> {
+    #[cfg(not(any(loom, feature = "invariants")))]
+    {
+        // SAFETY: the slot of a class zone, never destroyed.
+        unsafe { small_slot(size, align)?.alloc_via::<A>() }
+    }
+    #[cfg(any(loom, feature = "invariants"))]
+    {
+        let _ = (size, align);
+        None
+    }
+}
+
+/// Puts a block of a request of at most 1 KiB aligned to at most 16 back in
+/// the calling thread's cache; false on a miss and for any other request
+/// (then [`free_mid`] or the slow road).
+///
+/// # Safety
+///
+/// `ptr` came from kmem for a request of exactly this size and alignment
+/// (so from that class zone) and is not used afterwards.
+#[inline(always)]
+pub(crate) unsafe fn free_sized<A: TlsAccess>(ptr: NonNull<u8>, size: usize, align: usize) -> bool {
+    #[cfg(not(any(loom, feature = "invariants")))]
+    {
+        match small_slot(size, align) {
+            // SAFETY: the caller's promise: an item of this slot's zone.
+            Some(slot) => unsafe { slot.free_via::<A>(ptr) },
+            None => false,
+        }
+    }
+    #[cfg(any(loom, feature = "invariants"))]
+    {
+        let _ = (ptr, size, align);
+        false
+    }
+}
+
+/// [`alloc`] for requests of 1 KiB to 32 KiB aligned to at most 16 (`None`
+/// for others, and on a miss). Out of line and called after [`alloc`]
+/// missed, so that the small path stays straight.
+#[inline(never)]
+pub(crate) fn alloc_mid<A: TlsAccess>(size: usize, align: usize) -> Option<NonNull<u8>> {
+    #[cfg(not(any(loom, feature = "invariants")))]
+    {
+        // SAFETY: the slot of a class zone, never destroyed.
+        unsafe { mid_slot(size, align)?.alloc_via::<A>() }
+    }
+    #[cfg(any(loom, feature = "invariants"))]
+    {
+        let _ = (size, align);
+        None
+    }
+}
+
+/// [`free_sized`] for requests of 1 KiB to 32 KiB aligned to at most 16,
+/// out of line.
+///
+/// # Safety
+///
+/// As [`free_sized`].
+#[inline(never)]
+pub(crate) unsafe fn free_mid<A: TlsAccess>(ptr: NonNull<u8>, size: usize, align: usize) -> bool {
+    #[cfg(not(any(loom, feature = "invariants")))]
+    {
+        match mid_slot(size, align) {
+            // SAFETY: the caller's promise: an item of this slot's zone.
+            Some(slot) => unsafe { slot.free_via::<A>(ptr) },
+            None => false,
+        }
+    }
+    #[cfg(any(loom, feature = "invariants"))]
+    {
+        let _ = (ptr, size, align);
+        false
+    }
+}
+
+/// Puts an item of size class `c` back in the calling thread's cache;
+/// false on a miss.
+///
+/// # Safety
+///
+/// `ptr` is a live item of class `c`'s zone (e.g. proved by
+/// [`class_of_ptr`]), not used afterwards.
+#[inline(always)]
+pub(crate) unsafe fn free_class<A: TlsAccess>(ptr: NonNull<u8>, c: usize) -> bool {
+    #[cfg(not(any(loom, feature = "invariants")))]
+    {
+        // SAFETY: c < NCLASSES by the caller's promise; the table holds
+        // only `to_bits` of slots; the item is of that slot's zone.
+        unsafe {
+            let bits = CLASS_SLOTS.get_unchecked(c).load(Ordering::Relaxed);
+            FastSlot::from_bits(bits).free_via::<A>(ptr)
+        }
+    }
+    #[cfg(any(loom, feature = "invariants"))]
+    {
+        let _ = (ptr, c);
+        false
+    }
+}
+
+/// `free(p)` without a size: the page word gives the class, then as
+/// [`free_class`]. False on a miss (null, not a small item start, bucket
+/// full, tables not yet published, ...): then the slow road, which
+/// validates and reports.
+///
+/// # Safety
+///
+/// If `ptr` is a live kmem allocation, nothing uses it afterwards.
+#[inline(always)]
+pub(crate) unsafe fn free<A: TlsAccess>(ptr: *mut u8) -> bool {
+    #[cfg(not(any(loom, feature = "invariants")))]
+    {
+        let Some(e) = item_check(ptr) else {
+            return false;
+        };
+        // SAFETY: the page metadata proves `ptr` the start of an item of
+        // the class whose slot this is (a slab word is only set while the
+        // slab is the class zone's); the caller promises it is live and
+        // unused from now on. The table holds only `to_bits` of slots.
+        unsafe {
+            FastSlot::from_bits(e.slot.load(Ordering::Relaxed))
+                .free_via::<A>(NonNull::new_unchecked(ptr))
+        }
+    }
+    #[cfg(any(loom, feature = "invariants"))]
+    {
+        let _ = ptr;
+        false
+    }
+}
+
+// ---------------------------------------------------------------- slow road
+
+/// Everything but a hit: the first requests (which build the allocator and
+/// publish the tables), small requests through their class zone (the
+/// thread's cache refills there), large and over-aligned ones through the
+/// kernel arena. `None` when memory cannot be had (or the request is
+/// absurd).
+#[cfg_attr(not(feature = "invariants"), cold)]
+#[inline(never)]
+pub(crate) fn alloc_slow(size: usize, align: usize, flags: Flags) -> Option<NonNull<u8>> {
+    if let Some(p) = alloc_mid::<RustTls>(size, align) {
+        if flags.contains(Flags::ZERO) {
+            // SAFETY: a fresh item of at least `size` bytes, ours.
+            unsafe { core::ptr::write_bytes(p.as_ptr(), 0, size) };
+        }
+        return Some(p);
+    }
+    let k = kernel()?;
+    ensure_published();
+    match class_of(size, align) {
+        Some(c) => k.classes[c].alloc(flags),
+        None => large_alloc(k, size, align, flags),
+    }
+}
+
+/// [`publish`] unless done: one load.
+#[inline(always)]
+pub(crate) fn ensure_published() {
+    #[cfg(not(any(loom, feature = "invariants")))]
+    if !PUBLISHED.load(Ordering::Relaxed) {
+        publish();
+    }
+}
+
+#[cfg(all(test, not(any(loom, feature = "invariants"))))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_item_check_accepts_item_starts_and_nothing_else() {
+        for (c, &size) in CLASS_SIZES.iter().enumerate() {
+            let shift = size.trailing_zeros();
+            let inv = inverse_mod_2_64((size >> shift) as u64);
+            assert_eq!(((size >> shift) as u64).wrapping_mul(inv), 1, "class {c}");
+            let ipers = (1usize << 16) / size;
+            let check =
+                |off: usize| (off as u64).wrapping_mul(inv).rotate_right(shift) < ipers as u64;
+            for off in 0..(1usize << 16) {
+                let want = off % size == 0 && off / size < ipers;
+                assert_eq!(check(off), want, "class {c} size {size} off {off}");
+            }
+        }
+    }
+}

@@ -9,8 +9,19 @@
 //!
 //! It exports `malloc`, `free`, `calloc`, `realloc`, `reallocarray`,
 //! `posix_memalign`, `aligned_alloc`, `memalign`, `valloc`, `pvalloc` and
-//! `malloc_usable_size` with glibc's semantics, over [`kmem::raw`], and
-//! `malloc_stats` and `malloc_trim` over kmem's statistics and reclaim:
+//! `malloc_usable_size` with glibc's semantics, over [`kmem::raw`],
+//! `malloc_stats` and `malloc_trim` over kmem's statistics and reclaim,
+//! and C++ `operator new`/`delete` in every form (`cxx`).
+//!
+//! Each entry point starts with kmem's shared fast path, the one
+//! `kmem::Kmem` uses: a hit in the calling thread's cache of the size
+//! class (`free(p)` first finds the class from the page metadata). Only a
+//! miss reaches the roads below, which carry the recursion guard, the
+//! bad-free policy, the bootstrap area and `errno`. The thread's caches
+//! are reached through a TLS descriptor, not `__tls_get_addr` (see
+//! `uma::TlsDescriptor`). `valgrind --tool=callgrind` on
+//! `benches/callgrind.sh` counts the instructions of a `malloc(32)` +
+//! `free` pair.
 //!
 //! - Every block is aligned to 16 bytes at least (glibc's
 //!   `MALLOC_ALIGNMENT`), so `malloc(1..=8)` takes a 16-byte item.
@@ -92,6 +103,8 @@
 //! matching `dlsym(handle, "free")`. The library is linked `-z nodelete`,
 //! so `dlclose` never unloads it.
 #![deny(unsafe_op_in_unsafe_fn)]
+
+mod cxx;
 
 use core::cell::Cell;
 use core::ffi::{c_char, c_int, c_void, CStr};
@@ -284,7 +297,7 @@ impl fmt::Write for Line {
     }
 }
 
-fn write_stderr(args: fmt::Arguments<'_>) {
+pub(crate) fn write_stderr(args: fmt::Arguments<'_>) {
     let mut l = Line {
         buf: [0; 512],
         len: 0,
@@ -540,10 +553,40 @@ pub extern "C" fn malloc_trim(_pad: usize) -> c_int {
 }
 
 // ---------------------------------------------------------------- core
+//
+// Every entry point is kmem's shared fast path first (`kmem::raw::*_fast`:
+// a hit in the calling thread's cache, the same few instructions as
+// `kmem::Kmem`), and on a miss one of the cold roads below, which carry
+// what a hit never needs: the recursion guard, the bad-free policy, the
+// bootstrap area, errno. A hit calls no C library function, so it needs
+// no guard: a thread inside the allocator (recursion through the C
+// library) may hit the cache of another zone, never one it is working on.
 
-/// Allocates; null with `errno = ENOMEM` on failure.
+/// Allocates; a hit of the fast path, else [`alloc_miss`].
 #[inline(always)]
-fn alloc(size: usize, align: usize, zero: bool) -> *mut c_void {
+fn alloc(size: usize, align: usize) -> *mut c_void {
+    match kmem::raw::alloc_fast(size, align) {
+        Some(p) => p.as_ptr().cast(),
+        None => alloc_miss(size, align),
+    }
+}
+
+/// A miss of the small fast path: the fast path of 1-32 KiB blocks, else
+/// [`alloc_slow`]. (`extern "C"`, as the other roads off the fast path:
+/// such a function cannot unwind, so the entry points need no landing pad
+/// around the call and make it a tail call.)
+#[inline(never)]
+extern "C" fn alloc_miss(size: usize, align: usize) -> *mut c_void {
+    match kmem::raw::alloc_mid_fast(size, align) {
+        Some(p) => p.as_ptr().cast(),
+        None => alloc_slow(size, align, false),
+    }
+}
+
+/// Allocates off the fast path; null with `errno = ENOMEM` on failure.
+#[cold]
+#[inline(never)]
+extern "C" fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut c_void {
     let p = match outermost(|| {
         if zero {
             kmem::raw::alloc_zeroed(size, align)
@@ -560,13 +603,29 @@ fn alloc(size: usize, align: usize, zero: bool) -> *mut c_void {
     p.cast()
 }
 
-/// Frees (null and bootstrap blocks are no-ops).
+/// Frees; a hit of the fast path, else [`free_slow`].
 ///
 /// # Safety
 ///
 /// As `free(3)`.
 #[inline(always)]
 unsafe fn free_impl(p: *mut u8) {
+    // SAFETY: the caller's promise; the fast path validates the pointer
+    // through the page metadata and misses on anything it cannot prove.
+    if !unsafe { kmem::raw::free_fast(p) } {
+        // SAFETY: as above.
+        unsafe { free_slow(p) }
+    }
+}
+
+/// Frees off the fast path (null and bootstrap blocks are no-ops).
+///
+/// # Safety
+///
+/// As `free(3)`.
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn free_slow(p: *mut u8) {
     if p.is_null() || boot::contains(p) {
         return;
     }
@@ -582,7 +641,17 @@ unsafe fn free_impl(p: *mut u8) {
 }
 
 /// Usable size of a block (0 for null).
+#[inline]
 fn usable(p: *const u8) -> usize {
+    match kmem::raw::class_of_block(p) {
+        Some(c) => kmem::CLASS_SIZES[c],
+        None => usable_slow(p),
+    }
+}
+
+#[cold]
+#[inline(never)]
+extern "C" fn usable_slow(p: *const u8) -> usize {
     if p.is_null() {
         return 0;
     }
@@ -595,14 +664,46 @@ fn usable(p: *const u8) -> usize {
     kmem::raw::usable_size(p)
 }
 
-/// Resizes with glibc's rules.
+/// Resizes with glibc's rules: a small block whose class does not change
+/// stays; one that moves takes the fast paths of `malloc` and `free`.
 ///
 /// # Safety
 ///
 /// As `realloc(3)`.
+#[inline]
 unsafe fn realloc_impl(p: *mut u8, size: usize) -> *mut c_void {
+    if size != 0 {
+        if let Some(c) = kmem::raw::class_of_block(p) {
+            if kmem::class_of(size, MIN_ALIGN) == Some(c) {
+                return p.cast();
+            }
+            let n = alloc(size, MIN_ALIGN);
+            if !n.is_null() {
+                // SAFETY: p is a live item of class c (CLASS_SIZES[c]
+                // bytes), n a fresh block of `size`; distinct. Then p goes
+                // as free(p) would (the caller's promise).
+                unsafe {
+                    ptr::copy_nonoverlapping(p, n.cast::<u8>(), kmem::CLASS_SIZES[c].min(size));
+                    free_impl(p);
+                }
+            }
+            return n;
+        }
+    }
+    // SAFETY: the caller's promise.
+    unsafe { realloc_slow(p, size) }
+}
+
+/// [`realloc_impl`] for everything but a small block of kmem.
+///
+/// # Safety
+///
+/// As `realloc(3)`.
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn realloc_slow(p: *mut u8, size: usize) -> *mut c_void {
     if p.is_null() {
-        return alloc(size, MIN_ALIGN, false);
+        return alloc(size, MIN_ALIGN);
     }
     if size == 0 {
         // glibc (REALLOC_ZERO_BYTES_FREES): free, return NULL.
@@ -612,7 +713,7 @@ unsafe fn realloc_impl(p: *mut u8, size: usize) -> *mut c_void {
     }
     if boot::contains(p) {
         // Move out of the bump area (its blocks never grow in place).
-        let n = alloc(size, MIN_ALIGN, false);
+        let n = alloc(size, MIN_ALIGN);
         if !n.is_null() {
             // SAFETY: p is a bootstrap block of boot::size(p) bytes, n a
             // fresh block of `size`; distinct.
@@ -646,7 +747,7 @@ unsafe fn realloc_impl(p: *mut u8, size: usize) -> *mut c_void {
 /// Aligned allocation after the alignment was checked (a power of two).
 #[inline]
 fn aligned(align: usize, size: usize) -> *mut c_void {
-    alloc(size, align.max(MIN_ALIGN), false)
+    alloc(size, align.max(MIN_ALIGN))
 }
 
 // ---------------------------------------------------------------- the C ABI
@@ -655,7 +756,7 @@ fn aligned(align: usize, size: usize) -> *mut c_void {
 /// returns a unique pointer; NULL with `errno = ENOMEM` on failure.
 #[no_mangle]
 pub extern "C" fn malloc(size: usize) -> *mut c_void {
-    alloc(size, MIN_ALIGN, false)
+    alloc(size, MIN_ALIGN)
 }
 
 /// `free(3)`: NULL is a no-op; a pointer this allocator did not hand out
@@ -675,7 +776,14 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
 #[no_mangle]
 pub extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
     match n.checked_mul(size) {
-        Some(bytes) => alloc(bytes, MIN_ALIGN, true),
+        Some(bytes) => match kmem::raw::alloc_fast(bytes, MIN_ALIGN) {
+            Some(p) => {
+                // SAFETY: a fresh item of at least `bytes` bytes, ours.
+                unsafe { ptr::write_bytes(p.as_ptr(), 0, bytes) };
+                p.as_ptr().cast()
+            }
+            None => alloc_slow(bytes, MIN_ALIGN, true),
+        },
         None => {
             set_errno(libc::ENOMEM);
             ptr::null_mut()

@@ -9,7 +9,8 @@
 //!   `atfork_lib.c`), `malloc_stats` and `malloc_trim`
 //!   (`stats.c`), allocation from inside the
 //!   allocator (`recursion.c`), dynamic TLS of dlopened modules next to
-//!   ours (`tlsmods.c`), and `dlopen` of the library itself (`dlopen.c`).
+//!   ours (`tlsmods.c`), `dlopen` of the library itself (`dlopen.c`), and
+//!   C++ `operator new`/`delete` in every form (`cxx.cpp`, with `g++`).
 //! - Real programs of this machine (sort, awk/sed/grep, python3, sqlite3,
 //!   git, gcc, xz and perl) run twice on the same input, with and without
 //!   `LD_PRELOAD`; exit status and output must be the same, and nothing
@@ -328,6 +329,33 @@ fn c_api_every_function_and_edge_case() {
     assert!(g.ok(), "api.c against glibc's malloc:\n{}", g.describe());
     let r = run_ok(&mut Command::new(&exe), 60);
     assert!(r.out().contains("checks passed"));
+}
+
+#[test]
+fn cxx_operators_new_and_delete() {
+    if which("g++").is_none() {
+        return skip("g++");
+    }
+    let d = scratch("cxx");
+    let exe = d.join("cxx");
+    let r = run(
+        Command::new("g++")
+            .args([
+                "-O2",
+                "-Wall",
+                "-std=c++17",
+                "-fsized-deallocation",
+                "-pthread",
+                "-o",
+            ])
+            .arg(&exe)
+            .arg(src("cxx.cpp"))
+            .arg("-ldl"),
+        120,
+    );
+    assert!(r.ok(), "g++ cxx.cpp failed:\n{}", r.describe());
+    let r = run_ok(&mut Command::new(&exe), 60);
+    assert!(r.out().contains("cxx: ok"), "{}", r.describe());
 }
 
 #[test]

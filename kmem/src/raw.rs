@@ -11,7 +11,7 @@
 //!   and abort) and then left alone.
 //! - Nothing here calls the global allocator.
 //!
-//! Each call is the shared fast path ([`crate::fast`]: a hit in the calling
+//! Each call is the shared fast path (`kmem/src/fast.rs`: a hit in the calling
 //! thread's cache, as for [`Kmem`](crate::Kmem)), then the slow road. A
 //! front door with a slow road of its own (the C ABI, whose slow road
 //! carries a recursion guard) calls the `*_fast` functions, which do

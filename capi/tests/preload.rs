@@ -10,7 +10,8 @@
 //!   (`stats.c`), allocation from inside the
 //!   allocator (`recursion.c`), dynamic TLS of dlopened modules next to
 //!   ours (`tlsmods.c`), `dlopen` of the library itself (`dlopen.c`), and
-//!   C++ `operator new`/`delete` in every form (`cxx.cpp`, with `g++`).
+//!   C++ `operator new`/`delete` in every form (`cxx.cpp`, with `g++`),
+//!   and double frees in five patterns and four sizes (`doublefree.c`).
 //! - Real programs of this machine (sort, awk/sed/grep, python3, sqlite3,
 //!   git, gcc, xz and perl) run twice on the same input, with and without
 //!   `LD_PRELOAD`; exit status and output must be the same, and nothing
@@ -407,6 +408,61 @@ fn c_bad_free_policies() {
                         "{}",
                         r.describe()
                     );
+                }
+            }
+        }
+    }
+}
+
+/// Double frees in the default build: reported (the report names the
+/// pointer and the class zone) and, by default, the process aborts; with
+/// `BSDALLOC_BAD_FREE=warn` it carries on and the block is never handed
+/// out twice. Small blocks by the double-free key, 256 KiB by the page
+/// metadata.
+#[test]
+fn c_double_free_is_reported() {
+    let d = scratch("doublefree");
+    let exe = gcc("doublefree.c", &d, &[]);
+    for size in ["8", "32", "4096", "262144"] {
+        for what in ["twice", "between", "thread", "realloc", "later"] {
+            for policy in [None, Some("warn")] {
+                let mut c = Command::new(&exe);
+                c.args([what, size]);
+                if let Some(p) = policy {
+                    c.env("BSDALLOC_BAD_FREE", p);
+                }
+                let r = run(preload(&mut c), 30);
+                let (out, err) = (r.out(), r.err());
+                let ptr = out
+                    .lines()
+                    .find_map(|l| l.strip_prefix("bad pointer "))
+                    .unwrap_or_else(|| panic!("no pointer printed:\n{}", r.describe()))
+                    .to_string();
+                let case = format!("{what} {size} {policy:?}");
+                assert!(
+                    err.contains("already freed") && err.contains(&ptr),
+                    "{case}: the report must name {ptr}\n{}",
+                    r.describe()
+                );
+                if size != "262144" {
+                    assert!(
+                        err.contains("malloc-"),
+                        "{case}: the zone\n{}",
+                        r.describe()
+                    );
+                }
+                match policy {
+                    None => assert_eq!(
+                        r.status.and_then(|s| s.signal()),
+                        Some(libc::SIGABRT),
+                        "{case}: must abort\n{}",
+                        r.describe()
+                    ),
+                    Some(_) => assert!(
+                        r.ok() && out.contains("survived"),
+                        "{case}: must go on without aliasing\n{}",
+                        r.describe()
+                    ),
                 }
             }
         }

@@ -30,6 +30,31 @@
 //!
 //! With the `invariants` feature (and under loom) there are no tables:
 //! every operation takes the zone's road, whose checks run per item.
+//!
+//! ## Double frees
+//!
+//! Every small block freed through a front door carries a per-process
+//! random key in its first 8 bytes ([`free_key`]), and every small block
+//! handed out has that word cleared (glibc's tcache key). A free that
+//! finds the key is the second free of a block: the fast path misses and
+//! the slow road reports it ([`ReportKind::DoubleFree`], naming the
+//! pointer and the size-class zone; by default the process aborts) and
+//! drops it, so a double-freed block is never handed out twice. UMA never
+//! links items through their own memory (buckets are arrays outside the
+//! items), so the key cannot be confused with a free-list link, and it is
+//! written only while the freeing thread still holds its cache
+//! ([`uma::FastSlot::free_stamped_via`]), so nobody sees a cached block
+//! without it. Cost: a compare and a store per free, a store per
+//! allocation. Misses: a block freed, reallocated by the program and freed
+//! again (no error), and a block whose first 8 bytes a use-after-free
+//! overwrote before the second free. A program whose live block holds the
+//! key by chance (1 in 2^64 for each free) would be reported; only a copy
+//! of a freed block's first word (itself a use after free) makes that
+//! likely. Blocks taken directly from a class zone ([`kmem::class_zone`])
+//! carry no key and must go back to it directly.
+//!
+//! [`ReportKind::DoubleFree`]: crate::ReportKind::DoubleFree
+//! [`kmem::class_zone`]: crate::class_zone
 
 use core::ptr::NonNull;
 #[cfg(not(any(loom, feature = "invariants")))]
@@ -95,6 +120,8 @@ struct ItemCheck {
     /// The class zone's cache slot (as `CLASS_SLOTS`), beside the check
     /// that `free(p)` makes just before it needs the slot.
     slot: AtomicU32,
+    /// The double-free key ([`free_key`]), beside the check too.
+    key: AtomicU64,
 }
 
 #[cfg(not(any(loom, feature = "invariants")))]
@@ -105,12 +132,69 @@ static CHECKS: [ItemCheck; NCLASSES] = [const {
         ipers: AtomicU32::new(0),
         shift: AtomicU32::new(0),
         slot: AtomicU32::new(FastSlot::NONE.to_bits()),
+        key: AtomicU64::new(INITIAL_KEY),
     }
 }; NCLASSES];
 
 /// Set once the tables are filled.
 #[cfg(not(any(loom, feature = "invariants")))]
 static PUBLISHED: AtomicBool = AtomicBool::new(false);
+
+/// The double-free key (see the module doc): a fixed non-zero value until
+/// the first slow-path call makes it a random one.
+static FREE_KEY: AtomicU64 = AtomicU64::new(INITIAL_KEY);
+
+/// "kmemfree".
+const INITIAL_KEY: u64 = 0x6b6d_656d_6672_6565;
+
+/// The key every freed small block carries in its first 8 bytes.
+#[inline(always)]
+pub(crate) fn free_key() -> u64 {
+    FREE_KEY.load(Ordering::Relaxed)
+}
+
+/// Whether the small block at `p` holds the key: freed already.
+///
+/// # Safety
+///
+/// `p` is the start of a small block of kmem (8 bytes at least, 8-aligned,
+/// mapped).
+#[inline(always)]
+pub(crate) unsafe fn holds_key(p: *const u8, key: u64) -> bool {
+    // SAFETY: the caller's promise.
+    unsafe { p.cast::<u64>().read() == key }
+}
+
+/// Clears the key of a small block being handed out.
+///
+/// # Safety
+///
+/// `p` is a small block of kmem the caller now owns.
+#[inline(always)]
+pub(crate) unsafe fn clear_key(p: NonNull<u8>) {
+    // SAFETY: the caller's promise: 8 bytes at least, 8-aligned.
+    unsafe { p.cast::<u64>().as_ptr().write(0) }
+}
+
+/// A random non-zero key (getrandom, or the clock and an address if the
+/// kernel has no entropy to give yet).
+fn random_key() -> u64 {
+    let mut k = 0u64;
+    // SAFETY: writes at most 8 bytes into `k`; GRND_NONBLOCK never blocks.
+    let n = unsafe {
+        libc::getrandom(
+            (&mut k as *mut u64).cast(),
+            core::mem::size_of::<u64>(),
+            libc::GRND_NONBLOCK,
+        )
+    };
+    if n != 8 || k == 0 {
+        k = crate::os::clock_ns(libc::CLOCK_MONOTONIC)
+            ^ (&k as *const u64 as u64).rotate_left(32)
+            ^ 0x9e37_79b9_7f4a_7c15;
+    }
+    k.max(1)
+}
 
 /// The inverse of odd `d` modulo 2^64 (Newton's iteration: each step
 /// doubles the bits that are right; `d` itself is right to 3 bits).
@@ -136,10 +220,13 @@ fn publish() {
         return;
     }
     let Some(k) = kernel() else { return };
+    let key = random_key();
+    FREE_KEY.store(key, Ordering::Relaxed);
     for c in 0..NCLASSES {
         let size = CLASS_SIZES[c] as u64;
         let shift = size.trailing_zeros();
         let e = &CHECKS[c];
+        e.key.store(key, Ordering::Relaxed);
         e.inv
             .store(inverse_mod_2_64(size >> shift), Ordering::Relaxed);
         e.mask.store(k.slab_size[c] as u64 - 1, Ordering::Relaxed);
@@ -237,6 +324,22 @@ pub(crate) fn class_of_ptr(_ptr: *const u8) -> Option<usize> {
 
 // ---------------------------------------------------------------- hits
 
+/// The fast free of every front door: a block holding `key` (the
+/// double-free key) was freed already (the slow road reports it); any
+/// other goes into the cache with the key stamped. False on a miss
+/// (nothing written).
+///
+/// # Safety
+///
+/// `ptr` is a live item of `slot`'s zone (a kmem class, 8 bytes at least),
+/// not used afterwards.
+#[cfg(not(any(loom, feature = "invariants")))]
+#[inline(always)]
+unsafe fn stamped_free<A: TlsAccess>(slot: FastSlot, ptr: NonNull<u8>, key: u64) -> bool {
+    // SAFETY: the caller's promise.
+    unsafe { !holds_key(ptr.as_ptr(), key) && slot.free_stamped_via::<A>(ptr, key) }
+}
+
 /// An item from the calling thread's cache for a request of at most 1 KiB
 /// aligned to at most 16, or `None` on a miss and for any other request
 /// (then [`alloc_mid`], [`alloc_slow`] or the front door's own slow road).
@@ -246,8 +349,13 @@ pub(crate) fn class_of_ptr(_ptr: *const u8) -> Option<usize> {
 pub(crate) fn alloc<A: TlsAccess>(size: usize, align: usize) -> Option<NonNull<u8>> {
     #[cfg(not(any(loom, feature = "invariants")))]
     {
-        // SAFETY: the slot of a class zone, never destroyed.
-        unsafe { small_slot(size, align)?.alloc_via::<A>() }
+        // SAFETY: the slot of a class zone, never destroyed; the item is
+        // ours.
+        unsafe {
+            let p = small_slot(size, align)?.alloc_via::<A>()?;
+            clear_key(p);
+            Some(p)
+        }
     }
     #[cfg(any(loom, feature = "invariants"))]
     {
@@ -269,8 +377,9 @@ pub(crate) unsafe fn free_sized<A: TlsAccess>(ptr: NonNull<u8>, size: usize, ali
     #[cfg(not(any(loom, feature = "invariants")))]
     {
         match small_slot(size, align) {
-            // SAFETY: the caller's promise: an item of this slot's zone.
-            Some(slot) => unsafe { slot.free_via::<A>(ptr) },
+            // SAFETY: the caller's promise: a live item of this slot's zone
+            // (8 bytes at least).
+            Some(slot) => unsafe { stamped_free::<A>(slot, ptr, free_key()) },
             None => false,
         }
     }
@@ -288,8 +397,13 @@ pub(crate) unsafe fn free_sized<A: TlsAccess>(ptr: NonNull<u8>, size: usize, ali
 pub(crate) fn alloc_mid<A: TlsAccess>(size: usize, align: usize) -> Option<NonNull<u8>> {
     #[cfg(not(any(loom, feature = "invariants")))]
     {
-        // SAFETY: the slot of a class zone, never destroyed.
-        unsafe { mid_slot(size, align)?.alloc_via::<A>() }
+        // SAFETY: the slot of a class zone, never destroyed; the item is
+        // ours.
+        unsafe {
+            let p = mid_slot(size, align)?.alloc_via::<A>()?;
+            clear_key(p);
+            Some(p)
+        }
     }
     #[cfg(any(loom, feature = "invariants"))]
     {
@@ -309,8 +423,8 @@ pub(crate) unsafe fn free_mid<A: TlsAccess>(ptr: NonNull<u8>, size: usize, align
     #[cfg(not(any(loom, feature = "invariants")))]
     {
         match mid_slot(size, align) {
-            // SAFETY: the caller's promise: an item of this slot's zone.
-            Some(slot) => unsafe { slot.free_via::<A>(ptr) },
+            // SAFETY: the caller's promise: a live item of this slot's zone.
+            Some(slot) => unsafe { stamped_free::<A>(slot, ptr, free_key()) },
             None => false,
         }
     }
@@ -336,7 +450,7 @@ pub(crate) unsafe fn free_class<A: TlsAccess>(ptr: NonNull<u8>, c: usize) -> boo
         // only `to_bits` of slots; the item is of that slot's zone.
         unsafe {
             let bits = CLASS_SLOTS.get_unchecked(c).load(Ordering::Relaxed);
-            FastSlot::from_bits(bits).free_via::<A>(ptr)
+            stamped_free::<A>(FastSlot::from_bits(bits), ptr, free_key())
         }
     }
     #[cfg(any(loom, feature = "invariants"))]
@@ -366,8 +480,11 @@ pub(crate) unsafe fn free<A: TlsAccess>(ptr: *mut u8) -> bool {
         // slab is the class zone's); the caller promises it is live and
         // unused from now on. The table holds only `to_bits` of slots.
         unsafe {
-            FastSlot::from_bits(e.slot.load(Ordering::Relaxed))
-                .free_via::<A>(NonNull::new_unchecked(ptr))
+            stamped_free::<A>(
+                FastSlot::from_bits(e.slot.load(Ordering::Relaxed)),
+                NonNull::new_unchecked(ptr),
+                e.key.load(Ordering::Relaxed),
+            )
         }
     }
     #[cfg(any(loom, feature = "invariants"))]
@@ -388,6 +505,7 @@ pub(crate) unsafe fn free<A: TlsAccess>(ptr: *mut u8) -> bool {
 #[inline(never)]
 pub(crate) fn alloc_slow(size: usize, align: usize, flags: Flags) -> Option<NonNull<u8>> {
     if let Some(p) = alloc_mid::<RustTls>(size, align) {
+        // (Its key is cleared.)
         if flags.contains(Flags::ZERO) {
             // SAFETY: a fresh item of at least `size` bytes, ours.
             unsafe { core::ptr::write_bytes(p.as_ptr(), 0, size) };
@@ -397,7 +515,12 @@ pub(crate) fn alloc_slow(size: usize, align: usize, flags: Flags) -> Option<NonN
     let k = kernel()?;
     ensure_published();
     match class_of(size, align) {
-        Some(c) => k.classes[c].alloc(flags),
+        Some(c) => {
+            let p = k.classes[c].alloc(flags)?;
+            // SAFETY: a fresh item of a class zone, ours.
+            unsafe { clear_key(p) };
+            Some(p)
+        }
         None => large_alloc(k, size, align, flags),
     }
 }

@@ -7,7 +7,7 @@ use core::sync::atomic::Ordering;
 use crate::classes::{class_of, class_of_small, CLASS_SIZES};
 use crate::fast;
 use crate::kernel::{kernel, CLASS_ZONES};
-use crate::malloc::{free_owned, owner_of, Owner};
+use crate::malloc::{free_owned, free_small, owner_of, Owner};
 use crate::os::{round_page, PAGE_SIZE};
 use crate::pagemeta;
 use crate::report::{report, Report, ReportKind};
@@ -137,7 +137,8 @@ unsafe fn dealloc_miss(ptr: *mut u8, layout: Layout) {
                 // SAFETY: the caller's contract: `ptr` came from `alloc`
                 // with this layout, i.e. from this zone (set once to a zone
                 // that lives for the process).
-                return unsafe { (*z).free(NonNull::new_unchecked(ptr)) };
+                unsafe { free_small(&*z, NonNull::new_unchecked(ptr), c, "dealloc") };
+                return;
             }
         }
     }
@@ -180,7 +181,7 @@ unsafe fn dealloc_slow(ptr: *mut u8, layout: Layout) {
         return;
     }
     // SAFETY: GlobalAlloc's contract, and the cookie check above.
-    unsafe { free_owned(k, NonNull::new_unchecked(ptr), expect) }
+    unsafe { free_owned(k, NonNull::new_unchecked(ptr), expect, "dealloc") };
 }
 
 /// With `invariants`: the page metadata of a small block must agree with

@@ -99,17 +99,6 @@ pub(crate) fn owner_of(k: &Kernel, ptr: usize, op: &'static str) -> Option<Owner
 
 // ---------------------------------------------------------------- untyped core
 
-/// Allocates `size` bytes aligned to `align` (a power of two). Never
-/// panics; `None` when out of memory (`NOWAIT`) or `align` is absurd.
-#[inline]
-pub(crate) fn alloc_untyped(size: usize, align: usize, flags: Flags) -> Option<NonNull<u8>> {
-    let k = kernel()?;
-    match class_of(size, align) {
-        Some(c) => k.classes[c].alloc(flags),
-        None => large_alloc(k, size, align, flags),
-    }
-}
-
 /// Whole pages from the kernel arena, labelled with their page count.
 /// Up to [`QCACHE_MAX`] bytes (page aligned) they come through the arena's
 /// quantum cache and may hold old data, so `ZERO` clears them; larger
@@ -191,13 +180,69 @@ pub(crate) unsafe fn large_free(k: &Kernel, addr: usize, n: usize) {
 /// # Safety
 ///
 /// `ptr` is a live allocation of `owner`, unused from now on.
-pub(crate) unsafe fn free_owned(k: &Kernel, ptr: NonNull<u8>, owner: Owner) {
+pub(crate) unsafe fn free_owned(
+    k: &Kernel,
+    ptr: NonNull<u8>,
+    owner: Owner,
+    op: &'static str,
+) -> bool {
     match owner {
         // SAFETY: the caller's promise.
-        Owner::Class(c) => unsafe { k.classes[c].free(ptr) },
+        Owner::Class(c) => unsafe { free_small(k.classes[c], ptr, c, op) },
         // SAFETY: the caller's promise: a live large block of n pages.
-        Owner::Large(n) => unsafe { large_free(k, ptr.as_ptr() as usize, n) },
+        Owner::Large(n) => unsafe {
+            large_free(k, ptr.as_ptr() as usize, n);
+            true
+        },
     }
+}
+
+/// Frees a small block to its class zone off the fast path: a block that
+/// holds the double-free key is reported and kept (false); any other gets
+/// the key and goes to the zone.
+///
+/// # Safety
+///
+/// `ptr` is the start of a block of class `c`, whose zone is `zone`; if it
+/// is live, nothing uses it afterwards.
+pub(crate) unsafe fn free_small(
+    zone: &uma::Zone,
+    ptr: NonNull<u8>,
+    c: usize,
+    op: &'static str,
+) -> bool {
+    // SAFETY: the caller's promise: the start of a small block.
+    if unsafe { freed_already(ptr.as_ptr(), Owner::Class(c), op) } {
+        return false;
+    }
+    // SAFETY: as above; a live block of the zone: the key marks it freed
+    // (see `fast`) before the zone, or anyone else, can see it.
+    unsafe {
+        ptr.cast::<u64>().as_ptr().write(crate::fast::free_key());
+        zone.free(ptr);
+    }
+    true
+}
+
+/// Whether the small block at `ptr` holds the double-free key (see
+/// `fast`); if so, reports the double free (or the use of a freed block,
+/// for `op`).
+///
+/// # Safety
+///
+/// `ptr` is the start of a small block of kmem (`owner`, a class).
+pub(crate) unsafe fn freed_already(ptr: *const u8, owner: Owner, op: &'static str) -> bool {
+    // SAFETY: the caller's promise.
+    if !unsafe { crate::fast::holds_key(ptr, crate::fast::free_key()) } {
+        return false;
+    }
+    report(Report::new(
+        ReportKind::DoubleFree,
+        op,
+        ptr as usize,
+        owner.zone(),
+    ));
+    true
 }
 
 /// Frees a pointer of unknown size (`free(3)`): looked up, validated,
@@ -231,9 +276,8 @@ pub(crate) unsafe fn free_untyped(ptr: *mut u8, op: &'static str) -> Option<Owne
             return None;
         }
     }
-    // SAFETY: validated as a live allocation start of `owner`.
-    unsafe { free_owned(k, p, owner) };
-    Some(owner)
+    // SAFETY: validated as an allocation start of `owner`.
+    unsafe { free_owned(k, p, owner, op) }.then_some(owner)
 }
 
 /// The usable size of a kmem allocation, 0 (after a report) if `ptr` is
@@ -273,18 +317,22 @@ pub(crate) unsafe fn realloc_untyped(
     flags: Flags,
 ) -> Option<NonNull<u8>> {
     let Some(old) = NonNull::new(ptr) else {
-        return alloc_untyped(size, align, flags);
+        return crate::fast::alloc_slow(size, align, flags);
     };
     let k = kernel()?;
     let owner = owner_of(k, ptr as usize, "realloc")?;
+    // SAFETY: `owner_of` proved `ptr` the start of a block of `owner`.
+    if matches!(owner, Owner::Class(_)) && unsafe { freed_already(ptr, owner, "realloc") } {
+        return None;
+    }
     if fits_in_place(owner, size, align, ptr as usize) {
         return Some(old);
     }
-    let new = alloc_untyped(size, align, flags)?;
+    let new = crate::fast::alloc_slow(size, align, flags)?;
     // SAFETY: both live and distinct; copy what both hold.
     unsafe {
         ptr::copy_nonoverlapping(ptr, new.as_ptr(), owner.size().min(size));
-        free_owned(k, old, owner);
+        free_owned(k, old, owner, "realloc");
     }
     Some(new)
 }
@@ -434,6 +482,10 @@ fn typed_owner(
     let p = NonNull::new(ptr)?;
     let k = kernel()?;
     let owner = owner_of(k, ptr as usize, op)?;
+    // SAFETY: `owner_of` proved `ptr` the start of a block of `owner`.
+    if matches!(owner, Owner::Class(_)) && unsafe { freed_already(ptr, owner, op) } {
+        return None;
+    }
     tag_check(k, p, owner, ty, op).then_some((k, p, owner))
 }
 
@@ -759,7 +811,12 @@ pub fn malloc_aligned(
     let k = kernel()?;
     let req = typed_request(size)?;
     let (p, owner) = match class_of(req, align) {
-        Some(c) => (k.classes[c].alloc(flags)?, Owner::Class(c)),
+        Some(c) => {
+            let p = k.classes[c].alloc(flags)?;
+            // SAFETY: a fresh item of a class zone, ours.
+            unsafe { crate::fast::clear_key(p) };
+            (p, Owner::Class(c))
+        }
         None => {
             let p = large_alloc(k, req, align, flags)?;
             (p, Owner::Large(round_page(req.max(1))? / PAGE_SIZE))
@@ -792,8 +849,9 @@ pub unsafe fn free(ptr: *mut u8, ty: &'static MallocType) {
     };
     // SAFETY: validated as a live allocation start of `owner`; the
     // caller's promise that nothing uses it afterwards.
-    unsafe { free_owned(k, p, owner) };
-    ty.account_free(owner);
+    if unsafe { free_owned(k, p, owner, "free") } {
+        ty.account_free(owner);
+    }
 }
 
 /// Zeroes the allocation's usable bytes, then frees it (FreeBSD `zfree`).
@@ -813,7 +871,7 @@ pub unsafe fn zfree(ptr: *mut u8, ty: &'static MallocType) {
         for i in 0..owner.size() {
             ptr::write_volatile(ptr.add(i), 0);
         }
-        free_owned(k, p, owner);
+        free_owned(k, p, owner, "zfree");
     }
     ty.account_free(owner);
 }
@@ -859,7 +917,7 @@ unsafe fn realloc_typed(
             new.as_ptr(),
             (owner.size() - MALLOC_TAG_BYTES).min(size),
         );
-        free_owned(k, old, owner);
+        free_owned(k, old, owner, op);
     }
     ty.account_free(owner);
     Ok(new)

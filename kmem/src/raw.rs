@@ -57,13 +57,22 @@ pub unsafe fn free_fast(ptr: *mut u8) -> bool {
     unsafe { fast::free::<TlsDescriptor>(ptr) }
 }
 
-/// The size class of the small block starting at `ptr`, when the page
-/// metadata proves it one (a hit of the fast path's lookup); `None` for
-/// anything else (null, large blocks, foreign or interior pointers),
-/// without a report. Its usable size is `CLASS_SIZES[c]`.
+/// The size class of the live small block starting at `ptr`, when the
+/// page metadata proves it one (a hit of the fast path's lookup) and it
+/// does not hold the double-free key; `None` for anything else (null,
+/// large blocks, foreign or interior pointers, freed blocks), without a
+/// report. Its usable size is `CLASS_SIZES[c]`.
 #[inline(always)]
 pub fn class_of_block(ptr: *const u8) -> Option<usize> {
-    fast::class_of_ptr(ptr)
+    live_class(ptr)
+}
+
+/// [`class_of_block`].
+#[inline(always)]
+fn live_class(ptr: *const u8) -> Option<usize> {
+    let c = fast::class_of_ptr(ptr)?;
+    // SAFETY: `class_of_ptr` proved `ptr` the start of a small block.
+    (!unsafe { fast::holds_key(ptr, fast::free_key()) }).then_some(c)
 }
 
 /// `size` bytes aligned to `align` (a power of two; anything else gives
@@ -136,7 +145,7 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize, align: usize) -> *mut u8 {
     if !align.is_power_of_two() {
         return ptr::null_mut();
     }
-    if let Some(c) = fast::class_of_ptr(ptr) {
+    if let Some(c) = live_class(ptr) {
         if class_of(size, align) == Some(c) {
             return ptr;
         }

@@ -338,6 +338,27 @@ impl FastSlot {
         unsafe { self.free_via::<RustTls>(item) }
     }
 
+    /// [`free_via`](Self::free_via), and when the item went into the
+    /// cache, `stamp` is written into its first 8 bytes before the cache is
+    /// left, so that nobody (not even a drainer of the cache) can see the
+    /// item in the cache without its stamp. For a layer above UMA that marks
+    /// freed items (kmem's double-free key): UMA never links items through
+    /// their own memory, so the stamp is the only thing written there.
+    ///
+    /// # Safety
+    ///
+    /// As [`free`](Self::free), and the zone's items are at least 8 bytes,
+    /// 8-aligned.
+    #[inline(always)]
+    pub unsafe fn free_stamped_via<A: TlsAccess>(self, item: NonNull<u8>, stamp: u64) -> bool {
+        // SAFETY: as free_via; the caller's promise on the item's size.
+        unsafe {
+            with_cache::<A, _>(self.0 as usize, |c| {
+                c.fast_push_stamped(item.as_ptr(), GATE_DRAIN | GATE_FREE, stamp)
+            })
+        }
+    }
+
     /// [`alloc`](Self::alloc), reaching the thread's table through `A`.
     ///
     /// # Safety

@@ -77,6 +77,19 @@
 //! read from the environment the library constructor is given, without
 //! allocating (or with `getenv` if a bad pointer comes before that).
 //!
+//! ## Debug mode
+//!
+//! `BSDALLOC_DEBUG=guards,contents` (or `all`), read at the first
+//! allocation, turns on kmem's debug mode (libumem's `UMEM_DEBUG`):
+//! redzones around every block, checked by `free`, `realloc` and
+//! `malloc_usable_size` (overflows and underflows by 1 to 32 bytes); guard
+//! pages around large blocks (an overrun faults at its first byte past the
+//! end); new blocks filled with `0xbaddcafe`, freed ones with `0xdeadc0de`
+//! and checked when handed out again (a write after free); freed large
+//! blocks inaccessible for a while; double frees found by the block
+//! header. Every allocation then takes the slow road (see
+//! `kmem::set_debug`). Reports follow `BSDALLOC_BAD_FREE`.
+//!
 //! ## Bootstrap and recursion
 //!
 //! kmem builds itself on the first allocation without calling `malloc`,

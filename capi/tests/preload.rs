@@ -11,7 +11,8 @@
 //!   allocator (`recursion.c`), dynamic TLS of dlopened modules next to
 //!   ours (`tlsmods.c`), `dlopen` of the library itself (`dlopen.c`), and
 //!   C++ `operator new`/`delete` in every form (`cxx.cpp`, with `g++`),
-//!   and double frees in five patterns and four sizes (`doublefree.c`).
+//!   double frees in five patterns and four sizes (`doublefree.c`), and
+//!   the heap errors debug mode catches (`debugmode.c`).
 //! - Real programs of this machine (sort, awk/sed/grep, python3, sqlite3,
 //!   git, gcc, xz and perl) run twice on the same input, with and without
 //!   `LD_PRELOAD`; exit status and output must be the same, and nothing
@@ -467,6 +468,70 @@ fn c_double_free_is_reported() {
             }
         }
     }
+}
+
+/// Debug mode under `BSDALLOC_DEBUG=all`: overflows and underflows by 1
+/// and 32 bytes, a write after free and a double free are reported (the
+/// report names the pointer) and abort; a 1 MiB overrun of a large block
+/// and a write to a freed large block fault; a clean run and the C API
+/// test pass.
+#[test]
+fn c_debug_mode_catches_heap_errors() {
+    let d = scratch("debugmode");
+    let exe = gcc("debugmode.c", &d, &[]);
+    let cases = [
+        ("overflow1", "past the end"),
+        ("overflow32", "past the end"),
+        ("underflow1", "before the start"),
+        ("underflow32", "before the start"),
+        ("usable", "past the end"),
+        ("uaf", "modified after free"),
+        ("double", "already freed"),
+    ];
+    for (what, says) in cases {
+        let mut c = Command::new(&exe);
+        c.arg(what).env("BSDALLOC_DEBUG", "all");
+        let r = run(preload(&mut c), 30);
+        let ptr = r
+            .out()
+            .lines()
+            .find_map(|l| l.strip_prefix("bad pointer "))
+            .unwrap_or_else(|| panic!("no pointer printed:\n{}", r.describe()))
+            .to_string();
+        assert_eq!(
+            r.status.and_then(|s| s.signal()),
+            Some(libc::SIGABRT),
+            "{what}\n{}",
+            r.describe()
+        );
+        let err = r.err();
+        assert!(
+            err.contains(says),
+            "{what}: says {says:?}\n{}",
+            r.describe()
+        );
+        if what != "uaf" {
+            assert!(err.contains(&ptr), "{what}: names {ptr}\n{}", r.describe());
+        }
+    }
+    for what in ["large", "largeuaf"] {
+        let mut c = Command::new(&exe);
+        c.arg(what).env("BSDALLOC_DEBUG", "all");
+        let r = run(preload(&mut c), 30);
+        assert_eq!(
+            r.status.and_then(|s| s.signal()),
+            Some(libc::SIGSEGV),
+            "{what}\n{}",
+            r.describe()
+        );
+    }
+    let mut c = Command::new(&exe);
+    c.arg("clean").env("BSDALLOC_DEBUG", "all");
+    assert!(run_ok(&mut c, 30).out().contains("survived"));
+    let api = gcc("api.c", &d, &["-ldl"]);
+    let mut c = Command::new(&api);
+    c.env("BSDALLOC_DEBUG", "all");
+    assert!(run_ok(&mut c, 60).out().contains("checks passed"));
 }
 
 #[test]

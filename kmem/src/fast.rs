@@ -220,8 +220,15 @@ fn publish() {
         return;
     }
     let Some(k) = kernel() else { return };
+    if FREE_KEY.load(Ordering::Relaxed) != INITIAL_KEY && crate::debugmode::on() {
+        return;
+    }
     let key = random_key();
     FREE_KEY.store(key, Ordering::Relaxed);
+    if crate::debugmode::on() {
+        // Debug mode: every operation takes the slow road (no tables).
+        return;
+    }
     for c in 0..NCLASSES {
         let size = CLASS_SIZES[c] as u64;
         let shift = size.trailing_zeros();
@@ -504,6 +511,9 @@ pub(crate) unsafe fn free<A: TlsAccess>(ptr: *mut u8) -> bool {
 #[cfg_attr(not(feature = "invariants"), cold)]
 #[inline(never)]
 pub(crate) fn alloc_slow(size: usize, align: usize, flags: Flags) -> Option<NonNull<u8>> {
+    if crate::debugmode::decide() != crate::debugmode::DebugFlags::NONE {
+        return crate::debugmode::alloc(size, align, flags, alloc_plain);
+    }
     if let Some(p) = alloc_mid::<RustTls>(size, align) {
         // (Its key is cleared.)
         if flags.contains(Flags::ZERO) {
@@ -512,6 +522,12 @@ pub(crate) fn alloc_slow(size: usize, align: usize, flags: Flags) -> Option<NonN
         }
         return Some(p);
     }
+    alloc_plain(size, align, flags)
+}
+
+/// [`alloc_slow`] without debug mode: a size-class item through its zone,
+/// or pages.
+pub(crate) fn alloc_plain(size: usize, align: usize, flags: Flags) -> Option<NonNull<u8>> {
     let k = kernel()?;
     ensure_published();
     match class_of(size, align) {

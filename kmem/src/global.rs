@@ -78,6 +78,10 @@ unsafe impl GlobalAlloc for Kmem {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let align = layout.align();
+        if crate::debugmode::on() {
+            // SAFETY: GlobalAlloc's contract for realloc.
+            return unsafe { crate::debugmode::realloc(ptr, new_size, align, fast::alloc_plain) };
+        }
         let old = class_of(layout.size(), align);
         let new = class_of(new_size, align);
         match (old, new) {
@@ -119,6 +123,11 @@ fn alloc_miss(layout: Layout, flags: Flags) -> *mut u8 {
 #[cfg_attr(not(feature = "invariants"), cold)]
 #[inline(never)]
 unsafe fn dealloc_miss(ptr: *mut u8, layout: Layout) {
+    if crate::debugmode::on() {
+        // SAFETY: the caller's contract.
+        unsafe { crate::debugmode::free(ptr, "dealloc") };
+        return;
+    }
     // SAFETY: the caller's contract (`ptr` is not null).
     if unsafe {
         fast::free_mid::<fast::RustTls>(NonNull::new_unchecked(ptr), layout.size(), layout.align())

@@ -10,6 +10,10 @@
 //!   [`set_report_hook`](crate::set_report_hook) (without a hook: a message
 //!   and abort) and then left alone.
 //! - Nothing here calls the global allocator.
+//! - In debug mode ([`set_debug`](crate::set_debug), `BSDALLOC_DEBUG`)
+//!   every block has redzones and patterns, checked by [`free`],
+//!   [`realloc`] and [`usable_size`]; [`usable_size`] is then the size
+//!   asked for.
 //!
 //! Each call is the shared fast path (`kmem/src/fast.rs`: a hit in the calling
 //! thread's cache, as for [`Kmem`](crate::Kmem)), then the slow road. A
@@ -23,6 +27,7 @@
 use core::ptr::{self, NonNull};
 
 use crate::classes::{class_of, CLASS_SIZES};
+use crate::debugmode;
 use crate::fast::{self, RustTls, TlsDescriptor};
 use crate::malloc::{free_untyped, realloc_untyped, usable_size_untyped};
 use crate::Flags;
@@ -125,6 +130,10 @@ pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
 /// [`MALLOC_TAG_BYTES`](crate::MALLOC_TAG_BYTES) longer than asked).
 #[inline]
 pub unsafe fn free(ptr: *mut u8) -> bool {
+    if debugmode::on() {
+        // SAFETY: the caller's promise.
+        return unsafe { debugmode::free(ptr, "free") };
+    }
     // SAFETY: the caller's promise.
     unsafe { fast::free::<RustTls>(ptr) || free_untyped(ptr, "free").is_some() }
 }
@@ -144,6 +153,10 @@ pub unsafe fn free(ptr: *mut u8) -> bool {
 pub unsafe fn realloc(ptr: *mut u8, size: usize, align: usize) -> *mut u8 {
     if !align.is_power_of_two() {
         return ptr::null_mut();
+    }
+    if debugmode::on() {
+        // SAFETY: the caller's promise.
+        return unsafe { debugmode::realloc(ptr, size, align, fast::alloc_plain) };
     }
     if let Some(c) = live_class(ptr) {
         if class_of(size, align) == Some(c) {
@@ -173,6 +186,9 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize, align: usize) -> *mut u8 {
 /// kmem allocation start.
 #[inline]
 pub fn usable_size(ptr: *const u8) -> usize {
+    if debugmode::on() {
+        return debugmode::usable_size(ptr);
+    }
     match fast::class_of_ptr(ptr) {
         Some(c) => CLASS_SIZES[c],
         None => usable_size_untyped(ptr, "malloc_usable_size"),

@@ -40,6 +40,11 @@ pub enum ReportKind {
     ModifiedAfterFree,
     /// UMA: an item was handed out while already allocated (`invariants`).
     DuplicateAlloc,
+    /// Debug mode (`guards`): bytes past the end of the block were written.
+    Overflow,
+    /// Debug mode (`guards`): bytes before the start of the block were
+    /// written.
+    Underflow,
 }
 
 /// One report.
@@ -100,6 +105,8 @@ impl fmt::Display for Report {
             ReportKind::WrongZone => "item belongs to another zone",
             ReportKind::ModifiedAfterFree => "memory modified after free",
             ReportKind::DuplicateAlloc => "item handed out twice",
+            ReportKind::Overflow => "write past the end of the allocation",
+            ReportKind::Underflow => "write before the start of the allocation",
         };
         write!(f, "kmem: {}: {} {:#x}", self.op, what, self.ptr)?;
         if !self.zone.is_empty() {

@@ -101,6 +101,20 @@ pub(crate) fn bucket_select(size: usize) -> usize {
     pick
 }
 
+/// Items' bytes a bucket may grow to on refill misses (see
+/// `Zone::grow_on_miss`): 64 KiB, so a thread keeps at most two such
+/// buckets (128 KiB) of a size class in its cache.
+pub(crate) const BUCKET_GROW_BYTES: usize = 64 << 10;
+
+/// The most entries refill misses grow a bucket of `size`-byte items to:
+/// [`BUCKET_GROW_BYTES`] of items, at least the table's choice, at most
+/// [`BUCKET_MAX`].
+pub(crate) fn grow_cap(size: usize) -> usize {
+    (BUCKET_GROW_BYTES / size.max(1))
+        .max(bucket_select(size))
+        .min(BUCKET_MAX)
+}
+
 /// Next smaller standard bucket size (for shrinking on reclaim).
 pub(crate) fn smaller(entries: usize) -> usize {
     BUCKET_ENTRIES

@@ -517,8 +517,15 @@ impl Zone {
         let (full, empty, spare) = self.fetch_bucket(old, want);
         self.free_spares(spare);
         let b = if full.is_null() {
+            // A thread that keeps missing grows the buckets.
+            let m = c.keg_misses.get() + 1;
+            c.keg_misses.set(m);
+            if m >= 2 {
+                self.grow_on_miss();
+            }
             self.fill_bucket(empty, flags)
         } else {
+            c.keg_misses.set(0);
             full
         };
         if b.is_null() {
@@ -870,6 +877,21 @@ impl Zone {
         // SAFETY: our bucket.
         unsafe { (*b).cnt = n as u16 };
         b
+    }
+
+    /// A thread's refills keep finding no full bucket in the zone's cache
+    /// (two in a row and every one after) and go to the keg: its working
+    /// set outgrows its buckets. Grows the
+    /// bucket size by one (FreeBSD grows it only on zone lock contention,
+    /// which a thread that keeps missing alone never meets), up to
+    /// [`bucket::BUCKET_GROW_BYTES`] of items per bucket (or the table's
+    /// own size, if larger) and within `bucket_max`. Reclaims shrink it.
+    fn grow_on_miss(&self) {
+        let bs = self.bucket_size.load(UOrdering::Relaxed);
+        let cap = bucket::grow_cap(self.size).min(self.bucket_max.load(UOrdering::Relaxed));
+        if bs > 0 && bs < cap {
+            self.bucket_size.store(bs + 1, UOrdering::Relaxed);
+        }
     }
 
     /// Entries of a bucket filled now: the bucket size within the cap.

@@ -206,6 +206,10 @@ pub(crate) struct Cache {
     // under the registry lock
     pub(crate) next: Cell<*mut Cache>,
     pub(crate) prev: Cell<*mut Cache>,
+    // owner thread only
+    /// Refills in a row that found no full bucket in the zone's cache and
+    /// went to the keg (see `Zone::grow_on_miss`).
+    pub(crate) keg_misses: Cell<u32>,
 }
 
 // SAFETY: the bucket slots are only touched by the owner or by a drainer
@@ -231,6 +235,7 @@ pub(crate) static EMPTY_CACHE: Cache = Cache {
     slot: ptr::null(),
     next: Cell::new(ptr::null_mut()),
     prev: Cell::new(ptr::null_mut()),
+    keg_misses: Cell::new(0),
 };
 
 /// The "no cache" value of a TLS slot.
@@ -630,6 +635,7 @@ pub(crate) fn register(zone: &Zone, slot: *const AtomicPtr<Cache>) -> *mut Cache
             slot,
             next: Cell::new(ptr::null_mut()),
             prev: Cell::new(ptr::null_mut()),
+            keg_misses: Cell::new(0),
         });
     }
     let over = {

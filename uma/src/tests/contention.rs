@@ -115,3 +115,34 @@ fn reclaim_shrinks_the_bucket_size_back_to_its_minimum() {
     z.check_invariants();
     destroy(z);
 }
+
+#[test]
+fn a_thread_that_keeps_missing_grows_the_bucket_size_up_to_64_kib() {
+    let z = zone("miss-grow");
+    assert_eq!(z.bucket_size(), 16);
+    // A fresh thread: allocations beyond its buckets go to the keg again
+    // and again (nothing is freed, so the zone's cache never has a full
+    // bucket); no lock is ever contended.
+    let before = z.contended.load(Relaxed);
+    let t = std::thread::spawn(move || {
+        let v: Vec<_> = (0..3000).map(|_| z.alloc(Flags::NOWAIT).unwrap()).collect();
+        v.into_iter()
+            .map(|p| p.as_ptr() as usize)
+            .collect::<Vec<_>>()
+    });
+    let items = t.join().unwrap();
+    if z.contended.load(Relaxed) == before {
+        // 1 KiB items: 64 KiB buckets hold 64.
+        assert_eq!(z.bucket_size(), 64, "grown by misses, stopped at the cap");
+    } else {
+        assert!(z.bucket_size() >= 64);
+    }
+    for p in items {
+        // SAFETY: each came from z and is freed once.
+        unsafe { z.free(core::ptr::NonNull::new(p as *mut u8).unwrap()) };
+    }
+    z.reclaim(Reclaim::Drain);
+    assert!(z.bucket_size() < 64, "reclaim shrinks it");
+    z.check_invariants();
+    destroy(z);
+}

@@ -79,7 +79,7 @@
 //!
 //! ## Debug mode
 //!
-//! `BSDALLOC_DEBUG=guards,contents` (or `all`), read at the first
+//! `BSDALLOC_DEBUG=guards,contents,audit` (or `all`), read at the first
 //! allocation, turns on kmem's debug mode (libumem's `UMEM_DEBUG`):
 //! redzones around every block, checked by `free`, `realloc` and
 //! `malloc_usable_size` (overflows and underflows by 1 to 32 bytes); guard
@@ -87,7 +87,8 @@
 //! end); new blocks filled with `0xbaddcafe`, freed ones with `0xdeadc0de`
 //! and checked when handed out again (a write after free); freed large
 //! blocks inaccessible for a while; double frees found by the block
-//! header. Every allocation then takes the slow road (see
+//! header; with `audit`, the allocating and freeing call sites in every
+//! report. Every allocation then takes the slow road (see
 //! `kmem::set_debug`). Reports follow `BSDALLOC_BAD_FREE`.
 //!
 //! ## Bootstrap and recursion
@@ -297,7 +298,7 @@ fn install(policy: u8) {
 
 /// A line buffer on the stack (reports must not allocate).
 struct Line {
-    buf: [u8; 512],
+    buf: [u8; 2048],
     len: usize,
 }
 
@@ -312,7 +313,7 @@ impl fmt::Write for Line {
 
 pub(crate) fn write_stderr(args: fmt::Arguments<'_>) {
     let mut l = Line {
-        buf: [0; 512],
+        buf: [0; 2048],
         len: 0,
     };
     let _ = fmt::write(&mut l, args);

@@ -513,6 +513,16 @@ fn c_debug_mode_catches_heap_errors() {
         if what != "uaf" {
             assert!(err.contains(&ptr), "{what}: names {ptr}\n{}", r.describe());
         }
+        // `all` includes `audit`: every report has the allocating stack,
+        // a double free the freeing one too.
+        assert!(
+            err.contains("allocated by"),
+            "{what}: audit\n{}",
+            r.describe()
+        );
+        if what == "double" {
+            assert!(err.contains("freed by"), "{what}: audit\n{}", r.describe());
+        }
     }
     for what in ["large", "largeuaf"] {
         let mut c = Command::new(&exe);

@@ -13,7 +13,7 @@
 //! ```text
 //! inner block (a size class, or pages)          user pointer
 //! |<------------------- front -------------------->|<--- size --->|<- tail ->|
-//! | key 8 | pattern ... | front,state 8 | size 8 | check 8 | user bytes   | 0xfe ... |
+//! | key 8 | [audit: alloc stack | free stack] | pattern ... | front,state 8 | size 8 | check 8 | user bytes | 0xfe ... |
 //! ```
 //!
 //! - The first 8 bytes are the inner block's double-free key word (0 while
@@ -39,6 +39,13 @@
 //!   blocks are unbacked and made inaccessible, and stay so in a
 //!   quarantine of the last 64 until they are really freed: a use after
 //!   free faults.
+//! - `audit`: the front also holds the return addresses of the last
+//!   [`AUDIT_FRAMES`] frames of the allocating call and, once freed, of
+//!   the freeing one (`_Unwind_Backtrace`, which allocates nothing), and
+//!   every report carries and prints them, symbolized with `dladdr`
+//!   ([`Report::alloc_stack`](crate::Report::alloc_stack),
+//!   [`Report::free_stack`](crate::Report::free_stack)). The first frames
+//!   are the allocator's own.
 //! - A second free finds the header in state freed
 //!   ([`ReportKind::DoubleFree`]), whatever happened in between, as long as
 //!   the inner block was not handed out again.
@@ -74,8 +81,11 @@ impl DebugFlags {
     /// Patterns in new and freed blocks, checked on reuse; freed large
     /// blocks inaccessible for a while.
     pub const CONTENTS: DebugFlags = DebugFlags(2);
+    /// The allocating and freeing call sites (a few return addresses)
+    /// recorded in each block and printed in every report.
+    pub const AUDIT: DebugFlags = DebugFlags(4);
     /// Every check.
-    pub const ALL: DebugFlags = DebugFlags(3);
+    pub const ALL: DebugFlags = DebugFlags(7);
 
     /// Whether every check of `other` is on in `self`.
     pub const fn contains(self, other: DebugFlags) -> bool {
@@ -88,14 +98,15 @@ impl DebugFlags {
     }
 
     /// Parses `BSDALLOC_DEBUG`'s value: a comma-separated list of
-    /// `guards`, `contents`, `all`, `none` (empty items ignored). `None`
-    /// for an unknown word.
+    /// `guards`, `contents`, `audit`, `all`, `none` (empty items ignored).
+    /// `None` for an unknown word.
     pub fn parse(s: &[u8]) -> Option<DebugFlags> {
         let mut f = DebugFlags::NONE;
         for w in s.split(|&b| b == b',') {
             f = f.with(match w {
                 b"guards" => DebugFlags::GUARDS,
                 b"contents" => DebugFlags::CONTENTS,
+                b"audit" => DebugFlags::AUDIT,
                 b"all" => DebugFlags::ALL,
                 b"none" | b"" => DebugFlags::NONE,
                 _ => return None,
@@ -171,7 +182,7 @@ fn decide_slow() -> DebugFlags {
             match DebugFlags::parse(s) {
                 Some(f) => m = f.0,
                 None => crate::report::warn(format_args!(
-                    "kmem: BSDALLOC_DEBUG={}: unknown; use guards, contents or all",
+                    "kmem: BSDALLOC_DEBUG={}: unknown; use guards, contents, audit or all",
                     core::str::from_utf8(s).unwrap_or("?")
                 )),
             }
@@ -224,6 +235,34 @@ pub fn debug_stats() -> DebugStats {
 }
 
 fn found(kind: ReportKind, op: &'static str, user: usize, zone: &'static str, size: usize) {
+    found_with(kind, op, user, zone, size, None);
+}
+
+/// [`found`], with the block's header for its stacks.
+fn found_with(
+    kind: ReportKind,
+    op: &'static str,
+    user: usize,
+    zone: &'static str,
+    size: usize,
+    h: Option<&Header>,
+) {
+    let (alloc_stack, free_stack) = h.map_or(([0; AUDIT_FRAMES], [0; AUDIT_FRAMES]), |h| {
+        stacks_of(user, h)
+    });
+    found_stacks(kind, op, user, zone, size, alloc_stack, free_stack);
+}
+
+/// [`found`], with the stacks given.
+fn found_stacks(
+    kind: ReportKind,
+    op: &'static str,
+    user: usize,
+    zone: &'static str,
+    size: usize,
+    alloc_stack: Stack,
+    free_stack: Stack,
+) {
     let counter = match kind {
         ReportKind::Overflow => &OVERFLOWS,
         ReportKind::Underflow => &UNDERFLOWS,
@@ -233,6 +272,8 @@ fn found(kind: ReportKind, op: &'static str, user: usize, zone: &'static str, si
     counter.fetch_add(1, Ordering::Relaxed);
     report(Report {
         size,
+        alloc_stack,
+        free_stack,
         ..Report::new(kind, op, user, zone)
     });
 }
@@ -240,6 +281,12 @@ fn found(kind: ReportKind, op: &'static str, user: usize, zone: &'static str, si
 // ---------------------------------------------------------------- layout
 
 const FRONT_MIN: usize = 32;
+/// Return addresses recorded per call site with `audit`.
+pub const AUDIT_FRAMES: usize = 6;
+/// The front with `audit`: the key word, two stacks, the header (128, a
+/// multiple of 16: an underflow past the header reaches the free stack,
+/// all zero while the block is live, which is checked).
+const FRONT_AUDIT: usize = 8 + 2 * AUDIT_FRAMES * 8 + HEADER;
 const TAIL_MIN: usize = 32;
 const HEADER: usize = 24;
 const REDZONE: u8 = 0xfe;
@@ -326,12 +373,94 @@ fn place(inner: usize, usable: usize, size: usize, align: usize, guarded: bool) 
         let a = align.max(16);
         ((end - size) & !(a - 1)) - inner
     } else {
-        FRONT_MIN.max(align)
+        let min = if mode_has(DebugFlags::AUDIT) {
+            FRONT_AUDIT
+        } else {
+            FRONT_MIN
+        };
+        min.max(align)
     }
 }
 
 fn mode_has(f: DebugFlags) -> bool {
     debug_mode().contains(f)
+}
+
+// ---------------------------------------------------------------- audit
+
+/// Return addresses of a call site (0 past the end).
+pub type Stack = [usize; AUDIT_FRAMES];
+
+#[repr(C)]
+struct UnwindContext {
+    _private: [u8; 0],
+}
+
+extern "C" {
+    fn _Unwind_Backtrace(
+        trace: extern "C" fn(*mut UnwindContext, *mut core::ffi::c_void) -> i32,
+        arg: *mut core::ffi::c_void,
+    ) -> i32;
+    fn _Unwind_GetIP(ctx: *mut UnwindContext) -> usize;
+}
+
+struct Walk {
+    stack: Stack,
+    n: usize,
+    skip: usize,
+}
+
+extern "C" fn one_frame(ctx: *mut UnwindContext, arg: *mut core::ffi::c_void) -> i32 {
+    // SAFETY: `arg` is the `Walk` that `capture` passed.
+    let w = unsafe { &mut *arg.cast::<Walk>() };
+    if w.skip > 0 {
+        w.skip -= 1;
+        return 0;
+    }
+    // SAFETY: the unwinder's context for this frame.
+    w.stack[w.n] = unsafe { _Unwind_GetIP(ctx) };
+    w.n += 1;
+    // _URC_NORMAL_STOP (4) ends the walk once the stack is full.
+    if w.n == AUDIT_FRAMES {
+        4
+    } else {
+        0
+    }
+}
+
+/// The calling thread's stack: [`AUDIT_FRAMES`] return addresses, after the
+/// frames of this module.
+#[inline(never)]
+fn capture() -> Stack {
+    let mut w = Walk {
+        stack: [0; AUDIT_FRAMES],
+        n: 0,
+        skip: 2,
+    };
+    // SAFETY: `one_frame` only writes `w`, which outlives the walk; the
+    // unwinder reads the stack and the loaded objects' unwind tables and
+    // allocates nothing.
+    unsafe { _Unwind_Backtrace(one_frame, (&mut w as *mut Walk).cast()) };
+    w.stack
+}
+
+/// Where the stacks of a block with `front` bytes in front of `user` are.
+fn stacks_at(user: usize, front: usize) -> Option<(*mut Stack, *mut Stack)> {
+    (front >= FRONT_AUDIT).then(|| {
+        let inner = user - front;
+        let a = (inner + 8) as *mut Stack;
+        (a, (inner + 8 + AUDIT_FRAMES * 8) as *mut Stack)
+    })
+}
+
+/// The alloc and free stacks of a block (zeros where none were recorded).
+fn stacks_of(user: usize, h: &Header) -> (Stack, Stack) {
+    match (h.guarded, stacks_at(user, h.front)) {
+        // SAFETY: the stacks lie in the front of our block (a guarded
+        // block's front starts with its guard page: no stacks there).
+        (false, Some((a, f))) => unsafe { (a.read(), f.read()) },
+        _ => ([0; AUDIT_FRAMES], [0; AUDIT_FRAMES]),
+    }
 }
 
 // ---------------------------------------------------------------- operations
@@ -351,7 +480,8 @@ pub(crate) fn alloc(
     // A zero-byte block has one usable byte, as the plain one has some.
     let size = size.max(1);
     let guards = mode_has(DebugFlags::GUARDS);
-    let front_min = FRONT_MIN.max(align);
+    let audit = mode_has(DebugFlags::AUDIT);
+    let front_min = if audit { FRONT_AUDIT } else { FRONT_MIN }.max(align);
     let tail = if guards { TAIL_MIN } else { 0 };
     let want = front_min.checked_add(size)?.checked_add(tail)?;
     let guarded = guards && want > MAX_CLASS_SIZE;
@@ -391,7 +521,15 @@ pub(crate) fn alloc(
     };
     // Redzone: from after the key word (or the lower guard page) to the
     // header, and from the user bytes to the end.
-    let rz_from = if guarded { data_start } else { inner + 8 };
+    let mut rz_from = if guarded { data_start } else { inner + 8 };
+    if let (false, Some((a, f))) = (guarded, stacks_at(user, front)) {
+        // SAFETY: the stacks lie in the front of our fresh block.
+        unsafe {
+            a.write(capture());
+            f.write([0; AUDIT_FRAMES]);
+        }
+        rz_from = f as usize + AUDIT_FRAMES * 8;
+    }
     ptr_fill(rz_from, user - HEADER, REDZONE);
     ptr_fill(user + size, data_end, REDZONE);
     if flags.contains(Flags::ZERO) {
@@ -433,12 +571,13 @@ fn check_freed_contents(inner: usize, usable: usize, owner: Owner) {
         if let Some(h) = unsafe { read_header(old_user) } {
             if h.front == front && h.state == STATE_FREED && !h.guarded {
                 if first_not32(old_user, inner + usable, FREED).is_some() {
-                    found(
+                    found_with(
                         ReportKind::ModifiedAfterFree,
                         "malloc",
                         old_user,
                         owner.zone(),
                         h.size,
+                        Some(&h),
                     );
                 }
                 return;
@@ -471,7 +610,14 @@ fn resolve(user: *const u8, op: &'static str) -> Option<(Header, usize, Owner)> 
     let inner = u - h.front;
     let owner = owner_at(k, inner)?;
     if h.state == STATE_FREED {
-        found(ReportKind::DoubleFree, op, u, owner.zone(), h.size);
+        found_with(
+            ReportKind::DoubleFree,
+            op,
+            u,
+            owner.zone(),
+            h.size,
+            Some(&h),
+        );
         return None;
     }
     let lower = if h.guarded {
@@ -479,13 +625,23 @@ fn resolve(user: *const u8, op: &'static str) -> Option<(Header, usize, Owner)> 
     } else {
         // SAFETY: the key word of our inner block.
         if unsafe { (inner as *const u64).read() } != 0 {
-            found(ReportKind::Underflow, op, u, owner.zone(), h.size);
+            found_with(ReportKind::Underflow, op, u, owner.zone(), h.size, Some(&h));
             return None;
         }
-        inner + 8
+        match stacks_at(u, h.front) {
+            Some((_, f)) => {
+                // SAFETY: the free stack of our live block: zeros.
+                if unsafe { f.read() } != [0; AUDIT_FRAMES] {
+                    found_with(ReportKind::Underflow, op, u, owner.zone(), h.size, Some(&h));
+                    return None;
+                }
+                f as usize + AUDIT_FRAMES * 8
+            }
+            None => inner + 8,
+        }
     };
     if mode_has(DebugFlags::GUARDS) && first_not(lower, u - HEADER, REDZONE).is_some() {
-        found(ReportKind::Underflow, op, u, owner.zone(), h.size);
+        found_with(ReportKind::Underflow, op, u, owner.zone(), h.size, Some(&h));
         return None;
     }
     Some((h, inner, owner))
@@ -500,7 +656,13 @@ fn broken_header(k: &crate::kernel::Kernel, u: usize, op: &'static str) {
         let size = crate::CLASS_SIZES[c];
         let off = (u & (k.slab_size[c] - 1)) % size;
         if off >= FRONT_MIN && off.is_power_of_two() {
-            found(ReportKind::Underflow, op, u, crate::CLASS_NAMES[c], 0);
+            // The header is gone, but the stacks may be intact.
+            let (a, f) = match stacks_at(u, off) {
+                // SAFETY: the front of the size-class item holding `u`.
+                Some((a, f)) => unsafe { (a.read(), f.read()) },
+                None => ([0; AUDIT_FRAMES], [0; AUDIT_FRAMES]),
+            };
+            found_stacks(ReportKind::Underflow, op, u, crate::CLASS_NAMES[c], 0, a, f);
             return;
         }
         report(Report::new(
@@ -539,7 +701,14 @@ fn check_tail(user: usize, h: Header, inner: usize, owner: Owner, op: &'static s
         inner + owner.size()
     };
     if first_not(user + h.size, end, REDZONE).is_some() {
-        found(ReportKind::Overflow, op, user, owner.zone(), h.size);
+        found_with(
+            ReportKind::Overflow,
+            op,
+            user,
+            owner.zone(),
+            h.size,
+            Some(&h),
+        );
     }
 }
 
@@ -557,6 +726,10 @@ pub(crate) unsafe fn free(user: *mut u8, op: &'static str) -> bool {
     };
     let u = user as usize;
     check_tail(u, h, inner, owner, op);
+    if let (false, Some((_, f))) = (h.guarded, stacks_at(u, h.front)) {
+        // SAFETY: the free stack's place in the front of our block.
+        unsafe { f.write(capture()) };
+    }
     // SAFETY: the header of our block.
     unsafe {
         write_header(

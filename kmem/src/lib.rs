@@ -132,7 +132,9 @@ mod stats;
 mod timeout;
 
 pub use classes::{class_align, class_of, CLASS_NAMES, CLASS_SIZES, MAX_CLASS_SIZE, NCLASSES};
-pub use debugmode::{debug_mode, debug_stats, set_debug, DebugError, DebugFlags, DebugStats};
+pub use debugmode::{
+    debug_mode, debug_stats, set_debug, DebugError, DebugFlags, DebugStats, AUDIT_FRAMES,
+};
 pub use dirty::{dirty_stats, DirtyStats, DECAY_NS, DIRTY_MAX, RETAIN_MAX};
 pub use global::{owns, usable_size, Kmem, ZoneAllocator};
 pub use kernel::IMPORT_QUANTUM;

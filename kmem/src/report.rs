@@ -70,6 +70,11 @@ pub struct Report {
     /// [`Kmem`](crate::Kmem) or [`raw`](crate::raw), or a tag overwritten
     /// by a buffer overrun).
     pub actual_type: &'static str,
+    /// Debug mode with `audit`: the return addresses of the call that
+    /// allocated the block (0 past the last, all 0 when not recorded).
+    pub alloc_stack: [usize; crate::AUDIT_FRAMES],
+    /// Debug mode with `audit`: the same for the call that freed it.
+    pub free_stack: [usize; crate::AUDIT_FRAMES],
 }
 
 impl Report {
@@ -89,8 +94,54 @@ impl Report {
             actual: 0,
             mtype: "",
             actual_type: "",
+            alloc_stack: [0; crate::AUDIT_FRAMES],
+            free_stack: [0; crate::AUDIT_FRAMES],
         }
     }
+}
+
+/// Writes a stack, one frame per line, each symbolized with `dladdr` when
+/// it can be (function name and offset, or the object and offset).
+fn write_stack(f: &mut fmt::Formatter<'_>, what: &str, stack: &[usize]) -> fmt::Result {
+    if stack[0] == 0 {
+        return Ok(());
+    }
+    write!(f, "\n  {what}:")?;
+    for &ip in stack.iter().take_while(|&&ip| ip != 0) {
+        write!(f, "\n    {ip:#x}")?;
+        let mut info = libc::Dl_info {
+            dli_fname: core::ptr::null(),
+            dli_fbase: core::ptr::null_mut(),
+            dli_sname: core::ptr::null(),
+            dli_saddr: core::ptr::null_mut(),
+        };
+        // SAFETY: `info` is a valid out-parameter; dladdr only reads the
+        // loader's tables. A return address points just past the call, so
+        // look up the byte before it.
+        if unsafe { libc::dladdr((ip - 1) as *const libc::c_void, &mut info) } == 0 {
+            continue;
+        }
+        if !info.dli_sname.is_null() {
+            // SAFETY: dladdr's names are NUL-terminated strings.
+            let name = unsafe { core::ffi::CStr::from_ptr(info.dli_sname) };
+            write!(
+                f,
+                " {}+{:#x}",
+                name.to_str().unwrap_or("?"),
+                ip - info.dli_saddr as usize
+            )?;
+        } else if !info.dli_fname.is_null() {
+            // SAFETY: as above.
+            let file = unsafe { core::ffi::CStr::from_ptr(info.dli_fname) };
+            write!(
+                f,
+                " {}+{:#x}",
+                file.to_str().unwrap_or("?"),
+                ip - info.dli_fbase as usize
+            )?;
+        }
+    }
+    Ok(())
 }
 
 impl fmt::Display for Report {
@@ -125,7 +176,8 @@ impl fmt::Display for Report {
         } else if !self.mtype.is_empty() {
             write!(f, ", type \"{}\"", self.mtype)?;
         }
-        Ok(())
+        write_stack(f, "allocated by", &self.alloc_stack)?;
+        write_stack(f, "freed by", &self.free_stack)
     }
 }
 

@@ -205,3 +205,31 @@ fn a_freed_large_block_is_inaccessible() {
     assert_eq!(sig, Some(libc::SIGSEGV));
     assert!(kmem::debug_stats().quarantined >= 1);
 }
+
+#[test]
+fn audit_reports_carry_the_allocating_and_freeing_stacks() {
+    setup();
+    assert!(kmem::debug_mode().contains(DebugFlags::AUDIT));
+    let p = kmem::raw::alloc(64, 16);
+    let r = reports(|| unsafe {
+        assert!(kmem::raw::free(p));
+        assert!(!kmem::raw::free(p));
+    });
+    one(&r, ReportKind::DoubleFree, p, "audit");
+    assert_ne!(r[0].alloc_stack[0], 0, "{:?}", r[0]);
+    assert_ne!(r[0].free_stack[0], 0, "{:?}", r[0]);
+    let text = r[0].to_string();
+    assert!(
+        text.contains("allocated by") && text.contains("freed by"),
+        "{text}"
+    );
+    // An overflow of a live block: its allocation stack, no free stack.
+    let q = kmem::raw::alloc(64, 16);
+    let r = reports(|| unsafe {
+        q.add(64).write(9);
+        kmem::raw::free(q);
+    });
+    one(&r, ReportKind::Overflow, q, "audit overflow");
+    assert_ne!(r[0].alloc_stack[0], 0);
+    assert_eq!(r[0].free_stack, [0; kmem::AUDIT_FRAMES]);
+}

@@ -30,6 +30,9 @@ std::thread_local! {
     static SLOTS: Table =
         const { [const { AtomicPtr::new(&super::EMPTY_CACHE as *const Cache as *mut Cache) }; MAX_SLOTS + 1] };
     static STATE: Cell<u8> = const { Cell::new(NO_GUARD) };
+    /// The slots this thread ever registered a cache in (bit per slot), so
+    /// that thread exit visits those and not all `MAX_SLOTS`.
+    static USED: Cell<[u64; MAX_SLOTS / 64]> = const { Cell::new([0; MAX_SLOTS / 64]) };
 }
 
 /// The table of a thread that has registered no cache yet: every entry is
@@ -433,6 +436,11 @@ pub(crate) fn cache_for(zone: &Zone) -> Option<&Cache> {
     }
     // From now on the fast paths read this thread's own table.
     table_word::set(table);
+    USED.with(|u| {
+        let mut bits = u.get();
+        bits[zone.pcpu_slot / 64] |= 1 << (zone.pcpu_slot % 64);
+        u.set(bits);
+    });
     let c = super::register(zone, slot);
     // SAFETY: a registered cache lives until its slot is cleared.
     (!c.is_null()).then(|| unsafe { &*c })
@@ -443,15 +451,23 @@ pub(crate) fn cache_for(zone: &Zone) -> Option<&Cache> {
 /// under the registry lock, and its buckets go back with no lock held.
 extern "C" fn thread_exit(_: *mut libc::c_void) {
     STATE.with(|s| s.set(DEAD));
+    let used = USED.with(|u| u.get());
     SLOTS.with(|s| {
-        for slot in s.iter().take(MAX_SLOTS) {
-            if slot.load(Ordering::Relaxed) == super::empty() {
-                // Nothing to flush (re-read under the lock below otherwise).
-                continue;
+        for (w, &word) in used.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let slot = &s[w * 64 + bits.trailing_zeros() as usize];
+                bits &= bits - 1;
+                if slot.load(Ordering::Relaxed) == super::empty() {
+                    // Nothing to flush (re-read under the lock below
+                    // otherwise), or its zone detached it.
+                    continue;
+                }
+                // SAFETY: our own TLS slot; we are in none of our
+                // operations (thread teardown) and never use the cache
+                // again.
+                unsafe { super::exit_flush(slot, REGISTRY.lock()) };
             }
-            // SAFETY: our own TLS slot; we are in none of our operations
-            // (thread teardown) and never use the cache again.
-            unsafe { super::exit_flush(slot, REGISTRY.lock()) };
         }
     });
 }

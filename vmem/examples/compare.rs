@@ -87,7 +87,31 @@ fn fmt_live(l: usize) -> String {
 
 fn main() {
     use Kind::*;
-    let quick = std::env::args().any(|a| a == "quick");
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("one") {
+        // `compare one KIND LIVE STEPS [ids]`: one allocator alone, for a
+        // profiler (callgrind --toggle-collect='*Steady*time*').
+        let kind = [
+            OursInstant,
+            OursBest,
+            OursNext,
+            Offset,
+            Vmem1Instant,
+            Vmem1Best,
+            Vmem1Next,
+            Range,
+        ]
+        .into_iter()
+        .find(|k| k.short() == args[2])
+        .expect("a kind's short name");
+        let live: usize = args[3].parse().unwrap();
+        let steps: usize = args[4].parse().unwrap();
+        let ids = args.get(5).map(String::as_str) == Some("ids");
+        let mut s = peers::steady(kind, live, ids, 42);
+        println!("{} {live}: {:.0} ns per pair", kind.label(), s.time(steps));
+        return;
+    }
+    let quick = args.iter().any(|a| a == "quick");
     let random = [OursInstant, OursBest, Offset, Vmem1Instant, Range];
     table(
         "Random sizes 1..=1024 units, log-uniform",

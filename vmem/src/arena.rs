@@ -24,7 +24,7 @@ use crate::source::Source;
 use crate::sync::{Condvar, Mutex, MutexGuard};
 use crate::{Error, Flags, Name};
 use core::fmt;
-use std::time::Duration;
+use core::time::Duration;
 
 /// Most boundary tags one allocation can need: two to import a span (span
 /// and free tags), two to clip a free segment (prefix and busy tags).
@@ -68,6 +68,10 @@ pub(crate) struct State<'a> {
     pub(crate) size: usize,
     pub(crate) limit: usize,
     pub(crate) reclaim: Option<&'a (dyn Fn(Flags) + Sync)>,
+    /// Threads asleep on the arena's condition variable: a free wakes
+    /// them only if there are any (the notify is an atomic read-modify-write
+    /// on a shared line, a third of a small free's cost otherwise).
+    pub(crate) sleepers: usize,
 }
 
 // SAFETY: the tags behind the raw handles in `State` are owned by the arena
@@ -81,11 +85,17 @@ unsafe impl Send for State<'_> {}
 #[cold]
 #[inline(never)]
 pub(crate) fn bug(what: &str) -> ! {
-    if cfg!(loom) {
-        panic!("vmem: {what}");
+    #[cfg(all(feature = "std", not(loom)))]
+    {
+        std::eprintln!("vmem: internal error: {what}");
+        std::process::abort();
     }
-    eprintln!("vmem: internal error: {what}");
-    std::process::abort();
+    // Under loom the model checker reports the interleaving; without std
+    // the panic handler is the platform's way to stop.
+    #[allow(unreachable_code)]
+    {
+        panic!("vmem: internal error: {what}");
+    }
 }
 
 impl State<'_> {
@@ -246,8 +256,17 @@ impl State<'_> {
     /// the head of each list on which every segment is large enough; best
     /// fit scans every segment from the list that may hold `size` upward.
     /// The bitmap of non-empty lists makes skipping empty lists O(1).
+    ///
+    /// `plain` says that `c` constrains nothing beyond the quantum: the
+    /// placement is then the segment's start, with no arithmetic.
     #[inline]
-    fn find_fit(&self, size: usize, c: &Constraints, instant: bool) -> Option<(Tag, usize)> {
+    fn find_fit(
+        &self,
+        size: usize,
+        c: &Constraints,
+        instant: bool,
+        plain: bool,
+    ) -> Option<(Tag, usize)> {
         let first = first_list(size >> self.qshift, instant);
         if first >= MAXORDER {
             return None;
@@ -259,6 +278,9 @@ impl State<'_> {
             let mut cur = self.freelist[order];
             while let Some(t) = cur {
                 if t.size() >= size {
+                    if plain {
+                        return Some((t, t.start()));
+                    }
                     if let Some(addr) = fit(t.start(), t.size(), size, c) {
                         return Some((t, addr));
                     }
@@ -559,9 +581,9 @@ impl<'a> ArenaBuilder<'a> {
             return Err(Error::BadQuantum { quantum });
         }
         let mask = quantum - 1;
-        #[cfg(not(loom))]
+        #[cfg(all(not(loom), feature = "std"))]
         let tags = self.tags.unwrap_or(&crate::btag::STANDALONE_TAGS);
-        #[cfg(loom)]
+        #[cfg(any(loom, not(feature = "std")))]
         let tags = self.tags.ok_or(Error::NoTagSource)?;
         let (source, import_quantum) = match self.source {
             Some((s, iq)) => {
@@ -610,6 +632,7 @@ impl<'a> ArenaBuilder<'a> {
             size: 0,
             limit: self.limit,
             reclaim: self.reclaim,
+            sleepers: 0,
         };
         state.seg_push_back(cursor);
         let arena = Arena {
@@ -699,6 +722,17 @@ impl<'a> Arena<'a> {
 
     // ---- unlocking
 
+    /// Wakes the threads asleep waiting for space, if any. Called with the
+    /// lock held: a sleeper counts itself under the lock before it waits,
+    /// and the condition variable registers the wait before it drops the
+    /// lock, so no sleeper is missed.
+    #[inline]
+    fn wake(&self, g: &Guard<'_, 'a>) {
+        if g.sleepers != 0 {
+            self.cv.notify_all();
+        }
+    }
+
     /// Drops the lock after an operation: hands surplus spare tags (beyond
     /// `trim`) back to the tag source and resizes the busy hash if it
     /// crossed a threshold, both without the lock.
@@ -732,14 +766,14 @@ impl<'a> Arena<'a> {
     /// Resizes the busy hash (`vmem_rehash`): maps the new table unlocked,
     /// moves the chains under the lock, unmaps the old table unlocked.
     fn rehash(&self, size: usize) {
-        let table = BusyHash::new_table(size);
+        let table = BusyHash::new_table(size, self.tags);
         let mut g = self.state.lock();
         let old = table.map(|t| g.hash.install(t));
         g.rehashing = false;
         drop(g);
         if let Some(old) = old {
             // SAFETY: `install` moved every chain out of the old table.
-            unsafe { BusyHash::free_table(old) };
+            unsafe { BusyHash::free_table(old, self.tags) };
         }
     }
 
@@ -827,6 +861,16 @@ impl<'a> Arena<'a> {
         }
     }
 
+    /// Whether validated constraints ask for nothing beyond the quantum.
+    #[inline]
+    fn is_plain(&self, c: &Constraints) -> bool {
+        c.align == self.quantum()
+            && c.phase == 0
+            && c.nocross == 0
+            && c.min_addr == 0
+            && c.max_addr == usize::MAX
+    }
+
     /// Allocates exactly `[addr, addr + size)` if all of it lies in one free
     /// segment now, else fails with [`Error::NoMemory`]; never imports,
     /// reclaims, drains the quantum cache or sleeps (`WAITOK` is ignored).
@@ -852,7 +896,7 @@ impl<'a> Arena<'a> {
         }
         let mut new_round = true;
         let mut g = self.begin_round(self.state.lock(), flags, &mut new_round)?;
-        match g.find_fit(size, &c, false) {
+        match g.find_fit(size, &c, false, false) {
             Some((t, start)) if start == addr => {
                 g.clip(t, addr, size);
                 self.unlock(g, None);
@@ -878,11 +922,12 @@ impl<'a> Arena<'a> {
         // them hidden, and an import uses two of the four, leaving two for the
         // clip: so the search right after an import runs in the same lock hold
         // and no other thread can take the span first.
+        let plain = self.is_plain(c);
         let mut imported = false;
         let mut new_round = true;
         loop {
             g = self.begin_round(g, flags, &mut new_round)?;
-            if let Some((t, addr)) = g.find_fit(size, c, instant) {
+            if let Some((t, addr)) = g.find_fit(size, c, instant, plain) {
                 g.clip(t, addr, size);
                 self.unlock(g, None);
                 return Ok(addr);
@@ -973,7 +1018,7 @@ impl<'a> Arena<'a> {
                 if let Some(addr) = refit {
                     found = Some((g.clip(prev, addr, size), addr));
                 } else if let Some((span, span_size)) = g.try_release(prev, true) {
-                    self.cv.notify_all();
+                    self.wake(&g);
                     self.unlock(g, Some(BT_MAXFREE));
                     self.release_span(span, span_size);
                     g = self.state.lock();
@@ -1051,7 +1096,9 @@ impl<'a> Arena<'a> {
             return (g, false);
         }
         g.bt_save();
+        g.sleepers += 1;
         g = self.cv.wait_timeout(g, WAIT_RETRY).0;
+        g.sleepers -= 1;
         g.bt_restore();
         // A new round: tags are re-secured and one more import is allowed.
         *imported = false;
@@ -1169,7 +1216,7 @@ impl<'a> Arena<'a> {
         if released.is_none() {
             g.insfree(t);
         }
-        self.cv.notify_all();
+        self.wake(&g);
         self.unlock(g, Some(BT_MAXFREE));
         if let Some((span, span_size)) = released {
             self.release_span(span, span_size);
@@ -1213,7 +1260,7 @@ impl<'a> Arena<'a> {
         }
         let mut g = g;
         g.add_span(addr, size, SegmentKind::StaticSpan, self.source.is_some());
-        self.cv.notify_all();
+        self.wake(&g);
         self.unlock(g, None);
         Ok(())
     }
@@ -1283,7 +1330,7 @@ impl<'a> Arena<'a> {
         flush(span, span_busy);
         let table = g.hash.take();
         // SAFETY: the table is uninstalled and its chains were freed above.
-        unsafe { BusyHash::free_table(table) };
+        unsafe { BusyHash::free_table(table, tags) };
         g.freelist = [None; MAXORDER];
         g.nonempty = 0;
         g.nbusytag = 0;
@@ -1318,7 +1365,7 @@ impl<'a> Arena<'a> {
 /// (the next operation that wants one starts it again). Space that a
 /// vanished thread was importing or releasing, outside the lock, is lost
 /// to the child (never corrupt).
-#[cfg(not(loom))]
+#[cfg(all(not(loom), feature = "std"))]
 impl Arena<'_> {
     /// Takes the arena lock for a fork (`pthread_atfork` prepare).
     ///
@@ -1371,6 +1418,7 @@ impl Arena<'_> {
         }
         g.nfreetags = spare;
         g.rehashing = false;
+        g.sleepers = 0;
     }
 }
 
@@ -1380,7 +1428,7 @@ impl Drop for Arena<'_> {
     /// space is still in use); tags are returned either way.
     fn drop(&mut self) {
         if let Err(e) = self.destroy() {
-            eprintln!("vmem: {e}; leaking the spans that hold them");
+            crate::report::report!("vmem: {e}; leaking the spans that hold them");
             self.teardown();
         }
         let cursor = self.state.get_mut().cursor;
@@ -1390,7 +1438,7 @@ impl Drop for Arena<'_> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(loom), feature = "std"))]
 mod fork_tests {
     use super::*;
 

@@ -10,7 +10,7 @@
 //! the lock, and the old table is unmapped without it. The allocation itself
 //! pays one comparison.
 
-use crate::btag::Tag;
+use crate::btag::{Tag, TagSource};
 use crate::order::fls;
 use core::ptr::NonNull;
 
@@ -130,20 +130,25 @@ impl BusyHash {
     /// should change (`vmem_periodic`'s rule: grow at 2x, shrink at 1/4).
     #[inline]
     pub(crate) fn resize_wanted(&self, nbusy: usize) -> Option<usize> {
+        // The common case in two comparisons: below the size (no growth to
+        // 2x wanted yet) and at least a quarter of it (no shrink to 1/4).
+        if nbusy < self.size && nbusy >= self.size / 4 {
+            return None;
+        }
         let desired = (1usize << fls(nbusy).min(usize::BITS - 1)).clamp(HASH_MIN, HASH_MAX);
         (desired >= self.size * 2 || desired * 4 <= self.size).then_some(desired)
     }
 
     /// A fresh, empty table of `size` buckets (mapped unless it is the
     /// inline size); `None` if the OS refuses.
-    pub(crate) fn new_table(size: usize) -> Option<Table> {
+    pub(crate) fn new_table(size: usize, tags: &dyn TagSource) -> Option<Table> {
         debug_assert!(size.is_power_of_two() && (HASH_MIN..=HASH_MAX).contains(&size));
         if size == HASH_MIN {
             return Some(Table { ptr: None, size });
         }
         // Zeroed memory is a table of `None`s (`Option<Tag>` uses the
         // null-pointer niche).
-        let mem = crate::os::map(size * core::mem::size_of::<Option<Tag>>())?;
+        let mem = tags.alloc_table(Self::table_bytes(size))?;
         Some(Table {
             ptr: Some(mem.cast()),
             size,
@@ -187,14 +192,22 @@ impl BusyHash {
         old
     }
 
-    /// Unmaps a table returned by [`BusyHash::install`] or [`BusyHash::take`].
+    /// Gives back a table returned by [`BusyHash::install`] or
+    /// [`BusyHash::take`].
     ///
     /// # Safety
-    /// `table` must not be installed, and no tag may be reached through it.
-    pub(crate) unsafe fn free_table(table: Table) {
+    /// `table` must not be installed, no tag may be reached through it, and
+    /// it must come from `tags`.
+    pub(crate) unsafe fn free_table(table: Table, tags: &dyn TagSource) {
         if let Some(p) = table.ptr {
-            // SAFETY: a mapped table of exactly this many buckets, unused.
-            unsafe { crate::os::unmap(p.cast(), table.size * core::mem::size_of::<Option<Tag>>()) };
+            // SAFETY: a table of exactly this many buckets from this source's
+            // `alloc_table`, unused.
+            unsafe { tags.free_table(p.cast(), Self::table_bytes(table.size)) };
         }
+    }
+
+    /// Bytes of a table of `size` buckets, rounded up to whole 4 KiB pages.
+    fn table_bytes(size: usize) -> usize {
+        (size * core::mem::size_of::<Option<Tag>>()).next_multiple_of(4096)
     }
 }

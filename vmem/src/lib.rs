@@ -87,6 +87,7 @@
 //! 53.3 ns at 10^6 — a 10^6 / 10^2 ratio of **1.01** (target <= 1.5).
 //! A constrained `xalloc`+`xfree` pair (align 256, phase 32, nocross 4096)
 //! takes 72.4 ns at 10^2 and 58.7 ns at 10^6.
+#![cfg_attr(not(any(feature = "std", loom, test)), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
@@ -97,8 +98,10 @@ mod fit;
 mod flags;
 mod hash;
 mod order;
+#[cfg(feature = "std")]
 mod os;
 mod qcache;
+mod report;
 mod source;
 mod stats;
 mod sync;
@@ -106,9 +109,11 @@ mod sync;
 pub use arena::{
     Arena, ArenaBuilder, BT_MAXALLOC, BT_MAXFREE, QCACHE_MAX_CLASSES, QCACHE_MIN_ADDR,
 };
-#[cfg(not(loom))]
+#[cfg(feature = "std")]
+pub use btag::StandaloneTags;
+#[cfg(all(not(loom), feature = "std"))]
 pub use btag::STANDALONE_TAGS;
-pub use btag::{SegmentKind, StandaloneTags, TagSource, TAG_ALIGN, TAG_LAYOUT, TAG_SIZE};
+pub use btag::{SegmentKind, TagSource, TAG_ALIGN, TAG_LAYOUT, TAG_SIZE};
 pub use error::{Error, Name};
 pub use fit::Constraints;
 pub use flags::Flags;

@@ -82,7 +82,7 @@ impl fmt::Display for Corruption {
     }
 }
 
-impl std::error::Error for Corruption {}
+impl core::error::Error for Corruption {}
 
 impl Arena<'_> {
     /// Bytes allocated (`vmem_size(VMEM_ALLOC)`).

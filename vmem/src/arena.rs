@@ -14,11 +14,11 @@
 //! `BT_MAXALLOC` tags it relies on are hidden from other threads
 //! (`bt_save`), and counted back after (`bt_restore`).
 
+use crate::bins::{bin_of, first_bin, Freelists};
 use crate::btag::{SegmentKind, Tag, TagSource};
 use crate::fit::{fit, Constraints};
 use crate::flags::Policy;
 use crate::hash::BusyHash;
-use crate::order::{first_list, size_to_order, MAXORDER};
 use crate::qcache::QuantumCache;
 use crate::source::Source;
 use crate::sync::{Condvar, Mutex, MutexGuard};
@@ -52,8 +52,7 @@ pub(crate) struct State<'a> {
     pub(crate) seg_tail: Option<Tag>,
     pub(crate) cursor: Tag,
     // free segments by order, and a bitmap of the non-empty lists
-    pub(crate) freelist: [Option<Tag>; MAXORDER],
-    pub(crate) nonempty: u128,
+    pub(crate) free: Freelists,
     // busy segments by start address
     pub(crate) hash: BusyHash,
     pub(crate) rehashing: bool,
@@ -202,16 +201,15 @@ impl State<'_> {
     #[inline]
     fn insfree(&mut self, t: Tag) {
         debug_assert_eq!(t.kind(), SegmentKind::Free);
-        let order = size_to_order(t.size() >> self.qshift);
-        let head = self.freelist[order];
-        t.set_order(order as u8);
+        let bin = bin_of(t.size() >> self.qshift);
+        let head = self.free.head(bin);
+        t.set_bin(bin as u16);
         t.set_link_prev(None);
         t.set_link_next(head);
         if let Some(h) = head {
             h.set_link_prev(Some(t));
         }
-        self.freelist[order] = Some(t);
-        self.nonempty |= 1 << order;
+        self.free.set_head(bin, Some(t));
     }
 
     #[inline]
@@ -223,13 +221,7 @@ impl State<'_> {
         }
         match prev {
             Some(p) => p.set_link_next(next),
-            None => {
-                let order = t.order() as usize;
-                self.freelist[order] = next;
-                if next.is_none() {
-                    self.nonempty &= !(1 << order);
-                }
-            }
+            None => self.free.set_head(t.bin() as usize, next),
         }
     }
 
@@ -267,15 +259,12 @@ impl State<'_> {
         instant: bool,
         plain: bool,
     ) -> Option<(Tag, usize)> {
-        let first = first_list(size >> self.qshift, instant);
-        if first >= MAXORDER {
-            return None;
-        }
-        let mut lists = self.nonempty & (!0u128 << first);
-        while lists != 0 {
-            let order = lists.trailing_zeros() as usize;
-            lists &= lists - 1;
-            let mut cur = self.freelist[order];
+        let mut next = self
+            .free
+            .next_nonempty(first_bin(size >> self.qshift, instant));
+        while let Some(bin) = next {
+            next = self.free.next_nonempty(bin + 1);
+            let mut cur = self.free.head(bin);
             while let Some(t) = cur {
                 if t.size() >= size {
                     if plain {
@@ -620,8 +609,7 @@ impl<'a> ArenaBuilder<'a> {
             seg_head: None,
             seg_tail: None,
             cursor,
-            freelist: [None; MAXORDER],
-            nonempty: 0,
+            free: Freelists::new(),
             hash: BusyHash::new(),
             rehashing: false,
             freetags: None,
@@ -937,7 +925,7 @@ impl<'a> Arena<'a> {
                 instant = false;
                 continue;
             }
-            let (g2, retry) = self.try_fetch(g, size, c.align, flags, &mut imported);
+            let (g2, retry) = self.try_fetch(g, size, c, flags, &mut imported);
             g = g2;
             if !retry {
                 return Err(self.no_memory());
@@ -1035,7 +1023,7 @@ impl<'a> Arena<'a> {
             if new_round {
                 continue; // re-secure tags before importing
             }
-            let (g2, retry) = self.try_fetch(g, size, c.align, flags, &mut imported);
+            let (g2, retry) = self.try_fetch(g, size, c, flags, &mut imported);
             g = g2;
             if !retry {
                 return Err(self.no_memory());
@@ -1052,14 +1040,14 @@ impl<'a> Arena<'a> {
         &'g self,
         mut g: Guard<'g, 'a>,
         size: usize,
-        align: usize,
+        c: &Constraints,
         flags: Flags,
         imported: &mut bool,
     ) -> (Guard<'g, 'a>, bool) {
         if let Some(source) = self.source.filter(|_| !*imported) {
             // At most one import per round: the round secured tags for one.
             *imported = true;
-            let (g2, ok) = self.import(g, source, size, align, flags);
+            let (g2, ok) = self.import(g, source, size, c, flags);
             g = g2;
             if ok {
                 return (g, true);
@@ -1113,11 +1101,12 @@ impl<'a> Arena<'a> {
         mut g: Guard<'g, 'a>,
         source: &dyn Source,
         size: usize,
-        align: usize,
+        c: &Constraints,
         flags: Flags,
     ) -> (Guard<'g, 'a>, bool) {
         // To be sure an aligned placement exists, ask for two alignments
         // more than the size (FreeBSD's slight overestimate).
+        let align = c.align;
         let want = if align != self.quantum() {
             align.checked_mul(2).and_then(|a| a.checked_add(size))
         } else {
@@ -1131,7 +1120,19 @@ impl<'a> Arena<'a> {
         }
         g.bt_save();
         drop(g);
-        let got = source.import(want, flags);
+        let mut got = source.import(want, flags);
+        if let Some(addr) = got {
+            // A span the request cannot use (its address window or
+            // boundary excludes it) would stay wholly free and never be
+            // released: hand it straight back.
+            if addr & self.quantum_mask == 0
+                && addr.checked_add(want - 1).is_some()
+                && fit(addr, want, size, c).is_none()
+            {
+                source.release(addr, want);
+                got = None;
+            }
+        }
         let mut g = self.state.lock();
         g.bt_restore();
         match got {
@@ -1331,8 +1332,7 @@ impl<'a> Arena<'a> {
         let table = g.hash.take();
         // SAFETY: the table is uninstalled and its chains were freed above.
         unsafe { BusyHash::free_table(table, tags) };
-        g.freelist = [None; MAXORDER];
-        g.nonempty = 0;
+        g.free = Freelists::new();
         g.nbusytag = 0;
         g.inuse = 0;
         g.size = 0;

@@ -54,8 +54,8 @@ pub(crate) struct Bt {
     start: usize,
     size: usize,
     kind: SegmentKind,
-    /// The freelist a free tag is on (its order when inserted).
-    order: u8,
+    /// The freelist a free tag is on (its bin when inserted).
+    bin: u16,
 }
 
 /// Size of one boundary tag: what a [`TagSource`] hands out.
@@ -111,7 +111,7 @@ impl Tag {
                 start: 0,
                 size: 0,
                 kind: SegmentKind::Free,
-                order: 0,
+                bin: 0,
             });
         }
         Tag(p)
@@ -129,7 +129,7 @@ impl Tag {
     field!(start, set_start, usize);
     field!(size, set_size, usize);
     field!(kind, set_kind, SegmentKind);
-    field!(order, set_order, u8);
+    field!(bin, set_bin, u16);
 
     /// The last address of the segment (`BT_END`).
     #[inline]

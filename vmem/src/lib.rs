@@ -92,6 +92,7 @@
 #![warn(missing_docs)]
 
 mod arena;
+mod bins;
 mod btag;
 mod error;
 mod fit;

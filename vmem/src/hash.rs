@@ -1,5 +1,7 @@
 //! The busy-segment hash (`vm_hashlist`): busy tags chained by start
-//! address, so `free` finds its segment in O(1).
+//! address, so `free` finds its segment in O(1). Chains are singly linked
+//! (FreeBSD's are doubly linked): maintaining back links would touch a
+//! second, cold tag on every insert and remove.
 //!
 //! The table starts as 16 buckets inside the arena (`vm_hash0`) and is
 //! resized in powers of two to about one bucket per busy segment (shrinking
@@ -76,31 +78,37 @@ impl BusyHash {
         }
     }
 
+    /// Chains are singly linked: an insert at the head touches only the
+    /// new tag, not the old head (a cache miss saved per insert when the
+    /// arena is larger than the cache).
     #[inline]
     pub(crate) fn insert(&mut self, tag: Tag) {
         let idx = self.index(tag.start());
-        let old = self.head(idx);
-        tag.set_link_next(old);
-        tag.set_link_prev(None);
-        if let Some(old) = old {
-            old.set_link_prev(Some(tag));
-        }
+        tag.set_link_next(self.head(idx));
         self.set_head(idx, Some(tag));
     }
 
+    /// Unlinks `tag`, walking its chain from the head: the walk is the one
+    /// `free`'s lookup just made, so it touches only cached tags, and no
+    /// back link has to be kept in the chain's other tags.
     #[inline]
     pub(crate) fn remove(&mut self, tag: Tag) {
-        let (prev, next) = (tag.link_prev(), tag.link_next());
-        if let Some(next) = next {
-            next.set_link_prev(prev);
+        let idx = self.index(tag.start());
+        let next = tag.link_next();
+        let mut cur = self.head(idx);
+        if cur == Some(tag) {
+            self.set_head(idx, next);
+            return;
         }
-        match prev {
-            Some(prev) => prev.set_link_next(next),
-            None => {
-                let idx = self.index(tag.start());
-                self.set_head(idx, next);
+        while let Some(t) = cur {
+            let after = t.link_next();
+            if after == Some(tag) {
+                t.set_link_next(next);
+                return;
             }
+            cur = after;
         }
+        crate::arena::bug("busy tag missing from its hash chain");
     }
 
     #[inline]

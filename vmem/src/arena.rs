@@ -263,7 +263,6 @@ impl State<'_> {
             .free
             .next_nonempty(first_bin(size >> self.qshift, instant));
         while let Some(bin) = next {
-            next = self.free.next_nonempty(bin + 1);
             let mut cur = self.free.head(bin);
             while let Some(t) = cur {
                 if t.size() >= size {
@@ -279,6 +278,7 @@ impl State<'_> {
                 }
                 cur = t.link_next();
             }
+            next = self.free.next_nonempty(bin + 1);
         }
         None
     }
@@ -724,7 +724,19 @@ impl<'a> Arena<'a> {
     /// Drops the lock after an operation: hands surplus spare tags (beyond
     /// `trim`) back to the tag source and resizes the busy hash if it
     /// crossed a threshold, both without the lock.
-    fn unlock(&self, mut g: Guard<'_, 'a>, trim: Option<usize>) {
+    #[inline]
+    fn unlock(&self, g: Guard<'_, 'a>, trim: Option<usize>) {
+        // The common case: nothing to hand back, no resize due.
+        if trim.is_none_or(|limit| g.nfreetags <= limit) && !g.hash.may_want_resize(g.nbusytag) {
+            drop(g);
+            return;
+        }
+        self.unlock_slow(g, trim);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn unlock_slow(&self, mut g: Guard<'_, 'a>, trim: Option<usize>) {
         let surplus = trim.and_then(|limit| g.bt_trim(limit));
         let resize = if g.rehashing {
             None

@@ -94,10 +94,15 @@ impl Freelists {
         self.heads[bin]
     }
 
-    /// Sets the head of list `bin`, keeping the bitmap in step.
+    /// Sets the head of list `bin`, keeping the bitmap in step (touched
+    /// only when the list turns empty or non-empty).
     #[inline]
     pub(crate) fn set_head(&mut self, bin: usize, tag: Option<Tag>) {
+        let was = self.heads[bin].is_some();
         self.heads[bin] = tag;
+        if was == tag.is_some() {
+            return;
+        }
         let (w, bit) = (bin / 64, 1u64 << (bin % 64));
         if tag.is_some() {
             self.words[w] |= bit;

@@ -134,13 +134,19 @@ impl BusyHash {
         }
     }
 
+    /// Whether [`resize_wanted`](Self::resize_wanted) may answer `Some`:
+    /// false in two comparisons while `nbusy` is below the size (no growth
+    /// to 2x wanted yet) and at least a quarter of it (no shrink to 1/4).
+    #[inline]
+    pub(crate) fn may_want_resize(&self, nbusy: usize) -> bool {
+        !(nbusy < self.size && nbusy >= self.size / 4)
+    }
+
     /// The table size wanted for `nbusy` busy segments, if the current one
     /// should change (`vmem_periodic`'s rule: grow at 2x, shrink at 1/4).
     #[inline]
     pub(crate) fn resize_wanted(&self, nbusy: usize) -> Option<usize> {
-        // The common case in two comparisons: below the size (no growth to
-        // 2x wanted yet) and at least a quarter of it (no shrink to 1/4).
-        if nbusy < self.size && nbusy >= self.size / 4 {
+        if !self.may_want_resize(nbusy) {
             return None;
         }
         let desired = (1usize << fls(nbusy).min(usize::BITS - 1)).clamp(HASH_MIN, HASH_MAX);

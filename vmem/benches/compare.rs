@@ -32,6 +32,13 @@ fn group(c: &mut Criterion, name: &str, ids: bool, cases: &[(usize, &[Kind])]) {
             g.bench_with_input(BenchmarkId::new(kind.short(), live), &live, |b, _| {
                 b.iter(|| s.step())
             });
+            if s.failures() > 0 {
+                eprintln!(
+                    "{} at {live} live: {} allocations failed (free space splintered)",
+                    kind.label(),
+                    s.failures()
+                );
+            }
         }
     }
     g.finish();

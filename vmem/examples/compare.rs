@@ -45,7 +45,7 @@ fn table(
         print!("---|");
     }
     println!();
-    let mut cols: Vec<Vec<Option<f64>>> = Vec::new();
+    let mut cols: Vec<Vec<Option<(f64, usize)>>> = Vec::new();
     for &live in lives {
         let mut run: Vec<(Kind, Box<dyn peers::Stepper>)> = kinds
             .iter()
@@ -64,7 +64,7 @@ fn table(
                 .map(|k| {
                     run.iter()
                         .position(|(rk, _)| rk == k)
-                        .map(|i| median(times[i].clone()))
+                        .map(|i| (median(times[i].clone()), run[i].1.failures()))
                 })
                 .collect(),
         );
@@ -73,7 +73,8 @@ fn table(
         print!("| {} |", k.label());
         for col in &cols {
             match col[ki] {
-                Some(t) => print!(" {t:.0} ns |"),
+                Some((t, 0)) => print!(" {t:.0} ns |"),
+                Some((t, f)) => print!(" {t:.0} ns ({f} failed) |"),
                 None => print!(" - |"),
             }
         }

@@ -172,6 +172,16 @@
 //!
 //! # Measured
 //!
+//! On the random-size workload above, an instant-fit pair costs the same
+//! number of instructions at any scale: 669 at 10^2 live, 640 at 10^4, 637
+//! at 10^5 and 654 at 10^6 (callgrind, driver included): a 10^6 / 10^2
+//! ratio of **0.98**. Its time does grow, with cache misses (9.0 L1 and
+//! 1.4 last-level misses per pair at 10^6, none at 10^2), as
+//! offset-allocator's does (539 instructions, 4.6 L1 and 0.16 last-level
+//! misses per pair at 10^6: its 28-byte nodes sit in one array and it
+//! needs no lookup on free; ours are 56-byte tags reached through the busy
+//! hash).
+//!
 //! Instant fit is O(1) in the number of live segments. `cargo bench -p vmem`
 //! (criterion medians, 2-core VM, 2026-11-21): an alloc+free pair of 4
 //! quanta, in an arena holding `n` live one-quantum segments and as many

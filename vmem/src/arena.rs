@@ -768,7 +768,14 @@ impl<'a> Arena<'a> {
     fn rehash(&self, size: usize) {
         let table = BusyHash::new_table(size, self.tags);
         let mut g = self.state.lock();
-        let old = table.map(|t| g.hash.install(t));
+        let old = match table {
+            Some(t) => Some(g.hash.install(t)),
+            None => {
+                let nbusy = g.nbusytag;
+                g.hash.declined(nbusy);
+                None
+            }
+        };
         g.rehashing = false;
         drop(g);
         if let Some(old) = old {

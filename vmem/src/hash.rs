@@ -34,6 +34,12 @@ pub(crate) struct BusyHash {
     big: Option<NonNull<Option<Tag>>>,
     size: usize,
     bits: u32,
+    /// The busy count at which the tag source last declined a table
+    /// ([`crate::TagSource::alloc_table`]), or 0: no new table is asked
+    /// for until the count has doubled or halved since (a `no_std` source
+    /// without tables would otherwise be asked, and the lock retaken, on
+    /// every operation).
+    declined: usize,
 }
 
 impl BusyHash {
@@ -43,7 +49,14 @@ impl BusyHash {
             big: None,
             size: HASH_MIN,
             bits: HASH_MIN.trailing_zeros(),
+            declined: 0,
         }
+    }
+
+    /// Records that the tag source declined a table at `nbusy` busy
+    /// segments.
+    pub(crate) fn declined(&mut self, nbusy: usize) {
+        self.declined = nbusy.max(1);
     }
 
     /// Number of buckets.
@@ -139,7 +152,11 @@ impl BusyHash {
     /// to 2x wanted yet) and at least a quarter of it (no shrink to 1/4).
     #[inline]
     pub(crate) fn may_want_resize(&self, nbusy: usize) -> bool {
-        !(nbusy < self.size && nbusy >= self.size / 4)
+        if nbusy < self.size && nbusy >= self.size / 4 {
+            return false;
+        }
+        let d = self.declined;
+        d == 0 || nbusy >= d.saturating_mul(2) || nbusy <= d / 2
     }
 
     /// The table size wanted for `nbusy` busy segments, if the current one
@@ -179,6 +196,7 @@ impl BusyHash {
         };
         self.big = table.ptr;
         self.size = table.size;
+        self.declined = 0;
         self.bits = table.size.trailing_zeros();
         // The index addresses either old table, so a range loop is clearest.
         #[allow(clippy::needless_range_loop)]

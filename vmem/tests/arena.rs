@@ -882,3 +882,54 @@ fn a_failed_search_after_an_import_fails_cleanly() {
         check(&child);
     }
 }
+
+// ---- a tag source without hash tables (what a no_std user may supply)
+
+/// Tags from a StandaloneTags; busy-hash tables refused, and counted.
+struct NoTables {
+    inner: vmem::StandaloneTags,
+    asked: std::sync::atomic::AtomicUsize,
+}
+
+// SAFETY: tags come from StandaloneTags, which upholds the contract;
+// declining a table is always allowed.
+unsafe impl vmem::TagSource for NoTables {
+    fn alloc_tag(&self, flags: Flags) -> Option<std::ptr::NonNull<u8>> {
+        self.inner.alloc_tag(flags)
+    }
+
+    unsafe fn free_tag(&self, tag: std::ptr::NonNull<u8>) {
+        // SAFETY: the tag came from `inner` through `alloc_tag`.
+        unsafe { self.inner.free_tag(tag) }
+    }
+
+    fn alloc_table(&self, _bytes: usize) -> Option<std::ptr::NonNull<u8>> {
+        self.asked
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        None
+    }
+}
+
+#[test]
+fn a_source_without_tables_keeps_the_inline_hash_and_is_asked_rarely() {
+    let tags = NoTables {
+        inner: vmem::StandaloneTags::new(),
+        asked: Default::default(),
+    };
+    let a = Arena::builder("no tables")
+        .tag_source(&tags)
+        .span(1, 100_000)
+        .build()
+        .unwrap();
+    let ps: Vec<usize> = (0..5000).map(|_| a.alloc(1, NOWAIT).unwrap()).collect();
+    assert_eq!(a.stats().hash_buckets, vmem::HASH_MIN);
+    let asked = tags.asked.load(std::sync::atomic::Ordering::Relaxed);
+    // Once per doubling of the busy count, not once per allocation.
+    assert!((1..=12).contains(&asked), "asked {asked} times");
+    check(&a);
+    for p in ps {
+        a.free(p, 1).unwrap();
+    }
+    check(&a);
+    assert_eq!(a.size_allocated(), 0);
+}

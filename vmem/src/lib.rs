@@ -108,8 +108,9 @@
 //! Against the range allocators people use today: `offset-allocator` 0.2
 //! (TLSF-style, a port of Sebastian Aaltonen's OffsetAllocator; not
 //! thread-safe), `range-alloc` 0.1 (gfx-rs: best fit over a sorted vector;
-//! not thread-safe) and `vmem` 1.0 (a Bonwick vmem for `no_std`; a lock,
-//! instant fit without the best-fit retry). Ours is the only one with
+//! not thread-safe) and `vmem` 1.0 (a Bonwick vmem for `no_std`, with a
+//! lock; its instant fit fails where FreeBSD's retries as best fit, so the
+//! driver retries for it). Ours is the only one with
 //! constraints, import/release, next fit and a quantum cache, and it takes
 //! a lock on every call (two atomic read-modify-writes per operation) where
 //! the first two take `&mut self`.

@@ -14,17 +14,17 @@
 //! `BT_MAXALLOC` tags it relies on are hidden from other threads
 //! (`bt_save`), and counted back after (`bt_restore`).
 
+use crate::bins::{bin_of, first_bin, Freelists};
 use crate::btag::{SegmentKind, Tag, TagSource};
 use crate::fit::{fit, Constraints};
 use crate::flags::Policy;
 use crate::hash::BusyHash;
-use crate::order::{first_list, size_to_order, MAXORDER};
 use crate::qcache::QuantumCache;
 use crate::source::Source;
 use crate::sync::{Condvar, Mutex, MutexGuard};
 use crate::{Error, Flags, Name};
 use core::fmt;
-use std::time::Duration;
+use core::time::Duration;
 
 /// Most boundary tags one allocation can need: two to import a span (span
 /// and free tags), two to clip a free segment (prefix and busy tags).
@@ -52,8 +52,7 @@ pub(crate) struct State<'a> {
     pub(crate) seg_tail: Option<Tag>,
     pub(crate) cursor: Tag,
     // free segments by order, and a bitmap of the non-empty lists
-    pub(crate) freelist: [Option<Tag>; MAXORDER],
-    pub(crate) nonempty: u128,
+    pub(crate) free: Freelists,
     // busy segments by start address
     pub(crate) hash: BusyHash,
     pub(crate) rehashing: bool,
@@ -68,6 +67,10 @@ pub(crate) struct State<'a> {
     pub(crate) size: usize,
     pub(crate) limit: usize,
     pub(crate) reclaim: Option<&'a (dyn Fn(Flags) + Sync)>,
+    /// Threads asleep on the arena's condition variable: a free wakes
+    /// them only if there are any (the notify is an atomic read-modify-write
+    /// on a shared line, a third of a small free's cost otherwise).
+    pub(crate) sleepers: usize,
 }
 
 // SAFETY: the tags behind the raw handles in `State` are owned by the arena
@@ -81,11 +84,17 @@ unsafe impl Send for State<'_> {}
 #[cold]
 #[inline(never)]
 pub(crate) fn bug(what: &str) -> ! {
-    if cfg!(loom) {
-        panic!("vmem: {what}");
+    #[cfg(all(feature = "std", not(loom)))]
+    {
+        std::eprintln!("vmem: internal error: {what}");
+        std::process::abort();
     }
-    eprintln!("vmem: internal error: {what}");
-    std::process::abort();
+    // Under loom the model checker reports the interleaving; without std
+    // the panic handler is the platform's way to stop.
+    #[allow(unreachable_code)]
+    {
+        panic!("vmem: internal error: {what}");
+    }
 }
 
 impl State<'_> {
@@ -192,16 +201,15 @@ impl State<'_> {
     #[inline]
     fn insfree(&mut self, t: Tag) {
         debug_assert_eq!(t.kind(), SegmentKind::Free);
-        let order = size_to_order(t.size() >> self.qshift);
-        let head = self.freelist[order];
-        t.set_order(order as u8);
+        let bin = bin_of(t.size() >> self.qshift);
+        let head = self.free.head(bin);
+        t.set_bin(bin as u16);
         t.set_link_prev(None);
         t.set_link_next(head);
         if let Some(h) = head {
             h.set_link_prev(Some(t));
         }
-        self.freelist[order] = Some(t);
-        self.nonempty |= 1 << order;
+        self.free.set_head(bin, Some(t));
     }
 
     #[inline]
@@ -213,13 +221,7 @@ impl State<'_> {
         }
         match prev {
             Some(p) => p.set_link_next(next),
-            None => {
-                let order = t.order() as usize;
-                self.freelist[order] = next;
-                if next.is_none() {
-                    self.nonempty &= !(1 << order);
-                }
-            }
+            None => self.free.set_head(t.bin() as usize, next),
         }
     }
 
@@ -246,19 +248,27 @@ impl State<'_> {
     /// the head of each list on which every segment is large enough; best
     /// fit scans every segment from the list that may hold `size` upward.
     /// The bitmap of non-empty lists makes skipping empty lists O(1).
+    ///
+    /// `plain` says that `c` constrains nothing beyond the quantum: the
+    /// placement is then the segment's start, with no arithmetic.
     #[inline]
-    fn find_fit(&self, size: usize, c: &Constraints, instant: bool) -> Option<(Tag, usize)> {
-        let first = first_list(size >> self.qshift, instant);
-        if first >= MAXORDER {
-            return None;
-        }
-        let mut lists = self.nonempty & (!0u128 << first);
-        while lists != 0 {
-            let order = lists.trailing_zeros() as usize;
-            lists &= lists - 1;
-            let mut cur = self.freelist[order];
+    fn find_fit(
+        &self,
+        size: usize,
+        c: &Constraints,
+        instant: bool,
+        plain: bool,
+    ) -> Option<(Tag, usize)> {
+        let mut next = self
+            .free
+            .next_nonempty(first_bin(size >> self.qshift, instant));
+        while let Some(bin) = next {
+            let mut cur = self.free.head(bin);
             while let Some(t) = cur {
                 if t.size() >= size {
+                    if plain {
+                        return Some((t, t.start()));
+                    }
                     if let Some(addr) = fit(t.start(), t.size(), size, c) {
                         return Some((t, addr));
                     }
@@ -268,6 +278,7 @@ impl State<'_> {
                 }
                 cur = t.link_next();
             }
+            next = self.free.next_nonempty(bin + 1);
         }
         None
     }
@@ -559,9 +570,9 @@ impl<'a> ArenaBuilder<'a> {
             return Err(Error::BadQuantum { quantum });
         }
         let mask = quantum - 1;
-        #[cfg(not(loom))]
+        #[cfg(all(not(loom), feature = "std"))]
         let tags = self.tags.unwrap_or(&crate::btag::STANDALONE_TAGS);
-        #[cfg(loom)]
+        #[cfg(any(loom, not(feature = "std")))]
         let tags = self.tags.ok_or(Error::NoTagSource)?;
         let (source, import_quantum) = match self.source {
             Some((s, iq)) => {
@@ -598,8 +609,7 @@ impl<'a> ArenaBuilder<'a> {
             seg_head: None,
             seg_tail: None,
             cursor,
-            freelist: [None; MAXORDER],
-            nonempty: 0,
+            free: Freelists::new(),
             hash: BusyHash::new(),
             rehashing: false,
             freetags: None,
@@ -610,6 +620,7 @@ impl<'a> ArenaBuilder<'a> {
             size: 0,
             limit: self.limit,
             reclaim: self.reclaim,
+            sleepers: 0,
         };
         state.seg_push_back(cursor);
         let arena = Arena {
@@ -699,10 +710,33 @@ impl<'a> Arena<'a> {
 
     // ---- unlocking
 
+    /// Wakes the threads asleep waiting for space, if any. Called with the
+    /// lock held: a sleeper counts itself under the lock before it waits,
+    /// and the condition variable registers the wait before it drops the
+    /// lock, so no sleeper is missed.
+    #[inline]
+    fn wake(&self, g: &Guard<'_, 'a>) {
+        if g.sleepers != 0 {
+            self.cv.notify_all();
+        }
+    }
+
     /// Drops the lock after an operation: hands surplus spare tags (beyond
     /// `trim`) back to the tag source and resizes the busy hash if it
     /// crossed a threshold, both without the lock.
-    fn unlock(&self, mut g: Guard<'_, 'a>, trim: Option<usize>) {
+    #[inline]
+    fn unlock(&self, g: Guard<'_, 'a>, trim: Option<usize>) {
+        // The common case: nothing to hand back, no resize due.
+        if trim.is_none_or(|limit| g.nfreetags <= limit) && !g.hash.may_want_resize(g.nbusytag) {
+            drop(g);
+            return;
+        }
+        self.unlock_slow(g, trim);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn unlock_slow(&self, mut g: Guard<'_, 'a>, trim: Option<usize>) {
         let surplus = trim.and_then(|limit| g.bt_trim(limit));
         let resize = if g.rehashing {
             None
@@ -732,14 +766,21 @@ impl<'a> Arena<'a> {
     /// Resizes the busy hash (`vmem_rehash`): maps the new table unlocked,
     /// moves the chains under the lock, unmaps the old table unlocked.
     fn rehash(&self, size: usize) {
-        let table = BusyHash::new_table(size);
+        let table = BusyHash::new_table(size, self.tags);
         let mut g = self.state.lock();
-        let old = table.map(|t| g.hash.install(t));
+        let old = match table {
+            Some(t) => Some(g.hash.install(t)),
+            None => {
+                let nbusy = g.nbusytag;
+                g.hash.declined(nbusy);
+                None
+            }
+        };
         g.rehashing = false;
         drop(g);
         if let Some(old) = old {
             // SAFETY: `install` moved every chain out of the old table.
-            unsafe { BusyHash::free_table(old) };
+            unsafe { BusyHash::free_table(old, self.tags) };
         }
     }
 
@@ -827,6 +868,16 @@ impl<'a> Arena<'a> {
         }
     }
 
+    /// Whether validated constraints ask for nothing beyond the quantum.
+    #[inline]
+    fn is_plain(&self, c: &Constraints) -> bool {
+        c.align == self.quantum()
+            && c.phase == 0
+            && c.nocross == 0
+            && c.min_addr == 0
+            && c.max_addr == usize::MAX
+    }
+
     /// Allocates exactly `[addr, addr + size)` if all of it lies in one free
     /// segment now, else fails with [`Error::NoMemory`]; never imports,
     /// reclaims, drains the quantum cache or sleeps (`WAITOK` is ignored).
@@ -852,7 +903,7 @@ impl<'a> Arena<'a> {
         }
         let mut new_round = true;
         let mut g = self.begin_round(self.state.lock(), flags, &mut new_round)?;
-        match g.find_fit(size, &c, false) {
+        match g.find_fit(size, &c, false, false) {
             Some((t, start)) if start == addr => {
                 g.clip(t, addr, size);
                 self.unlock(g, None);
@@ -878,11 +929,12 @@ impl<'a> Arena<'a> {
         // them hidden, and an import uses two of the four, leaving two for the
         // clip: so the search right after an import runs in the same lock hold
         // and no other thread can take the span first.
+        let plain = self.is_plain(c);
         let mut imported = false;
         let mut new_round = true;
         loop {
             g = self.begin_round(g, flags, &mut new_round)?;
-            if let Some((t, addr)) = g.find_fit(size, c, instant) {
+            if let Some((t, addr)) = g.find_fit(size, c, instant, plain) {
                 g.clip(t, addr, size);
                 self.unlock(g, None);
                 return Ok(addr);
@@ -892,7 +944,7 @@ impl<'a> Arena<'a> {
                 instant = false;
                 continue;
             }
-            let (g2, retry) = self.try_fetch(g, size, c.align, flags, &mut imported);
+            let (g2, retry) = self.try_fetch(g, size, c, flags, &mut imported);
             g = g2;
             if !retry {
                 return Err(self.no_memory());
@@ -973,7 +1025,7 @@ impl<'a> Arena<'a> {
                 if let Some(addr) = refit {
                     found = Some((g.clip(prev, addr, size), addr));
                 } else if let Some((span, span_size)) = g.try_release(prev, true) {
-                    self.cv.notify_all();
+                    self.wake(&g);
                     self.unlock(g, Some(BT_MAXFREE));
                     self.release_span(span, span_size);
                     g = self.state.lock();
@@ -990,7 +1042,7 @@ impl<'a> Arena<'a> {
             if new_round {
                 continue; // re-secure tags before importing
             }
-            let (g2, retry) = self.try_fetch(g, size, c.align, flags, &mut imported);
+            let (g2, retry) = self.try_fetch(g, size, c, flags, &mut imported);
             g = g2;
             if !retry {
                 return Err(self.no_memory());
@@ -1007,14 +1059,14 @@ impl<'a> Arena<'a> {
         &'g self,
         mut g: Guard<'g, 'a>,
         size: usize,
-        align: usize,
+        c: &Constraints,
         flags: Flags,
         imported: &mut bool,
     ) -> (Guard<'g, 'a>, bool) {
         if let Some(source) = self.source.filter(|_| !*imported) {
             // At most one import per round: the round secured tags for one.
             *imported = true;
-            let (g2, ok) = self.import(g, source, size, align, flags);
+            let (g2, ok) = self.import(g, source, size, c, flags);
             g = g2;
             if ok {
                 return (g, true);
@@ -1051,7 +1103,9 @@ impl<'a> Arena<'a> {
             return (g, false);
         }
         g.bt_save();
+        g.sleepers += 1;
         g = self.cv.wait_timeout(g, WAIT_RETRY).0;
+        g.sleepers -= 1;
         g.bt_restore();
         // A new round: tags are re-secured and one more import is allowed.
         *imported = false;
@@ -1066,11 +1120,12 @@ impl<'a> Arena<'a> {
         mut g: Guard<'g, 'a>,
         source: &dyn Source,
         size: usize,
-        align: usize,
+        c: &Constraints,
         flags: Flags,
     ) -> (Guard<'g, 'a>, bool) {
         // To be sure an aligned placement exists, ask for two alignments
         // more than the size (FreeBSD's slight overestimate).
+        let align = c.align;
         let want = if align != self.quantum() {
             align.checked_mul(2).and_then(|a| a.checked_add(size))
         } else {
@@ -1084,7 +1139,19 @@ impl<'a> Arena<'a> {
         }
         g.bt_save();
         drop(g);
-        let got = source.import(want, flags);
+        let mut got = source.import(want, flags);
+        if let Some(addr) = got {
+            // A span the request cannot use (its address window or
+            // boundary excludes it) would stay wholly free and never be
+            // released: hand it straight back.
+            if addr & self.quantum_mask == 0
+                && addr.checked_add(want - 1).is_some()
+                && fit(addr, want, size, c).is_none()
+            {
+                source.release(addr, want);
+                got = None;
+            }
+        }
         let mut g = self.state.lock();
         g.bt_restore();
         match got {
@@ -1169,7 +1236,7 @@ impl<'a> Arena<'a> {
         if released.is_none() {
             g.insfree(t);
         }
-        self.cv.notify_all();
+        self.wake(&g);
         self.unlock(g, Some(BT_MAXFREE));
         if let Some((span, span_size)) = released {
             self.release_span(span, span_size);
@@ -1213,7 +1280,7 @@ impl<'a> Arena<'a> {
         }
         let mut g = g;
         g.add_span(addr, size, SegmentKind::StaticSpan, self.source.is_some());
-        self.cv.notify_all();
+        self.wake(&g);
         self.unlock(g, None);
         Ok(())
     }
@@ -1283,9 +1350,8 @@ impl<'a> Arena<'a> {
         flush(span, span_busy);
         let table = g.hash.take();
         // SAFETY: the table is uninstalled and its chains were freed above.
-        unsafe { BusyHash::free_table(table) };
-        g.freelist = [None; MAXORDER];
-        g.nonempty = 0;
+        unsafe { BusyHash::free_table(table, tags) };
+        g.free = Freelists::new();
         g.nbusytag = 0;
         g.inuse = 0;
         g.size = 0;
@@ -1318,7 +1384,7 @@ impl<'a> Arena<'a> {
 /// (the next operation that wants one starts it again). Space that a
 /// vanished thread was importing or releasing, outside the lock, is lost
 /// to the child (never corrupt).
-#[cfg(not(loom))]
+#[cfg(all(not(loom), feature = "std"))]
 impl Arena<'_> {
     /// Takes the arena lock for a fork (`pthread_atfork` prepare).
     ///
@@ -1371,6 +1437,7 @@ impl Arena<'_> {
         }
         g.nfreetags = spare;
         g.rehashing = false;
+        g.sleepers = 0;
     }
 }
 
@@ -1380,7 +1447,7 @@ impl Drop for Arena<'_> {
     /// space is still in use); tags are returned either way.
     fn drop(&mut self) {
         if let Err(e) = self.destroy() {
-            eprintln!("vmem: {e}; leaking the spans that hold them");
+            crate::report::report!("vmem: {e}; leaking the spans that hold them");
             self.teardown();
         }
         let cursor = self.state.get_mut().cursor;
@@ -1390,7 +1457,7 @@ impl Drop for Arena<'_> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(loom), feature = "std"))]
 mod fork_tests {
     use super::*;
 

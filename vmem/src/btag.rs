@@ -13,6 +13,7 @@
 //! a reserve. Alone, vmem uses [`StandaloneTags`], which carves tags from
 //! pages it maps itself.
 
+#[cfg(feature = "std")]
 use crate::sync::Mutex;
 use crate::Flags;
 use core::alloc::Layout;
@@ -53,8 +54,8 @@ pub(crate) struct Bt {
     start: usize,
     size: usize,
     kind: SegmentKind,
-    /// The freelist a free tag is on (its order when inserted).
-    order: u8,
+    /// The freelist a free tag is on (its bin when inserted).
+    bin: u16,
 }
 
 /// Size of one boundary tag: what a [`TagSource`] hands out.
@@ -110,7 +111,7 @@ impl Tag {
                 start: 0,
                 size: 0,
                 kind: SegmentKind::Free,
-                order: 0,
+                bin: 0,
             });
         }
         Tag(p)
@@ -128,7 +129,7 @@ impl Tag {
     field!(start, set_start, usize);
     field!(size, set_size, usize);
     field!(kind, set_kind, SegmentKind);
-    field!(order, set_order, u8);
+    field!(bin, set_bin, u16);
 
     /// The last address of the segment (`BT_END`).
     #[inline]
@@ -168,9 +169,49 @@ pub unsafe trait TagSource: Sync {
     /// # Safety
     /// `tag` must come from this source's `alloc_tag` and not be used again.
     unsafe fn free_tag(&self, tag: NonNull<u8>);
+
+    /// Memory for a busy-hash table of `bytes` bytes (a multiple of the
+    /// page size, 4 KiB or more), zeroed and aligned to 4 KiB, or `None` (the
+    /// table then keeps its size; frees get slower as chains grow). Called
+    /// without arena locks held; may call into arenas and may not sleep.
+    ///
+    /// The default maps anonymous memory from the OS with `std`, and
+    /// declines without it: a `no_std` user who wants the hash to grow with
+    /// the number of busy segments supplies pages here.
+    fn alloc_table(&self, bytes: usize) -> Option<NonNull<u8>> {
+        #[cfg(feature = "std")]
+        {
+            crate::os::map(bytes)
+        }
+        #[cfg(not(feature = "std"))]
+        {
+            let _ = bytes;
+            None
+        }
+    }
+
+    /// Returns a table from [`alloc_table`](Self::alloc_table). Called
+    /// without arena locks held.
+    ///
+    /// # Safety
+    /// `table` and `bytes` must be exactly a table returned by this
+    /// source's `alloc_table` that is no longer used.
+    unsafe fn free_table(&self, table: NonNull<u8>, bytes: usize) {
+        #[cfg(feature = "std")]
+        {
+            // SAFETY: the default `alloc_table` mapped it; the caller
+            // returns the whole mapping, unused.
+            unsafe { crate::os::unmap(table, bytes) }
+        }
+        #[cfg(not(feature = "std"))]
+        {
+            let _ = (table, bytes);
+        }
+    }
 }
 
 /// Spare tags of a [`StandaloneTags`], threaded through their first word.
+#[cfg(feature = "std")]
 struct Pool {
     free: Option<NonNull<Pool>>,
     count: usize,
@@ -179,16 +220,19 @@ struct Pool {
 
 // SAFETY: the pointers in `Pool` are to tag memory owned by the pool, only
 // touched under the pool's mutex.
+#[cfg(feature = "std")]
 unsafe impl Send for Pool {}
 
 /// A tag source with no dependencies: tags are carved from 64 KiB chunks it
 /// maps from the OS, and freed tags are kept for reuse (the chunks are never
 /// unmapped). It never uses the global allocator, never sleeps and never
 /// calls into an arena, so it is safe under any flags.
+#[cfg(feature = "std")]
 pub struct StandaloneTags {
     pool: Mutex<Pool>,
 }
 
+#[cfg(feature = "std")]
 impl core::fmt::Debug for StandaloneTags {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let pool = self.pool.lock();
@@ -199,6 +243,7 @@ impl core::fmt::Debug for StandaloneTags {
     }
 }
 
+#[cfg(feature = "std")]
 impl StandaloneTags {
     const CHUNK: usize = 64 << 10;
 
@@ -240,7 +285,7 @@ impl StandaloneTags {
     /// As [`Arena::fork_prepare`](crate::Arena::fork_prepare): exactly one of
     /// [`fork_parent`](Self::fork_parent) or [`fork_child`](Self::fork_child)
     /// follows in this thread, which does not hold the lock already.
-    #[cfg(not(loom))]
+    #[cfg(all(not(loom), feature = "std"))]
     pub unsafe fn fork_prepare(&self) {
         self.pool.force_lock();
     }
@@ -251,7 +296,7 @@ impl StandaloneTags {
     ///
     /// [`fork_prepare`](Self::fork_prepare) was called by this thread and
     /// not yet undone.
-    #[cfg(not(loom))]
+    #[cfg(all(not(loom), feature = "std"))]
     pub unsafe fn fork_parent(&self) {
         // SAFETY: taken by fork_prepare in this thread.
         unsafe { self.pool.force_unlock() };
@@ -264,13 +309,14 @@ impl StandaloneTags {
     ///
     /// Called in the child, by the thread that forked, after
     /// [`fork_prepare`](Self::fork_prepare) in the prepare handler.
-    #[cfg(not(loom))]
+    #[cfg(all(not(loom), feature = "std"))]
     pub unsafe fn fork_child(&self) {
         // SAFETY: taken by fork_prepare in the forking thread, this one.
         unsafe { self.pool.force_unlock() };
     }
 }
 
+#[cfg(feature = "std")]
 impl Default for StandaloneTags {
     fn default() -> Self {
         Self::new()
@@ -280,6 +326,7 @@ impl Default for StandaloneTags {
 // SAFETY: every tag handed out is a distinct TAG_SIZE-aligned slot of a
 // private mapping, owned by the caller until freed; the source never sleeps
 // and never calls into an arena, whatever the flags.
+#[cfg(feature = "std")]
 unsafe impl TagSource for StandaloneTags {
     fn alloc_tag(&self, _flags: Flags) -> Option<NonNull<u8>> {
         const { assert!(core::mem::size_of::<Pool>() <= TAG_SIZE) };
@@ -330,5 +377,5 @@ unsafe impl TagSource for StandaloneTags {
 
 /// The process-wide standalone tag source, the default for arenas built
 /// without [`crate::ArenaBuilder::tag_source`].
-#[cfg(not(loom))]
+#[cfg(all(not(loom), feature = "std"))]
 pub static STANDALONE_TAGS: StandaloneTags = StandaloneTags::new();

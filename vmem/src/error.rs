@@ -128,8 +128,9 @@ pub enum Error {
         segments: usize,
         bytes: usize,
     },
-    /// The arena was built without a tag source (only possible under loom,
-    /// where the process-wide standalone source does not exist).
+    /// The arena was built without a tag source (only possible without the
+    /// `std` feature or under loom, where the process-wide standalone source
+    /// does not exist).
     NoTagSource,
 }
 
@@ -218,4 +219,4 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl core::error::Error for Error {}

@@ -77,7 +77,12 @@ impl Constraints {
 
     /// Validates against the quantum and a size already rounded to it, and
     /// returns the constraints with `align` defaulted to the quantum.
+    #[inline]
     pub(crate) fn validate(self, size: usize, quantum: usize) -> Result<Constraints, Error> {
+        if self == Self::NONE {
+            // `alloc`'s case: nothing to check.
+            return Ok(self.align(quantum));
+        }
         let mask = quantum - 1;
         let mut c = self;
         if c.align == 0 {

@@ -1,5 +1,7 @@
 //! The busy-segment hash (`vm_hashlist`): busy tags chained by start
-//! address, so `free` finds its segment in O(1).
+//! address, so `free` finds its segment in O(1). Chains are singly linked
+//! (FreeBSD's are doubly linked): maintaining back links would touch a
+//! second, cold tag on every insert and remove.
 //!
 //! The table starts as 16 buckets inside the arena (`vm_hash0`) and is
 //! resized in powers of two to about one bucket per busy segment (shrinking
@@ -10,7 +12,7 @@
 //! the lock, and the old table is unmapped without it. The allocation itself
 //! pays one comparison.
 
-use crate::btag::Tag;
+use crate::btag::{Tag, TagSource};
 use crate::order::fls;
 use core::ptr::NonNull;
 
@@ -32,6 +34,12 @@ pub(crate) struct BusyHash {
     big: Option<NonNull<Option<Tag>>>,
     size: usize,
     bits: u32,
+    /// The busy count at which the tag source last declined a table
+    /// ([`crate::TagSource::alloc_table`]), or 0: no new table is asked
+    /// for until the count has doubled or halved since (a `no_std` source
+    /// without tables would otherwise be asked, and the lock retaken, on
+    /// every operation).
+    declined: usize,
 }
 
 impl BusyHash {
@@ -41,7 +49,14 @@ impl BusyHash {
             big: None,
             size: HASH_MIN,
             bits: HASH_MIN.trailing_zeros(),
+            declined: 0,
         }
+    }
+
+    /// Records that the tag source declined a table at `nbusy` busy
+    /// segments.
+    pub(crate) fn declined(&mut self, nbusy: usize) {
+        self.declined = nbusy.max(1);
     }
 
     /// Number of buckets.
@@ -76,31 +91,37 @@ impl BusyHash {
         }
     }
 
+    /// Chains are singly linked: an insert at the head touches only the
+    /// new tag, not the old head (a cache miss saved per insert when the
+    /// arena is larger than the cache).
     #[inline]
     pub(crate) fn insert(&mut self, tag: Tag) {
         let idx = self.index(tag.start());
-        let old = self.head(idx);
-        tag.set_link_next(old);
-        tag.set_link_prev(None);
-        if let Some(old) = old {
-            old.set_link_prev(Some(tag));
-        }
+        tag.set_link_next(self.head(idx));
         self.set_head(idx, Some(tag));
     }
 
+    /// Unlinks `tag`, walking its chain from the head: the walk is the one
+    /// `free`'s lookup just made, so it touches only cached tags, and no
+    /// back link has to be kept in the chain's other tags.
     #[inline]
     pub(crate) fn remove(&mut self, tag: Tag) {
-        let (prev, next) = (tag.link_prev(), tag.link_next());
-        if let Some(next) = next {
-            next.set_link_prev(prev);
+        let idx = self.index(tag.start());
+        let next = tag.link_next();
+        let mut cur = self.head(idx);
+        if cur == Some(tag) {
+            self.set_head(idx, next);
+            return;
         }
-        match prev {
-            Some(prev) => prev.set_link_next(next),
-            None => {
-                let idx = self.index(tag.start());
-                self.set_head(idx, next);
+        while let Some(t) = cur {
+            let after = t.link_next();
+            if after == Some(tag) {
+                t.set_link_next(next);
+                return;
             }
+            cur = after;
         }
+        crate::arena::bug("busy tag missing from its hash chain");
     }
 
     #[inline]
@@ -126,24 +147,39 @@ impl BusyHash {
         }
     }
 
+    /// Whether [`resize_wanted`](Self::resize_wanted) may answer `Some`:
+    /// false in two comparisons while `nbusy` is below the size (no growth
+    /// to 2x wanted yet) and at least a quarter of it (no shrink to 1/4).
+    #[inline]
+    pub(crate) fn may_want_resize(&self, nbusy: usize) -> bool {
+        if nbusy < self.size && nbusy >= self.size / 4 {
+            return false;
+        }
+        let d = self.declined;
+        d == 0 || nbusy >= d.saturating_mul(2) || nbusy <= d / 2
+    }
+
     /// The table size wanted for `nbusy` busy segments, if the current one
     /// should change (`vmem_periodic`'s rule: grow at 2x, shrink at 1/4).
     #[inline]
     pub(crate) fn resize_wanted(&self, nbusy: usize) -> Option<usize> {
+        if !self.may_want_resize(nbusy) {
+            return None;
+        }
         let desired = (1usize << fls(nbusy).min(usize::BITS - 1)).clamp(HASH_MIN, HASH_MAX);
         (desired >= self.size * 2 || desired * 4 <= self.size).then_some(desired)
     }
 
     /// A fresh, empty table of `size` buckets (mapped unless it is the
     /// inline size); `None` if the OS refuses.
-    pub(crate) fn new_table(size: usize) -> Option<Table> {
+    pub(crate) fn new_table(size: usize, tags: &dyn TagSource) -> Option<Table> {
         debug_assert!(size.is_power_of_two() && (HASH_MIN..=HASH_MAX).contains(&size));
         if size == HASH_MIN {
             return Some(Table { ptr: None, size });
         }
         // Zeroed memory is a table of `None`s (`Option<Tag>` uses the
         // null-pointer niche).
-        let mem = crate::os::map(size * core::mem::size_of::<Option<Tag>>())?;
+        let mem = tags.alloc_table(Self::table_bytes(size))?;
         Some(Table {
             ptr: Some(mem.cast()),
             size,
@@ -160,6 +196,7 @@ impl BusyHash {
         };
         self.big = table.ptr;
         self.size = table.size;
+        self.declined = 0;
         self.bits = table.size.trailing_zeros();
         // The index addresses either old table, so a range loop is clearest.
         #[allow(clippy::needless_range_loop)]
@@ -187,14 +224,22 @@ impl BusyHash {
         old
     }
 
-    /// Unmaps a table returned by [`BusyHash::install`] or [`BusyHash::take`].
+    /// Gives back a table returned by [`BusyHash::install`] or
+    /// [`BusyHash::take`].
     ///
     /// # Safety
-    /// `table` must not be installed, and no tag may be reached through it.
-    pub(crate) unsafe fn free_table(table: Table) {
+    /// `table` must not be installed, no tag may be reached through it, and
+    /// it must come from `tags`.
+    pub(crate) unsafe fn free_table(table: Table, tags: &dyn TagSource) {
         if let Some(p) = table.ptr {
-            // SAFETY: a mapped table of exactly this many buckets, unused.
-            unsafe { crate::os::unmap(p.cast(), table.size * core::mem::size_of::<Option<Tag>>()) };
+            // SAFETY: a table of exactly this many buckets from this source's
+            // `alloc_table`, unused.
+            unsafe { tags.free_table(p.cast(), Self::table_bytes(table.size)) };
         }
+    }
+
+    /// Bytes of a table of `size` buckets, rounded up to whole 4 KiB pages.
+    fn table_bytes(size: usize) -> usize {
+        (size * core::mem::size_of::<Option<Tag>>()).next_multiple_of(4096)
     }
 }

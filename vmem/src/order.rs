@@ -1,6 +1,7 @@
 //! Freelist orders: FreeBSD's `SIZE2ORDER` / `ORDER2SIZE`.
 //!
-//! Sizes are counted in quanta. Segments of 1..=32 quanta each have an
+//! They name the size classes of [`crate::Arena::order_stats`]; the
+//! freelists themselves are finer (`bins.rs`). Sizes are counted in quanta. Segments of 1..=32 quanta each have an
 //! exact list; above that, list `n` holds sizes in
 //! `[2^(n-26), 2^(n-25) - 1]` quanta (one list per power of two):
 //!
@@ -49,22 +50,6 @@ pub const fn order_to_size(order: usize) -> usize {
     }
 }
 
-/// The first freelist to search for `qsize` quanta.
-///
-/// For instant fit, the first list on which *every* segment is large
-/// enough: the list of `qsize` itself when its size range starts at `qsize`,
-/// else the next one (which may be `MAXORDER`: nothing is large enough).
-/// For best fit, the list that may hold segments of exactly `qsize`.
-#[inline]
-pub const fn first_list(qsize: usize, instant: bool) -> usize {
-    let order = size_to_order(qsize);
-    if instant && order_to_size(order) != qsize {
-        order + 1
-    } else {
-        order
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,21 +81,6 @@ mod tests {
                 }
             }
             q = q * 3 / 2 + 1;
-        }
-    }
-
-    #[test]
-    fn instant_fit_lists_only_hold_large_enough_segments() {
-        for q in 1..5000usize {
-            let first = first_list(q, true);
-            if first < MAXORDER {
-                assert!(
-                    order_to_size(first) >= q,
-                    "list {first} may hold less than {q}"
-                );
-            }
-            // Best fit may start lower, never above a list holding `q`.
-            assert_eq!(first_list(q, false), size_to_order(q));
         }
     }
 }

@@ -102,7 +102,7 @@ impl SimpleQuantumCache {
     /// As [`Arena::fork_prepare`](crate::Arena::fork_prepare): exactly one of
     /// [`fork_parent`](Self::fork_parent) or [`fork_child`](Self::fork_child)
     /// follows in this thread, which holds none of the locks already.
-    #[cfg(not(loom))]
+    #[cfg(all(not(loom), feature = "std"))]
     pub unsafe fn fork_prepare(&self) {
         for s in &self.classes {
             s.force_lock();
@@ -115,7 +115,7 @@ impl SimpleQuantumCache {
     ///
     /// [`fork_prepare`](Self::fork_prepare) was called by this thread and
     /// not yet undone.
-    #[cfg(not(loom))]
+    #[cfg(all(not(loom), feature = "std"))]
     pub unsafe fn fork_parent(&self) {
         for s in &self.classes {
             // SAFETY: taken by fork_prepare in this thread.
@@ -130,7 +130,7 @@ impl SimpleQuantumCache {
     ///
     /// Called in the child, by the thread that forked, after
     /// [`fork_prepare`](Self::fork_prepare) in the prepare handler.
-    #[cfg(not(loom))]
+    #[cfg(all(not(loom), feature = "std"))]
     pub unsafe fn fork_child(&self) {
         // SAFETY: as fork_parent; the forking thread is this one.
         unsafe { self.fork_parent() };
@@ -205,7 +205,7 @@ impl QuantumCache for SimpleQuantumCache {
         drop(s);
         for a in batch {
             if let Err(e) = arena.xfree(a, size) {
-                eprintln!("vmem: quantum cache release: {e}");
+                crate::report::report!("vmem: quantum cache release: {e}");
             }
         }
     }
@@ -219,7 +219,7 @@ impl QuantumCache for SimpleQuantumCache {
             drop(s);
             for &a in &batch[..n] {
                 if let Err(e) = arena.xfree(a, size) {
-                    eprintln!("vmem: quantum cache release: {e}");
+                    crate::report::report!("vmem: quantum cache release: {e}");
                 }
             }
         }

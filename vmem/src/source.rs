@@ -29,7 +29,7 @@ impl Source for Arena<'_> {
 
     fn release(&self, addr: usize, size: usize) {
         if let Err(e) = self.xfree(addr, size) {
-            eprintln!("vmem: releasing span to parent: {e}");
+            crate::report::report!("vmem: releasing span to parent: {e}");
         }
     }
 }

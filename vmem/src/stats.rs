@@ -3,6 +3,7 @@
 //! extended to every invariant the arena keeps).
 
 use crate::arena::BT_MAXALLOC;
+use crate::bins::{bin_min, bin_of};
 use crate::btag::SegmentKind;
 use crate::order::{order_to_size, size_to_order, MAXORDER};
 use crate::{Arena, Name};
@@ -82,7 +83,7 @@ impl fmt::Display for Corruption {
     }
 }
 
-impl std::error::Error for Corruption {}
+impl core::error::Error for Corruption {}
 
 impl Arena<'_> {
     /// Bytes allocated (`vmem_size(VMEM_ALLOC)`).
@@ -106,19 +107,19 @@ impl Arena<'_> {
     /// largest free segment.
     pub fn max_free_class(&self) -> usize {
         let g = self.state.lock();
-        match g.nonempty {
-            0 => 0,
-            lists => order_to_size(127 - lists.leading_zeros() as usize) << g.qshift,
+        match g.free.highest() {
+            None => 0,
+            Some(bin) => bin_min(bin) << g.qshift,
         }
     }
 
     /// The largest free segment, exactly (scans the highest non-empty list).
     pub fn largest_free_segment(&self) -> usize {
         let g = self.state.lock();
-        if g.nonempty == 0 {
+        let Some(bin) = g.free.highest() else {
             return 0;
-        }
-        let mut cur = g.freelist[127 - g.nonempty.leading_zeros() as usize];
+        };
+        let mut cur = g.free.head(bin);
         let mut best = 0;
         while let Some(t) = cur {
             best = best.max(t.size());
@@ -220,10 +221,10 @@ impl Arena<'_> {
             )?;
             cur = t.seg_next();
         }
-        for (order, head) in g.freelist.iter().enumerate() {
-            let mut cur = *head;
+        for (bin, head) in g.free.iter() {
+            let mut cur = head;
             if cur.is_some() {
-                writeln!(out, "freelist[{order}]")?;
+                writeln!(out, "freelist[{bin}] ({:#x}..)", bin_min(bin) << g.qshift)?;
             }
             while let Some(t) = cur {
                 writeln!(out, "\t{:#x}: {:#x} {:#x}", t.addr(), t.start(), t.size())?;
@@ -303,7 +304,7 @@ impl Arena<'_> {
                         if prev.is_some_and(|p| p.kind() == SegmentKind::Free) {
                             return bad("adjacent free segments not coalesced", Some(t));
                         }
-                        if t.order() as usize != size_to_order(t.size() >> g.qshift) {
+                        if t.bin() as usize != bin_of(t.size() >> g.qshift) {
                             return bad("free segment on the wrong freelist", Some(t));
                         }
                     } else {
@@ -326,17 +327,15 @@ impl Arena<'_> {
         }
         // Freelists: every entry free, of the list's order, linked both ways.
         let mut on_lists = 0;
-        for (order, head) in g.freelist.iter().enumerate() {
-            if head.is_some() != (g.nonempty >> order & 1 == 1) {
-                return bad("non-empty freelist bitmap wrong", *head);
+        for (bin, head) in g.free.iter() {
+            if head.is_some() != g.free.marked(bin) {
+                return bad("non-empty freelist bitmap wrong", head);
             }
             let mut back = None;
-            let mut cur = *head;
+            let mut cur = head;
             while let Some(t) = cur {
                 on_lists += 1;
-                if t.kind() != SegmentKind::Free
-                    || t.order() as usize != order
-                    || t.link_prev() != back
+                if t.kind() != SegmentKind::Free || t.bin() as usize != bin || t.link_prev() != back
                 {
                     return bad("freelist holds a wrong or mislinked tag", Some(t));
                 }

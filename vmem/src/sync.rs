@@ -20,15 +20,131 @@
 //! allocator on first contention, which would recurse once kmem runs vmem
 //! underneath `#[global_allocator]`).
 
-#[cfg(not(loom))]
+#[cfg(all(not(loom), feature = "std"))]
 mod imp {
     pub(crate) use futex::{Condvar, Mutex, MutexGuard};
 }
 
+/// Without `std` (a kernel, a hypervisor, firmware): a test-and-test-and-set
+/// spin lock, and a "condition variable" whose wait drops the lock, spins a
+/// while and retakes it (a `WAITOK` sleeper then polls, as it does every
+/// 50 ms with std). Arena locks are held for short, bounded sections.
+#[cfg(all(not(loom), not(feature = "std")))]
+mod imp {
+    use core::cell::UnsafeCell;
+    use core::marker::PhantomData;
+    use core::ops::{Deref, DerefMut};
+    use core::sync::atomic::{AtomicBool, Ordering};
+    use core::time::Duration;
+
+    /// A spin lock.
+    pub(crate) struct Mutex<T> {
+        locked: AtomicBool,
+        value: UnsafeCell<T>,
+    }
+
+    // SAFETY: the lock gives one thread at a time access to the value, so
+    // it may be shared if the value may be sent.
+    unsafe impl<T: Send> Sync for Mutex<T> {}
+    // SAFETY: owning the mutex is owning the value.
+    unsafe impl<T: Send> Send for Mutex<T> {}
+
+    impl<T> Mutex<T> {
+        pub(crate) const fn new(value: T) -> Self {
+            Mutex {
+                locked: AtomicBool::new(false),
+                value: UnsafeCell::new(value),
+            }
+        }
+
+        #[inline]
+        pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+            while self
+                .locked
+                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                while self.locked.load(Ordering::Relaxed) {
+                    core::hint::spin_loop();
+                }
+            }
+            MutexGuard {
+                lock: self,
+                _not_send: PhantomData,
+            }
+        }
+
+        pub(crate) fn get_mut(&mut self) -> &mut T {
+            self.value.get_mut()
+        }
+    }
+
+    impl<T> core::fmt::Debug for Mutex<T> {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.write_str("Mutex { .. }")
+        }
+    }
+
+    /// Proof that the lock is held; releases it when dropped.
+    pub(crate) struct MutexGuard<'a, T> {
+        lock: &'a Mutex<T>,
+        _not_send: PhantomData<*const ()>,
+    }
+
+    impl<T> Deref for MutexGuard<'_, T> {
+        type Target = T;
+        fn deref(&self) -> &T {
+            // SAFETY: the guard holds the lock: no one else touches the value.
+            unsafe { &*self.lock.value.get() }
+        }
+    }
+
+    impl<T> DerefMut for MutexGuard<'_, T> {
+        fn deref_mut(&mut self) -> &mut T {
+            // SAFETY: as in `deref`, and `&mut self` makes the access unique.
+            unsafe { &mut *self.lock.value.get() }
+        }
+    }
+
+    impl<T> Drop for MutexGuard<'_, T> {
+        #[inline]
+        fn drop(&mut self) {
+            self.lock.locked.store(false, Ordering::Release);
+        }
+    }
+
+    /// A condition variable for [`Mutex`] that polls (see the module).
+    #[derive(Debug)]
+    pub(crate) struct Condvar(());
+
+    impl Condvar {
+        pub(crate) const fn new() -> Self {
+            Condvar(())
+        }
+
+        /// Drops the lock, spins about `2^16` times, retakes it; always
+        /// reports a timeout (callers re-check their condition anyway).
+        pub(crate) fn wait_timeout<'a, T>(
+            &self,
+            guard: MutexGuard<'a, T>,
+            _timeout: Duration,
+        ) -> (MutexGuard<'a, T>, bool) {
+            let lock = guard.lock;
+            drop(guard);
+            for _ in 0..1 << 16 {
+                core::hint::spin_loop();
+            }
+            (lock.lock(), true)
+        }
+
+        pub(crate) fn notify_all(&self) {}
+    }
+}
+
 #[cfg(loom)]
 mod imp {
+    use core::time::Duration;
     pub(crate) use loom::sync::MutexGuard;
-    use std::time::Duration;
 
     /// A mutex (loom's model-checked mutex).
     #[derive(Debug)]

@@ -103,13 +103,13 @@ fn best_fit_takes_the_smallest_sufficient_hole() {
 #[test]
 fn instant_fit_skips_lists_that_may_be_too_small() {
     let a = arena(1, 0, 1000);
-    let h1 = a.xalloc(40, &Constraints::new(), NOWAIT).unwrap(); // 40: list [32,63]
+    let h1 = a.xalloc(35, &Constraints::new(), NOWAIT).unwrap(); // 35: list [32,35]
     let _b = a.xalloc(10, &Constraints::new(), NOWAIT).unwrap();
-    a.xfree(h1, 40).unwrap();
-    // 33 quanta: list [32,63] might hold a 32, so instant fit starts above
-    // it and takes the big remainder; best fit finds the 40 hole.
+    a.xfree(h1, 35).unwrap();
+    // 33 quanta: list [32,35] might hold a 32, so instant fit starts above
+    // it and takes the big remainder; best fit finds the 35 hole.
     let i = a.alloc(33, NOWAIT | Flags::INSTANTFIT).unwrap();
-    assert_eq!(i, 50);
+    assert_eq!(i, 45);
     let b = a.alloc(33, NOWAIT | Flags::BESTFIT).unwrap();
     assert_eq!(b, h1);
     check(&a);
@@ -512,7 +512,7 @@ fn statistics_and_dump_describe_the_arena() {
         (0x1000, 0x30, 1, 1)
     );
     assert_eq!(s.largest_free, 0x1000 - 0x30);
-    assert_eq!(a.max_free_class(), 128 * 16, "list [128, 255] quanta");
+    assert_eq!(a.max_free_class(), 240 * 16, "list [240, 255] quanta");
     let orders = a.order_stats();
     assert_eq!(orders[2].busy, 1); // 3 quanta
     assert_eq!(orders[2].busy_bytes, 0x30);
@@ -881,4 +881,55 @@ fn a_failed_search_after_an_import_fails_cleanly() {
         }
         check(&child);
     }
+}
+
+// ---- a tag source without hash tables (what a no_std user may supply)
+
+/// Tags from a StandaloneTags; busy-hash tables refused, and counted.
+struct NoTables {
+    inner: vmem::StandaloneTags,
+    asked: std::sync::atomic::AtomicUsize,
+}
+
+// SAFETY: tags come from StandaloneTags, which upholds the contract;
+// declining a table is always allowed.
+unsafe impl vmem::TagSource for NoTables {
+    fn alloc_tag(&self, flags: Flags) -> Option<std::ptr::NonNull<u8>> {
+        self.inner.alloc_tag(flags)
+    }
+
+    unsafe fn free_tag(&self, tag: std::ptr::NonNull<u8>) {
+        // SAFETY: the tag came from `inner` through `alloc_tag`.
+        unsafe { self.inner.free_tag(tag) }
+    }
+
+    fn alloc_table(&self, _bytes: usize) -> Option<std::ptr::NonNull<u8>> {
+        self.asked
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        None
+    }
+}
+
+#[test]
+fn a_source_without_tables_keeps_the_inline_hash_and_is_asked_rarely() {
+    let tags = NoTables {
+        inner: vmem::StandaloneTags::new(),
+        asked: Default::default(),
+    };
+    let a = Arena::builder("no tables")
+        .tag_source(&tags)
+        .span(1, 100_000)
+        .build()
+        .unwrap();
+    let ps: Vec<usize> = (0..5000).map(|_| a.alloc(1, NOWAIT).unwrap()).collect();
+    assert_eq!(a.stats().hash_buckets, vmem::HASH_MIN);
+    let asked = tags.asked.load(std::sync::atomic::Ordering::Relaxed);
+    // Once per doubling of the busy count, not once per allocation.
+    assert!((1..=12).contains(&asked), "asked {asked} times");
+    check(&a);
+    for p in ps {
+        a.free(p, 1).unwrap();
+    }
+    check(&a);
+    assert_eq!(a.size_allocated(), 0);
 }

@@ -331,6 +331,11 @@ fn run(cfg: Config, seed: u64) {
         .unwrap();
     }
     vmem::QuantumCache::drain(&cache, &a);
+    if std::env::var_os("VMEM_MODEL_END").is_some() {
+        let mut out = String::new();
+        a.dump(&mut out).unwrap();
+        eprintln!("{out}");
+    }
     assert_eq!(a.size_allocated(), 0);
     assert_eq!(
         src.live.load(Ordering::Relaxed),

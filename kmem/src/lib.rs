@@ -164,6 +164,14 @@ pub fn kernel_arena() -> Option<&'static vmem::Arena<'static>> {
     kernel::kernel().map(|k| k.arena)
 }
 
+/// The metadata arena: the allocator's own slabs (boundary tags, UMA's
+/// internal zones), in whole chunks imported from the kernel arena, so
+/// they never sit among the program's blocks. `None` if the allocator
+/// could not start.
+pub fn meta_arena() -> Option<&'static vmem::Arena<'static>> {
+    kernel::kernel().map(|k| k.meta)
+}
+
 /// The btag zone (the kernel arena's boundary tags).
 pub fn btag_zone() -> Option<&'static uma::Zone> {
     kernel::kernel().map(|k| k.btag)
@@ -182,13 +190,25 @@ pub fn class_zone(class: usize) -> Option<&'static uma::Zone> {
 /// (which the reclaim passes of failing allocations leave out), running
 /// their fini, release and page source in this thread: see
 /// [`uma::Uma::reclaim`] for who may call it.
-pub fn reclaim(how: uma::Reclaim) {
+///
+/// `Drain` and `DrainCpu` also hand the kernel arena's spare boundary tags
+/// back and drain the btag zone, so the tags left pack into few slabs and
+/// the others (and the metadata chunks they were in) go back; then every
+/// wholly free span is unmapped. Returns the bytes this call gave back to
+/// the OS (pages unbacked with `madvise`, spans unmapped), by this thread:
+/// 0 when there was nothing to give back (what `malloc_trim` reports).
+pub fn reclaim(how: uma::Reclaim) -> usize {
+    let before = os::released_here();
     if let Some(k) = kernel::kernel() {
         k.uma.reclaim(how);
         if how == uma::Reclaim::Trim {
             dirty::purge_old(k.arena);
         } else {
+            // Pack the boundary tags (freeing btag slabs, and with them
+            // metadata chunks) before the wholly free spans are unmapped.
+            kernel::settle_tags(k);
             dirty::purge_all(k.arena);
         }
     }
+    os::released_here().wrapping_sub(before)
 }

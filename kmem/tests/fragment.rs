@@ -52,9 +52,10 @@ fn run(mode: &str, size: usize, n: usize, keep_pct: usize, limit_mib: usize) -> 
         "{mode} size {size} n {n} keep {keep_pct}%: child failed ({})\n{stdout}\n{stderr}",
         out.status
     );
+    // (The harness may print the test's name on the same line first.)
     let line = stdout
         .lines()
-        .find(|l| l.starts_with("FRAG "))
+        .find_map(|l| l.find("FRAG ").map(|i| &l[i..]))
         .unwrap_or_else(|| panic!("no figures from the child:\n{stdout}\n{stderr}"))
         .to_string();
     eprintln!("{line}");
@@ -147,6 +148,34 @@ fn trim() {
     kmem::reclaim(uma::Reclaim::Drain);
 }
 
+/// How many 1 MiB blocks fit now, by the figures: in the kernel arena's
+/// free segments, plus whole 4 MiB imports in the room left (address
+/// space under `RLIMIT_AS` (`cap`), the arena's own cap under the memory
+/// limit), and no more than the memory limit leaves.
+fn fits_now(mode: &str, limit: usize, cap: usize) -> usize {
+    let a = kmem::kernel_arena().unwrap();
+    let mut in_free = 0;
+    a.for_each_segment(|s| {
+        if s.kind == vmem::SegmentKind::Free {
+            in_free += s.size / MIB;
+        }
+    });
+    let iq = kmem::IMPORT_QUANTUM;
+    let st = a.stats();
+    let room = if mode == "rlimit" {
+        cap.saturating_sub(vm_size())
+    } else {
+        st.limit.saturating_sub(st.size)
+    };
+    let by_space = in_free + room / iq * (iq / MIB);
+    if mode == "rlimit" {
+        by_space
+    } else {
+        let committed = kmem::pressure_stats().committed;
+        by_space.min(limit.saturating_sub(committed) / MIB)
+    }
+}
+
 /// One scenario (see the module doc); run by [`run`] in a child process.
 #[test]
 #[ignore = "run by the fragment_* tests in a child process"]
@@ -158,22 +187,24 @@ fn fragment_child() {
     let limit = env("FRAG_LIMIT_MIB") * MIB;
     // Start the allocator before any limit binds.
     let _ = kmem::stats().expect("kmem starts");
-    match mode.as_str() {
+    let cap = match mode.as_str() {
         "limit" => {
             kmem::set_limit(limit);
+            0
         }
         "rlimit" => {
             // The address space in use now, plus the limit.
-            let cap = (vm_size() + limit) as libc::rlim_t;
+            let cap = vm_size() + limit;
             let rl = libc::rlimit {
-                rlim_cur: cap,
-                rlim_max: cap,
+                rlim_cur: cap as libc::rlim_t,
+                rlim_max: cap as libc::rlim_t,
             };
             // SAFETY: a valid rlimit for this process.
             assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &rl) }, 0);
+            cap
         }
         m => panic!("unknown FRAG_MODE {m}"),
-    }
+    };
     let max = 2 * limit / MIB + 16;
     let b0 = probe(max);
     trim();
@@ -202,13 +233,23 @@ fn fragment_child() {
     trim();
     let after = kmem::stats().unwrap();
     let btag = kmem::btag_zone().unwrap().keg_info().unwrap();
+    let bz = kmem::btag_zone().unwrap().stats();
+    if std::env::var_os("FRAG_DEBUG").is_some() {
+        let mut t = String::new();
+        kmem::write_vmstat_z(&mut t).unwrap();
+        kmem::meta_arena().unwrap().dump(&mut t).unwrap();
+        kmem::kernel_arena().unwrap().dump(&mut t).unwrap();
+        println!("{t}");
+    }
+    let fits = fits_now(&mode, limit, cap);
     let b1 = probe(max);
     let fails2 = kmem::pressure_stats().failures;
     println!(
         "FRAG mode={mode} size={size} n={n} keep={keep_pct}% limit={}MiB: filled {got} ({} KiB arena in use at peak); \
          1MiB blocks before {b0}, after {b1}; after trim: arena {} KiB, in use {} KiB, largest free {} KiB, \
          {} busy segs, mapped {} KiB, munmaps {}; btag free {} (reserve {}, {} slabs, {} per slab); \
-         failures counted fill {} probe {} (nulls fill {nulls}, probe 1)",
+         failures counted fill {} probe {} (nulls fill {nulls}, probe 1); fit by the figures {fits}; \
+         btag zone used {} pcpu {} buckets {}; meta arena {} KiB, in use {} KiB",
         limit / MIB,
         peak.arena.inuse / 1024,
         after.arena.size / 1024,
@@ -223,6 +264,11 @@ fn fragment_child() {
         btag.layout.ipers,
         fails1 - fails0,
         fails2 - fails1,
+        bz.used,
+        bz.cached_pcpu,
+        bz.cached_buckets,
+        after.meta.size / 1024,
+        after.meta.inuse / 1024,
     );
     // Keep the kept blocks alive until the probe is over.
     // SAFETY: built by push from live raw blocks.
@@ -233,25 +279,44 @@ fn fragment_child() {
     if b1 < max {
         assert!(fails2 > fails1, "the failed probe was not counted");
     }
-    // The btag zone holds a bounded number of free tags after the trim:
-    // the reserve and a few slabs' worth, not one per segment ever made.
+    // Once everything is freed, the btag zone holds a bounded number of
+    // free tags after the trim: the reserve and a few slabs' worth, not one
+    // per segment ever made. (With blocks kept, the tags describing their
+    // slabs stay in the btag slabs they were taken from: tags do not move.)
     let bound = btag.reserve + 4 * btag.layout.ipers;
     assert!(
-        btag.free_items <= bound,
+        keep_pct > 0 || btag.free_items <= bound,
         "btag zone keeps {} free tags after a trim (bound {bound})",
         btag.free_items
     );
+    // Every 1 MiB request that fits in what is left succeeds (one block of
+    // slack for metadata the probe itself needs).
+    assert!(
+        b1 + 1 >= fits.min(max),
+        "only {b1} 1 MiB blocks, {fits} fit by the figures"
+    );
     if keep_pct == 0 {
         // Everything went back: every 1 MiB block the baseline got fits
-        // again (two blocks of slack for allocator metadata that grew).
-        assert!(b1 + 2 >= b0, "only {b1} of {b0} 1 MiB blocks after the fill");
-    } else {
-        // The kept blocks pin at most the address space the fill used;
-        // what they leave is usable.
-        let pinned = peak.arena.inuse.div_ceil(MIB);
+        // again (two blocks of slack for allocator metadata: a chunk of the
+        // metadata arena and a slab pinned by this thread's cache).
         assert!(
-            b1 + pinned + 2 >= b0,
-            "only {b1} of {b0} 1 MiB blocks with {keep_pct}% kept (fill used {pinned} MiB)"
+            b1 + 2 >= b0,
+            "only {b1} of {b0} 1 MiB blocks after the fill"
+        );
+        // ... and the kernel arena holds next to nothing (no btag slab or
+        // other metadata scattered among the freed slabs).
+        assert!(
+            after.arena.inuse <= 3 * kmem::CHUNK_SIZE,
+            "kernel arena still holds {} KiB after freeing everything",
+            after.arena.inuse / 1024
+        );
+    } else if mode == "limit" {
+        // Under the memory limit the kept blocks leave the limit minus
+        // what they hold: the arena has the address space to use it.
+        let left = limit.saturating_sub(kmem::pressure_stats().committed) / MIB;
+        assert!(
+            b1 + 3 >= left.min(b0),
+            "only {b1} 1 MiB blocks with {keep_pct}% kept, {left} MiB left under the limit"
         );
     }
 }

@@ -109,7 +109,8 @@ fn limit_api_sets_and_caps_the_kernel_arena() {
     let l = limit_above(8 << 20);
     assert_eq!(kmem::limit(), l.next_multiple_of(PAGE_SIZE));
     let a = kmem::kernel_arena().unwrap().stats();
-    assert!(a.limit >= l && a.limit <= l + 3 * kmem::IMPORT_QUANTUM);
+    // Twice the limit (room to fragment) plus slack: see kmem's pressure doc.
+    assert!(a.limit >= 2 * l && a.limit <= 2 * l + 3 * kmem::IMPORT_QUANTUM);
     assert_eq!(kmem::set_limit(0), l.next_multiple_of(PAGE_SIZE));
     assert_eq!(kmem::kernel_arena().unwrap().stats().limit, 0);
 }

@@ -542,6 +542,68 @@ mod tests {
     }
 
     #[test]
+    fn partial_bins_by_quarter() {
+        // ipers 8: 1-2 free -> bin 0 (fullest), ..., 7 free -> bin 3.
+        let bins: Vec<usize> = (1..8).map(|f| PartialLists::bin_of(f, 8)).collect();
+        assert_eq!(bins, [0, 0, 1, 1, 2, 2, 3]);
+        assert_eq!(PartialLists::bin_of(1, 70), 0);
+        assert_eq!(PartialLists::bin_of(69, 70), PARTIAL_BINS - 1);
+        assert_eq!(PartialLists::bin_of(1, 1), 0);
+    }
+
+    /// Items come from the fullest partial slab, so a sparse slab is left
+    /// to drain (seed 000).
+    #[cfg(not(loom))]
+    #[test]
+    fn items_come_from_the_fullest_partial_slab() {
+        use crate::{ZoneArgs, ZoneFlags};
+        // No buckets: every alloc and free goes to the keg.
+        let z = crate::global()
+            .create_zone(
+                &ZoneArgs::new("fullest first", 64)
+                    .flags(ZoneFlags::NOBUCKET)
+                    .max_ipers(8),
+            )
+            .expect("zone");
+        let info = z.keg_info().unwrap();
+        let (ipers, slab) = (info.layout.ipers, info.layout.slab_size);
+        assert_eq!(ipers, 8);
+        let mut items: Vec<_> = (0..4 * ipers)
+            .map(|_| z.alloc(crate::Flags::NOWAIT).expect("alloc"))
+            .collect();
+        items.sort_by_key(|p| p.as_ptr() as usize);
+        let base = |p: &core::ptr::NonNull<u8>| p.as_ptr() as usize & !(slab - 1);
+        let mut slabs: Vec<usize> = items.iter().map(base).collect();
+        slabs.dedup();
+        assert_eq!(slabs.len(), 4, "4 full slabs");
+        // Keep 1 item of slab 0, 7 of slab 1, 4 of slab 2, none of slab 3.
+        let keep = [1, 7, 4, 0];
+        let mut kept = Vec::new();
+        for p in items {
+            let k = slabs.iter().position(|&b| b == base(&p)).unwrap();
+            if kept.iter().filter(|q| base(q) == slabs[k]).count() < keep[k] {
+                kept.push(p);
+            } else {
+                // SAFETY: an item of z, freed once.
+                unsafe { z.free(p) };
+            }
+        }
+        // The fullest partial slab (1 free) first, then the next (4 free),
+        // never the sparse one (7 free) or the free one.
+        let a = z.alloc(crate::Flags::NOWAIT).unwrap();
+        assert_eq!(base(&a), slabs[1]);
+        let b = z.alloc(crate::Flags::NOWAIT).unwrap();
+        assert_eq!(base(&b), slabs[2]);
+        z.check_invariants();
+        for p in kept.into_iter().chain([a, b]) {
+            // SAFETY: an item of z, freed once.
+            unsafe { z.free(p) };
+        }
+        // SAFETY: nobody uses z afterwards.
+        unsafe { crate::global().destroy(z) };
+    }
+
+    #[test]
     fn bitset_take_and_set() {
         let mut mem = [0u8; SLAB_HDR + 16];
         let hdr = ((mem.as_mut_ptr() as usize + 15) & !15) as *mut Slab;

@@ -194,21 +194,35 @@ pub fn class_zone(class: usize) -> Option<&'static uma::Zone> {
 /// `Drain` and `DrainCpu` also hand the kernel arena's spare boundary tags
 /// back and drain the btag zone, so the tags left pack into few slabs and
 /// the others (and the metadata chunks they were in) go back; then every
-/// wholly free span is unmapped. Returns the bytes this call gave back to
+/// wholly free span is unmapped; and they repeat (at most 4 rounds) while
+/// a round gave something back. Returns the bytes this call gave back to
 /// the OS (pages unbacked with `madvise`, spans unmapped), by this thread:
 /// 0 when there was nothing to give back (what `malloc_trim` reports).
 pub fn reclaim(how: uma::Reclaim) -> usize {
     let before = os::released_here();
-    if let Some(k) = kernel::kernel() {
+    let Some(k) = kernel::kernel() else { return 0 };
+    if how == uma::Reclaim::Trim {
         k.uma.reclaim(how);
-        if how == uma::Reclaim::Trim {
-            dirty::purge_old(k.arena);
-        } else {
-            // Pack the boundary tags (freeing btag slabs, and with them
-            // metadata chunks) before the wholly free spans are unmapped.
-            kernel::settle_tags(k);
-            dirty::purge_all(k.arena);
+        dirty::purge_old(k.arena);
+        return os::released_here().wrapping_sub(before);
+    }
+    // A drain frees things into zones the walk has passed already (the
+    // buckets of a drained cache go to their bucket zone, freed slabs give
+    // boundary tags back): a few rounds, while each still gives something
+    // back, so one call leaves nothing for the next.
+    for _ in 0..RECLAIM_ROUNDS {
+        let round = os::released_here();
+        k.uma.reclaim(how);
+        // Pack the boundary tags (freeing btag slabs, and with them
+        // metadata chunks) before the wholly free spans are unmapped.
+        kernel::settle_tags(k);
+        dirty::purge_all(k.arena);
+        if os::released_here() == round {
+            break;
         }
     }
     os::released_here().wrapping_sub(before)
 }
+
+/// Most rounds of one [`reclaim`] with `Drain` or `DrainCpu`.
+const RECLAIM_ROUNDS: usize = 4;

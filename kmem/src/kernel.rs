@@ -62,7 +62,7 @@ pub(crate) struct Kernel {
     /// The metadata arena: the allocator's own slabs, in chunks imported
     /// from the kernel arena.
     pub(crate) meta: &'static Arena<'static>,
-    /// The UMA instance whose internal zones live in the kernel arena.
+    /// The UMA instance whose internal zones live in the metadata arena.
     pub(crate) uma: &'static Uma,
     /// The boundary-tag zone the kernel arena takes its tags from.
     pub(crate) btag: &'static Zone,
@@ -792,10 +792,15 @@ fn build() -> bool {
     //     Its boundary tags come from vmem's standalone pool, not from the
     //     btag zone: a tag of the btag zone describing a btag slab would
     //     keep another btag slab alive (see the module doc).
+    //     (Under loom there is no standalone pool: the btag zone.)
+    #[cfg(not(loom))]
+    let meta_tags: &'static dyn TagSource = &vmem::STANDALONE_TAGS;
+    #[cfg(loom)]
+    let meta_tags: &'static dyn TagSource = &BT_TAGS;
     let meta = match Arena::builder("kmem meta")
         .quantum(PAGE_SIZE)
         .source(&META_CHUNKS, META_IMPORT)
-        .tag_source(&vmem::STANDALONE_TAGS)
+        .tag_source(meta_tags)
         .build()
     {
         Ok(a) => a,

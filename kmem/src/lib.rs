@@ -40,10 +40,14 @@
 //!    its internal zones and their first slabs are boot pages).
 //! 3. The **btag zone** is created; its first slab is boot pages.
 //! 4. The **kernel arena** is created with the btag zone as tag source and
-//!    the OS as import source (4 MiB imports of 2 MiB-aligned chunks).
-//! 5. **The switch**: the rest of the boot chunk becomes the arena's first
-//!    (static) span; from now on every page source allocates from the arena.
-//! 6. The btag **reserve** is set and preallocated from the arena.
+//!    the OS as import source (4 MiB imports of 2 MiB-aligned chunks), and
+//!    the **metadata arena** importing 2 MiB chunks from it (the
+//!    allocator's own slabs: see "Memory" below).
+//! 5. **The switch**: the rest of the boot chunk becomes the metadata
+//!    arena's first (static) span; from now on the btag zone and UMA's
+//!    internal zones allocate from the metadata arena, every other page
+//!    source from the kernel arena.
+//! 6. The btag **reserve** is set and preallocated.
 //! 7. The **malloc zones** (41 size classes) are created, each with a page
 //!    source that labels its slabs with the class in the page metadata.
 //! 8. The kernel arena's **quantum cache** zones (1..16 pages, UMA
@@ -52,6 +56,12 @@
 //!
 //! ## Memory
 //!
+//! - Placement by lifetime (seed 000): the kernel arena holds only the
+//!   program's memory (size-class slabs, large blocks); the allocator's
+//!   own (boundary-tag slabs, UMA's internal zones and buckets) lives in
+//!   the metadata arena ([`meta_arena`]), in whole chunks it gives back
+//!   when they are wholly free. So freeing the program's blocks frees
+//!   whole spans, and a reclaim unmaps them (details in `kernel.rs`).
 //! - The kernel arena imports 2 MiB-aligned chunks with `mmap`. Freed slabs
 //!   are unbacked with `madvise(MADV_DONTNEED)` before they go back to the
 //!   arena. A freed large block (above 64 KiB) keeps its pages for a while:

@@ -845,7 +845,8 @@ pub struct PressureStats {
     /// blocks, `kmem_malloc`, `kva_alloc`) that failed for lack of memory:
     /// refused at the limit, or the arena out of address space. Every null
     /// kmem returns for lack of memory comes with at least one (a small
-    /// block's request may try its slab twice: for a bucket, then alone).
+    /// block's request may try its slab more than once: for a bucket, then
+    /// alone).
     pub failures: u64,
     /// The same for the allocator's own pages (metadata arena: buckets,
     /// boundary-tag and internal slabs). UMA falls back when they fail (a

@@ -29,6 +29,18 @@ const MIB: usize = 1 << 20;
 
 /// Runs one scenario in a child process and returns its figures line.
 fn run(mode: &str, size: usize, n: usize, keep_pct: usize, limit_mib: usize) -> String {
+    run_with(mode, size, n, keep_pct, limit_mib, true)
+}
+
+/// As [`run`]; without `trim` the child does not trim after its frees.
+fn run_with(
+    mode: &str,
+    size: usize,
+    n: usize,
+    keep_pct: usize,
+    limit_mib: usize,
+    trim: bool,
+) -> String {
     let exe = std::env::current_exe().expect("test binary path");
     let out = Command::new(exe)
         .args([
@@ -43,6 +55,7 @@ fn run(mode: &str, size: usize, n: usize, keep_pct: usize, limit_mib: usize) -> 
         .env("FRAG_N", n.to_string())
         .env("FRAG_KEEP_PCT", keep_pct.to_string())
         .env("FRAG_LIMIT_MIB", limit_mib.to_string())
+        .env("FRAG_TRIM", if trim { "1" } else { "0" })
         .output()
         .expect("spawn the child");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -230,7 +243,12 @@ fn fragment_child() {
     let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ (n as u64);
     // SAFETY: built by push from live raw blocks.
     let (_, kept) = unsafe { free_list(head, keep_pct, &mut rng) };
-    trim();
+    // Without the trim, the reclaim pass of the first large request that
+    // fails must do the same.
+    let trimmed = std::env::var("FRAG_TRIM").map_or(true, |v| v != "0");
+    if trimmed {
+        trim();
+    }
     let after = kmem::stats().unwrap();
     let btag = kmem::btag_zone().unwrap().keg_info().unwrap();
     let bz = kmem::btag_zone().unwrap().stats();
@@ -241,7 +259,11 @@ fn fragment_child() {
         kmem::kernel_arena().unwrap().dump(&mut t).unwrap();
         println!("{t}");
     }
-    let fits = fits_now(&mode, limit, cap);
+    let fits = if trimmed {
+        fits_now(&mode, limit, cap)
+    } else {
+        0
+    };
     let b1 = probe(max);
     let fails2 = kmem::pressure_stats().failures;
     println!(
@@ -308,7 +330,7 @@ fn fragment_child() {
         // ... and the kernel arena holds next to nothing (no btag slab or
         // other metadata scattered among the freed slabs).
         assert!(
-            after.arena.inuse <= 3 * kmem::CHUNK_SIZE,
+            !trimmed || after.arena.inuse <= 3 * kmem::CHUNK_SIZE,
             "kernel arena still holds {} KiB after freeing everything",
             after.arena.inuse / 1024
         );
@@ -370,4 +392,16 @@ fn fragment_one_percent_kept_under_memory_limit() {
 fn fragment_one_percent_kept_under_address_space_limit() {
     scenario("rlimit", 64, 1);
     scenario("rlimit", 3000, 1);
+}
+
+/// No trim at all: the reclaim pass that runs before a large request fails
+/// (at the memory limit, or when `mmap` is refused under `RLIMIT_AS`)
+/// gives the space back by itself.
+#[test]
+fn fragment_reclaim_before_failure_without_trim() {
+    for mode in ["limit", "rlimit"] {
+        for size in [64, 3000] {
+            run_with(mode, size, blocks(size, 4.0), 0, LIMIT_MIB, false);
+        }
+    }
 }

@@ -553,17 +553,13 @@ pub extern "C" fn malloc_stats() {
 /// glibc's `malloc_trim`: gives back every cached and free page kmem can
 /// (a `Drain` reclaim: zone bucket caches, free slabs, dirty pages and
 /// retained spans; other threads' per-thread caches stay). `pad` is
-/// ignored. Returns 1 if memory went back to the OS, else 0.
+/// ignored. Returns 1 if this call gave memory back to the OS, else 0.
 #[no_mangle]
 pub extern "C" fn malloc_trim(_pad: usize) -> c_int {
     let saved = errno();
-    let before = kmem::os_stats();
-    kmem::reclaim(uma::Reclaim::Drain);
-    let after = kmem::os_stats();
+    let released = kmem::reclaim(uma::Reclaim::Drain);
     set_errno(saved);
-    c_int::from(
-        after.unbacked_total > before.unbacked_total || after.unmap_calls > before.unmap_calls,
-    )
+    c_int::from(released > 0)
 }
 
 // ---------------------------------------------------------------- core

@@ -277,6 +277,23 @@ pub(crate) fn taken(addr: usize, npages: usize, word: usize, zero: bool) {
     }
 }
 
+/// Labels `npages` pages just taken from the kernel arena for the metadata
+/// arena (`kernel::MetaChunks`) clean, and unbacks the range if a freed
+/// large block had left dirty pages in it: every free page of the
+/// metadata arena reads as zero.
+pub(crate) fn taken_clean(addr: usize, npages: usize) {
+    let mut dirty = 0;
+    pagemeta::replace(addr, npages, 0, |_| dirty += PAGE_SIZE);
+    if dirty != 0 {
+        DIRTY.fetch_sub(dirty, Ordering::Relaxed);
+        PURGED.fetch_add(dirty, Ordering::Relaxed);
+        lists().forget(addr, addr + npages * PAGE_SIZE);
+        // SAFETY: whole pages the caller just took from the arena: ours,
+        // and nobody uses them yet.
+        unsafe { os::unback(addr, npages * PAGE_SIZE) };
+    }
+}
+
 /// Takes `size` bytes (more than the quantum cache serves) out of the
 /// arena where a recently freed block left dirty pages, if a listed range
 /// is big enough: reusing them costs no page faults (the smallest range
@@ -433,9 +450,12 @@ fn purge_runs(arena: &Arena<'static>, addr: usize, size: usize) -> bool {
     let mut lost = false;
     pagemeta::dirty_runs(addr, size / PAGE_SIZE, |start, len| {
         if arena.claim(start, len, vmem::Flags::NOWAIT).is_err() {
-            // Allocated meanwhile (its words are being relabelled), in a
-            // retained span, or no longer one free segment.
-            lost = true;
+            // In a retained span (out of the arena, wholly free: purged
+            // there), or allocated meanwhile (its words are being
+            // relabelled), or no longer one free segment.
+            if !purge_retained(start, len) {
+                lost = true;
+            }
             return;
         }
         let mut dirty = 0;
@@ -452,6 +472,30 @@ fn purge_runs(arena: &Arena<'static>, addr: usize, size: usize) -> bool {
         }
     });
     lost
+}
+
+/// Purges `[start, start + len)` if it lies in a retained span: such a
+/// span is out of the arena and wholly free, so its pages are the lists'
+/// to unback (under the lists' lock, so no import takes the span
+/// meanwhile). False if no retained span holds the range.
+fn purge_retained(start: usize, len: usize) -> bool {
+    let l = lists();
+    let held = (0..l.nspans).any(|i| {
+        let s = l.spans[i];
+        start >= s.addr && start + len <= s.addr + s.size
+    });
+    if !held {
+        return false;
+    }
+    let mut dirty = 0;
+    pagemeta::replace(start, len / PAGE_SIZE, 0, |_| dirty += PAGE_SIZE);
+    // SAFETY: whole pages of a retained span: mapped by us, free, and
+    // nobody can take them while we hold the lists' lock.
+    unsafe { os::unback(start, len) };
+    DIRTY.fetch_sub(dirty, Ordering::Relaxed);
+    PURGED.fetch_add(dirty, Ordering::Relaxed);
+    drop(l);
+    true
 }
 
 /// Unbacks the dirty runs of `r` that are free in the arena.

@@ -23,7 +23,12 @@
 //!    UMA lock held; the arena, with its lock held, takes boundary tags from
 //!    the btag zone with `NOVM`, which may register a per-thread cache (4)
 //!    and fill a bucket from the btag keg and the bucket zones (5), so the
-//!    arena lock comes before every zone and keg lock;
+//!    arena lock comes before every zone and keg lock; then the
+//!    **metadata arena** lock (it imports from and releases to the kernel
+//!    arena with its own lock dropped, so the two arena locks are never
+//!    held together), then the lock of vmem's **standalone tag pool**, the
+//!    metadata arena's tag source (taken with that arena's lock held; it
+//!    takes no other lock);
 //! 4. UMA's per-thread cache registry lock (held while caches are linked,
 //!    unlinked and emptied; the buckets go back to their zones after it is
 //!    dropped, since a quantum cache's release takes the arena lock (3));
@@ -140,6 +145,8 @@ extern "C" fn prepare() {
     unsafe {
         uma::fork::prepare_lists();
         k.arena.fork_prepare();
+        k.meta.fork_prepare();
+        vmem::STANDALONE_TAGS.fork_prepare();
         uma::fork::prepare_zones();
         let h = &mut *HELD.0.get();
         h.boot = Some(kernel::fork_lock_boot());
@@ -169,6 +176,8 @@ extern "C" fn parent() {
     // uma::fork::parent releases the bootstrap lock (last).
     unsafe {
         release_own_locks();
+        vmem::STANDALONE_TAGS.fork_parent();
+        k.meta.fork_parent();
         k.arena.fork_parent();
         uma::fork::parent();
     }
@@ -180,6 +189,8 @@ extern "C" fn child() {
     // lock; nothing has used the allocator since.
     unsafe {
         release_own_locks();
+        vmem::STANDALONE_TAGS.fork_child();
+        k.meta.fork_child();
         k.arena.fork_child();
         uma::fork::child();
     }

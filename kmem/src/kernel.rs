@@ -1,5 +1,42 @@
-//! The kernel arena, the btag zone and the bootstrap (see the crate doc for
-//! the start-up sequence).
+//! The kernel arena, the metadata arena, the btag zone and the bootstrap
+//! (see the crate doc for the start-up sequence).
+//!
+//! # Placement by lifetime (seed 000)
+//!
+//! Two arenas share the address space, as FreeBSD's kernel arena and its
+//! per-domain arenas do:
+//!
+//! - the **kernel arena** holds the program's memory: size-class slabs,
+//!   large blocks, `kmem_malloc` and `kva_alloc` ranges, the quantum
+//!   cache's ranges. It imports 4 MiB spans of 2 MiB-aligned chunks from
+//!   the OS and gives a span back (`munmap`, through `dirty`) once it is
+//!   wholly free;
+//! - the **metadata arena** (`kmem meta`) holds the allocator's own
+//!   long-lived memory: boundary-tag slabs (the btag zone), UMA's internal
+//!   zones (zones, kegs, off-page slab headers, buckets, keg hash tables)
+//!   and zones created without a page source of their own. Its first span
+//!   is the rest of the boot chunk; it imports whole 2 MiB chunks from the
+//!   kernel arena (FreeBSD `kva_import_domain`, `KVA_QUANTUM`), best fit,
+//!   and gives a chunk back as soon as it is wholly free.
+//!
+//! So freeing the program's blocks leaves the kernel arena's spans free
+//! of metadata: no boundary-tag slab sits among small-object slabs, and a
+//! reclaim (a trim, or the pass before an allocation fails) unmaps them.
+//!
+//! The metadata arena's own boundary tags come from vmem's standalone tag
+//! pool (a few pages of its own mappings), not from the btag zone. With
+//! btag-zone tags, every btag slab would be described by a tag living in
+//! another btag slab: a chain that keeps all but the newest slab alive
+//! after everything else is freed (the 30,000 free tags of seed 000's
+//! report). FreeBSD avoids the same chain on amd64 by taking btag slabs
+//! from the direct map, which needs no tags.
+//!
+//! The recursion of seed 002 is still there: the btag zone takes its slabs
+//! from the metadata arena with `USE_RESERVE | NOVM | NOWAIT | BESTFIT`,
+//! and when that arena has no room its import takes a chunk from the
+//! kernel arena with the same flags, whose tags come from the btag zone's
+//! reserve (one fill, `BT_MAXALLOC` tags, per chain; the reserve holds
+//! twice that per CPU, as FreeBSD's).
 
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
@@ -20,9 +57,12 @@ pub const IMPORT_QUANTUM: usize = 2 * CHUNK_SIZE;
 
 /// Everything the allocator is made of, built once by [`kernel`].
 pub(crate) struct Kernel {
-    /// The kernel arena: all of kmem's address space.
+    /// The kernel arena: the program's memory (see the module doc).
     pub(crate) arena: &'static Arena<'static>,
-    /// The UMA instance whose internal zones live in the kernel arena.
+    /// The metadata arena: the allocator's own slabs, in chunks imported
+    /// from the kernel arena.
+    pub(crate) meta: &'static Arena<'static>,
+    /// The UMA instance whose internal zones live in the metadata arena.
     pub(crate) uma: &'static Uma,
     /// The boundary-tag zone the kernel arena takes its tags from.
     pub(crate) btag: &'static Zone,
@@ -42,10 +82,13 @@ unsafe impl<T: Sync> Sync for StaticCell<T> {}
 
 static KERNEL: StaticCell<Kernel> = StaticCell(UnsafeCell::new(MaybeUninit::uninit()));
 static ARENA: StaticCell<Arena<'static>> = StaticCell(UnsafeCell::new(MaybeUninit::uninit()));
+static META: StaticCell<Arena<'static>> = StaticCell(UnsafeCell::new(MaybeUninit::uninit()));
 
 /// The kernel arena once built (null during the first boot steps): the
 /// page sources switch from the boot chunk to it when it is set.
 static ARENA_PTR: AtomicPtr<Arena<'static>> = AtomicPtr::new(ptr::null_mut());
+/// The metadata arena once built (set with `ARENA_PTR`).
+static META_PTR: AtomicPtr<Arena<'static>> = AtomicPtr::new(ptr::null_mut());
 /// The btag zone once created.
 static BTAG_ZONE: AtomicPtr<Zone> = AtomicPtr::new(ptr::null_mut());
 /// The class zones, for the allocation fast path (null until ready).
@@ -187,6 +230,12 @@ fn arena() -> Option<&'static Arena<'static>> {
     (!a.is_null()).then(|| unsafe { &*a })
 }
 
+fn meta() -> Option<&'static Arena<'static>> {
+    let a = META_PTR.load(Ordering::Acquire);
+    // SAFETY: set once to the initialized META cell, never cleared.
+    (!a.is_null()).then(|| unsafe { &*a })
+}
+
 /// uma flags -> vmem flags for a page allocation.
 pub(crate) fn vflags(flags: Flags) -> vmem::Flags {
     if flags.contains(Flags::WAITOK) {
@@ -231,14 +280,37 @@ pub(crate) fn arena_pages(
 /// are charged but never refused; `WAITOK` sleeps at the limit until memory
 /// is freed), retries once after a reclaim pass if the arena fails (reclaim
 /// before failure, seed 003; `alloc` gets `false` then), and uncharges on
-/// failure.
+/// failure. A failure, at the limit or in the arena (out of address
+/// space), is counted as a pressure failure: the program's request gets
+/// null (see [`charged_meta`] for the allocator's own).
 pub(crate) fn charged(
     size: usize,
     vf: vmem::Flags,
+    alloc: impl FnMut(bool) -> Result<usize, vmem::Error>,
+) -> Option<usize> {
+    charged_as(size, vf, crate::pressure::Failure::Program, alloc)
+}
+
+/// As [`charged`] for the allocator's own pages (the metadata arena): a
+/// failure there is counted apart (a bucket that could not be had is not
+/// a null for anyone).
+pub(crate) fn charged_meta(
+    size: usize,
+    vf: vmem::Flags,
+    alloc: impl FnMut(bool) -> Result<usize, vmem::Error>,
+) -> Option<usize> {
+    charged_as(size, vf, crate::pressure::Failure::Meta, alloc)
+}
+
+fn charged_as(
+    size: usize,
+    vf: vmem::Flags,
+    what: crate::pressure::Failure,
     mut alloc: impl FnMut(bool) -> Result<usize, vmem::Error>,
 ) -> Option<usize> {
     let force = vf.contains(vmem::Flags::USE_RESERVE);
     if !crate::pressure::charge(size, vf.contains(vmem::Flags::WAITOK), force) {
+        crate::pressure::count_failure(what);
         return None;
     }
     let addr = match alloc(true) {
@@ -248,6 +320,7 @@ pub(crate) fn charged(
     };
     if addr.is_err() {
         crate::pressure::uncharge(size);
+        crate::pressure::count_failure(what);
     }
     addr.ok()
 }
@@ -269,17 +342,64 @@ pub(crate) unsafe fn arena_free(arena: &Arena<'static>, addr: usize, size: usize
     crate::pressure::uncharge(size);
 }
 
+std::thread_local! {
+    /// Set while this thread tries the boot chunk alone: the metadata
+    /// arena's import then declines.
+    static META_NO_IMPORT: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
+/// Allocates zero-filled pages of the metadata arena, labelled internal,
+/// under the memory limit (as [`arena_pages`]; its free pages are never
+/// dirty: they are unbacked when freed, and [`MetaChunks`] cleans what it
+/// imports). The boot chunk first (it is never given back), then best fit
+/// over the imported chunks, so the metadata that outlives a burst sits in
+/// the boot chunk and in few chunks, and the others go back whole.
+fn meta_pages(meta: &Arena<'static>, size: usize, align: usize, vf: vmem::Flags) -> Option<usize> {
+    let vf = vf
+        .without(vmem::Flags::FIRSTFIT)
+        .without(vmem::Flags::NEXTFIT)
+        .with(vmem::Flags::BESTFIT);
+    let c = if align > PAGE_SIZE {
+        Constraints::new().align(align)
+    } else {
+        Constraints::NONE
+    };
+    let (lo, hi) = (
+        BOOT_SPLIT.load(Ordering::Acquire),
+        BOOT_BASE.load(Ordering::Acquire) + CHUNK_SIZE,
+    );
+    let addr = charged_meta(size, vf, |first| {
+        if first && lo < hi {
+            let boot = c.range(lo, hi - 1);
+            let quick = vf.without(vmem::Flags::WAITOK).with(vmem::Flags::NOWAIT);
+            let _ = META_NO_IMPORT.try_with(|f| f.set(true));
+            let r = meta.xalloc(size, &boot, quick);
+            let _ = META_NO_IMPORT.try_with(|f| f.set(false));
+            if r.is_ok() {
+                return r;
+            }
+        }
+        meta.xalloc(size, &c, vf)
+    })?;
+    pagemeta::set(addr, size / PAGE_SIZE, WORD_INTERNAL);
+    Some(addr)
+}
+
 /// The page source of UMA's internal zones and of the malloc class zones:
-/// boot pages before the kernel arena exists, then the arena. Each slab is
-/// labelled in the page metadata with `word`.
+/// boot pages before the arenas exist, then the metadata arena (`meta`)
+/// or the kernel arena. Each slab is labelled in the page metadata with
+/// `word`.
 pub(crate) struct KernelPages {
     word: usize,
+    meta: bool,
     name: &'static str,
 }
 
-/// UMA's internal zones ("UMA Zones", "UMA Kegs", buckets, ...).
+/// UMA's internal zones ("UMA Zones", "UMA Kegs", buckets, ...) and zones
+/// created without a page source: the metadata arena.
 pub(crate) static INTERNAL_PAGES: KernelPages = KernelPages {
     word: WORD_INTERNAL,
+    meta: true,
     name: "kernel-internal",
 };
 
@@ -288,6 +408,7 @@ pub(crate) static CLASS_PAGES: [KernelPages; NCLASSES] = {
     let mut t = [const {
         KernelPages {
             word: 0,
+            meta: false,
             name: "kernel-malloc",
         }
     }; NCLASSES];
@@ -307,13 +428,12 @@ pub(crate) static CLASS_PAGES: [KernelPages; NCLASSES] = {
 unsafe impl SlabSource for KernelPages {
     fn alloc(&self, size: usize, align: usize, flags: Flags) -> Option<NonNull<u8>> {
         let size = round_page(size)?;
-        match arena() {
-            None => boot_alloc(size, align),
-            Some(a) => {
-                let addr = arena_pages(a, size, align, vflags(flags), self.word, true)?;
-                NonNull::new(addr as *mut u8)
-            }
-        }
+        let addr = match (arena(), meta()) {
+            (Some(_), Some(m)) if self.meta => meta_pages(m, size, align, vflags(flags))?,
+            (Some(a), _) => arena_pages(a, size, align, vflags(flags), self.word, true)?,
+            _ => return boot_alloc(size, align),
+        };
+        NonNull::new(addr as *mut u8)
     }
 
     unsafe fn free(&self, ptr: NonNull<u8>, size: usize, _align: usize) {
@@ -323,8 +443,10 @@ unsafe impl SlabSource for KernelPages {
             boot_free(size);
             return;
         }
-        match arena() {
-            // SAFETY: UMA gives back exactly a slab we allocated.
+        let target = if self.meta { meta() } else { arena() };
+        match target {
+            // SAFETY: UMA gives back exactly a slab we allocated, from this
+            // arena (the source of each slab is recorded: free matches alloc).
             Some(a) => unsafe { arena_free(a, addr, size) },
             None => boot_free(size),
         }
@@ -340,10 +462,10 @@ unsafe impl SlabSource for KernelPages {
 static BOOT_BASE: AtomicUsize = AtomicUsize::new(0);
 static BOOT_SPLIT: AtomicUsize = AtomicUsize::new(usize::MAX);
 
-/// The btag zone's page source (FreeBSD `vmem_bt_alloc`): KVA from the
-/// kernel arena with `USE_RESERVE | NOVM | NOWAIT | BESTFIT`, so the tags
-/// that allocation needs come from the btag zone's reserve, and the new
-/// slab refills it.
+/// The btag zone's page source (FreeBSD `vmem_bt_alloc`): pages from the
+/// metadata arena, which imports chunks from the kernel arena, with
+/// `USE_RESERVE | NOVM | NOWAIT | BESTFIT`, so the tags those allocations
+/// need come from the btag zone's reserve, and the new slab refills it.
 pub(crate) struct BtPages;
 pub(crate) static BT_PAGES: BtPages = BtPages;
 
@@ -352,7 +474,7 @@ pub(crate) static BT_PAGES: BtPages = BtPages;
 unsafe impl SlabSource for BtPages {
     fn alloc(&self, size: usize, align: usize, flags: Flags) -> Option<NonNull<u8>> {
         let size = round_page(size)?;
-        let Some(a) = arena() else {
+        let (Some(_), Some(m)) = (arena(), meta()) else {
             return boot_alloc(size, align);
         };
         let vf = vmem::Flags::NOWAIT
@@ -362,7 +484,7 @@ unsafe impl SlabSource for BtPages {
         // Nested inside a kernel-arena allocation (seed 002): no reclaim
         // pass from in here.
         let nested = crate::pressure::NestGuard::btag();
-        let got = arena_pages(a, size, align, vf, WORD_INTERNAL, true);
+        let got = meta_pages(m, size, align, vf);
         drop(nested);
         match got {
             Some(addr) => NonNull::new(addr as *mut u8),
@@ -453,6 +575,57 @@ impl vmem::Source for OsChunks {
             crate::dirty::unmap_span(addr, size);
         }
     }
+}
+
+/// The metadata arena's import source: whole chunks of the kernel arena
+/// (FreeBSD `kva_import_domain`), best fit, with the importing call's
+/// wait and reserve flags (the btag recursion passes `USE_RESERVE | NOVM`
+/// down). Not charged against the memory limit: it is address space; the
+/// pages the metadata arena hands out are charged one by one.
+pub(crate) struct MetaChunks;
+static META_CHUNKS: MetaChunks = MetaChunks;
+
+/// The metadata arena imports this much at a time.
+pub(crate) const META_IMPORT: usize = CHUNK_SIZE;
+
+impl vmem::Source for MetaChunks {
+    fn import(&self, size: usize, flags: vmem::Flags) -> Option<usize> {
+        if META_NO_IMPORT.try_with(|f| f.get()).unwrap_or(false) {
+            return None;
+        }
+        let a = arena()?;
+        let keep = vmem::Flags::NOWAIT
+            .with(vmem::Flags::WAITOK)
+            .with(vmem::Flags::NOVM)
+            .with(vmem::Flags::USE_RESERVE);
+        let vf = (flags & keep).with(vmem::Flags::BESTFIT);
+        let addr = a.xalloc(size, &Constraints::NONE, vf).ok()?;
+        // Free metadata pages read as zero: clean what a freed large block
+        // left dirty here.
+        crate::dirty::taken_clean(addr, size / PAGE_SIZE);
+        Some(addr)
+    }
+
+    fn release(&self, addr: usize, size: usize) {
+        // A wholly free chunk: each of its pages was unbacked when it was
+        // freed to the metadata arena (or never touched).
+        if let Err(e) = arena().map(|a| a.xfree(addr, size)).unwrap_or(Ok(())) {
+            crate::report::fatal(format_args!(
+                "kmem: returning metadata chunk {addr:#x} to the kernel arena: {e}"
+            ));
+        }
+    }
+}
+
+/// After a reclaim: hands the kernel arena's spare boundary tags back and
+/// drains the btag zone (every thread's cache, its bucket cache, its free
+/// slabs beyond the reserve). The arena's next operation takes fresh tags
+/// from the fullest btag slabs, so the spares, freed whenever segments
+/// coalesced and so spread over many slabs, stop pinning them: what stays
+/// is about the tags in use, packed, plus the reserve.
+pub(crate) fn settle_tags(k: &Kernel) {
+    k.arena.release_spare_tags();
+    k.btag.reclaim(uma::Reclaim::DrainCpu);
 }
 
 // ---------------------------------------------------------------- quantum cache
@@ -615,8 +788,29 @@ fn build() -> bool {
     };
     // SAFETY: single initializing thread; published below.
     let arena: &'static Arena<'static> = unsafe { (*ARENA.0.get()).write(arena) };
-    // 5. The switch: the rest of the boot chunk becomes the arena's first
-    //    (static) span, and the page sources move to the arena.
+    // 4b. The metadata arena, importing chunks from the kernel arena.
+    //     Its boundary tags come from vmem's standalone pool, not from the
+    //     btag zone: a tag of the btag zone describing a btag slab would
+    //     keep another btag slab alive (see the module doc).
+    //     (Under loom there is no standalone pool: the btag zone.)
+    #[cfg(not(loom))]
+    let meta_tags: &'static dyn TagSource = &vmem::STANDALONE_TAGS;
+    #[cfg(loom)]
+    let meta_tags: &'static dyn TagSource = &BT_TAGS;
+    let meta = match Arena::builder("kmem meta")
+        .quantum(PAGE_SIZE)
+        .source(&META_CHUNKS, META_IMPORT)
+        .tag_source(meta_tags)
+        .build()
+    {
+        Ok(a) => a,
+        Err(_) => return false,
+    };
+    // SAFETY: single initializing thread; published below.
+    let meta: &'static Arena<'static> = unsafe { (*META.0.get()).write(meta) };
+    // 5. The switch: the rest of the boot chunk becomes the metadata
+    //    arena's first (static) span, and the page sources move to the
+    //    arenas.
     let rest = {
         let mut b = BOOT.lock().unwrap_or_else(|e| e.into_inner());
         let rest = b.next;
@@ -624,9 +818,10 @@ fn build() -> bool {
         rest
     };
     BOOT_SPLIT.store(rest, Ordering::Release);
+    META_PTR.store(meta as *const _ as *mut _, Ordering::Release);
     ARENA_PTR.store(arena as *const _ as *mut _, Ordering::Release);
     if rest < base + CHUNK_SIZE
-        && arena
+        && meta
             .add(rest, base + CHUNK_SIZE - rest, vmem::Flags::NOWAIT)
             .is_err()
     {
@@ -680,6 +875,7 @@ fn build() -> bool {
     unsafe {
         (*KERNEL.0.get()).write(Kernel {
             arena,
+            meta,
             uma,
             btag,
             btag_reserve: reserve,

@@ -40,10 +40,14 @@
 //!    its internal zones and their first slabs are boot pages).
 //! 3. The **btag zone** is created; its first slab is boot pages.
 //! 4. The **kernel arena** is created with the btag zone as tag source and
-//!    the OS as import source (4 MiB imports of 2 MiB-aligned chunks).
-//! 5. **The switch**: the rest of the boot chunk becomes the arena's first
-//!    (static) span; from now on every page source allocates from the arena.
-//! 6. The btag **reserve** is set and preallocated from the arena.
+//!    the OS as import source (4 MiB imports of 2 MiB-aligned chunks), and
+//!    the **metadata arena** importing 2 MiB chunks from it (the
+//!    allocator's own slabs: see "Memory" below).
+//! 5. **The switch**: the rest of the boot chunk becomes the metadata
+//!    arena's first (static) span; from now on the btag zone and UMA's
+//!    internal zones allocate from the metadata arena, every other page
+//!    source from the kernel arena.
+//! 6. The btag **reserve** is set and preallocated.
 //! 7. The **malloc zones** (41 size classes) are created, each with a page
 //!    source that labels its slabs with the class in the page metadata.
 //! 8. The kernel arena's **quantum cache** zones (1..16 pages, UMA
@@ -52,6 +56,12 @@
 //!
 //! ## Memory
 //!
+//! - Placement by lifetime (seed 000): the kernel arena holds only the
+//!   program's memory (size-class slabs, large blocks); the allocator's
+//!   own (boundary-tag slabs, UMA's internal zones and buckets) lives in
+//!   the metadata arena ([`meta_arena`]), in whole chunks it gives back
+//!   when they are wholly free. So freeing the program's blocks frees
+//!   whole spans, and a reclaim unmaps them (details in `kernel.rs`).
 //! - The kernel arena imports 2 MiB-aligned chunks with `mmap`. Freed slabs
 //!   are unbacked with `madvise(MADV_DONTNEED)` before they go back to the
 //!   arena. A freed large block (above 64 KiB) keeps its pages for a while:
@@ -169,6 +179,14 @@ pub fn kernel_arena() -> Option<&'static vmem::Arena<'static>> {
     kernel::kernel().map(|k| k.arena)
 }
 
+/// The metadata arena: the allocator's own slabs (boundary tags, UMA's
+/// internal zones), in whole chunks imported from the kernel arena, so
+/// they never sit among the program's blocks. `None` if the allocator
+/// could not start.
+pub fn meta_arena() -> Option<&'static vmem::Arena<'static>> {
+    kernel::kernel().map(|k| k.meta)
+}
+
 /// The btag zone (the kernel arena's boundary tags).
 pub fn btag_zone() -> Option<&'static uma::Zone> {
     kernel::kernel().map(|k| k.btag)
@@ -187,13 +205,39 @@ pub fn class_zone(class: usize) -> Option<&'static uma::Zone> {
 /// (which the reclaim passes of failing allocations leave out), running
 /// their fini, release and page source in this thread: see
 /// [`uma::Uma::reclaim`] for who may call it.
-pub fn reclaim(how: uma::Reclaim) {
-    if let Some(k) = kernel::kernel() {
+///
+/// `Drain` and `DrainCpu` also hand the kernel arena's spare boundary tags
+/// back and drain the btag zone, so the tags left pack into few slabs and
+/// the others (and the metadata chunks they were in) go back; then every
+/// wholly free span is unmapped; and they repeat (at most 4 rounds) while
+/// a round gave something back. Returns the bytes this call gave back to
+/// the OS (pages unbacked with `madvise`, spans unmapped), by this thread:
+/// 0 when there was nothing to give back (what `malloc_trim` reports).
+pub fn reclaim(how: uma::Reclaim) -> usize {
+    let before = os::released_here();
+    let Some(k) = kernel::kernel() else { return 0 };
+    if how == uma::Reclaim::Trim {
         k.uma.reclaim(how);
-        if how == uma::Reclaim::Trim {
-            dirty::purge_old(k.arena);
-        } else {
-            dirty::purge_all(k.arena);
+        dirty::purge_old(k.arena);
+        return os::released_here().wrapping_sub(before);
+    }
+    // A drain frees things into zones the walk has passed already (the
+    // buckets of a drained cache go to their bucket zone, freed slabs give
+    // boundary tags back): a few rounds, while each still gives something
+    // back, so one call leaves nothing for the next.
+    for _ in 0..RECLAIM_ROUNDS {
+        let round = os::released_here();
+        k.uma.reclaim(how);
+        // Pack the boundary tags (freeing btag slabs, and with them
+        // metadata chunks) before the wholly free spans are unmapped.
+        kernel::settle_tags(k);
+        dirty::purge_all(k.arena);
+        if os::released_here() == round {
+            break;
         }
     }
+    os::released_here().wrapping_sub(before)
 }
+
+/// Most rounds of one [`reclaim`] with `Drain` or `DrainCpu`.
+const RECLAIM_ROUNDS: usize = 4;

@@ -18,6 +18,23 @@ static UNBACK_FAILS: AtomicUsize = AtomicUsize::new(0);
 static MAP_CALLS: AtomicUsize = AtomicUsize::new(0);
 static UNMAP_CALLS: AtomicUsize = AtomicUsize::new(0);
 
+std::thread_local! {
+    /// Bytes this thread gave back to the OS (unbacked or unmapped): what
+    /// one reclaim call released is the difference across it
+    /// ([`released_here`]); the global figures mix every thread's.
+    static RELEASED_HERE: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+}
+
+fn note_released(bytes: usize) {
+    let _ = RELEASED_HERE.try_with(|c| c.set(c.get().wrapping_add(bytes)));
+}
+
+/// Bytes this thread has given back to the OS so far (a running count:
+/// take the difference across a call).
+pub(crate) fn released_here() -> usize {
+    RELEASED_HERE.try_with(|c| c.get()).unwrap_or(0)
+}
+
 /// Rounds `n` up to a whole number of pages (`None` on overflow).
 #[inline]
 pub const fn round_page(n: usize) -> Option<usize> {
@@ -78,6 +95,7 @@ pub(crate) unsafe fn unmap(addr: usize, size: usize) {
     if r == 0 {
         UNMAP_CALLS.fetch_add(1, Ordering::Relaxed);
         MAPPED.fetch_sub(size, Ordering::Relaxed);
+        note_released(size);
     }
 }
 
@@ -97,6 +115,7 @@ pub(crate) unsafe fn unback(addr: usize, size: usize) {
     let r = unsafe { libc::madvise(addr as *mut libc::c_void, size, libc::MADV_DONTNEED) };
     if r == 0 {
         UNBACKED.fetch_add(size, Ordering::Relaxed);
+        note_released(size);
     } else {
         // SAFETY: as above: ours, mapped read-write, and dead.
         unsafe { core::ptr::write_bytes(addr as *mut u8, 0, size) };

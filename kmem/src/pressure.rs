@@ -4,9 +4,12 @@
 //!   `BSDALLOC_LIMIT` in the environment (read once at bootstrap). It caps
 //!   the memory kmem has *committed*: pages it took from the kernel arena
 //!   for slabs, large blocks, `kmem_malloc` and `kva_alloc`. The kernel
-//!   arena itself is capped too (its imports stop at the limit rounded up to
-//!   the import quantum, plus one import quantum of slack for the quantum
-//!   cache, boundary tags and fragmentation).
+//!   arena's address space is capped too, at twice the limit (rounded up
+//!   to the import quantum) plus one import quantum: the limit is on
+//!   memory, and address space is cheap (`MAP_NORESERVE`, unbacked when
+//!   free), so small blocks kept alive here and there (seed 000) cannot
+//!   make a large request that fits under the limit fail for want of a
+//!   contiguous range, while a leak of address space stays bounded.
 //! - **At the limit** an allocation first reclaims (low-memory handlers,
 //!   every thread's cache, bucket caches, free slabs, the arena's quantum
 //!   cache: [`reclaim_now`]; application zones whose reclaim would run
@@ -115,6 +118,7 @@ struct Counters {
     skipped_rate: AtomicU64,
     soft_passes: AtomicU64,
     failures: AtomicU64,
+    meta_failures: AtomicU64,
     waits: AtomicU64,
     reserve_refused: AtomicU64,
 }
@@ -127,6 +131,7 @@ static C: Counters = Counters {
     skipped_rate: AtomicU64::new(0),
     soft_passes: AtomicU64::new(0),
     failures: AtomicU64::new(0),
+    meta_failures: AtomicU64::new(0),
     waits: AtomicU64::new(0),
     reserve_refused: AtomicU64::new(0),
 };
@@ -161,14 +166,16 @@ pub fn limit() -> usize {
     LIMIT_PAGES.load(Ordering::Relaxed) as usize * PAGE_SIZE
 }
 
-/// The kernel arena's cap for a limit: the limit rounded up to the import
-/// quantum, plus one import quantum of slack.
-fn arena_limit(bytes: usize) -> usize {
+/// The kernel arena's cap for a limit: twice the limit rounded up to the
+/// import quantum (room to fragment: see the module doc), plus one import
+/// quantum of slack (the metadata arena's chunks, the quantum cache).
+pub(crate) fn arena_limit(bytes: usize) -> usize {
     if bytes == 0 {
         return 0;
     }
     bytes
         .checked_next_multiple_of(IMPORT_QUANTUM)
+        .and_then(|b| b.checked_mul(2))
         .and_then(|b| b.checked_add(IMPORT_QUANTUM))
         .unwrap_or(0)
 }
@@ -281,7 +288,6 @@ pub(crate) fn charge(bytes: usize, wait: bool, force: bool) -> bool {
         return true;
     }
     if n > limit {
-        C.failures.fetch_add(1, Ordering::Relaxed);
         return false;
     }
     loop {
@@ -291,7 +297,6 @@ pub(crate) fn charge(bytes: usize, wait: bool, force: bool) -> bool {
             return true;
         }
         if !wait || nested & (NEST_RECLAIM | NEST_BTAG) != 0 {
-            C.failures.fetch_add(1, Ordering::Relaxed);
             return false;
         }
         wait_for_free(ACCOUNT.get(), WAIT_RETRY);
@@ -300,6 +305,26 @@ pub(crate) fn charge(bytes: usize, wait: bool, force: bool) -> bool {
             return true;
         }
     }
+}
+
+/// Whose page request failed, for [`count_failure`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// The program's memory (a size-class slab, a large block,
+    /// `kmem_malloc`, `kva_alloc`): the caller gets null.
+    Program,
+    /// The allocator's own (the metadata arena: buckets, boundary-tag and
+    /// internal slabs): UMA falls back, nobody gets null for it.
+    Meta,
+}
+
+/// Counts a page request that failed for lack of memory: the limit, or
+/// the arena out of address space (`RLIMIT_AS`, `mmap` refused).
+pub(crate) fn count_failure(what: Failure) {
+    match what {
+        Failure::Program => C.failures.fetch_add(1, Ordering::Relaxed),
+        Failure::Meta => C.meta_failures.fetch_add(1, Ordering::Relaxed),
+    };
 }
 
 /// Gives back a charge (the memory went back to the kernel arena).
@@ -493,6 +518,7 @@ fn reclaim_pass(level: LowMemLevel) {
         run_lowmem(level);
         let zones = reclaim_zones(k, uma::Reclaim::DrainCpu);
         C.zones_visited.fetch_add(zones as u64, Ordering::Relaxed);
+        crate::kernel::settle_tags(k);
         crate::dirty::purge_all(k.arena);
     }
     LAST_PASS.store(now_ns(), Ordering::Relaxed);
@@ -815,8 +841,17 @@ pub struct PressureStats {
     pub skipped_rate: u64,
     /// Soft trims run.
     pub soft_passes: u64,
-    /// Charges refused (NOWAIT at the limit).
+    /// Page requests for the program's memory (size-class slabs, large
+    /// blocks, `kmem_malloc`, `kva_alloc`) that failed for lack of memory:
+    /// refused at the limit, or the arena out of address space. Every null
+    /// kmem returns for lack of memory comes with at least one (a small
+    /// block's request may try its slab more than once: for a bucket, then
+    /// alone).
     pub failures: u64,
+    /// The same for the allocator's own pages (metadata arena: buckets,
+    /// boundary-tag and internal slabs). UMA falls back when they fail (a
+    /// free goes to the slab instead of a new bucket): no caller gets null.
+    pub meta_failures: u64,
     /// Sleeps of WAITOK allocations and reservations at the limit.
     pub waits: u64,
     /// Reservations refused.
@@ -837,6 +872,7 @@ pub fn pressure_stats() -> PressureStats {
         skipped_rate: C.skipped_rate.load(Ordering::Relaxed),
         soft_passes: C.soft_passes.load(Ordering::Relaxed),
         failures: C.failures.load(Ordering::Relaxed),
+        meta_failures: C.meta_failures.load(Ordering::Relaxed),
         waits: C.waits.load(Ordering::Relaxed),
         reserve_refused: C.reserve_refused.load(Ordering::Relaxed),
     }
@@ -849,7 +885,7 @@ pub fn write_pressure_stats(w: &mut dyn fmt::Write) -> fmt::Result {
     let p = pressure_stats();
     writeln!(
         w,
-        "pressure: limit {} KiB, committed {} KiB, reserved {} KiB; {} reclaim passes ({} zones), {} lowmem calls, {} soft, {} skipped nested, {} skipped rate, {} failures, {} waits, {} reservations refused",
+        "pressure: limit {} KiB, committed {} KiB, reserved {} KiB; {} reclaim passes ({} zones), {} lowmem calls, {} soft, {} skipped nested, {} skipped rate, {} failures ({} metadata), {} waits, {} reservations refused",
         p.limit / 1024,
         p.committed / 1024,
         p.reserved / 1024,
@@ -860,6 +896,7 @@ pub fn write_pressure_stats(w: &mut dyn fmt::Write) -> fmt::Result {
         p.skipped_nested,
         p.skipped_rate,
         p.failures,
+        p.meta_failures,
         p.waits,
         p.reserve_refused
     )?;

@@ -11,8 +11,11 @@ use crate::pagemeta;
 /// A snapshot of the kernel arena and the OS figures.
 #[derive(Clone, Copy, Debug)]
 pub struct Stats {
-    /// The kernel arena.
+    /// The kernel arena (the program's memory).
     pub arena: vmem::ArenaStats,
+    /// The metadata arena (the allocator's own slabs, in chunks of the
+    /// kernel arena).
+    pub meta: vmem::ArenaStats,
     /// The OS.
     pub os: OsStats,
     /// Bytes of page metadata.
@@ -34,6 +37,7 @@ pub fn stats() -> Option<Stats> {
     let info = k.btag.keg_info();
     Some(Stats {
         arena: k.arena.stats(),
+        meta: k.meta.stats(),
         os: os_stats(),
         page_meta: pagemeta::meta_bytes(),
         boot_used,
@@ -85,7 +89,17 @@ pub fn write_arena_stats(w: &mut dyn fmt::Write) -> fmt::Result {
             o.free_bytes / 1024
         )?;
     }
-    Ok(())
+    let m = k.meta.stats();
+    writeln!(
+        w,
+        "{}: size {} KiB (chunks of the kernel arena and the boot chunk), in use {} KiB, largest free {} KiB, {} busy / {} free segments",
+        m.name,
+        m.size / 1024,
+        m.inuse / 1024,
+        m.largest_free / 1024,
+        m.busy_segments,
+        m.free_segments
+    )
 }
 
 /// Writes the OS figures.

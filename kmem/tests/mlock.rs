@@ -8,6 +8,11 @@
 #[test]
 fn zero_filled_allocations_stay_zero_when_the_kernel_refuses_to_unback() {
     const SIZE: usize = 1 << 20;
+    // A neighbour kept alive, so the span stays in the kernel arena (a
+    // wholly free span would be unmapped by the purge, locked pages and
+    // all, and nothing would meet them again).
+    let neighbour = kmem::raw::alloc(SIZE, 4096);
+    assert!(!neighbour.is_null());
     let p = kmem::raw::alloc(SIZE, 4096);
     assert!(!p.is_null());
     // SAFETY: SIZE bytes of ours.
@@ -51,4 +56,6 @@ fn zero_filled_allocations_stay_zero_when_the_kernel_refuses_to_unback() {
         // SAFETY: live allocations, unused afterwards.
         unsafe { kmem::raw::free(q) };
     }
+    // SAFETY: a live allocation, unused afterwards.
+    unsafe { kmem::raw::free(neighbour) };
 }

@@ -109,7 +109,8 @@ fn limit_api_sets_and_caps_the_kernel_arena() {
     let l = limit_above(8 << 20);
     assert_eq!(kmem::limit(), l.next_multiple_of(PAGE_SIZE));
     let a = kmem::kernel_arena().unwrap().stats();
-    assert!(a.limit >= l && a.limit <= l + 3 * kmem::IMPORT_QUANTUM);
+    // Twice the limit (room to fragment) plus slack: see kmem's pressure doc.
+    assert!(a.limit >= 2 * l && a.limit <= 2 * l + 3 * kmem::IMPORT_QUANTUM);
     assert_eq!(kmem::set_limit(0), l.next_multiple_of(PAGE_SIZE));
     assert_eq!(kmem::kernel_arena().unwrap().stats().limit, 0);
 }
@@ -188,7 +189,9 @@ fn limit_malloc_waitok_small_and_large_never_return_null() {
 #[test]
 fn limit_soft_threshold_triggers_a_trim() {
     let _g = start("soft threshold", 30);
-    limit_above(4 << 20);
+    // 1% of the limit must be below what is committed: after the reclaim
+    // `limit_above` runs, that can be as little as a few pages.
+    limit_above(1 << 20);
     kmem::set_soft_threshold_pct(1);
     std::thread::sleep(Duration::from_millis(150)); // the soft rate limit
     let before = kmem::pressure_stats().soft_passes;

@@ -7,7 +7,8 @@ use core::ptr::{self, NonNull};
 use crate::debug;
 use crate::reserve;
 use crate::slab::{
-    compute_layout, Slab, SlabHash, SlabLayout, SlabList, ON_FREE, ON_FULL, ON_PARTIAL, SLAB_HDR,
+    compute_layout, PartialLists, Slab, SlabHash, SlabLayout, SlabList, ON_FREE, ON_FULL,
+    ON_PARTIAL, SLAB_HDR,
 };
 use crate::source::{SlabSource, PAGE_SIZE};
 use crate::startup::Uma;
@@ -31,7 +32,8 @@ pub(crate) enum Grow {
 /// Keg state written under the keg lock.
 pub(crate) struct KegState {
     pub free: SlabList,
-    pub partial: SlabList,
+    /// Partial slabs, binned by fullness (fullest first).
+    pub partial: PartialLists,
     pub full: SlabList,
     pub nslabs: usize,
     /// Free items in free and partial slabs.
@@ -131,7 +133,7 @@ impl Keg {
             uma,
             state: Mutex::new(KegState {
                 free: SlabList::new(),
-                partial: SlabList::new(),
+                partial: PartialLists::new(),
                 full: SlabList::new(),
                 nslabs: 0,
                 free_items: 0,
@@ -198,13 +200,15 @@ impl Keg {
         (off % self.layout.rsize == 0 && idx < self.layout.ipers).then_some(idx)
     }
 
-    /// A slab to take an item from under the reserve rule, or null.
+    /// A slab to take an item from under the reserve rule, or null: the
+    /// fullest partial slab, else a free one (see [`PartialLists`]).
     fn fetch_slab(&self, g: &mut KegState, flags: Flags) -> *mut Slab {
         if !reserve::may_take(g.free_items, g.reserve, flags.contains(Flags::USE_RESERVE)) {
             return ptr::null_mut();
         }
-        if !g.partial.head.is_null() {
-            g.partial.head
+        let s = g.partial.fullest();
+        if !s.is_null() {
+            s
         } else {
             g.free.head
         }
@@ -227,16 +231,19 @@ impl Keg {
             };
             g.free_items -= 1;
             let now_full = (*s).free == 0;
+            let ipers = self.layout.ipers;
             if was == ON_FREE {
                 g.free.remove(s);
                 if now_full {
                     g.full.push(s, ON_FULL);
                 } else {
-                    g.partial.push(s, ON_PARTIAL);
+                    g.partial.push(s, ipers);
                 }
             } else if now_full {
                 g.partial.remove(s);
                 g.full.push(s, ON_FULL);
+            } else {
+                g.partial.rebin(s, ipers);
             }
             self.item((*s).base, idx)
         }
@@ -382,17 +389,19 @@ impl Keg {
                 }
                 (*s).set_free(idx);
                 g.free_items += 1;
-                let ipers = self.layout.ipers as u32;
+                let ipers = self.layout.ipers;
                 if (*s).list == ON_FULL {
                     g.full.remove(s);
-                    if (*s).free == ipers {
+                    if (*s).free as usize == ipers {
                         g.free.push(s, ON_FREE);
                     } else {
-                        g.partial.push(s, ON_PARTIAL);
+                        g.partial.push(s, ipers);
                     }
-                } else if (*s).free == ipers {
+                } else if (*s).free as usize == ipers {
                     g.partial.remove(s);
                     g.free.push(s, ON_FREE);
+                } else {
+                    g.partial.rebin(s, ipers);
                 }
             }
         }
@@ -683,12 +692,14 @@ impl Keg {
         let ipers = self.layout.ipers as u32;
         let mut slabs = 0;
         let mut free = 0usize;
-        let lists: [(&SlabList, u8); 3] = [
-            (&g.free, ON_FREE),
-            (&g.partial, ON_PARTIAL),
-            (&g.full, ON_FULL),
-        ];
-        for (list, tag) in lists {
+        let mut lists: [(&SlabList, u8, usize); 2 + crate::slab::PARTIAL_BINS] =
+            [(&g.free, ON_FREE, 0); 2 + crate::slab::PARTIAL_BINS];
+        lists[1] = (&g.full, ON_FULL, 0);
+        for (b, list) in g.partial.bins.iter().enumerate() {
+            lists[2 + b] = (list, ON_PARTIAL, b);
+        }
+        let mut partial_slabs = 0;
+        for (list, tag, bin) in lists {
             let mut n = 0;
             let mut prev: *mut Slab = ptr::null_mut();
             let mut s = list.head;
@@ -739,11 +750,23 @@ impl Keg {
                     ON_FULL => {
                         assert_eq!(h.free, 0, "keg {}: non-full slab on full list", self.name)
                     }
-                    _ => assert!(
-                        h.free > 0 && h.free < ipers,
-                        "keg {}: bad partial slab",
-                        self.name
-                    ),
+                    _ => {
+                        assert!(
+                            h.free > 0 && h.free < ipers,
+                            "keg {}: bad partial slab",
+                            self.name
+                        );
+                        assert!(
+                            h.bin as usize == bin
+                                && PartialLists::bin_of(h.free, self.layout.ipers) == bin,
+                            "keg {}: partial slab {:p} ({} free) in the wrong bin {}",
+                            self.name,
+                            s,
+                            h.free,
+                            bin
+                        );
+                        partial_slabs += 1;
+                    }
                 }
                 if self.use_hash {
                     // SAFETY: lock held.
@@ -760,6 +783,11 @@ impl Keg {
             assert_eq!(n, list.len, "keg {}: list length mismatch", self.name);
             slabs += n;
         }
+        assert_eq!(
+            partial_slabs, g.partial.len,
+            "keg {}: partial count mismatch",
+            self.name
+        );
         assert_eq!(slabs, g.nslabs, "keg {}: slab count mismatch", self.name);
         assert_eq!(
             free, g.free_items,

@@ -37,6 +37,8 @@ pub(crate) struct Slab {
     pub hnext: *mut Slab,
     pub free: u32,
     pub list: u8,
+    /// The partial bin the slab is on (see [`PartialLists`]).
+    pub bin: u8,
     // constant after the slab is created
     pub base: *mut u8,
     pub keg: *const Keg,
@@ -77,6 +79,7 @@ impl Slab {
             hnext: ptr::null_mut(),
             free: ipers as u32,
             list: ON_NONE,
+            bin: 0,
             base,
             keg,
             source,
@@ -176,6 +179,91 @@ impl SlabList {
             (*s).list = ON_NONE;
         }
         self.len -= 1;
+    }
+}
+
+/// Bins of partial slabs, by how full they are.
+pub(crate) const PARTIAL_BINS: usize = 4;
+
+/// The partial slabs of a keg, binned by fullness so that items come from
+/// the fullest partial slab first (FreeBSD takes the head of one list).
+/// Allocating from the fullest slabs leaves the sparse ones alone, so
+/// their items drain back and the slab goes free (and back to its page
+/// source): long-lived items concentrate in few slabs instead of pinning
+/// many (seed 000: boundary tags spread over hundreds of btag slabs).
+///
+/// Bin `b` holds the slabs with `free` in the `b`-th quarter of
+/// `1..ipers`; bin 0 is the fullest. Within a bin the order is LIFO. A
+/// slab moves between bins only when its free count crosses a quarter, so
+/// an allocation or a free costs O(1) (one list move at most).
+#[derive(Debug)]
+pub(crate) struct PartialLists {
+    pub bins: [SlabList; PARTIAL_BINS],
+    /// Slabs on all bins.
+    pub len: usize,
+}
+
+impl PartialLists {
+    pub(crate) const fn new() -> Self {
+        PartialLists {
+            bins: [const { SlabList::new() }; PARTIAL_BINS],
+            len: 0,
+        }
+    }
+
+    /// The bin of a partial slab with `free` of `ipers` items free.
+    #[inline]
+    pub(crate) fn bin_of(free: u32, ipers: usize) -> usize {
+        ((free as usize).saturating_sub(1) * PARTIAL_BINS / ipers.max(1)).min(PARTIAL_BINS - 1)
+    }
+
+    /// The fullest partial slab, or null.
+    #[inline]
+    pub(crate) fn fullest(&self) -> *mut Slab {
+        for b in &self.bins {
+            if !b.head.is_null() {
+                return b.head;
+            }
+        }
+        ptr::null_mut()
+    }
+
+    /// # Safety
+    ///
+    /// `s` is a valid header on no list, with `0 < free < ipers`; the keg
+    /// lock is held.
+    pub(crate) unsafe fn push(&mut self, s: *mut Slab, ipers: usize) {
+        // SAFETY: caller contract.
+        unsafe {
+            let b = Self::bin_of((*s).free, ipers);
+            self.bins[b].push(s, ON_PARTIAL);
+            (*s).bin = b as u8;
+        }
+        self.len += 1;
+    }
+
+    /// # Safety
+    ///
+    /// `s` is a valid header on these lists; the keg lock is held.
+    pub(crate) unsafe fn remove(&mut self, s: *mut Slab) {
+        // SAFETY: caller contract: `bin` says which list holds it.
+        unsafe { self.bins[(*s).bin as usize].remove(s) };
+        self.len -= 1;
+    }
+
+    /// Moves `s` to the bin its free count now calls for, if that changed.
+    ///
+    /// # Safety
+    ///
+    /// As [`remove`](Self::remove), and `0 < free < ipers`.
+    pub(crate) unsafe fn rebin(&mut self, s: *mut Slab, ipers: usize) {
+        // SAFETY: caller contract.
+        unsafe {
+            if Self::bin_of((*s).free, ipers) != (*s).bin as usize {
+                self.remove(s);
+                self.push(s, ipers);
+            }
+        }
     }
 }
 
@@ -451,6 +539,68 @@ mod tests {
         assert!(compute_layout(0, 8, false, false, 4).is_none());
         assert!(compute_layout(8, 3, false, false, 4).is_none());
         assert!(compute_layout(8, 8192, false, false, 4).is_none());
+    }
+
+    #[test]
+    fn partial_bins_by_quarter() {
+        // ipers 8: 1-2 free -> bin 0 (fullest), ..., 7 free -> bin 3.
+        let bins: Vec<usize> = (1..8).map(|f| PartialLists::bin_of(f, 8)).collect();
+        assert_eq!(bins, [0, 0, 1, 1, 2, 2, 3]);
+        assert_eq!(PartialLists::bin_of(1, 70), 0);
+        assert_eq!(PartialLists::bin_of(69, 70), PARTIAL_BINS - 1);
+        assert_eq!(PartialLists::bin_of(1, 1), 0);
+    }
+
+    /// Items come from the fullest partial slab, so a sparse slab is left
+    /// to drain (seed 000).
+    #[cfg(not(loom))]
+    #[test]
+    fn items_come_from_the_fullest_partial_slab() {
+        use crate::{ZoneArgs, ZoneFlags};
+        // No buckets: every alloc and free goes to the keg.
+        let z = crate::global()
+            .create_zone(
+                &ZoneArgs::new("fullest first", 64)
+                    .flags(ZoneFlags::NOBUCKET)
+                    .max_ipers(8),
+            )
+            .expect("zone");
+        let info = z.keg_info().unwrap();
+        let (ipers, slab) = (info.layout.ipers, info.layout.slab_size);
+        assert_eq!(ipers, 8);
+        let mut items: Vec<_> = (0..4 * ipers)
+            .map(|_| z.alloc(crate::Flags::NOWAIT).expect("alloc"))
+            .collect();
+        items.sort_by_key(|p| p.as_ptr() as usize);
+        let base = |p: &core::ptr::NonNull<u8>| p.as_ptr() as usize & !(slab - 1);
+        let mut slabs: Vec<usize> = items.iter().map(base).collect();
+        slabs.dedup();
+        assert_eq!(slabs.len(), 4, "4 full slabs");
+        // Keep 1 item of slab 0, 7 of slab 1, 4 of slab 2, none of slab 3.
+        let keep = [1, 7, 4, 0];
+        let mut kept = Vec::new();
+        for p in items {
+            let k = slabs.iter().position(|&b| b == base(&p)).unwrap();
+            if kept.iter().filter(|q| base(q) == slabs[k]).count() < keep[k] {
+                kept.push(p);
+            } else {
+                // SAFETY: an item of z, freed once.
+                unsafe { z.free(p) };
+            }
+        }
+        // The fullest partial slab (1 free) first, then the next (4 free),
+        // never the sparse one (7 free) or the free one.
+        let a = z.alloc(crate::Flags::NOWAIT).unwrap();
+        assert_eq!(base(&a), slabs[1]);
+        let b = z.alloc(crate::Flags::NOWAIT).unwrap();
+        assert_eq!(base(&b), slabs[2]);
+        z.check_invariants();
+        for p in kept.into_iter().chain([a, b]) {
+            // SAFETY: an item of z, freed once.
+            unsafe { z.free(p) };
+        }
+        // SAFETY: nobody uses z afterwards.
+        unsafe { crate::global().destroy(z) };
     }
 
     #[test]

@@ -753,6 +753,19 @@ impl<'a> Arena<'a> {
         }
     }
 
+    /// Hands every spare boundary tag the arena caches back to its tag
+    /// source (a reclaim). The next operation secures fresh ones; with a
+    /// slab-allocated source (kmem's btag zone, which allocates from its
+    /// fullest slab first) that moves the spares out of sparse slabs, which
+    /// can then be freed. Returns the number of tags handed back. Tags set
+    /// aside by operations in progress (`bt_save`) are not touched.
+    pub fn release_spare_tags(&self) -> usize {
+        let g = self.state.lock();
+        let n = g.nfreetags;
+        self.unlock(g, Some(0));
+        n
+    }
+
     /// Returns a chain of tags (linked through `link_next`) to the source.
     fn free_chain(&self, mut chain: Option<Tag>) {
         while let Some(t) = chain {

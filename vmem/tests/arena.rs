@@ -933,3 +933,24 @@ fn a_source_without_tables_keeps_the_inline_hash_and_is_asked_rarely() {
     check(&a);
     assert_eq!(a.size_allocated(), 0);
 }
+
+#[test]
+fn release_spare_tags_hands_every_spare_back() {
+    let a = arena(16, 0x10000, 0x10000);
+    // Splits then coalesces: the freed segments' tags become spares.
+    let v: Vec<usize> = (0..40).map(|_| a.alloc(32, NOWAIT).unwrap()).collect();
+    for x in v {
+        a.free(x, 32).unwrap();
+    }
+    let spare = a.stats().spare_tags;
+    assert!(spare > 0);
+    let held = a.tags_held();
+    assert_eq!(a.release_spare_tags(), spare);
+    assert_eq!(a.stats().spare_tags, 0);
+    assert_eq!(a.tags_held(), held - spare);
+    check(&a);
+    // The next operation secures fresh tags and works as before.
+    let x = a.alloc(32, NOWAIT).unwrap();
+    a.free(x, 32).unwrap();
+    check(&a);
+}

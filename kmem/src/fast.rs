@@ -193,6 +193,10 @@ fn random_key() -> u64 {
             ^ (&k as *const u64 as u64).rotate_left(32)
             ^ 0x9e37_79b9_7f4a_7c15;
     }
+    // Never the placeholder (`publish` tells "not chosen yet" by it).
+    if k == INITIAL_KEY {
+        k ^= 1;
+    }
     k.max(1)
 }
 
@@ -220,11 +224,20 @@ fn publish() {
         return;
     }
     let Some(k) = kernel() else { return };
-    if FREE_KEY.load(Ordering::Relaxed) != INITIAL_KEY && crate::debugmode::on() {
-        return;
+    // One key for the process, whoever publishes first: racing publishers
+    // must not stamp with one key and check with another.
+    let mut key = FREE_KEY.load(Ordering::Acquire);
+    if key == INITIAL_KEY {
+        key = match FREE_KEY.compare_exchange(
+            INITIAL_KEY,
+            random_key(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => FREE_KEY.load(Ordering::Acquire),
+            Err(current) => current,
+        };
     }
-    let key = random_key();
-    FREE_KEY.store(key, Ordering::Relaxed);
     if crate::debugmode::on() {
         // Debug mode: every operation takes the slow road (no tables).
         return;

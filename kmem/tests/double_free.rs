@@ -25,9 +25,14 @@ fn hook(r: &Report) {
     SEEN.lock().unwrap().push(*r);
 }
 
+/// Each test runs alone: a block freed twice must not be handed to another
+/// test's allocation in between (a large block's pages may become a slab).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Runs `f` with the hook installed and returns the reports it produced.
 fn reports(f: impl FnOnce()) -> Vec<Report> {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     SEEN.lock().unwrap().clear();
     kmem::set_report_hook(Some(hook));
     f();
@@ -64,6 +69,7 @@ const SMALL: [usize; 7] = [1, 8, 32, 100, 1000, 4096, 30000];
 
 #[test]
 fn raw_free_twice_in_a_row() {
+    let _s = serial();
     for size in SMALL {
         let p = kmem::raw::alloc(size, 16);
         let r = reports(|| unsafe {
@@ -78,6 +84,7 @@ fn raw_free_twice_in_a_row() {
 
 #[test]
 fn raw_free_twice_with_others_between() {
+    let _s = serial();
     // free(p); free(q); free(p): glibc's fastbin check misses this one.
     for size in SMALL {
         let p = kmem::raw::alloc(size, 16);
@@ -98,6 +105,7 @@ fn raw_free_twice_with_others_between() {
 
 #[test]
 fn double_free_from_another_thread() {
+    let _s = serial();
     for size in [16usize, 200, 5000] {
         let p = kmem::raw::alloc(size, 16) as usize;
         let r = reports(|| {
@@ -113,6 +121,7 @@ fn double_free_from_another_thread() {
 
 #[test]
 fn realloc_of_a_freed_block_is_reported() {
+    let _s = serial();
     let p = kmem::raw::alloc(48, 16);
     let r = reports(|| unsafe {
         assert!(kmem::raw::free(p));
@@ -128,6 +137,7 @@ fn realloc_of_a_freed_block_is_reported() {
 
 #[test]
 fn global_dealloc_twice_is_reported() {
+    let _s = serial();
     let a = kmem::Kmem;
     for size in [8usize, 24, 64, 2000, 20000] {
         let l = Layout::from_size_align(size, 8).unwrap();
@@ -152,6 +162,7 @@ fn global_dealloc_twice_is_reported() {
 
 #[test]
 fn typed_free_twice_is_reported() {
+    let _s = serial();
     let p = kmem::malloc(300, &M_DF, kmem::Flags::WAITOK)
         .unwrap()
         .as_ptr();
@@ -167,6 +178,7 @@ fn typed_free_twice_is_reported() {
 
 #[test]
 fn a_reallocated_block_frees_normally_and_data_is_untouched() {
+    let _s = serial();
     // The key lives in a freed block only: a block handed out again has it
     // cleared, and a live block whose first word the program set to
     // anything else frees without a report.
@@ -190,6 +202,7 @@ fn a_reallocated_block_frees_normally_and_data_is_untouched() {
 
 #[test]
 fn large_double_free_is_reported() {
+    let _s = serial();
     let p = kmem::raw::alloc(256 << 10, 16);
     let r = reports(|| unsafe {
         assert!(kmem::raw::free(p));

@@ -57,8 +57,9 @@
 //! [`kmem::class_zone`]: crate::class_zone
 
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering};
 #[cfg(not(any(loom, feature = "invariants")))]
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32};
 
 #[cfg(not(any(loom, feature = "invariants")))]
 use uma::FastSlot;
@@ -177,7 +178,9 @@ pub(crate) unsafe fn clear_key(p: NonNull<u8>) {
 }
 
 /// A random non-zero key (getrandom, or the clock and an address if the
-/// kernel has no entropy to give yet).
+/// kernel has no entropy to give yet). (Builds without the fast path's
+/// tables keep the fixed key.)
+#[cfg(not(any(loom, feature = "invariants")))]
 fn random_key() -> u64 {
     let mut k = 0u64;
     // SAFETY: writes at most 8 bytes into `k`; GRND_NONBLOCK never blocks.

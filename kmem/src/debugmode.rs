@@ -51,7 +51,10 @@
 //!   the inner block was not handed out again.
 //!
 //! Every report names the user pointer and the zone of the inner block;
-//! the statistics count each kind ([`debug_stats`]).
+//! the statistics count each kind ([`debug_stats`]). (Built with the
+//! `invariants` feature, UMA trash-fills every freed item, headers
+//! included: its own checks then report writes after free and double
+//! frees, and this mode's freed-block checks see only trash.)
 //!
 //! [`Kmem`]: crate::Kmem
 //! [`raw`]: crate::raw

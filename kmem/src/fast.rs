@@ -57,9 +57,9 @@
 //! [`kmem::class_zone`]: crate::class_zone
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, Ordering};
 #[cfg(not(any(loom, feature = "invariants")))]
 use core::sync::atomic::{AtomicBool, AtomicU32};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 #[cfg(not(any(loom, feature = "invariants")))]
 use uma::FastSlot;

@@ -221,8 +221,12 @@ pub(crate) unsafe fn free_small(
         return false;
     }
     // SAFETY: as above; a live block of the zone: the key marks it freed
-    // (see `fast`) before the zone, or anyone else, can see it.
+    // (see `fast`) before the zone, or anyone else, can see it. (With
+    // `invariants` UMA's debug bitset catches double frees and its trash
+    // fill covers the item: a key written into an item freed already would
+    // spoil that trash.)
     unsafe {
+        #[cfg(not(feature = "invariants"))]
         ptr.cast::<u64>().as_ptr().write(crate::fast::free_key());
         zone.free(ptr);
     }

@@ -334,6 +334,20 @@ pub(crate) unsafe fn realloc_untyped(
     if matches!(owner, Owner::Class(_)) && unsafe { freed_already(ptr, owner, "realloc") } {
         return None;
     }
+    // With `invariants` freed items carry UMA's trash, not the key: ask
+    // UMA's debug bitset (as `free_untyped` does).
+    #[cfg(feature = "invariants")]
+    if let Owner::Class(c) = owner {
+        if uma::debug::is_allocated(k.classes[c], ptr) == Some(false) {
+            report(Report::new(
+                ReportKind::DoubleFree,
+                "realloc",
+                ptr as usize,
+                owner.zone(),
+            ));
+            return None;
+        }
+    }
     if fits_in_place(owner, size, align, ptr as usize) {
         return Some(old);
     }

@@ -382,6 +382,7 @@ pub(crate) fn alloc<A: TlsAccess>(size: usize, align: usize) -> Option<NonNull<u
     }
     #[cfg(any(loom, feature = "invariants"))]
     {
+        let _ = core::marker::PhantomData::<A>;
         let _ = (size, align);
         None
     }
@@ -408,6 +409,7 @@ pub(crate) unsafe fn free_sized<A: TlsAccess>(ptr: NonNull<u8>, size: usize, ali
     }
     #[cfg(any(loom, feature = "invariants"))]
     {
+        let _ = core::marker::PhantomData::<A>;
         let _ = (ptr, size, align);
         false
     }
@@ -430,6 +432,7 @@ pub(crate) fn alloc_mid<A: TlsAccess>(size: usize, align: usize) -> Option<NonNu
     }
     #[cfg(any(loom, feature = "invariants"))]
     {
+        let _ = core::marker::PhantomData::<A>;
         let _ = (size, align);
         None
     }
@@ -453,6 +456,7 @@ pub(crate) unsafe fn free_mid<A: TlsAccess>(ptr: NonNull<u8>, size: usize, align
     }
     #[cfg(any(loom, feature = "invariants"))]
     {
+        let _ = core::marker::PhantomData::<A>;
         let _ = (ptr, size, align);
         false
     }
@@ -478,6 +482,7 @@ pub(crate) unsafe fn free_class<A: TlsAccess>(ptr: NonNull<u8>, c: usize) -> boo
     }
     #[cfg(any(loom, feature = "invariants"))]
     {
+        let _ = core::marker::PhantomData::<A>;
         let _ = (ptr, c);
         false
     }
@@ -512,6 +517,7 @@ pub(crate) unsafe fn free<A: TlsAccess>(ptr: *mut u8) -> bool {
     }
     #[cfg(any(loom, feature = "invariants"))]
     {
+        let _ = core::marker::PhantomData::<A>;
         let _ = ptr;
         false
     }

@@ -33,10 +33,15 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "bsdalloc supports Linux only (this crate sleeps on SYS_futex); this target is not Linux"
+);
+
 use core::fmt;
 use core::sync::atomic::AtomicU32;
-use crossbeam_utils::Backoff;
 use core::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use crossbeam_utils::Backoff;
 use std::time::Duration;
 
 /// Mutex futex word states (as std's Linux mutex).
@@ -45,6 +50,10 @@ const UNLOCKED: u32 = 0;
 const LOCKED: u32 = 1;
 /// Locked, and a waiter may sleep in `FUTEX_WAIT`: unlock must wake.
 const CONTENDED: u32 = 2;
+
+/// Rounds of `Backoff::spin` before a contended lock sleeps: 1 + 2 + ...
+/// + 64 spin hints.
+const SPIN_ROUNDS: u32 = 7;
 
 /// `FUTEX_WAIT` on `futex` while it holds `expected`, for at most
 /// `timeout`. Returns false when the time ran out; true on a wake-up,
@@ -168,17 +177,21 @@ impl RawFutex {
         }
     }
 
-    /// Spins with exponential backoff (`Backoff::spin`: at most 127
-    /// `spin_loop` hints in all, about std's 100) while the word says
-    /// locked with no sleeper; returns the state seen last.
+    /// Spins with exponential backoff while the word says locked with no
+    /// sleeper; returns the state seen last. [`SPIN_ROUNDS`] rounds of
+    /// `Backoff::spin` are 127 `spin_loop` hints in all, about std's 100.
+    /// (`Backoff::is_completed` is no bound here: it only turns true
+    /// after `snooze` rounds, which yield.)
     fn spin(&self) -> u32 {
         let backoff = Backoff::new();
+        let mut rounds = 0;
         loop {
             let state = self.futex.load(Relaxed);
-            if state != LOCKED || backoff.is_completed() {
+            if state != LOCKED || rounds == SPIN_ROUNDS {
                 return state;
             }
             backoff.spin();
+            rounds += 1;
         }
     }
 

@@ -112,8 +112,15 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "bsdalloc-kmem supports Linux only (futex, mmap/madvise, /proc, 4 KiB pages); \
+     this target is not Linux"
+);
+
 mod classes;
 mod dirty;
+mod env;
 #[cfg(not(loom))]
 mod fork;
 mod global;
@@ -146,7 +153,10 @@ pub use pressure::{
     LOWMEM_SLOTS, META_ALLOWANCE, RESERVE_MAX_PCT, RESERVE_TIMEOUT, WAIT_RETRY,
 };
 pub use report::{set_report_hook, Report, ReportKind};
-pub use stats::{stats, write_arena_stats, write_os_stats, write_stats, write_vmstat_z, Stats};
+pub use stats::{
+    stats, write_arena_stats, write_os_stats, write_stats, write_stats_all, write_stats_json,
+    write_vmstat_z, write_vmstat_z_active, Stats,
+};
 #[cfg(not(loom))]
 pub use timeout::{set_timeout_period, timeout_passes, TIMEOUT_PERIOD};
 /// Allocation flags (FreeBSD `M_WAITOK`, `M_NOWAIT`, `M_ZERO`,

@@ -10,6 +10,21 @@
 //! # fn main() {}
 //! ```
 //!
+//! ## Statistics and options
+//!
+//! [`stats`] returns the one-call totals (allocated, active, resident,
+//! mapped, metadata bytes; no zone walk); [`write_stats`] writes them with
+//! the `vmstat -z` table (busy zones only; [`write_stats_all`] for every
+//! zone), `vmstat -m` ([`MallocType`]s), the kernel arena and the OS
+//! figures; [`write_stats_json`] writes the same as JSON. None of them
+//! allocates. The `BSDALLOC_STATS`, `BSDALLOC_TIMEOUT_MS`,
+//! `BSDALLOC_BAD_FREE` and `BSDALLOC_LIMIT` environment variables are read
+//! once when kmem starts, in any program (`BSDALLOC_STATS=1` writes the
+//! statistics to stderr at exit).
+//!
+//! Linux only, 4 KiB pages ([`PAGE_SIZE`]): other targets do not build,
+//! other page sizes abort at start-up with a message.
+//!
 //! ## The recursion, and how it is broken
 //!
 //! Boundary tags of the kernel arena are items of a UMA zone (the **btag
@@ -59,8 +74,8 @@
 //!   them first, with no page fault; spans that become wholly free stay
 //!   mapped for later imports. Past 64 MiB of dirty pages (or 64 MiB of free
 //!   spans), after 1 s, or on a reclaim, they are unbacked and unmapped
-//!   (`dirty` module, [`dirty_stats`]).
-//! - The lazy timeout (`timeout` module, [`set_timeout_period`]): once a
+//!   ([`dirty_stats`]; the code is in `kmem/src/dirty.rs`).
+//! - The lazy timeout ([`set_timeout_period`], [`timeout_passes`]): once a
 //!   second, a thread that takes a size-class slow path or frees a large
 //!   block runs FreeBSD's `uma_timeout` pass over kmem's own zones (bucket
 //!   caches trimmed to their working-set estimates, free slabs back to the
@@ -70,7 +85,7 @@
 //!   pages it gets. Blocks of up to 64 KiB go through the arena's quantum
 //!   cache (16 UMA cache-only zones, step 8 of the start-up), keep their
 //!   pages while cached, and are zeroed with a write when asked.
-//! - Page metadata ([`pagemeta`](crate) module): one word per page, found in
+//! - Page metadata (`kmem/src/pagemeta.rs`; [`owns`] probes it): one word per page, found in
 //!   O(1) through a two-level radix table, says whether a page is a slab
 //!   of size class `c`, the head of a large block of `n` pages (the size
 //!   cookie), or internal. `free(ptr)` without a size uses it; a pointer
@@ -98,7 +113,7 @@
 //!   ([`MALLOC_TAG_BYTES`]), so [`free`], [`zfree`], [`realloc`] and
 //!   [`reallocf`] report a wrong type ([`ReportKind::WrongType`], both
 //!   type names) and a small block freed twice ([`ReportKind::DoubleFree`])
-//!   before touching the block. Details in the `malloc` module source.
+//!   before touching the block. Details in `kmem/src/malloc.rs`.
 //!
 //! Without the feature none of these checks costs anything.
 //!

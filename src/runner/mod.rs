@@ -126,7 +126,10 @@ impl Default for Options {
             threads: workloads::default_threads(),
             only: WORKLOADS.iter().map(|w| w.name).collect(),
             reps: None,
-            budget: Duration::from_secs(115),
+            // Three passes of the six columns (system, kmem, kmem-C and
+            // the three peers, about 55 s a pass on an idle 2-core
+            // machine) fit; a slower machine makes fewer and says so.
+            budget: Duration::from_secs(180),
             svg: None,
             json: None,
             peers: true,
@@ -148,7 +151,7 @@ options:
   --only W[,W..]   run only these workloads
   --threads N      worker threads (default: the number of CPUs)
   --reps N         exactly N passes (default: up to 3 within the budget)
-  --budget SECS    time budget for the passes (default 115)
+  --budget SECS    time budget for the passes (default 180)
   --svg PATH       where to write the chart (default: <target>/bsdalloc-report.svg)
   --json PATH      also write the results (every run, medians, ratios) as JSON
   --no-peers       leave out mimalloc, jemalloc and tcmalloc even when installed

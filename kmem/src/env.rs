@@ -18,6 +18,9 @@
 //! ABI the library's own destructor writes them instead (this one sees
 //! that `malloc` is kmem's and stays quiet), so they are written once.
 
+// Under loom the exit hook and the timeout are compiled out.
+#![cfg_attr(loom, allow(dead_code))]
+
 use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
 

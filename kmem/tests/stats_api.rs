@@ -1,6 +1,7 @@
 //! The statistics a program reads: `kmem::stats()` totals, `write_stats`
 //! without idle zones, the JSON dump (parsed here), and `BSDALLOC_STATS=1`
 //! printing at exit for a `Kmem` program (this test binary, re-run).
+#![cfg(not(loom))]
 
 use std::process::Command;
 

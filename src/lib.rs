@@ -17,6 +17,12 @@ pub mod runner;
 pub mod vmem_scaling;
 pub mod workloads;
 
+/// The README's Rust snippets, compiled and run as doctests of this crate
+/// (`cargo test --doc -p bsdalloc`); not part of the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use kmem;
 pub use uma;
 pub use vmem;

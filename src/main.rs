@@ -1,8 +1,10 @@
 //! `cargo run --release`: the project's main job, the allocator benchmark
-//! runner (see `bsdalloc::runner`): every workload of the suite under kmem,
-//! the system allocator and, when built with `--features compare`,
-//! mimalloc and jemalloc, each in its own process; a comparison table, an
-//! SVG chart of the time ratios, and kmem's `vmstat -z` / `vmstat -m`
+//! runner (see `bsdalloc::runner`): every workload of the suite under the
+//! system allocator, kmem (Rust `GlobalAlloc`), kmem-C (kmem's C ABI,
+//! `libbsdalloc.so` preloaded) and the peers found on the machine
+//! (jemalloc, mimalloc, tcmalloc: installed shared libraries, or the
+//! `compare` feature's children), each in its own process; comparison
+//! tables, an SVG chart of the time and peak-RSS ratios, and kmem's
 //! statistics. `--vmem-scaling` prints the vmem layer's report instead.
 
 use bsdalloc::runner::{self, Mode};

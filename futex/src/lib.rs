@@ -2,26 +2,46 @@
 //! std's Linux ones (a 3-state futex word; a futex sequence counter for the
 //! condition variable), shared by the `sync` shims of `vmem` and `uma`.
 //!
+//! The lock itself is [`RawFutex`], a [`lock_api::RawMutex`]; the guards
+//! are `lock_api`'s ([`MutexGuard`], with [`MutexGuard::map`],
+//! `try_map`, `unlocked` and the rest), so nothing here hand-rolls what
+//! `lock_api` gives. The spin before sleeping is
+//! [`crossbeam_utils::Backoff`]'s.
+//!
+//! Why not parking_lot, whose raw-lock layer this uses: parking_lot
+//! allocates its parking table through the global allocator on the first
+//! contended lock, which would recurse once kmem runs underneath
+//! `#[global_allocator]` (and deadlock or abort inside `malloc` under
+//! `LD_PRELOAD`). `RawFutex` sleeps on its own futex word and allocates
+//! nothing; neither do `lock_api` and `Backoff`.
+//!
 //! They exist for what std's cannot do: fork safety. `pthread_atfork`
 //! handlers take a lock in the prepare handler and release it in the parent
 //! *and* the child handler, with no guard object to carry between them, so
 //! the mutex offers [`Mutex::force_lock`] and `unsafe`
-//! [`Mutex::force_unlock`]. Neither type allocates (parking_lot allocates
-//! its parking table through the global allocator on first contention,
-//! which would recurse once kmem runs underneath `#[global_allocator]`),
-//! and there is no poisoning: `lock()` returns the guard.
+//! [`Mutex::force_unlock`]. There is no poisoning: `lock()` returns the
+//! guard.
+//!
+//! ```
+//! let m = futex::Mutex::new(vec![1, 2, 3]);
+//! let first = futex::MutexGuard::map(m.lock(), |v| &mut v[0]);
+//! assert_eq!(*first, 1);
+//! ```
 //!
 //! Linux only (`SYS_futex`). Each crate reaches these types through its own
 //! `sync` module, which swaps in loom's under `cfg(loom)`.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
-use core::cell::UnsafeCell;
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "bsdalloc supports Linux only (this crate sleeps on SYS_futex); this target is not Linux"
+);
+
 use core::fmt;
-use core::marker::PhantomData;
-use core::ops::{Deref, DerefMut};
 use core::sync::atomic::AtomicU32;
 use core::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use crossbeam_utils::Backoff;
 use std::time::Duration;
 
 /// Mutex futex word states (as std's Linux mutex).
@@ -30,6 +50,10 @@ const UNLOCKED: u32 = 0;
 const LOCKED: u32 = 1;
 /// Locked, and a waiter may sleep in `FUTEX_WAIT`: unlock must wake.
 const CONTENDED: u32 = 2;
+
+/// Rounds of `Backoff::spin` before a contended lock sleeps: 1 + 2 + ...
+/// + 64 spin hints.
+const SPIN_ROUNDS: u32 = 7;
 
 /// `FUTEX_WAIT` on `futex` while it holds `expected`, for at most
 /// `timeout`. Returns false when the time ran out; true on a wake-up,
@@ -70,92 +94,33 @@ fn futex_wake(futex: &AtomicU32, n: i32) {
     }
 }
 
-/// A mutex: a futex word, as std's on Linux (no heap, no poisoning),
-/// plus [`force_lock`](Self::force_lock) /
-/// [`force_unlock`](Self::force_unlock) for `pthread_atfork` handlers.
-pub struct Mutex<T> {
+/// The raw lock: a futex word, as std's Linux mutex (no heap). Use it
+/// through [`Mutex`] (or `lock_api::Mutex<RawFutex, T>` directly).
+pub struct RawFutex {
     futex: AtomicU32,
-    data: UnsafeCell<T>,
 }
 
-// SAFETY: the data is only reached through the lock (a guard, or a
-// force_lock holder through `data_ptr`), which hands it to one thread
-// at a time: a mutex of `Send` data is `Send` and `Sync`, as std's.
-unsafe impl<T: Send> Send for Mutex<T> {}
-// SAFETY: as above.
-unsafe impl<T: Send> Sync for Mutex<T> {}
-
-impl<T> fmt::Debug for Mutex<T> {
+impl fmt::Debug for RawFutex {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Mutex")
+        f.debug_struct("RawFutex")
             .field("locked", &(self.futex.load(Relaxed) != UNLOCKED))
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
-impl<T> Mutex<T> {
-    /// An unlocked mutex holding `value`.
-    pub const fn new(value: T) -> Self {
-        Self {
-            futex: AtomicU32::new(UNLOCKED),
-            data: UnsafeCell::new(value),
-        }
-    }
-
-    /// Locks, sleeping on the futex after a short spin if contended.
-    #[inline]
-    pub fn lock(&self) -> MutexGuard<'_, T> {
-        self.raw_lock();
-        MutexGuard {
-            lock: self,
-            _not_send: PhantomData,
-        }
-    }
-
-    /// Locks if nobody holds the lock, without waiting.
-    #[inline]
-    pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
-        self.futex
-            .compare_exchange(UNLOCKED, LOCKED, Acquire, Relaxed)
-            .ok()
-            .map(|_| MutexGuard {
-                lock: self,
-                _not_send: PhantomData,
-            })
-    }
-
-    /// The data, through an exclusive borrow (no locking needed).
-    pub fn get_mut(&mut self) -> &mut T {
-        self.data.get_mut()
-    }
-
-    /// Takes the lock with no guard (fork prepare handlers). The lock
-    /// stays held until [`force_unlock`](Self::force_unlock).
-    pub fn force_lock(&self) {
-        self.raw_lock();
-    }
-
-    /// Releases a lock taken with [`force_lock`](Self::force_lock).
-    ///
-    /// # Safety
-    ///
-    /// The lock is held through `force_lock` by the calling thread (or,
-    /// in a fork child, was held by the thread that forked, which is the
-    /// calling thread), and no reference from [`data_ptr`](Self::data_ptr)
-    /// outlives the call.
-    pub unsafe fn force_unlock(&self) {
-        // SAFETY: the caller's promise.
-        unsafe { self.raw_unlock() }
-    }
-
-    /// The protected data, for a holder of [`force_lock`](Self::force_lock).
-    /// Dereferencing it is `unsafe`: only while the lock is held that way.
-    pub fn data_ptr(&self) -> *mut T {
-        self.data.get()
-    }
+// SAFETY: `lock` and `try_lock` succeed only on the UNLOCKED -> LOCKED (or
+// CONTENDED) transition of the futex word with Acquire ordering, so one
+// holder at a time; `unlock` stores UNLOCKED with Release. The guard
+// marker is `GuardNoSend`: a guard is unlocked by the thread that locked.
+unsafe impl lock_api::RawMutex for RawFutex {
+    #[allow(clippy::declare_interior_mutable_const)]
+    const INIT: RawFutex = RawFutex {
+        futex: AtomicU32::new(UNLOCKED),
+    };
+    type GuardMarker = lock_api::GuardNoSend;
 
     #[inline]
-    fn raw_lock(&self) {
+    fn lock(&self) {
         if self
             .futex
             .compare_exchange(UNLOCKED, LOCKED, Acquire, Relaxed)
@@ -165,6 +130,27 @@ impl<T> Mutex<T> {
         }
     }
 
+    #[inline]
+    fn try_lock(&self) -> bool {
+        self.futex
+            .compare_exchange(UNLOCKED, LOCKED, Acquire, Relaxed)
+            .is_ok()
+    }
+
+    #[inline]
+    unsafe fn unlock(&self) {
+        if self.futex.swap(UNLOCKED, Release) == CONTENDED {
+            self.wake();
+        }
+    }
+
+    #[inline]
+    fn is_locked(&self) -> bool {
+        self.futex.load(Relaxed) != UNLOCKED
+    }
+}
+
+impl RawFutex {
     /// std's `lock_contended`: spin a little while the holder runs, then
     /// mark the word contended and sleep on it.
     #[cold]
@@ -191,26 +177,21 @@ impl<T> Mutex<T> {
         }
     }
 
+    /// Spins with exponential backoff while the word says locked with no
+    /// sleeper; returns the state seen last. [`SPIN_ROUNDS`] rounds of
+    /// `Backoff::spin` are 127 `spin_loop` hints in all, about std's 100.
+    /// (`Backoff::is_completed` is no bound here: it only turns true
+    /// after `snooze` rounds, which yield.)
     fn spin(&self) -> u32 {
-        let mut spin = 100;
+        let backoff = Backoff::new();
+        let mut rounds = 0;
         loop {
             let state = self.futex.load(Relaxed);
-            if state != LOCKED || spin == 0 {
+            if state != LOCKED || rounds == SPIN_ROUNDS {
                 return state;
             }
-            core::hint::spin_loop();
-            spin -= 1;
-        }
-    }
-
-    /// # Safety
-    ///
-    /// The lock is held by the caller (a guard being dropped, or
-    /// `force_unlock`).
-    #[inline]
-    unsafe fn raw_unlock(&self) {
-        if self.futex.swap(UNLOCKED, Release) == CONTENDED {
-            self.wake();
+            backoff.spin();
+            rounds += 1;
         }
     }
 
@@ -221,44 +202,81 @@ impl<T> Mutex<T> {
     }
 }
 
-/// Proof of holding a [`Mutex`]; unlocks on drop.
-pub struct MutexGuard<'a, T> {
-    lock: &'a Mutex<T>,
-    /// Not `Send` (nor `Sync` for non-`Sync` data), like std's guard.
-    _not_send: PhantomData<*const ()>,
+/// Proof of holding a [`Mutex`]; unlocks on drop. `lock_api`'s guard:
+/// [`MutexGuard::map`] and friends come with it.
+pub type MutexGuard<'a, T> = lock_api::MutexGuard<'a, RawFutex, T>;
+
+/// A mutex: `lock_api::Mutex<RawFutex, T>` (no heap, no poisoning), plus
+/// [`force_lock`](Self::force_lock) / [`force_unlock`](Self::force_unlock)
+/// for `pthread_atfork` handlers. It dereferences to the `lock_api` mutex
+/// for everything else (`is_locked`, `try_lock_for`, ...).
+pub struct Mutex<T> {
+    inner: lock_api::Mutex<RawFutex, T>,
 }
 
-// SAFETY: sharing a guard shares `&T` only.
-unsafe impl<T: Sync> Sync for MutexGuard<'_, T> {}
-
-impl<T> Deref for MutexGuard<'_, T> {
-    type Target = T;
-    #[inline]
-    fn deref(&self) -> &T {
-        // SAFETY: the guard holds the lock.
-        unsafe { &*self.lock.data.get() }
-    }
-}
-
-impl<T> DerefMut for MutexGuard<'_, T> {
-    #[inline]
-    fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: the guard holds the lock, and `&mut self` is unique.
-        unsafe { &mut *self.lock.data.get() }
-    }
-}
-
-impl<T> Drop for MutexGuard<'_, T> {
-    #[inline]
-    fn drop(&mut self) {
-        // SAFETY: the guard holds the lock.
-        unsafe { self.lock.raw_unlock() }
-    }
-}
-
-impl<T> fmt::Debug for MutexGuard<'_, T> {
+impl<T> fmt::Debug for Mutex<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("MutexGuard { .. }")
+        f.debug_struct("Mutex")
+            .field("locked", &self.inner.is_locked())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> core::ops::Deref for Mutex<T> {
+    type Target = lock_api::Mutex<RawFutex, T>;
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
+impl<T> Mutex<T> {
+    /// An unlocked mutex holding `value`.
+    pub const fn new(value: T) -> Self {
+        Self {
+            inner: lock_api::Mutex::new(value),
+        }
+    }
+
+    /// Locks, sleeping on the futex after a short spin if contended.
+    #[inline]
+    pub fn lock(&self) -> MutexGuard<'_, T> {
+        self.inner.lock()
+    }
+
+    /// Locks if nobody holds the lock, without waiting.
+    #[inline]
+    pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+        self.inner.try_lock()
+    }
+
+    /// The data, through an exclusive borrow (no locking needed).
+    pub fn get_mut(&mut self) -> &mut T {
+        self.inner.get_mut()
+    }
+
+    /// Takes the lock with no guard (fork prepare handlers). The lock
+    /// stays held until [`force_unlock`](Self::force_unlock).
+    pub fn force_lock(&self) {
+        core::mem::forget(self.inner.lock());
+    }
+
+    /// Releases a lock taken with [`force_lock`](Self::force_lock).
+    ///
+    /// # Safety
+    ///
+    /// The lock is held through `force_lock` by the calling thread (or,
+    /// in a fork child, was held by the thread that forked, which is the
+    /// calling thread), and no reference from [`data_ptr`](Self::data_ptr)
+    /// outlives the call.
+    pub unsafe fn force_unlock(&self) {
+        // SAFETY: the caller's promise: the lock is held, with no guard.
+        unsafe { self.inner.force_unlock() }
+    }
+
+    /// The protected data, for a holder of [`force_lock`](Self::force_lock).
+    /// Dereferencing it is `unsafe`: only while the lock is held that way.
+    pub fn data_ptr(&self) -> *mut T {
+        self.inner.data_ptr()
     }
 }
 
@@ -305,7 +323,7 @@ impl Condvar {
         // wait below returns at once. Nothing is missed either way.
         self.waiters.fetch_add(1, SeqCst);
         let seq = self.futex.load(SeqCst);
-        let lock = guard.lock;
+        let lock = lock_api::MutexGuard::mutex(&guard);
         drop(guard);
         let woke = futex_wait(&self.futex, seq, Some(timeout));
         self.waiters.fetch_sub(1, SeqCst);

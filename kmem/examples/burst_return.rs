@@ -6,8 +6,8 @@
 //! it off, `--system` runs the same on the system malloc.
 //!
 //! ```text
-//! cargo run --release -p kmem --example burst_return -- 1000
-//! cargo run --release -p kmem --example burst_return -- 1000 --system
+//! cargo run --release -p bsdalloc-kmem --example burst_return -- 1000
+//! cargo run --release -p bsdalloc-kmem --example burst_return -- 1000 --system
 //! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};

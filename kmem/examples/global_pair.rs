@@ -2,7 +2,7 @@
 //! `valgrind --tool=callgrind` (instructions per pair):
 //!
 //! ```text
-//! cargo build --release -p kmem --example global_pair
+//! cargo build --release -p bsdalloc-kmem --example global_pair
 //! valgrind --tool=callgrind target/release/examples/global_pair 1000000
 //! valgrind --tool=callgrind target/release/examples/global_pair 2000000
 //! ```

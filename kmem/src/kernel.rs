@@ -752,7 +752,8 @@ fn qcache_release(class: usize, items: &[*mut u8]) {
 /// Builds the allocator (the sequence in the crate doc). Never touches the
 /// global allocator.
 fn build() -> bool {
-    // 1. The boot chunk.
+    crate::env::init(); // page size check, BSDALLOC_* options (env.rs)
+                        // 1. The boot chunk.
     let Some(base) = os::map_chunks(CHUNK_SIZE) else {
         return false;
     };

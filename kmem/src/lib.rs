@@ -10,6 +10,21 @@
 //! # fn main() {}
 //! ```
 //!
+//! ## Statistics and options
+//!
+//! [`stats`] returns the one-call totals (allocated, active, resident,
+//! mapped, metadata bytes; no zone walk); [`write_stats`] writes them with
+//! the `vmstat -z` table (busy zones only; [`write_stats_all`] for every
+//! zone), `vmstat -m` ([`MallocType`]s), the kernel arena and the OS
+//! figures; [`write_stats_json`] writes the same as JSON. None of them
+//! allocates. The `BSDALLOC_STATS`, `BSDALLOC_TIMEOUT_MS`,
+//! `BSDALLOC_BAD_FREE` and `BSDALLOC_LIMIT` environment variables are read
+//! once when kmem starts, in any program (`BSDALLOC_STATS=1` writes the
+//! statistics to stderr at exit).
+//!
+//! Linux only, 4 KiB pages ([`PAGE_SIZE`]): other targets do not build,
+//! other page sizes abort at start-up with a message.
+//!
 //! ## The recursion, and how it is broken
 //!
 //! Boundary tags of the kernel arena are items of a UMA zone (the **btag
@@ -69,8 +84,8 @@
 //!   them first, with no page fault; spans that become wholly free stay
 //!   mapped for later imports. Past 64 MiB of dirty pages (or 64 MiB of free
 //!   spans), after 1 s, or on a reclaim, they are unbacked and unmapped
-//!   (`dirty` module, [`dirty_stats`]).
-//! - The lazy timeout (`timeout` module, [`set_timeout_period`]): once a
+//!   ([`dirty_stats`]; the code is in `kmem/src/dirty.rs`).
+//! - The lazy timeout ([`set_timeout_period`], [`timeout_passes`]): once a
 //!   second, a thread that takes a size-class slow path or frees a large
 //!   block runs FreeBSD's `uma_timeout` pass over kmem's own zones (bucket
 //!   caches trimmed to their working-set estimates, free slabs back to the
@@ -80,7 +95,7 @@
 //!   pages it gets. Blocks of up to 64 KiB go through the arena's quantum
 //!   cache (16 UMA cache-only zones, step 8 of the start-up), keep their
 //!   pages while cached, and are zeroed with a write when asked.
-//! - Page metadata ([`pagemeta`](crate) module): one word per page, found in
+//! - Page metadata (`kmem/src/pagemeta.rs`; [`owns`] probes it): one word per page, found in
 //!   O(1) through a two-level radix table, says whether a page is a slab
 //!   of size class `c`, the head of a large block of `n` pages (the size
 //!   cookie), or internal. `free(ptr)` without a size uses it; a pointer
@@ -108,7 +123,7 @@
 //!   ([`MALLOC_TAG_BYTES`]), so [`free`], [`zfree`], [`realloc`] and
 //!   [`reallocf`] report a wrong type ([`ReportKind::WrongType`], both
 //!   type names) and a small block freed twice ([`ReportKind::DoubleFree`])
-//!   before touching the block. Details in the `malloc` module source.
+//!   before touching the block. Details in `kmem/src/malloc.rs`.
 //!
 //! Without the feature none of these checks costs anything.
 //!
@@ -122,9 +137,16 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "bsdalloc-kmem supports Linux only (futex, mmap/madvise, /proc, 4 KiB pages); \
+     this target is not Linux"
+);
+
 mod classes;
 mod debugmode;
 mod dirty;
+mod env;
 mod fast;
 #[cfg(not(loom))]
 mod fork;
@@ -161,7 +183,10 @@ pub use pressure::{
     LOWMEM_SLOTS, META_ALLOWANCE, RESERVE_MAX_PCT, RESERVE_TIMEOUT, WAIT_RETRY,
 };
 pub use report::{set_report_hook, Report, ReportKind};
-pub use stats::{stats, write_arena_stats, write_os_stats, write_stats, write_vmstat_z, Stats};
+pub use stats::{
+    stats, write_arena_stats, write_os_stats, write_stats, write_stats_all, write_stats_json,
+    write_vmstat_z, write_vmstat_z_active, Stats,
+};
 #[cfg(not(loom))]
 pub use timeout::{set_timeout_period, timeout_passes, TIMEOUT_PERIOD};
 /// Allocation flags (FreeBSD `M_WAITOK`, `M_NOWAIT`, `M_ZERO`,

@@ -197,6 +197,12 @@ pub fn set_report_hook(hook: Option<fn(&Report)>) {
     uma::debug::set_report_hook(hook.map(|_| forward_uma as fn(&uma::debug::Report)));
 }
 
+/// Whether a report hook is installed (the `BSDALLOC_BAD_FREE` option
+/// installs one only if nobody has: the C ABI's comes first).
+pub(crate) fn hook_installed() -> bool {
+    HOOK.load(Ordering::SeqCst) != 0
+}
+
 /// UMA's report hook while a kmem hook is installed: the same report as a
 /// kmem [`Report`]. UMA has dropped the bad operation already.
 fn forward_uma(r: &uma::debug::Report) {

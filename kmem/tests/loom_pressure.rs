@@ -7,7 +7,7 @@
 //! two counters share one word: checked separately, a reservation and an
 //! ordinary charge can both pass against the same room.
 //!
-//! `RUSTFLAGS="--cfg loom" cargo test --release -p kmem loom`
+//! `RUSTFLAGS="--cfg loom" cargo test --release -p bsdalloc-kmem loom`
 
 #![cfg(loom)]
 

@@ -5,7 +5,7 @@
 //! interleaving: no hang (loom reports deadlocks), no allocation failure
 //! while the reserve is held, and the reserve is intact afterwards.
 //!
-//! `RUSTFLAGS="--cfg loom" cargo test --release -p kmem loom`
+//! `RUSTFLAGS="--cfg loom" cargo test --release -p bsdalloc-kmem loom`
 
 #![cfg(loom)]
 

@@ -1,9 +1,10 @@
 //! Workload child for kmem (`kmem::Kmem`: malloc(9) over UMA and vmem as
 //! the global allocator). See `bsdalloc::workloads` for the protocol.
 //!
-//! With `--stats` it prints, after the result line, kmem's zone table
-//! (`vmstat -z`), its malloc-type table (`vmstat -m`), and the kernel
-//! arena and OS figures.
+//! With `--stats` it prints, after the result line, `kmem::write_stats`:
+//! the one-call totals, the zone table (`vmstat -z` without idle zones),
+//! the malloc-type table (`vmstat -m`), the kernel arena, OS and pressure
+//! figures.
 
 use std::fmt;
 use std::io;
@@ -25,13 +26,8 @@ impl fmt::Write for Out<'_> {
 fn stats(out: &mut dyn io::Write) -> io::Result<()> {
     let w = &mut Out(out);
     let r = (|| -> fmt::Result {
-        fmt::Write::write_str(w, "\n-- zones (vmstat -z)\n")?;
-        kmem::write_vmstat_z(w)?;
-        fmt::Write::write_str(w, "\n-- malloc types (vmstat -m)\n")?;
-        kmem::write_vmstat_m(w)?;
-        fmt::Write::write_str(w, "\n-- kernel arena and OS\n")?;
-        kmem::write_arena_stats(w)?;
-        kmem::write_os_stats(w)
+        fmt::Write::write_str(w, "\n")?;
+        kmem::write_stats(w)
     })();
     r.map_err(|_| io::Error::other("writing kmem's statistics failed"))
 }

@@ -1,21 +1,34 @@
 //! The benchmark runner: the main job (`cargo run --release`).
 //!
 //! It runs every workload of [`crate::workloads`] under every allocator
-//! whose child binary (`wl-system`, `wl-kmem`, `wl-mimalloc`,
-//! `wl-jemalloc`) sits next to the running executable, one process per
-//! run, so that each allocator starts from a fresh address space and its
-//! peak RSS is its own. Runs are done in passes (every workload under
-//! every allocator, once); by default it makes up to three passes as long
-//! as the next one is expected to end within the time budget, and reports
-//! the median time and the maximum peak RSS of each (workload, allocator).
-//! Then it prints the comparison tables, writes an SVG bar chart of the
-//! time ratios (see [`report`]), and, when `wl-kmem` is present, prints
-//! kmem's zone (`vmstat -z`) and malloc-type (`vmstat -m`) statistics
-//! after one more kmem run.
+//! it can find, one process per run, so that each allocator starts from a
+//! fresh address space and its peak RSS is its own ([`discover`]):
+//!
+//! - `system` and `kmem`: the `wl-system` and `wl-kmem` children next to
+//!   the running executable (`kmem` is `kmem::Kmem` as the Rust global
+//!   allocator);
+//! - `kmem-C`: `wl-system` under `LD_PRELOAD=<that dir>/libbsdalloc.so`,
+//!   kmem through its C ABI (`malloc`/`free`), as C programs get it;
+//! - the peers `mimalloc`, `jemalloc`, `tcmalloc`: the `compare` feature's
+//!   `wl-mimalloc`/`wl-jemalloc` children when built, otherwise
+//!   `wl-system` under `LD_PRELOAD` of the installed shared library
+//!   (`libmimalloc.so.2`, `libjemalloc.so.2`, `libtcmalloc_minimal.so.4`:
+//!   Debian's `libmimalloc2.0`, `libjemalloc2`, `libtcmalloc-minimal4`).
+//!   Those not found are named on one line, with how to get them.
+//!
+//! Runs are done in passes (every workload under every allocator, once);
+//! by default it makes up to three passes as long as the next one is
+//! expected to end within the time budget (and warns when that is fewer
+//! than three), and reports the median time and the maximum peak RSS of
+//! each (workload, allocator). Then it prints the comparison tables,
+//! writes an SVG chart of the time and peak-RSS ratios (see [`report`]) and,
+//! with `--json`, the results as JSON, and, when `wl-kmem` is present,
+//! prints kmem's statistics (`kmem::write_stats`) after one more kmem run.
 //!
 //! ```text
 //! bsdalloc [--quick] [--scale F] [--only W[,W..]] [--threads N] [--reps N]
-//!          [--budget SECS] [--svg PATH] [--no-stats] [--bin-dir DIR] [--no-build]
+//!          [--budget SECS] [--svg PATH] [--json PATH] [--no-stats]
+//!          [--no-peers] [--bin-dir DIR] [--no-build]
 //! bsdalloc --vmem-scaling
 //! ```
 //!
@@ -34,7 +47,35 @@ use std::time::{Duration, Instant};
 
 /// The allocators the runner knows, in report order; `system` is the
 /// baseline of every ratio.
-pub const ALLOCATORS: &[&str] = &["system", "kmem", "mimalloc", "jemalloc"];
+pub const ALLOCATORS: &[&str] = &[
+    "system", "kmem", "kmem-C", "mimalloc", "jemalloc", "tcmalloc",
+];
+
+/// The peers: the other allocators kmem is compared with ("best" in the
+/// ratios is the better of those that ran).
+pub const PEERS: &[&str] = &["mimalloc", "jemalloc", "tcmalloc"];
+
+/// Shared libraries of the peers, run under `LD_PRELOAD` (file name, and
+/// the Debian/Ubuntu package that installs it).
+pub const PEER_LIBS: &[(&str, &str, &str)] = &[
+    ("mimalloc", "libmimalloc.so.2", "libmimalloc2.0"),
+    ("jemalloc", "libjemalloc.so.2", "libjemalloc2"),
+    (
+        "tcmalloc",
+        "libtcmalloc_minimal.so.4",
+        "libtcmalloc-minimal4",
+    ),
+];
+
+/// Where [`find_lib`] looks for the peers' shared libraries.
+pub const LIB_DIRS: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib64",
+    "/usr/local/lib",
+    "/usr/lib",
+];
 
 /// The scale of `--quick`: a smoke test of the whole pipeline.
 pub const QUICK_SCALE: f64 = 0.004;
@@ -65,6 +106,10 @@ pub struct Options {
     pub budget: Duration,
     /// Where to write the SVG chart (`None`: next to the target directory).
     pub svg: Option<PathBuf>,
+    /// Where to write the results as JSON (`None`: nowhere).
+    pub json: Option<PathBuf>,
+    /// Run the peers (mimalloc, jemalloc, tcmalloc) when found.
+    pub peers: bool,
     /// Print kmem's statistics after the tables.
     pub stats: bool,
     /// Where the `wl-*` children are (`None`: next to this executable).
@@ -81,8 +126,13 @@ impl Default for Options {
             threads: workloads::default_threads(),
             only: WORKLOADS.iter().map(|w| w.name).collect(),
             reps: None,
-            budget: Duration::from_secs(115),
+            // Three passes of the six columns (system, kmem, kmem-C and
+            // the three peers, about 55 s a pass on an idle 2-core
+            // machine) fit; a slower machine makes fewer and says so.
+            budget: Duration::from_secs(180),
             svg: None,
+            json: None,
+            peers: true,
             stats: true,
             bin_dir: None,
             build: true,
@@ -101,9 +151,11 @@ options:
   --only W[,W..]   run only these workloads
   --threads N      worker threads (default: the number of CPUs)
   --reps N         exactly N passes (default: up to 3 within the budget)
-  --budget SECS    time budget for the passes (default 115)
+  --budget SECS    time budget for the passes (default 180)
   --svg PATH       where to write the chart (default: <target>/bsdalloc-report.svg)
-  --bin-dir DIR    where the wl-* children are (default: next to this binary)
+  --json PATH      also write the results (every run, medians, ratios) as JSON
+  --no-peers       leave out mimalloc, jemalloc and tcmalloc even when installed
+  --bin-dir DIR    where the wl-* children and libbsdalloc.so are (default: next to this binary)
   --no-build       under `cargo run`, do not bring the wl-* children up to date
   --no-stats       skip kmem's vmstat -z / -m statistics
 ";
@@ -172,6 +224,8 @@ pub fn parse_args(args: &[String]) -> Result<Mode, String> {
                 o.only = only;
             }
             "--svg" => o.svg = Some(PathBuf::from(value("--svg")?)),
+            "--json" => o.json = Some(PathBuf::from(value("--json")?)),
+            "--no-peers" => o.peers = false,
             "--bin-dir" => o.bin_dir = Some(PathBuf::from(value("--bin-dir")?)),
             "--no-build" => o.build = false,
             other => return Err(format!("unknown argument {other:?}")),
@@ -188,29 +242,117 @@ fn workload_names() -> String {
         .join(", ")
 }
 
-/// An allocator child binary found on disk.
+/// An allocator to run: a child binary, maybe under `LD_PRELOAD`.
 #[derive(Debug, Clone)]
 pub struct Child {
-    /// Allocator name (`system`, `kmem`, ...).
+    /// Allocator name (`system`, `kmem`, `kmem-C`, ...).
     pub name: &'static str,
-    /// Path of its `wl-<name>` binary.
+    /// Path of the `wl-*` binary it runs.
     pub exe: PathBuf,
+    /// The shared library preloaded into it (`kmem-C` and the peers
+    /// without a `compare` child), `None` for a plain child.
+    pub preload: Option<PathBuf>,
 }
 
-/// The `wl-*` children present in `dir`, in [`ALLOCATORS`] order, and the
-/// names of the missing ones.
-pub fn discover(dir: &Path) -> (Vec<Child>, Vec<&'static str>) {
-    let mut found = Vec::new();
-    let mut missing = Vec::new();
+/// What [`discover`] found: the allocators to run, in [`ALLOCATORS`]
+/// order, and one line per group of missing ones saying how to get them.
+#[derive(Debug, Clone, Default)]
+pub struct Discovery {
+    /// The allocators to run.
+    pub children: Vec<Child>,
+    /// Notes on what is missing (one line each).
+    pub notes: Vec<String>,
+}
+
+/// The first of `LIB_DIRS` holding `file`.
+pub fn find_lib(file: &str) -> Option<PathBuf> {
+    LIB_DIRS
+        .iter()
+        .map(|d| Path::new(d).join(file))
+        .find(|p| p.is_file())
+}
+
+/// The allocators available with the children in `dir` (and the peers'
+/// shared libraries installed on this machine when `peers`).
+pub fn discover(dir: &Path, peers: bool) -> Discovery {
+    discover_with(dir, peers, find_lib)
+}
+
+/// [`discover`] with the shared-library lookup given (tests).
+pub fn discover_with(dir: &Path, peers: bool, find: impl Fn(&str) -> Option<PathBuf>) -> Discovery {
+    let exe = |name: &str| {
+        let p = dir.join(format!("wl-{name}{}", std::env::consts::EXE_SUFFIX));
+        p.is_file().then_some(p)
+    };
+    let mut d = Discovery::default();
+    let system = exe("system");
+    let mut missing_peers = Vec::new();
     for &name in ALLOCATORS {
-        let exe = dir.join(format!("wl-{name}{}", std::env::consts::EXE_SUFFIX));
-        if exe.is_file() {
-            found.push(Child { name, exe });
-        } else {
-            missing.push(name);
+        let child = match name {
+            "system" | "kmem" => exe(name).map(|e| Child {
+                name,
+                exe: e,
+                preload: None,
+            }),
+            "kmem-C" => {
+                let so = dir.join("libbsdalloc.so");
+                match (&system, so.is_file()) {
+                    (Some(sys), true) => Some(Child {
+                        name,
+                        exe: sys.clone(),
+                        preload: Some(so),
+                    }),
+                    (Some(_), false) => {
+                        d.notes.push(format!(
+                            "kmem-C (kmem through its C ABI) left out: no {}; build it with `cargo build --release -p bsdalloc-capi`",
+                            so.display()
+                        ));
+                        None
+                    }
+                    (None, _) => None,
+                }
+            }
+            _ if !peers => None,
+            _ => {
+                let lib = PEER_LIBS.iter().find(|l| l.0 == name);
+                let preloaded = || {
+                    let (_, file, _) = lib?;
+                    Some(Child {
+                        name,
+                        exe: system.clone()?,
+                        preload: Some(find(file)?),
+                    })
+                };
+                let c = exe(name)
+                    .map(|e| Child {
+                        name,
+                        exe: e,
+                        preload: None,
+                    })
+                    .or_else(preloaded);
+                if c.is_none() {
+                    missing_peers.push(name);
+                }
+                c
+            }
+        };
+        if let Some(c) = child {
+            d.children.push(c);
         }
     }
-    (found, missing)
+    if !missing_peers.is_empty() {
+        let pkgs: Vec<&str> = PEER_LIBS
+            .iter()
+            .filter(|l| missing_peers.contains(&l.0))
+            .map(|l| l.2)
+            .collect();
+        d.notes.push(format!(
+            "{} not installed, so not compared: `sudo apt-get install {}` (Debian/Ubuntu; the runner preloads their shared libraries), or `cargo run --release --features compare` for mimalloc and jemalloc",
+            missing_peers.join(", "),
+            pkgs.join(" ")
+        ));
+    }
+    d
 }
 
 /// Why a child run produced no measurement.
@@ -241,6 +383,9 @@ pub fn run_child(
     timeout: Duration,
 ) -> Result<ChildOutput, RunError> {
     let mut cmd = Command::new(&child.exe);
+    if let Some(so) = &child.preload {
+        cmd.env("LD_PRELOAD", so);
+    }
     cmd.arg(workload)
         .args(["--scale", &p.scale.to_string()])
         .args(["--threads", &p.threads.to_string()])
@@ -295,6 +440,10 @@ pub fn run_child(
         }
     };
     let status = status.map_err(|e| RunError(format!("{e}{}", tail())))?;
+    if child.preload.is_some() && stderr.contains("ld.so: object") {
+        // The loader could not preload it and ran the system allocator.
+        return Err(RunError(format!("LD_PRELOAD failed{}", tail())));
+    }
     if !status.success() {
         return Err(RunError(format!("{status}{}", tail())));
     }
@@ -472,9 +621,10 @@ pub fn default_svg_path(exe_dir: &Path) -> PathBuf {
 /// When this binary was started by `cargo run` (cargo's `CARGO` and
 /// `CARGO_MANIFEST_DIR` are in the environment) from a cargo target
 /// directory (`exe_dir` is `<target>/<profile>`, `<target>` holds cargo's
-/// `CACHEDIR.TAG`), builds every binary of the package for the same
-/// profile, target directory and features, so that the `wl-*` children
-/// exist and match the sources. A failed build is reported and the suite
+/// `CACHEDIR.TAG`), builds every binary of the package and
+/// `libbsdalloc.so` (package `bsdalloc-capi`) for the same profile,
+/// target directory and features, so that the `wl-*` children and the
+/// C library exist and match the sources. A failed build is reported and the suite
 /// goes on with the children that exist.
 pub fn build_children(exe_dir: &Path) {
     let (Some(cargo), Some(manifest_dir)) = (
@@ -497,6 +647,8 @@ pub fn build_children(exe_dir: &Path) {
         .arg("--manifest-path")
         .arg(Path::new(&manifest_dir).join("Cargo.toml"))
         .args(["--package", env!("CARGO_PKG_NAME"), "--bins"])
+        // libbsdalloc.so, for the kmem-C column (capi's only target).
+        .args(["--package", "bsdalloc-capi", "--lib"])
         .arg("--target-dir")
         .arg(target_dir)
         .stdin(Stdio::null());
@@ -512,7 +664,9 @@ pub fn build_children(exe_dir: &Path) {
     if cfg!(feature = "compare") {
         cmd.args(["--features", "compare"]);
     }
-    println!("bringing the wl-* children up to date (cargo build --bins, {profile} profile)");
+    println!(
+        "bringing the wl-* children and libbsdalloc.so up to date (cargo build, {profile} profile)"
+    );
     match cmd.status() {
         Ok(st) if st.success() => {}
         Ok(st) => println!("  note: cargo build {st}; running the children that exist"),
@@ -528,15 +682,20 @@ fn note_stale(children: &[Child]) {
     let Some(me) = std::env::current_exe().ok().and_then(|e| mtime(&e)) else {
         return;
     };
+    let mut seen = Vec::new();
     for c in children {
+        if seen.contains(&&c.exe) {
+            continue;
+        }
+        seen.push(&c.exe);
         if mtime(&c.exe).is_some_and(|t| t < me) {
             let how = match c.name {
                 "mimalloc" | "jemalloc" => "cargo build --release --bins --features compare",
                 _ => "cargo build --release --bins",
             };
             println!(
-                "  note: wl-{} is older than this runner and may be stale (rebuild: {how})",
-                c.name
+                "  note: {} is older than this runner and may be stale (rebuild: {how})",
+                c.exe.display()
             );
         }
     }
@@ -558,7 +717,7 @@ pub fn run_suite(o: &Options) -> u8 {
     if o.build && o.bin_dir.is_none() {
         build_children(&exe_dir);
     }
-    let (children, missing) = discover(&exe_dir);
+    let Discovery { children, notes } = discover(&exe_dir, o.peers);
     println!(
         "bsdalloc allocator suite: {} workload{}, scale {}, {} thread{}, children from {}",
         o.only.len(),
@@ -568,19 +727,22 @@ pub fn run_suite(o: &Options) -> u8 {
         if o.threads == 1 { "" } else { "s" },
         exe_dir.display()
     );
-    for m in &missing {
-        let why = match *m {
-            "mimalloc" | "jemalloc" => "build with --features compare",
-            _ => "build with `cargo build --release --bins`",
-        };
-        println!("  note: wl-{m} not found: {why}; running without {m}");
-    }
     if children.is_empty() {
         eprintln!(
             "bsdalloc: no wl-* workload binaries in {}; build them with `cargo build --release --bins`",
             exe_dir.display()
         );
         return 1;
+    }
+    for name in ["system", "kmem"] {
+        if !children.iter().any(|c| c.name == name) {
+            println!(
+                "  note: wl-{name} not found: build with `cargo build --release --bins`; running without {name}"
+            );
+        }
+    }
+    for n in &notes {
+        println!("  note: {n}");
     }
     println!(
         "  allocators: {}",
@@ -590,6 +752,16 @@ pub fn run_suite(o: &Options) -> u8 {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let preloaded: Vec<String> = children
+        .iter()
+        .filter_map(|c| {
+            let so = c.preload.as_ref()?;
+            Some(format!("{} = {}", c.name, so.display()))
+        })
+        .collect();
+    if !preloaded.is_empty() {
+        println!("  wl-system under LD_PRELOAD: {}", preloaded.join(", "));
+    }
     note_stale(&children);
     let start = Instant::now();
     let results = measure(&children, o);
@@ -599,11 +771,35 @@ pub fn run_suite(o: &Options) -> u8 {
         results.passes,
         if results.passes == 1 { "" } else { "es" }
     );
+    if o.reps.is_none() && results.passes < 3 {
+        println!(
+            "warning: {} per (workload, allocator) pair, not 3: the {:.0} s budget allowed no more on this machine; single runs swing by 10-15% here, so read small differences with care (--reps 3, or --budget SECS)\n",
+            if results.passes == 1 {
+                "one run".to_string()
+            } else {
+                format!("{} runs", results.passes)
+            },
+            o.budget.as_secs_f64()
+        );
+    }
     print!("{}", report::tables(&results));
+
+    if let Some(path) = &o.json {
+        match report::write_json(&results, path) {
+            Ok(()) => println!("\nresults as JSON: {}", path.display()),
+            Err(e) => {
+                eprintln!("bsdalloc: cannot write {}: {e}", path.display());
+                return 1;
+            }
+        }
+    }
 
     let svg_path = o.svg.clone().unwrap_or_else(|| default_svg_path(&exe_dir));
     match report::write_svg(&results, &svg_path) {
-        Ok(()) => println!("\nchart of the time ratios: {}", svg_path.display()),
+        Ok(()) => println!(
+            "\nchart (time and peak memory, relative to the system allocator): {}",
+            svg_path.display()
+        ),
         Err(e) => {
             eprintln!(
                 "bsdalloc: cannot write the chart to {}: {e}",
@@ -663,10 +859,13 @@ mod tests {
         };
         assert_eq!((q.scale, q.reps), (QUICK_SCALE, Some(1)));
         assert_eq!(parse_args(&args("--vmem-scaling")), Ok(Mode::VmemScaling));
-        let Mode::Suite(n) = parse_args(&args("--no-build --no-stats")).unwrap() else {
+        let Mode::Suite(n) =
+            parse_args(&args("--no-build --no-stats --no-peers --json r.json")).unwrap()
+        else {
             panic!("not a suite")
         };
-        assert!(!n.build && !n.stats);
+        assert!(!n.build && !n.stats && !n.peers);
+        assert_eq!(n.json, Some(PathBuf::from("r.json")));
         for bad in [
             "--only nope",
             "--only ,",
@@ -674,6 +873,7 @@ mod tests {
             "--scale 0",
             "--threads x",
             "--reps 0",
+            "--json",
             "--frobnicate",
         ] {
             assert!(parse_args(&args(bad)).is_err(), "{bad} accepted");
@@ -694,6 +894,50 @@ mod tests {
             ..c
         };
         assert_eq!(f.median_time(), None);
+    }
+
+    #[test]
+    fn discovers_preloaded_columns_and_says_what_is_missing() {
+        let dir = std::env::temp_dir().join(format!("bsdalloc-discover-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["wl-system", "wl-kmem", "libbsdalloc.so"] {
+            std::fs::write(dir.join(f), "").unwrap();
+        }
+        let fake =
+            |file: &str| (file == "libjemalloc.so.2").then(|| PathBuf::from("/x/libjemalloc.so.2"));
+        let d = discover_with(&dir, true, fake);
+        let names: Vec<_> = d.children.iter().map(|c| c.name).collect();
+        assert_eq!(names, ["system", "kmem", "kmem-C", "jemalloc"]);
+        assert_eq!(d.children[2].exe, dir.join("wl-system"));
+        assert_eq!(d.children[2].preload, Some(dir.join("libbsdalloc.so")));
+        assert_eq!(
+            d.children[3].preload,
+            Some(PathBuf::from("/x/libjemalloc.so.2"))
+        );
+        assert_eq!(d.notes.len(), 1, "{:?}", d.notes);
+        assert!(
+            d.notes[0].starts_with("mimalloc, tcmalloc not installed"),
+            "{:?}",
+            d.notes
+        );
+        assert!(
+            d.notes[0].contains("libmimalloc2.0 libtcmalloc-minimal4"),
+            "{:?}",
+            d.notes
+        );
+        // --no-peers: none, and no note about them.
+        let d = discover_with(&dir, false, fake);
+        assert_eq!(d.children.len(), 3);
+        assert!(d.notes.is_empty());
+        // No libbsdalloc.so: one line saying how to build it.
+        std::fs::remove_file(dir.join("libbsdalloc.so")).unwrap();
+        let d = discover_with(&dir, false, fake);
+        assert!(
+            d.notes[0].contains("cargo build --release -p bsdalloc-capi"),
+            "{:?}",
+            d.notes
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

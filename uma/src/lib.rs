@@ -6,6 +6,58 @@
 //! the code is new. The crate stands alone (an mmap page source ships with
 //! it); `kmem` plugs it into the kernel arena through the hooks below.
 //!
+//! ## Example
+//!
+//! A typed zone with a constructor and a destructor, then `vmstat -z`:
+//!
+//! ```
+//! use core::ptr::NonNull;
+//! use uma::{Flags, ZoneArgs};
+//!
+//! /// What the zone holds: one item is one `Conn`.
+//! struct Conn {
+//!     id: u64,
+//!     open: bool,
+//! }
+//!
+//! // The constructor runs on every allocation, the destructor on every free
+//! // (FreeBSD `uma_zcreate`'s ctor/dtor); `init`/`fini` would run once per
+//! // item when its slab is created and freed.
+//! fn conn_ctor(item: NonNull<u8>, _size: usize, _arg: usize, _flags: Flags) -> bool {
+//!     // SAFETY: UMA passes a whole item, sized and aligned for a `Conn`.
+//!     unsafe { item.cast::<Conn>().write(Conn { id: 0, open: true }) };
+//!     true
+//! }
+//! fn conn_dtor(item: NonNull<u8>, _size: usize, _arg: usize) {
+//!     // SAFETY: the item holds the `Conn` the constructor wrote.
+//!     unsafe { (*item.cast::<Conn>().as_ptr()).open = false };
+//! }
+//!
+//! fn main() {
+//!     let uma = uma::global(); // the process-wide instance, over mmap
+//!     let args = ZoneArgs::new("conn", size_of::<Conn>())
+//!         .align(align_of::<Conn>())
+//!         .ctor(conn_ctor)
+//!         .dtor(conn_dtor);
+//!     let conns = uma.create_zone(&args).expect("zone");
+//!
+//!     let item = conns.alloc(Flags::WAITOK).expect("item");
+//!     let conn = item.cast::<Conn>();
+//!     // SAFETY: a live item of `conns`, constructed by conn_ctor; freed once.
+//!     unsafe {
+//!         assert!((*conn.as_ptr()).open);
+//!         (*conn.as_ptr()).id = 7;
+//!         conns.free(item);
+//!     }
+//!
+//!     // vmstat -z: ITEM SIZE LIMIT USED FREE REQ FAIL SLEEP
+//!     let mut table = String::new();
+//!     uma.write_vmstat(&mut table).unwrap();
+//!     assert!(table.contains("conn:"));
+//!     print!("{table}");
+//! }
+//! ```
+//!
 //! ## Terminology
 //!
 //! - **host page**: a 4 KiB page of the operating system ([`PAGE_SIZE`]).

@@ -1,7 +1,7 @@
 //! INVARIANTS reports (feature `invariants`): double free, foreign pointer,
 //! wrong zone, misaligned pointer, memory modified after free; each names
 //! the pointer, the zone and the slab. A report hook records them instead
-//! of aborting. Run with `cargo test -p uma --release --features invariants`.
+//! of aborting. Run with `cargo test -p bsdalloc-uma --release --features invariants`.
 #![cfg(all(feature = "invariants", not(loom)))]
 #![allow(clippy::undocumented_unsafe_blocks)] // test code: deliberate bad frees
 

@@ -1,7 +1,7 @@
 //! A PID allocator with next fit, as FreeBSD could allocate process IDs:
 //! IDs cycle upward through the space and are not reused until it wraps.
 //!
-//! `cargo run -p vmem --example pid`
+//! `cargo run -p bsdalloc-vmem --example pid`
 
 use vmem::{Arena, Flags};
 

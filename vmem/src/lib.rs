@@ -183,7 +183,7 @@
 //! needs no lookup on free; ours are 56-byte tags reached through the busy
 //! hash).
 //!
-//! Instant fit is O(1) in the number of live segments. `cargo bench -p vmem`
+//! Instant fit is O(1) in the number of live segments. `cargo bench -p bsdalloc-vmem`
 //! (criterion medians, 2-core VM, 2026-11-21): an alloc+free pair of 4
 //! quanta, in an arena holding `n` live one-quantum segments and as many
 //! one-quantum holes, takes 52.8 ns at n = 10^2, 56.7 ns at 10^4 and

@@ -1,5 +1,5 @@
 //! loom models of the arena's races. Run with
-//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p vmem --release loom`.
+//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p bsdalloc-vmem --release loom`.
 //!
 //! Each model is tiny (two threads, a few segments). A tag taken from the
 //! arena's cache when fewer than the secured number remain is a broken

@@ -1,5 +1,5 @@
 //! In-crate tests: loom models of the concurrent protocols
-//! (`RUSTFLAGS="--cfg loom" cargo test -p uma --release loom`), and tests
+//! (`RUSTFLAGS="--cfg loom" cargo test -p bsdalloc-uma --release loom`), and tests
 //! that need the zone's internals (holding its lock).
 
 #[cfg(not(loom))]

@@ -26,8 +26,9 @@ pub struct Stats {
     pub allocated: usize,
     /// Bytes of pages the kernel arena has handed out: slabs (with their
     /// free items and per-thread caches), large blocks, `kmem_malloc` and
-    /// quantum-cached ranges. `active - allocated` is what caches and
-    /// slab fragmentation hold.
+    /// quantum-cached ranges, and the chunks the metadata arena imported.
+    /// `active - allocated` is what caches, slab fragmentation and
+    /// metadata chunks hold.
     pub active: usize,
     /// The process's resident set (`VmRSS`, one read of
     /// `/proc/self/status` into a stack buffer; 0 if unknown). It covers
@@ -98,9 +99,7 @@ pub fn stats() -> Option<Stats> {
     crate::malloc::for_each_malloc_type(|t| allocated += t.stats().bytes);
     Some(Stats {
         allocated: allocated as usize,
-        // The metadata arena's chunks are kernel-arena pages too, but not
-        // the program's.
-        active: arena.inuse.saturating_sub(meta.size),
+        active: arena.inuse,
         resident: os.resident,
         mapped: os.mapped,
         metadata: page_meta + boot_used + meta.inuse,

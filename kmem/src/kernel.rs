@@ -125,6 +125,7 @@ pub(crate) fn kernel() -> Option<&'static Kernel> {
 #[cold]
 #[inline(never)]
 fn kernel_slow() -> Option<&'static Kernel> {
+    let backoff = crossbeam_utils::Backoff::new();
     loop {
         match STATE.compare_exchange(UNINIT, BUSY, Ordering::Acquire, Ordering::Acquire) {
             Ok(_) => {
@@ -149,7 +150,7 @@ fn kernel_slow() -> Option<&'static Kernel> {
                 if INITIALIZING.with(|i| i.get()) {
                     return None; // recursion from inside the bootstrap
                 }
-                std::thread::yield_now();
+                backoff.snooze();
             }
         }
     }

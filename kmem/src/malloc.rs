@@ -31,7 +31,9 @@
 
 use core::fmt;
 use core::ptr::{self, NonNull};
+
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use crossbeam_utils::{Backoff, CachePadded};
 
 use crate::classes::{class_of, CLASS_NAMES, CLASS_SIZES};
 use crate::kernel::{arena_pages, charged, kernel, vflags, Kernel, QCACHE_MAX};
@@ -516,7 +518,6 @@ fn typed_owner(
 
 const NSTRIPES: usize = 8;
 
-#[repr(align(64))]
 struct Stripe {
     allocs: AtomicU64,
     frees: AtomicU64,
@@ -557,7 +558,10 @@ impl Stripe {
 pub struct MallocType {
     name: &'static str,
     desc: &'static str,
-    stripes: [Stripe; NSTRIPES],
+    /// One cache-line pair each (`CachePadded`: 128 bytes on x86-64, where
+    /// the adjacent-line prefetcher pairs lines), so threads on different
+    /// stripes never share one.
+    stripes: [CachePadded<Stripe>; NSTRIPES],
     next: AtomicPtr<MallocType>,
     linked: AtomicU8,
 }
@@ -626,7 +630,7 @@ impl MallocType {
         MallocType {
             name,
             desc,
-            stripes: [const { Stripe::new() }; NSTRIPES],
+            stripes: [const { CachePadded::new(Stripe::new()) }; NSTRIPES],
             next: AtomicPtr::new(ptr::null_mut()),
             linked: AtomicU8::new(0),
         }
@@ -658,8 +662,9 @@ impl MallocType {
             .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
+            let backoff = Backoff::new();
             while self.linked.load(Ordering::Acquire) != 2 {
-                std::hint::spin_loop();
+                backoff.snooze();
             }
             return;
         }

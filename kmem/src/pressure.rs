@@ -503,11 +503,12 @@ fn reclaim_pass(level: LowMemLevel) {
     {
         // Someone is reclaiming for us all: wait (bounded) for it.
         let gen = RECLAIM_GEN.load(Ordering::Acquire);
+        let backoff = crossbeam_utils::Backoff::new();
         for _ in 0..1000 {
             if RECLAIM_GEN.load(Ordering::Acquire) != gen {
                 break;
             }
-            std::thread::yield_now();
+            backoff.snooze();
         }
         C.skipped_rate.fetch_add(1, Ordering::Relaxed);
         return;

@@ -51,8 +51,18 @@ use crate::os::{self, CHUNK_SIZE, PAGE_SIZE};
 use crate::pagemeta::{self, WORD_DIRTY};
 
 /// Dirty bytes (free pages holding old data) kept before the oldest are
-/// purged.
+/// purged, at least: the budget grows with the program's large blocks
+/// ([`dirty_budget`]).
 pub const DIRTY_MAX: usize = 64 << 20;
+
+/// The dirty budget now: [`DIRTY_MAX`], or half the bytes of the large
+/// blocks in use if that is more (at most 1 GiB), so that a program that
+/// churns hundreds of MiB of large blocks reuses their pages instead of
+/// faulting fresh ones in, as jemalloc's dirty extents and glibc's heap do.
+/// Pages older than [`DECAY_NS`] go back all the same.
+pub fn dirty_budget() -> usize {
+    (crate::malloc::large_bytes_in_use() / 2).clamp(DIRTY_MAX, 1 << 30)
+}
 /// Address space of wholly free spans kept mapped.
 pub const RETAIN_MAX: usize = 64 << 20;
 /// Dirty ranges and retained spans older than this are purged by the next
@@ -340,7 +350,7 @@ pub(crate) fn reuse(arena: &Arena<'static>, size: usize) -> Option<usize> {
 /// `[addr, addr + bytes)` is a live large block of the arena (whole pages),
 /// unused from now on.
 pub(crate) unsafe fn free_large(arena: &Arena<'static>, addr: usize, bytes: usize) {
-    if bytes > DIRTY_MAX {
+    if bytes > dirty_budget() {
         // Over the whole budget by itself: it would be listed and purged at
         // once. Unback it directly (its page words are 0 already: a live
         // block's only labelled page is its head, cleared by the caller).
@@ -386,7 +396,7 @@ pub(crate) unsafe fn free_large(arena: &Arena<'static>, addr: usize, bytes: usiz
 /// (with `all`) everything.
 fn maintain(arena: &Arena<'static>, now: u64, all: bool) {
     if !all
-        && DIRTY.load(Ordering::Relaxed) <= DIRTY_MAX
+        && DIRTY.load(Ordering::Relaxed) <= dirty_budget()
         && now < NEXT_DECAY.load(Ordering::Relaxed)
     {
         return;
@@ -400,7 +410,7 @@ fn maintain(arena: &Arena<'static>, now: u64, all: bool) {
     for _ in 0..(RING + SPANS) * (TRIES as usize + 1) {
         let job = {
             let mut l = lists();
-            let over = all || DIRTY.load(Ordering::Relaxed) > DIRTY_MAX;
+            let over = all || DIRTY.load(Ordering::Relaxed) > dirty_budget();
             let old = |r: &Range| r.stamp.saturating_add(DECAY_NS) <= now;
             let job = match l.oldest_span() {
                 Some(i) if over || old(&l.spans[i]) => Some(Job::Unmap(l.remove_span(i))),

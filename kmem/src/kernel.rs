@@ -55,6 +55,12 @@ use crate::Flags;
 /// The kernel arena imports address space from the OS this much at a time.
 pub const IMPORT_QUANTUM: usize = 2 * CHUNK_SIZE;
 
+/// The kernel arena's imports grow with it, up to this (see
+/// `vmem::ArenaBuilder::import_growth`): a program with hundreds of MiB of
+/// large blocks gets them out of shared 64 MiB spans, where freed blocks
+/// coalesce and their dirty pages are reused, instead of a span each.
+pub(crate) const IMPORT_GROWTH_MAX: usize = 64 << 20;
+
 /// Everything the allocator is made of, built once by [`kernel`].
 pub(crate) struct Kernel {
     /// The kernel arena: the program's memory (see the module doc).
@@ -779,6 +785,7 @@ fn build() -> bool {
     let arena = match Arena::builder("kernel arena")
         .quantum(PAGE_SIZE)
         .source(&OS_CHUNKS, IMPORT_QUANTUM)
+        .import_growth(IMPORT_GROWTH_MAX)
         .tag_source(&BT_TAGS)
         .tag_reserve(true)
         .qcache(QCACHE_MAX, &QCACHE)

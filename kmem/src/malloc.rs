@@ -152,6 +152,11 @@ static LARGE_ALLOCS: AtomicU64 = AtomicU64::new(0);
 static LARGE_FREES: AtomicU64 = AtomicU64::new(0);
 static LARGE_PAGES: AtomicU64 = AtomicU64::new(0);
 
+/// Bytes of the large blocks in use (every front door's, typed or not).
+pub(crate) fn large_bytes_in_use() -> usize {
+    LARGE_PAGES.load(Ordering::Relaxed) as usize * PAGE_SIZE
+}
+
 /// Gives a large block back: small ones to the quantum cache, others to
 /// the arena with their pages kept for reuse (both dirty; see `dirty`).
 ///

@@ -251,7 +251,7 @@ pub fn write_os_stats(w: &mut dyn fmt::Write) -> fmt::Result {
         w,
         "dirty: {} KiB held (max {} KiB), {} KiB of free spans retained (max {} KiB); {} KiB reused, {} KiB purged, {} imports from retained spans, {} sweeps of the page words so far",
         d.dirty / 1024,
-        crate::dirty::DIRTY_MAX / 1024,
+        crate::dirty::dirty_budget() / 1024,
         d.retained / 1024,
         crate::dirty::RETAIN_MAX / 1024,
         d.reused_total / 1024,

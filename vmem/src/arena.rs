@@ -469,6 +469,8 @@ pub struct Arena<'a> {
     qcache: Option<&'a dyn QuantumCache>,
     source: Option<&'a dyn Source>,
     import_quantum: usize,
+    /// Largest import that geometric growth asks for (0: none).
+    import_growth_max: usize,
     tags: &'a dyn TagSource,
     tag_reserve: bool,
     // under the arena lock
@@ -485,6 +487,7 @@ pub struct ArenaBuilder<'a> {
     span: Option<(usize, usize)>,
     qcache: Option<(usize, &'a dyn QuantumCache)>,
     source: Option<(&'a dyn Source, usize)>,
+    import_growth_max: usize,
     tags: Option<&'a dyn TagSource>,
     tag_reserve: bool,
     limit: usize,
@@ -531,6 +534,19 @@ impl<'a> ArenaBuilder<'a> {
     /// imported spans back to it (`vmem_set_import`).
     pub fn source(mut self, source: &'a dyn Source, import_quantum: usize) -> Self {
         self.source = Some((source, import_quantum));
+        self
+    }
+
+    /// Geometric imports: an import asks for at least a quarter of the
+    /// arena's size (rounded to the import quantum), up to `max` bytes,
+    /// so that large segments share spans and their frees coalesce, as
+    /// jemalloc's retained extents do, instead of each taking (and giving
+    /// back) a span of its own. When a grown import fails, or would pass
+    /// the arena's limit, the arena asks for what the request needs.
+    /// Spans are still released whole once wholly free. 0 (the default)
+    /// imports what the request needs.
+    pub fn import_growth(mut self, max: usize) -> Self {
+        self.import_growth_max = max;
         self
     }
 
@@ -631,6 +647,7 @@ impl<'a> ArenaBuilder<'a> {
             qcache,
             source,
             import_quantum,
+            import_growth_max: self.import_growth_max,
             tags,
             tag_reserve: self.tag_reserve,
             state: Mutex::new(state),
@@ -653,6 +670,7 @@ impl<'a> Arena<'a> {
             span: None,
             qcache: None,
             source: None,
+            import_growth_max: 0,
             tags: None,
             tag_reserve: false,
             limit: 0,
@@ -1144,15 +1162,31 @@ impl<'a> Arena<'a> {
         } else {
             Some(size)
         };
-        let Some(want) = want.and_then(|w| w.checked_next_multiple_of(self.import_quantum)) else {
+        let Some(need) = want.and_then(|w| w.checked_next_multiple_of(self.import_quantum)) else {
             return (g, false);
         };
-        if g.limit != 0 && g.size.checked_add(want).is_none_or(|total| total > g.limit) {
+        let within = |g: &Guard<'_, '_>, w: usize| {
+            g.limit == 0 || g.size.checked_add(w).is_some_and(|total| total <= g.limit)
+        };
+        if !within(&g, need) {
             return (g, false);
+        }
+        // Geometric growth (see `ArenaBuilder::import_growth`).
+        let grown = (g.size / 4)
+            .min(self.import_growth_max)
+            .checked_next_multiple_of(self.import_quantum)
+            .unwrap_or(0);
+        let mut want = need;
+        if grown > need && within(&g, grown) {
+            want = grown;
         }
         g.bt_save();
         drop(g);
         let mut got = source.import(want, flags);
+        if got.is_none() && want > need {
+            want = need;
+            got = source.import(want, flags);
+        }
         if let Some(addr) = got {
             // A span the request cannot use (its address window or
             // boundary excludes it) would stay wholly free and never be

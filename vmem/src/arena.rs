@@ -537,14 +537,16 @@ impl<'a> ArenaBuilder<'a> {
         self
     }
 
-    /// Geometric imports: an import asks for at least a quarter of the
-    /// arena's size (rounded to the import quantum), up to `max` bytes,
-    /// so that large segments share spans and their frees coalesce, as
-    /// jemalloc's retained extents do, instead of each taking (and giving
-    /// back) a span of its own. When a grown import fails, or would pass
-    /// the arena's limit, the arena asks for what the request needs.
-    /// Spans are still released whole once wholly free. 0 (the default)
-    /// imports what the request needs.
+    /// Geometric imports: a request of at least the import quantum
+    /// imports at least a quarter of the arena's size (rounded to the
+    /// import quantum), up to `max` bytes, so that large segments share
+    /// spans and their frees coalesce, as jemalloc's retained extents do,
+    /// instead of each taking (and giving back) a span of its own. Smaller
+    /// requests import the quantum as before, so that their spans, which
+    /// a few long-lived segments may pin, stay small. When a grown import
+    /// fails, or would pass the arena's limit, the arena asks for what the
+    /// request needs. Spans are still released whole once wholly free. 0
+    /// (the default) imports what the request needs.
     pub fn import_growth(mut self, max: usize) -> Self {
         self.import_growth_max = max;
         self
@@ -1171,8 +1173,14 @@ impl<'a> Arena<'a> {
         if !within(&g, need) {
             return (g, false);
         }
-        // Geometric growth (see `ArenaBuilder::import_growth`).
-        let grown = (g.size / 4)
+        // Geometric growth (see `ArenaBuilder::import_growth`), for
+        // requests of an import quantum or more.
+        let grown = if size < self.import_quantum {
+            0
+        } else {
+            g.size / 4
+        };
+        let grown = grown
             .min(self.import_growth_max)
             .checked_next_multiple_of(self.import_quantum)
             .unwrap_or(0);

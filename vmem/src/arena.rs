@@ -537,13 +537,16 @@ impl<'a> ArenaBuilder<'a> {
         self
     }
 
-    /// Geometric imports: a request of at least the import quantum
+    /// Geometric imports: a request of more than two import quanta
     /// imports at least a quarter of the arena's size (rounded to the
-    /// import quantum), up to `max` bytes, so that large segments share
-    /// spans and their frees coalesce, as jemalloc's retained extents do,
-    /// instead of each taking (and giving back) a span of its own. Smaller
-    /// requests import the quantum as before, so that their spans, which
-    /// a few long-lived segments may pin, stay small. When a grown import
+    /// import quantum), up to `max` bytes, so that very large segments
+    /// share spans and their frees coalesce, as jemalloc's retained
+    /// extents do, instead of each taking (and giving back) a span of its
+    /// own. Smaller requests import what they need as before: their spans,
+    /// which a few long-lived segments may pin, stay small, and a span
+    /// that a freed segment leaves wholly free is one the next request of
+    /// that size can take back whole (a grown span given back whole would
+    /// have to be imported again). When a grown import
     /// fails, or would pass the arena's limit, the arena asks for what the
     /// request needs. Spans are still released whole once wholly free. 0
     /// (the default) imports what the request needs.
@@ -1174,8 +1177,8 @@ impl<'a> Arena<'a> {
             return (g, false);
         }
         // Geometric growth (see `ArenaBuilder::import_growth`), for
-        // requests of an import quantum or more.
-        let grown = if size < self.import_quantum {
+        // requests of more than two import quanta.
+        let grown = if size <= 2 * self.import_quantum {
             0
         } else {
             g.size / 4

@@ -34,7 +34,7 @@ for lib in none "${libs[@]}"; do
     printf '%-45s C malloc(%s)+free: %6.1f Ir per pair\n' "${lib/none/glibc (no preload)}" "$SIZE" \
         "$(echo "($b - $a) / $N" | bc -l)"
 done
-if cargo build --release -q -p kmem --example global_pair; then
+if cargo build --release -q -p bsdalloc-kmem --example global_pair; then
     a=$(ir "$tmp/g$RANDOM" target/release/examples/global_pair "$N")
     b=$(ir "$tmp/h$RANDOM" target/release/examples/global_pair $((2 * N)))
     printf '%-45s GlobalAlloc(32)+dealloc: %6.1f Ir per pair\n' "kmem::Kmem" "$(echo "($b - $a) / $N" | bc -l)"

@@ -363,6 +363,24 @@ unsafe fn stamped_free<A: TlsAccess>(slot: FastSlot, ptr: NonNull<u8>, key: u64)
     unsafe { !holds_key(ptr.as_ptr(), key) && slot.free_stamped_via::<A>(ptr, key) }
 }
 
+/// The fast allocation of every front door: an item from the calling
+/// thread's cache of `slot`'s zone with its double-free key cleared, or
+/// `None` on a miss.
+///
+/// # Safety
+///
+/// `slot` is a class zone's (never destroyed).
+#[cfg(not(any(loom, feature = "invariants")))]
+#[inline(always)]
+unsafe fn pop_cleared<A: TlsAccess>(slot: FastSlot) -> Option<NonNull<u8>> {
+    // SAFETY: the caller's promise; the item is ours once popped.
+    unsafe {
+        let p = slot.alloc_via::<A>()?;
+        clear_key(p);
+        Some(p)
+    }
+}
+
 /// An item from the calling thread's cache for a request of at most 1 KiB
 /// aligned to at most 16, or `None` on a miss and for any other request
 /// (then [`alloc_mid`], [`alloc_slow`] or the front door's own slow road).
@@ -372,13 +390,8 @@ unsafe fn stamped_free<A: TlsAccess>(slot: FastSlot, ptr: NonNull<u8>, key: u64)
 pub(crate) fn alloc<A: TlsAccess>(size: usize, align: usize) -> Option<NonNull<u8>> {
     #[cfg(not(any(loom, feature = "invariants")))]
     {
-        // SAFETY: the slot of a class zone, never destroyed; the item is
-        // ours.
-        unsafe {
-            let p = small_slot(size, align)?.alloc_via::<A>()?;
-            clear_key(p);
-            Some(p)
-        }
+        // SAFETY: the slot of a class zone, never destroyed.
+        unsafe { pop_cleared::<A>(small_slot(size, align)?) }
     }
     #[cfg(any(loom, feature = "invariants"))]
     {
@@ -422,13 +435,8 @@ pub(crate) unsafe fn free_sized<A: TlsAccess>(ptr: NonNull<u8>, size: usize, ali
 pub(crate) fn alloc_mid<A: TlsAccess>(size: usize, align: usize) -> Option<NonNull<u8>> {
     #[cfg(not(any(loom, feature = "invariants")))]
     {
-        // SAFETY: the slot of a class zone, never destroyed; the item is
-        // ours.
-        unsafe {
-            let p = mid_slot(size, align)?.alloc_via::<A>()?;
-            clear_key(p);
-            Some(p)
-        }
+        // SAFETY: the slot of a class zone, never destroyed.
+        unsafe { pop_cleared::<A>(mid_slot(size, align)?) }
     }
     #[cfg(any(loom, feature = "invariants"))]
     {

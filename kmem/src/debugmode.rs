@@ -63,8 +63,8 @@
 //! [`ReportKind::ModifiedAfterFree`]: crate::ReportKind::ModifiedAfterFree
 //! [`ReportKind::DoubleFree`]: crate::ReportKind::DoubleFree
 
+use crate::sync::plain::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::kernel::kernel;
 use crate::malloc::{free_owned, owner_of, Owner};

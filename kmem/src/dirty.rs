@@ -42,8 +42,8 @@
 //! everything listed, it finds them by their page words (a sweep of 512
 //! words per 2 MiB chunk) and purges them too.
 
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use crate::sync::plain::Mutex;
+use crate::sync::plain::{AtomicU64, AtomicUsize, Ordering};
 
 use vmem::Arena;
 
@@ -259,7 +259,7 @@ static SPAN_HITS: AtomicUsize = AtomicUsize::new(0);
 /// and swept the page words for them.
 static SWEEPS: AtomicUsize = AtomicUsize::new(0);
 
-fn lists() -> std::sync::MutexGuard<'static, Lists> {
+fn lists() -> crate::sync::plain::MutexGuard<'static, Lists> {
     LISTS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -591,7 +591,7 @@ pub(crate) fn unmap_span(addr: usize, size: usize) {
 
 /// Takes the lists' lock for a fork (a leaf: see `fork`).
 #[cfg(not(loom))]
-pub(crate) struct ListsLock(#[allow(dead_code)] std::sync::MutexGuard<'static, Lists>);
+pub(crate) struct ListsLock(#[allow(dead_code)] crate::sync::plain::MutexGuard<'static, Lists>);
 
 /// Takes the dirty lists' lock for a fork.
 #[cfg(not(loom))]

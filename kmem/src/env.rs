@@ -21,8 +21,8 @@
 // Under loom the exit hook and the timeout are compiled out.
 #![cfg_attr(loom, allow(dead_code))]
 
+use crate::sync::plain::{AtomicBool, Ordering};
 use core::fmt;
-use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::os::PAGE_SIZE;
 

@@ -56,10 +56,10 @@
 //! [`ReportKind::DoubleFree`]: crate::ReportKind::DoubleFree
 //! [`kmem::class_zone`]: crate::class_zone
 
-use core::ptr::NonNull;
 #[cfg(not(any(loom, feature = "invariants")))]
-use core::sync::atomic::{AtomicBool, AtomicU32};
-use core::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::plain::{AtomicBool, AtomicU32};
+use crate::sync::plain::{AtomicU64, Ordering};
+use core::ptr::NonNull;
 
 #[cfg(not(any(loom, feature = "invariants")))]
 use uma::FastSlot;

@@ -87,8 +87,8 @@
 //! `main`; handlers registered by constructors of C libraries it links come
 //! before that, and must not allocate.
 
+use crate::sync::plain::{AtomicBool, Ordering};
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::dirty::{self, ListsLock};
 use crate::kernel::{self, BootLock};

@@ -1,8 +1,8 @@
 //! [`Kmem`]: kmem as Rust's global allocator, and `allocator_api2`.
 
+use crate::sync::plain::Ordering;
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
-use core::sync::atomic::Ordering;
 
 use crate::classes::{class_of, class_of_small, CLASS_SIZES};
 use crate::fast;

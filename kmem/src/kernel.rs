@@ -38,11 +38,11 @@
 //! reserve (one fill, `BT_MAXALLOC` tags, per chain; the reserve holds
 //! twice that per CPU, as FreeBSD's).
 
+use crate::sync::plain::Mutex;
+use crate::sync::plain::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use uma::{SlabSource, Uma, Zone, ZoneArgs};
 use vmem::{Arena, Constraints, TagSource};
@@ -213,7 +213,7 @@ fn boot_free(size: usize) {
 
 /// The boot-chunk lock, held for a fork (see `fork`); unlocks on drop.
 #[cfg(not(loom))]
-pub(crate) struct BootLock(#[allow(dead_code)] std::sync::MutexGuard<'static, Boot>);
+pub(crate) struct BootLock(#[allow(dead_code)] crate::sync::plain::MutexGuard<'static, Boot>);
 
 /// Takes the boot-chunk lock for a fork. It is a leaf of the lock order
 /// (held only around the bump and the page-metadata words, which take no

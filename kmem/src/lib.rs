@@ -160,7 +160,9 @@ mod pressure;
 pub mod raw;
 mod report;
 mod stats;
-#[cfg(not(loom))]
+mod sync;
+#[cfg(all(test, loom))]
+mod tests;
 mod timeout;
 
 pub use classes::{class_align, class_of, CLASS_NAMES, CLASS_SIZES, MAX_CLASS_SIZE, NCLASSES};
@@ -187,7 +189,6 @@ pub use stats::{
     stats, write_arena_stats, write_os_stats, write_stats, write_stats_all, write_stats_json,
     write_vmstat_z, write_vmstat_z_active, Stats,
 };
-#[cfg(not(loom))]
 pub use timeout::{set_timeout_period, timeout_passes, TIMEOUT_PERIOD};
 /// Allocation flags (FreeBSD `M_WAITOK`, `M_NOWAIT`, `M_ZERO`,
 /// `M_USE_RESERVE`, `M_NOVM`): UMA's.

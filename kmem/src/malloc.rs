@@ -32,7 +32,7 @@
 use core::fmt;
 use core::ptr::{self, NonNull};
 
-use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use crate::sync::plain::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use crossbeam_utils::{Backoff, CachePadded};
 
 use crate::classes::{class_of, CLASS_NAMES, CLASS_SIZES};

@@ -4,7 +4,7 @@
 //!
 //! Nothing here allocates; every call is a system call on memory we own.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use crate::sync::plain::{AtomicUsize, Ordering};
 
 /// The host page size kmem assumes (the kernel arena's quantum).
 pub const PAGE_SIZE: usize = 4096;

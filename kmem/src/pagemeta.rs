@@ -31,9 +31,9 @@
 //!
 //! A free page whose word is not `5` reads as zero.
 
+use crate::sync::plain::Mutex;
+use crate::sync::plain::{AtomicPtr, AtomicUsize, Ordering};
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use crate::os::{CHUNK_SIZE, PAGE_SIZE};
 
@@ -78,7 +78,7 @@ static META_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 /// The metadata pool lock, held for a fork (see `fork`); unlocks on drop.
 #[cfg(not(loom))]
-pub(crate) struct PoolLock(#[allow(dead_code)] std::sync::MutexGuard<'static, Pool>);
+pub(crate) struct PoolLock(#[allow(dead_code)] crate::sync::plain::MutexGuard<'static, Pool>);
 
 /// Takes the metadata pool lock for a fork: the last lock of the order
 /// (held only around `mmap` and the radix table's atomics).

@@ -36,11 +36,11 @@
 //! runs it once. A pass is one walk over the zone list and the handler
 //! table: bounded work (seed 001).
 
+use crate::sync::plain::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use crate::sync::plain::{Condvar, Mutex};
 use core::cell::Cell;
 use core::fmt;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::classes::class_of;
@@ -49,12 +49,15 @@ use crate::malloc::MallocType;
 use crate::os::{round_page, PAGE_SIZE};
 use crate::Flags;
 
-mod account;
+pub(crate) mod account;
 use account::Account;
 
 // ---------------------------------------------------------------- state
 
-static ACCOUNT: Account = Account::new(AtomicU64::new(0));
+crate::sync::global! {
+    /// The limit's account: committed and reserved pages.
+    fn account() -> Account = Account::new();
+}
 /// The limit in pages (0: none).
 static LIMIT_PAGES: AtomicU64 = AtomicU64::new(0);
 static SOFT_PCT: AtomicUsize = AtomicUsize::new(90);
@@ -259,7 +262,7 @@ fn wait_for_free(seen: (u64, u64), timeout: Duration) {
         Ok(g) => {
             // A free between our check and now changed the account: don't
             // sleep.
-            if ACCOUNT.get() == seen {
+            if account().get() == seen {
                 let _ = WAIT_CV.wait_timeout(g, timeout);
             }
         }
@@ -281,7 +284,7 @@ pub(crate) fn charge(bytes: usize, wait: bool, force: bool) -> bool {
     let nested = nest();
     let bypass = force || nested & NEST_DRAW != 0;
     let mut limit = LIMIT_PAGES.load(Ordering::Relaxed);
-    if ACCOUNT.try_charge(n, limit, bypass, force) {
+    if account().try_charge(n, limit, bypass, force) {
         if limit != 0 {
             maybe_soft(limit);
         }
@@ -293,15 +296,15 @@ pub(crate) fn charge(bytes: usize, wait: bool, force: bool) -> bool {
     loop {
         reclaim_pass(LowMemLevel::Hard);
         limit = LIMIT_PAGES.load(Ordering::Relaxed);
-        if ACCOUNT.try_charge(n, limit, bypass, false) {
+        if account().try_charge(n, limit, bypass, false) {
             return true;
         }
         if !wait || nested & (NEST_RECLAIM | NEST_BTAG) != 0 {
             return false;
         }
-        wait_for_free(ACCOUNT.get(), WAIT_RETRY);
+        wait_for_free(account().get(), WAIT_RETRY);
         limit = LIMIT_PAGES.load(Ordering::Relaxed);
-        if ACCOUNT.try_charge(n, limit, bypass, false) {
+        if account().try_charge(n, limit, bypass, false) {
             return true;
         }
     }
@@ -329,14 +332,14 @@ pub(crate) fn count_failure(what: Failure) {
 
 /// Gives back a charge (the memory went back to the kernel arena).
 pub(crate) fn uncharge(bytes: usize) {
-    ACCOUNT.uncharge(pages(bytes));
+    account().uncharge(pages(bytes));
     wake_waiters();
 }
 
 static LAST_SOFT: AtomicU64 = AtomicU64::new(0);
 
 fn maybe_soft(limit: u64) {
-    let (c, r) = ACCOUNT.get();
+    let (c, r) = account().get();
     if (c + r) * 100 <= limit * SOFT_PCT.load(Ordering::Relaxed) as u64 {
         return;
     }
@@ -662,7 +665,7 @@ impl Reservation {
         loop {
             let limit = LIMIT_PAGES.load(Ordering::Relaxed);
             let max = limit * RESERVE_MAX_PCT / 100;
-            if ACCOUNT.try_reserve(n, limit, max) {
+            if account().try_reserve(n, limit, max) {
                 return Ok(Reservation {
                     remaining: AtomicUsize::new(bytes),
                 });
@@ -682,7 +685,7 @@ impl Reservation {
                 return Err(ReserveError::TimedOut);
             }
             reclaim_pass(LowMemLevel::Hard);
-            wait_for_free(ACCOUNT.get(), left.min(WAIT_RETRY));
+            wait_for_free(account().get(), left.min(WAIT_RETRY));
         }
     }
 
@@ -710,7 +713,7 @@ impl Reservation {
             f()
         };
         if r.is_some() {
-            ACCOUNT.unreserve(pages(cost));
+            account().unreserve(pages(cost));
         } else {
             self.remaining.fetch_add(cost, Ordering::AcqRel);
         }
@@ -734,7 +737,7 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         let left = *self.remaining.get_mut();
         if left > 0 {
-            ACCOUNT.unreserve(pages(left));
+            account().unreserve(pages(left));
             wake_waiters();
         }
     }
@@ -792,7 +795,7 @@ pub fn start_reclaim_worker(period: Duration) -> bool {
                     k.uma.timeout();
                     crate::dirty::purge_old(k.arena);
                     let limit = LIMIT_PAGES.load(Ordering::Relaxed);
-                    let (c, r) = ACCOUNT.get();
+                    let (c, r) = account().get();
                     if limit != 0 && (c + r) * 100 > limit * SOFT_PCT.load(Ordering::Relaxed) as u64
                     {
                         soft_pass();
@@ -861,7 +864,7 @@ pub struct PressureStats {
 
 /// A snapshot of [`PressureStats`].
 pub fn pressure_stats() -> PressureStats {
-    let (c, r) = ACCOUNT.get();
+    let (c, r) = account().get();
     PressureStats {
         limit: limit(),
         committed: c as usize * PAGE_SIZE,

@@ -14,8 +14,8 @@
 //! which turns each UMA report into a kmem [`Report`]. Without a kmem hook,
 //! UMA's reports abort with UMA's own message, as before.
 
+use crate::sync::plain::{AtomicUsize, Ordering};
 use core::fmt;
-use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// What was wrong with a pointer handed to kmem.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

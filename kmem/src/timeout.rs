@@ -37,40 +37,144 @@
 //! every zone, and two passes per period would decay the estimates twice
 //! as fast.
 
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+#![cfg_attr(loom, allow(dead_code))] // under loom only the models use it
+
 use std::time::Duration;
 
 use crate::kernel::{self, Kernel};
+use crate::sync::{const_new, global, AtomicBool, AtomicU64, Ordering};
 
 /// The default period of the lazy timeout.
 pub const TIMEOUT_PERIOD: Duration = Duration::from_secs(1);
 
-/// The period in nanoseconds (0: off).
-static PERIOD_NS: AtomicU64 = AtomicU64::new(TIMEOUT_PERIOD.as_nanos() as u64);
-/// When the next pass is due (coarse monotonic nanoseconds).
-static NEXT_NS: AtomicU64 = AtomicU64::new(0);
-/// Passes run by ticks.
-static PASSES: AtomicU64 = AtomicU64::new(0);
-/// A pass is running (single flight).
-static PASS_BUSY: AtomicBool = AtomicBool::new(false);
+/// The lazy timeout's state: the period, the deadline, and the single
+/// flight of passes. A protocol of its own (loom-checked on this struct,
+/// `src/tests/loom_timeout.rs`): allocating threads race to claim a due
+/// period, and a pass may outlast the period.
+pub(crate) struct Timeout {
+    /// The period in nanoseconds (0: off).
+    period_ns: AtomicU64,
+    /// When the next pass is due (coarse monotonic nanoseconds).
+    next_ns: AtomicU64,
+    /// Passes run by ticks.
+    passes: AtomicU64,
+    /// A pass is running (single flight).
+    busy: AtomicBool,
+}
+
+impl Timeout {
+    const_new! {
+        /// A timeout with period `period_ns` (0: off), due at once.
+        pub(crate) fn new(period_ns: u64) -> Timeout {
+            Timeout {
+                period_ns: AtomicU64::new(period_ns),
+                next_ns: AtomicU64::new(0),
+                passes: AtomicU64::new(0),
+                busy: AtomicBool::new(false),
+            }
+        }
+    }
+
+    /// Sets the period (0: off) and makes the next pass due one period
+    /// after `now`. Returns the previous period.
+    pub(crate) fn set_period(&self, now: u64, ns: u64) -> u64 {
+        self.next_ns
+            .store(now.saturating_add(ns), Ordering::Relaxed);
+        self.period_ns.swap(ns, Ordering::Relaxed)
+    }
+
+    /// The period (0: off).
+    pub(crate) fn period(&self) -> u64 {
+        self.period_ns.load(Ordering::Relaxed)
+    }
+
+    /// Passes run so far.
+    pub(crate) fn passes(&self) -> u64 {
+        self.passes.load(Ordering::Relaxed)
+    }
+
+    /// One thread's tick at `now`: claims the period if a pass is due (one
+    /// thread wins the deadline's compare-and-swap), then runs `pass`
+    /// unless `skip()` says not to or a pass is still running. `pass`
+    /// returns whether it did the work (it counts then). Returns whether
+    /// `pass` ran.
+    pub(crate) fn tick(
+        &self,
+        now: u64,
+        skip: impl FnOnce() -> bool,
+        pass: impl FnOnce() -> bool,
+    ) -> bool {
+        let period = self.period_ns.load(Ordering::Relaxed);
+        if period == 0 {
+            return false;
+        }
+        let due = self.next_ns.load(Ordering::Relaxed);
+        if now < due {
+            return false;
+        }
+        if self
+            .next_ns
+            .compare_exchange(
+                due,
+                now.saturating_add(period),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return false; // another thread runs this one
+        }
+        if skip() {
+            return false;
+        }
+        // One pass at a time: a pass longer than the period (a short
+        // period, a big trim) must not overlap the next one, whose wss
+        // estimate would then cover a nearly empty interval and decay a
+        // steady working set.
+        // (A compare-and-swap rather than a swap: a failed one writes
+        // nothing, and loom models it right; its RMW-after-store ordering
+        // of `swap` is wrong, tokio-rs/loom#254.)
+        if self
+            .busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        if pass() {
+            self.passes.fetch_add(1, Ordering::Relaxed);
+        }
+        self.busy.store(false, Ordering::Release);
+        true
+    }
+
+    /// Fork child: a thread that was inside a pass is gone.
+    pub(crate) fn reset_busy(&self) {
+        self.busy.store(false, Ordering::Relaxed);
+    }
+}
+
+global! {
+    /// The process's lazy timeout.
+    fn timeout() -> Timeout = Timeout::new(TIMEOUT_PERIOD.as_nanos() as u64);
+}
 
 /// Sets the period of the lazy timeout (`None` or zero: off). Returns the
 /// previous one. The next pass is due one period from now.
 pub fn set_timeout_period(period: Option<Duration>) -> Option<Duration> {
     let ns = period.map_or(0, |p| u64::try_from(p.as_nanos()).unwrap_or(u64::MAX));
-    NEXT_NS.store(coarse_now_ns().saturating_add(ns), Ordering::Relaxed);
-    let old = PERIOD_NS.swap(ns, Ordering::Relaxed);
+    let old = timeout().set_period(coarse_now_ns(), ns);
     (old != 0).then(|| Duration::from_nanos(old))
 }
 
 /// Timeout passes the allocating threads have run so far.
 pub fn timeout_passes() -> u64 {
-    PASSES.load(Ordering::Relaxed)
+    timeout().passes()
 }
 
 /// The `timeout:` line of the statistics: the period and the passes run.
 pub(crate) fn write_timeout_stats(w: &mut dyn core::fmt::Write) -> core::fmt::Result {
-    let period = PERIOD_NS.load(Ordering::Relaxed);
+    let period = timeout().period();
     let passes = timeout_passes();
     if period == 0 {
         writeln!(w, "timeout: off; {passes} passes so far")
@@ -95,44 +199,22 @@ fn coarse_now_ns() -> u64 {
 }
 
 /// The size-class zones' slow-path hook (and the large free path's): runs
-/// a [`pass`] when one is due. Called with no allocator lock held.
+/// a [`pass`] when one is due. Called with no allocator lock held. While
+/// the reclaim worker runs, it runs the passes.
 pub(crate) fn tick() {
-    let period = PERIOD_NS.load(Ordering::Relaxed);
-    if period == 0 {
+    let t = timeout();
+    if t.period() == 0 {
         return;
     }
-    let due = NEXT_NS.load(Ordering::Relaxed);
-    let now = coarse_now_ns();
-    if now < due {
-        return;
-    }
-    if NEXT_NS
-        .compare_exchange(
-            due,
-            now.saturating_add(period),
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        )
-        .is_err()
-    {
-        return; // another thread runs this one
-    }
-    if crate::pressure::reclaim_worker_running() {
-        return;
-    }
-    // One pass at a time: a pass longer than the period (a short period,
-    // a big trim) must not overlap the next one, whose wss estimate would
-    // then cover a nearly empty interval and decay a steady working set.
-    if PASS_BUSY.swap(true, Ordering::Acquire) {
-        return;
-    }
-    // None while the allocator is being built (the building thread's own
-    // allocations): nothing to trim yet.
-    if let Some(k) = kernel::kernel() {
-        pass(k);
-        PASSES.fetch_add(1, Ordering::Relaxed);
-    }
-    PASS_BUSY.store(false, Ordering::Release);
+    t.tick(
+        coarse_now_ns(),
+        crate::pressure::reclaim_worker_running,
+        || {
+            // None while the allocator is being built (the building thread's
+            // own allocations): nothing to trim yet.
+            kernel::kernel().map(pass).is_some()
+        },
+    );
 }
 
 /// One timeout pass over what kmem owns (see the module doc).
@@ -151,5 +233,5 @@ fn pass(k: &Kernel) {
 
 /// Fork child: a thread that was inside a pass is gone.
 pub(crate) fn fork_child() {
-    PASS_BUSY.store(false, Ordering::Relaxed);
+    timeout().reset_busy();
 }

@@ -8,12 +8,10 @@
 //! 32 bits: reserved pages (granted, not yet drawn). 2^32 pages of 4 KiB is
 //! 16 TiB each.
 //!
-//! This file is shared with the loom model (`kmem/tests/loom_pressure.rs`),
-//! which includes it with loom's `AtomicU64`: the parent module provides
-//! `AtomicU64`.
+//! A protocol of kmem's `sync` shim: the loom model
+//! (`src/tests/loom_pressure.rs`) runs this struct with loom's atomics.
 
-use super::AtomicU64;
-use core::sync::atomic::Ordering;
+use crate::sync::{const_new, AtomicU64, Ordering};
 
 const LOW: u64 = 0xffff_ffff;
 
@@ -35,9 +33,11 @@ fn join(committed: u64, reserved: u64) -> u64 {
 
 #[allow(dead_code)]
 impl Account {
-    /// An account over `state` (zero: nothing committed or reserved).
-    pub(crate) const fn new(state: AtomicU64) -> Self {
-        Account { state }
+    const_new! {
+        /// An empty account: nothing committed or reserved.
+        pub(crate) fn new() -> Account {
+            Account { state: AtomicU64::new(0) }
+        }
     }
 
     /// (committed, reserved) pages now.

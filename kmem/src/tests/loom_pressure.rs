@@ -1,5 +1,5 @@
 //! loom model of the limit's accounting (`kmem/src/pressure/account.rs`,
-//! included here with loom's atomics): a reservation being granted and
+//! the real struct, with loom's atomics through kmem's `sync` shim): a reservation being granted and
 //! drawn on races ordinary allocations near the limit. In every
 //! interleaving: a granted reservation's allocation succeeds, committed
 //! memory never passes the limit, an ordinary charge never eats reserved
@@ -9,31 +9,22 @@
 //!
 //! `RUSTFLAGS="--cfg loom" cargo test --release -p bsdalloc-kmem loom`
 
-#![cfg(loom)]
-
 use loom::sync::atomic::AtomicU64;
 use loom::sync::Arc;
 use loom::thread;
 
-#[path = "../src/pressure/account.rs"]
-#[allow(dead_code)]
-mod account;
-use account::Account;
+use crate::pressure::account::Account;
 
 const LIMIT: u64 = 4;
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
-    let mut b = loom::model::Builder::new();
-    if b.preemption_bound.is_none() {
-        b.preemption_bound = Some(3);
-    }
-    b.check(f);
+    super::run_model("pressure", f);
 }
 
 #[test]
 fn loom_pressure_reservation_vs_ordinary_near_the_limit() {
     model(|| {
-        let acct = Arc::new(Account::new(AtomicU64::new(0)));
+        let acct = Arc::new(Account::new());
         // One page committed already: room for 3.
         assert!(acct.try_charge(1, LIMIT, false, false));
         let a = acct.clone();
@@ -80,7 +71,7 @@ fn loom_pressure_reservation_vs_ordinary_near_the_limit() {
 #[test]
 fn loom_pressure_ordinary_charges_leave_reserved_room() {
     model(|| {
-        let acct = Arc::new(Account::new(AtomicU64::new(0)));
+        let acct = Arc::new(Account::new());
         assert!(acct.try_reserve(2, LIMIT, LIMIT / 2));
         let hs: Vec<_> = (0..2)
             .map(|_| {

@@ -161,7 +161,7 @@ pub mod raw;
 mod report;
 mod stats;
 mod sync;
-#[cfg(all(test, loom))]
+#[cfg(test)]
 mod tests;
 mod timeout;
 

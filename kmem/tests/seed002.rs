@@ -2,19 +2,16 @@
 //! needs pages, pages need boundary tags. The btag zone's reserve breaks
 //! the cycle, and `keg_drain` must honour it.
 //!
-//! - `reserve_*`: on a miniature kernel, a btag drain that honours the
-//!   reserve never leaves the arena without tags; the regression guards
-//!   show what goes wrong without the rule (no reserve, or a drain that
-//!   ignores it): tag allocation gets stuck although the arena has space.
-//! - `stress_*`: the real kmem allocator near a kernel-arena limit, with a
-//!   thread draining every zone in a loop, bounded time, watchdog.
+//! - `stress_*` (here): the real kmem allocator near a kernel-arena limit,
+//!   with a thread draining every zone in a loop, bounded time, watchdog.
+//! - the reserve tests and the loom model are in the crate
+//!   (`kmem/src/tests/seed002.rs`, `loom_seed002.rs`): they build a small
+//!   kernel with the real wiring (`kmem/src/kernel/wiring.rs`).
 
 #![cfg(not(loom))]
 
-mod common;
 #[path = "common/util.rs"]
 mod util;
-use common::mini::{Mini, PAGE};
 use util::watchdog;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -23,81 +20,7 @@ use std::time::Duration;
 
 use uma::Reclaim;
 
-/// Allocates one-page segments from the mini arena in rounds, draining
-/// the btag zone after each round with `drain`. Returns the number of
-/// NOWAIT failures that happened while the arena still had free space.
-fn churn(m: &Mini, rounds: usize, drain: impl Fn(&Mini)) -> usize {
-    let mut held = Vec::new();
-    let mut stuck = 0;
-    for r in 0..rounds {
-        for _ in 0..3 {
-            match m.arena.alloc(PAGE, vmem::Flags::NOWAIT) {
-                Ok(a) => held.push(a),
-                Err(_) => {
-                    let s = m.arena.stats();
-                    if s.size - s.inuse >= 8 * PAGE {
-                        stuck += 1;
-                    }
-                }
-            }
-        }
-        // free every other segment so the arena both splits and coalesces
-        if r % 2 == 1 && held.len() > 4 {
-            let a = held.swap_remove(held.len() / 2);
-            m.arena.free(a, PAGE).unwrap();
-        }
-        drain(m);
-        m.btag.check_invariants();
-    }
-    m.arena.check_invariants().unwrap();
-    stuck
-}
-
-#[test]
-fn reserve_honoured_by_drain_never_leaves_the_arena_without_tags() {
-    let m = Mini::new(512, 4, 2 * vmem::BT_MAXALLOC);
-    let stuck = churn(&m, 120, |m| {
-        m.btag.reclaim(Reclaim::DrainCpu);
-        assert!(
-            m.btag_free() >= m.reserve,
-            "drain left {} free tags, reserve {}",
-            m.btag_free(),
-            m.reserve
-        );
-    });
-    assert_eq!(stuck, 0, "tag allocation failed with space in the arena");
-}
-
-#[test]
-fn reserve_absent_leaves_tag_allocation_stuck() {
-    // Regression guard: with no reserve, the first btag slab the arena
-    // needs cannot be allocated (its own tags would come from the slab).
-    let m = Mini::new(512, 4, 0);
-    let stuck = churn(&m, 120, |m| m.btag.reclaim(Reclaim::DrainCpu));
-    assert!(
-        stuck > 0,
-        "expected the arena to get stuck without a reserve"
-    );
-    // And it stays stuck: nothing can ever refill the zone.
-    assert!(m.arena.alloc(PAGE, vmem::Flags::NOWAIT).is_err());
-}
-
-#[test]
-fn reserve_ignored_by_drain_leaves_tag_allocation_stuck() {
-    // Regression guard for D26772: a drain that frees slabs the reserve
-    // needs (simulated by lifting the reserve around the drain) strands
-    // the arena exactly like having no reserve.
-    let m = Mini::new(512, 4, 2 * vmem::BT_MAXALLOC);
-    let stuck = churn(&m, 120, |m| {
-        m.btag.reserve(0);
-        m.btag.reclaim(Reclaim::DrainCpu);
-        m.btag.reserve(m.reserve);
-    });
-    assert!(
-        stuck > 0,
-        "expected a reserve-ignoring drain to strand the arena"
-    );
-}
+const PAGE: usize = kmem::PAGE_SIZE;
 
 #[test]
 fn stress_drains_racing_kernel_arena_allocations_near_the_limit() {

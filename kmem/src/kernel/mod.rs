@@ -1,0 +1,323 @@
+//! The kernel arena, the metadata arena, the btag zone and the bootstrap
+//! (see the crate doc for the start-up sequence).
+//!
+//! # Placement by lifetime (seed 000)
+//!
+//! Two arenas share the address space, as FreeBSD's kernel arena and its
+//! per-domain arenas do:
+//!
+//! - the **kernel arena** holds the program's memory: size-class slabs,
+//!   large blocks, `kmem_malloc` and `kva_alloc` ranges, the quantum
+//!   cache's ranges. It imports 4 MiB spans of 2 MiB-aligned chunks from
+//!   the OS and gives a span back (`munmap`, through `dirty`) once it is
+//!   wholly free;
+//! - the **metadata arena** (`kmem meta`) holds the allocator's own
+//!   long-lived memory: boundary-tag slabs (the btag zone), UMA's internal
+//!   zones (zones, kegs, off-page slab headers, buckets, keg hash tables)
+//!   and zones created without a page source of their own. Its first span
+//!   is the rest of the boot chunk; it imports whole 2 MiB chunks from the
+//!   kernel arena (FreeBSD `kva_import_domain`, `KVA_QUANTUM`), best fit,
+//!   and gives a chunk back as soon as it is wholly free.
+//!
+//! So freeing the program's blocks leaves the kernel arena's spans free
+//! of metadata: no boundary-tag slab sits among small-object slabs, and a
+//! reclaim (a trim, or the pass before an allocation fails) unmaps them.
+//!
+//! The metadata arena's own boundary tags come from vmem's standalone tag
+//! pool (a few pages of its own mappings), not from the btag zone. With
+//! btag-zone tags, every btag slab would be described by a tag living in
+//! another btag slab: a chain that keeps all but the newest slab alive
+//! after everything else is freed (the 30,000 free tags of seed 000's
+//! report). FreeBSD avoids the same chain on amd64 by taking btag slabs
+//! from the direct map, which needs no tags.
+//!
+//! The recursion of seed 002 is still there: the btag zone takes its slabs
+//! from the metadata arena with `USE_RESERVE | NOVM | NOWAIT | BESTFIT`,
+//! and when that arena has no room its import takes a chunk from the
+//! kernel arena with the same flags, whose tags come from the btag zone's
+//! reserve (one fill, `BT_MAXALLOC` tags, per chain; the reserve holds
+//! twice that per CPU, as FreeBSD's).
+
+mod pages;
+mod qcache;
+pub(crate) mod wiring;
+
+pub(crate) use pages::{arena_free, arena_pages, charged, vflags};
+pub(crate) use qcache::{qcache_zones, QCACHE_MAX};
+#[cfg(not(loom))]
+pub(crate) use wiring::BootLock;
+
+use core::ptr;
+
+use uma::{Uma, Zone, ZoneArgs};
+use vmem::Arena;
+
+use crate::classes::{class_align, CLASS_NAMES, CLASS_SIZES, NCLASSES};
+use crate::os::{self, CHUNK_SIZE, PAGE_SIZE};
+use crate::pagemeta;
+use crate::sync::plain::{AtomicPtr, AtomicU8, Ordering};
+use qcache::{qcache_import, qcache_release, QCACHE, QCACHE_NAMES};
+use wiring::{KernelPages, Sources, Spec, StaticCell, Wiring};
+
+/// The kernel arena imports address space from the OS this much at a time.
+pub const IMPORT_QUANTUM: usize = 2 * CHUNK_SIZE;
+
+/// The kernel arena's imports grow with it, up to this (see
+/// `vmem::ArenaBuilder::import_growth`): a program with hundreds of MiB of
+/// large blocks gets them out of shared 64 MiB spans, where freed blocks
+/// coalesce and their dirty pages are reused, instead of a span each.
+pub(crate) const IMPORT_GROWTH_MAX: usize = 64 << 20;
+
+/// Everything the allocator is made of, built once by [`kernel`].
+pub(crate) struct Kernel {
+    /// The kernel arena: the program's memory (see the module doc).
+    pub(crate) arena: &'static Arena<'static>,
+    /// The metadata arena: the allocator's own slabs, in chunks imported
+    /// from the kernel arena.
+    pub(crate) meta: &'static Arena<'static>,
+    /// The UMA instance whose internal zones live in the metadata arena.
+    pub(crate) uma: &'static Uma,
+    /// The boundary-tag zone the kernel arena takes its tags from.
+    pub(crate) btag: &'static Zone,
+    /// The btag zone's reserve (items).
+    pub(crate) btag_reserve: usize,
+    /// One zone per malloc size class.
+    pub(crate) classes: [&'static Zone; NCLASSES],
+    /// Slab size and items per slab of each class (pointer validation).
+    pub(crate) slab_size: [usize; NCLASSES],
+    pub(crate) ipers: [usize; NCLASSES],
+}
+
+/// The metadata arena imports this much at a time.
+pub(crate) const META_IMPORT: usize = CHUNK_SIZE;
+
+/// The process kernel's wiring and sources.
+pub(crate) static WIRING: Wiring = Wiring::new(true);
+static SOURCES: Sources = Sources::of(&WIRING);
+static KERNEL: StaticCell<Kernel> = StaticCell::new();
+static ARENA: StaticCell<Arena<'static>> = StaticCell::new();
+static META: StaticCell<Arena<'static>> = StaticCell::new();
+
+/// The class zones, for the allocation fast path (null until ready).
+pub(crate) static CLASS_ZONES: [AtomicPtr<Zone>; NCLASSES] =
+    [const { AtomicPtr::new(ptr::null_mut()) }; NCLASSES];
+
+/// One page source per size class, so slabs are labelled with their class.
+static CLASS_PAGES: [KernelPages; NCLASSES] = {
+    let mut t = [const {
+        KernelPages {
+            w: &WIRING,
+            word: 0,
+            meta: false,
+            name: "kernel-malloc",
+        }
+    }; NCLASSES];
+    let mut c = 0;
+    while c < NCLASSES {
+        t[c].word = pagemeta::slab_word(c);
+        c += 1;
+    }
+    t
+};
+
+const UNINIT: u8 = 0;
+const BUSY: u8 = 1;
+const READY: u8 = 2;
+const FAILED: u8 = 3;
+static STATE: AtomicU8 = AtomicU8::new(UNINIT);
+
+std::thread_local! {
+    static INITIALIZING: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
+/// The allocator, built on first use. `None` if the OS refused the first
+/// chunk, or when called recursively while this thread builds it.
+#[inline]
+pub(crate) fn kernel() -> Option<&'static Kernel> {
+    if STATE.load(Ordering::Acquire) == READY {
+        // SAFETY: READY is published after KERNEL was written.
+        return Some(unsafe { (*KERNEL.0.get()).assume_init_ref() });
+    }
+    kernel_slow()
+}
+
+#[cold]
+#[inline(never)]
+fn kernel_slow() -> Option<&'static Kernel> {
+    let backoff = crossbeam_utils::Backoff::new();
+    loop {
+        match STATE.compare_exchange(UNINIT, BUSY, Ordering::Acquire, Ordering::Acquire) {
+            Ok(_) => {
+                INITIALIZING.with(|i| i.set(true));
+                let ok = build();
+                INITIALIZING.with(|i| i.set(false));
+                STATE.store(if ok { READY } else { FAILED }, Ordering::Release);
+                // The fork handlers, once the allocator is complete (and
+                // usable: pthread_atfork may call malloc, which with kmem's
+                // C ABI is us).
+                #[cfg(not(loom))]
+                if ok {
+                    crate::fork::install();
+                }
+            }
+            Err(READY) => {
+                // SAFETY: as in `kernel`.
+                return Some(unsafe { (*KERNEL.0.get()).assume_init_ref() });
+            }
+            Err(FAILED) => return None,
+            Err(_) => {
+                if INITIALIZING.with(|i| i.get()) {
+                    return None; // recursion from inside the bootstrap
+                }
+                backoff.snooze();
+            }
+        }
+    }
+}
+
+fn ncpu() -> usize {
+    // SAFETY: sysconf has no preconditions. (std's available_parallelism
+    // may read cgroup files through the global allocator.)
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if n < 1 {
+        1
+    } else {
+        n as usize
+    }
+}
+
+/// Boot pages in use and given back (bytes).
+pub(crate) fn boot_usage() -> (usize, usize) {
+    WIRING.boot_usage()
+}
+
+/// Takes the boot lock for a fork (see `fork`).
+#[cfg(not(loom))]
+pub(crate) fn fork_lock_boot() -> BootLock {
+    WIRING.fork_lock_boot()
+}
+
+/// After a reclaim: hands the kernel arena's spare boundary tags back and
+/// drains the btag zone (every thread's cache, its bucket cache, its free
+/// slabs beyond the reserve). The arena's next operation takes fresh tags
+/// from the fullest btag slabs, so the spares, freed whenever segments
+/// coalesced and so spread over many slabs, stop pinning them: what stays
+/// is about the tags in use, packed, plus the reserve.
+pub(crate) fn settle_tags(k: &Kernel) {
+    k.arena.release_spare_tags();
+    k.btag.reclaim(uma::Reclaim::DrainCpu);
+}
+
+// ---------------------------------------------------------------- bootstrap
+
+/// The btag zone's reserve for the process: enough tags for every CPU to
+/// be inside a btag slab allocation at once (2 * BT_MAXALLOC per CPU,
+/// FreeBSD vmem_startup).
+fn btag_reserve() -> usize {
+    2 * vmem::BT_MAXALLOC * ncpu()
+}
+
+/// Builds the allocator (the sequence in the crate doc). Never touches the
+/// global allocator.
+fn build() -> bool {
+    crate::env::init(); // page size check, BSDALLOC_* options (env.rs)
+                        // 1. The boot chunk.
+    let Some(base) = os::map_chunks(CHUNK_SIZE) else {
+        return false;
+    };
+    if !pagemeta::register(base, CHUNK_SIZE) {
+        return false;
+    }
+    // 2-6. UMA, the btag zone, the arenas, the switch, the reserve.
+    let spec = Spec {
+        boot: (base, CHUNK_SIZE),
+        span: None,
+        meta_import: META_IMPORT,
+        btag_ipers: None,
+        reserve: btag_reserve(),
+    };
+    let Some(core) = wiring::build_core(&SOURCES, &spec, (&ARENA, &META)) else {
+        return false;
+    };
+    // 7. The malloc zones.
+    let Some((classes, slab_size, ipers)) = build_classes(core.uma) else {
+        return false;
+    };
+    // 8. The quantum cache zones (until they exist, arena.alloc falls
+    //    through to xalloc and arena.free to xfree).
+    if !build_qcache(core.uma) {
+        return false;
+    }
+    // 9. The memory limit from the environment (BSDALLOC_LIMIT).
+    crate::pressure::init_from_env(core.arena);
+    // SAFETY: single initializing thread; READY is published by the caller.
+    unsafe {
+        KERNEL.write(Kernel {
+            arena: core.arena,
+            meta: core.meta,
+            uma: core.uma,
+            btag: core.btag,
+            btag_reserve: spec.reserve,
+            classes,
+            slab_size,
+            ipers,
+        });
+    }
+    for (c, z) in classes.iter().enumerate() {
+        CLASS_ZONES[c].store(*z as *const Zone as *mut Zone, Ordering::Release);
+        // The lazy timeout (`timeout` module) runs from their slow paths.
+        #[cfg(not(loom))]
+        z.set_slow_hook(crate::timeout::tick);
+    }
+    true
+}
+
+/// The size-class zones with their slab sizes and items per slab.
+#[allow(clippy::type_complexity)]
+fn build_classes(
+    uma: &'static uma::Uma,
+) -> Option<(
+    [&'static Zone; NCLASSES],
+    [usize; NCLASSES],
+    [usize; NCLASSES],
+)> {
+    let mut classes: [Option<&'static Zone>; NCLASSES] = [None; NCLASSES];
+    let mut slab_size = [0; NCLASSES];
+    let mut ipers = [0; NCLASSES];
+    for c in 0..NCLASSES {
+        let args = ZoneArgs::new(CLASS_NAMES[c], CLASS_SIZES[c])
+            .align(class_align(c).max(8))
+            .source(&CLASS_PAGES[c]);
+        let z = uma.create_zone(&args)?;
+        let info = z.keg_info()?;
+        classes[c] = Some(z);
+        slab_size[c] = info.layout.slab_size;
+        ipers[c] = info.layout.ipers;
+    }
+    Some((
+        classes.map(|z| z.expect("every class built")),
+        slab_size,
+        ipers,
+    ))
+}
+
+/// The kernel arena's quantum-cache zones (UMA cache-only zones).
+fn build_qcache(uma: &'static uma::Uma) -> bool {
+    for (class, name) in QCACHE_NAMES.iter().enumerate().skip(1) {
+        let Some(z) = uma.create_cache(&uma::CacheArgs {
+            name,
+            size: class * PAGE_SIZE,
+            import: qcache_import,
+            release: qcache_release,
+            arg: class,
+            ctor: None,
+            dtor: None,
+            flags: uma::ZoneFlags::NONE,
+            bucket_size: None,
+        }) else {
+            return false;
+        };
+        QCACHE.zones[class].store(z as *const Zone as *mut Zone, Ordering::Release);
+    }
+    true
+}

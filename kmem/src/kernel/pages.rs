@@ -1,0 +1,147 @@
+//! Pages of the kernel arena under the memory limit, and the kernel
+//! arena's import source (the OS).
+
+use vmem::{Arena, Constraints};
+
+use super::qcache::QCACHE_MAX;
+use crate::os::{self, CHUNK_SIZE, PAGE_SIZE};
+use crate::pagemeta;
+use crate::Flags;
+
+/// uma flags -> vmem flags for a page allocation.
+pub(crate) fn vflags(flags: Flags) -> vmem::Flags {
+    if flags.contains(Flags::WAITOK) {
+        vmem::Flags::WAITOK
+    } else {
+        vmem::Flags::NOWAIT
+    }
+}
+
+/// Allocates pages from the kernel arena and labels them (`kmem_back`).
+/// With `zero` they are zero-filled: free arena pages read as zero except
+/// those labelled dirty (see `dirty`), which are cleared here.
+pub(crate) fn arena_pages(
+    arena: &Arena<'static>,
+    size: usize,
+    align: usize,
+    vf: vmem::Flags,
+    word: usize,
+    zero: bool,
+) -> Option<usize> {
+    let c = if align > PAGE_SIZE {
+        Constraints::new().align(align)
+    } else {
+        Constraints::NONE
+    };
+    let force = vf.contains(vmem::Flags::USE_RESERVE);
+    let addr = charged(size, vf, |first| {
+        // Large requests first look for pages a recent free left dirty.
+        if first && size > QCACHE_MAX && align <= PAGE_SIZE && !force {
+            if let Some(a) = crate::dirty::reuse(arena, size) {
+                return Ok(a);
+            }
+        }
+        arena.xalloc(size, &c, vf)
+    })?;
+    crate::dirty::taken(addr, size / PAGE_SIZE, word, zero);
+    Some(addr)
+}
+
+/// Runs `alloc` for `size` bytes of the kernel arena under the memory
+/// limit (pressure.rs): charges first (boundary-tag slabs, `USE_RESERVE`,
+/// are charged but never refused; `WAITOK` sleeps at the limit until memory
+/// is freed), retries once after a reclaim pass if the arena fails (reclaim
+/// before failure, seed 003; `alloc` gets `false` then), and uncharges on
+/// failure. A failure, at the limit or in the arena (out of address
+/// space), is counted as a pressure failure: the program's request gets
+/// null (see [`charged_meta`] for the allocator's own).
+pub(crate) fn charged(
+    size: usize,
+    vf: vmem::Flags,
+    alloc: impl FnMut(bool) -> Result<usize, vmem::Error>,
+) -> Option<usize> {
+    charged_as(size, vf, crate::pressure::Failure::Program, true, alloc)
+}
+
+/// As [`charged`] for the allocator's own pages (the metadata arena): a
+/// failure there is counted apart (a bucket that could not be had is not
+/// a null for anyone). `reclaim`: whether a failure may run a reclaim pass
+/// (over the process's kernel) before the retry.
+pub(crate) fn charged_meta(
+    size: usize,
+    vf: vmem::Flags,
+    reclaim: bool,
+    alloc: impl FnMut(bool) -> Result<usize, vmem::Error>,
+) -> Option<usize> {
+    charged_as(size, vf, crate::pressure::Failure::Meta, reclaim, alloc)
+}
+
+fn charged_as(
+    size: usize,
+    vf: vmem::Flags,
+    what: crate::pressure::Failure,
+    reclaim: bool,
+    mut alloc: impl FnMut(bool) -> Result<usize, vmem::Error>,
+) -> Option<usize> {
+    let force = vf.contains(vmem::Flags::USE_RESERVE);
+    if !crate::pressure::charge(size, vf.contains(vmem::Flags::WAITOK), force) {
+        crate::pressure::count_failure(what);
+        return None;
+    }
+    let addr = match alloc(true) {
+        Ok(a) => Ok(a),
+        Err(_) if reclaim && crate::pressure::reclaim_for_retry() => alloc(false),
+        Err(e) => Err(e),
+    };
+    if addr.is_err() {
+        crate::pressure::uncharge(size);
+        crate::pressure::count_failure(what);
+    }
+    addr.ok()
+}
+
+/// Unlabels, unbacks and frees pages to the kernel arena.
+///
+/// # Safety
+///
+/// `[addr, addr + size)` came from [`arena_pages`] and nothing uses it.
+pub(crate) unsafe fn arena_free(arena: &Arena<'static>, addr: usize, size: usize) {
+    pagemeta::set(addr, size / PAGE_SIZE, 0);
+    // SAFETY: the caller's promise.
+    unsafe { os::unback(addr, size) };
+    if let Err(e) = arena.xfree(addr, size) {
+        crate::report::fatal(format_args!(
+            "kmem: freeing {size} bytes at {addr:#x} to the kernel arena: {e}"
+        ));
+    }
+    crate::pressure::uncharge(size);
+}
+
+/// The kernel arena's import source: 2 MiB-aligned chunks from `mmap`,
+/// registered in the page metadata; released spans are kept mapped for a
+/// while and reused by later imports, then unmapped (see `dirty`).
+pub(crate) struct OsChunks;
+pub(crate) static OS_CHUNKS: OsChunks = OsChunks;
+
+impl vmem::Source for OsChunks {
+    fn import(&self, size: usize, _flags: vmem::Flags) -> Option<usize> {
+        let size = size.checked_next_multiple_of(CHUNK_SIZE)?;
+        if let Some(base) = crate::dirty::take_span(size) {
+            return Some(base);
+        }
+        let base = os::map_chunks(size)?;
+        if !pagemeta::register(base, size) {
+            // SAFETY: just mapped, unused.
+            unsafe { os::unmap(base, size) };
+            return None;
+        }
+        Some(base)
+    }
+
+    fn release(&self, addr: usize, size: usize) {
+        // vmem releases a span only when it is wholly free.
+        if !crate::dirty::retain_span(addr, size) {
+            crate::dirty::unmap_span(addr, size);
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! The kernel arena's quantum cache (FreeBSD `qcache_*`) as UMA
+//! cache-only zones.
+
+use core::ptr::{self, NonNull};
+
+use vmem::{Arena, Constraints};
+
+use crate::os::{self, PAGE_SIZE};
+use crate::sync::plain::{AtomicPtr, Ordering};
+use crate::Flags;
+use uma::Zone;
+
+/// Pages per request the kernel arena's quantum cache serves (1..=16
+/// pages, vmem's class limit).
+pub(crate) const QCACHE_PAGES: usize = vmem::QCACHE_MAX_CLASSES;
+/// The largest request the quantum cache serves.
+pub(crate) const QCACHE_MAX: usize = QCACHE_PAGES * PAGE_SIZE;
+
+/// The kernel arena's quantum cache (FreeBSD `qcache_*`): one UMA
+/// cache-only zone per page count, importing from and releasing to the
+/// arena. Ranges freed into it by `large_free` keep their pages (dirty, so
+/// a reuse costs no page faults); a release (trim, drain) unbacks them
+/// first. (`arena_free` unbacks and frees past the cache: nothing may
+/// expect the cache's ranges to read as zero.)
+pub(crate) struct KernelQCache {
+    pub(crate) zones: [AtomicPtr<Zone>; QCACHE_PAGES + 1],
+}
+
+pub(crate) static QCACHE: KernelQCache = KernelQCache {
+    zones: [const { AtomicPtr::new(ptr::null_mut()) }; QCACHE_PAGES + 1],
+};
+
+pub(crate) const QCACHE_NAMES: [&str; QCACHE_PAGES + 1] = [
+    "",
+    "kva qc 4K",
+    "kva qc 8K",
+    "kva qc 12K",
+    "kva qc 16K",
+    "kva qc 20K",
+    "kva qc 24K",
+    "kva qc 28K",
+    "kva qc 32K",
+    "kva qc 36K",
+    "kva qc 40K",
+    "kva qc 44K",
+    "kva qc 48K",
+    "kva qc 52K",
+    "kva qc 56K",
+    "kva qc 60K",
+    "kva qc 64K",
+];
+
+/// The quantum-cache zones that exist.
+pub(crate) fn qcache_zones() -> impl Iterator<Item = &'static Zone> {
+    (1..=QCACHE_PAGES).filter_map(|c| QCACHE.zone(c))
+}
+
+impl KernelQCache {
+    fn zone(&self, class: usize) -> Option<&'static Zone> {
+        let z = self.zones.get(class)?.load(Ordering::Acquire);
+        // SAFETY: set once to a zone that is never destroyed.
+        (!z.is_null()).then(|| unsafe { &*z })
+    }
+}
+
+impl vmem::QuantumCache for KernelQCache {
+    fn alloc(&self, _arena: &Arena<'_>, class: usize, _flags: vmem::Flags) -> Option<usize> {
+        let z = self.zone(class)?;
+        z.alloc(Flags::NOWAIT).map(|p| p.as_ptr() as usize)
+    }
+
+    fn free(&self, arena: &Arena<'_>, class: usize, addr: usize) {
+        match (self.zone(class), NonNull::new(addr as *mut u8)) {
+            // SAFETY: `addr` is a live range of `class` pages of this arena,
+            // given up by its owner: a valid item of the cache zone.
+            (Some(z), Some(p)) => unsafe { z.free(p) },
+            _ => {
+                let _ = arena.xfree(addr, class * PAGE_SIZE);
+            }
+        }
+    }
+
+    fn drain(&self, _arena: &Arena<'_>) {
+        for class in 1..=QCACHE_PAGES {
+            if let Some(z) = self.zone(class) {
+                z.reclaim(uma::Reclaim::Drain);
+            }
+        }
+    }
+}
+
+/// The quantum-cache contract's constraint on cached ranges.
+const QCACHE_RANGE: Constraints = Constraints::new().range(vmem::QCACHE_MIN_ADDR, usize::MAX);
+
+/// Cache-zone import: `class`-page ranges straight from the arena, with
+/// the quantum-cache contract's constraint (never address 0).
+pub(crate) fn qcache_import(class: usize, store: &mut [*mut u8], _flags: Flags) -> usize {
+    let Some(a) = super::WIRING.arena() else {
+        return 0;
+    };
+    let mut n = 0;
+    for slot in store.iter_mut() {
+        match a.xalloc(class * PAGE_SIZE, &QCACHE_RANGE, vmem::Flags::NOWAIT) {
+            Ok(addr) => {
+                // Cached ranges are dirty anyway; just unlabel them.
+                crate::dirty::taken(addr, class, 0, false);
+                *slot = addr as *mut u8;
+                n += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    n
+}
+
+/// Cache-zone release: unback (free arena pages read as zero) and free.
+pub(crate) fn qcache_release(class: usize, items: &[*mut u8]) {
+    let Some(a) = super::WIRING.arena() else {
+        return;
+    };
+    for &p in items {
+        // SAFETY: a cached range nobody uses: whole pages of ours.
+        unsafe { os::unback(p as usize, class * PAGE_SIZE) };
+        let _ = a.xfree(p as usize, class * PAGE_SIZE);
+    }
+}

@@ -76,7 +76,7 @@
 //!   own (boundary-tag slabs, UMA's internal zones and buckets) lives in
 //!   the metadata arena ([`meta_arena`]), in whole chunks it gives back
 //!   when they are wholly free. So freeing the program's blocks frees
-//!   whole spans, and a reclaim unmaps them (details in `kernel.rs`).
+//!   whole spans, and a reclaim unmaps them (details in `kmem/src/kernel/`).
 //! - The kernel arena imports 2 MiB-aligned chunks with `mmap`. Freed slabs
 //!   are unbacked with `madvise(MADV_DONTNEED)` before they go back to the
 //!   arena. A freed large block (above 64 KiB) keeps its pages for a while:
@@ -123,7 +123,7 @@
 //!   ([`MALLOC_TAG_BYTES`]), so [`free`], [`zfree`], [`realloc`] and
 //!   [`reallocf`] report a wrong type ([`ReportKind::WrongType`], both
 //!   type names) and a small block freed twice ([`ReportKind::DoubleFree`])
-//!   before touching the block. Details in `kmem/src/malloc.rs`.
+//!   before touching the block. Details in `kmem/src/malloc/mod.rs`.
 //!
 //! Without the feature none of these checks costs anything.
 //!

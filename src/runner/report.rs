@@ -345,6 +345,21 @@ fn draw_panel(s: &mut String, l: &Layout<'_>, p: &Panel<'_>) {
     }
 }
 
+/// The legend: a coloured square and the name of each series, in a row.
+fn draw_legend(s: &mut String, left: f64, series: &[&str]) {
+    let mut lx = left;
+    for a in series {
+        let _ = writeln!(
+            s,
+            r##"<rect x="{lx:.1}" y="62" width="12" height="12" fill="{}"/><text x="{:.1}" y="73" font-size="12">{}</text>"##,
+            colour(a),
+            lx + 17.0,
+            xml_escape(a)
+        );
+        lx += text_w(a, 12.0, false) + 34.0;
+    }
+}
+
 /// The chart: two panels, time (median) and peak RSS (max), each per
 /// workload (and the geometric mean) with one bar per allocator other
 /// than system, divided by system's figure, on log2 axes centred on 1.
@@ -423,17 +438,7 @@ pub fn svg(r: &Results) -> String {
         xml_escape(title),
         xml_escape(&subtitle)
     );
-    let mut lx = left;
-    for a in &series {
-        let _ = writeln!(
-            s,
-            r##"<rect x="{lx:.1}" y="62" width="12" height="12" fill="{}"/><text x="{:.1}" y="73" font-size="12">{}</text>"##,
-            colour(a),
-            lx + 17.0,
-            xml_escape(a)
-        );
-        lx += text_w(a, 12.0, false) + 34.0;
-    }
+    draw_legend(&mut s, left, &series);
     if series.is_empty() {
         let _ = writeln!(
             s,

@@ -48,7 +48,7 @@ pub(crate) fn arena_pages(
 }
 
 /// Runs `alloc` for `size` bytes of the kernel arena under the memory
-/// limit (pressure.rs): charges first (boundary-tag slabs, `USE_RESERVE`,
+/// limit (`pressure`): charges first (boundary-tag slabs, `USE_RESERVE`,
 /// are charged but never refused; `WAITOK` sleeps at the limit until memory
 /// is freed), retries once after a reclaim pass if the arena fails (reclaim
 /// before failure, seed 003; `alloc` gets `false` then), and uncharges on

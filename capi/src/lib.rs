@@ -485,56 +485,10 @@ fn no_real_register_atfork() {
 
 // ---------------------------------------------------------------- statistics
 
-/// Standard error through a stack buffer: formatting without allocating.
-struct Stderr {
-    buf: [u8; 4096],
-    len: usize,
-}
-
-impl Stderr {
-    fn flush(&mut self) {
-        let mut done = 0;
-        while done < self.len {
-            // SAFETY: the range is initialized bytes of `buf`.
-            let n = unsafe {
-                libc::write(
-                    libc::STDERR_FILENO,
-                    self.buf[done..self.len].as_ptr().cast(),
-                    self.len - done,
-                )
-            };
-            if n > 0 {
-                done += n as usize;
-            } else if n < 0 && errno() == libc::EINTR {
-                continue;
-            } else {
-                break; // stderr closed or broken: drop the rest
-            }
-        }
-        self.len = 0;
-    }
-}
-
-impl fmt::Write for Stderr {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for chunk in s.as_bytes().chunks(self.buf.len()) {
-            if self.len + chunk.len() > self.buf.len() {
-                self.flush();
-            }
-            self.buf[self.len..self.len + chunk.len()].copy_from_slice(chunk);
-            self.len += chunk.len();
-        }
-        Ok(())
-    }
-}
-
 /// Writes kmem's statistics to standard error, keeping `errno`.
 fn print_stats() {
     let saved = errno();
-    let mut w = Stderr {
-        buf: [0; 4096],
-        len: 0,
-    };
+    let mut w = kmem::StderrWriter::new();
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
     let _ = writeln!(w, "== bsdalloc (kmem) statistics, pid {pid} ==");

@@ -95,28 +95,64 @@ pub(crate) fn stats_at_exit() -> bool {
     STATS_AT_EXIT.load(Ordering::Relaxed)
 }
 
-/// `fmt::Write` to stderr through a 4 KiB stack buffer (no allocation).
-struct Stderr {
+/// A `fmt::Write` to standard error through a 4 KiB buffer of its own:
+/// formatting that never allocates, for code that runs inside the
+/// allocator (report hooks, exit handlers, `malloc_stats`). Output goes out
+/// when the buffer fills and on [`flush`](StderrWriter::flush) or drop;
+/// an interrupted write is retried, a closed stderr drops the rest.
+pub struct StderrWriter {
     buf: [u8; 4096],
     len: usize,
 }
 
-impl Stderr {
-    fn flush(&mut self) {
+impl StderrWriter {
+    /// An empty writer (lives on the stack: 4 KiB).
+    pub const fn new() -> StderrWriter {
+        StderrWriter {
+            buf: [0; 4096],
+            len: 0,
+        }
+    }
+
+    /// Writes out what is buffered.
+    pub fn flush(&mut self) {
         let mut off = 0;
         while off < self.len {
             // SAFETY: writes the filled part of our own buffer to fd 2.
             let n = unsafe { libc::write(2, self.buf[off..].as_ptr().cast(), self.len - off) };
-            if n <= 0 {
-                break;
+            if n > 0 {
+                off += n as usize;
+            } else if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            } else {
+                break; // stderr closed or broken: drop the rest
             }
-            off += n as usize;
         }
         self.len = 0;
     }
 }
 
-impl fmt::Write for Stderr {
+impl fmt::Debug for StderrWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StderrWriter")
+            .field("buffered", &self.len)
+            .finish()
+    }
+}
+
+impl Default for StderrWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for StderrWriter {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+impl fmt::Write for StderrWriter {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         for chunk in s.as_bytes().chunks(self.buf.len()) {
             if self.len + chunk.len() > self.buf.len() {
@@ -131,10 +167,7 @@ impl fmt::Write for Stderr {
 
 /// Writes [`write_stats`](crate::write_stats) to stderr without allocating.
 pub(crate) fn print_stats() {
-    let mut w = Stderr {
-        buf: [0; 4096],
-        len: 0,
-    };
+    let mut w = StderrWriter::new();
     let _ = fmt::Write::write_str(
         &mut w,
         "bsdalloc: kmem statistics at exit (BSDALLOC_STATS)\n",

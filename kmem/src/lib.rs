@@ -170,6 +170,7 @@ pub use debugmode::{
     debug_mode, debug_stats, set_debug, DebugError, DebugFlags, DebugStats, AUDIT_FRAMES,
 };
 pub use dirty::{dirty_budget, dirty_stats, DirtyStats, DECAY_NS, DIRTY_MAX, RETAIN_MAX};
+pub use env::StderrWriter;
 pub use global::{owns, usable_size, Kmem, ZoneAllocator};
 pub use kernel::IMPORT_QUANTUM;
 pub use kmem::{kmem_free, kmem_malloc, kva_alloc, kva_free};

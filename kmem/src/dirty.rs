@@ -372,7 +372,7 @@ pub(crate) unsafe fn free_large(arena: &Arena<'static>, addr: usize, bytes: usiz
             "kmem: freeing {bytes} bytes at {addr:#x} to the kernel arena: {e}"
         ));
     }
-    let now = crate::pressure::now_ns();
+    let now = crate::os::now_ns();
     let evicted = {
         let mut l = lists();
         let e = l.push_freed(Range {
@@ -433,7 +433,7 @@ fn maintain(arena: &Arena<'static>, now: u64, all: bool) {
 /// (ranges that fell off: see the module doc), finds them by their page
 /// words and purges them too.
 pub(crate) fn purge_all(arena: &Arena<'static>) {
-    maintain(arena, crate::pressure::now_ns(), true);
+    maintain(arena, crate::os::now_ns(), true);
     if DIRTY.load(Ordering::Relaxed) != 0 {
         sweep(arena);
     }
@@ -450,7 +450,7 @@ fn sweep(arena: &Arena<'static>) {
 
 /// Purges what is over budget or older than the decay time (a trim).
 pub(crate) fn purge_old(arena: &Arena<'static>) {
-    maintain(arena, crate::pressure::now_ns(), false);
+    maintain(arena, crate::os::now_ns(), false);
 }
 
 /// Unbacks the dirty runs of `[addr, addr + size)` that are free in the
@@ -518,7 +518,7 @@ fn purge_range(arena: &Arena<'static>, r: Range) {
         if l.len < RING {
             l.push(Range {
                 tries: r.tries + 1,
-                stamp: crate::pressure::now_ns(),
+                stamp: crate::os::now_ns(),
                 ..r
             });
         }
@@ -537,7 +537,7 @@ pub(crate) fn retain_span(addr: usize, size: usize) -> bool {
     l.spans[i] = Range {
         addr,
         size,
-        stamp: crate::pressure::now_ns(),
+        stamp: crate::os::now_ns(),
         tries: 0,
     };
     l.nspans += 1;
@@ -567,7 +567,7 @@ pub(crate) fn take_span(size: usize) -> Option<usize> {
         l.push(Range {
             addr,
             size,
-            stamp: crate::pressure::now_ns(),
+            stamp: crate::os::now_ns(),
             tries: 0,
         });
     }

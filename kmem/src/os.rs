@@ -186,6 +186,18 @@ pub(crate) fn clock_ns(clock: libc::clockid_t) -> u64 {
         .wrapping_add(ts.tv_nsec as u64)
 }
 
+/// The monotonic clock in nanoseconds: the clock of kmem's decay and
+/// pressure timings.
+pub(crate) fn now_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// The coarse monotonic clock in nanoseconds (a few milliseconds of
+/// resolution, cheaper): the lazy timeout's.
+pub(crate) fn coarse_now_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC_COARSE)
+}
+
 /// Reads the OS figures (the resident sizes from `/proc/self/status`,
 /// read into a stack buffer: no allocation).
 pub fn os_stats() -> OsStats {

@@ -163,7 +163,7 @@ global! {
 /// previous one. The next pass is due one period from now.
 pub fn set_timeout_period(period: Option<Duration>) -> Option<Duration> {
     let ns = period.map_or(0, |p| u64::try_from(p.as_nanos()).unwrap_or(u64::MAX));
-    let old = timeout().set_period(coarse_now_ns(), ns);
+    let old = timeout().set_period(crate::os::coarse_now_ns(), ns);
     (old != 0).then(|| Duration::from_nanos(old))
 }
 
@@ -192,12 +192,6 @@ pub(crate) fn write_timeout_stats(w: &mut dyn core::fmt::Write) -> core::fmt::Re
     }
 }
 
-/// The coarse monotonic clock in nanoseconds (a few milliseconds of
-/// resolution; read from the vDSO).
-fn coarse_now_ns() -> u64 {
-    crate::os::clock_ns(libc::CLOCK_MONOTONIC_COARSE)
-}
-
 /// The size-class zones' slow-path hook (and the large free path's): runs
 /// a [`pass`] when one is due. Called with no allocator lock held. While
 /// the reclaim worker runs, it runs the passes.
@@ -207,7 +201,7 @@ pub(crate) fn tick() {
         return;
     }
     t.tick(
-        coarse_now_ns(),
+        crate::os::coarse_now_ns(),
         crate::pressure::reclaim_worker_running,
         || {
             // None while the allocator is being built (the building thread's

@@ -52,7 +52,7 @@ use std::time::{Duration, Instant};
 use crate::classes::class_of;
 use crate::kernel::{kernel, IMPORT_QUANTUM};
 use crate::malloc::MallocType;
-use crate::os::{round_page, PAGE_SIZE};
+use crate::os::{now_ns, round_page, PAGE_SIZE};
 use crate::Flags;
 
 pub(crate) mod account;
@@ -153,11 +153,6 @@ static C: Counters = Counters {
     waits: AtomicU64::new(0),
     reserve_refused: AtomicU64::new(0),
 };
-
-/// The monotonic clock in nanoseconds.
-pub(crate) fn now_ns() -> u64 {
-    crate::os::clock_ns(libc::CLOCK_MONOTONIC)
-}
 
 fn pages(bytes: usize) -> u64 {
     bytes.div_ceil(PAGE_SIZE) as u64

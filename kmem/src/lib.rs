@@ -134,6 +134,21 @@
 //! global order before a fork and release them in the parent and the child,
 //! so a child forked while other threads allocate can allocate and free.
 //! The order and what the child gets are in `kmem/src/fork.rs`.
+//!
+//! ## Source layout, by floor
+//!
+//! Lower floors never call upper ones except through the process kernel's
+//! accessor (`kernel::kernel()`), which the reclaim pass and the timeout
+//! use to reach the zones.
+//!
+//! | floor | files |
+//! |---|---|
+//! | the OS and the shim | `os.rs` (mappings, the clocks, OS figures), `sync.rs` (atomics and locks; loom's under `cfg(loom)`), `env.rs` (`BSDALLOC_*`, the stderr writer), `report.rs` |
+//! | page metadata and dirty pages | `pagemeta.rs`, `dirty.rs` |
+//! | the arenas and the wiring | `kernel/mod.rs` (the kernel, its build), `kernel/wiring.rs` (boot region, page and tag sources, the seed-002 recursion, small kernels for the models), `kernel/pages.rs` (charged arena pages, OS imports), `kernel/qcache.rs` |
+//! | pressure | `pressure/mod.rs` (charges, sleeping at the limit, statistics), `pressure/{account,limit,lowmem,reserve,worker}.rs`, `timeout.rs` (the lazy timeout) |
+//! | malloc and the front doors | `classes.rs`, `fast.rs` (the one fast path), `malloc/mod.rs` (malloc(9)), `malloc/types.rs` (`MallocType`, `vmstat -m`), `kmem.rs` (`kmem_malloc`, `kva_alloc`), `global.rs` (`Kmem`), `raw.rs` (the C ABI's entry points), `debugmode.rs`, `stats.rs`, `fork.rs` |
+//! | tests in the crate | `tests/` (seed 002 on a small kernel; the loom models) |
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 

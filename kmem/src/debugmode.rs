@@ -498,9 +498,11 @@ pub(crate) fn alloc(
     let inner = plain(inner_size, inner_align, flags.without(Flags::ZERO))?.as_ptr() as usize;
     let owner = owner_of(k, inner, "debug")?;
     let usable = owner.size();
-    // A block freed in debug mode keeps its freed header and pattern until
-    // handed out again: check them now (write after free).
-    if mode_has(DebugFlags::CONTENTS) && !guarded {
+    // A small block freed in debug mode keeps its freed header and pattern
+    // until handed out again: check them now (write after free). (A large
+    // block's pages may have served other blocks since, of other sizes and
+    // starts: freed large blocks are quarantined instead.)
+    if mode_has(DebugFlags::CONTENTS) && !guarded && matches!(owner, Owner::Class(_)) {
         check_freed_contents(inner, usable, owner);
     }
     let front = place(inner, usable, size, align, guarded);
@@ -515,6 +517,13 @@ pub(crate) fn alloc(
                 libc::PROT_NONE,
             );
         }
+    }
+    if !guarded {
+        // The key word below the redzone reads zero in a live block (an
+        // underflow shows there). A small block's handout cleared it; a
+        // large block's pages may hold a previous block's data.
+        // SAFETY: the first 8 bytes of our fresh inner block.
+        unsafe { (inner as *mut u64).write(0) };
     }
     let data_start = if guarded { inner + PAGE_SIZE } else { inner };
     let data_end = if guarded {
@@ -763,6 +772,11 @@ pub(crate) unsafe fn free(user: *mut u8, op: &'static str) -> bool {
             return quarantine(k, inner, owner);
         }
     } else if mode_has(DebugFlags::CONTENTS) {
+        if let Owner::Large(_) = owner {
+            // Unbacked and inaccessible until really freed (a use after
+            // free faults), as guarded large blocks.
+            return quarantine(k, inner, owner);
+        }
         fill32(u, inner + owner.size(), FREED);
     }
     // SAFETY: our live inner block.

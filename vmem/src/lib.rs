@@ -50,7 +50,7 @@
 //! | `vmem_size` | [`Arena::size_allocated`], [`Arena::size_free`], [`Arena::size_total`], [`Arena::max_free_class`] |
 //! | `M_FIRSTFIT`, `M_BESTFIT`, `M_NEXTFIT`, `M_WAITOK`, `M_NOWAIT`, `M_USE_RESERVE`, `M_NOVM` | [`Flags`] |
 //! | `vmem_bt_zone`, `uma_zalloc(vmem_bt_zone)` | [`TagSource`] ([`StandaloneTags`] alone; a UMA zone in `kmem`) |
-//! | `bt_fill`, `bt_save`, `bt_restore`, `bt_freetrim` | private, in `arena.rs` |
+//! | `bt_fill`, `bt_save`, `bt_restore`, `bt_freetrim` | private: `fill_tags` in `arena/mod.rs`, the rest in `arena/segments.rs` |
 //! | `qc_init`, `qc_import`, `qc_release` | [`QuantumCache`] ([`SimpleQuantumCache`] alone) |
 //! | `vmem_check_sanity`, `vmem_dump`, DDB `show vmem` | [`Arena::check_invariants`], [`Arena::dump`], [`Arena::order_stats`] |
 //!

@@ -1,0 +1,76 @@
+//! Freeing: `vmem_free` (through the quantum cache) and `vmem_xfree`
+//! (coalescing with free neighbours, releasing a wholly free span).
+
+use super::Arena;
+use crate::btag::SegmentKind;
+use crate::{Error, BT_MAXFREE, QCACHE_MIN_ADDR};
+
+impl Arena<'_> {
+    /// Frees a segment allocated by [`Arena::alloc`] (`vmem_free`): through
+    /// the quantum cache for cacheable sizes, else as [`Arena::xfree`].
+    ///
+    /// Frees that go to the quantum cache are checked only when the cache
+    /// hands the segment back to the arena, not here.
+    pub fn free(&self, addr: usize, size: usize) -> Result<(), Error> {
+        if size == 0 {
+            return Err(Error::ZeroSize);
+        }
+        if size <= self.qcache_max && addr >= QCACHE_MIN_ADDR {
+            if let Some(qc) = self.qcache {
+                let class = self.qcache_class(size);
+                qc.free(self, class, addr);
+                return Ok(());
+            }
+        }
+        self.xfree(addr, size)
+    }
+
+    /// Frees a segment (`vmem_xfree`): coalesces with free neighbours, and
+    /// releases the span to the source if it became wholly free. `size` must
+    /// match the allocation (after rounding to the quantum).
+    pub fn xfree(&self, addr: usize, size: usize) -> Result<(), Error> {
+        let size = self.checked_size(size)?;
+        let mut g = self.state.lock();
+        let Some(t) = g.hash.lookup(addr) else {
+            return Err(Error::NotAllocated {
+                arena: self.name,
+                addr,
+            });
+        };
+        if t.size() != size {
+            return Err(Error::SizeMismatch {
+                arena: self.name,
+                addr,
+                size,
+                allocated: t.size(),
+            });
+        }
+        g.rembusy(t);
+        t.set_kind(SegmentKind::Free);
+        if let Some(next) = t.seg_next().filter(|n| n.kind() == SegmentKind::Free) {
+            t.set_size(t.size() + next.size());
+            g.remfree(next);
+            g.remseg(next);
+        }
+        if let Some(prev) = t.seg_prev().filter(|p| p.kind() == SegmentKind::Free) {
+            t.set_size(t.size() + prev.size());
+            t.set_start(prev.start());
+            g.remfree(prev);
+            g.remseg(prev);
+        }
+        let released = if self.source.is_some() {
+            g.try_release(t, false)
+        } else {
+            None
+        };
+        if released.is_none() {
+            g.insfree(t);
+        }
+        self.wake(&g);
+        self.unlock(g, Some(BT_MAXFREE));
+        if let Some((span, span_size)) = released {
+            self.release_span(span, span_size);
+        }
+        Ok(())
+    }
+}

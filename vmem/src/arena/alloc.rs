@@ -6,7 +6,7 @@ use super::{Arena, Guard};
 use crate::btag::{SegmentKind, Tag};
 use crate::fit::{fit, Constraints};
 use crate::flags::Policy;
-use crate::{Error, Flags, BT_MAXFREE};
+use crate::{Error, Flags, BT_MAXALLOC, BT_MAXFREE};
 
 impl<'a> Arena<'a> {
     /// Allocates `size` bytes (rounded up to the quantum) with the policy in
@@ -27,7 +27,25 @@ impl<'a> Arena<'a> {
                 }
             }
         }
-        self.xalloc(size, &Constraints::NONE, flags)
+        let policy = flags.validate()?;
+        if policy == Policy::Next {
+            return self.xalloc_validated(size, &Constraints::NONE, flags, policy);
+        }
+        let size = self.checked_size(size)?;
+        let instant = policy == Policy::Instant;
+        let g = self.state.lock();
+        // The fast path: tags in hand and a segment found at once.
+        if g.nfreetags >= BT_MAXALLOC {
+            if let Some(t) = g.find_plain(size, instant) {
+                let mut g = g;
+                let addr = t.start();
+                g.clip_front(t, size);
+                self.unlock(g, None);
+                return Ok(addr);
+            }
+        }
+        let c = Constraints::NONE.validate(size, self.quantum())?;
+        self.xalloc_fit(g, size, &c, flags, instant)
     }
 
     /// Allocates `size` bytes under placement constraints (`vmem_xalloc`).
@@ -37,7 +55,18 @@ impl<'a> Arena<'a> {
     /// a request no space could ever meet); `NOWAIT` fails with
     /// [`Error::NoMemory`] after trying an import and the reclaim hooks.
     pub fn xalloc(&self, size: usize, c: &Constraints, flags: Flags) -> Result<usize, Error> {
-        let policy = flags.validate()?;
+        self.xalloc_validated(size, c, flags, flags.validate()?)
+    }
+
+    /// [`Arena::xalloc`] once `flags` have been validated into `policy`.
+    #[inline]
+    fn xalloc_validated(
+        &self,
+        size: usize,
+        c: &Constraints,
+        flags: Flags,
+        policy: Policy,
+    ) -> Result<usize, Error> {
         let size = self.checked_size(size)?;
         let c = c.validate(size, self.quantum())?;
         let g = self.state.lock();

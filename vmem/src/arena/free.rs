@@ -2,7 +2,6 @@
 //! (coalescing with free neighbours, releasing a wholly free span).
 
 use super::Arena;
-use crate::btag::SegmentKind;
 use crate::{Error, BT_MAXFREE, QCACHE_MIN_ADDR};
 
 impl Arena<'_> {
@@ -31,41 +30,24 @@ impl Arena<'_> {
     pub fn xfree(&self, addr: usize, size: usize) -> Result<(), Error> {
         let size = self.checked_size(size)?;
         let mut g = self.state.lock();
-        let Some(t) = g.hash.lookup(addr) else {
-            return Err(Error::NotAllocated {
-                arena: self.name,
-                addr,
-            });
+        let t = match g.take_busy(addr, size) {
+            Ok(t) => t,
+            Err(None) => {
+                return Err(Error::NotAllocated {
+                    arena: self.name,
+                    addr,
+                })
+            }
+            Err(Some(t)) => {
+                return Err(Error::SizeMismatch {
+                    arena: self.name,
+                    addr,
+                    size,
+                    allocated: t.size(),
+                })
+            }
         };
-        if t.size() != size {
-            return Err(Error::SizeMismatch {
-                arena: self.name,
-                addr,
-                size,
-                allocated: t.size(),
-            });
-        }
-        g.rembusy(t);
-        t.set_kind(SegmentKind::Free);
-        if let Some(next) = t.seg_next().filter(|n| n.kind() == SegmentKind::Free) {
-            t.set_size(t.size() + next.size());
-            g.remfree(next);
-            g.remseg(next);
-        }
-        if let Some(prev) = t.seg_prev().filter(|p| p.kind() == SegmentKind::Free) {
-            t.set_size(t.size() + prev.size());
-            t.set_start(prev.start());
-            g.remfree(prev);
-            g.remseg(prev);
-        }
-        let released = if self.source.is_some() {
-            g.try_release(t, false)
-        } else {
-            None
-        };
-        if released.is_none() {
-            g.insfree(t);
-        }
+        let released = g.free_segment(t, self.source.is_some());
         self.wake(&g);
         self.unlock(g, Some(BT_MAXFREE));
         if let Some((span, span_size)) = released {

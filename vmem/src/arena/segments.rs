@@ -112,8 +112,14 @@ impl State<'_> {
 
     #[inline]
     pub(super) fn insfree(&mut self, t: Tag) {
+        self.insfree_in(t, bin_of(t.size() >> self.qshift));
+    }
+
+    /// Puts the free segment `t` at the head of list `bin`, its list.
+    #[inline(always)]
+    fn insfree_in(&mut self, t: Tag, bin: usize) {
         debug_assert_eq!(t.kind(), SegmentKind::Free);
-        let bin = bin_of(t.size() >> self.qshift);
+        debug_assert_eq!(bin, bin_of(t.size() >> self.qshift));
         let head = self.free.head(bin);
         t.set_bin(bin as u16);
         t.set_link_prev(None);
@@ -147,14 +153,50 @@ impl State<'_> {
         self.inuse += t.size();
     }
 
+    /// Takes the busy segment at `addr` out of the hash if its size is
+    /// `size`; the lookup and the unlink share one walk of the chain.
+    /// `Err(None)`: nothing busy starts at `addr`; `Err(Some(t))`: the busy
+    /// segment there is `t`, of another size (left in place).
     #[inline]
-    pub(super) fn rembusy(&mut self, t: Tag) {
-        self.hash.remove(t);
+    pub(super) fn take_busy(&mut self, addr: usize, size: usize) -> Result<Tag, Option<Tag>> {
+        let slot = self.hash.find(addr).ok_or(None)?;
+        let t = slot.tag;
+        if t.size() != size {
+            return Err(Some(t));
+        }
+        self.hash.unlink(slot);
         self.nbusytag -= 1;
-        self.inuse -= t.size();
+        self.inuse -= size;
+        Ok(t)
     }
 
     // ---- placement
+
+    /// The first free segment of at least `size` bytes for an unconstrained
+    /// request: for instant fit the head of the first non-empty list whose
+    /// every segment is large enough, for best fit the first large enough
+    /// segment from the list that may hold `size` upward. `find_fit` for
+    /// the constraints `alloc` passes, without their arithmetic.
+    #[inline]
+    pub(super) fn find_plain(&self, size: usize, instant: bool) -> Option<Tag> {
+        let q = size >> self.qshift;
+        if instant {
+            let bin = self.free.next_nonempty(first_bin(q, true))?;
+            return self.free.head(bin);
+        }
+        let mut next = self.free.next_nonempty(bin_of(q));
+        while let Some(bin) = next {
+            let mut cur = self.free.head(bin);
+            while let Some(t) = cur {
+                if t.size() >= size {
+                    return Some(t);
+                }
+                cur = t.link_next();
+            }
+            next = self.free.next_nonempty(bin + 1);
+        }
+        None
+    }
 
     /// Searches the freelists (`vmem_xalloc`'s scan). Instant fit looks at
     /// the head of each list on which every segment is large enough; best
@@ -171,6 +213,9 @@ impl State<'_> {
         instant: bool,
         plain: bool,
     ) -> Option<(Tag, usize)> {
+        if plain {
+            return self.find_plain(size, instant).map(|t| (t, t.start()));
+        }
         let mut next = self
             .free
             .next_nonempty(first_bin(size >> self.qshift, instant));
@@ -178,9 +223,6 @@ impl State<'_> {
             let mut cur = self.free.head(bin);
             while let Some(t) = cur {
                 if t.size() >= size {
-                    if plain {
-                        return Some((t, t.start()));
-                    }
                     if let Some(addr) = fit(t.start(), t.size(), size, c) {
                         return Some((t, addr));
                     }
@@ -199,7 +241,6 @@ impl State<'_> {
     /// (`vmem_clip`); uses at most two spare tags. Returns the busy tag.
     pub(super) fn clip(&mut self, t: Tag, start: usize, size: usize) -> Tag {
         debug_assert!(t.kind() == SegmentKind::Free && t.size() >= size);
-        self.remfree(t);
         if t.start() != start {
             let front = self.bt_alloc();
             front.set_kind(SegmentKind::Free);
@@ -210,22 +251,100 @@ impl State<'_> {
             self.insfree(front);
             self.seg_insert_before(front, t);
         }
-        if t.size() != size {
-            let busy = self.bt_alloc();
-            busy.set_kind(SegmentKind::Busy);
-            busy.set_start(start);
-            busy.set_size(size);
-            t.set_start(start + size);
-            t.set_size(t.size() - size);
-            self.insfree(t);
-            self.seg_insert_before(busy, t);
-            self.insbusy(busy);
-            busy
-        } else {
+        self.clip_front(t, size)
+    }
+
+    /// Carves the first `size` bytes out of the free segment `t`, which is
+    /// on the freelist its tag names (its size may have changed since);
+    /// uses at most one spare tag. Returns the busy tag.
+    ///
+    /// The rest keeps `t`'s tag and, if its list is still the right one,
+    /// its place there: no other tag on the freelists is touched then. (On
+    /// random sizes the rest usually moves down a list or two; a segment
+    /// that splits to a size of the same list stays, and the next instant
+    /// fit of that size takes it again while it is still in the cache.)
+    #[inline]
+    pub(super) fn clip_front(&mut self, t: Tag, size: usize) -> Tag {
+        debug_assert!(t.kind() == SegmentKind::Free && t.size() >= size);
+        let rest = t.size() - size;
+        if rest == 0 {
+            self.remfree(t);
             t.set_kind(SegmentKind::Busy);
             self.insbusy(t);
-            t
+            return t;
         }
+        let start = t.start();
+        let busy = self.bt_alloc();
+        busy.set_kind(SegmentKind::Busy);
+        busy.set_start(start);
+        busy.set_size(size);
+        t.set_start(start + size);
+        t.set_size(rest);
+        self.refile(t);
+        self.seg_insert_before(busy, t);
+        self.insbusy(busy);
+        busy
+    }
+
+    /// Moves the free segment `t`, on the list its tag names, to the list
+    /// of its present size if that is another one.
+    #[inline(always)]
+    pub(super) fn refile(&mut self, t: Tag) {
+        let bin = bin_of(t.size() >> self.qshift);
+        if bin != t.bin() as usize {
+            self.remfree(t);
+            self.insfree_in(t, bin);
+        }
+    }
+
+    /// Turns the busy segment `t`, already out of the hash, into free space
+    /// (`vmem_xfree`'s coalescing): merges it with its free neighbours and
+    /// files the result on its freelist; or, if `releases` and that leaves
+    /// an imported span wholly free, takes the span out and returns it.
+    ///
+    /// The merged segment keeps a free neighbour's tag, already on a
+    /// freelist, and stays there when its list does not change. The tags
+    /// that go are `t` (whose neighbours were just read) and, with free
+    /// space on both sides, the next one.
+    pub(super) fn free_segment(&mut self, t: Tag, releases: bool) -> Option<(usize, usize)> {
+        let is_free = |x: &Tag| x.kind() == SegmentKind::Free;
+        let prev = t.seg_prev().filter(is_free);
+        let next = t.seg_next().filter(is_free);
+        let merged = match (prev, next) {
+            (None, None) => {
+                t.set_kind(SegmentKind::Free);
+                None
+            }
+            (Some(p), None) => {
+                p.set_size(p.size() + t.size());
+                self.remseg(t);
+                Some(p)
+            }
+            (None, Some(n)) => {
+                n.set_start(t.start());
+                n.set_size(n.size() + t.size());
+                self.remseg(t);
+                Some(n)
+            }
+            (Some(p), Some(n)) => {
+                p.set_size(p.size() + t.size() + n.size());
+                self.remseg(t);
+                self.remfree(n);
+                self.remseg(n);
+                Some(p)
+            }
+        };
+        let m = merged.unwrap_or(t);
+        if releases {
+            if let Some(span) = self.try_release(m, merged.is_some()) {
+                return Some(span);
+            }
+        }
+        match merged {
+            Some(m) => self.refile(m),
+            None => self.insfree(t),
+        }
+        None
     }
 
     /// Where a span starting at `addr` goes in the address-ordered list:

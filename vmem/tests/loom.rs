@@ -3,11 +3,13 @@
 //! (CI's bound), or with `LOOM_UNBOUNDED=1` instead of the bound to explore
 //! every interleaving.
 //!
-//! Times (release build, 2-core VM at load average 5.8, 2026-12-03), bound
-//! 4 / unbounded: `loom_alloc_free_race_with_import` 0.4 s / 0.6 s,
-//! `loom_two_imports_in_flight_with_a_third_allocator` 1.3 s / more than
-//! 15 minutes (not finished: leave it bounded), the other two 0.02 s /
-//! 0.02 s.
+//! Times (release build, 2-core VM, 2026-12-03), bound 4 / unbounded at
+//! load average 5.8: `loom_alloc_free_race_with_import` 0.4 s / 0.6 s, the
+//! refill and `WAITOK` models 0.02 s / 0.02 s;
+//! `loom_two_imports_in_flight_with_a_third_allocator` 1.3 s at bound 4,
+//! 21 s at 5 and 84 s at 6 (load 11-14), and unbounded it did not finish:
+//! 15 minutes at load 13 (stopped), then killed by the OOM killer after 10.6
+//! minutes (23 GiB machine). Run that one bounded.
 //!
 //! Each model is tiny (two threads, a few segments). A tag taken from the
 //! arena's cache when fewer than the secured number remain is a broken

@@ -3,7 +3,8 @@
 //! interleaved in one process (each repetition runs every allocator once,
 //! in turn; medians of the repetitions), then the fill at the first failure.
 //!
-//! `cargo run --release -p vmem --example compare [quick]`
+//! `cargo run --release -p bsdalloc-vmem --example compare [quick]`; `compare fill`
+//! prints the fill table alone.
 
 #[path = "../benches/common/peers.rs"]
 mod peers;
@@ -113,12 +114,22 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "quick");
+    let fill_only = args.get(1).map(String::as_str) == Some("fill");
     let random = [OursInstant, OursBest, Offset, Vmem1Instant, Range];
+    if !fill_only {
+        tables(&random, quick);
+    }
+    fill_table(quick);
+}
+
+/// The two timing tables.
+fn tables(random: &[Kind], quick: bool) {
+    use Kind::*;
     table(
         "Random sizes 1..=1024 units, log-uniform",
         false,
         &[100, 10_000, 100_000, 1_000_000],
-        &random,
+        random,
         &|k| match k {
             Vmem1Instant => 100_000,
             Range => 10_000,
@@ -137,6 +148,11 @@ fn main() {
         },
         quick,
     );
+}
+
+/// The fill at the first failure, for every allocator.
+fn fill_table(quick: bool) {
+    use Kind::*;
     let space = 1 << 22;
     let seeds = if quick { 1 } else { 3 };
     println!("\nFill at the first failure ({space}-unit space, random sizes, a random free every other step; mean of {seeds} seeds)\n");

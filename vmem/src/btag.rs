@@ -175,13 +175,18 @@ pub unsafe trait TagSource: Sync {
     /// table then keeps its size; frees get slower as chains grow). Called
     /// without arena locks held; may call into arenas and may not sleep.
     ///
-    /// The default maps anonymous memory from the OS with `std`, and
+    /// The default maps anonymous memory from the OS with `std` (tables of
+    /// 2 MiB and more on transparent huge pages, as [`StandaloneTags`]), and
     /// declines without it: a `no_std` user who wants the hash to grow with
     /// the number of busy segments supplies pages here.
     fn alloc_table(&self, bytes: usize) -> Option<NonNull<u8>> {
         #[cfg(feature = "std")]
         {
-            crate::os::map(bytes)
+            if bytes % crate::os::HUGE == 0 {
+                crate::os::map_huge(bytes)
+            } else {
+                crate::os::map(bytes)
+            }
         }
         #[cfg(not(feature = "std"))]
         {
@@ -223,9 +228,14 @@ struct Pool {
 #[cfg(feature = "std")]
 unsafe impl Send for Pool {}
 
-/// A tag source with no dependencies: tags are carved from 64 KiB chunks it
-/// maps from the OS, and freed tags are kept for reuse (the chunks are never
-/// unmapped). It never uses the global allocator, never sleeps and never
+/// A tag source with no dependencies: tags are carved from chunks it maps
+/// from the OS, and freed tags are kept for reuse (the chunks are never
+/// unmapped). Each tag has a 64-byte cache line to itself. The first 2 MiB
+/// come in 64 KiB chunks; after that each chunk is a 2 MiB transparent huge
+/// page (`MADV_HUGEPAGE`, 32,768 tags), so that
+/// an arena of a million segments reaches its tags through a few dozen TLB
+/// entries instead of thousands (an alloc+free pair at 10^5 live segments
+/// touches some ten tags at random). It never uses the global allocator, never sleeps and never
 /// calls into an arena, so it is safe under any flags.
 #[cfg(feature = "std")]
 pub struct StandaloneTags {
@@ -246,6 +256,11 @@ impl core::fmt::Debug for StandaloneTags {
 #[cfg(feature = "std")]
 impl StandaloneTags {
     const CHUNK: usize = 64 << 10;
+    /// One tag per 64-byte cache line: a 56-byte tag packed at 56-byte
+    /// intervals straddles two lines three times out of four, and the
+    /// operations read most of a tag when they touch it (per random-size
+    /// alloc+free pair at 10^4 live segments: 10.4 -> 8.5 L1 misses).
+    const STRIDE: usize = 64;
 
     /// An empty source; maps its first chunk on first use.
     #[cfg(not(loom))]
@@ -330,12 +345,19 @@ impl Default for StandaloneTags {
 unsafe impl TagSource for StandaloneTags {
     fn alloc_tag(&self, _flags: Flags) -> Option<NonNull<u8>> {
         const { assert!(core::mem::size_of::<Pool>() <= TAG_SIZE) };
+        const { assert!(TAG_SIZE <= Self::STRIDE && Self::STRIDE % TAG_ALIGN == 0) };
         let mut pool = self.pool.lock();
         if pool.free.is_none() {
-            let chunk = crate::os::map(Self::CHUNK)?;
-            pool.mapped += Self::CHUNK;
-            let stride = TAG_LAYOUT.pad_to_align().size();
-            for i in 0..Self::CHUNK / stride {
+            // Small chunks first; once the pool holds a huge page's worth,
+            // huge pages (see `StandaloneTags`).
+            let (chunk, bytes) = if pool.mapped >= crate::os::HUGE {
+                (crate::os::map_huge(crate::os::HUGE)?, crate::os::HUGE)
+            } else {
+                (crate::os::map(Self::CHUNK)?, Self::CHUNK)
+            };
+            pool.mapped += bytes;
+            let stride = Self::STRIDE;
+            for i in 0..bytes / stride {
                 // SAFETY: slot `i` lies inside the fresh mapping, which is
                 // page aligned and so aligned for tags and pool links.
                 unsafe {

@@ -29,6 +29,14 @@ pub(crate) struct Table {
     size: usize,
 }
 
+/// Where [`BusyHash::find`] found a tag: its bucket, the tag before it in
+/// the chain (`None`: it is the head) and the tag.
+pub(crate) struct Slot {
+    idx: usize,
+    pred: Option<Tag>,
+    pub(crate) tag: Tag,
+}
+
 pub(crate) struct BusyHash {
     small: [Option<Tag>; HASH_MIN],
     big: Option<NonNull<Option<Tag>>>,
@@ -101,27 +109,31 @@ impl BusyHash {
         self.set_head(idx, Some(tag));
     }
 
-    /// Unlinks `tag`, walking its chain from the head: the walk is the one
-    /// `free`'s lookup just made, so it touches only cached tags, and no
-    /// back link has to be kept in the chain's other tags.
+    /// Finds the busy tag starting at `addr`, with what [`unlink`](Self::unlink)
+    /// needs to take it out without walking the chain again.
     #[inline]
-    pub(crate) fn remove(&mut self, tag: Tag) {
-        let idx = self.index(tag.start());
-        let next = tag.link_next();
+    pub(crate) fn find(&self, addr: usize) -> Option<Slot> {
+        let idx = self.index(addr);
+        let mut pred = None;
         let mut cur = self.head(idx);
-        if cur == Some(tag) {
-            self.set_head(idx, next);
-            return;
-        }
         while let Some(t) = cur {
-            let after = t.link_next();
-            if after == Some(tag) {
-                t.set_link_next(next);
-                return;
+            if t.start() == addr {
+                return Some(Slot { idx, pred, tag: t });
             }
-            cur = after;
+            pred = cur;
+            cur = t.link_next();
         }
-        crate::arena::bug("busy tag missing from its hash chain");
+        None
+    }
+
+    /// Unlinks the tag [`find`](Self::find) found (nothing changed since).
+    #[inline]
+    pub(crate) fn unlink(&mut self, slot: Slot) {
+        let next = slot.tag.link_next();
+        match slot.pred {
+            Some(p) => p.set_link_next(next),
+            None => self.set_head(slot.idx, next),
+        }
     }
 
     #[inline]

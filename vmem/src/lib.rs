@@ -50,7 +50,7 @@
 //! | `vmem_size` | [`Arena::size_allocated`], [`Arena::size_free`], [`Arena::size_total`], [`Arena::max_free_class`] |
 //! | `M_FIRSTFIT`, `M_BESTFIT`, `M_NEXTFIT`, `M_WAITOK`, `M_NOWAIT`, `M_USE_RESERVE`, `M_NOVM` | [`Flags`] |
 //! | `vmem_bt_zone`, `uma_zalloc(vmem_bt_zone)` | [`TagSource`] ([`StandaloneTags`] alone; a UMA zone in `kmem`) |
-//! | `bt_fill`, `bt_save`, `bt_restore`, `bt_freetrim` | private, in `arena.rs` |
+//! | `bt_fill`, `bt_save`, `bt_restore`, `bt_freetrim` | private: `fill_tags` in `arena/mod.rs`, the rest in `arena/segments.rs` |
 //! | `qc_init`, `qc_import`, `qc_release` | [`QuantumCache`] ([`SimpleQuantumCache`] alone) |
 //! | `vmem_check_sanity`, `vmem_dump`, DDB `show vmem` | [`Arena::check_invariants`], [`Arena::dump`], [`Arena::order_stats`] |
 //!
@@ -85,6 +85,14 @@
 //! - An imported span that the request cannot use (its address window or
 //!   boundary excludes it) goes straight back to the source; FreeBSD keeps
 //!   it, wholly free, until something else allocates from it.
+//! - A free segment that is split by an allocation or grows by a merge
+//!   keeps its tag, and its place on its freelist when its list does not
+//!   change; a merge keeps the free neighbour's tag and gives back the
+//!   freed one, whose neighbours it has just read (FreeBSD takes the
+//!   segment off its list and puts it back, and keeps the freed tag). An
+//!   unconstrained `alloc` skips the constraint arithmetic altogether.
+//! - [`StandaloneTags`] gives each tag a 64-byte cache line, and maps its
+//!   chunks on transparent huge pages once it holds 2 MiB of tags.
 //! - A free wakes `WAITOK` sleepers only when there are some.
 //! - Placement arithmetic is exact at the top of the address space.
 //! - Bad input returns an [`Error`] instead of tripping an assertion, and a
@@ -124,64 +132,93 @@
 //! new one; the ID workload is the same with size 1 in a space of 2 N
 //! (next fit for the vmems).
 //!
-//! Measured 2026-12-03 on the project's 2-core VM, shared with three
-//! other engineers' builds (load average 9 to 21): wall-clock figures
-//! swung 2-5x between runs, so the table gives what does not depend on the
-//! load, callgrind's count of instructions and of simulated L1 data-cache
-//! misses (32 KiB, 8-way) per alloc+free pair, over 50,000 steps after
-//! the set-up. The counts include the driver's share (random numbers and a
-//! logarithm, about 170 instructions, the same for every column).
-//! "Before" is this crate before issue 19 (FreeBSD's freelists).
+//! Measured 2026-12-03 on the project's 2-core VM (AMD EPYC, 32 KiB L1d
+//! and 512 KiB L2 per core, 8 MiB L3), shared with three other engineers'
+//! builds. What does not depend on the load first: callgrind's count of
+//! instructions and of simulated data-cache misses (L1 32 KiB 8-way, LL
+//! 8 MiB 16-way) per alloc+free pair, over 50,000 steps after the set-up
+//! (`valgrind --tool=callgrind --cache-sim=yes --D1=32768,8,64
+//! --LL=8388608,16,64 --toggle-collect='*Steady*time*' compare one KIND
+//! LIVE 50000`). The counts include the driver's share (random numbers
+//! and a logarithm, about 170 instructions and 1.3 L1 misses, the same for
+//! every row). "Before" is this crate at the start of the day's work
+//! (commit 7cc5685), measured the same way.
 //!
-//! | random sizes, per pair | 10^2 live | 10^4 live | 10^5 live |
-//! |---|---|---|---|
-//! | ours, instant fit, before | 828 instr | 818 instr, 10.3 misses | 816 instr, 10.1 misses |
-//! | ours, instant fit | **669 instr** | **640 instr, 10.7 misses** | **637 instr, 10.6 misses** |
-//! | ours, best fit, before | 825 instr | 932 instr, 39.1 misses | 1,852 instr, 255 misses |
-//! | ours, best fit | **655 instr** | **626 instr, 12.3 misses** | **653 instr, 20.9 misses** |
-//! | offset-allocator (not thread-safe) | 613 instr | 577 instr, 6.9 misses | 569 instr, 6.5 misses |
+//! | random sizes, per pair | 10^2 live | 10^4 live | 10^5 live | 10^6 live |
+//! |---|---|---|---|---|
+//! | ours, instant fit, before | 679 instr | 650 instr, 10.7 L1 | 647 instr, 10.6 L1, 0.96 LL | 664 instr, 9.1 L1, 6.1 LL |
+//! | ours, instant fit | **566 instr** | **540 instr, 8.5 L1** | **539 instr, 8.8 L1, 1.27 LL** | **578 instr, 8.3 L1, 6.0 LL** |
+//! | ours, best fit, before | 665 instr | 637 instr, 12.3 L1 | 663 instr, 20.9 L1, 0.67 LL | |
+//! | ours, best fit | **561 instr** | **536 instr, 9.7 L1** | **566 instr, 16.6 L1, 1.02 LL** | 686 instr, 35.6 L1, 6.3 LL |
+//! | offset-allocator (not thread-safe) | 613 instr | 577 instr, 6.9 L1 | 569 instr, 6.5 L1, 0 LL | 539 instr, 4.6 L1, 2.9 LL |
 //!
 //! | IDs, per pair | 10^2 live | 10^4 live |
 //! |---|---|---|
-//! | ours, next fit, before | 728 instr | 709 instr, 11.1 misses |
-//! | ours, next fit | **587 instr** | **548 instr, 10.8 misses** |
-//! | ours, instant fit, before | 679 instr | 683 instr, 4.6 misses |
-//! | ours, instant fit | **502 instr** | **509 instr, 4.6 misses** |
-//! | offset-allocator (not thread-safe) | 356 instr | 359 instr, 2.7 misses |
+//! | ours, next fit, before | 592 instr | 554 instr, 10.8 L1 |
+//! | ours, next fit | **570 instr** | 572 instr, **8.7 L1** |
+//! | ours, instant fit, before | 512 instr | 519 instr, 4.6 L1 |
+//! | ours, instant fit | **398 instr** | **407 instr**, 4.8 L1 |
+//! | offset-allocator (not thread-safe) | 356 instr | 359 instr, 2.7 L1 |
 //!
-//! Wall clock, for the order of magnitude only (same day and machine,
-//! medians of 3 interleaved runs, two runs; ns per pair, random sizes):
-//! at 10^2 live ours (instant fit) took 170-735 ns and offset-allocator
-//! 331-708 ns; at 10^4, 219-2,515 against 145-2,724; at 10^5, 2,732-4,814
-//! against 1,291-1,622; at 10^6, 3,697-5,048 against 1,635-2,288. vmem 1.0
-//! took 140-1,211 ns at 10^2, 4,615-5,745 at 10^4 and 320,000-585,000 at
-//! 10^5 (its busy table is a list); range-alloc 644-1,120 ns at 10^2 and
-//! 2,776-80,000 at 10^4. Ours before issue 19, best fit at 10^6:
-//! 500,000-940,000 ns (a list scan); now 16,900-22,700 ns.
+//! Where an instant-fit pair's time goes at 10^5 live (`perf record -e
+//! cpu-clock`): four fifths of the allocator's share in `free`, waiting on
+//! three dependent cache
+//! misses, the hash bucket, the tag it points to (and one more tag for a
+//! collision in one lookup out of three) and the tag before it; then the
+//! lock's two atomic read-modify-writes per call, which also drain the
+//! store buffer (a spin lock released by a plain store, tried as an
+//! experiment, took the 10^4 pair from 265 to 233 ns against
+//! offset-allocator's 176: medians of 5 runs at load 5). offset-allocator finds its node from the
+//! handle in one miss, and its 28-byte nodes (5.4 MiB at 10^5 live) fit in
+//! the L3 where our 64-byte tags (about 12 MiB with [`StandaloneTags`])
+//! do not.
+//!
+//! Wall clock (`cargo run --release -p bsdalloc-vmem --example compare`,
+//! the allocators interleaved in one process, 7 repetitions each; three
+//! runs at load average 4.1-5.7 on 2 cores, so the figures are only good
+//! to a factor of about 1.5; each cell the median of the three runs' medians,
+//! ns per pair; in brackets the median of the three runs' ratios to
+//! offset-allocator, which is not thread-safe where ours takes a lock on
+//! every call; "before" is commit 7cc5685, three runs at load 5.7-8.8):
+//!
+//! | random sizes, ns per pair | 10^2 live | 10^4 live | 10^5 live | 10^6 live |
+//! |---|---|---|---|---|
+//! | ours, instant fit | 211 (1.07x) | 283 (1.50x) | 1,051 (1.72x) | 1,383 (1.15x) |
+//! | ours, instant fit, before | 322 (1.20x) | 449 (1.55x) | 1,994 (2.10x) | 3,207 (1.99x) |
+//! | ours, best fit | 212 | 307 | 1,609 | 11,588 |
+//! | offset-allocator (**not thread-safe**) | 189 | 190 | 611 | 1,204 |
+//! | vmem 1.0, instant fit | 185 (77 failed) | 3,732 | 153,543 | - |
+//! | range-alloc (not thread-safe) | 380 | 3,777 | - | - |
+//!
+//! | IDs, ns per pair | 10^2 live | 10^4 live | 10^6 live |
+//! |---|---|---|---|
+//! | ours, next fit | 173 | 274 | 2,250 |
+//! | ours, instant fit | 86 | 150 | 1,397 |
+//! | offset-allocator (not thread-safe) | 66 | 90 | 1,098 |
+//! | vmem 1.0, next fit | 177 | 1,553 | - |
+//! | range-alloc (not thread-safe) | 51 | 87 | - |
 //!
 //! Fill at the first failure (a 2^22-unit space, random sizes, a random
-//! free every other step, seed 7; deterministic):
+//! free every other step; mean of seeds 7, 8, 9; deterministic):
 //!
 //! | allocator | fill |
 //! |---|---|
-//! | ours, instant fit (before: 0.907) | **0.995** |
-//! | ours, best fit (before: 0.987) | **0.998** |
-//! | ours, next fit | 0.755 |
-//! | offset-allocator | 0.995 |
-//! | vmem 1.0, instant fit / best fit | 0.892 / 0.998 |
-//! | range-alloc | 0.998 |
+//! | ours, instant fit (FreeBSD's lists, seed 7: 0.907) | **0.996** |
+//! | ours, best fit (FreeBSD's lists, seed 7: 0.987) | **0.999** |
+//! | ours, next fit | 0.758 |
+//! | offset-allocator | 0.996 |
+//! | vmem 1.0, instant fit / best fit | 0.891 / 0.999 |
+//! | range-alloc | 0.999 |
 //!
 //! # Measured
 //!
 //! On the random-size workload above, an instant-fit pair costs the same
-//! number of instructions at any scale: 669 at 10^2 live, 640 at 10^4, 637
-//! at 10^5 and 654 at 10^6 (callgrind, driver included): a 10^6 / 10^2
-//! ratio of **0.98**. Its time does grow, with cache misses (9.0 L1 and
-//! 1.4 last-level misses per pair at 10^6, none at 10^2), as
-//! offset-allocator's does (539 instructions, 4.6 L1 and 0.16 last-level
-//! misses per pair at 10^6: its 28-byte nodes sit in one array and it
-//! needs no lookup on free; ours are 56-byte tags reached through the busy
-//! hash).
+//! number of instructions at any scale: 566 at 10^2 live, 540 at 10^4, 539
+//! at 10^5 and 578 at 10^6 (callgrind, driver included): a 10^6 / 10^2
+//! ratio of **1.02**. Its time does grow, with cache misses (8.3 L1 and
+//! 6.0 last-level misses per pair at 10^6, none at 10^2): 211 ns at 10^2
+//! and 1,383 ns at 10^6 in the runs above, as offset-allocator's grows
+//! from 189 to 1,204 ns (4.6 L1 and 2.9 last-level misses at 10^6).
 //!
 //! Instant fit is O(1) in the number of live segments. `cargo bench -p bsdalloc-vmem`
 //! (criterion medians, 2-core VM, 2026-11-21): an alloc+free pair of 4

@@ -2,9 +2,9 @@
 //! segment dump (`vmem_dump`) and the sanity walker (`vmem_check_sanity`,
 //! extended to every invariant the arena keeps).
 
-use crate::arena::BT_MAXALLOC;
+use crate::arena::{State, BT_MAXALLOC};
 use crate::bins::{bin_min, bin_of};
-use crate::btag::SegmentKind;
+use crate::btag::{SegmentKind, Tag};
 use crate::order::{order_to_size, size_to_order, MAXORDER};
 use crate::{Arena, Name};
 use core::fmt;
@@ -250,141 +250,187 @@ impl Arena<'_> {
     /// - the spare-tag count matches the cache, and the tags held add up.
     pub fn check_invariants(&self) -> Result<(), Corruption> {
         let g = self.state.lock();
-        let name = Name::new(self.name());
-        let bad = |what, t: Option<crate::btag::Tag>| {
-            Err(Corruption {
-                arena: name,
-                what,
-                start: t.map_or(0, |t| t.start()),
-                size: t.map_or(0, |t| t.size()),
-            })
-        };
-        let mask = self.quantum() - 1;
-        let (mut nseg, mut ncursor, mut nfree, mut nbusy) = (0usize, 0, 0, 0);
-        let (mut busy_bytes, mut free_bytes) = (0usize, 0usize);
-        let mut prev: Option<crate::btag::Tag> = None;
-        let mut last_end: Option<usize> = None; // last address covered, free/busy
-        let mut last_span: Option<usize> = None;
-        let mut cur = g.seg_head;
+        check_state(&g, self.quantum() - 1).map_err(|(what, t)| Corruption {
+            arena: Name::new(self.name()),
+            what,
+            start: t.map_or(0, |t| t.start()),
+            size: t.map_or(0, |t| t.size()),
+        })
+    }
+}
+
+/// A broken invariant: what, and the tag that shows it (if one does).
+type Broken = (&'static str, Option<Tag>);
+
+/// What the walk along the segment list counted, for the cross-checks.
+struct Census {
+    /// Tags on the list, the cursor included.
+    tags: usize,
+    free: usize,
+    busy: usize,
+    free_bytes: usize,
+    busy_bytes: usize,
+}
+
+/// Every invariant of [`Arena::check_invariants`], on the locked state.
+fn check_state(g: &State<'_>, mask: usize) -> Result<(), Broken> {
+    let census = check_segments(g, mask)?;
+    check_freelists(g, census.free)?;
+    check_hash(g, census.busy)?;
+    if census.busy_bytes != g.inuse {
+        return Err(("in-use bytes differ from the sum of busy segments", None));
+    }
+    if census.busy_bytes + census.free_bytes != g.size {
+        return Err(("arena size differs from the sum of its segments", None));
+    }
+    check_tag_counts(g, census.tags)
+}
+
+/// The segment list: links, the one cursor, spans in order, free and busy
+/// segments aligned, ordered, non-overlapping, coalesced, each free one
+/// marked with its list and each busy one found in the hash.
+fn check_segments(g: &State<'_>, mask: usize) -> Result<Census, Broken> {
+    let mut n = Census {
+        tags: 0,
+        free: 0,
+        busy: 0,
+        free_bytes: 0,
+        busy_bytes: 0,
+    };
+    let mut ncursor = 0;
+    let mut prev: Option<Tag> = None;
+    let mut last_end: Option<usize> = None; // last address covered, free/busy
+    let mut last_span: Option<usize> = None;
+    let mut cur = g.seg_head;
+    while let Some(t) = cur {
+        n.tags += 1;
+        let bad = |what| Err((what, Some(t)));
+        if t.seg_prev() != prev {
+            return bad("segment list back link broken");
+        }
+        match t.kind() {
+            SegmentKind::Cursor => {
+                ncursor += 1;
+                if t != g.cursor {
+                    return bad("stray cursor");
+                }
+            }
+            SegmentKind::Span | SegmentKind::StaticSpan => {
+                if t.size() == 0 || t.start().checked_add(t.size() - 1).is_none() {
+                    return bad("span wraps or is empty");
+                }
+                if last_span.is_some_and(|s| s > t.start()) {
+                    return bad("spans out of order");
+                }
+                last_span = Some(t.start());
+            }
+            SegmentKind::Free | SegmentKind::Busy => {
+                if t.size() == 0 || (t.start() | t.size()) & mask != 0 {
+                    return bad("segment empty or not quantum aligned");
+                }
+                if t.start().checked_add(t.size() - 1).is_none() {
+                    return bad("segment wraps the address space");
+                }
+                if last_end.is_some_and(|e| e >= t.start()) {
+                    return bad("segments overlap or are out of order");
+                }
+                last_end = Some(t.end());
+                if t.kind() == SegmentKind::Free {
+                    n.free += 1;
+                    n.free_bytes += t.size();
+                    if prev.is_some_and(|p| p.kind() == SegmentKind::Free) {
+                        return bad("adjacent free segments not coalesced");
+                    }
+                    if t.bin() as usize != bin_of(t.size() >> g.qshift) {
+                        return bad("free segment on the wrong freelist");
+                    }
+                } else {
+                    n.busy += 1;
+                    n.busy_bytes += t.size();
+                    if g.hash.lookup(t.start()) != Some(t) {
+                        return bad("busy segment missing from the hash");
+                    }
+                }
+            }
+        }
+        prev = Some(t);
+        cur = t.seg_next();
+    }
+    if g.seg_tail != prev {
+        return Err(("segment list tail wrong", prev));
+    }
+    if ncursor != 1 {
+        return Err(("cursor missing from the segment list", None));
+    }
+    Ok(n)
+}
+
+/// The freelists: every entry free, on its own list, linked both ways; the
+/// bitmap marks exactly the non-empty lists; `nfree` entries in all.
+fn check_freelists(g: &State<'_>, nfree: usize) -> Result<(), Broken> {
+    let mut on_lists = 0;
+    for (bin, head) in g.free.iter() {
+        if head.is_some() != g.free.marked(bin) {
+            return Err(("non-empty freelist bitmap wrong", head));
+        }
+        let mut back = None;
+        let mut cur = head;
         while let Some(t) = cur {
-            nseg += 1;
-            if t.seg_prev() != prev {
-                return bad("segment list back link broken", Some(t));
+            on_lists += 1;
+            if t.kind() != SegmentKind::Free || t.bin() as usize != bin || t.link_prev() != back {
+                return Err(("freelist holds a wrong or mislinked tag", Some(t)));
             }
-            match t.kind() {
-                SegmentKind::Cursor => {
-                    ncursor += 1;
-                    if t != g.cursor {
-                        return bad("stray cursor", Some(t));
-                    }
-                }
-                SegmentKind::Span | SegmentKind::StaticSpan => {
-                    if t.size() == 0 || t.start().checked_add(t.size() - 1).is_none() {
-                        return bad("span wraps or is empty", Some(t));
-                    }
-                    if last_span.is_some_and(|s| s > t.start()) {
-                        return bad("spans out of order", Some(t));
-                    }
-                    last_span = Some(t.start());
-                }
-                SegmentKind::Free | SegmentKind::Busy => {
-                    if t.size() == 0 || (t.start() | t.size()) & mask != 0 {
-                        return bad("segment empty or not quantum aligned", Some(t));
-                    }
-                    if t.start().checked_add(t.size() - 1).is_none() {
-                        return bad("segment wraps the address space", Some(t));
-                    }
-                    if last_end.is_some_and(|e| e >= t.start()) {
-                        return bad("segments overlap or are out of order", Some(t));
-                    }
-                    last_end = Some(t.end());
-                    if t.kind() == SegmentKind::Free {
-                        nfree += 1;
-                        free_bytes += t.size();
-                        if prev.is_some_and(|p| p.kind() == SegmentKind::Free) {
-                            return bad("adjacent free segments not coalesced", Some(t));
-                        }
-                        if t.bin() as usize != bin_of(t.size() >> g.qshift) {
-                            return bad("free segment on the wrong freelist", Some(t));
-                        }
-                    } else {
-                        nbusy += 1;
-                        busy_bytes += t.size();
-                        if g.hash.lookup(t.start()) != Some(t) {
-                            return bad("busy segment missing from the hash", Some(t));
-                        }
-                    }
-                }
-            }
-            prev = Some(t);
-            cur = t.seg_next();
-        }
-        if g.seg_tail != prev {
-            return bad("segment list tail wrong", prev);
-        }
-        if ncursor != 1 {
-            return bad("cursor missing from the segment list", None);
-        }
-        // Freelists: every entry free, of the list's order, linked both ways.
-        let mut on_lists = 0;
-        for (bin, head) in g.free.iter() {
-            if head.is_some() != g.free.marked(bin) {
-                return bad("non-empty freelist bitmap wrong", head);
-            }
-            let mut back = None;
-            let mut cur = head;
-            while let Some(t) = cur {
-                on_lists += 1;
-                if t.kind() != SegmentKind::Free || t.bin() as usize != bin || t.link_prev() != back
-                {
-                    return bad("freelist holds a wrong or mislinked tag", Some(t));
-                }
-                back = Some(t);
-                cur = t.link_next();
-            }
-        }
-        if on_lists != nfree {
-            return bad("free segments and freelist entries differ", None);
-        }
-        // Hash: every entry busy and in its bucket.
-        let mut hashed = 0;
-        let mut hash_err = None;
-        g.hash.for_each(|bucket, t| {
-            hashed += 1;
-            if t.kind() != SegmentKind::Busy {
-                hash_err.get_or_insert(("hash holds a tag that is not busy", t));
-            } else if g.hash.index(t.start()) != bucket {
-                hash_err.get_or_insert(("hash holds a tag in the wrong bucket", t));
-            }
-        });
-        if let Some((what, t)) = hash_err {
-            return bad(what, Some(t));
-        }
-        if hashed != nbusy || nbusy != g.nbusytag {
-            return bad("busy count, hash entries and busy segments differ", None);
-        }
-        if busy_bytes != g.inuse {
-            return bad("in-use bytes differ from the sum of busy segments", None);
-        }
-        if busy_bytes + free_bytes != g.size {
-            return bad("arena size differs from the sum of its segments", None);
-        }
-        let mut spare = 0;
-        let mut cur = g.freetags;
-        while let Some(t) = cur {
-            spare += 1;
+            back = Some(t);
             cur = t.link_next();
         }
-        // Hidden (saved) tags are only counted out while an operation has
-        // the lock dropped; a walker holding the lock may see them.
-        if spare < g.nfreetags || spare > g.nfreetags + 8 * BT_MAXALLOC {
-            return bad("spare tag count differs from the tag cache", None);
-        }
-        if nseg + spare != g.ntags {
-            return bad("tags held differ from segments plus spares", None);
-        }
-        Ok(())
     }
+    if on_lists != nfree {
+        return Err(("free segments and freelist entries differ", None));
+    }
+    Ok(())
+}
+
+/// The busy hash: every entry busy and in its bucket; `nbusy` entries in
+/// all, as the arena counts them.
+fn check_hash(g: &State<'_>, nbusy: usize) -> Result<(), Broken> {
+    let mut hashed = 0;
+    let mut err = None;
+    g.hash.for_each(|bucket, t| {
+        hashed += 1;
+        if t.kind() != SegmentKind::Busy {
+            err.get_or_insert(("hash holds a tag that is not busy", Some(t)));
+        } else if g.hash.index(t.start()) != bucket {
+            err.get_or_insert(("hash holds a tag in the wrong bucket", Some(t)));
+        }
+    });
+    if let Some(e) = err {
+        return Err(e);
+    }
+    if hashed != nbusy || nbusy != g.nbusytag {
+        return Err(("busy count, hash entries and busy segments differ", None));
+    }
+    Ok(())
+}
+
+/// The tag cache holds the spares counted (plus any hidden by an operation
+/// in progress), and the tags on the list and in the cache are all the
+/// arena holds.
+fn check_tag_counts(g: &State<'_>, on_list: usize) -> Result<(), Broken> {
+    let mut spare = 0;
+    let mut cur = g.freetags;
+    while let Some(t) = cur {
+        spare += 1;
+        cur = t.link_next();
+    }
+    // Hidden (saved) tags are only counted out while an operation has
+    // the lock dropped; a walker holding the lock may see them.
+    if spare < g.nfreetags || spare > g.nfreetags + 8 * BT_MAXALLOC {
+        return Err(("spare tag count differs from the tag cache", None));
+    }
+    if on_list + spare != g.ntags {
+        return Err(("tags held differ from segments plus spares", None));
+    }
+    Ok(())
 }
 
 impl fmt::Debug for Arena<'_> {

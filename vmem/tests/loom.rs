@@ -1,5 +1,15 @@
 //! loom models of the arena's races. Run with
-//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p bsdalloc-vmem --release loom`.
+//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=4 cargo test -p bsdalloc-vmem --release loom`
+//! (CI's bound), or with `LOOM_UNBOUNDED=1` instead of the bound to explore
+//! every interleaving.
+//!
+//! Times (release build, 2-core VM, 2026-12-03), bound 4 / unbounded at
+//! load average 5.8: `loom_alloc_free_race_with_import` 0.4 s / 0.6 s, the
+//! refill and `WAITOK` models 0.02 s / 0.02 s;
+//! `loom_two_imports_in_flight_with_a_third_allocator` 1.3 s at bound 4,
+//! 21 s at 5 and 84 s at 6 (load 11-14), and unbounded it did not finish:
+//! 15 minutes at load 13 (stopped), then killed by the OOM killer after 10.6
+//! minutes (23 GiB machine). Run that one bounded.
 //!
 //! Each model is tiny (two threads, a few segments). A tag taken from the
 //! arena's cache when fewer than the secured number remain is a broken
@@ -84,10 +94,15 @@ fn world(refuse_novm: bool) -> &'static World {
 }
 
 /// Runs a model with at least `preemptions` preemptions explored (CI sets
-/// `LOOM_MAX_PREEMPTIONS=2`; a model whose race needs more asks for more).
+/// `LOOM_MAX_PREEMPTIONS=4`; a model whose race needs more asks for more),
+/// or with no bound at all under `LOOM_UNBOUNDED=1`.
 fn run_model(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = Some(builder.preemption_bound.unwrap_or(0).max(preemptions));
+    builder.preemption_bound = if std::env::var_os("LOOM_UNBOUNDED").is_some_and(|v| v == "1") {
+        None
+    } else {
+        Some(builder.preemption_bound.unwrap_or(0).max(preemptions))
+    };
     builder.check(f);
 }
 

@@ -31,8 +31,11 @@ fn exhaust_ordinary_tags(k: &Small) -> Vec<usize> {
 #[test]
 fn loom_seed002_btag_drain_races_arena_allocations_needing_tags() {
     run_model("seed002", || {
-        // A boot region that leaves the metadata arena no room: the first
-        // new btag slab comes from an import out of the kernel arena.
+        // 40 boot pages (UMA's bootstrap takes about 24; the rest is the
+        // metadata arena's first span), a 32-page kernel arena, 4 tags per
+        // btag slab. A new btag slab's pages come from the metadata arena,
+        // whose tags (under loom the btag zone's) come from the reserve:
+        // with a reserve of 0 this model fails at once.
         let k: &'static Small = Box::leak(Box::new(Small::build(40, 32, 4, 2 * vmem::BT_MAXALLOC)));
         let held = exhaust_ordinary_tags(k);
         let slabs_before = k.core.btag.keg_info().unwrap().slabs;

@@ -79,6 +79,156 @@ impl Bucket {
     }
 }
 
+/// An owned list of buckets, linked through [`Bucket::next`]: the zone's
+/// bucket cache and depot of empty buckets, and the lists drains and
+/// reclaims hand around. The list owns every bucket on it (each valid, on
+/// no other list, out of every cache); that is its one invariant, kept by
+/// [`push`](Self::push)'s contract, so taking buckets off is safe. Dropping
+/// a non-empty list leaks its buckets: hand them back first.
+#[derive(Debug)]
+pub(crate) struct BucketList {
+    head: *mut Bucket,
+    len: usize,
+}
+
+impl Default for BucketList {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BucketList {
+    /// An empty list.
+    pub(crate) const fn new() -> Self {
+        BucketList {
+            head: ptr::null_mut(),
+            len: 0,
+        }
+    }
+
+    /// Buckets on the list.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the list is empty.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.head.is_null()
+    }
+
+    /// The top bucket (null when empty); it stays on the list.
+    #[inline]
+    pub(crate) fn top(&self) -> *mut Bucket {
+        self.head
+    }
+
+    /// Puts `b` on top of the list.
+    ///
+    /// # Safety
+    ///
+    /// `b` is a valid bucket the caller owns and gives to the list: on no
+    /// other list and in no cache.
+    #[inline]
+    pub(crate) unsafe fn push(&mut self, b: *mut Bucket) {
+        // SAFETY: caller contract: b is valid and ours to link.
+        unsafe { (*b).next = self.head };
+        self.head = b;
+        self.len += 1;
+    }
+
+    /// [`push`](Self::push) unless `b` is null.
+    ///
+    /// # Safety
+    ///
+    /// As [`push`](Self::push) when `b` is not null.
+    #[inline]
+    pub(crate) unsafe fn push_nonnull(&mut self, b: *mut Bucket) {
+        if !b.is_null() {
+            // SAFETY: caller contract.
+            unsafe { self.push(b) };
+        }
+    }
+
+    /// Takes the top bucket off the list (unlinked: its `next` is null),
+    /// now the caller's; `None` when empty.
+    #[inline]
+    pub(crate) fn pop(&mut self) -> Option<*mut Bucket> {
+        let b = self.head;
+        if b.is_null() {
+            return None;
+        }
+        // SAFETY: the list owns its buckets (push's contract), so b is valid.
+        unsafe {
+            self.head = (*b).next;
+            (*b).next = ptr::null_mut();
+        }
+        self.len -= 1;
+        Some(b)
+    }
+
+    /// Moves the top bucket onto `to`; false when this list is empty.
+    #[inline]
+    pub(crate) fn pop_onto(&mut self, to: &mut BucketList) -> bool {
+        match self.pop() {
+            // SAFETY: b came off a list that owned it; now `to` owns it.
+            Some(b) => unsafe {
+                to.push(b);
+                true
+            },
+            None => false,
+        }
+    }
+
+    /// Keeps the longest run from the top whose buckets `keep` accepts
+    /// one after another, and returns the rest (bottom part) as a list.
+    pub(crate) fn split_off_where(&mut self, mut keep: impl FnMut(&Bucket) -> bool) -> BucketList {
+        let mut kept = 0usize;
+        let mut link: *mut *mut Bucket = &mut self.head;
+        // SAFETY: the list owns its buckets (all valid); `link` points at the
+        // head or at a listed bucket's `next`.
+        unsafe {
+            while !(*link).is_null() && keep(&**link) {
+                kept += 1;
+                link = &mut (**link).next;
+            }
+            let tail = BucketList {
+                head: *link,
+                len: self.len - kept,
+            };
+            *link = ptr::null_mut();
+            self.len = kept;
+            tail
+        }
+    }
+
+    /// Every bucket, top first; they stay on the list, valid while it is
+    /// borrowed.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = *mut Bucket> + '_ {
+        let mut b = self.head;
+        core::iter::from_fn(move || {
+            let cur = b;
+            if cur.is_null() {
+                return None;
+            }
+            // SAFETY: the list owns its buckets (all valid).
+            b = unsafe { (*cur).next };
+            Some(cur)
+        })
+    }
+}
+
+/// Takes the buckets off one by one, top first: each is then the caller's.
+impl Iterator for BucketList {
+    type Item = *mut Bucket;
+
+    #[inline]
+    fn next(&mut self) -> Option<*mut Bucket> {
+        self.pop()
+    }
+}
+
 /// Smallest bucket zone with at least `entries` entries.
 pub(crate) fn zone_index_for(entries: usize) -> Option<usize> {
     BUCKET_ENTRIES.iter().position(|&e| e >= entries)

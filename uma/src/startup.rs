@@ -550,16 +550,11 @@ impl Uma {
             return 0;
         }
         self.unlink_zone(zone);
-        let mut list = crate::pcpu::drain_zone_caches(zone, true);
+        let list = crate::pcpu::drain_zone_caches(zone, true);
         // Exiting threads whose caches left the list before the drain may
         // still be giving their buckets back.
         crate::pcpu::wait_exit_flushes(zone);
-        while !list.is_null() {
-            // SAFETY: buckets taken out of the detached caches.
-            let next = unsafe { (*list).next };
-            zone.release_bucket(list);
-            list = next;
-        }
+        zone.release_list(list);
         zone.bucket_cache_reclaim(true);
         let st = zone.stats();
         let leaked = st.used as usize;

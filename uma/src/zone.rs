@@ -13,14 +13,12 @@ use core::fmt;
 use core::ptr::{self, NonNull};
 use std::sync::OnceLock;
 
-use crate::bucket::{self, Bucket};
+use crate::bucket::{self, Bucket, BucketList};
 use crate::debug;
 use crate::keg::{Keg, KegInfo};
 #[cfg(not(loom))]
 use crate::pcpu::tls::FastSlot;
-use crate::pcpu::{self, Cache, Push, GATE_DRAIN};
-#[cfg(not(loom))]
-use crate::pcpu::{GATE_ALLOC, GATE_FREE};
+use crate::pcpu::{self, Cache, Push, ThisThread, ThreadCache, GATE_ALLOC, GATE_DRAIN, GATE_FREE};
 use crate::source::SlabSource;
 use crate::startup::Uma;
 use crate::stats::ZoneStats;
@@ -41,8 +39,8 @@ pub(crate) const EMPTY_MAX: usize = 32;
 /// Zone state written under the zone lock: the bucket cache and its
 /// working-set estimate (FreeBSD `struct uma_zone_domain`).
 pub(crate) struct ZoneState {
-    pub buckets: *mut Bucket,
-    pub nbuckets: usize,
+    /// Full buckets (the bucket cache), the hottest on top.
+    pub buckets: BucketList,
     /// Empty buckets kept for trading, at most [`EMPTY_MAX`]: the empty
     /// list of the magazine depot (Bonwick and Adams, "Magazines and
     /// Vmem", USENIX 2001). A thread whose alloc bucket ran dry leaves it
@@ -52,8 +50,8 @@ pub(crate) struct ZoneState {
     /// frees and allocates buckets through per-CPU-cached bucket zones; our
     /// bucket zones have no per-thread caches (they are internal), so the
     /// depot is where that cost goes away.
-    pub empty: *mut Bucket,
-    pub nempty: usize,
+    pub empty: BucketList,
+    /// Items in `buckets`.
     pub nitems: usize,
     pub imax: usize,
     pub imin: usize,
@@ -69,41 +67,30 @@ impl ZoneState {
     ///
     /// `b` is an empty bucket the caller owns; the zone lock is held.
     unsafe fn stash_empty(&mut self, b: *mut Bucket) -> bool {
-        if self.nempty >= EMPTY_MAX {
+        if self.empty.len() >= EMPTY_MAX {
             return false;
         }
-        // SAFETY: caller contract.
-        unsafe { (*b).next = self.empty };
-        self.empty = b;
-        self.nempty += 1;
+        // SAFETY: caller contract: an empty bucket of ours, for the depot.
+        unsafe { self.empty.push(b) };
         true
     }
 
-    /// Pops a kept empty bucket set up for `want` entries: `(bucket,
+    /// Pops a kept empty bucket set up for `want > 0` entries: `(bucket,
     /// spare)`. A popped bucket too small for `want` (the bucket size grew
-    /// since it was kept) comes back as `spare`, for the caller to free
-    /// outside the lock; both may be null.
-    ///
-    /// # Safety
-    ///
-    /// The zone lock is held; `want > 0`.
-    unsafe fn take_empty(&mut self, want: usize) -> (*mut Bucket, *mut Bucket) {
-        let b = self.empty;
-        if b.is_null() {
-            return (b, b);
-        }
-        // SAFETY: kept buckets are valid empty buckets owned by the depot.
-        unsafe {
-            self.empty = (*b).next;
-            self.nempty -= 1;
-            (*b).next = ptr::null_mut();
-        }
+    /// since it was kept) comes back in `spare`, for the caller to free
+    /// outside the lock; `bucket` may be null.
+    fn take_empty(&mut self, want: usize) -> (*mut Bucket, BucketList) {
+        let mut spare = BucketList::new();
+        let Some(b) = self.empty.pop() else {
+            return (ptr::null_mut(), spare);
+        };
         // SAFETY: b is now ours, empty and valid.
         if unsafe { reuse_empty(b, want) } {
-            (b, ptr::null_mut())
-        } else {
-            (ptr::null_mut(), b)
+            return (b, spare);
         }
+        // SAFETY: as above; it goes on the spare list.
+        unsafe { spare.push(b) };
+        (ptr::null_mut(), spare)
     }
 }
 
@@ -281,10 +268,8 @@ impl Zone {
             fails: AtomicU64::new(0),
             sleeps: AtomicU64::new(0),
             state: Mutex::new(ZoneState {
-                buckets: ptr::null_mut(),
-                nbuckets: 0,
-                empty: ptr::null_mut(),
-                nempty: 0,
+                buckets: BucketList::new(),
+                empty: BucketList::new(),
                 nitems: 0,
                 imax: 0,
                 imin: 0,
@@ -379,16 +364,24 @@ impl Zone {
     /// panics.
     #[inline]
     pub fn alloc(&self, flags: Flags) -> Option<NonNull<u8>> {
+        self.alloc_in(ThisThread, flags)
+    }
+
+    /// [`alloc`](Self::alloc), reaching the calling thread's cache through
+    /// `t`: the TLS table ([`alloc`](Self::alloc)), or a cache the loom
+    /// models name ([`cache_alloc`](Self::cache_alloc)). One fast path and
+    /// one slow path for both.
+    #[inline(always)]
+    fn alloc_in<T: ThreadCache>(&self, t: T, flags: Flags) -> Option<NonNull<u8>> {
         // The cache's gate carries the zone's FAST_ALLOC bit: a hit needs
         // no look at the zone (see `pcpu`, the gate byte).
-        #[cfg(not(loom))]
-        if let Some(item) = pcpu::tls::fast_alloc(self, GATE_DRAIN | GATE_ALLOC) {
+        if let Some(item) = t.fast_pop(self, GATE_DRAIN | GATE_ALLOC) {
             if !flags.contains(Flags::ZERO) {
                 return Some(item);
             }
             return self.alloc_finish(item.as_ptr(), flags);
         }
-        self.alloc_slow(flags)
+        self.alloc_slow(t, flags)
     }
 
     /// Slow path of [`alloc`](Self::alloc): the per-thread alloc bucket was
@@ -396,9 +389,8 @@ impl Zone {
     /// Refills through the zone.
     #[cold]
     #[inline(never)]
-    fn alloc_slow(&self, flags: Flags) -> Option<NonNull<u8>> {
-        #[cfg(not(loom))]
-        let item = match pcpu::tls::cache_for(self) {
+    fn alloc_slow<T: ThreadCache>(&self, t: T, flags: Flags) -> Option<NonNull<u8>> {
+        let item = match t.cache(self) {
             Some(c) => {
                 // Zones with a ctor or INVARIANTS miss the fast path on
                 // their gate bit; their cache hits are served here.
@@ -411,8 +403,6 @@ impl Zone {
             }
             None => self.alloc_item(flags),
         };
-        #[cfg(loom)]
-        let item = self.alloc_item(flags);
         let r = self.count_alloc_result(item, flags);
         self.run_slow_hook();
         r
@@ -451,15 +441,11 @@ impl Zone {
         self.alloc_finish(item, flags)
     }
 
-    /// Allocation through an explicit cache (the TLS-free entry the loom
-    /// models use; the TLS path is the same code).
-    #[cfg_attr(not(loom), allow(dead_code))]
+    /// [`alloc`](Self::alloc) through the explicit cache `c` of the calling
+    /// thread: the loom models' entry (they have no TLS), the same code.
+    #[cfg(loom)]
     pub(crate) fn cache_alloc(&self, c: &Cache, flags: Flags) -> Option<NonNull<u8>> {
-        if let Some(item) = c.fast_pop(GATE_DRAIN) {
-            return self.alloc_finish(item.as_ptr(), flags);
-        }
-        let item = self.cache_alloc_refill(c, flags);
-        self.count_alloc_result(item, flags)
+        self.alloc_in(c, flags)
     }
 
     /// Constructor, zeroing and INVARIANTS checks for an item taken from
@@ -629,42 +615,59 @@ impl Zone {
     /// instead of corrupting the zone.
     #[inline]
     pub unsafe fn free(&self, item: NonNull<u8>) {
-        let item = item.as_ptr();
+        self.free_in(ThisThread, item.as_ptr());
+    }
+
+    /// [`free`](Self::free) of `item`, reaching the calling thread's cache
+    /// through `t` (as [`alloc_in`](Self::alloc_in)). The caller has
+    /// [`free`](Self::free)'s contract.
+    #[inline(always)]
+    fn free_in<T: ThreadCache>(&self, t: T, item: *mut u8) {
         // As in `alloc`, the gate carries the zone's FAST_FREE bit.
-        #[cfg(not(loom))]
-        if pcpu::tls::fast_free(self, item, GATE_DRAIN | GATE_FREE) {
+        if t.fast_push(self, item, GATE_DRAIN | GATE_FREE) {
             return;
         }
-        self.free_miss(item);
+        self.free_miss(t, item);
+    }
+
+    /// [`free`](Self::free) through the explicit cache `c` of the calling
+    /// thread: the loom models' entry (they have no TLS), the same code.
+    ///
+    /// # Safety
+    ///
+    /// As [`free`](Self::free); `c` is a cache of this zone owned by the
+    /// calling thread.
+    #[cfg(loom)]
+    pub(crate) unsafe fn cache_free(&self, c: &Cache, item: NonNull<u8>) {
+        self.free_in(c, item.as_ptr());
     }
 
     /// The fast path of [`free`](Self::free) missed: the zone has free-time
     /// work, or the bucket was full (or there is no cache).
     #[cold]
     #[inline(never)]
-    fn free_miss(&self, item: *mut u8) {
+    fn free_miss<T: ThreadCache>(&self, t: T, item: *mut u8) {
         if self.fast.load(UOrdering::Relaxed) & FAST_FREE != 0 {
-            return self.free_prep(item);
+            return self.free_prep(t, item);
         }
-        self.free_slow(item);
+        self.free_slow(t, item);
     }
 
     /// Destructor, INVARIANTS checks and the limit-sleeper bypass, then the
     /// usual free road.
     #[inline(never)]
-    fn free_prep(&self, item: *mut u8) {
+    fn free_prep<T: ThreadCache>(&self, t: T, item: *mut u8) {
         if !self.free_checks(item) {
             return;
         }
-        #[cfg(not(loom))]
-        match pcpu::tls::fast_free_unless_sleepers(self, item) {
+        match t.fast_push_unless(self, item) {
             Push::Done => return,
             // Somebody sleeps on the limit: give the item straight back so
             // the count drops and the sleeper wakes (FreeBSD does the same).
             Push::Bypass => return self.free_bypass(item),
             Push::Full => {}
         }
-        self.free_slow(item);
+        self.free_slow(t, item);
     }
 
     /// A free that skips every cache (limit sleepers).
@@ -692,37 +695,13 @@ impl Zone {
 
     /// Slow path of [`free`](Self::free): the per-thread free bucket was
     /// full (or there is no cache).
-    fn free_slow(&self, item: *mut u8) {
+    fn free_slow<T: ThreadCache>(&self, t: T, item: *mut u8) {
         self.frees.fetch_add(1, UOrdering::Relaxed);
-        #[cfg(not(loom))]
-        match pcpu::tls::cache_for(self) {
+        match t.cache(self) {
             Some(c) => self.cache_free_refill(c, item),
             None => self.free_item(item),
         }
-        #[cfg(loom)]
-        self.free_item(item);
         self.run_slow_hook();
-    }
-
-    /// Free through an explicit cache (loom models).
-    ///
-    /// # Safety
-    ///
-    /// As [`free`](Self::free); `c` is a cache of this zone owned by the
-    /// calling thread.
-    #[cfg_attr(not(loom), allow(dead_code))]
-    pub(crate) unsafe fn cache_free(&self, c: &Cache, item: NonNull<u8>) {
-        let item = item.as_ptr();
-        if self.fast.load(UOrdering::Relaxed) & FAST_FREE != 0 && !self.free_checks(item) {
-            return;
-        }
-        match c.fast_push_unless(item, &self.sleepers) {
-            Push::Done => return,
-            Push::Bypass => return self.free_bypass(item),
-            Push::Full => {}
-        }
-        self.frees.fetch_add(1, UOrdering::Relaxed);
-        self.cache_free_refill(c, item);
     }
 
     /// Owner: enter `c` to put items into it; false when a drainer wants
@@ -922,14 +901,10 @@ impl Zone {
         unsafe { self.uma().bucket_free(b) };
     }
 
-    /// [`release_bucket`](Self::release_bucket) on every bucket of a list
-    /// linked through `Bucket::next`.
-    pub(crate) fn release_list(&self, mut list: *mut Bucket) {
-        while !list.is_null() {
-            // SAFETY: buckets of the list are ours.
-            let next = unsafe { (*list).next };
-            self.release_bucket(list);
-            list = next;
+    /// [`release_bucket`](Self::release_bucket) on every bucket of `list`.
+    pub(crate) fn release_list(&self, list: BucketList) {
+        for b in list {
+            self.release_bucket(b);
         }
     }
 
@@ -983,10 +958,8 @@ impl Zone {
         {
             return false;
         }
-        // SAFETY: under the zone lock; b is ours.
-        unsafe { (*b).next = g.buckets };
-        g.buckets = b;
-        g.nbuckets += 1;
+        // SAFETY: under the zone lock; b is ours, for the bucket cache.
+        unsafe { g.buckets.push(b) };
         g.nitems += cnt;
         g.imax = g.imax.max(g.nitems);
         true
@@ -1020,8 +993,7 @@ impl Zone {
                 return ptr::null_mut();
             }
         }
-        // SAFETY: the zone lock is held; want > 0.
-        let (b, spare) = unsafe { g.take_empty(want) };
+        let (b, spare) = g.take_empty(want);
         drop(g);
         self.free_spares(spare);
         b
@@ -1033,63 +1005,50 @@ impl Zone {
     /// in one lock hold. Returns `(full, empty, spare)`: `full` is null
     /// when the bucket cache had none, and then `empty` is a bucket set up
     /// for `want > 0` entries to fill (`old` itself, or one from the depot;
-    /// may be null). `spare` is a list (linked through `next`) of buckets
-    /// the caller frees with [`free_spares`](Self::free_spares).
+    /// may be null). `spare` holds buckets the caller frees with
+    /// [`free_spares`](Self::free_spares).
     fn fetch_bucket(
         &self,
         old: *mut Bucket,
         want: usize,
-    ) -> (*mut Bucket, *mut Bucket, *mut Bucket) {
+    ) -> (*mut Bucket, *mut Bucket, BucketList) {
         let mut g = self.lock_state();
-        let b = g.buckets;
-        if !b.is_null() {
-            // SAFETY: under the zone lock; cached buckets are valid.
-            unsafe {
-                g.buckets = (*b).next;
-                (*b).next = ptr::null_mut();
-                g.nbuckets -= 1;
-                g.nitems -= (*b).cnt as usize;
-            }
+        if let Some(b) = g.buckets.pop() {
+            // SAFETY: a bucket of the bucket cache, now ours.
+            g.nitems -= unsafe { (*b).cnt } as usize;
             g.imin = g.imin.min(g.nitems);
-            // SAFETY: zone lock held; old is an empty bucket we own.
-            if old.is_null() || unsafe { g.stash_empty(old) } {
-                return (b, ptr::null_mut(), ptr::null_mut());
+            let mut spare = BucketList::new();
+            // SAFETY: zone lock held; old is an empty bucket we own, kept
+            // in the depot if it has room.
+            if !old.is_null() && !unsafe { g.stash_empty(old) } {
+                // SAFETY: not kept: old is still ours, for the spare list.
+                unsafe { spare.push(old) };
             }
-            // SAFETY: old is ours.
-            unsafe { (*old).next = ptr::null_mut() };
-            return (b, ptr::null_mut(), old);
+            return (b, ptr::null_mut(), spare);
         }
         // SAFETY: old is an empty bucket we own.
         if !old.is_null() && unsafe { reuse_empty(old, want) } {
-            return (ptr::null_mut(), old, ptr::null_mut());
+            return (ptr::null_mut(), old, BucketList::new());
         }
-        // SAFETY: the zone lock is held; want > 0.
-        let (e, mut spare) = unsafe { g.take_empty(want) };
+        let (e, mut spare) = g.take_empty(want);
         drop(g);
-        if !old.is_null() {
-            // SAFETY: old is ours; it joins the spare list.
-            unsafe { (*old).next = spare };
-            spare = old;
-        }
+        // SAFETY: old, if any, is ours; it joins the spare list.
+        unsafe { spare.push_nonnull(old) };
         (ptr::null_mut(), e, spare)
     }
 
-    /// Frees a list of empty buckets linked through `next`.
-    fn free_spares(&self, mut list: *mut Bucket) {
-        while !list.is_null() {
+    /// Frees the empty buckets of `list`.
+    fn free_spares(&self, list: BucketList) {
+        for b in list {
             // SAFETY: the list's buckets are ours and empty.
-            unsafe {
-                let next = (*list).next;
-                self.uma().bucket_free(list);
-                list = next;
-            }
+            unsafe { self.uma().bucket_free(b) };
         }
     }
 
     /// Takes one item out of the top cached bucket.
     fn take_cached_item(&self) -> *mut u8 {
         let mut g = self.state.lock();
-        let b = g.buckets;
+        let b = g.buckets.top();
         if b.is_null() {
             return ptr::null_mut();
         }
@@ -1101,14 +1060,12 @@ impl Zone {
         if unsafe { (*b).cnt } > 0 {
             return item;
         }
-        // SAFETY: under the zone lock: unlink the now empty bucket and keep
-        // it for trading, or free it.
-        unsafe {
-            g.buckets = (*b).next;
-            g.nbuckets -= 1;
-            if g.stash_empty(b) {
-                return item;
-            }
+        // Unlink the now empty bucket (the top: b) and keep it for
+        // trading, or free it.
+        g.buckets.pop();
+        // SAFETY: under the zone lock; b is an empty bucket, now ours.
+        if unsafe { g.stash_empty(b) } {
+            return item;
         }
         drop(g);
         // SAFETY: unlinked empty bucket.
@@ -1223,10 +1180,7 @@ impl Zone {
         let over = {
             let _r = self.uma().registry_lock();
             // The caches' gates get FAST_FREE, so their fast frees miss
-            // into `free_prep` (the limit sleepers' veto). Under loom no
-            // path reads the gate's zone bits (the models' frees look at
-            // the zone's), so the models are spared it.
-            #[cfg(not(loom))]
+            // into `free_prep` (the limit sleepers' veto).
             // SAFETY: registry lock held.
             unsafe {
                 pcpu::mirror_zone_gate(self);
@@ -1235,7 +1189,7 @@ impl Zone {
                 // SAFETY: registry lock held.
                 unsafe { pcpu::clamp_zone_caches(self) }
             } else {
-                ptr::null_mut()
+                BucketList::new()
             }
         };
         self.release_list(over);
@@ -1337,8 +1291,8 @@ impl Zone {
     /// the number of full buckets left (each can be traded for at most
     /// one). Returns whether items were given back.
     pub(crate) fn bucket_cache_reclaim(&self, drain: bool) -> bool {
-        let mut out: *mut Bucket = ptr::null_mut();
-        let mut spare: *mut Bucket = ptr::null_mut();
+        let mut out = BucketList::new();
+        let mut spare = BucketList::new();
         {
             let mut g = self.state.lock();
             let target = if drain {
@@ -1349,45 +1303,27 @@ impl Zone {
             if g.nitems > target {
                 // Keep the longest run from the top holding at most
                 // `target` items; cut the rest off.
-                let (mut kept, mut nkept) = (0usize, 0usize);
-                let mut link: *mut *mut Bucket = &mut g.buckets;
-                // SAFETY: under the zone lock; cached buckets are valid and
-                // `link` points at the list head or a cached bucket's link.
-                unsafe {
-                    while !(*link).is_null() && kept + (**link).cnt as usize <= target {
-                        kept += (**link).cnt as usize;
-                        nkept += 1;
-                        link = &mut (**link).next;
+                let mut kept = 0usize;
+                out = g.buckets.split_off_where(|b| {
+                    let fits = kept + b.cnt as usize <= target;
+                    if fits {
+                        kept += b.cnt as usize;
                     }
-                    out = *link;
-                    *link = ptr::null_mut();
-                }
+                    fits
+                });
                 let gone = g.nitems - kept;
                 g.nitems = kept;
-                g.nbuckets = nkept;
                 g.imax -= g.imax.min(gone);
                 g.imin -= g.imin.min(gone);
             }
-            let keep = if drain { 0 } else { g.nbuckets };
-            while g.nempty > keep {
-                let b = g.empty;
-                // SAFETY: under the zone lock; kept buckets are valid.
-                unsafe {
-                    g.empty = (*b).next;
-                    (*b).next = spare;
-                }
-                g.nempty -= 1;
-                spare = b;
+            let keep = if drain { 0 } else { g.buckets.len() };
+            while g.empty.len() > keep {
+                g.empty.pop_onto(&mut spare);
             }
         }
         self.free_spares(spare);
-        let released = !out.is_null();
-        while !out.is_null() {
-            // SAFETY: buckets we unlinked.
-            let next = unsafe { (*out).next };
-            self.release_bucket(out);
-            out = next;
-        }
+        let released = !out.is_empty();
+        self.release_list(out);
         released
     }
 
@@ -1441,12 +1377,8 @@ impl Zone {
         if self.bucket_top == 0 {
             return;
         }
-        let mut list = pcpu::drain_zone_caches(self, false);
-        while !list.is_null() {
-            // SAFETY: buckets taken out of caches, now ours.
-            let next = unsafe { (*list).next };
-            self.put_bucket(list);
-            list = next;
+        for b in pcpu::drain_zone_caches(self, false) {
+            self.put_bucket(b);
         }
     }
 
@@ -1506,7 +1438,7 @@ impl Zone {
         };
         let (bucket_items, nbuckets, nempty) = {
             let g = self.state.lock();
-            (g.nitems, g.nbuckets, g.nempty)
+            (g.nitems, g.buckets.len(), g.empty.len())
         };
         let keg_free = if self.flags.contains(ZoneFlags::SECONDARY) {
             0
@@ -1551,8 +1483,7 @@ impl Zone {
         let bucket_items = {
             let g = self.state.lock();
             let (mut n, mut items) = (0, 0);
-            let mut b = g.buckets;
-            while !b.is_null() {
+            for b in g.buckets.iter() {
                 // SAFETY: under the zone lock; cached buckets are valid.
                 unsafe {
                     assert!((*b).cnt > 0, "zone {}: empty bucket cached", self.name);
@@ -1574,22 +1505,24 @@ impl Zone {
                         );
                     }
                     items += (*b).cnt as usize;
-                    b = (*b).next;
                 }
                 n += 1;
             }
-            assert_eq!(n, g.nbuckets, "zone {}: bucket count mismatch", self.name);
-            let (mut ne, mut e) = (0, g.empty);
-            while !e.is_null() {
+            assert_eq!(
+                n,
+                g.buckets.len(),
+                "zone {}: bucket count mismatch",
+                self.name
+            );
+            let mut ne = 0;
+            for e in g.empty.iter() {
                 // SAFETY: under the zone lock; kept buckets are valid.
-                unsafe {
-                    assert_eq!((*e).cnt, 0, "zone {}: kept bucket not empty", self.name);
-                    e = (*e).next;
-                }
+                let cnt = unsafe { (*e).cnt };
+                assert_eq!(cnt, 0, "zone {}: kept bucket not empty", self.name);
                 ne += 1;
             }
             assert!(
-                ne == g.nempty && ne <= EMPTY_MAX,
+                ne == g.empty.len() && ne <= EMPTY_MAX,
                 "zone {}: kept empty bucket count mismatch",
                 self.name
             );

@@ -90,7 +90,7 @@ pub(crate) mod tls;
 use core::cell::Cell;
 use core::ptr::{self, NonNull};
 
-use crate::bucket::Bucket;
+use crate::bucket::{Bucket, BucketList};
 use crate::startup::Uma;
 use crate::sync::unmodeled::{AtomicU64, Ordering as UOrdering};
 use crate::sync::{
@@ -250,6 +250,81 @@ pub(crate) fn empty() -> *mut Cache {
 pub(crate) fn empty() -> *mut Cache {
     ptr::null_mut()
 }
+
+/// How a zone operation reaches the calling thread's cache: through the
+/// TLS table ([`tls::Tls`], every front door), or a cache named outright
+/// (`&Cache`: the loom models, which have no TLS). The zone's alloc and
+/// free paths are generic over it, so the models run the real paths.
+pub(crate) trait ThreadCache: Copy {
+    /// [`Cache::fast_pop`] on the thread's cache (`None`: miss).
+    fn fast_pop(self, zone: &Zone, mask: u8) -> Option<NonNull<u8>>;
+    /// [`Cache::fast_push`] on the thread's cache (false: miss).
+    fn fast_push(self, zone: &Zone, item: *mut u8, mask: u8) -> bool;
+    /// [`Cache::fast_push_unless`] with the zone's limit sleepers.
+    fn fast_push_unless(self, zone: &Zone, item: *mut u8) -> Push;
+    /// The thread's cache for the slow path, registered if need be;
+    /// `None` for an uncached zone, a thread in teardown, no memory.
+    fn cache<'a>(self, zone: &'a Zone) -> Option<&'a Cache>
+    where
+        Self: 'a;
+}
+
+impl ThreadCache for &Cache {
+    #[inline(always)]
+    fn fast_pop(self, _: &Zone, mask: u8) -> Option<NonNull<u8>> {
+        Cache::fast_pop(self, mask)
+    }
+
+    #[inline(always)]
+    fn fast_push(self, _: &Zone, item: *mut u8, mask: u8) -> bool {
+        Cache::fast_push(self, item, mask)
+    }
+
+    #[inline(always)]
+    fn fast_push_unless(self, zone: &Zone, item: *mut u8) -> Push {
+        Cache::fast_push_unless(self, item, &zone.sleepers)
+    }
+
+    #[inline]
+    fn cache<'a>(self, _: &'a Zone) -> Option<&'a Cache>
+    where
+        Self: 'a,
+    {
+        Some(self)
+    }
+}
+
+/// Under loom there is no TLS: a zone operation outside the models'
+/// explicit caches finds no cache (every fast path misses).
+#[cfg(loom)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NoCache;
+
+#[cfg(loom)]
+impl ThreadCache for NoCache {
+    fn fast_pop(self, _: &Zone, _: u8) -> Option<NonNull<u8>> {
+        None
+    }
+    fn fast_push(self, _: &Zone, _: *mut u8, _: u8) -> bool {
+        false
+    }
+    fn fast_push_unless(self, _: &Zone, _: *mut u8) -> Push {
+        Push::Full
+    }
+    fn cache<'a>(self, _: &'a Zone) -> Option<&'a Cache>
+    where
+        Self: 'a,
+    {
+        None
+    }
+}
+
+/// The calling thread's cache, as the zone's public paths reach it.
+#[cfg(not(loom))]
+pub(crate) use tls::Tls as ThisThread;
+/// The calling thread's cache, as the zone's public paths reach it.
+#[cfg(loom)]
+pub(crate) use NoCache as ThisThread;
 
 /// What a peek at a cache saw.
 #[derive(Clone, Copy, Debug, Default)]
@@ -656,7 +731,7 @@ pub(crate) fn register(zone: &Zone, slot: *const AtomicPtr<Cache>) -> *mut Cache
             // SAFETY: registry lock held.
             unsafe { clamp_zone_caches(zone) }
         } else {
-            ptr::null_mut()
+            BucketList::new()
         }
     };
     zone.release_list(over);
@@ -665,25 +740,23 @@ pub(crate) fn register(zone: &Zone, slot: *const AtomicPtr<Cache>) -> *mut Cache
 
 /// Takes every bucket above the zone's per-thread cap out of every cache
 /// of `zone` (the cap went down: FreeBSD `zone_update_caches`), through the
-/// drain protocol. Returns them as a list linked through `Bucket::next`.
+/// drain protocol, and returns them.
 ///
 /// # Safety
 ///
 /// The registry lock is held.
-pub(crate) unsafe fn clamp_zone_caches(zone: &Zone) -> *mut Bucket {
+pub(crate) unsafe fn clamp_zone_caches(zone: &Zone) -> BucketList {
     let cap = zone.bucket_max.load(UOrdering::Relaxed);
-    let mut out: *mut Bucket = ptr::null_mut();
+    let mut out = BucketList::new();
     let mut c = zone.caches.get();
     while !c.is_null() {
         // SAFETY: registry lock held (drainers serialized); c is a
-        // registered cache, held between acquire and release.
+        // registered cache, held between acquire and release; the buckets
+        // taken out of it are ours.
         unsafe {
             (*c).acquire_foreign();
             for b in (*c).take_over_cap(cap) {
-                if !b.is_null() {
-                    (*b).next = out;
-                    out = b;
-                }
+                out.push_nonnull(b);
             }
             (*c).release_foreign();
             c = (*c).next.get();
@@ -751,24 +824,22 @@ pub(crate) unsafe fn unlink(zone: &Zone, c: *mut Cache) {
 /// Takes every bucket out of every cache of `zone` without the owners'
 /// help (DRAIN_CPU). With `detach`, also unregisters the caches (zone
 /// destroy): their TLS slots are cleared and their memory freed. Returns
-/// the buckets as a list linked through `Bucket::next`.
-pub(crate) fn drain_zone_caches(zone: &Zone, detach: bool) -> *mut Bucket {
+/// the buckets.
+pub(crate) fn drain_zone_caches(zone: &Zone, detach: bool) -> BucketList {
     let uma: &Uma = zone.uma();
-    let mut out: *mut Bucket = ptr::null_mut();
+    let mut out = BucketList::new();
     let mut dead: *mut Cache = ptr::null_mut();
     {
         let _r = uma.registry_lock();
         let mut c = zone.caches.get();
         while !c.is_null() {
-            // SAFETY: registry lock held; c is a registered cache.
+            // SAFETY: registry lock held; c is a registered cache; the
+            // buckets taken out of it are ours.
             unsafe {
                 let next = (*c).next.get();
                 (*c).acquire_foreign();
                 for b in [(*c).take_alloc(), (*c).take_free()] {
-                    if !b.is_null() {
-                        (*b).next = out;
-                        out = b;
-                    }
+                    out.push_nonnull(b);
                 }
                 if detach {
                     let p = (*c).peek();

@@ -15,7 +15,9 @@
 use core::mem::size_of;
 use core::ptr::{self, NonNull};
 
-use crate::bucket::{bucket_zone_size, zone_index_for, Bucket, BUCKET_ENTRIES, NBUCKETZONES};
+use crate::bucket::{
+    bucket_zone_size, zone_index_for, Bucket, OwnedBucket, BUCKET_ENTRIES, NBUCKETZONES,
+};
 #[cfg(not(loom))]
 use crate::debug;
 use crate::instance::{Uma, ZoneList};
@@ -161,36 +163,27 @@ impl Uma {
         self.internal(Z_CACHES)
     }
 
-    /// An empty bucket of `entries` usable slots (null on failure).
-    pub(crate) fn bucket_alloc(&self, entries: usize, flags: Flags) -> *mut Bucket {
-        let Some(i) = zone_index_for(entries) else {
-            return ptr::null_mut();
-        };
-        match self
+    /// An empty bucket of `entries` usable slots (`None` on failure).
+    pub(crate) fn bucket_alloc(&self, entries: usize, flags: Flags) -> Option<OwnedBucket> {
+        let i = zone_index_for(entries)?;
+        let p = self
             .internal(Z_BUCKETS + i)
-            .internal_alloc(flags.nowait().without(Flags::ZERO))
-        {
-            Some(p) => {
-                let b: *mut Bucket = p.as_ptr().cast();
-                // SAFETY: an unused item of bucket zone i; entries fit.
-                unsafe { Bucket::init(b, entries, i) };
-                b
-            }
-            None => ptr::null_mut(),
+            .internal_alloc(flags.nowait().without(Flags::ZERO))?;
+        let b: NonNull<Bucket> = p.cast();
+        // SAFETY: an unused item of bucket zone i, sized for its entries
+        // (entries fit); set up here, it is the caller's alone.
+        unsafe {
+            Bucket::init(b.as_ptr(), entries, i);
+            Some(OwnedBucket::from_raw(b))
         }
     }
 
     /// Frees a bucket to its bucket zone.
-    ///
-    /// # Safety
-    ///
-    /// `b` came from [`bucket_alloc`](Self::bucket_alloc) and is unused.
-    pub(crate) unsafe fn bucket_free(&self, b: *mut Bucket) {
-        // SAFETY: caller contract.
-        unsafe {
-            let z = self.internal(Z_BUCKETS + (*b).zidx as usize);
-            z.internal_free(NonNull::new_unchecked(b.cast()));
-        }
+    pub(crate) fn bucket_free(&self, b: OwnedBucket) {
+        let z = self.internal(Z_BUCKETS + b.zidx());
+        // SAFETY: every bucket comes from bucket_alloc (an item of the bucket
+        // zone it names); the handle was its one owner, now given up.
+        unsafe { z.internal_free(b.into_raw().cast()) };
     }
 }
 

@@ -125,7 +125,7 @@ pub(crate) use registry::{fork_child_empty_cache, fork_child_zone};
 use core::cell::Cell;
 use core::ptr::{self, NonNull};
 
-use crate::bucket::Bucket;
+use crate::bucket::{Bucket, OwnedBucket};
 use crate::sync::unmodeled::{AtomicU64, Ordering as UOrdering};
 use crate::sync::{
     owner_fence, spin_wait, AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering, UnsafeCell,
@@ -175,30 +175,26 @@ impl CacheBucket {
     }
 
     /// Removes the bucket, writing the count back into it.
-    fn take(&mut self) -> *mut Bucket {
-        let b = self.bucket;
-        if !b.is_null() {
-            // SAFETY: an installed bucket is valid and owned by the cache.
-            unsafe { (*b).cnt = self.cnt as u16 };
-        }
+    fn take(&mut self) -> Option<OwnedBucket> {
+        let (b, cnt) = (NonNull::new(self.bucket), self.cnt as usize);
         *self = CacheBucket::EMPTY;
-        b
+        // SAFETY: an installed bucket is valid and the cache's alone (the
+        // slot's holder is the caller); out of the slot it is the caller's.
+        let mut b = unsafe { OwnedBucket::from_raw(b?) };
+        b.set_filled(cnt);
+        Some(b)
     }
 
-    /// # Safety
-    ///
-    /// `b` is a valid bucket the caller owns; the slot is empty.
-    unsafe fn install(&mut self, b: *mut Bucket) {
-        // SAFETY: caller contract.
-        unsafe {
-            *self = CacheBucket {
-                bucket: b,
-                cnt: (*b).cnt as u32,
-                cap: (*b).cap as u32,
-                mark: (*b).cnt as u32,
-                lifo: 0,
-            };
-        }
+    /// Installs `b` in the empty slot.
+    fn install(&mut self, b: OwnedBucket) {
+        let (cnt, cap) = (b.cnt() as u32, b.cap() as u32);
+        *self = CacheBucket {
+            bucket: b.into_raw().as_ptr(),
+            cnt,
+            cap,
+            mark: cnt,
+            lifo: 0,
+        };
     }
 }
 
@@ -560,26 +556,31 @@ impl Cache {
         unsafe { self.with_slots(push) }
     }
 
-    /// Takes the alloc bucket out (null if none).
-    pub(crate) fn take_alloc(&self) -> *mut Bucket {
+    /// Takes the alloc bucket out (`None` if none).
+    pub(crate) fn take_alloc(&self) -> Option<OwnedBucket> {
         // SAFETY: state Owned or Draining: the caller holds the cache (a
         // registered one: EMPTY_CACHE is never entered for this).
         unsafe { self.with_slots(|a, _| a.take()) }
     }
 
-    /// Takes the free bucket out (null if none).
-    pub(crate) fn take_free(&self) -> *mut Bucket {
+    /// Takes the free bucket out (`None` if none).
+    pub(crate) fn take_free(&self) -> Option<OwnedBucket> {
         // SAFETY: as take_alloc.
         unsafe { self.with_slots(|_, f| f.take()) }
     }
 
     /// Installs `b` as the alloc bucket if that slot is empty and `b` fits
-    /// the per-thread cap `cap` (its items; its slots are cut down to it).
+    /// the per-thread cap `cap` (its items; its slots are cut down to it);
+    /// else `b` comes back.
     ///
     /// # Safety
     ///
-    /// The caller holds the cache and owns `b`.
-    pub(crate) unsafe fn try_install_alloc(&self, b: *mut Bucket, cap: usize) -> bool {
+    /// The caller holds the cache.
+    pub(crate) unsafe fn try_install_alloc(
+        &self,
+        b: OwnedBucket,
+        cap: usize,
+    ) -> Result<(), OwnedBucket> {
         // SAFETY: caller contract.
         unsafe { self.with_slots(|a, _| install_if_empty(a, b, cap)) }
     }
@@ -590,23 +591,27 @@ impl Cache {
     /// # Safety
     ///
     /// As [`try_install_alloc`](Self::try_install_alloc).
-    pub(crate) unsafe fn try_install_free(&self, b: *mut Bucket, cap: usize) -> bool {
+    pub(crate) unsafe fn try_install_free(
+        &self,
+        b: OwnedBucket,
+        cap: usize,
+    ) -> Result<(), OwnedBucket> {
         // SAFETY: caller contract.
         unsafe { self.with_slots(|_, f| install_if_empty(f, b, cap)) }
     }
 
     /// Takes out the installed buckets with more than `cap` slots (the cap
-    /// went down); null where a slot is kept or empty.
+    /// went down); `None` where a slot is kept or empty.
     ///
     /// # Safety
     ///
     /// The caller holds the cache.
-    unsafe fn take_over_cap(&self, cap: usize) -> [*mut Bucket; 2] {
+    unsafe fn take_over_cap(&self, cap: usize) -> [Option<OwnedBucket>; 2] {
         let take = |c: &mut CacheBucket| {
             if c.cap as usize > cap {
                 c.take()
             } else {
-                ptr::null_mut()
+                None
             }
         };
         // SAFETY: the caller holds the cache.
@@ -695,22 +700,18 @@ impl Cache {
     }
 }
 
-/// Installs `b` in the bucket slot `c` if the slot is empty.
-///
-/// # Safety
-///
-/// The caller owns `b`.
-unsafe fn install_if_empty(c: &mut CacheBucket, b: *mut Bucket, cap: usize) -> bool {
-    // SAFETY: the caller owns b.
-    unsafe {
-        if c.bucket.is_null() && cap > 0 && (*b).cnt as usize <= cap {
-            if (*b).cap as usize > cap {
-                (*b).cap = cap as u16;
-            }
-            c.install(b);
-            true
-        } else {
-            false
-        }
+/// Installs `b` in the bucket slot `c` if the slot is empty and `b`'s
+/// items fit `cap` (its slots are cut down to `cap`); else `b` comes back.
+fn install_if_empty(
+    c: &mut CacheBucket,
+    mut b: OwnedBucket,
+    cap: usize,
+) -> Result<(), OwnedBucket> {
+    if c.bucket.is_null() && cap > 0 && b.cnt() <= cap {
+        b.limit_cap(cap);
+        c.install(b);
+        Ok(())
+    } else {
+        Err(b)
     }
 }

@@ -13,7 +13,7 @@ use super::GATE_DRAIN;
 use super::{empty, Cache, CachePeek, GATE_ALLOC, GATE_FREE};
 #[cfg(not(loom))]
 use super::{tls, EMPTY_CACHE};
-use crate::bucket::{Bucket, BucketList};
+use crate::bucket::{BucketList, OwnedBucket};
 use crate::instance::Uma;
 use crate::sync::unmodeled::Ordering as UOrdering;
 use crate::sync::{spin_wait, AtomicPtr, MutexGuard, Ordering};
@@ -89,7 +89,7 @@ pub(crate) unsafe fn clamp_zone_caches(zone: &Zone) -> BucketList {
         unsafe {
             (*c).acquire_foreign();
             for b in (*c).take_over_cap(cap) {
-                out.push_nonnull(b);
+                out.push_some(b);
             }
             (*c).release_foreign();
             c = (*c).next.get();
@@ -172,7 +172,7 @@ pub(crate) fn drain_zone_caches(zone: &Zone, detach: bool) -> BucketList {
                 let next = (*c).next.get();
                 (*c).acquire_foreign();
                 for b in [(*c).take_alloc(), (*c).take_free()] {
-                    out.push_nonnull(b);
+                    out.push_some(b);
                 }
                 if detach {
                     let p = (*c).peek();
@@ -209,14 +209,14 @@ pub(crate) fn drain_zone_caches(zone: &Zone, detach: bool) -> BucketList {
 ///
 /// Called by the owner (not inside an operation on the cache) with the
 /// registry lock held by the caller (`_r`), `c` registered.
-pub(crate) unsafe fn retire_locked(c: *mut Cache) -> (*mut Bucket, *mut Bucket) {
+pub(crate) unsafe fn retire_locked(c: *mut Cache) -> [Option<OwnedBucket>; 2] {
     // SAFETY: caller contract: registry lock held, so no drainer holds c,
     // and the owner is not inside an operation.
     unsafe {
         let zone = &*(*c).zone;
         let p = (*c).peek();
         zone.fold_counts(p.allocs, p.frees);
-        let bs = ((*c).take_alloc(), (*c).take_free());
+        let bs = [(*c).take_alloc(), (*c).take_free()];
         if !(*c).slot.is_null() {
             (*(*c).slot).store(empty(), Ordering::Relaxed);
         }
@@ -264,10 +264,8 @@ pub(crate) unsafe fn exit_flush(slot: &AtomicPtr<Cache>, registry: MutexGuard<'_
         (zone, bs)
     };
     drop(registry);
-    for b in [bs.0, bs.1] {
-        if !b.is_null() {
-            zone.put_bucket(b);
-        }
+    for b in bs.into_iter().flatten() {
+        zone.put_bucket(b);
     }
     // SAFETY: after retire_locked nobody references c: it goes back to
     // "UMA Caches".

@@ -122,11 +122,9 @@ fn retire_into_zone(e: &Env, z: &Zone, cs: &[&Cache]) {
     let _r = e.uma.registry_lock();
     for &c in cs {
         // SAFETY: registry lock held; nobody is inside the cache.
-        let (x, y) = unsafe { pcpu::retire_locked(c as *const Cache as *mut Cache) };
-        for bk in [x, y] {
-            if !bk.is_null() {
-                z.put_bucket(bk);
-            }
+        let bs = unsafe { pcpu::retire_locked(c as *const Cache as *mut Cache) };
+        for bk in bs.into_iter().flatten() {
+            z.put_bucket(bk);
         }
     }
 }

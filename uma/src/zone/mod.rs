@@ -32,7 +32,7 @@ use core::fmt;
 use core::ptr::{self, NonNull};
 use std::sync::OnceLock;
 
-use crate::bucket::{self, Bucket, BucketList};
+use crate::bucket::{self, BucketList};
 #[cfg(feature = "invariants")]
 use crate::debug;
 use crate::instance::Uma;
@@ -700,29 +700,20 @@ impl Zone {
         let bucket_items = {
             let g = self.state.lock();
             let (mut n, mut items) = (0, 0);
-            for b in g.buckets.iter() {
-                // SAFETY: under the zone lock; cached buckets are valid.
-                unsafe {
-                    assert!((*b).cnt > 0, "zone {}: empty bucket cached", self.name);
-                    assert!(
-                        (*b).cnt <= (*b).cap,
-                        "zone {}: bucket over capacity",
-                        self.name
-                    );
-                    assert!(
-                        ((*b).cap as usize) <= bucket::BUCKET_ENTRIES[(*b).zidx as usize],
-                        "zone {}: bucket cap exceeds its bucket zone",
-                        self.name
-                    );
-                    for i in 0..(*b).cnt as usize {
-                        assert!(
-                            !(*Bucket::items(b).add(i)).is_null(),
-                            "zone {}: null item cached",
-                            self.name
-                        );
-                    }
-                    items += (*b).cnt as usize;
-                }
+            for (cnt, cap, zidx, held) in g.buckets.iter() {
+                assert!(cnt > 0, "zone {}: empty bucket cached", self.name);
+                assert!(cnt <= cap, "zone {}: bucket over capacity", self.name);
+                assert!(
+                    cap <= bucket::BUCKET_ENTRIES[zidx],
+                    "zone {}: bucket cap exceeds its bucket zone",
+                    self.name
+                );
+                assert!(
+                    held.iter().all(|it| !it.is_null()),
+                    "zone {}: null item cached",
+                    self.name
+                );
+                items += cnt;
                 n += 1;
             }
             assert_eq!(
@@ -732,9 +723,7 @@ impl Zone {
                 self.name
             );
             let mut ne = 0;
-            for e in g.empty.iter() {
-                // SAFETY: under the zone lock; kept buckets are valid.
-                let cnt = unsafe { (*e).cnt };
+            for (cnt, ..) in g.empty.iter() {
                 assert_eq!(cnt, 0, "zone {}: kept bucket not empty", self.name);
                 ne += 1;
             }

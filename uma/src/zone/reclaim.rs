@@ -44,10 +44,10 @@ impl Zone {
                 // Keep the longest run from the top holding at most
                 // `target` items; cut the rest off.
                 let mut kept = 0usize;
-                out = g.buckets.split_off_where(|b| {
-                    let fits = kept + b.cnt as usize <= target;
+                out = g.buckets.split_off_where(|cnt| {
+                    let fits = kept + cnt <= target;
                     if fits {
-                        kept += b.cnt as usize;
+                        kept += cnt;
                     }
                     fits
                 });
@@ -58,7 +58,7 @@ impl Zone {
             }
             let keep = if drain { 0 } else { g.buckets.len() };
             while g.empty.len() > keep {
-                g.empty.pop_onto(&mut spare);
+                spare.push_some(g.empty.pop());
             }
         }
         self.free_spares(spare);

@@ -9,7 +9,7 @@
 use core::ptr::{self, NonNull};
 
 use super::Zone;
-use crate::bucket::{self, Bucket, BucketList};
+use crate::bucket::{self, BucketList, OwnedBucket};
 use crate::pcpu::Cache;
 use crate::sync::unmodeled::Ordering as UOrdering;
 use crate::sync::{MutexGuard, Ordering};
@@ -42,55 +42,31 @@ pub(crate) struct ZoneState {
 }
 
 impl ZoneState {
-    /// Keeps the empty bucket `b` for trading; false (and `b` stays the
-    /// caller's) when the depot is full.
-    ///
-    /// # Safety
-    ///
-    /// `b` is an empty bucket the caller owns; the zone lock is held.
-    unsafe fn stash_empty(&mut self, b: *mut Bucket) -> bool {
+    /// Keeps the empty bucket `b` for trading; when the depot is full, `b`
+    /// comes back.
+    fn stash_empty(&mut self, b: OwnedBucket) -> Result<(), OwnedBucket> {
         if self.empty.len() >= EMPTY_MAX {
-            return false;
+            return Err(b);
         }
-        // SAFETY: caller contract: an empty bucket of ours, for the depot.
-        unsafe { self.empty.push(b) };
-        true
+        self.empty.push(b);
+        Ok(())
     }
 
     /// Pops a kept empty bucket set up for `want > 0` entries: `(bucket,
     /// spare)`. A popped bucket too small for `want` (the bucket size grew
     /// since it was kept) comes back in `spare`, for the caller to free
-    /// outside the lock; `bucket` may be null.
-    fn take_empty(&mut self, want: usize) -> (*mut Bucket, BucketList) {
+    /// outside the lock.
+    fn take_empty(&mut self, want: usize) -> (Option<OwnedBucket>, BucketList) {
         let mut spare = BucketList::new();
-        let Some(b) = self.empty.pop() else {
-            return (ptr::null_mut(), spare);
+        let Some(mut b) = self.empty.pop() else {
+            return (None, spare);
         };
-        // SAFETY: b is now ours, empty and valid.
-        if unsafe { reuse_empty(b, want) } {
-            return (b, spare);
+        if b.reuse_for(want) {
+            return (Some(b), spare);
         }
-        // SAFETY: as above; it goes on the spare list.
-        unsafe { spare.push(b) };
-        (ptr::null_mut(), spare)
+        spare.push(b);
+        (None, spare)
     }
-}
-
-/// Sets up the empty bucket `b` for `want` entries if its bucket zone has
-/// room for them; false when it is too small (the bucket size grew).
-///
-/// # Safety
-///
-/// `b` is a valid empty bucket the caller owns.
-unsafe fn reuse_empty(b: *mut Bucket, want: usize) -> bool {
-    // SAFETY: caller contract.
-    unsafe {
-        if bucket::BUCKET_ENTRIES[(*b).zidx as usize] < want {
-            return false;
-        }
-        (*b).cap = want as u16;
-    }
-    true
 }
 
 impl Zone {
@@ -111,61 +87,66 @@ impl Zone {
         let want = self.fill_size();
         if want == 0 {
             // The limit leaves no room for per-thread buckets: bypass.
-            if !old.is_null() {
-                // SAFETY: an empty bucket we took out of the cache.
-                unsafe { self.uma().bucket_free(old) };
+            if let Some(old) = old {
+                self.uma().bucket_free(old);
             }
             return self.alloc_item(flags);
         }
         let (full, empty, spare) = self.fetch_bucket(old, want);
         self.free_spares(spare);
-        let b = if full.is_null() {
-            // A thread that keeps missing grows the buckets.
-            let m = c.keg_misses.get() + 1;
-            c.keg_misses.set(m);
-            if m >= 2 {
-                self.grow_on_miss();
+        let b = match full {
+            None => {
+                // A thread that keeps missing grows the buckets.
+                let m = c.keg_misses.get() + 1;
+                c.keg_misses.set(m);
+                if m >= 2 {
+                    self.grow_on_miss();
+                }
+                self.fill_bucket(empty, flags)
             }
-            self.fill_bucket(empty, flags)
-        } else {
-            c.keg_misses.set(0);
-            full
+            Some(full) => {
+                c.keg_misses.set(0);
+                Some(full)
+            }
         };
-        if b.is_null() {
+        let Some(mut b) = b else {
             return self.alloc_item(flags);
-        }
-        // SAFETY: b is a non-empty bucket we own.
-        let item = unsafe { Bucket::pop(b) };
+        };
+        let Some(item) = b.pop() else {
+            crate::debug::fatal(format_args!(
+                "uma: zone {}: empty bucket refilled",
+                self.name
+            ));
+        };
         // A bucket cached before the cap went down may hold more.
-        self.fit_bucket(b, self.bucket_max.load(UOrdering::Relaxed));
+        self.fit_bucket(&mut b, self.bucket_max.load(UOrdering::Relaxed));
         if c.enter() {
             // Inside the critical section: the cap a clamp set, and the limit
             // sleepers' veto (see `pcpu`).
             let cap = self.bucket_max.load(UOrdering::Relaxed);
-            let installed = self.sleepers.load(Ordering::SeqCst) == 0
-                // SAFETY: we hold the cache and own b.
-                && unsafe { c.try_install_alloc(b, cap) };
-            c.exit();
-            if installed {
-                return item;
+            if self.sleepers.load(Ordering::SeqCst) == 0 {
+                // SAFETY: we hold the cache.
+                match unsafe { c.try_install_alloc(b, cap) } {
+                    Ok(()) => {
+                        c.exit();
+                        return item;
+                    }
+                    Err(back) => b = back,
+                }
             }
+            c.exit();
         }
         self.put_bucket(b);
         item
     }
 
     /// Gives the items of `b` beyond `cap` back to the keg.
-    fn fit_bucket(&self, b: *mut Bucket, cap: usize) {
-        // SAFETY: a bucket we own with `cnt` valid items.
-        let cnt = unsafe { (*b).cnt } as usize;
-        if cnt <= cap {
+    fn fit_bucket(&self, b: &mut OwnedBucket, cap: usize) {
+        if b.cnt() <= cap {
             return;
         }
-        // SAFETY: slots cap..cnt hold valid items.
-        let extra = unsafe { core::slice::from_raw_parts(Bucket::items(b).add(cap), cnt - cap) };
-        self.release_items(extra);
-        // SAFETY: our bucket.
-        unsafe { (*b).cnt = cap as u16 };
+        self.release_items(&b.items()[cap..]);
+        b.truncate(cap);
     }
 
     /// Owner: enter `c` to put items into it; false when a drainer wants
@@ -196,66 +177,63 @@ impl Zone {
         c.exit();
         let want = self.fill_size();
         let nb = if want > 0 {
-            let nb = self.trade_full(full, want);
-            if nb.is_null() {
-                self.uma().bucket_alloc(want, self.internal_flags())
-            } else {
-                nb
-            }
+            self.trade_full(full, want)
+                .or_else(|| self.uma().bucket_alloc(want, self.internal_flags()))
         } else {
-            if !full.is_null() {
+            if let Some(full) = full {
                 self.put_bucket(full);
             }
-            ptr::null_mut()
+            None
         };
-        if nb.is_null() {
+        let Some(nb) = nb else {
             return self.free_item(item);
-        }
-        if self.enter_to_cache(c) {
+        };
+        let nb = if self.enter_to_cache(c) {
             let cap = self.bucket_max.load(UOrdering::Relaxed);
-            // SAFETY: we hold the cache and own nb.
-            if unsafe { c.try_install_free(nb, cap) } {
-                let ok = c.push_after_swap(item);
-                c.exit();
-                if ok {
-                    return;
+            // SAFETY: we hold the cache.
+            match unsafe { c.try_install_free(nb, cap) } {
+                Ok(()) => {
+                    let ok = c.push_after_swap(item);
+                    c.exit();
+                    if ok {
+                        return;
+                    }
+                    return self.free_item(item);
                 }
-                return self.free_item(item);
+                Err(nb) => {
+                    c.exit();
+                    nb
+                }
             }
-            c.exit();
-        }
-        // SAFETY: nb is our empty bucket.
-        unsafe { self.uma().bucket_free(nb) };
+        } else {
+            nb
+        };
+        self.uma().bucket_free(nb);
         self.free_item(item);
     }
 
     /// Fills the empty bucket `b` from the keg, or a new one when `b` is
-    /// null (FreeBSD `zone_alloc_bucket`); never sleeps on the limit; with
-    /// `USE_RESERVE` it dips at most one item. Null (and `b` freed) when
+    /// `None` (FreeBSD `zone_alloc_bucket`); never sleeps on the limit; with
+    /// `USE_RESERVE` it dips at most one item. `None` (and `b` freed) when
     /// nothing could be had.
-    fn fill_bucket(&self, b: *mut Bucket, flags: Flags) -> *mut Bucket {
-        let b = if b.is_null() {
-            let bs = self.fill_size();
-            if bs == 0 {
-                return ptr::null_mut();
+    fn fill_bucket(&self, b: Option<OwnedBucket>, flags: Flags) -> Option<OwnedBucket> {
+        let mut b = match b {
+            Some(b) => b,
+            None => {
+                let bs = self.fill_size();
+                if bs == 0 {
+                    return None;
+                }
+                self.uma().bucket_alloc(bs, self.internal_flags())?
             }
-            self.uma().bucket_alloc(bs, self.internal_flags())
-        } else {
-            b
         };
-        if b.is_null() {
-            return b;
-        }
-        // SAFETY: an empty bucket we own.
-        let bs = unsafe { (*b).cap } as usize;
+        let bs = b.cap();
         let grant = self.limit_alloc(bs, flags.nowait());
         if grant == 0 {
-            // SAFETY: our empty bucket.
-            unsafe { self.uma().bucket_free(b) };
-            return ptr::null_mut();
+            self.uma().bucket_free(b);
+            return None;
         }
-        // SAFETY: the bucket has at least bs >= grant slots.
-        let slots = unsafe { core::slice::from_raw_parts_mut(Bucket::items(b), grant) };
+        let slots = b.slots(grant);
         let got = self.import(slots, flags);
         if got < grant {
             self.limit_free(grant - got);
@@ -277,13 +255,11 @@ impl Zone {
             }
         }
         if n == 0 {
-            // SAFETY: our empty bucket.
-            unsafe { self.uma().bucket_free(b) };
-            return ptr::null_mut();
+            self.uma().bucket_free(b);
+            return None;
         }
-        // SAFETY: our bucket.
-        unsafe { (*b).cnt = n as u16 };
-        b
+        b.set_filled(n);
+        Some(b)
     }
 
     /// A thread's refills keep finding no full bucket in the zone's cache
@@ -321,12 +297,9 @@ impl Zone {
     }
 
     /// Gives a bucket's items back to the keg and frees the bucket.
-    pub(crate) fn release_bucket(&self, b: *mut Bucket) {
-        // SAFETY: a bucket we own with `cnt` valid items.
-        let items = unsafe { core::slice::from_raw_parts(Bucket::items(b), (*b).cnt as usize) };
-        self.release_items(items);
-        // SAFETY: the bucket is ours and now empty of meaning.
-        unsafe { self.uma().bucket_free(b) };
+    pub(crate) fn release_bucket(&self, b: OwnedBucket) {
+        self.release_items(b.items());
+        self.uma().bucket_free(b);
     }
 
     /// [`release_bucket`](Self::release_bucket) on every bucket of `list`.
@@ -354,71 +327,53 @@ impl Zone {
 
     /// Puts a bucket in the zone bucket cache (FreeBSD `zone_put_bucket`),
     /// or gives its items back if the cache is at its cap.
-    pub(crate) fn put_bucket(&self, b: *mut Bucket) {
-        // SAFETY: a bucket the caller owns.
-        let cnt = unsafe { (*b).cnt } as usize;
-        if cnt == 0 {
-            // SAFETY: as above.
-            unsafe { self.uma().bucket_free(b) };
+    pub(crate) fn put_bucket(&self, b: OwnedBucket) {
+        if b.cnt() == 0 {
+            self.uma().bucket_free(b);
             return;
         }
         let mut g = self.lock_state();
-        // SAFETY: zone lock held; b is ours with cnt > 0.
-        if !unsafe { self.cache_full_locked(&mut g, b) } {
+        if let Err(b) = self.cache_full_locked(&mut g, b) {
             drop(g);
             self.release_bucket(b);
         }
     }
 
-    /// Links the full bucket `b` into the bucket cache; false (nothing
-    /// done) when the cache is at its cap or a limit sleeper wants the
-    /// items back (checked under the zone lock: see `pcpu`).
-    ///
-    /// # Safety
-    ///
-    /// `g` is this zone's locked state; `b` is a bucket the caller owns
-    /// with `cnt > 0`.
-    unsafe fn cache_full_locked(&self, g: &mut ZoneState, b: *mut Bucket) -> bool {
-        // SAFETY: caller contract.
-        let cnt = unsafe { (*b).cnt } as usize;
+    /// Links the full bucket `b` (`cnt > 0`) into the bucket cache of the
+    /// locked state `g`; `b` comes back when the cache is at its cap or a
+    /// limit sleeper wants the items back (checked under the zone lock:
+    /// see `pcpu`).
+    fn cache_full_locked(&self, g: &mut ZoneState, b: OwnedBucket) -> Result<(), OwnedBucket> {
+        let cnt = b.cnt();
         if g.nitems + cnt > self.bkt_max.load(UOrdering::Relaxed)
             || self.sleepers.load(Ordering::SeqCst) > 0
         {
-            return false;
+            return Err(b);
         }
-        // SAFETY: under the zone lock; b is ours, for the bucket cache.
-        unsafe { g.buckets.push(b) };
+        g.buckets.push(b);
         g.nitems += cnt;
         g.imax = g.imax.max(g.nitems);
-        true
+        Ok(())
     }
 
     /// The free side's trade at the zone lock: leaves the full bucket
-    /// `full` (may be null) in the bucket cache and takes back an empty
-    /// bucket set up for `want > 0` entries from the depot (see
-    /// [`ZoneState::empty`]), in one lock hold. Null when the depot had
-    /// none: the caller allocates one.
-    fn trade_full(&self, full: *mut Bucket, want: usize) -> *mut Bucket {
+    /// `full` (if any; `cnt > 0`: it was full when taken out of the cache)
+    /// in the bucket cache and takes back an empty bucket set up for
+    /// `want > 0` entries from the depot (see [`ZoneState::empty`]), in one
+    /// lock hold. `None` when the depot had none: the caller allocates one.
+    fn trade_full(&self, full: Option<OwnedBucket>, want: usize) -> Option<OwnedBucket> {
         let mut g = self.lock_state();
-        if !full.is_null() {
-            // SAFETY: the zone lock is held; full is ours (cnt > 0: it was
-            // full when taken out of the cache).
-            if !unsafe { self.cache_full_locked(&mut g, full) } {
+        if let Some(full) = full {
+            if let Err(mut full) = self.cache_full_locked(&mut g, full) {
                 drop(g);
-                // SAFETY: a bucket we own with `cnt` valid items.
-                let items = unsafe {
-                    core::slice::from_raw_parts(Bucket::items(full), (*full).cnt as usize)
-                };
-                self.release_items(items);
-                // SAFETY: its items are gone; the bucket itself is still ours.
-                unsafe { (*full).cnt = 0 };
-                // SAFETY: as above; now empty.
-                if unsafe { reuse_empty(full, want) } {
-                    return full;
+                self.release_items(full.items());
+                // Its items are gone; the bucket itself is still ours.
+                full.truncate(0);
+                if full.reuse_for(want) {
+                    return Some(full);
                 }
-                // SAFETY: our empty bucket.
-                unsafe { self.uma().bucket_free(full) };
-                return ptr::null_mut();
+                self.uma().bucket_free(full);
+                return None;
             }
         }
         let (b, spare) = g.take_empty(want);
@@ -428,76 +383,70 @@ impl Zone {
     }
 
     /// The alloc side's trade at the zone lock (FreeBSD
-    /// `zone_fetch_bucket`): leaves the dry alloc bucket `old` (may be
-    /// null) in the depot and takes a full bucket from the bucket cache,
-    /// in one lock hold. Returns `(full, empty, spare)`: `full` is null
-    /// when the bucket cache had none, and then `empty` is a bucket set up
-    /// for `want > 0` entries to fill (`old` itself, or one from the depot;
-    /// may be null). `spare` holds buckets the caller frees with
+    /// `zone_fetch_bucket`): leaves the dry alloc bucket `old` (if any) in
+    /// the depot and takes a full bucket from the bucket cache, in one lock
+    /// hold. Returns `(full, empty, spare)`: `full` is `None` when the
+    /// bucket cache had none, and then `empty` is a bucket set up for
+    /// `want > 0` entries to fill (`old` itself, or one from the depot; may
+    /// be `None`). `spare` holds buckets the caller frees with
     /// [`free_spares`](Self::free_spares).
     fn fetch_bucket(
         &self,
-        old: *mut Bucket,
+        old: Option<OwnedBucket>,
         want: usize,
-    ) -> (*mut Bucket, *mut Bucket, BucketList) {
+    ) -> (Option<OwnedBucket>, Option<OwnedBucket>, BucketList) {
         let mut g = self.lock_state();
         if let Some(b) = g.buckets.pop() {
-            // SAFETY: a bucket of the bucket cache, now ours.
-            g.nitems -= unsafe { (*b).cnt } as usize;
+            g.nitems -= b.cnt();
             g.imin = g.imin.min(g.nitems);
             let mut spare = BucketList::new();
-            // SAFETY: zone lock held; old is an empty bucket we own, kept
-            // in the depot if it has room.
-            if !old.is_null() && !unsafe { g.stash_empty(old) } {
-                // SAFETY: not kept: old is still ours, for the spare list.
-                unsafe { spare.push(old) };
+            if let Some(old) = old {
+                // Kept in the depot if it has room, else a spare.
+                if let Err(old) = g.stash_empty(old) {
+                    spare.push(old);
+                }
             }
-            return (b, ptr::null_mut(), spare);
+            return (Some(b), None, spare);
         }
-        // SAFETY: old is an empty bucket we own.
-        if !old.is_null() && unsafe { reuse_empty(old, want) } {
-            return (ptr::null_mut(), old, BucketList::new());
+        let mut old = old;
+        if old.as_mut().is_some_and(|b| b.reuse_for(want)) {
+            return (None, old, BucketList::new());
         }
         let (e, mut spare) = g.take_empty(want);
         drop(g);
-        // SAFETY: old, if any, is ours; it joins the spare list.
-        unsafe { spare.push_nonnull(old) };
-        (ptr::null_mut(), e, spare)
+        // `old`, too small for `want`, joins the spares.
+        spare.push_some(old);
+        (None, e, spare)
     }
 
     /// Frees the empty buckets of `list`.
     pub(super) fn free_spares(&self, list: BucketList) {
         for b in list {
-            // SAFETY: the list's buckets are ours and empty.
-            unsafe { self.uma().bucket_free(b) };
+            self.uma().bucket_free(b);
         }
     }
 
     /// Takes one item out of the top cached bucket.
     pub(super) fn take_cached_item(&self) -> *mut u8 {
         let mut g = self.state.lock();
-        let b = g.buckets.top();
-        if b.is_null() {
+        let Some(mut b) = g.buckets.pop() else {
             return ptr::null_mut();
-        }
-        // SAFETY: under the zone lock; cached buckets hold cnt > 0 items.
-        let item = unsafe { Bucket::pop(b) };
+        };
+        let Some(item) = b.pop() else {
+            crate::debug::fatal(format_args!("uma: zone {}: empty bucket cached", self.name));
+        };
         g.nitems -= 1;
         g.imin = g.imin.min(g.nitems);
-        // SAFETY: as above.
-        if unsafe { (*b).cnt } > 0 {
+        if b.cnt() > 0 {
+            // Back on top, where it was.
+            g.buckets.push(b);
             return item;
         }
-        // Unlink the now empty bucket (the top: b) and keep it for
-        // trading, or free it.
-        g.buckets.pop();
-        // SAFETY: under the zone lock; b is an empty bucket, now ours.
-        if unsafe { g.stash_empty(b) } {
-            return item;
+        // Keep the now empty bucket for trading, or free it.
+        if let Err(b) = g.stash_empty(b) {
+            drop(g);
+            self.uma().bucket_free(b);
         }
-        drop(g);
-        // SAFETY: unlinked empty bucket.
-        unsafe { self.uma().bucket_free(b) };
         item
     }
 }

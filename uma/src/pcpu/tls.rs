@@ -410,7 +410,7 @@ pub(crate) fn cache_for(zone: &Zone) -> Option<&Cache> {
     // SAFETY: our own live TLS slot.
     let c = unsafe { (*slot).load(Ordering::Relaxed) };
     if c != super::empty() {
-        // SAFETY: as fast_alloc.
+        // SAFETY: as `Tls::fast_pop`.
         return Some(unsafe { &*c });
     }
     match STATE.with(|s| s.get()) {

@@ -80,7 +80,8 @@
 
 use core::ptr;
 
-use crate::startup::{self, Uma};
+use crate::instance::Uma;
+use crate::startup;
 use crate::sync::{AtomicPtr, Ordering};
 use crate::{pcpu, sync};
 
@@ -261,8 +262,8 @@ mod tests {
     use core::ptr::NonNull;
     use std::time::{Duration, Instant};
 
+    use crate::instance::Uma;
     use crate::pcpu::Cache;
-    use crate::startup::Uma;
     use crate::sync::Ordering;
     use crate::{Flags, Reclaim, ZoneArgs, MMAP_SOURCE};
 

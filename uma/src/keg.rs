@@ -5,13 +5,13 @@
 use core::ptr::{self, NonNull};
 
 use crate::debug;
+use crate::instance::Uma;
 use crate::reserve;
 use crate::slab::{
     compute_layout, PartialLists, Slab, SlabHash, SlabLayout, SlabList, ON_FREE, ON_FULL,
     ON_PARTIAL, SLAB_HDR,
 };
 use crate::source::{SlabSource, PAGE_SIZE};
-use crate::startup::Uma;
 use crate::sync::{Condvar, Mutex};
 use crate::{Fini, Flags, Init, Reclaim, Zone, ZoneFlags};
 

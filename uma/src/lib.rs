@@ -107,6 +107,26 @@
 //!   have per-CPU caches, which ours (internal zones) do not.
 //!   [`ZoneStats::empty_buckets`] counts them; reclaims give them back.
 //!
+//! ## Where things are
+//!
+//! One module per noun; the path names the room.
+//!
+//! | module | holds |
+//! |---|---|
+//! | `startup` | the boot: [`Uma::bootstrap`], the internal zones ("UMA Zones", "UMA Kegs", "UMA Slabs", "UMA Caches", the bucket zones), [`global`] |
+//! | `instance` | [`Uma`], the instance API: zone creation and [`Uma::destroy`], the zone list, [`Uma::reclaim`], [`Uma::timeout`], [`Uma::write_vmstat`], an instance's fork hooks |
+//! | `args` | [`ZoneArgs`], [`CacheArgs`] |
+//! | `zone` | [`Zone`] and its fast paths ([`Zone::alloc`], [`Zone::free`]: one generic path for the TLS front door and the loom models' explicit caches), the slow road to the keg, statistics, the invariant walker |
+//! | `zone::trade` | the bucket trades at the zone lock, the bucket cache and the empty-bucket depot |
+//! | `zone::limit` | the zone limit, its sleepers, the per-thread cap |
+//! | `zone::reclaim` | the working-set estimate, trims and drains |
+//! | `bucket` | `Bucket`, the owned `BucketList` every bucket list is, bucket sizes |
+//! | `pcpu` | the per-thread `Cache` and its drain protocol (a state table), `ThreadCache` (how an operation reaches its cache) |
+//! | `pcpu::registry` | each zone's list of caches: registration, clamps, drains, exit flushes, peeks |
+//! | `pcpu::tls` | the thread-local table of caches, [`FastSlot`], thread exit |
+//! | `keg`, `slab`, `reserve` | kegs, slabs and their layout, the reserve's rules |
+//! | [`source`], [`stats`], [`debug`], [`fork`], `flags`, `sync` | page sources, statistics, reports and INVARIANTS, fork safety, flags, the one door to atomics (loom) |
+//!
 //! ## FreeBSD names and ours
 //!
 //! | FreeBSD | here |
@@ -122,9 +142,12 @@
 //! | `UMA_ZONE_NOFREE`, `OFFPAGE`, `NOBUCKET`, `UNMANAGED`, `MAXBUCKET` | [`ZoneFlags`] |
 //! | `struct uma_keg`, `keg_drain`, `zone_import`, `zone_release` | `keg::Keg`, `Keg::drain`, `Keg::import`, `Keg::release` |
 //! | `struct uma_slab`, `keg_layout` | `slab::Slab`, `slab::compute_layout` |
-//! | `struct uma_bucket`, `bucket_zones[]`, `bucket_select` | `bucket::Bucket`, `bucket::BUCKET_ENTRIES`, `bucket::bucket_select` |
+//! | `struct uma_bucket`, `bucket_zones[]`, `bucket_select` | `bucket::Bucket`, `bucket::BucketList`, `bucket::BUCKET_ENTRIES`, `bucket::bucket_select` |
+//! | `cache_alloc_retry`, `cache_free`, `zone_fetch_bucket`, `zone_put_bucket`, `zone_alloc_bucket` | `zone::trade` |
+//! | `zone_alloc_limit`, `zone_free_limit` | `zone::limit` |
+//! | `bucket_cache_reclaim`, `zone_timeout` | `zone::reclaim` |
 //! | `struct uma_cache`, `critical_enter` | `pcpu::Cache` and its drain protocol (see `pcpu`) |
-//! | `uma_startup`, "UMA Zones", "UMA Kegs", "UMA Slabs" | [`Uma::bootstrap`] and the internal zones |
+//! | `uma_startup`, "UMA Zones", "UMA Kegs", "UMA Slabs" | [`Uma::bootstrap`] and the internal zones (`startup`) |
 //! | `INVARIANTS` (`uma_dbg_alloc/free`, `trash_*`) | feature `invariants`, [`debug`] |
 //! | `sysctl vm.zone_stats` / `vmstat -z` | [`Zone::stats`], [`Uma::write_vmstat`] |
 //!
@@ -158,11 +181,13 @@
 // from the models.
 #![cfg_attr(loom, allow(dead_code))]
 
+mod args;
 mod bucket;
 pub mod debug;
 mod flags;
 #[cfg(not(loom))]
 pub mod fork;
+mod instance;
 mod keg;
 mod pcpu;
 mod reserve;
@@ -178,7 +203,9 @@ mod tests;
 
 use core::ptr::NonNull;
 
+pub use args::{CacheArgs, ZoneArgs};
 pub use flags::{Flags, Reclaim, ZoneFlags};
+pub use instance::{PlainReclaim, Uma};
 pub use keg::{KegInfo, SLAB_HEADER_BYTES};
 #[cfg(not(loom))]
 pub use pcpu::tls::{FastSlot, RustTls, TlsAccess, TlsDescriptor};
@@ -186,7 +213,6 @@ pub use slab::SlabLayout;
 pub use source::{MmapSource, SlabSource, TestSource, MMAP_SOURCE, PAGE_SIZE};
 #[cfg(not(loom))]
 pub use startup::global;
-pub use startup::{CacheArgs, PlainReclaim, Uma, ZoneArgs};
 pub use stats::ZoneStats;
 pub use zone::Zone;
 

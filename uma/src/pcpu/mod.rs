@@ -87,17 +87,50 @@
 #[cfg(not(loom))]
 pub(crate) mod tls;
 
+/// A cache with no buckets and no counts, of the zone `$zone`, owned
+/// through the TLS slot `$slot` (a macro, not a function: [`EMPTY_CACHE`]
+/// needs a constant, and loom's atomics have no `const` constructors).
+macro_rules! blank_cache {
+    ($zone:expr, $slot:expr) => {
+        $crate::pcpu::Cache {
+            busy: $crate::sync::AtomicBool::new(false),
+            gate: $crate::sync::AtomicU8::new(0),
+            alloc: $crate::sync::UnsafeCell::new($crate::pcpu::CacheBucket::EMPTY),
+            free: $crate::sync::UnsafeCell::new($crate::pcpu::CacheBucket::EMPTY),
+            allocs: $crate::sync::unmodeled::AtomicU64::new(0),
+            frees: $crate::sync::unmodeled::AtomicU64::new(0),
+            zone: $zone,
+            slot: $slot,
+            next: core::cell::Cell::new(core::ptr::null_mut()),
+            prev: core::cell::Cell::new(core::ptr::null_mut()),
+            keg_misses: core::cell::Cell::new(0),
+        }
+    };
+}
+
+mod registry;
+
+pub(crate) use registry::{
+    clamp_zone_caches, drain_zone_caches, mirror_zone_gate, peek_zone_caches, wait_exit_flushes,
+};
+// Without TLS (loom) only the models register, retire and flush caches.
+#[cfg(loom)]
+#[allow(unused_imports)]
+pub(crate) use registry::retire_locked;
+#[cfg_attr(loom, allow(unused_imports))]
+pub(crate) use registry::{exit_flush, register};
+#[cfg(not(loom))]
+pub(crate) use registry::{fork_child_empty_cache, fork_child_zone};
+
 use core::cell::Cell;
 use core::ptr::{self, NonNull};
 
-use crate::bucket::Bucket;
-use crate::startup::Uma;
+use crate::bucket::{Bucket, OwnedBucket};
 use crate::sync::unmodeled::{AtomicU64, Ordering as UOrdering};
 use crate::sync::{
-    owner_fence, spin_wait, AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, MutexGuard, Ordering,
-    UnsafeCell,
+    owner_fence, spin_wait, AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering, UnsafeCell,
 };
-use crate::zone::{Zone, FAST_ALLOC, FAST_FREE};
+use crate::zone::Zone;
 
 /// `gate` bit: a drainer wants the cache (the protocol's `drain` flag).
 pub(crate) const GATE_DRAIN: u8 = 1;
@@ -105,19 +138,6 @@ pub(crate) const GATE_DRAIN: u8 = 1;
 pub(crate) const GATE_ALLOC: u8 = 2;
 /// `gate` bit: the zone's frees need `free_prep` (`FAST_FREE`).
 pub(crate) const GATE_FREE: u8 = 4;
-
-/// The `gate` bits mirroring the zone's `fast` bits.
-fn zone_gate(zone: &Zone) -> u8 {
-    let fast = zone.fast.load(UOrdering::Relaxed);
-    let mut g = 0;
-    if fast & FAST_ALLOC != 0 {
-        g |= GATE_ALLOC;
-    }
-    if fast & FAST_FREE != 0 {
-        g |= GATE_FREE;
-    }
-    g
-}
 
 /// One bucket slot of a cache; `cnt` is authoritative while installed.
 /// (`repr(C)`: what the fast path touches, the cache's flags and its alloc
@@ -155,30 +175,26 @@ impl CacheBucket {
     }
 
     /// Removes the bucket, writing the count back into it.
-    fn take(&mut self) -> *mut Bucket {
-        let b = self.bucket;
-        if !b.is_null() {
-            // SAFETY: an installed bucket is valid and owned by the cache.
-            unsafe { (*b).cnt = self.cnt as u16 };
-        }
+    fn take(&mut self) -> Option<OwnedBucket> {
+        let (b, cnt) = (NonNull::new(self.bucket), self.cnt as usize);
         *self = CacheBucket::EMPTY;
-        b
+        // SAFETY: an installed bucket is valid and the cache's alone (the
+        // slot's holder is the caller); out of the slot it is the caller's.
+        let mut b = unsafe { OwnedBucket::from_raw(b?) };
+        b.set_filled(cnt);
+        Some(b)
     }
 
-    /// # Safety
-    ///
-    /// `b` is a valid bucket the caller owns; the slot is empty.
-    unsafe fn install(&mut self, b: *mut Bucket) {
-        // SAFETY: caller contract.
-        unsafe {
-            *self = CacheBucket {
-                bucket: b,
-                cnt: (*b).cnt as u32,
-                cap: (*b).cap as u32,
-                mark: (*b).cnt as u32,
-                lifo: 0,
-            };
-        }
+    /// Installs `b` in the empty slot.
+    fn install(&mut self, b: OwnedBucket) {
+        let (cnt, cap) = (b.cnt() as u32, b.cap() as u32);
+        *self = CacheBucket {
+            bucket: b.into_raw().as_ptr(),
+            cnt,
+            cap,
+            mark: cnt,
+            lifo: 0,
+        };
     }
 }
 
@@ -224,19 +240,7 @@ unsafe impl Send for Cache {}
 /// of any thread may store to its `busy` flag; nobody drains it, and its
 /// bucket slots are only ever read.
 #[cfg(not(loom))]
-pub(crate) static EMPTY_CACHE: Cache = Cache {
-    busy: AtomicBool::new(false),
-    gate: AtomicU8::new(0),
-    alloc: UnsafeCell::new(CacheBucket::EMPTY),
-    free: UnsafeCell::new(CacheBucket::EMPTY),
-    allocs: AtomicU64::new(0),
-    frees: AtomicU64::new(0),
-    zone: ptr::null(),
-    slot: ptr::null(),
-    next: Cell::new(ptr::null_mut()),
-    prev: Cell::new(ptr::null_mut()),
-    keg_misses: Cell::new(0),
-};
+pub(crate) static EMPTY_CACHE: Cache = blank_cache!(ptr::null(), ptr::null());
 
 /// The "no cache" value of a TLS slot.
 #[cfg(not(loom))]
@@ -250,6 +254,81 @@ pub(crate) fn empty() -> *mut Cache {
 pub(crate) fn empty() -> *mut Cache {
     ptr::null_mut()
 }
+
+/// How a zone operation reaches the calling thread's cache: through the
+/// TLS table ([`tls::Tls`], every front door), or a cache named outright
+/// (`&Cache`: the loom models, which have no TLS). The zone's alloc and
+/// free paths are generic over it, so the models run the real paths.
+pub(crate) trait ThreadCache: Copy {
+    /// [`Cache::fast_pop`] on the thread's cache (`None`: miss).
+    fn fast_pop(self, zone: &Zone, mask: u8) -> Option<NonNull<u8>>;
+    /// [`Cache::fast_push`] on the thread's cache (false: miss).
+    fn fast_push(self, zone: &Zone, item: *mut u8, mask: u8) -> bool;
+    /// [`Cache::fast_push_unless`] with the zone's limit sleepers.
+    fn fast_push_unless(self, zone: &Zone, item: *mut u8) -> Push;
+    /// The thread's cache for the slow path, registered if need be;
+    /// `None` for an uncached zone, a thread in teardown, no memory.
+    fn cache<'a>(self, zone: &'a Zone) -> Option<&'a Cache>
+    where
+        Self: 'a;
+}
+
+impl ThreadCache for &Cache {
+    #[inline(always)]
+    fn fast_pop(self, _: &Zone, mask: u8) -> Option<NonNull<u8>> {
+        Cache::fast_pop(self, mask)
+    }
+
+    #[inline(always)]
+    fn fast_push(self, _: &Zone, item: *mut u8, mask: u8) -> bool {
+        Cache::fast_push(self, item, mask)
+    }
+
+    #[inline(always)]
+    fn fast_push_unless(self, zone: &Zone, item: *mut u8) -> Push {
+        Cache::fast_push_unless(self, item, &zone.sleepers)
+    }
+
+    #[inline]
+    fn cache<'a>(self, _: &'a Zone) -> Option<&'a Cache>
+    where
+        Self: 'a,
+    {
+        Some(self)
+    }
+}
+
+/// Under loom there is no TLS: a zone operation outside the models'
+/// explicit caches finds no cache (every fast path misses).
+#[cfg(loom)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NoCache;
+
+#[cfg(loom)]
+impl ThreadCache for NoCache {
+    fn fast_pop(self, _: &Zone, _: u8) -> Option<NonNull<u8>> {
+        None
+    }
+    fn fast_push(self, _: &Zone, _: *mut u8, _: u8) -> bool {
+        false
+    }
+    fn fast_push_unless(self, _: &Zone, _: *mut u8) -> Push {
+        Push::Full
+    }
+    fn cache<'a>(self, _: &'a Zone) -> Option<&'a Cache>
+    where
+        Self: 'a,
+    {
+        None
+    }
+}
+
+/// The calling thread's cache, as the zone's public paths reach it.
+#[cfg(not(loom))]
+pub(crate) use tls::Tls as ThisThread;
+/// The calling thread's cache, as the zone's public paths reach it.
+#[cfg(loom)]
+pub(crate) use NoCache as ThisThread;
 
 /// What a peek at a cache saw.
 #[derive(Clone, Copy, Debug, Default)]
@@ -477,26 +556,31 @@ impl Cache {
         unsafe { self.with_slots(push) }
     }
 
-    /// Takes the alloc bucket out (null if none).
-    pub(crate) fn take_alloc(&self) -> *mut Bucket {
+    /// Takes the alloc bucket out (`None` if none).
+    pub(crate) fn take_alloc(&self) -> Option<OwnedBucket> {
         // SAFETY: state Owned or Draining: the caller holds the cache (a
         // registered one: EMPTY_CACHE is never entered for this).
         unsafe { self.with_slots(|a, _| a.take()) }
     }
 
-    /// Takes the free bucket out (null if none).
-    pub(crate) fn take_free(&self) -> *mut Bucket {
+    /// Takes the free bucket out (`None` if none).
+    pub(crate) fn take_free(&self) -> Option<OwnedBucket> {
         // SAFETY: as take_alloc.
         unsafe { self.with_slots(|_, f| f.take()) }
     }
 
     /// Installs `b` as the alloc bucket if that slot is empty and `b` fits
-    /// the per-thread cap `cap` (its items; its slots are cut down to it).
+    /// the per-thread cap `cap` (its items; its slots are cut down to it);
+    /// else `b` comes back.
     ///
     /// # Safety
     ///
-    /// The caller holds the cache and owns `b`.
-    pub(crate) unsafe fn try_install_alloc(&self, b: *mut Bucket, cap: usize) -> bool {
+    /// The caller holds the cache.
+    pub(crate) unsafe fn try_install_alloc(
+        &self,
+        b: OwnedBucket,
+        cap: usize,
+    ) -> Result<(), OwnedBucket> {
         // SAFETY: caller contract.
         unsafe { self.with_slots(|a, _| install_if_empty(a, b, cap)) }
     }
@@ -507,23 +591,27 @@ impl Cache {
     /// # Safety
     ///
     /// As [`try_install_alloc`](Self::try_install_alloc).
-    pub(crate) unsafe fn try_install_free(&self, b: *mut Bucket, cap: usize) -> bool {
+    pub(crate) unsafe fn try_install_free(
+        &self,
+        b: OwnedBucket,
+        cap: usize,
+    ) -> Result<(), OwnedBucket> {
         // SAFETY: caller contract.
         unsafe { self.with_slots(|_, f| install_if_empty(f, b, cap)) }
     }
 
     /// Takes out the installed buckets with more than `cap` slots (the cap
-    /// went down); null where a slot is kept or empty.
+    /// went down); `None` where a slot is kept or empty.
     ///
     /// # Safety
     ///
     /// The caller holds the cache.
-    unsafe fn take_over_cap(&self, cap: usize) -> [*mut Bucket; 2] {
+    unsafe fn take_over_cap(&self, cap: usize) -> [Option<OwnedBucket>; 2] {
         let take = |c: &mut CacheBucket| {
             if c.cap as usize > cap {
                 c.take()
             } else {
-                ptr::null_mut()
+                None
             }
         };
         // SAFETY: the caller holds the cache.
@@ -612,390 +700,18 @@ impl Cache {
     }
 }
 
-/// Registers a new cache of `zone` (memory from "UMA Caches"), linked on the
-/// zone's cache list under the registry lock. `slot` is the owner's TLS slot
-/// or null.
-pub(crate) fn register(zone: &Zone, slot: *const AtomicPtr<Cache>) -> *mut Cache {
-    crate::sync::init_barrier();
-    let uma = zone.uma();
-    let Some(mem) = uma.caches_zone().internal_alloc(zone.internal_flags()) else {
-        return ptr::null_mut();
-    };
-    let c: *mut Cache = mem.as_ptr().cast();
-    // SAFETY: mem is an unused "UMA Caches" item, sized and aligned for Cache.
-    unsafe {
-        c.write(Cache {
-            busy: AtomicBool::new(false),
-            gate: AtomicU8::new(0),
-            alloc: UnsafeCell::new(CacheBucket::EMPTY),
-            free: UnsafeCell::new(CacheBucket::EMPTY),
-            allocs: AtomicU64::new(0),
-            frees: AtomicU64::new(0),
-            zone,
-            slot,
-            next: Cell::new(ptr::null_mut()),
-            prev: Cell::new(ptr::null_mut()),
-            keg_misses: Cell::new(0),
-        });
-    }
-    let over = {
-        let _r = uma.registry_lock();
-        // The zone's bits, read under the registry lock: a `set_max` either
-        // set FAST_FREE before its own registry section (we see it) or marks
-        // this cache in it (it is linked by then).
-        // SAFETY: c is fresh, written above.
-        unsafe { (*c).gate.store(zone_gate(zone), Ordering::Relaxed) };
-        // SAFETY: registry lock held; c is fresh.
-        unsafe { link(zone, c) };
-        if !slot.is_null() {
-            // SAFETY: slot is the calling owner's live TLS slot.
-            unsafe { (*slot).store(c, Ordering::Relaxed) };
-        }
-        // One more cache: with a limit the per-thread cap may go down.
-        if zone.update_caches_locked() {
-            // SAFETY: registry lock held.
-            unsafe { clamp_zone_caches(zone) }
-        } else {
-            ptr::null_mut()
-        }
-    };
-    zone.release_list(over);
-    c
-}
-
-/// Takes every bucket above the zone's per-thread cap out of every cache
-/// of `zone` (the cap went down: FreeBSD `zone_update_caches`), through the
-/// drain protocol. Returns them as a list linked through `Bucket::next`.
-///
-/// # Safety
-///
-/// The registry lock is held.
-pub(crate) unsafe fn clamp_zone_caches(zone: &Zone) -> *mut Bucket {
-    let cap = zone.bucket_max.load(UOrdering::Relaxed);
-    let mut out: *mut Bucket = ptr::null_mut();
-    let mut c = zone.caches.get();
-    while !c.is_null() {
-        // SAFETY: registry lock held (drainers serialized); c is a
-        // registered cache, held between acquire and release.
-        unsafe {
-            (*c).acquire_foreign();
-            for b in (*c).take_over_cap(cap) {
-                if !b.is_null() {
-                    (*b).next = out;
-                    out = b;
-                }
-            }
-            (*c).release_foreign();
-            c = (*c).next.get();
-        }
-    }
-    out
-}
-
-/// Mirrors the zone's `fast` bits into the gate of every cache of `zone`
-/// (`Zone::set_max` set `FAST_FREE`). The bits are never cleared.
-///
-/// # Safety
-///
-/// The registry lock is held.
-pub(crate) unsafe fn mirror_zone_gate(zone: &Zone) {
-    let g = zone_gate(zone);
-    let mut c = zone.caches.get();
-    while !c.is_null() {
-        // SAFETY: registry lock held; c is a registered cache. Only the
-        // owner reads the gate meanwhile; it may miss the bit for an
-        // operation or two, as it may miss the zone's relaxed `fast` bits.
-        unsafe {
-            (*c).gate.fetch_or(g, Ordering::Release);
-            c = (*c).next.get();
-        }
-    }
-}
-
-/// # Safety
-///
-/// Registry lock held; `c` is valid and unlinked.
-unsafe fn link(zone: &Zone, c: *mut Cache) {
-    let head = zone.caches.get();
-    // SAFETY: caller contract; head is a valid linked cache.
-    unsafe {
-        (*c).next.set(head);
-        (*c).prev.set(ptr::null_mut());
-        if !head.is_null() {
-            (*head).prev.set(c);
-        }
-    }
-    zone.caches.set(c);
-    zone.ncaches.set(zone.ncaches.get() + 1);
-}
-
-/// # Safety
-///
-/// Registry lock held; `c` is linked on `zone`'s list.
-pub(crate) unsafe fn unlink(zone: &Zone, c: *mut Cache) {
-    // SAFETY: caller contract.
-    unsafe {
-        let (p, n) = ((*c).prev.get(), (*c).next.get());
-        if p.is_null() {
-            zone.caches.set(n);
-        } else {
-            (*p).next.set(n);
-        }
-        if !n.is_null() {
-            (*n).prev.set(p);
-        }
-    }
-    zone.ncaches.set(zone.ncaches.get() - 1);
-}
-
-/// Takes every bucket out of every cache of `zone` without the owners'
-/// help (DRAIN_CPU). With `detach`, also unregisters the caches (zone
-/// destroy): their TLS slots are cleared and their memory freed. Returns
-/// the buckets as a list linked through `Bucket::next`.
-pub(crate) fn drain_zone_caches(zone: &Zone, detach: bool) -> *mut Bucket {
-    let uma: &Uma = zone.uma();
-    let mut out: *mut Bucket = ptr::null_mut();
-    let mut dead: *mut Cache = ptr::null_mut();
-    {
-        let _r = uma.registry_lock();
-        let mut c = zone.caches.get();
-        while !c.is_null() {
-            // SAFETY: registry lock held; c is a registered cache.
-            unsafe {
-                let next = (*c).next.get();
-                (*c).acquire_foreign();
-                for b in [(*c).take_alloc(), (*c).take_free()] {
-                    if !b.is_null() {
-                        (*b).next = out;
-                        out = b;
-                    }
-                }
-                if detach {
-                    let p = (*c).peek();
-                    zone.fold_counts(p.allocs, p.frees);
-                    if !(*c).slot.is_null() {
-                        (*(*c).slot).store(empty(), Ordering::Relaxed);
-                    }
-                    unlink(zone, c);
-                    (*c).next.set(dead);
-                    dead = c;
-                } else {
-                    (*c).release_foreign();
-                }
-                c = next;
-            }
-        }
-    }
-    while !dead.is_null() {
-        // SAFETY: unlinked caches nobody references any more.
-        unsafe {
-            let next = (*dead).next.get();
-            uma.caches_zone()
-                .internal_free(core::ptr::NonNull::new_unchecked(dead.cast()));
-            dead = next;
-        }
-    }
-    out
-}
-
-/// Unregisters one cache from its owner's side (thread exit, or an
-/// explicit cache in tests): its buckets go to the zone.
-///
-/// # Safety
-///
-/// Called by the owner (not inside an operation on the cache) with the
-/// registry lock held by the caller (`_r`), `c` registered.
-pub(crate) unsafe fn retire_locked(c: *mut Cache) -> (*mut Bucket, *mut Bucket) {
-    // SAFETY: caller contract: registry lock held, so no drainer holds c,
-    // and the owner is not inside an operation.
-    unsafe {
-        let zone = &*(*c).zone;
-        let p = (*c).peek();
-        zone.fold_counts(p.allocs, p.frees);
-        let bs = ((*c).take_alloc(), (*c).take_free());
-        if !(*c).slot.is_null() {
-            (*(*c).slot).store(empty(), Ordering::Relaxed);
-        }
-        unlink(zone, c);
-        // One cache fewer: the per-thread cap can only go up, so there is
-        // nothing to clamp.
-        let down = zone.update_caches_locked();
-        debug_assert!(!down, "cap went down on unregister");
-        bs
-    }
-}
-
-/// Thread exit (or a model's stand-in for it): retires the owner's cache
-/// in `slot`, if it still has one, and gives its buckets back to the zone.
-///
-/// The cache leaves the zone's list under the registry lock (`registry`,
-/// taken by the caller), but its buckets go back after the lock is
-/// dropped: giving them back may run application code (a cache zone's
-/// release, a secondary zone's zfini; kmem's quantum caches take the vmem
-/// arena lock there), and that code may wait for a thread that is itself
-/// waiting for the registry lock to register a cache. Every other path
-/// that gives buckets back (drains, clamps, destroy) runs its callbacks
-/// without the lock too. Meanwhile the zone is pinned (`exit_pins`): a
-/// destroy that missed this cache on the list waits for the pin, so the
-/// zone outlives the flush and its items are all back before destroy
-/// counts them.
-///
-/// # Safety
-///
-/// Called by the owner of `slot` (a TLS slot or a model's stand-in), not
-/// inside an operation on its cache; the slot's cache is never used again.
-pub(crate) unsafe fn exit_flush(slot: &AtomicPtr<Cache>, registry: MutexGuard<'_, ()>) {
-    let c = slot.load(Ordering::Relaxed);
-    if c.is_null() || c == empty() {
-        // Never registered, or detached by a zone destroy (under the lock).
-        return;
-    }
-    // SAFETY: registry lock held; c is our registered cache (only a destroy,
-    // under the lock, could have detached it, and then the slot would be
-    // empty) and we are not inside an operation on it.
-    let (zone, bs) = unsafe {
-        let zone = &*(*c).zone;
-        let bs = retire_locked(c);
-        zone.exit_pins.fetch_add(1, Ordering::Relaxed);
-        (zone, bs)
-    };
-    drop(registry);
-    for b in [bs.0, bs.1] {
-        if !b.is_null() {
-            zone.put_bucket(b);
-        }
-    }
-    // SAFETY: after retire_locked nobody references c: it goes back to
-    // "UMA Caches".
-    unsafe {
-        zone.uma()
-            .caches_zone()
-            .internal_free(NonNull::new_unchecked(c.cast()));
-    }
-    // The last touch of the zone: a destroy waiting for the pin may free
-    // it from here on.
-    zone.exit_pins.fetch_sub(1, Ordering::Release);
-}
-
-/// Zone destroy, after its caches are detached: waits until no exiting
-/// thread is still giving buckets back to `zone` ([`exit_flush`]).
-pub(crate) fn wait_exit_flushes(zone: &Zone) {
-    while zone.exit_pins.load(Ordering::Acquire) != 0 {
-        spin_wait();
-    }
-}
-
-/// Peeks at every cache of `zone` (statistics, invariant checks), holding
-/// each through the protocol for the moment of the look.
-pub(crate) fn peek_zone_caches(zone: &Zone, check: bool) -> CachePeek {
-    let uma = zone.uma();
-    let mut sum = CachePeek::default();
-    let _r = uma.registry_lock();
-    let mut c = zone.caches.get();
-    while !c.is_null() {
-        // SAFETY: registry lock held; registered cache.
-        unsafe {
-            (*c).acquire_foreign();
-            let p = (*c).peek();
-            if check {
-                (*c).check(zone.bucket_max.load(UOrdering::Relaxed));
-            }
-            (*c).release_foreign();
-            sum.items += p.items;
-            sum.allocs += p.allocs;
-            sum.frees += p.frees;
-            c = (*c).next.get();
-        }
-    }
-    sum
-}
-
-/// Fork child: every thread but the forking one is gone, and none of them
-/// will finish the operation it was in. The child's memory holds a prefix
-/// of each vanished thread's stores (they were running while the fork
-/// copied the address space), so a cache whose owner was inside an
-/// operation (`busy` set) may be half changed (a bucket swap half done:
-/// one bucket in both slots) and must never be drained: it is unlinked and
-/// its buckets are abandoned (their items are lost to the child, and count
-/// against a zone limit). A cache with `busy` clear is whole (its owner's
-/// last exit, a release store, came after every change of the operation):
-/// it stays registered as an orphan, with its TLS link cut (a vanished
-/// thread's TLS memory may be reused or unmapped), and its buckets go back
-/// to the zone with the next drain of the zone's caches
-/// (`Reclaim::DrainCpu`, a limit sleeper, zone destroy). The forking
-/// thread is in none of its operations: its caches stay as they are.
-///
-/// # Safety
-///
-/// In the child of a fork, called by the thread that forked, with the
-/// registry lock held.
-#[cfg(not(loom))]
-pub(crate) unsafe fn fork_child_zone(zone: &Zone) {
-    let mut c = zone.caches.get();
-    let mut dropped = false;
-    while !c.is_null() {
-        // SAFETY: registry lock held (the list is stable; no drainer runs);
-        // no other thread exists, so the flags and the slot link are ours
-        // to rewrite.
-        unsafe {
-            let next = (*c).next.get();
-            // No drainer held a cache at the fork (fork prepare waited for
-            // the registry lock), so `drain` is clear; keep it so.
-            (*c).gate.fetch_and(!GATE_DRAIN, Ordering::Relaxed);
-            if !(*c).slot.is_null() && !tls::is_own_slot((*c).slot) {
-                (*c).slot = ptr::null();
-            }
-            if (*c).busy.load(Ordering::Relaxed) {
-                // Caught inside an operation: abandon it (never drained,
-                // never freed: its memory is simply leaked). Its request
-                // counters are whole atomics: keep them in the statistics
-                // (the fast path's hits since the slots' marks are lost
-                // with its buckets: the slots may be half changed).
-                zone.fold_counts(
-                    (*c).allocs.load(UOrdering::Relaxed),
-                    (*c).frees.load(UOrdering::Relaxed),
-                );
-                unlink(zone, c);
-                (*c).next.set(ptr::null_mut());
-                (*c).prev.set(ptr::null_mut());
-                dropped = true;
-            }
-            c = next;
-        }
-    }
-    // A thread that was giving an exited cache's buckets back is gone
-    // (its buckets are lost to the child, as an abandoned cache's are):
-    // nothing will drop its pin.
-    zone.exit_pins.store(0, Ordering::Relaxed);
-    if dropped {
-        // Fewer caches: the per-thread cap can only go up.
-        zone.update_caches_locked();
-    }
-}
-
-/// Fork child: owners of every thread store to `EMPTY_CACHE.busy`; clear
-/// what a vanished one left set (nobody waits on it, but keep it tidy).
-#[cfg(not(loom))]
-pub(crate) fn fork_child_empty_cache() {
-    EMPTY_CACHE.busy.store(false, Ordering::Relaxed);
-}
-
-/// Installs `b` in the bucket slot `c` if the slot is empty.
-///
-/// # Safety
-///
-/// The caller owns `b`.
-unsafe fn install_if_empty(c: &mut CacheBucket, b: *mut Bucket, cap: usize) -> bool {
-    // SAFETY: the caller owns b.
-    unsafe {
-        if c.bucket.is_null() && cap > 0 && (*b).cnt as usize <= cap {
-            if (*b).cap as usize > cap {
-                (*b).cap = cap as u16;
-            }
-            c.install(b);
-            true
-        } else {
-            false
-        }
+/// Installs `b` in the bucket slot `c` if the slot is empty and `b`'s
+/// items fit `cap` (its slots are cut down to `cap`); else `b` comes back.
+fn install_if_empty(
+    c: &mut CacheBucket,
+    mut b: OwnedBucket,
+    cap: usize,
+) -> Result<(), OwnedBucket> {
+    if c.bucket.is_null() && cap > 0 && b.cnt() <= cap {
+        b.limit_cap(cap);
+        c.install(b);
+        Ok(())
+    } else {
+        Err(b)
     }
 }

@@ -10,7 +10,7 @@
 use core::cell::Cell;
 use core::ptr::NonNull;
 
-use super::{Cache, GATE_ALLOC, GATE_DRAIN, GATE_FREE};
+use super::{Cache, Push, ThreadCache, GATE_ALLOC, GATE_DRAIN, GATE_FREE};
 use crate::sync::{AtomicPtr, Mutex, Ordering};
 use crate::zone::Zone;
 
@@ -252,29 +252,37 @@ unsafe fn with_cache<A: TlsAccess, R>(slot: usize, f: impl FnOnce(&Cache) -> R) 
     f(unsafe { &*c })
 }
 
-/// Fast path: pop from this thread's cache of `zone` (`None` on miss,
-/// including a gate bit of `mask`: see [`Cache::fast_pop`]).
-#[inline(always)]
-pub(crate) fn fast_alloc(zone: &Zone, mask: u8) -> Option<NonNull<u8>> {
-    // SAFETY: pcpu_slot <= MAX_SLOTS by construction; the zone is alive.
-    unsafe { with_cache::<RustTls, _>(zone.pcpu_slot, |c| c.fast_pop(mask)) }
-}
+/// [`ThreadCache`] through the TLS table: every front door's.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tls;
 
-/// Fast path: push into this thread's cache of `zone` (false on miss,
-/// including a gate bit of `mask`).
-#[inline(always)]
-pub(crate) fn fast_free(zone: &Zone, item: *mut u8, mask: u8) -> bool {
-    // SAFETY: as fast_alloc.
-    unsafe { with_cache::<RustTls, _>(zone.pcpu_slot, |c| c.fast_push(item, mask)) }
-}
+impl ThreadCache for Tls {
+    #[inline(always)]
+    fn fast_pop(self, zone: &Zone, mask: u8) -> Option<NonNull<u8>> {
+        // SAFETY: pcpu_slot <= MAX_SLOTS by construction; the zone is alive.
+        unsafe { with_cache::<RustTls, _>(zone.pcpu_slot, |c| c.fast_pop(mask)) }
+    }
 
-/// As [`fast_free`], for zones whose frees go through `free_prep` (limit,
-/// dtor, INVARIANTS): a limit sleeper vetoes caching the item.
-#[inline(always)]
-pub(crate) fn fast_free_unless_sleepers(zone: &Zone, item: *mut u8) -> super::Push {
-    // SAFETY: as fast_alloc.
-    unsafe {
-        with_cache::<RustTls, _>(zone.pcpu_slot, |c| c.fast_push_unless(item, &zone.sleepers))
+    #[inline(always)]
+    fn fast_push(self, zone: &Zone, item: *mut u8, mask: u8) -> bool {
+        // SAFETY: as fast_pop.
+        unsafe { with_cache::<RustTls, _>(zone.pcpu_slot, |c| c.fast_push(item, mask)) }
+    }
+
+    #[inline(always)]
+    fn fast_push_unless(self, zone: &Zone, item: *mut u8) -> Push {
+        // SAFETY: as fast_pop.
+        unsafe {
+            with_cache::<RustTls, _>(zone.pcpu_slot, |c| c.fast_push_unless(item, &zone.sleepers))
+        }
+    }
+
+    #[inline]
+    fn cache<'a>(self, zone: &'a Zone) -> Option<&'a Cache>
+    where
+        Self: 'a,
+    {
+        cache_for(zone)
     }
 }
 
@@ -402,7 +410,7 @@ pub(crate) fn cache_for(zone: &Zone) -> Option<&Cache> {
     // SAFETY: our own live TLS slot.
     let c = unsafe { (*slot).load(Ordering::Relaxed) };
     if c != super::empty() {
-        // SAFETY: as fast_alloc.
+        // SAFETY: as `Tls::fast_pop`.
         return Some(unsafe { &*c });
     }
     match STATE.with(|s| s.get()) {

@@ -1,6 +1,8 @@
 //! In-crate tests: loom models of the concurrent protocols
-//! (`RUSTFLAGS="--cfg loom" cargo test -p bsdalloc-uma --release loom`), and tests
-//! that need the zone's internals (holding its lock).
+//! (`RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=4 cargo test -p bsdalloc-uma
+//! --release loom`; without `LOOM_MAX_PREEMPTIONS` every interleaving, see
+//! `loom_models` for which models finish so), and tests that need the
+//! zone's internals (holding its lock).
 
 #[cfg(not(loom))]
 mod contention;

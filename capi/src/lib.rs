@@ -119,6 +119,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod cxx;
+mod prof;
 
 use core::cell::Cell;
 use core::ffi::{c_char, c_int, c_void, CStr};
@@ -597,6 +598,9 @@ extern "C" fn alloc_miss(size: usize, align: usize) -> *mut c_void {
 #[cold]
 #[inline(never)]
 extern "C" fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut c_void {
+    // Every free here finds sampled blocks by their page (before kmem's
+    // profiler can start, which is on this road).
+    kmem::prof::unsized_frees_only();
     let p = match outermost(|| {
         if zero {
             kmem::raw::alloc_zeroed(size, align)

@@ -71,6 +71,7 @@ pub(crate) fn init() {
     if let Some(ms) = var(c"BSDALLOC_TIMEOUT_MS").and_then(parse_u64) {
         crate::timeout::set_timeout_period(Some(core::time::Duration::from_millis(ms)));
     }
+    crate::prof::init_from_env(var);
     match var(c"BSDALLOC_BAD_FREE") {
         Some(b"warn") if !crate::report::hook_installed() => {
             crate::report::set_report_hook(Some(warn_report));

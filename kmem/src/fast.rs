@@ -560,6 +560,10 @@ pub(crate) fn alloc_slow(size: usize, align: usize, flags: Flags) -> Option<NonN
 pub(crate) fn alloc_plain(size: usize, align: usize, flags: Flags) -> Option<NonNull<u8>> {
     let k = kernel()?;
     ensure_published();
+    crate::prof::poll_start();
+    if crate::prof::on() {
+        return crate::prof::alloc(k, size, align, flags);
+    }
     match class_of(size, align) {
         Some(c) => {
             let p = k.classes[c].alloc(flags)?;

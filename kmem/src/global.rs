@@ -123,6 +123,10 @@ fn alloc_miss(layout: Layout, flags: Flags) -> *mut u8 {
 #[cfg_attr(not(feature = "invariants"), cold)]
 #[inline(never)]
 unsafe fn dealloc_miss(ptr: *mut u8, layout: Layout) {
+    // SAFETY: the caller's contract.
+    if crate::prof::tracking() && unsafe { crate::prof::free_if_sampled(ptr) } {
+        return;
+    }
     if crate::debugmode::on() {
         // SAFETY: the caller's contract.
         unsafe { crate::debugmode::free(ptr, "dealloc") };

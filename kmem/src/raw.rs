@@ -135,7 +135,11 @@ pub unsafe fn free(ptr: *mut u8) -> bool {
         return unsafe { debugmode::free(ptr, "free") };
     }
     // SAFETY: the caller's promise.
-    unsafe { fast::free::<RustTls>(ptr) || free_untyped(ptr, "free").is_some() }
+    unsafe {
+        fast::free::<RustTls>(ptr)
+            || (crate::prof::tracking() && crate::prof::free_if_sampled(ptr))
+            || free_untyped(ptr, "free").is_some()
+    }
 }
 
 /// Resizes `ptr` to `size` bytes aligned to `align` (a power of two): in
@@ -157,6 +161,12 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize, align: usize) -> *mut u8 {
     if debugmode::on() {
         // SAFETY: the caller's promise.
         return unsafe { debugmode::realloc(ptr, size, align, fast::alloc_plain) };
+    }
+    if crate::prof::tracking() {
+        // SAFETY: the caller's promise.
+        if let Some(new) = unsafe { crate::prof::realloc_if_sampled(ptr, size, align) } {
+            return new;
+        }
     }
     if let Some(c) = live_class(ptr) {
         if class_of(size, align) == Some(c) {

@@ -1,0 +1,112 @@
+//! Hooks for a sampling heap profiler above UMA (kmem's `prof`): what it
+//! needs from the calling thread's cache of a zone, and nothing the fast
+//! path pays for.
+//!
+//! - [`GATE_SAMPLE`], a bit of the cache's gate byte that
+//!   [`FastSlot::alloc_via`] tests with the bits it tested already (the
+//!   mask is an immediate: the same instructions). While the owner sets it,
+//!   every allocation through the slot misses, so the layer above sees each
+//!   one on its slow road. The zone's own roads ignore the bit, so that
+//!   slow road still allocates from the cache.
+//! - [`FastSlot::sample_peek`]: how many allocations the fast path served
+//!   from this thread's cache so far (the pops the cache counts lazily,
+//!   see `Cache::with_slots`) and how many items its alloc bucket holds: at
+//!   most that many allocations can hit before the next miss, unless frees
+//!   refill the bucket.
+//! - [`Zone::gate_fast_frees`]: every free of the zone takes the zone's
+//!   road (the gate's `GATE_FREE`, as a limit sets it): for a layer that
+//!   must see each free (kmem's `Kmem::dealloc`, whose fast path trusts
+//!   the layout).
+//!
+//! Only the owner writes `GATE_SAMPLE`, with read-modify-writes, like the
+//! drainers' writes of their bits, so neither loses the other's.
+
+use super::super::{empty, mirror_zone_gate, Cache};
+use super::{with_cache, RustTls};
+use crate::sync::unmodeled::Ordering as UOrdering;
+use crate::sync::Ordering;
+use crate::zone::{Zone, FAST_FREE};
+use crate::FastSlot;
+
+/// `gate` bit: the owner's sampler wants to see every allocation through
+/// the slot ([`FastSlot::set_sample_gate`]).
+pub(crate) const GATE_SAMPLE: u8 = 8;
+
+/// What [`FastSlot::sample_peek`] saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SamplePeek {
+    /// Allocations the fast path served from this thread's cache of the
+    /// zone since the cache was registered.
+    pub hits: u64,
+    /// Items in the cache's alloc bucket now.
+    pub cached: u32,
+}
+
+impl Cache {
+    /// Owner: [`SamplePeek`] of this cache, `None` if a drainer holds it.
+    fn sample_peek(&self) -> Option<SamplePeek> {
+        if core::ptr::eq(self, empty()) || !self.enter() {
+            return None;
+        }
+        // SAFETY: state Owned: nobody else writes the slots.
+        let p = unsafe { self.peek() };
+        // SAFETY: as above.
+        let cached = self.alloc.with(|a| unsafe { (*a).cnt });
+        self.exit();
+        Some(SamplePeek {
+            hits: p.allocs,
+            cached,
+        })
+    }
+}
+
+impl FastSlot {
+    /// The calling thread's cache of the slot's zone: fast-path hits so far
+    /// and items in its alloc bucket; `None` when the thread has no cache
+    /// of it (every operation then misses) or a drainer holds it.
+    ///
+    /// # Safety
+    ///
+    /// As [`alloc`](Self::alloc).
+    pub unsafe fn sample_peek(self) -> Option<SamplePeek> {
+        // SAFETY: the caller's promise; slots come from `Zone::fast_slot`.
+        unsafe { with_cache::<RustTls, _>(self.to_bits() as usize, |c| c.sample_peek()) }
+    }
+
+    /// Sets (or clears) [`GATE_SAMPLE`] on the calling thread's cache of the
+    /// slot's zone: while set, [`alloc_via`](Self::alloc_via) misses. No-op
+    /// when the thread has no cache of it.
+    ///
+    /// # Safety
+    ///
+    /// As [`alloc`](Self::alloc).
+    pub unsafe fn set_sample_gate(self, on: bool) {
+        // SAFETY: the caller's promise; slots come from `Zone::fast_slot`.
+        unsafe {
+            with_cache::<RustTls, _>(self.to_bits() as usize, |c| {
+                if core::ptr::eq(c, empty()) {
+                    return;
+                }
+                if on {
+                    c.gate.fetch_or(GATE_SAMPLE, Ordering::Release);
+                } else {
+                    c.gate.fetch_and(!GATE_SAMPLE, Ordering::Release);
+                }
+            })
+        }
+    }
+}
+
+impl Zone {
+    /// Makes every free of this zone take the zone's road from now on, in
+    /// every thread (a cache registered later gets the bit at
+    /// registration): the fast frees of [`FastSlot`] miss. Never undone.
+    /// A thread that learns of the call through a happens-before edge (a
+    /// lock, a channel) sees the bit.
+    pub fn gate_fast_frees(&self) {
+        self.fast.fetch_or(FAST_FREE, UOrdering::Relaxed);
+        let _r = self.uma().registry_lock();
+        // SAFETY: registry lock held.
+        unsafe { mirror_zone_gate(self) };
+    }
+}

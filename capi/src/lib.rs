@@ -640,7 +640,8 @@ unsafe fn free_impl(p: *mut u8) {
 #[cold]
 #[inline(never)]
 unsafe extern "C" fn free_slow(p: *mut u8) {
-    if p.is_null() || boot::contains(p) {
+    // SAFETY: the caller's promise.
+    if p.is_null() || boot::contains(p) || unsafe { kmem::raw::free_gated(p) } {
         return;
     }
     ensure_policy();

@@ -62,6 +62,20 @@ pub unsafe fn free_fast(ptr: *mut u8) -> bool {
     unsafe { fast::free::<TlsDescriptor>(ptr) }
 }
 
+/// For a front door with a slow road of its own, first thing on it: a
+/// free that the heap profiler's gate sent off the fast path is served
+/// (true); false (nothing done) for anything else. A no-op without
+/// profiling.
+///
+/// # Safety
+///
+/// As [`free`].
+#[inline]
+pub unsafe fn free_gated(ptr: *mut u8) -> bool {
+    // SAFETY: the caller's promise.
+    unsafe { crate::prof::free_gated(ptr) }
+}
+
 /// The size class of the live small block starting at `ptr`, when the
 /// page metadata proves it one (a hit of the fast path's lookup) and it
 /// does not hold the double-free key; `None` for anything else (null,
@@ -138,7 +152,13 @@ pub unsafe fn free(ptr: *mut u8) -> bool {
     unsafe {
         fast::free::<RustTls>(ptr)
             || (crate::prof::tracking() && crate::prof::free_if_sampled(ptr))
-            || free_untyped(ptr, "free").is_some()
+            || match free_untyped(ptr, "free") {
+                Some(crate::malloc::Owner::Class(c)) => {
+                    crate::prof::after_free(c);
+                    true
+                }
+                o => o.is_some(),
+            }
     }
 }
 

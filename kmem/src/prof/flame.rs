@@ -21,8 +21,14 @@ struct Node {
     children: BTreeMap<String, Node>,
 }
 
-fn depth(n: &Node) -> usize {
-    n.children.values().map(|c| 1 + depth(c)).max().unwrap_or(0)
+/// Levels of the frames below `n` wide enough to be drawn.
+fn depth(n: &Node, total: f64) -> usize {
+    n.children
+        .values()
+        .filter(|c| c.bytes / total * (WIDTH - 2.0 * SIDE) >= MIN_W)
+        .map(|c| 1 + depth(c, total))
+        .max()
+        .unwrap_or(0)
 }
 
 fn escape(s: &str) -> String {
@@ -104,7 +110,7 @@ pub(crate) fn svg(p: &HeapProfile, title: &str) -> String {
             n.bytes += s.bytes;
         }
     }
-    let levels = depth(&root) + 1;
+    let levels = depth(&root, root.bytes.max(1.0)) + 1;
     let height = PAD_TOP + PAD_BOTTOM + levels as f64 * FRAME_H;
     let mut ctx = Ctx {
         out: String::new(),

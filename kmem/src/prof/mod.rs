@@ -47,6 +47,7 @@
 //! [`raw`]: crate::raw
 
 mod flame;
+mod gated;
 mod heap;
 mod pprof;
 mod sample;
@@ -81,6 +82,8 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 static TRACKING: AtomicBool = AtomicBool::new(false);
 static INTERVAL: AtomicU64 = AtomicU64::new(DEFAULT_INTERVAL);
 static UNSIZED_ONLY: AtomicBool = AtomicBool::new(false);
+/// `BSDALLOC_PROF_EXACT`: gate the class frees even for the C ABI.
+static EXACT: AtomicBool = AtomicBool::new(false);
 /// 0: class frees not gated yet; 1: gating; 2: done.
 static GATES: AtomicU8 = AtomicU8::new(0);
 
@@ -231,7 +234,7 @@ fn gates_ready(k: &Kernel) -> bool {
             {
                 return GATES.load(Ordering::Acquire) == 2;
             }
-            if !UNSIZED_ONLY.load(Ordering::Relaxed) {
+            if all_frees_gated() {
                 for z in k.classes {
                     z.gate_fast_frees();
                 }
@@ -240,6 +243,52 @@ fn gates_ready(k: &Kernel) -> bool {
             true
         }
     }
+}
+
+/// After a free of a class-`c` block on the slow road (see
+/// `sample::after_free`).
+#[inline]
+pub(crate) fn after_free(c: usize) {
+    if on() {
+        if let Some(k) = kernel() {
+            sample::after_free::<crate::fast::RustTls>(
+                c,
+                k.classes[c].fast_slot(),
+                INTERVAL.load(Ordering::Relaxed),
+            );
+        }
+    }
+}
+
+/// Whether every free of the size classes takes the zones' road while
+/// profiling (`Kmem`; `BSDALLOC_PROF_EXACT`), rather than only those of a
+/// thread's class near its next sample (the C ABI).
+pub(crate) fn all_frees_gated() -> bool {
+    !UNSIZED_ONLY.load(Ordering::Relaxed) || EXACT.load(Ordering::Relaxed)
+}
+
+/// The C ABI's `free` after its fast path missed: a free the profiler's
+/// gate sent off it, served (true); false for anything else.
+///
+/// # Safety
+///
+/// As [`raw::free`](crate::raw::free).
+#[inline]
+pub(crate) unsafe fn free_gated(ptr: *mut u8) -> bool {
+    // SAFETY: the caller's promise.
+    tracking() && unsafe { gated::free::<crate::fast::TlsDescriptor>(ptr) }
+}
+
+/// `Kmem::dealloc` after its fast path missed (and `ptr` is no sample):
+/// as [`free_gated`].
+///
+/// # Safety
+///
+/// `GlobalAlloc::dealloc`'s contract; `ptr` is no sampled block.
+#[inline]
+pub(crate) unsafe fn free_sized_gated(ptr: *mut u8, size: usize, align: usize) -> bool {
+    // SAFETY: the caller's promise.
+    tracking() && unsafe { gated::free_sized::<crate::fast::RustTls>(ptr, size, align) }
 }
 
 /// The free hook of every front door's slow road: if `ptr` is a sampled
@@ -318,6 +367,9 @@ pub(crate) fn init_from_env(var: impl Fn(&core::ffi::CStr) -> Option<&'static [u
     }
     if !any {
         return;
+    }
+    if var(c"BSDALLOC_PROF_EXACT").is_some_and(crate::env::truthy) {
+        EXACT.store(true, Ordering::Relaxed);
     }
     if let Some(i) = var(c"BSDALLOC_PROF_INTERVAL").and_then(parse_bytes) {
         INTERVAL.store(i.max(1), Ordering::Relaxed);

@@ -16,6 +16,8 @@ pub(crate) fn tracking() -> bool {
 
 pub(crate) fn poll_start() {}
 
+pub(crate) fn after_free(_: usize) {}
+
 pub(crate) fn alloc(_: &Kernel, _: usize, _: usize, _: Flags) -> Option<NonNull<u8>> {
     None
 }
@@ -39,3 +41,17 @@ pub(crate) fn init_from_env(_: impl Fn(&core::ffi::CStr) -> Option<&'static [u8]
 pub(crate) fn fork_prepare() {}
 
 pub(crate) fn fork_release() {}
+
+/// # Safety
+///
+/// None (does nothing).
+pub(crate) unsafe fn free_gated(_: *mut u8) -> bool {
+    false
+}
+
+/// # Safety
+///
+/// None (does nothing).
+pub(crate) unsafe fn free_sized_gated(_: *mut u8, _: usize, _: usize) -> bool {
+    false
+}

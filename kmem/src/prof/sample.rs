@@ -47,9 +47,11 @@ use core::ptr::NonNull;
 use super::sync::{AtomicU64, Ordering};
 use super::table::{Sample, MAX_FRAMES, TABLE};
 use crate::classes::{CLASS_SIZES, NCLASSES};
+use crate::fast::{RustTls, TlsAccess};
 use crate::kernel::Kernel;
 use crate::malloc::large_alloc;
 use crate::Flags;
+use uma::SamplePeek;
 
 /// Per-thread sampler state: `const`-initialised, no destructor (UMA's
 /// thread-exit hook is a pthread key; a TLS destructor would allocate).
@@ -61,8 +63,10 @@ struct ThreadState {
     left: [Cell<u64>; NCLASSES],
     /// Fast-path hits of each class at the last visit.
     seen: [Cell<u64>; NCLASSES],
-    /// Classes whose sample gate is set (bit per class).
+    /// Classes whose allocation gate is set (bit per class).
     armed: Cell<u64>,
+    /// Classes whose free gate is set.
+    armed_free: Cell<u64>,
     /// Bytes of large blocks until the next sample (0: not drawn).
     large_left: Cell<u64>,
 }
@@ -75,6 +79,7 @@ std::thread_local! {
             left: [const { Cell::new(0) }; NCLASSES],
             seen: [const { Cell::new(0) }; NCLASSES],
             armed: Cell::new(0),
+            armed_free: Cell::new(0),
             large_left: Cell::new(0),
         }
     };
@@ -143,6 +148,63 @@ fn class_scale(size: usize, interval: u64) -> f64 {
     1.0 / -(-(size as f64) / interval as f64).exp_m1()
 }
 
+/// With the C ABI's fast frees, a thread's frees of a class are gated
+/// while its countdown is within this fraction of the mean gap (plus the
+/// items cached) of the picked allocation: frees that refill the bucket
+/// are then seen, and the allocation gate can be set in time.
+const FREE_WINDOW_DIV: u64 = 4;
+
+/// Brings class `c`'s countdown up to date with the fast-path hits since
+/// the last visit (`peek`, taken now); returns it (allocations until the
+/// picked one, counting the next as 1).
+fn account(t: &ThreadState, c: usize, peek: Option<SamplePeek>, interval: u64) -> u64 {
+    let mut left = t.left[c].get();
+    // The first visit only starts counting (the hits before it came
+    // before sampling did).
+    let first = left == 0;
+    if first {
+        left = gap(t, CLASS_SIZES[c], interval);
+    }
+    if let Some(p) = peek.filter(|_| !first) {
+        let hits = p.hits.saturating_sub(t.seen[c].get());
+        if hits >= left {
+            // The picked allocation was a hit we did not see.
+            OVERSHOOTS.fetch_add(1, Ordering::Relaxed);
+            left = gap(t, CLASS_SIZES[c], interval);
+        } else {
+            left -= hits;
+        }
+    }
+    t.left[c].set(left);
+    left
+}
+
+/// After a visit (`peek` taken after it): remembers the hit count, gates
+/// the thread's allocations of class `c` exactly while the picked one
+/// could otherwise be a hit (`left <= cached`), and (C ABI) its frees
+/// while it is near.
+fn rearm(t: &ThreadState, c: usize, slot: uma::FastSlot, peek: SamplePeek, interval: u64) {
+    t.seen[c].set(peek.hits);
+    let left = t.left[c].get();
+    let cached = u64::from(peek.cached);
+    let alloc = left <= cached;
+    let window = interval / CLASS_SIZES[c] as u64 / FREE_WINDOW_DIV;
+    let free = !super::all_frees_gated() && left <= cached + window;
+    let bit = 1u64 << c;
+    let (was_a, was_f) = (t.armed.get() & bit != 0, t.armed_free.get() & bit != 0);
+    if (alloc, free) != (was_a, was_f) {
+        t.armed
+            .set(t.armed.get() & !bit | if alloc { bit } else { 0 });
+        t.armed_free
+            .set(t.armed_free.get() & !bit | if free { bit } else { 0 });
+        if alloc && !was_a {
+            GATED.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: the slot of a class zone, never destroyed.
+        unsafe { slot.set_sample_gate(alloc, free) };
+    }
+}
+
 /// A size-class allocation on the slow road while profiling (see the
 /// module doc): the sampled one is a page block of its own (so that
 /// `free(p)` finds it by its page); the others come from the class zone.
@@ -161,24 +223,8 @@ pub(crate) fn alloc_class(
                 return false;
             }
             // SAFETY: the slot of a class zone, never destroyed.
-            let peek = unsafe { slot.sample_peek() };
-            let mut left = t.left[c].get();
-            // The first visit only starts counting (the hits before it
-            // came before sampling did).
-            let first = left == 0;
-            if first {
-                left = gap(t, CLASS_SIZES[c], interval);
-            }
-            if let Some(p) = peek.filter(|_| !first) {
-                let hits = p.hits.saturating_sub(t.seen[c].get());
-                if hits >= left {
-                    // The picked allocation was a hit we did not see.
-                    OVERSHOOTS.fetch_add(1, Ordering::Relaxed);
-                    left = gap(t, CLASS_SIZES[c], interval);
-                } else {
-                    left -= hits;
-                }
-            }
+            let peek = unsafe { slot.sample_peek::<RustTls>() };
+            let left = account(t, c, peek, interval);
             let picked = left == 1;
             t.left[c].set(if picked {
                 gap(t, CLASS_SIZES[c], interval)
@@ -202,22 +248,29 @@ pub(crate) fn alloc_class(
             return;
         }
         // SAFETY: as above.
-        let Some(peek) = (unsafe { slot.sample_peek() }) else {
-            return;
-        };
-        t.seen[c].set(peek.hits);
-        let want = t.left[c].get() <= u64::from(peek.cached);
-        let bit = 1u64 << c;
-        if want != (t.armed.get() & bit != 0) {
-            t.armed.set(t.armed.get() ^ bit);
-            if want {
-                GATED.fetch_add(1, Ordering::Relaxed);
-            }
-            // SAFETY: as above.
-            unsafe { slot.set_sample_gate(want) };
+        if let Some(peek) = unsafe { slot.sample_peek::<RustTls>() } {
+            rearm(t, c, slot, peek, interval);
         }
     });
     p
+}
+
+/// After a gated free of class `c` (which put the item in the thread's
+/// alloc bucket): the countdown and the gates again, so that a bucket
+/// refilled by frees cannot hide the picked allocation. `A` reaches the
+/// thread's caches as the front door does.
+pub(crate) fn after_free<A: TlsAccess>(c: usize, slot: uma::FastSlot, interval: u64) {
+    let _ = T.try_with(|t| {
+        if t.inside.get() || t.left[c].get() == 0 {
+            return;
+        }
+        // SAFETY: the slot of a class zone, never destroyed.
+        let Some(peek) = (unsafe { slot.sample_peek::<A>() }) else {
+            return;
+        };
+        account(t, c, Some(peek), interval);
+        rearm(t, c, slot, peek, interval);
+    });
 }
 
 /// A large allocation while profiling: a byte countdown.

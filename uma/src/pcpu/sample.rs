@@ -21,16 +21,21 @@
 //! Only the owner writes `GATE_SAMPLE`, with read-modify-writes, like the
 //! drainers' writes of their bits, so neither loses the other's.
 
+use super::super::GATE_DRAIN;
 use super::super::{empty, mirror_zone_gate, Cache};
-use super::{with_cache, RustTls};
+use super::{with_cache, RustTls, TlsAccess};
 use crate::sync::unmodeled::Ordering as UOrdering;
 use crate::sync::Ordering;
 use crate::zone::{Zone, FAST_FREE};
 use crate::FastSlot;
+use core::ptr::NonNull;
 
 /// `gate` bit: the owner's sampler wants to see every allocation through
 /// the slot ([`FastSlot::set_sample_gate`]).
 pub(crate) const GATE_SAMPLE: u8 = 8;
+/// `gate` bit: the owner's sampler wants to see every free through the
+/// slot ([`FastSlot::set_sample_gate`]).
+pub(crate) const GATE_SAMPLE_FREE: u8 = 16;
 
 /// What [`FastSlot::sample_peek`] saw.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -68,30 +73,55 @@ impl FastSlot {
     /// # Safety
     ///
     /// As [`alloc`](Self::alloc).
-    pub unsafe fn sample_peek(self) -> Option<SamplePeek> {
+    pub unsafe fn sample_peek<A: TlsAccess>(self) -> Option<SamplePeek> {
         // SAFETY: the caller's promise; slots come from `Zone::fast_slot`.
-        unsafe { with_cache::<RustTls, _>(self.to_bits() as usize, |c| c.sample_peek()) }
+        unsafe { with_cache::<A, _>(self.to_bits() as usize, |c| c.sample_peek()) }
     }
 
-    /// Sets (or clears) [`GATE_SAMPLE`] on the calling thread's cache of the
-    /// slot's zone: while set, [`alloc_via`](Self::alloc_via) misses. No-op
-    /// when the thread has no cache of it.
+    /// [`free_stamped_via`](Self::free_stamped_via) whatever the gate's
+    /// sample and zone bits say (only a drainer makes it miss): the road of
+    /// a free the sampler's gate sent off the fast path, once it has seen
+    /// it.
+    ///
+    /// # Safety
+    ///
+    /// As [`free_stamped_via`](Self::free_stamped_via), and the zone's
+    /// frees need no work (no destructor, limit or debug checks: the gate's
+    /// `GATE_FREE` bit, if set, was set by [`Zone::gate_fast_frees`]).
+    #[inline]
+    pub unsafe fn free_stamped_ungated_via<A: TlsAccess>(
+        self,
+        item: NonNull<u8>,
+        stamp: u64,
+    ) -> bool {
+        // SAFETY: the caller's promise.
+        unsafe {
+            with_cache::<A, _>(self.to_bits() as usize, |c| {
+                c.fast_push_stamped(item.as_ptr(), GATE_DRAIN, stamp)
+            })
+        }
+    }
+
+    /// Sets or clears [`GATE_SAMPLE`] (`alloc`) and [`GATE_SAMPLE_FREE`]
+    /// (`free`) on the calling thread's cache of the slot's zone: while
+    /// set, [`alloc_via`](Self::alloc_via), resp.
+    /// [`free_stamped_via`](Self::free_stamped_via), miss. No-op when the
+    /// thread has no cache of it.
     ///
     /// # Safety
     ///
     /// As [`alloc`](Self::alloc).
-    pub unsafe fn set_sample_gate(self, on: bool) {
+    pub unsafe fn set_sample_gate(self, alloc: bool, free: bool) {
+        let on = if alloc { GATE_SAMPLE } else { 0 } | if free { GATE_SAMPLE_FREE } else { 0 };
         // SAFETY: the caller's promise; slots come from `Zone::fast_slot`.
         unsafe {
             with_cache::<RustTls, _>(self.to_bits() as usize, |c| {
                 if core::ptr::eq(c, empty()) {
                     return;
                 }
-                if on {
-                    c.gate.fetch_or(GATE_SAMPLE, Ordering::Release);
-                } else {
-                    c.gate.fetch_and(!GATE_SAMPLE, Ordering::Release);
-                }
+                c.gate.fetch_or(on, Ordering::Release);
+                c.gate
+                    .fetch_and(!(GATE_SAMPLE | GATE_SAMPLE_FREE) | on, Ordering::Release);
             })
         }
     }

@@ -360,7 +360,11 @@ impl FastSlot {
         // SAFETY: as free_via; the caller's promise on the item's size.
         unsafe {
             with_cache::<A, _>(self.0 as usize, |c| {
-                c.fast_push_stamped(item.as_ptr(), GATE_DRAIN | GATE_FREE, stamp)
+                c.fast_push_stamped(
+                    item.as_ptr(),
+                    GATE_DRAIN | GATE_FREE | sample::GATE_SAMPLE_FREE,
+                    stamp,
+                )
             })
         }
     }

@@ -601,6 +601,13 @@ extern "C" fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut c_void {
     // Every free here finds sampled blocks by their page (before kmem's
     // profiler can start, which is on this road).
     kmem::prof::unsized_frees_only();
+    if let Some(p) = kmem::raw::alloc_gated(size, align) {
+        if zero {
+            // SAFETY: a fresh block of at least `size` bytes, ours.
+            unsafe { ptr::write_bytes(p.as_ptr(), 0, size) };
+        }
+        return p.as_ptr().cast();
+    }
     let p = match outermost(|| {
         if zero {
             kmem::raw::alloc_zeroed(size, align)

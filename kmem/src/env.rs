@@ -9,6 +9,7 @@
 //! | `BSDALLOC_TIMEOUT_MS=N` | the lazy timeout's period ([`set_timeout_period`](crate::set_timeout_period); `0` off) |
 //! | `BSDALLOC_BAD_FREE=abort\|warn\|ignore` | what a bad free does (default `abort`): `warn` prints the report and drops the operation, `ignore` drops it silently; a hook set with [`set_report_hook`](crate::set_report_hook) wins |
 //! | `BSDALLOC_LIMIT=512M` | the memory limit ([`set_limit`](crate::set_limit); read by the pressure module) |
+//! | `BSDALLOC_PROF=heap,leaks` and `BSDALLOC_PROF_*` | sampled heap profiles ([`prof`](crate::prof)) |
 //!
 //! Read with `getenv` (no allocation) by the thread that builds the
 //! allocator, before anything else is built; the page size is checked

@@ -62,6 +62,15 @@ pub unsafe fn free_fast(ptr: *mut u8) -> bool {
     unsafe { fast::free::<TlsDescriptor>(ptr) }
 }
 
+/// For a front door with a slow road of its own, first thing on it: an
+/// allocation of `size` bytes aligned to `align` that the heap profiler's
+/// gate sent off the fast path is counted and served (uninitialized);
+/// `None` (nothing done) for anything else. `None` without profiling.
+#[inline]
+pub fn alloc_gated(size: usize, align: usize) -> Option<NonNull<u8>> {
+    crate::prof::alloc_gated::<TlsDescriptor>(size, align)
+}
+
 /// For a front door with a slow road of its own, first thing on it: a
 /// free that the heap profiler's gate sent off the fast path is served
 /// (true); false (nothing done) for anything else. A no-op without

@@ -13,7 +13,7 @@ const PAD_TOP: f64 = 36.0;
 const PAD_BOTTOM: f64 = 8.0;
 const SIDE: f64 = 10.0;
 /// Frames narrower than this (pixels) are left out.
-const MIN_W: f64 = 0.3;
+const MIN_W: f64 = 1.0;
 
 #[derive(Default)]
 struct Node {

@@ -78,6 +78,27 @@ pub(crate) unsafe fn free_sized<A: TlsAccess>(ptr: *mut u8, size: usize, align: 
     }
 }
 
+/// A gated allocation of a size class (both front doors, from their slow
+/// road): counted, then served from the thread's cache past the gate;
+/// `None` (nothing done) when it is the one to sample, when the cache is
+/// empty, or for any other request: the slow road then does it.
+#[inline]
+pub(crate) fn alloc<A: TlsAccess>(size: usize, align: usize) -> Option<NonNull<u8>> {
+    #[cfg(not(feature = "invariants"))]
+    {
+        let (c, slot) = fast::layout_slot(size, align)?;
+        let p = super::sample::alloc_counted::<A>(c, slot, super::interval())?;
+        // SAFETY: a fresh item of a class zone, ours.
+        unsafe { fast::clear_key(p) };
+        Some(p)
+    }
+    #[cfg(feature = "invariants")]
+    {
+        let _ = (size, align);
+        None
+    }
+}
+
 fn after_free<A: TlsAccess>(c: usize, slot: uma::FastSlot) {
     if super::on() && kernel().is_some() {
         super::sample::after_free::<A>(c, slot, super::interval());

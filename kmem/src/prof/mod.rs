@@ -279,6 +279,19 @@ pub(crate) unsafe fn free_gated(ptr: *mut u8) -> bool {
     tracking() && unsafe { gated::free::<crate::fast::TlsDescriptor>(ptr) }
 }
 
+/// An allocation after the fast path missed: one the profiler's gate sent
+/// off it is counted and served (`Some`); `None` for anything else.
+#[inline]
+pub(crate) fn alloc_gated<A: crate::fast::TlsAccess>(
+    size: usize,
+    align: usize,
+) -> Option<NonNull<u8>> {
+    if !on() {
+        return None;
+    }
+    gated::alloc::<A>(size, align)
+}
+
 /// `Kmem::dealloc` after its fast path missed (and `ptr` is no sample):
 /// as [`free_gated`].
 ///

@@ -55,3 +55,7 @@ pub(crate) unsafe fn free_gated(_: *mut u8) -> bool {
 pub(crate) unsafe fn free_sized_gated(_: *mut u8, _: usize, _: usize) -> bool {
     false
 }
+
+pub(crate) fn alloc_gated<A>(_: usize, _: usize) -> Option<NonNull<u8>> {
+    None
+}

@@ -152,7 +152,7 @@ fn class_scale(size: usize, interval: u64) -> f64 {
 /// while its countdown is within this fraction of the mean gap (plus the
 /// items cached) of the picked allocation: frees that refill the bucket
 /// are then seen, and the allocation gate can be set in time.
-const FREE_WINDOW_DIV: u64 = 4;
+const FREE_WINDOW_DIV: u64 = 8;
 
 /// Brings class `c`'s countdown up to date with the fast-path hits since
 /// the last visit (`peek`, taken now); returns it (allocations until the
@@ -253,6 +253,40 @@ pub(crate) fn alloc_class(
         }
     });
     p
+}
+
+/// A gated allocation of class `c` counted and popped past the gate
+/// ([`gated`](super::gated)); `None` (the countdown as it was, but up to
+/// date) when it is the picked one or the cache is empty.
+pub(crate) fn alloc_counted<A: TlsAccess>(
+    c: usize,
+    slot: uma::FastSlot,
+    interval: u64,
+) -> Option<NonNull<u8>> {
+    T.try_with(|t| {
+        if t.inside.get() || t.left[c].get() == 0 {
+            return None;
+        }
+        // SAFETY: the slot of a class zone, never destroyed.
+        let peek = unsafe { slot.sample_peek::<A>() }?;
+        let left = account(t, c, Some(peek), interval);
+        t.seen[c].set(peek.hits);
+        if left <= 1 || peek.cached == 0 {
+            return None;
+        }
+        // SAFETY: as above.
+        let p = unsafe { slot.alloc_ungated_via::<A>() }?;
+        t.left[c].set(left - 1);
+        // The pop is a hit the next look counts: the state after it.
+        let after = SamplePeek {
+            hits: peek.hits + 1,
+            cached: peek.cached - 1,
+        };
+        rearm(t, c, slot, after, interval);
+        Some(p)
+    })
+    .ok()
+    .flatten()
 }
 
 /// After a gated free of class `c` (which put the item in the thread's

@@ -21,8 +21,8 @@
 //! Only the owner writes `GATE_SAMPLE`, with read-modify-writes, like the
 //! drainers' writes of their bits, so neither loses the other's.
 
-use super::super::GATE_DRAIN;
 use super::super::{empty, mirror_zone_gate, Cache};
+use super::super::{GATE_ALLOC, GATE_DRAIN};
 use super::{with_cache, RustTls, TlsAccess};
 use crate::sync::unmodeled::Ordering as UOrdering;
 use crate::sync::Ordering;
@@ -76,6 +76,23 @@ impl FastSlot {
     pub unsafe fn sample_peek<A: TlsAccess>(self) -> Option<SamplePeek> {
         // SAFETY: the caller's promise; slots come from `Zone::fast_slot`.
         unsafe { with_cache::<A, _>(self.to_bits() as usize, |c| c.sample_peek()) }
+    }
+
+    /// [`alloc_via`](Self::alloc_via) whatever the gate's sample bit says:
+    /// the road of an allocation the sampler's gate sent off the fast
+    /// path, once it has counted it.
+    ///
+    /// # Safety
+    ///
+    /// As [`alloc`](Self::alloc).
+    #[inline]
+    pub unsafe fn alloc_ungated_via<A: TlsAccess>(self) -> Option<NonNull<u8>> {
+        // SAFETY: the caller's promise.
+        unsafe {
+            with_cache::<A, _>(self.to_bits() as usize, |c| {
+                c.fast_pop(GATE_DRAIN | GATE_ALLOC)
+            })
+        }
     }
 
     /// [`free_stamped_via`](Self::free_stamped_via) whatever the gate's

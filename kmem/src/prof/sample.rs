@@ -23,10 +23,18 @@
 //!   sampled one; then the gate is lifted. So the allocation sampled is the
 //!   very one the countdown picked, as long as no fast free refilled the
 //!   bucket in between: a hit the sampler did not see can then be the
-//!   picked one (an *overshoot*: the sample is dropped, counted in
+//!   picked one (an *overshoot*: the sample is lost, counted in
 //!   [`ProfStats::overshoots`](super::ProfStats::overshoots), and a new gap
-//!   drawn). With `Kmem` (whose frees all take the zone's road while
-//!   profiling, see `super`) there are no fast frees and no overshoots.
+//!   drawn). With `Kmem` every free of a class is gated while profiling
+//!   (see `super`), so every refill is seen and nothing is lost. The C ABI
+//!   gates a thread's frees of a class only while its countdown is within
+//!   [`FREE_WINDOW_DIV`]th of the mean gap (plus the items cached) of the
+//!   picked allocation: a loop of frees and allocations that reuses the
+//!   bucket for longer than that, from farther away, can still overshoot
+//!   (`BSDALLOC_PROF_EXACT=1` gates every free, as `Kmem`).
+//! - Gated operations do not take the whole slow road
+//!   ([`gated`](super::gated)): they are counted and served from the cache
+//!   past the gate, and only the picked allocation goes down the road.
 //! - **Large blocks** (over 32 KiB or over-aligned) always take the slow
 //!   road: a byte countdown, exponential gaps.
 //!
@@ -152,7 +160,7 @@ fn class_scale(size: usize, interval: u64) -> f64 {
 /// while its countdown is within this fraction of the mean gap (plus the
 /// items cached) of the picked allocation: frees that refill the bucket
 /// are then seen, and the allocation gate can be set in time.
-const FREE_WINDOW_DIV: u64 = 8;
+const FREE_WINDOW_DIV: u64 = 32;
 
 /// Brings class `c`'s countdown up to date with the fast-path hits since
 /// the last visit (`peek`, taken now); returns it (allocations until the

@@ -2,6 +2,7 @@
 //! amounts from known functions (one thread leaks) gets those functions'
 //! live bytes within 20% at the default interval; freed blocks leave the
 //! profile; the files it writes are well formed.
+#![cfg(not(loom))]
 
 use kmem::Kmem;
 

@@ -267,7 +267,7 @@ mod tests {
             "kmem::prof::sample::capture"
         );
         assert_eq!(
-            demangle("_ZN60_$LT$kmem..global..Kmem$u20$as$u20$core..alloc..GlobalAlloc$GT$5alloc17h0123456789abcdefE"),
+            demangle("_ZN63_$LT$kmem..global..Kmem$u20$as$u20$core..alloc..GlobalAlloc$GT$5alloc17h0123456789abcdefE"),
             "<kmem::global::Kmem as core::alloc::GlobalAlloc>::alloc"
         );
         assert_eq!(demangle("PyDict_SetItem"), "PyDict_SetItem");

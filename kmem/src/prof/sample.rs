@@ -227,13 +227,12 @@ pub(crate) fn alloc_class(
     let slot = k.classes[c].fast_slot();
     let picked = T
         .try_with(|t| {
-            if t.inside.get() {
-                return false;
-            }
             // SAFETY: the slot of a class zone, never destroyed.
             let peek = unsafe { slot.sample_peek::<RustTls>() };
             let left = account(t, c, peek, interval);
-            let picked = left == 1;
+            // The profiler's own allocations are counted (they move the
+            // cache) but never sampled.
+            let picked = left == 1 && !t.inside.get();
             t.left[c].set(if picked {
                 gap(t, CLASS_SIZES[c], interval)
             } else {
@@ -252,9 +251,6 @@ pub(crate) fn alloc_class(
         Some(p)
     };
     let _ = T.try_with(|t| {
-        if t.inside.get() {
-            return;
-        }
         // SAFETY: as above.
         if let Some(peek) = unsafe { slot.sample_peek::<RustTls>() } {
             rearm(t, c, slot, peek, interval);
@@ -272,7 +268,7 @@ pub(crate) fn alloc_counted<A: TlsAccess>(
     interval: u64,
 ) -> Option<NonNull<u8>> {
     T.try_with(|t| {
-        if t.inside.get() || t.left[c].get() == 0 {
+        if t.left[c].get() == 0 {
             return None;
         }
         // SAFETY: the slot of a class zone, never destroyed.
@@ -303,7 +299,7 @@ pub(crate) fn alloc_counted<A: TlsAccess>(
 /// thread's caches as the front door does.
 pub(crate) fn after_free<A: TlsAccess>(c: usize, slot: uma::FastSlot, interval: u64) {
     let _ = T.try_with(|t| {
-        if t.inside.get() || t.left[c].get() == 0 {
+        if t.left[c].get() == 0 {
             return;
         }
         // SAFETY: the slot of a class zone, never destroyed.

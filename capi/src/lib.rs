@@ -119,6 +119,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod cxx;
+mod prof;
 
 use core::cell::Cell;
 use core::ffi::{c_char, c_int, c_void, CStr};
@@ -551,6 +552,16 @@ extern "C" fn alloc_miss(size: usize, align: usize) -> *mut c_void {
 #[cold]
 #[inline(never)]
 extern "C" fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut c_void {
+    // Every free here finds sampled blocks by their page (before kmem's
+    // profiler can start, which is on this road).
+    kmem::prof::unsized_frees_only();
+    if let Some(p) = kmem::raw::alloc_gated(size, align) {
+        if zero {
+            // SAFETY: a fresh block of at least `size` bytes, ours.
+            unsafe { ptr::write_bytes(p.as_ptr(), 0, size) };
+        }
+        return p.as_ptr().cast();
+    }
     let p = match outermost(|| {
         if zero {
             kmem::raw::alloc_zeroed(size, align)
@@ -590,7 +601,8 @@ unsafe fn free_impl(p: *mut u8) {
 #[cold]
 #[inline(never)]
 unsafe extern "C" fn free_slow(p: *mut u8) {
-    if p.is_null() || boot::contains(p) {
+    // SAFETY: the caller's promise.
+    if p.is_null() || boot::contains(p) || unsafe { kmem::raw::free_gated(p) } {
         return;
     }
     ensure_policy();

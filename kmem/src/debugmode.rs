@@ -395,16 +395,16 @@ fn mode_has(f: DebugFlags) -> bool {
 pub type Stack = [usize; AUDIT_FRAMES];
 
 #[repr(C)]
-struct UnwindContext {
+pub(crate) struct UnwindContext {
     _private: [u8; 0],
 }
 
 extern "C" {
-    fn _Unwind_Backtrace(
+    pub(crate) fn _Unwind_Backtrace(
         trace: extern "C" fn(*mut UnwindContext, *mut core::ffi::c_void) -> i32,
         arg: *mut core::ffi::c_void,
     ) -> i32;
-    fn _Unwind_GetIP(ctx: *mut UnwindContext) -> usize;
+    pub(crate) fn _Unwind_GetIP(ctx: *mut UnwindContext) -> usize;
 }
 
 struct Walk {

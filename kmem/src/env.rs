@@ -9,6 +9,7 @@
 //! | `BSDALLOC_TIMEOUT_MS=N` | the lazy timeout's period ([`set_timeout_period`](crate::set_timeout_period); `0` off) |
 //! | `BSDALLOC_BAD_FREE=abort\|warn\|ignore` | what a bad free does (default `abort`): `warn` prints the report and drops the operation, `ignore` drops it silently; a hook set with [`set_report_hook`](crate::set_report_hook) wins |
 //! | `BSDALLOC_LIMIT=512M` | the memory limit ([`set_limit`](crate::set_limit); read by the pressure module) |
+//! | `BSDALLOC_PROF=heap,leaks` and `BSDALLOC_PROF_*` | sampled heap profiles ([`prof`](crate::prof)) |
 //!
 //! Read with `getenv` (no allocation) by the thread that builds the
 //! allocator, before anything else is built; the page size is checked
@@ -71,6 +72,7 @@ pub(crate) fn init() {
     if let Some(ms) = var(c"BSDALLOC_TIMEOUT_MS").and_then(parse_u64) {
         crate::timeout::set_timeout_period(Some(core::time::Duration::from_millis(ms)));
     }
+    crate::prof::init_from_env(var);
     match var(c"BSDALLOC_BAD_FREE") {
         Some(b"warn") if !crate::report::hook_installed() => {
             crate::report::set_report_hook(Some(warn_report));

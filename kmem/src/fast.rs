@@ -338,6 +338,29 @@ pub(crate) fn class_of_ptr(ptr: *const u8) -> Option<usize> {
     )
 }
 
+/// For the profiler's gated frees (`prof::gated`): the class, the slot
+/// and the double-free key of the small block starting at `ptr` (as
+/// [`item_check`] proves it), or `None`.
+#[cfg(not(any(loom, feature = "invariants")))]
+#[inline]
+pub(crate) fn block_slot(ptr: *const u8) -> Option<(usize, FastSlot, u64)> {
+    let e = item_check(ptr)?;
+    let c = (e as *const ItemCheck as usize - CHECKS.as_ptr() as usize)
+        / core::mem::size_of::<ItemCheck>();
+    // SAFETY: the table holds only `to_bits` of slots.
+    let slot = unsafe { FastSlot::from_bits(e.slot.load(Ordering::Relaxed)) };
+    Some((c, slot, e.key.load(Ordering::Relaxed)))
+}
+
+/// For the profiler's gated frees: the class and slot of a request of at
+/// most 32 KiB aligned to at most 16 (published), or `None`.
+#[cfg(not(any(loom, feature = "invariants")))]
+#[inline]
+pub(crate) fn layout_slot(size: usize, align: usize) -> Option<(usize, FastSlot)> {
+    let slot = mid_slot(size, align)?;
+    (slot != FastSlot::NONE).then(|| (class_of_small(size, align).unwrap_or(0), slot))
+}
+
 /// No tables: every lookup misses.
 #[cfg(any(loom, feature = "invariants"))]
 #[inline(always)]
@@ -544,6 +567,13 @@ pub(crate) fn alloc_slow(size: usize, align: usize, flags: Flags) -> Option<NonN
     if crate::debugmode::decide() != crate::debugmode::DebugFlags::NONE {
         return crate::debugmode::alloc(size, align, flags, alloc_plain);
     }
+    if let Some(p) = crate::prof::alloc_gated::<RustTls>(size, align) {
+        if flags.contains(Flags::ZERO) {
+            // SAFETY: a fresh item of at least `size` bytes, ours.
+            unsafe { core::ptr::write_bytes(p.as_ptr(), 0, size) };
+        }
+        return Some(p);
+    }
     if let Some(p) = alloc_mid::<RustTls>(size, align) {
         // (Its key is cleared.)
         if flags.contains(Flags::ZERO) {
@@ -560,6 +590,10 @@ pub(crate) fn alloc_slow(size: usize, align: usize, flags: Flags) -> Option<NonN
 pub(crate) fn alloc_plain(size: usize, align: usize, flags: Flags) -> Option<NonNull<u8>> {
     let k = kernel()?;
     ensure_published();
+    crate::prof::poll_start();
+    if crate::prof::on() {
+        return crate::prof::alloc(k, size, align, flags);
+    }
     match class_of(size, align) {
         Some(c) => {
             let p = k.classes[c].alloc(flags)?;

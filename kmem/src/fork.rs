@@ -153,6 +153,7 @@ extern "C" fn prepare() {
         h.dirty = Some(dirty::fork_lock());
         h.pool = Some(pagemeta::fork_lock_pool());
     }
+    crate::prof::fork_prepare();
 }
 
 /// Releases kmem's own locks, in the reverse of the order `prepare` took
@@ -172,6 +173,7 @@ unsafe fn release_own_locks() {
 
 extern "C" fn parent() {
     let Some(k) = kernel() else { return };
+    crate::prof::fork_release();
     // SAFETY: `prepare` took every lock in this thread; HELD is ours until
     // uma::fork::parent releases the bootstrap lock (last).
     unsafe {
@@ -185,6 +187,7 @@ extern "C" fn parent() {
 
 extern "C" fn child() {
     let Some(k) = kernel() else { return };
+    crate::prof::fork_release();
     // SAFETY: the child's only thread is the one whose `prepare` took every
     // lock; nothing has used the allocator since.
     unsafe {

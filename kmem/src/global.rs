@@ -123,6 +123,16 @@ fn alloc_miss(layout: Layout, flags: Flags) -> *mut u8 {
 #[cfg_attr(not(feature = "invariants"), cold)]
 #[inline(never)]
 unsafe fn dealloc_miss(ptr: *mut u8, layout: Layout) {
+    // SAFETY: the caller's contract.
+    if crate::prof::tracking()
+        // SAFETY: the caller's contract; a sampled block is taken first.
+        && unsafe {
+            crate::prof::free_if_sampled(ptr)
+                || crate::prof::free_sized_gated(ptr, layout.size(), layout.align())
+        }
+    {
+        return;
+    }
     if crate::debugmode::on() {
         // SAFETY: the caller's contract.
         unsafe { crate::debugmode::free(ptr, "dealloc") };
@@ -147,6 +157,7 @@ unsafe fn dealloc_miss(ptr: *mut u8, layout: Layout) {
                 // with this layout, i.e. from this zone (set once to a zone
                 // that lives for the process).
                 unsafe { free_small(&*z, NonNull::new_unchecked(ptr), c, "dealloc") };
+                crate::prof::after_free(c);
                 return;
             }
         }

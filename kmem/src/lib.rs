@@ -172,6 +172,11 @@ mod malloc;
 mod os;
 mod pagemeta;
 mod pressure;
+#[cfg(not(loom))]
+pub mod prof;
+#[cfg(loom)]
+#[path = "prof/off.rs"]
+mod prof;
 pub mod raw;
 mod report;
 mod stats;

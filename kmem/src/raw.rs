@@ -62,6 +62,29 @@ pub unsafe fn free_fast(ptr: *mut u8) -> bool {
     unsafe { fast::free::<TlsDescriptor>(ptr) }
 }
 
+/// For a front door with a slow road of its own, first thing on it: an
+/// allocation of `size` bytes aligned to `align` that the heap profiler's
+/// gate sent off the fast path is counted and served (uninitialized);
+/// `None` (nothing done) for anything else. `None` without profiling.
+#[inline]
+pub fn alloc_gated(size: usize, align: usize) -> Option<NonNull<u8>> {
+    crate::prof::alloc_gated::<TlsDescriptor>(size, align)
+}
+
+/// For a front door with a slow road of its own, first thing on it: a
+/// free that the heap profiler's gate sent off the fast path is served
+/// (true); false (nothing done) for anything else. A no-op without
+/// profiling.
+///
+/// # Safety
+///
+/// As [`free`].
+#[inline]
+pub unsafe fn free_gated(ptr: *mut u8) -> bool {
+    // SAFETY: the caller's promise.
+    unsafe { crate::prof::free_gated(ptr) }
+}
+
 /// The size class of the live small block starting at `ptr`, when the
 /// page metadata proves it one (a hit of the fast path's lookup) and it
 /// does not hold the double-free key; `None` for anything else (null,
@@ -135,7 +158,17 @@ pub unsafe fn free(ptr: *mut u8) -> bool {
         return unsafe { debugmode::free(ptr, "free") };
     }
     // SAFETY: the caller's promise.
-    unsafe { fast::free::<RustTls>(ptr) || free_untyped(ptr, "free").is_some() }
+    unsafe {
+        fast::free::<RustTls>(ptr)
+            || (crate::prof::tracking() && crate::prof::free_if_sampled(ptr))
+            || match free_untyped(ptr, "free") {
+                Some(crate::malloc::Owner::Class(c)) => {
+                    crate::prof::after_free(c);
+                    true
+                }
+                o => o.is_some(),
+            }
+    }
 }
 
 /// Resizes `ptr` to `size` bytes aligned to `align` (a power of two): in
@@ -157,6 +190,12 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize, align: usize) -> *mut u8 {
     if debugmode::on() {
         // SAFETY: the caller's promise.
         return unsafe { debugmode::realloc(ptr, size, align, fast::alloc_plain) };
+    }
+    if crate::prof::tracking() {
+        // SAFETY: the caller's promise.
+        if let Some(new) = unsafe { crate::prof::realloc_if_sampled(ptr, size, align) } {
+            return new;
+        }
     }
     if let Some(c) = live_class(ptr) {
         if class_of(size, align) == Some(c) {

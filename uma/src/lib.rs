@@ -208,6 +208,8 @@ pub use flags::{Flags, Reclaim, ZoneFlags};
 pub use instance::{PlainReclaim, Uma};
 pub use keg::{KegInfo, SLAB_HEADER_BYTES};
 #[cfg(not(loom))]
+pub use pcpu::tls::sample::SamplePeek;
+#[cfg(not(loom))]
 pub use pcpu::tls::{FastSlot, RustTls, TlsAccess, TlsDescriptor};
 pub use slab::SlabLayout;
 pub use source::{MmapSource, SlabSource, TestSource, MMAP_SOURCE, PAGE_SIZE};

@@ -11,6 +11,9 @@ use core::cell::Cell;
 use core::ptr::NonNull;
 
 use super::{Cache, Push, ThreadCache, GATE_ALLOC, GATE_DRAIN, GATE_FREE};
+
+#[path = "sample.rs"]
+pub(crate) mod sample;
 use crate::sync::{AtomicPtr, Mutex, Ordering};
 use crate::zone::Zone;
 
@@ -365,7 +368,11 @@ impl FastSlot {
         // SAFETY: as free_via; the caller's promise on the item's size.
         unsafe {
             with_cache::<A, _>(self.0 as usize, |c| {
-                c.fast_push_stamped(item.as_ptr(), GATE_DRAIN | GATE_FREE, stamp)
+                c.fast_push_stamped(
+                    item.as_ptr(),
+                    GATE_DRAIN | GATE_FREE | sample::GATE_SAMPLE_FREE,
+                    stamp,
+                )
             })
         }
     }
@@ -379,7 +386,11 @@ impl FastSlot {
     pub unsafe fn alloc_via<A: TlsAccess>(self) -> Option<NonNull<u8>> {
         // SAFETY: slots come from `Zone::fast_slot` (<= MAX_SLOTS, see
         // `from_bits`); the caller keeps the zone alive.
-        unsafe { with_cache::<A, _>(self.0 as usize, |c| c.fast_pop(GATE_DRAIN | GATE_ALLOC)) }
+        unsafe {
+            with_cache::<A, _>(self.0 as usize, |c| {
+                c.fast_pop(GATE_DRAIN | GATE_ALLOC | sample::GATE_SAMPLE)
+            })
+        }
     }
 
     /// [`free`](Self::free), reaching the thread's table through `A`.

@@ -1,0 +1,106 @@
+//! The frees the profiler's gates send off the fast path, served right
+//! away: the item goes into the thread's cache past the gate (as the fast
+//! path would have put it), then the countdown of its class catches up.
+//!
+//! Every free of a size class is gated while `Kmem` profiles (its fast
+//! free trusts the layout and would cache a sampled page block); with the
+//! C ABI only those of a thread's class near its next sample (see
+//! `sample`). Either way the gated free costs the checks of the fast path
+//! again, one push, and a look at the cache's counts, instead of the whole
+//! slow road.
+
+use core::ptr::NonNull;
+
+use crate::fast::{self, TlsAccess};
+use crate::kernel::kernel;
+
+/// A gated `free(ptr)` (C ABI): true when done; false (nothing done) for
+/// anything else, which the slow road then sorts out.
+///
+/// # Safety
+///
+/// As [`raw::free`](crate::raw::free).
+#[inline]
+pub(crate) unsafe fn free<A: TlsAccess>(ptr: *mut u8) -> bool {
+    #[cfg(not(feature = "invariants"))]
+    {
+        let Some((c, slot, key)) = fast::block_slot(ptr) else {
+            return false;
+        };
+        // SAFETY: the page metadata proved `ptr` the start of an item of
+        // class `c` (a class zone: no destructor, no limit); the caller
+        // gives it up. A block holding the key was freed already: left to
+        // the slow road, which reports it.
+        if unsafe {
+            fast::holds_key(ptr, key)
+                || !slot.free_stamped_ungated_via::<A>(NonNull::new_unchecked(ptr), key)
+        } {
+            return false;
+        }
+        after_free::<A>(c, slot);
+        true
+    }
+    #[cfg(feature = "invariants")]
+    {
+        let _ = ptr;
+        false
+    }
+}
+
+/// A gated `dealloc(ptr, layout)` (`Kmem`) of a block that is no sample.
+///
+/// # Safety
+///
+/// `GlobalAlloc::dealloc`'s contract, and `ptr` is no sampled block.
+#[inline]
+pub(crate) unsafe fn free_sized<A: TlsAccess>(ptr: *mut u8, size: usize, align: usize) -> bool {
+    #[cfg(not(feature = "invariants"))]
+    {
+        let Some((c, slot)) = fast::layout_slot(size, align) else {
+            return false;
+        };
+        let key = fast::free_key();
+        // SAFETY: the caller's contract: an item of the class zone of this
+        // layout (no destructor, no limit).
+        if unsafe {
+            fast::holds_key(ptr, key)
+                || !slot.free_stamped_ungated_via::<A>(NonNull::new_unchecked(ptr), key)
+        } {
+            return false;
+        }
+        after_free::<A>(c, slot);
+        true
+    }
+    #[cfg(feature = "invariants")]
+    {
+        let _ = (ptr, size, align);
+        false
+    }
+}
+
+/// A gated allocation of a size class (both front doors, from their slow
+/// road): counted, then served from the thread's cache past the gate;
+/// `None` (nothing done) when it is the one to sample, when the cache is
+/// empty, or for any other request: the slow road then does it.
+#[inline]
+pub(crate) fn alloc<A: TlsAccess>(size: usize, align: usize) -> Option<NonNull<u8>> {
+    #[cfg(not(feature = "invariants"))]
+    {
+        let (c, slot) = fast::layout_slot(size, align)?;
+        let p = super::sample::alloc_counted::<A>(c, slot, super::interval())?;
+        // SAFETY: a fresh item of a class zone, ours.
+        unsafe { fast::clear_key(p) };
+        Some(p)
+    }
+    #[cfg(feature = "invariants")]
+    {
+        let _ = (size, align);
+        None
+    }
+}
+
+fn after_free<A: TlsAccess>(c: usize, slot: uma::FastSlot) {
+    if super::on() && kernel().is_some() {
+        super::sample::after_free::<A>(c, slot, super::interval());
+    }
+}

@@ -1,0 +1,410 @@
+//! The sampler: which allocations are sampled, and their stacks.
+//!
+//! ## The countdown (byte-based Poisson sampling, on the slow road only)
+//!
+//! The profile samples each allocated byte with probability `1/I` (`I` the
+//! mean interval, 512 KiB by default): an allocation of `x` bytes is
+//! sampled with probability `p(x) = 1 - exp(-x/I)` and then stands for
+//! `1/p(x)` allocations and `x/p(x)` bytes (tcmalloc's and jemalloc's
+//! estimate; unbiased). Because a Poisson process split into disjoint
+//! streams is independent Poisson processes, each thread keeps one
+//! countdown per size class and one for large blocks:
+//!
+//! - **Size classes.** Every allocation of class `c` (usable size `S_c`) is
+//!   sampled with probability `p_c = 1 - exp(-S_c/I)`, i.e. the gap to the
+//!   next sampled one is geometric: `left = 1 + floor(E * I / S_c)`, `E`
+//!   exponential. The fast path does not count: UMA's per-thread cache
+//!   counts its hits lazily anyway ([`uma::FastSlot::sample_peek`]), so each
+//!   visit of the slow road subtracts the hits since the last visit. While
+//!   `left` is at most the items in the thread's alloc bucket (the hits
+//!   that can come before the next miss), the sampler sets the cache's
+//!   sample gate ([`uma::FastSlot::set_sample_gate`]): every allocation of
+//!   the class then misses and is counted here, one by one, until the
+//!   sampled one; then the gate is lifted. So the allocation sampled is the
+//!   very one the countdown picked, as long as no fast free refilled the
+//!   bucket in between: a hit the sampler did not see can then be the
+//!   picked one (an *overshoot*: the sample is lost, counted in
+//!   [`ProfStats::overshoots`](super::ProfStats::overshoots), and a new gap
+//!   drawn). With `Kmem` every free of a class is gated while profiling
+//!   (see `super`), so every refill is seen and nothing is lost. The C ABI
+//!   gates a thread's frees of a class only while its countdown is within
+//!   [`FREE_WINDOW_DIV`]th of the mean gap (plus the items cached) of the
+//!   picked allocation: a loop of frees and allocations that reuses the
+//!   bucket for longer than that, from farther away, can still overshoot
+//!   (`BSDALLOC_PROF_EXACT=1` gates every free, as `Kmem`).
+//! - Gated operations do not take the whole slow road
+//!   ([`gated`](super::gated)): they are counted and served from the cache
+//!   past the gate, and only the picked allocation goes down the road.
+//! - **Large blocks** (over 32 KiB or over-aligned) always take the slow
+//!   road: a byte countdown, exponential gaps.
+//!
+//! The fast path is untouched: profiling off costs no instruction, and on,
+//! a gate bit the fast path tests with the bits it tests already.
+//!
+//! ## Stacks
+//!
+//! `_Unwind_Backtrace` (libgcc's unwinder, which reads the loaded objects'
+//! unwind tables and allocates nothing), [`MAX_FRAMES`] return addresses;
+//! the allocator's own frames are trimmed when the profile is written.
+//! A per-thread flag keeps the sampler from sampling anything it causes
+//! itself (and the dump's allocations).
+
+use core::cell::Cell;
+use core::ptr::NonNull;
+
+use super::sync::{AtomicU64, Ordering};
+use super::table::{Sample, MAX_FRAMES, TABLE};
+use crate::classes::{CLASS_SIZES, NCLASSES};
+use crate::fast::{RustTls, TlsAccess};
+use crate::kernel::Kernel;
+use crate::malloc::large_alloc;
+use crate::Flags;
+use uma::SamplePeek;
+
+/// Per-thread sampler state: `const`-initialised, no destructor (UMA's
+/// thread-exit hook is a pthread key; a TLS destructor would allocate).
+struct ThreadState {
+    /// In the profiler (sampling, or dumping): sample nothing.
+    inside: Cell<bool>,
+    rng: Cell<u64>,
+    /// Allocations of each class until the sampled one (0: not drawn).
+    left: [Cell<u64>; NCLASSES],
+    /// Fast-path hits of each class at the last visit.
+    seen: [Cell<u64>; NCLASSES],
+    /// Classes whose allocation gate is set (bit per class).
+    armed: Cell<u64>,
+    /// Classes whose free gate is set.
+    armed_free: Cell<u64>,
+    /// Bytes of large blocks until the next sample (0: not drawn).
+    large_left: Cell<u64>,
+}
+
+std::thread_local! {
+    static T: ThreadState = const {
+        ThreadState {
+            inside: Cell::new(false),
+            rng: Cell::new(0),
+            left: [const { Cell::new(0) }; NCLASSES],
+            seen: [const { Cell::new(0) }; NCLASSES],
+            armed: Cell::new(0),
+            armed_free: Cell::new(0),
+            large_left: Cell::new(0),
+        }
+    };
+}
+
+const _: () = assert!(NCLASSES <= 64);
+
+/// Counters for [`super::stats`].
+pub(crate) static SAMPLES: AtomicU64 = AtomicU64::new(0);
+pub(crate) static OVERSHOOTS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static GATED: AtomicU64 = AtomicU64::new(0);
+
+/// Runs `f` with the calling thread marked as inside the profiler; `None`
+/// if it already was (or its TLS is gone).
+pub(crate) fn guarded<R>(f: impl FnOnce() -> R) -> Option<R> {
+    let entered = T
+        .try_with(|t| {
+            if t.inside.get() {
+                false
+            } else {
+                t.inside.set(true);
+                true
+            }
+        })
+        .unwrap_or(false);
+    if !entered {
+        return None;
+    }
+    let r = f();
+    let _ = T.try_with(|t| t.inside.set(false));
+    Some(r)
+}
+
+/// A uniform number in (0, 1] from the thread's xorshift generator.
+fn uniform(t: &ThreadState) -> f64 {
+    let mut x = t.rng.get();
+    if x == 0 {
+        // Seed: the thread's state address, the clock, a counter.
+        static SEEDS: AtomicU64 = AtomicU64::new(0x2545_f491_4f6c_dd1d);
+        x = (t as *const ThreadState as u64)
+            ^ crate::os::clock_ns(libc::CLOCK_MONOTONIC).rotate_left(29)
+            ^ SEEDS.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+        x |= 1;
+    }
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    t.rng.set(x);
+    ((x >> 11) + 1) as f64 / (1u64 << 53) as f64
+}
+
+/// An exponential gap of mean `interval` bytes (at least 1).
+fn exp_bytes(t: &ThreadState, interval: u64) -> u64 {
+    let g = -uniform(t).ln() * interval as f64;
+    (g as u64).max(1)
+}
+
+/// Allocations of `size` bytes until the sampled one: geometric with
+/// `p = 1 - exp(-size/interval)`.
+fn gap(t: &ThreadState, size: usize, interval: u64) -> u64 {
+    1 + exp_bytes(t, interval) / size as u64
+}
+
+/// Allocations one sample of a class-`size` block stands for.
+fn class_scale(size: usize, interval: u64) -> f64 {
+    1.0 / -(-(size as f64) / interval as f64).exp_m1()
+}
+
+/// With the C ABI's fast frees, a thread's frees of a class are gated
+/// while its countdown is within this fraction of the mean gap (plus the
+/// items cached) of the picked allocation: frees that refill the bucket
+/// are then seen, and the allocation gate can be set in time.
+const FREE_WINDOW_DIV: u64 = 32;
+
+/// Brings class `c`'s countdown up to date with the fast-path hits since
+/// the last visit (`peek`, taken now); returns it (allocations until the
+/// picked one, counting the next as 1).
+fn account(t: &ThreadState, c: usize, peek: Option<SamplePeek>, interval: u64) -> u64 {
+    let mut left = t.left[c].get();
+    // The first visit only starts counting (the hits before it came
+    // before sampling did).
+    let first = left == 0;
+    if first {
+        left = gap(t, CLASS_SIZES[c], interval);
+    }
+    if let Some(p) = peek.filter(|_| !first) {
+        let hits = p.hits.saturating_sub(t.seen[c].get());
+        if hits >= left {
+            // The picked allocation was a hit we did not see.
+            OVERSHOOTS.fetch_add(1, Ordering::Relaxed);
+            left = gap(t, CLASS_SIZES[c], interval);
+        } else {
+            left -= hits;
+        }
+    }
+    t.left[c].set(left);
+    left
+}
+
+/// After a visit (`peek` taken after it): remembers the hit count, gates
+/// the thread's allocations of class `c` exactly while the picked one
+/// could otherwise be a hit (`left <= cached`), and (C ABI) its frees
+/// while it is near.
+fn rearm(t: &ThreadState, c: usize, slot: uma::FastSlot, peek: SamplePeek, interval: u64) {
+    t.seen[c].set(peek.hits);
+    let left = t.left[c].get();
+    let cached = u64::from(peek.cached);
+    let alloc = left <= cached;
+    let window = interval / CLASS_SIZES[c] as u64 / FREE_WINDOW_DIV;
+    let free = !super::all_frees_gated() && left <= cached + window;
+    let bit = 1u64 << c;
+    let (was_a, was_f) = (t.armed.get() & bit != 0, t.armed_free.get() & bit != 0);
+    if (alloc, free) != (was_a, was_f) {
+        t.armed
+            .set(t.armed.get() & !bit | if alloc { bit } else { 0 });
+        t.armed_free
+            .set(t.armed_free.get() & !bit | if free { bit } else { 0 });
+        if alloc && !was_a {
+            GATED.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: the slot of a class zone, never destroyed.
+        unsafe { slot.set_sample_gate(alloc, free) };
+    }
+}
+
+/// A size-class allocation on the slow road while profiling (see the
+/// module doc): the sampled one is a page block of its own (so that
+/// `free(p)` finds it by its page); the others come from the class zone.
+pub(crate) fn alloc_class(
+    k: &Kernel,
+    c: usize,
+    size: usize,
+    align: usize,
+    flags: Flags,
+    interval: u64,
+) -> Option<NonNull<u8>> {
+    let slot = k.classes[c].fast_slot();
+    let picked = T
+        .try_with(|t| {
+            // SAFETY: the slot of a class zone, never destroyed.
+            let peek = unsafe { slot.sample_peek::<RustTls>() };
+            let left = account(t, c, peek, interval);
+            // The profiler's own allocations are counted (they move the
+            // cache) but never sampled.
+            let picked = left == 1 && !t.inside.get();
+            t.left[c].set(if picked {
+                gap(t, CLASS_SIZES[c], interval)
+            } else {
+                left - 1
+            });
+            picked
+        })
+        .unwrap_or(false);
+    let p = if picked {
+        let scale = class_scale(CLASS_SIZES[c], interval);
+        sampled_alloc(k, size, align, flags, scale)
+    } else {
+        let p = k.classes[c].alloc(flags)?;
+        // SAFETY: a fresh item of a class zone, ours.
+        unsafe { crate::fast::clear_key(p) };
+        Some(p)
+    };
+    let _ = T.try_with(|t| {
+        // SAFETY: as above.
+        if let Some(peek) = unsafe { slot.sample_peek::<RustTls>() } {
+            rearm(t, c, slot, peek, interval);
+        }
+    });
+    p
+}
+
+/// A gated allocation of class `c` counted and popped past the gate
+/// ([`gated`](super::gated)); `None` (the countdown as it was, but up to
+/// date) when it is the picked one or the cache is empty.
+pub(crate) fn alloc_counted<A: TlsAccess>(
+    c: usize,
+    slot: uma::FastSlot,
+    interval: u64,
+) -> Option<NonNull<u8>> {
+    T.try_with(|t| {
+        if t.left[c].get() == 0 {
+            return None;
+        }
+        // SAFETY: the slot of a class zone, never destroyed.
+        let peek = unsafe { slot.sample_peek::<A>() }?;
+        let left = account(t, c, Some(peek), interval);
+        t.seen[c].set(peek.hits);
+        if left <= 1 || peek.cached == 0 {
+            return None;
+        }
+        // SAFETY: as above.
+        let p = unsafe { slot.alloc_ungated_via::<A>() }?;
+        t.left[c].set(left - 1);
+        // The pop is a hit the next look counts: the state after it.
+        let after = SamplePeek {
+            hits: peek.hits + 1,
+            cached: peek.cached - 1,
+        };
+        rearm(t, c, slot, after, interval);
+        Some(p)
+    })
+    .ok()
+    .flatten()
+}
+
+/// After a gated free of class `c` (which put the item in the thread's
+/// alloc bucket): the countdown and the gates again, so that a bucket
+/// refilled by frees cannot hide the picked allocation. `A` reaches the
+/// thread's caches as the front door does.
+pub(crate) fn after_free<A: TlsAccess>(c: usize, slot: uma::FastSlot, interval: u64) {
+    let _ = T.try_with(|t| {
+        if t.left[c].get() == 0 {
+            return;
+        }
+        // SAFETY: the slot of a class zone, never destroyed.
+        let Some(peek) = (unsafe { slot.sample_peek::<A>() }) else {
+            return;
+        };
+        account(t, c, Some(peek), interval);
+        rearm(t, c, slot, peek, interval);
+    });
+}
+
+/// A large allocation while profiling: a byte countdown.
+pub(crate) fn alloc_large(
+    k: &Kernel,
+    size: usize,
+    align: usize,
+    flags: Flags,
+    interval: u64,
+) -> Option<NonNull<u8>> {
+    let picked = T
+        .try_with(|t| {
+            if t.inside.get() {
+                return false;
+            }
+            let mut left = t.large_left.get();
+            if left == 0 {
+                left = exp_bytes(t, interval);
+            }
+            let x = size.max(1) as u64;
+            if x >= left {
+                t.large_left.set(exp_bytes(t, interval));
+                true
+            } else {
+                t.large_left.set(left - x);
+                false
+            }
+        })
+        .unwrap_or(false);
+    if picked {
+        let scale = class_scale(size.max(1), interval);
+        sampled_alloc(k, size, align, flags, scale)
+    } else {
+        large_alloc(k, size, align, flags)
+    }
+}
+
+/// Allocates a sampled block (whole pages) and records it with the
+/// calling thread's stack.
+fn sampled_alloc(
+    k: &Kernel,
+    size: usize,
+    align: usize,
+    flags: Flags,
+    scale: f64,
+) -> Option<NonNull<u8>> {
+    let p = large_alloc(k, size, align, flags)?;
+    let mut s = Sample {
+        addr: p.as_ptr() as usize,
+        size,
+        scale,
+        depth: 0,
+        stack: [0; MAX_FRAMES],
+    };
+    let _ = guarded(|| {
+        s.depth = capture(&mut s.stack) as u32;
+        if TABLE.insert(&s) {
+            SAMPLES.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    Some(p)
+}
+
+// ---------------------------------------------------------------- stacks
+
+use crate::debugmode::{_Unwind_Backtrace, _Unwind_GetIP, UnwindContext};
+
+struct Walk<'a> {
+    stack: &'a mut [usize; MAX_FRAMES],
+    n: usize,
+}
+
+extern "C" fn one_frame(ctx: *mut UnwindContext, arg: *mut core::ffi::c_void) -> i32 {
+    // SAFETY: `arg` is the `Walk` that `capture` passed.
+    let w = unsafe { &mut *arg.cast::<Walk<'_>>() };
+    // SAFETY: the unwinder's context for this frame.
+    let ip = unsafe { _Unwind_GetIP(ctx) };
+    if ip == 0 {
+        return 4;
+    }
+    w.stack[w.n] = ip;
+    w.n += 1;
+    // _URC_NORMAL_STOP (4) ends the walk once the stack is full.
+    if w.n == MAX_FRAMES {
+        4
+    } else {
+        0
+    }
+}
+
+/// The calling thread's return addresses, leaf first; returns how many.
+#[inline(never)]
+pub(crate) fn capture(stack: &mut [usize; MAX_FRAMES]) -> usize {
+    let mut w = Walk { stack, n: 0 };
+    // SAFETY: `one_frame` only writes `w`, which outlives the walk; the
+    // unwinder reads the stack and the unwind tables and allocates nothing.
+    unsafe { _Unwind_Backtrace(one_frame, (&mut w as *mut Walk<'_>).cast()) };
+    w.n
+}

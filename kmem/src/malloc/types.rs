@@ -43,7 +43,7 @@ impl Stripe {
 /// ([`ReportKind::WrongType`](crate::ReportKind::WrongType), naming both
 /// types) and the call dropped. See the module doc on type tags.
 pub struct MallocType {
-    name: &'static str,
+    pub(super) name: &'static str,
     desc: &'static str,
     /// One cache-line pair each (`CachePadded`: 128 bytes on x86-64, where
     /// the adjacent-line prefetcher pairs lines), so threads on different

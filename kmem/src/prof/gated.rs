@@ -8,9 +8,12 @@
 //! `sample`). Either way the gated free costs the checks of the fast path
 //! again, one push, and a look at the cache's counts, instead of the whole
 //! slow road.
+// With `invariants` there is no fast path to gate (no tables): unused.
+#![cfg_attr(feature = "invariants", allow(dead_code, clippy::extra_unused_type_parameters))]
 
 use core::ptr::NonNull;
 
+#[cfg_attr(feature = "invariants", allow(unused_imports))]
 use crate::fast::{self, TlsAccess};
 use crate::kernel::kernel;
 
@@ -29,22 +32,37 @@ pub(crate) unsafe fn free<A: TlsAccess>(ptr: *mut u8) -> bool {
         };
         // SAFETY: the page metadata proved `ptr` the start of an item of
         // class `c` (a class zone: no destructor, no limit); the caller
-        // gives it up. A block holding the key was freed already: left to
-        // the slow road, which reports it.
-        if unsafe {
-            fast::holds_key(ptr, key)
-                || !slot.free_stamped_ungated_via::<A>(NonNull::new_unchecked(ptr), key)
-        } {
-            return false;
-        }
-        after_free::<A>(c, slot);
-        true
+        // gives it up.
+        unsafe { push::<A>(ptr, c, slot, key) }
     }
     #[cfg(feature = "invariants")]
     {
         let _ = ptr;
         false
     }
+}
+
+/// Pushes `ptr` into this thread's cache of class `c` past the gate,
+/// stamped with `key`, then lets the countdown catch up: true when done. A
+/// block holding the key was freed already: left to the slow road (false),
+/// which reports it.
+///
+/// # Safety
+///
+/// `ptr` is the start of an item of class `c`'s zone (no destructor, no
+/// limit), given up by the caller; `slot` is that zone's fast slot.
+#[cfg(not(feature = "invariants"))]
+#[inline(always)]
+unsafe fn push<A: TlsAccess>(ptr: *mut u8, c: usize, slot: uma::FastSlot, key: u64) -> bool {
+    // SAFETY: the caller's contract.
+    if unsafe {
+        fast::holds_key(ptr, key)
+            || !slot.free_stamped_ungated_via::<A>(NonNull::new_unchecked(ptr), key)
+    } {
+        return false;
+    }
+    after_free::<A>(c, slot);
+    true
 }
 
 /// A gated `dealloc(ptr, layout)` (`Kmem`) of a block that is no sample.
@@ -59,17 +77,9 @@ pub(crate) unsafe fn free_sized<A: TlsAccess>(ptr: *mut u8, size: usize, align: 
         let Some((c, slot)) = fast::layout_slot(size, align) else {
             return false;
         };
-        let key = fast::free_key();
         // SAFETY: the caller's contract: an item of the class zone of this
         // layout (no destructor, no limit).
-        if unsafe {
-            fast::holds_key(ptr, key)
-                || !slot.free_stamped_ungated_via::<A>(NonNull::new_unchecked(ptr), key)
-        } {
-            return false;
-        }
-        after_free::<A>(c, slot);
-        true
+        unsafe { push::<A>(ptr, c, slot, fast::free_key()) }
     }
     #[cfg(feature = "invariants")]
     {

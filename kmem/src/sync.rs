@@ -33,7 +33,8 @@ pub(crate) use core::sync::atomic::Ordering;
 /// Process-wide plumbing: std's atomics and locks, under loom too (see
 /// the module doc).
 pub(crate) mod plain {
-    #[cfg_attr(any(loom, feature = "invariants"), allow(unused_imports))] // the fast path's are not built there
+    #[cfg_attr(any(loom, feature = "invariants"), allow(unused_imports))]
+    // the fast path's are not built there
     pub(crate) use core::sync::atomic::{
         AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
     };

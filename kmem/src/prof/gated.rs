@@ -9,7 +9,10 @@
 //! again, one push, and a look at the cache's counts, instead of the whole
 //! slow road.
 // With `invariants` there is no fast path to gate (no tables): unused.
-#![cfg_attr(feature = "invariants", allow(dead_code, clippy::extra_unused_type_parameters))]
+#![cfg_attr(
+    feature = "invariants",
+    allow(dead_code, clippy::extra_unused_type_parameters)
+)]
 
 use core::ptr::NonNull;
 

@@ -49,7 +49,10 @@
 //! A per-thread flag keeps the sampler from sampling anything it causes
 //! itself (and the dump's allocations).
 // With `invariants` there is no fast path to gate (no tables): unused.
-#![cfg_attr(feature = "invariants", allow(dead_code, clippy::extra_unused_type_parameters))]
+#![cfg_attr(
+    feature = "invariants",
+    allow(dead_code, clippy::extra_unused_type_parameters)
+)]
 
 use core::cell::Cell;
 use core::ptr::NonNull;

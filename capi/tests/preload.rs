@@ -697,6 +697,30 @@ fn c_dlopen_of_the_library() {
     eprintln!("{} ({:.2}s)", r.out().trim_end(), r.secs);
 }
 
+/// Every program run under the preload maps what the library needs: keep it
+/// to libc, the loader and the unwinder (libm came in once with the
+/// profiler's `ln`, and cost small programs about 350 KiB resident).
+#[test]
+fn c_library_needs_only_libc_and_the_unwinder() {
+    let Some(readelf) = which("readelf") else {
+        return skip("readelf not installed");
+    };
+    let r = run_ok(Command::new(readelf).arg("-d").arg(lib()), 60);
+    let out = r.out();
+    let needed: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| l.split('[').nth(1)?.split(']').next())
+        .collect();
+    assert!(!needed.is_empty(), "no NEEDED entries read:\n{out}");
+    for n in &needed {
+        let ok = ["libc.so.", "ld-linux", "libgcc_s.so."]
+            .iter()
+            .any(|p| n.starts_with(p));
+        assert!(ok, "libbsdalloc.so needs {n} (all: {needed:?})");
+    }
+}
+
 // ---------------------------------------------------------------- real programs
 
 #[test]

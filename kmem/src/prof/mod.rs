@@ -49,6 +49,7 @@
 mod flame;
 mod gated;
 mod heap;
+mod math;
 mod pprof;
 mod sample;
 mod symbols;

@@ -146,7 +146,7 @@ fn uniform(t: &ThreadState) -> f64 {
 
 /// An exponential gap of mean `interval` bytes (at least 1).
 fn exp_bytes(t: &ThreadState, interval: u64) -> u64 {
-    let g = -uniform(t).ln() * interval as f64;
+    let g = -super::math::ln(uniform(t)) * interval as f64;
     (g as u64).max(1)
 }
 
@@ -158,7 +158,7 @@ fn gap(t: &ThreadState, size: usize, interval: u64) -> u64 {
 
 /// Allocations one sample of a class-`size` block stands for.
 fn class_scale(size: usize, interval: u64) -> f64 {
-    1.0 / -(-(size as f64) / interval as f64).exp_m1()
+    1.0 / -super::math::exp_m1(-(size as f64) / interval as f64)
 }
 
 /// With the C ABI's fast frees, a thread's frees of a class are gated

@@ -164,7 +164,7 @@ impl<'a> Arena<'a> {
     /// Secures `BT_MAXALLOC` tags if a new round is starting (see
     /// `xalloc_fit`); fails only if the tag source cannot supply them.
     #[inline]
-    fn begin_round<'g>(
+    pub(super) fn begin_round<'g>(
         &'g self,
         g: Guard<'g, 'a>,
         flags: Flags,

@@ -35,6 +35,7 @@ mod builder;
 #[cfg(all(not(loom), feature = "std"))]
 mod fork;
 mod free;
+mod resize;
 mod segments;
 mod span;
 mod teardown;

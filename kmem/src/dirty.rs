@@ -372,6 +372,56 @@ pub(crate) unsafe fn free_large(arena: &Arena<'static>, addr: usize, bytes: usiz
             "kmem: freeing {bytes} bytes at {addr:#x} to the kernel arena: {e}"
         ));
     }
+    list_freed(arena, addr, bytes);
+}
+
+/// Shrinks the large block `[addr, addr + old)` to its first `new` bytes in
+/// place ([`vmem::Arena::xresize`]): the tail goes back to the arena with
+/// its pages kept, as [`free_large`] gives back a whole block. False (and
+/// nothing changed) if the arena refuses.
+///
+/// # Safety
+///
+/// `[addr, addr + old)` is a live large block of the arena (whole pages,
+/// above the quantum cache, as are `new` bytes); nothing uses its tail from
+/// now on.
+pub(crate) unsafe fn shrink_large(
+    arena: &Arena<'static>,
+    addr: usize,
+    old: usize,
+    new: usize,
+) -> bool {
+    let (tail, bytes) = (addr + new, old - new);
+    let keep = bytes <= dirty_budget();
+    if keep {
+        // Labelled before the arena has the pages: whoever takes them
+        // next must see that they hold data.
+        pagemeta::set(tail, bytes / PAGE_SIZE, WORD_DIRTY);
+        DIRTY.fetch_add(bytes, Ordering::Relaxed);
+    } else {
+        // Over the whole budget by itself (as in `free_large`): unbacked
+        // before the arena has it, so that it reads as zero, as its clean
+        // labels say. (Its contents are past the block's new end: nobody
+        // needs them, even if the arena refuses below.)
+        // SAFETY: the tail is ours and unused (the caller's promise).
+        unsafe { os::unback(tail, bytes) };
+    }
+    if arena.xresize(addr, old, new).is_err() {
+        if keep {
+            pagemeta::set(tail, bytes / PAGE_SIZE, 0);
+            DIRTY.fetch_sub(bytes, Ordering::Relaxed);
+        }
+        return false;
+    }
+    if keep {
+        list_freed(arena, tail, bytes);
+    }
+    true
+}
+
+/// Lists the dirty range `[addr, addr + bytes)` just freed to the arena,
+/// then purges what is over budget or old.
+fn list_freed(arena: &Arena<'static>, addr: usize, bytes: usize) {
     let now = crate::os::now_ns();
     let evicted = {
         let mut l = lists();

@@ -89,6 +89,7 @@ unsafe impl GlobalAlloc for Kmem {
             (None, None) if round_page(layout.size().max(1)) == round_page(new_size.max(1)) => {
                 return ptr
             }
+            (None, None) if resize_large(ptr, layout.size(), new_size) => return ptr,
             _ => {}
         }
         // SAFETY: GlobalAlloc's contract for realloc: new_size rounded to
@@ -105,6 +106,23 @@ unsafe impl GlobalAlloc for Kmem {
         }
         p
     }
+}
+
+/// `realloc` of a large block to another large page count, in place
+/// ([`crate::malloc::large_resize`]): true if done. Not for sampled blocks
+/// (the profiler keeps their size), nor when the page word disagrees with
+/// the layout (the move's `dealloc` reports that).
+fn resize_large(ptr: *mut u8, old_size: usize, new_size: usize) -> bool {
+    if crate::prof::tracking() {
+        return false;
+    }
+    let (Some(k), Some(old), Some(new)) = (kernel(), round_page(old_size), round_page(new_size))
+    else {
+        return false;
+    };
+    let n = old / PAGE_SIZE;
+    pagemeta::lookup(ptr as usize) == pagemeta::large_word(n)
+        && crate::malloc::large_resize(k, ptr as usize, n, new)
 }
 
 /// Everything but a hit of the fast path (see [`fast::alloc_slow`]).

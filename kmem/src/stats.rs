@@ -249,7 +249,7 @@ pub fn write_os_stats(w: &mut dyn fmt::Write) -> fmt::Result {
     let d = crate::dirty::dirty_stats();
     writeln!(
         w,
-        "dirty: {} KiB held (max {} KiB), {} KiB of free spans retained (max {} KiB); {} KiB reused, {} KiB purged, {} imports from retained spans, {} sweeps of the page words so far",
+        "dirty: {} KiB held (max {} KiB), {} KiB of free spans retained (max {} KiB); {} KiB reused, {} KiB purged, {} imports from retained spans, {} sweeps of the page words so far; {} large blocks resized in place",
         d.dirty / 1024,
         crate::dirty::dirty_budget() / 1024,
         d.retained / 1024,
@@ -257,7 +257,8 @@ pub fn write_os_stats(w: &mut dyn fmt::Write) -> fmt::Result {
         d.reused_total / 1024,
         d.purged_total / 1024,
         d.span_hits,
-        d.sweeps
+        d.sweeps,
+        crate::malloc::large_resized()
     )?;
     #[cfg(not(loom))]
     crate::timeout::write_timeout_stats(w)?;

@@ -145,6 +145,30 @@ pub(crate) fn large_alloc(
     NonNull::new(addr as *mut u8)
 }
 
+/// A large block of `size` bytes (page aligned) at the start of a free
+/// range of at least `room` bytes ([`vmem::Arena::alloc_with_room`]), so
+/// that it can grow in place later; `None` when no free range is that
+/// large now (nothing imported, no reclaim: the caller allocates as usual).
+fn large_alloc_with_room(k: &Kernel, size: usize, room: usize) -> Option<NonNull<u8>> {
+    let bytes = round_page(size)?;
+    if bytes <= QCACHE_MAX || bytes > crate::os::max_request() {
+        return None;
+    }
+    if !crate::pressure::charge(bytes, false, false) {
+        return None;
+    }
+    let Ok(addr) = k.arena.alloc_with_room(bytes, room) else {
+        crate::pressure::uncharge(bytes);
+        return None;
+    };
+    let n = bytes / PAGE_SIZE;
+    crate::dirty::taken(addr, n, 0, false);
+    pagemeta::set(addr, 1, pagemeta::large_word(n));
+    LARGE_ALLOCS.fetch_add(1, Ordering::Relaxed);
+    LARGE_PAGES.fetch_add(n as u64, Ordering::Relaxed);
+    NonNull::new(addr as *mut u8)
+}
+
 /// The largest alignment a large block may ask for.
 pub(crate) const MAX_ALIGN: usize = 1 << 30;
 
@@ -183,6 +207,72 @@ pub(crate) unsafe fn large_free(k: &Kernel, addr: usize, n: usize) {
         unsafe { crate::dirty::free_large(k.arena, addr, bytes) };
         crate::pressure::uncharge(bytes);
     }
+}
+
+/// Resizes the large block at `addr` (`n` pages) to `bytes` (whole pages)
+/// where it lies: growing takes the free pages right after it
+/// ([`vmem::Arena::xresize`], no copy), shrinking gives its tail back with
+/// the pages kept for reuse. False (nothing changed) when the arena cannot
+/// (busy neighbour, end of a span) or either size is the quantum cache's:
+/// then the caller moves the block.
+pub(crate) fn large_resize(k: &Kernel, addr: usize, n: usize, bytes: usize) -> bool {
+    let old = n * PAGE_SIZE;
+    if old <= QCACHE_MAX || bytes <= QCACHE_MAX || bytes % PAGE_SIZE != 0 {
+        return false;
+    }
+    if bytes > old {
+        let extra = bytes - old;
+        if bytes > crate::os::max_request() || !crate::pressure::charge(extra, false, false) {
+            return false;
+        }
+        if k.arena.xresize(addr, old, bytes).is_err() {
+            crate::pressure::uncharge(extra);
+            return false;
+        }
+        // Free arena pages: dirty ones are unlabelled (and no longer
+        // listed); they are the block's now, contents unspecified.
+        crate::dirty::taken(addr + old, extra / PAGE_SIZE, 0, false);
+        LARGE_PAGES.fetch_add((extra / PAGE_SIZE) as u64, Ordering::Relaxed);
+    } else if bytes < old {
+        // SAFETY: a live large block of ours above the quantum cache (the
+        // caller found its head word), as is its new size; its tail is not
+        // used from now on (the caller asked for less).
+        if !unsafe { crate::dirty::shrink_large(k.arena, addr, old, bytes) } {
+            return false;
+        }
+        crate::pressure::uncharge(old - bytes);
+        LARGE_PAGES.fetch_sub(((old - bytes) / PAGE_SIZE) as u64, Ordering::Relaxed);
+    }
+    pagemeta::set(addr, 1, pagemeta::large_word(bytes / PAGE_SIZE));
+    RESIZED.fetch_add(1, Ordering::Relaxed);
+    true
+}
+
+/// Large blocks resized in place (counted for the statistics).
+static RESIZED: AtomicU64 = AtomicU64::new(0);
+
+/// Large blocks resized in place so far.
+pub(crate) fn large_resized() -> u64 {
+    RESIZED.load(Ordering::Relaxed)
+}
+
+/// `realloc` of a large block of `n` pages at `ptr` to a large request,
+/// without moving it: a shrink by less than a quarter keeps the block as
+/// it is (a block that grows and shrinks around one size is not cut and
+/// regrown every time; its usable size stays), anything else asks
+/// [`large_resize`]. False: the caller moves the block.
+fn realloc_large_in_place(k: &Kernel, ptr: usize, n: usize, size: usize, align: usize) -> bool {
+    if class_of(size, align).is_some() || ptr % align != 0 {
+        return false;
+    }
+    let Some(want) = round_page(size) else {
+        return false;
+    };
+    let old = n * PAGE_SIZE;
+    if want <= old && want >= old - old / 4 {
+        return true;
+    }
+    large_resize(k, ptr, n, want)
 }
 
 /// Frees a pointer whose owner is known.
@@ -356,7 +446,30 @@ pub(crate) unsafe fn realloc_untyped(
     if fits_in_place(owner, size, align, ptr as usize) {
         return Some(old);
     }
-    let new = crate::fast::alloc_slow(size, align, flags)?;
+    let mut ask = size;
+    let mut roomy = None;
+    if let Owner::Large(n) = owner {
+        if realloc_large_in_place(k, ptr as usize, n, size, align) {
+            return Some(old);
+        }
+        if size > n * PAGE_SIZE {
+            // Growing, and the pages after it are taken: move it with a
+            // quarter more room, so that a block grown a little at a time
+            // is copied a bounded number of times (its usable size says
+            // so; the room is pages nobody touches until it grows), and
+            // where as much again is free after it to grow into (not
+            // through the profiler's sampling, which must see it).
+            ask = size.saturating_add(size / 4);
+            if align <= PAGE_SIZE && !flags.contains(Flags::ZERO) && !crate::prof::on() {
+                roomy = large_alloc_with_room(k, ask, ask.saturating_mul(2));
+            }
+        }
+    }
+    let new = match roomy.or_else(|| crate::fast::alloc_slow(ask, align, flags)) {
+        Some(p) => p,
+        None if ask != size => crate::fast::alloc_slow(size, align, flags)?,
+        None => return None,
+    };
     // SAFETY: both live and distinct; copy what both hold.
     unsafe {
         ptr::copy_nonoverlapping(ptr, new.as_ptr(), owner.size().min(size));

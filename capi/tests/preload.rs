@@ -569,6 +569,19 @@ fn c_realloc_patterns_keep_contents() {
     }
 }
 
+/// `posix_memalign` with alignments up to 2 MiB and `calloc` of the same
+/// sizes, churned: aligned and zero every time (checked by the program).
+#[test]
+fn c_aligned_and_calloc_churn() {
+    let d = scratch("aligned");
+    let exe = gcc("aligned.c", &d, &[]);
+    same_with_and_without("aligned", 120, || {
+        let mut c = Command::new(&exe);
+        c.arg("20000");
+        c
+    });
+}
+
 #[test]
 fn c_fork_from_threaded_parent() {
     let d = scratch("fork");

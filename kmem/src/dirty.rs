@@ -271,20 +271,80 @@ fn publish(l: &Lists) {
 /// Labels `npages` pages just taken from the kernel arena with `word`; the
 /// dirty ones among them are zero-filled first if `zero`.
 pub(crate) fn taken(addr: usize, npages: usize, word: usize, zero: bool) {
-    let mut dirty = 0;
+    let (mut dirty, mut unbacked) = (0, 0);
+    // The current run of dirty pages to clear: (start, bytes).
+    let mut run = (0usize, 0usize);
     pagemeta::replace(addr, npages, word, |page| {
         dirty += PAGE_SIZE;
         if zero {
-            // SAFETY: a page of the range the caller just took from the
-            // arena: ours, and nobody else's yet.
-            unsafe { core::ptr::write_bytes(page as *mut u8, 0, PAGE_SIZE) };
+            if run.1 != 0 && run.0 + run.1 == page {
+                run.1 += PAGE_SIZE;
+            } else {
+                unbacked += clear_run(run);
+                run = (page, PAGE_SIZE);
+            }
         }
     });
+    unbacked += clear_run(run);
     if dirty != 0 {
         DIRTY.fetch_sub(dirty, Ordering::Relaxed);
-        REUSED.fetch_add(dirty, Ordering::Relaxed);
+        REUSED.fetch_add(dirty - unbacked, Ordering::Relaxed);
         lists().forget(addr, addr + npages * PAGE_SIZE);
     }
+}
+
+/// Dirty runs this long or longer are looked at before they are cleared
+/// for a zero-filled allocation: a freed block's pages are all labelled
+/// dirty, touched or not, and writing zeros over untouched ones faults
+/// each of them in (a `calloc` of a reused 4 MiB range made it all
+/// resident where the program had written 4 KiB).
+const LOOK_RUN: usize = 16 * PAGE_SIZE;
+/// Pages looked at with one `mincore` call.
+const LOOK_PAGES: usize = 256;
+
+/// Clears a run of dirty pages the caller just took from the arena (see
+/// [`taken`]). A long run is cleared a piece of up to [`LOOK_PAGES`] at a
+/// time: a piece mostly not resident (never touched, or swapped out) is
+/// unbacked (`MADV_DONTNEED`: it then reads as zero and costs nothing
+/// until touched), one mostly resident gets zeros written (cheaper than
+/// the page faults that unbacking would cost a program that writes it
+/// all, as `vec![0; n]` and `calloc` users do). Either way every byte
+/// reads as zero afterwards; `mincore` only chooses how. Returns the
+/// bytes unbacked.
+fn clear_run((start, bytes): (usize, usize)) -> usize {
+    let mut unbacked = 0;
+    let mut at = start;
+    let end = start + bytes;
+    while at < end {
+        let len = (end - at).min(LOOK_PAGES * PAGE_SIZE);
+        if len >= LOOK_RUN && mostly_absent(at, len) {
+            // SAFETY: whole pages of the range the caller just took from
+            // the arena: ours, nobody else's yet, their contents dead.
+            unsafe { os::unback(at, len) };
+            PURGED.fetch_add(len, Ordering::Relaxed);
+            unbacked += len;
+        } else {
+            // SAFETY: as above.
+            unsafe { core::ptr::write_bytes(at as *mut u8, 0, len) };
+        }
+        at += len;
+    }
+    unbacked
+}
+
+/// Whether fewer than half of the pages of `[addr, addr + len)` (at most
+/// [`LOOK_PAGES`]) are resident. False if `mincore` fails.
+fn mostly_absent(addr: usize, len: usize) -> bool {
+    let mut vec = [0u8; LOOK_PAGES];
+    // SAFETY: the range is mapped memory of ours, `len / PAGE_SIZE <=
+    // LOOK_PAGES` bytes of `vec` are written.
+    let r = unsafe { libc::mincore(addr as *mut libc::c_void, len, vec.as_mut_ptr()) };
+    if r != 0 {
+        return false;
+    }
+    let pages = len / PAGE_SIZE;
+    let resident = vec[..pages].iter().filter(|&&b| b & 1 != 0).count();
+    resident * 2 < pages
 }
 
 /// Labels `npages` pages just taken from the kernel arena for the metadata

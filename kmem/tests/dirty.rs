@@ -75,6 +75,45 @@ fn zero_filled_allocations_never_see_old_data() {
     small.into_iter().for_each(free);
 }
 
+/// A zero-filled allocation over dirty pages the freed block never
+/// touched unbacks them instead of writing zeros over them (which would
+/// fault every one in); over pages it did write, it writes zeros. Both
+/// read zero.
+#[test]
+fn zero_filled_allocations_do_not_fault_in_untouched_dirty_pages() {
+    let _s = serial();
+    let size = 4 << 20;
+    for touched in [false, true] {
+        let p = kmem::malloc(size, &M_DIRTY, Flags::WAITOK)
+            .unwrap()
+            .as_ptr();
+        // One byte in every 16th page, or every page.
+        let step = if touched { 4096 } else { 16 * 4096 };
+        for i in (0..size).step_by(step) {
+            // SAFETY: `size` bytes of ours.
+            unsafe { p.add(i).write(0xab) };
+        }
+        free(p);
+        let before = dirty_stats();
+        let resident = kmem::os_stats().resident;
+        let z = kmem::malloc(size, &M_DIRTY, Flags::WAITOK.with(Flags::ZERO)).unwrap();
+        let after = dirty_stats();
+        let unbacked = after.purged_total - before.purged_total;
+        let grew = kmem::os_stats().resident.saturating_sub(resident);
+        assert!(all_zero(z.as_ptr(), size), "touched {touched}");
+        if touched {
+            assert!(
+                unbacked < size / 4,
+                "written pages zeroed in place: {unbacked} unbacked"
+            );
+        } else {
+            assert!(unbacked >= size / 2, "untouched pages unbacked: {unbacked}");
+            assert!(grew < size / 4, "resident grew by {grew}");
+        }
+        free(z.as_ptr());
+    }
+}
+
 #[test]
 fn freed_pages_are_reused_without_new_memory() {
     let _s = serial();

@@ -697,7 +697,9 @@ fn broken_header(k: &crate::kernel::Kernel, u: usize, op: &'static str) {
 fn owner_at(k: &crate::kernel::Kernel, inner: usize) -> Option<Owner> {
     let word = pagemeta::lookup(inner);
     match word & pagemeta::TAG_MASK {
-        pagemeta::TAG_SLAB | pagemeta::TAG_LARGE => owner_of(k, inner, "debug"),
+        pagemeta::TAG_SLAB | pagemeta::TAG_LARGE | pagemeta::TAG_LARGE_X => {
+            owner_of(k, inner, "debug")
+        }
         _ => None,
     }
 }
@@ -872,7 +874,7 @@ fn in_quarantine(u: usize) -> bool {
 /// page word, without a report (the block may be changing hands).
 fn large_bytes(inner: usize) -> Option<usize> {
     let word = pagemeta::lookup(inner);
-    (word & pagemeta::TAG_MASK == pagemeta::TAG_LARGE).then_some((word >> 3) * PAGE_SIZE)
+    pagemeta::is_large(word).then_some((word >> 3) * PAGE_SIZE)
 }
 
 /// Parks a freed large inner block unbacked and inaccessible; the oldest

@@ -1,4 +1,4 @@
-/* posix_memalign churn, alignments 16 B .. 2 MiB, sizes up to twice the alignment, with a calloc'd block of the same size checked zero every 7th step: exit 0 if every block was aligned and every calloc zero. (A calloc over a freed block's untouched dirty pages once made them all resident: 377 MB peak here, glibc 45 MB; now 131 MB.) */
+/* posix_memalign churn, alignments 16 B .. 2 MiB, sizes up to twice the alignment, with a calloc'd block of the same size checked zero every 7th step: exit 0 if every block was aligned and every calloc zero. (Over-aligned frees piled up in the quantum cache and a calloc over a freed block's untouched dirty pages faulted them all in: 377 MB peak at 100000 steps, glibc 45 MB; now 4.9 MB.) */
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>

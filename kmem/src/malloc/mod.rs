@@ -38,7 +38,7 @@ use crossbeam_utils::{Backoff, CachePadded};
 use crate::classes::{class_of, CLASS_NAMES, CLASS_SIZES};
 use crate::kernel::{arena_pages, charged, kernel, vflags, Kernel, QCACHE_MAX};
 use crate::os::{round_page, PAGE_SIZE};
-use crate::pagemeta::{self, TAG_LARGE, TAG_MASK, TAG_SLAB};
+use crate::pagemeta::{self, TAG_LARGE, TAG_LARGE_X, TAG_MASK, TAG_SLAB};
 use crate::report::{report, Report, ReportKind};
 use crate::Flags;
 
@@ -92,7 +92,7 @@ pub(crate) fn owner_of(k: &Kernel, ptr: usize, op: &'static str) -> Option<Owner
             }
             Some(Owner::Class(c))
         }
-        TAG_LARGE if ptr % PAGE_SIZE == 0 => Some(Owner::Large(word >> 3)),
+        TAG_LARGE | TAG_LARGE_X if ptr % PAGE_SIZE == 0 => Some(Owner::Large(word >> 3)),
         _ if word == pagemeta::WORD_INTERNAL => bad(ReportKind::InternalMemory, ""),
         // A page of a freed large block that still has its data (see
         // `dirty`): freed already, most likely by this same pointer.
@@ -126,6 +126,7 @@ pub(crate) fn large_alloc(
         return None;
     }
     let n = bytes / PAGE_SIZE;
+    let mut word = pagemeta::large_word(n);
     let addr = if bytes <= QCACHE_MAX && align <= PAGE_SIZE {
         // Charged here (the quantum cache's own ranges are not).
         let addr = charged(bytes, vf, |_| k.arena.alloc(bytes, vf))?;
@@ -137,9 +138,13 @@ pub(crate) fn large_alloc(
         }
         addr
     } else {
+        if bytes <= QCACHE_MAX {
+            // Over-aligned: not through the quantum cache, nor back.
+            word = pagemeta::large_word_x(n);
+        }
         arena_pages(k.arena, bytes, align.max(PAGE_SIZE), vf, 0, zero)?
     };
-    pagemeta::set(addr, 1, pagemeta::large_word(n));
+    pagemeta::set(addr, 1, word);
     LARGE_ALLOCS.fetch_add(1, Ordering::Relaxed);
     LARGE_PAGES.fetch_add(n as u64, Ordering::Relaxed);
     NonNull::new(addr as *mut u8)
@@ -194,8 +199,9 @@ pub(crate) unsafe fn large_free(k: &Kernel, addr: usize, n: usize) {
     let bytes = n * PAGE_SIZE;
     LARGE_FREES.fetch_add(1, Ordering::Relaxed);
     LARGE_PAGES.fetch_sub(n as u64, Ordering::Relaxed);
+    let direct = pagemeta::lookup(addr) & TAG_MASK == TAG_LARGE_X;
     pagemeta::set(addr, 1, 0);
-    if bytes <= QCACHE_MAX && addr % PAGE_SIZE == 0 {
+    if bytes <= QCACHE_MAX && !direct {
         if let Err(e) = k.arena.free(addr, bytes) {
             crate::report::fatal(format_args!(
                 "kmem: freeing {bytes} bytes at {addr:#x}: {e}"

@@ -97,6 +97,8 @@ fn main() {
             OursInstant,
             OursBest,
             OursNext,
+            OursInstantHandle,
+            OursBestHandle,
             Offset,
             Vmem1Instant,
             Vmem1Best,
@@ -115,7 +117,15 @@ fn main() {
     }
     let quick = args.iter().any(|a| a == "quick");
     let fill_only = args.get(1).map(String::as_str) == Some("fill");
-    let random = [OursInstant, OursBest, Offset, Vmem1Instant, Range];
+    let random = [
+        OursInstant,
+        OursInstantHandle,
+        OursBest,
+        OursBestHandle,
+        Offset,
+        Vmem1Instant,
+        Range,
+    ];
     if !fill_only {
         tables(&random, quick);
     }

@@ -54,6 +54,9 @@ pub(crate) struct Bt {
     start: usize,
     size: usize,
     kind: SegmentKind,
+    /// A busy tag held by an [`Allocation`](crate::Allocation) handle
+    /// instead of the busy hash.
+    owned: bool,
     /// The freelist a free tag is on (its bin when inserted).
     bin: u16,
 }
@@ -111,6 +114,7 @@ impl Tag {
                 start: 0,
                 size: 0,
                 kind: SegmentKind::Free,
+                owned: false,
                 bin: 0,
             });
         }
@@ -129,6 +133,7 @@ impl Tag {
     field!(start, set_start, usize);
     field!(size, set_size, usize);
     field!(kind, set_kind, SegmentKind);
+    field!(owned, set_owned, bool);
     field!(bin, set_bin, u16);
 
     /// The last address of the segment (`BT_END`).

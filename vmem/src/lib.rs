@@ -29,6 +29,33 @@
 //! # Ok::<(), vmem::Error>(())
 //! ```
 //!
+//! # Freeing by handle
+//!
+//! [`Arena::free`] finds a segment's boundary tag from its address through
+//! the busy hash: a bucket, then the tag, two dependent cache misses once
+//! an arena outgrows the cache. [`Arena::alloc_handle`] (and
+//! [`Arena::xalloc_handle`]) return an [`Allocation`] instead: the address,
+//! the size and a handle to the tag, which [`Arena::free_handle`] takes
+//! back without a hash lookup, as `offset-allocator` frees by its
+//! `Allocation`. Such segments are in no hash (their allocation writes no
+//! bucket either) and cannot be freed by address. The handle cannot be
+//! copied and borrows the arena, so it always names a live busy tag of that
+//! arena; `free_handle` checks only that it comes from this arena (one
+//! comparison; [`Error::ForeignHandle`] otherwise). The lock and thread
+//! safety are unchanged.
+//!
+//! ```
+//! use vmem::{Arena, Flags};
+//!
+//! let heap = Arena::builder("gpu heap").span(0, 1 << 30).build()?;
+//! let a = heap.alloc_handle(3 << 20, Flags::NOWAIT | Flags::INSTANTFIT)?;
+//! let b = heap.alloc_handle(1 << 20, Flags::NOWAIT | Flags::INSTANTFIT)?;
+//! assert_eq!(b.addr(), a.addr() + a.size());
+//! heap.free_handle(a)?;
+//! heap.free_handle(b)?;
+//! # Ok::<(), vmem::Error>(())
+//! ```
+//!
 //! # Terms
 //!
 //! - *span*: a range the arena manages, added with [`Arena::add`] (static,
@@ -94,6 +121,8 @@
 //! - [`StandaloneTags`] gives each tag a 64-byte cache line, and maps its
 //!   chunks on transparent huge pages once it holds 2 MiB of tags.
 //! - A free wakes `WAITOK` sleepers only when there are some.
+//! - Segments may be held by a handle instead of the busy hash (see
+//!   [Freeing by handle](#freeing-by-handle)).
 //! - Placement arithmetic is exact at the top of the address space.
 //! - Bad input returns an [`Error`] instead of tripping an assertion, and a
 //!   `WAITOK` sleeper retries its import every 50 ms (FreeBSD's periodic
@@ -248,7 +277,7 @@ mod stats;
 mod sync;
 
 pub use arena::{
-    Arena, ArenaBuilder, BT_MAXALLOC, BT_MAXFREE, QCACHE_MAX_CLASSES, QCACHE_MIN_ADDR,
+    Allocation, Arena, ArenaBuilder, BT_MAXALLOC, BT_MAXFREE, QCACHE_MAX_CLASSES, QCACHE_MIN_ADDR,
 };
 #[cfg(feature = "std")]
 pub use btag::StandaloneTags;

@@ -1,0 +1,148 @@
+//! Segments held by a handle instead of the busy hash:
+//! [`Arena::alloc_handle`], [`Arena::xalloc_handle`] and
+//! [`Arena::free_handle`]. FreeBSD has no counterpart.
+//!
+//! `free(addr, size)` must find the segment's boundary tag from its address:
+//! a hash bucket, then the tag (and a colliding one now and then), each a
+//! cache miss once the arena outgrows the cache. An [`Allocation`] carries
+//! its tag, so its free starts at the tag, and its allocation writes no
+//! hash bucket either. The handle cannot be copied and borrows the arena,
+//! so it names a live busy tag of that arena until it is freed: the only
+//! check left is that it is given back to the arena it came from (one
+//! comparison).
+
+use super::{bug, Arena};
+use crate::btag::{SegmentKind, Tag};
+use crate::fit::Constraints;
+use crate::{Error, Flags};
+use core::marker::PhantomData;
+
+/// A segment allocated with [`Arena::alloc_handle`] or
+/// [`Arena::xalloc_handle`]: its address, its size, and a handle to its
+/// boundary tag, given back with [`Arena::free_handle`].
+///
+/// It cannot be copied or cloned, and it borrows the arena, which can
+/// therefore be neither moved, destroyed nor dropped while the handle
+/// lives. The segment is in no busy hash: [`Arena::free`] and
+/// [`Arena::xfree`] do not know it (they fail with
+/// [`Error::NotAllocated`]). Dropping the handle without freeing it leaves
+/// the segment allocated for the rest of the arena's life, as forgetting an
+/// address would.
+#[must_use = "a segment whose handle is dropped stays allocated"]
+pub struct Allocation<'r> {
+    tag: Tag,
+    addr: usize,
+    size: usize,
+    /// The arena it came from, for [`Arena::free_handle`]'s check.
+    arena: *const (),
+    _arena: PhantomData<&'r ()>,
+}
+
+// SAFETY: the handle's tag is only touched by `free_handle`, under the lock
+// of the arena it came from (checked first); the handle itself is plain
+// data, so it may move to and be read from any thread (arenas are shared
+// between threads).
+unsafe impl Send for Allocation<'_> {}
+// SAFETY: as for `Send`: `&Allocation` only reads `addr` and `size`.
+unsafe impl Sync for Allocation<'_> {}
+
+impl Allocation<'_> {
+    /// The segment's first address.
+    #[inline]
+    pub fn addr(&self) -> usize {
+        self.addr
+    }
+
+    /// The segment's size (the request rounded up to the quantum).
+    #[inline]
+    pub fn size(&self) -> usize {
+        self.size
+    }
+}
+
+impl core::fmt::Debug for Allocation<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Allocation")
+            .field("addr", &self.addr)
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
+impl<'a> Arena<'a> {
+    /// The identity a handle records.
+    #[inline]
+    fn id(&self) -> *const () {
+        (self as *const Self).cast()
+    }
+
+    /// Allocates as [`Arena::alloc`] (instant, best or next fit by
+    /// `flags`), but returns the segment with a handle to its boundary tag,
+    /// which [`Arena::free_handle`] takes back without a hash lookup.
+    /// Never uses the quantum cache (its segments have no tags).
+    ///
+    /// ```
+    /// use vmem::{Arena, Flags};
+    ///
+    /// let arena = Arena::builder("gpu heap").span(0, 1 << 20).build()?;
+    /// let a = arena.alloc_handle(4096, Flags::NOWAIT | Flags::INSTANTFIT)?;
+    /// assert_eq!((a.addr(), a.size()), (0, 4096));
+    /// arena.free_handle(a)?;
+    /// # Ok::<(), vmem::Error>(())
+    /// ```
+    #[inline]
+    pub fn alloc_handle(&self, size: usize, flags: Flags) -> Result<Allocation<'_>, Error> {
+        let (addr, tag) = self.alloc_seg::<true>(size, flags)?;
+        Ok(self.handle(tag, addr, size))
+    }
+
+    /// Allocates as [`Arena::xalloc`] (under constraints), with a handle as
+    /// [`Arena::alloc_handle`].
+    pub fn xalloc_handle(
+        &self,
+        size: usize,
+        c: &Constraints,
+        flags: Flags,
+    ) -> Result<Allocation<'_>, Error> {
+        let (addr, tag) = self.xalloc_validated(size, c, flags, flags.validate()?, true)?;
+        Ok(self.handle(tag, addr, size))
+    }
+
+    /// The handle for a segment just allocated at `addr` for a request of
+    /// `size` (valid, so the rounding cannot overflow).
+    #[inline(always)]
+    fn handle(&self, tag: Tag, addr: usize, size: usize) -> Allocation<'_> {
+        Allocation {
+            tag,
+            addr,
+            size: (size + self.quantum_mask) & !self.quantum_mask,
+            arena: self.id(),
+            _arena: PhantomData,
+        }
+    }
+
+    /// Frees a segment allocated with [`Arena::alloc_handle`] or
+    /// [`Arena::xalloc_handle`]: as [`Arena::xfree`], from the tag the
+    /// handle names, with no hash lookup. A handle from another arena is
+    /// refused with [`Error::ForeignHandle`] (its segment stays allocated
+    /// there).
+    #[inline]
+    pub fn free_handle(&self, h: Allocation<'_>) -> Result<(), Error> {
+        if h.arena != self.id() {
+            return Err(Error::ForeignHandle {
+                arena: self.name,
+                addr: h.addr,
+            });
+        }
+        let t = h.tag;
+        let mut g = self.state.lock();
+        // A handle is made only by this arena, for a busy tag it marks as
+        // held, and is consumed here: anything else is a vmem bug.
+        if t.kind() != SegmentKind::Busy || !t.owned() || t.start() != h.addr {
+            bug("free_handle: the handle's tag is not its busy segment");
+        }
+        g.take_owned(t);
+        self.free_busy(g, t);
+        Ok(())
+    }
+}

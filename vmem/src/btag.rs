@@ -75,7 +75,9 @@ pub const TAG_LAYOUT: Layout = Layout::new::<Bt>();
 /// is only created from memory a [`TagSource`] handed to an arena, it is
 /// only used while holding that arena's lock (all handles are reached
 /// through the locked `State`), and it is not used after the tag is given
-/// back to the source.
+/// back to the source. One exception: an [`Allocation`](crate::Allocation)
+/// reads its busy tag's start and size without the lock, which no one
+/// writes while the tag is busy.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Tag(NonNull<Bt>);
 

@@ -28,43 +28,54 @@ use core::marker::PhantomData;
 /// [`Error::NotAllocated`]). Dropping the handle without freeing it leaves
 /// the segment allocated for the rest of the arena's life, as forgetting an
 /// address would.
+///
+/// Two words: the tag and the arena. The address and size are read from
+/// the tag (a busy tag's are fixed while it is busy), so a handle costs a
+/// vector of them no more than an `(address, size)` pair.
 #[must_use = "a segment whose handle is dropped stays allocated"]
 pub struct Allocation<'r> {
     tag: Tag,
-    addr: usize,
-    size: usize,
     /// The arena it came from, for [`Arena::free_handle`]'s check.
     arena: *const (),
     _arena: PhantomData<&'r ()>,
 }
 
-// SAFETY: the handle's tag is only touched by `free_handle`, under the lock
-// of the arena it came from (checked first); the handle itself is plain
-// data, so it may move to and be read from any thread (arenas are shared
-// between threads).
+// SAFETY: the handle's tag is only changed by `free_handle`, under the lock
+// of the arena it came from (checked first), which consumes the handle;
+// while the handle lives the tag is busy and its start and size, the only
+// fields read through `&Allocation`, are not written by anyone (see
+// `Allocation::addr`). So the handle may move to, and be read from, any
+// thread (arenas are shared between threads).
 unsafe impl Send for Allocation<'_> {}
-// SAFETY: as for `Send`: `&Allocation` only reads `addr` and `size`.
+// SAFETY: as for `Send`.
 unsafe impl Sync for Allocation<'_> {}
 
 impl Allocation<'_> {
     /// The segment's first address.
     #[inline]
     pub fn addr(&self) -> usize {
-        self.addr
+        // Read without the arena lock, the one exception to `Tag`'s rule: a
+        // busy tag's start and size are written when it becomes busy,
+        // before this handle existed (and any thread holding the handle
+        // received it after that), and not again until `free_handle` has
+        // consumed the handle. Nothing else writes a busy tag's start or
+        // size (merges and splits change free neighbours).
+        self.tag.start()
     }
 
     /// The segment's size (the request rounded up to the quantum).
     #[inline]
     pub fn size(&self) -> usize {
-        self.size
+        // As in `addr`.
+        self.tag.size()
     }
 }
 
 impl core::fmt::Debug for Allocation<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Allocation")
-            .field("addr", &self.addr)
-            .field("size", &self.size)
+            .field("addr", &self.addr())
+            .field("size", &self.size())
             .finish()
     }
 }
@@ -92,8 +103,8 @@ impl<'a> Arena<'a> {
     /// ```
     #[inline]
     pub fn alloc_handle(&self, size: usize, flags: Flags) -> Result<Allocation<'_>, Error> {
-        let (addr, tag) = self.alloc_seg::<true>(size, flags)?;
-        Ok(self.handle(tag, addr, size))
+        let (_, tag) = self.alloc_seg::<true>(size, flags)?;
+        Ok(self.handle(tag))
     }
 
     /// Allocates as [`Arena::xalloc`] (under constraints), with a handle as
@@ -104,18 +115,15 @@ impl<'a> Arena<'a> {
         c: &Constraints,
         flags: Flags,
     ) -> Result<Allocation<'_>, Error> {
-        let (addr, tag) = self.xalloc_validated(size, c, flags, flags.validate()?, true)?;
-        Ok(self.handle(tag, addr, size))
+        let (_, tag) = self.xalloc_validated(size, c, flags, flags.validate()?, true)?;
+        Ok(self.handle(tag))
     }
 
-    /// The handle for a segment just allocated at `addr` for a request of
-    /// `size` (valid, so the rounding cannot overflow).
+    /// The handle for the busy tag of a segment just allocated.
     #[inline(always)]
-    fn handle(&self, tag: Tag, addr: usize, size: usize) -> Allocation<'_> {
+    fn handle(&self, tag: Tag) -> Allocation<'_> {
         Allocation {
             tag,
-            addr,
-            size: (size + self.quantum_mask) & !self.quantum_mask,
             arena: self.id(),
             _arena: PhantomData,
         }
@@ -131,14 +139,14 @@ impl<'a> Arena<'a> {
         if h.arena != self.id() {
             return Err(Error::ForeignHandle {
                 arena: self.name,
-                addr: h.addr,
+                addr: h.addr(),
             });
         }
         let t = h.tag;
         let mut g = self.state.lock();
         // A handle is made only by this arena, for a busy tag it marks as
         // held, and is consumed here: anything else is a vmem bug.
-        if t.kind() != SegmentKind::Busy || !t.owned() || t.start() != h.addr {
+        if t.kind() != SegmentKind::Busy || !t.owned() {
             bug("free_handle: the handle's tag is not its busy segment");
         }
         g.take_owned(t);

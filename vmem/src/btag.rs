@@ -76,8 +76,8 @@ pub const TAG_LAYOUT: Layout = Layout::new::<Bt>();
 /// only used while holding that arena's lock (all handles are reached
 /// through the locked `State`), and it is not used after the tag is given
 /// back to the source. One exception: an [`Allocation`](crate::Allocation)
-/// reads its busy tag's start and size without the lock, which no one
-/// writes while the tag is busy.
+/// reads its busy tag's start, size, kind and mark (`owned`) without the
+/// lock, which no one writes while the tag is busy.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Tag(NonNull<Bt>);
 

@@ -170,7 +170,9 @@ fn fill_table(quick: bool) {
     println!("|---|---|");
     for k in [
         OursInstant,
+        OursInstantHandle,
         OursBest,
+        OursBestHandle,
         OursNext,
         Offset,
         Vmem1Instant,

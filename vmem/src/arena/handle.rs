@@ -115,7 +115,7 @@ impl<'a> Arena<'a> {
         c: &Constraints,
         flags: Flags,
     ) -> Result<Allocation<'_>, Error> {
-        let (_, tag) = self.xalloc_validated(size, c, flags, flags.validate()?, true)?;
+        let (_, tag) = self.xalloc_validated::<true>(size, c, flags, flags.validate()?)?;
         Ok(self.handle(tag))
     }
 

@@ -256,8 +256,8 @@ impl State<'_> {
 
     /// Carves `[start, start + size)` out of the free segment `t`
     /// (`vmem_clip`); uses at most two spare tags. Returns the busy tag,
-    /// recorded as [`insbusy`](Self::insbusy) says for `owned`.
-    pub(super) fn clip(&mut self, t: Tag, start: usize, size: usize, owned: bool) -> Tag {
+    /// recorded as [`insbusy`](Self::insbusy) says for `OWNED`.
+    pub(super) fn clip<const OWNED: bool>(&mut self, t: Tag, start: usize, size: usize) -> Tag {
         debug_assert!(t.kind() == SegmentKind::Free && t.size() >= size);
         if t.start() != start {
             let front = self.bt_alloc();
@@ -269,11 +269,7 @@ impl State<'_> {
             self.insfree(front);
             self.seg_insert_before(front, t);
         }
-        if owned {
-            self.clip_front::<true>(t, size)
-        } else {
-            self.clip_front::<false>(t, size)
-        }
+        self.clip_front::<OWNED>(t, size)
     }
 
     /// Carves the first `size` bytes out of the free segment `t`, which is

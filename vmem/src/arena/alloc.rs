@@ -196,7 +196,6 @@ impl<'a> Arena<'a> {
 
     /// Next fit (`vmem_xalloc_nextfit`): walk the segment list from the
     /// cursor, wrapping around, and leave the cursor after the allocation.
-    #[inline]
     fn xalloc_nextfit<'g, const OWNED: bool>(
         &'g self,
         mut g: Guard<'g, 'a>,

@@ -67,8 +67,15 @@ fn random(c: &mut Criterion) {
 
 fn ids(c: &mut Criterion) {
     use Kind::*;
-    let all: &[Kind] = &[OursNext, OursInstant, Offset, Vmem1Next, Range];
-    let big: &[Kind] = &[OursNext, OursInstant, Offset];
+    let all: &[Kind] = &[
+        OursNext,
+        OursInstant,
+        OursInstantHandle,
+        Offset,
+        Vmem1Next,
+        Range,
+    ];
+    let big: &[Kind] = &[OursNext, OursInstant, OursInstantHandle, Offset];
     group(
         c,
         "ids",

@@ -151,7 +151,14 @@ fn tables(random: &[Kind], quick: bool) {
         "IDs (size 1; next fit for the vmems)",
         true,
         &[100, 10_000, 1_000_000],
-        &[OursNext, OursInstant, Offset, Vmem1Next, Range],
+        &[
+            OursNext,
+            OursInstant,
+            OursInstantHandle,
+            Offset,
+            Vmem1Next,
+            Range,
+        ],
         &|k| match k {
             Vmem1Next | Range => 10_000,
             _ => usize::MAX,

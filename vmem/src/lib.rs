@@ -226,45 +226,47 @@
 //!
 //! Wall clock (`cargo run --release -p bsdalloc-vmem --example compare`,
 //! the allocators interleaved in one process, 7 repetitions each; three
-//! runs at load average 3.3-5.9 on 2 cores, so the figures are only good
-//! to a factor of about 1.5; each cell the median of the three runs'
+//! runs at load average 1.5-2.6 on 2 cores, so the figures are only good
+//! to a factor of about 1.3; each cell the median of the three runs'
 //! medians, ns per pair; in brackets the median of the three runs' ratios
 //! to offset-allocator, which is **not thread-safe** where ours takes a
 //! lock on every call):
 //!
 //! | random sizes, ns per pair | 10^2 live | 10^4 live | 10^5 live | 10^6 live |
 //! |---|---|---|---|---|
-//! | ours, instant fit, by handle | **254 (0.84x)** | 539 (1.47x) | **963 (0.88x)** | **1,239 (0.84x)** |
-//! | ours, instant fit, by address | 289 (1.03x) | 647 (1.77x) | 1,504 (1.39x) | 1,875 (1.32x) |
-//! | ours, best fit, by handle | 242 (0.84x) | 488 (1.50x) | 1,725 (1.49x) | 14,426 |
-//! | ours, best fit, by address | 287 | 691 | 2,311 | 15,667 |
-//! | offset-allocator (**not thread-safe**) | 289 | 366 | 1,089 | 1,468 |
-//! | vmem 1.0, instant fit | 294 (77 failed) | 2,205 | 198,337 | - |
-//! | range-alloc (not thread-safe) | 559 | 6,379 | - | - |
+//! | ours, instant fit, by handle | **159 (0.86x)** | 237 (1.11x) | 613 (1.08x) | **920 (0.81x)** |
+//! | ours, instant fit, by address | 196 (1.02x) | 295 (1.38x) | 920 (1.61x) | 1,230 (1.16x) |
+//! | ours, best fit, by handle | 156 (0.83x) | 256 (1.20x) | 955 (1.68x) | 9,211 |
+//! | ours, best fit, by address | 192 | 350 | 1,247 | 9,980 |
+//! | offset-allocator (**not thread-safe**) | 192 | 213 | 570 | 1,095 |
+//! | vmem 1.0, instant fit | 215 (77 failed) | 2,132 | 124,135 | - |
+//! | range-alloc (not thread-safe) | 367 | 4,283 | - | - |
 //!
 //! | IDs, ns per pair | 10^2 live | 10^4 live | 10^6 live |
 //! |---|---|---|---|
-//! | ours, next fit | 240 | 362 | 1,762 |
-//! | ours, instant fit | 130 | 172 | 1,071 |
-//! | offset-allocator (not thread-safe) | 91 | 82 | 831 |
-//! | vmem 1.0, next fit | 210 | 1,721 | - |
-//! | range-alloc (not thread-safe) | 61 | 98 | - |
+//! | ours, next fit | 155 | 359 | 1,227 |
+//! | ours, instant fit | 86 | 157 | 805 |
+//! | ours, instant fit, by handle | 62 (0.97x) | 137 (1.37x) | 564 (0.94x) |
+//! | offset-allocator (not thread-safe) | 64 | 105 | 600 |
+//! | vmem 1.0, next fit | 167 | 2,067 | - |
+//! | range-alloc (not thread-safe) | 49 | 133 | - |
 //!
-//! The ratios swing from run to run: by handle, 0.77-0.88x at 10^2,
-//! 0.69-1.54x at 10^4, 0.66-1.14x at 10^5 in these runs, and 1.17x and
-//! 1.13x at 10^4 in two runs at load 2.3-3.3 the hour before (a build 10
-//! instructions slower). Before and after, each allocator in a process of
-//! its own (`compare one KIND LIVE 200000` of this crate and of commit
-//! 489c63d, before handles, interleaved; 15 repetitions at load 3.3-5.0;
-//! medians, and in brackets the median of each repetition's ratio to
-//! offset-allocator's run next to it):
+//! The ratios move with the load: by handle, 0.83-0.87x at 10^2,
+//! 1.04-1.41x at 10^4 and 1.07-1.30x at 10^5 in these runs; three runs at
+//! load 3.3-5.9 gave medians of 0.84x, 1.47x and 0.88x (a larger tag
+//! footprint suffers more from other processes sharing the caches).
+//! Before and after, each allocator in a process of its own (`compare one
+//! KIND LIVE 200000` of this crate and of commit 489c63d, before handles,
+//! interleaved; 15 repetitions at load 1.6-1.8; medians, and in brackets
+//! the median of each repetition's ratio to offset-allocator's run next to
+//! it):
 //!
 //! | instant fit, ns per pair | 10^2 live | 10^4 live | 10^5 live |
 //! |---|---|---|---|
-//! | ours by address, 489c63d | 193 (1.01x) | 373 (1.97x) | 1,166 (1.47x) |
-//! | ours by address | 195 (1.01x) | 360 (1.77x) | 1,125 (1.43x) |
-//! | ours by handle | **163 (0.84x)** | 285 (1.33x) | **745 (1.01x)** |
-//! | offset-allocator (**not thread-safe**) | 192 | 210 | 762 |
+//! | ours by address, 489c63d | 140 (1.06x) | 185 (1.42x) | 1,036 (1.67x) |
+//! | ours by address | 144 (1.03x) | 279 (1.36x) | 1,015 (1.68x) |
+//! | ours by handle | **114 (0.87x)** | 240 (1.10x) | 709 (1.12x) |
+//! | offset-allocator (**not thread-safe**) | 135 | 205 | 628 |
 //!
 //! Fill at the first failure (a 2^22-unit space, random sizes, a random
 //! free every other step; mean of seeds 7, 8, 9; deterministic; by handle
@@ -280,13 +282,15 @@
 //! | range-alloc | 0.999 |
 //!
 //! Against issue 19's bar (<= 1.0x offset-allocator per pair at 10^2,
-//! 10^4 and 10^5 live): by handle, 10^2 holds (0.84x, and 477 against 613
-//! instructions); 10^5 is at the bar (0.88x and 1.01x in the two
-//! measurements above, up to 1.2x in single runs); 10^4 misses it by about
-//! a third (1.33x and 1.47x), the L2 footprint of the tags above. By
-//! address (through the busy hash) 10^2 is at the bar and 10^4 and 10^5
-//! miss it by 1.4-1.8x, as before; none of the three is slower than
-//! before the handles (same instruction and miss counts within 0.3%).
+//! 10^4 and 10^5 live): by handle, 10^2 holds (0.86x and 0.87x; 477
+//! against 613 instructions); 10^4 and 10^5 miss it by about a tenth at
+//! low load (1.11x and 1.10x; 1.08x and 1.12x), by more under load at
+//! 10^4 (1.47x): the footprint of the tags above, not instructions (453
+//! and 454 against 577 and 569) nor L1 misses (6.2 and 6.3 against 6.9
+//! and 6.5). By address (through the busy hash) 10^2 is at the bar and
+//! 10^4 and 10^5 miss it by 1.4-1.7x, as before; neither is slower than
+//! before the handles (the same instruction and miss counts within 0.3%,
+//! and the same ratios to offset-allocator in the interleaved runs).
 //!
 //! # Measured
 //!
@@ -295,9 +299,9 @@
 //! 453 at 10^4, 454 at 10^5 and 508 at 10^6 (callgrind, driver included),
 //! a 10^6 / 10^2 ratio of **1.06**; by address 567, 542, 541 and 582,
 //! **1.03**. Its time does grow, with cache misses (by handle 5.8 L1 and
-//! 4.3 last-level misses per pair at 10^6, none at 10^2): by handle 254 ns at
-//! 10^2 and 1,239 ns at 10^6 in the runs above, as offset-allocator's
-//! grows from 289 to 1,468 ns (4.6 L1 and 2.9 last-level misses at 10^6).
+//! 4.3 last-level misses per pair at 10^6, none at 10^2): by handle 159 ns at
+//! 10^2 and 920 ns at 10^6 in the runs above, as offset-allocator's
+//! grows from 192 to 1,095 ns (4.6 L1 and 2.9 last-level misses at 10^6).
 //!
 //! Instant fit is O(1) in the number of live segments. `cargo bench -p bsdalloc-vmem`
 //! (criterion medians, 2-core VM, 2026-11-21): an alloc+free pair of 4

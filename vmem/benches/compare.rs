@@ -6,6 +6,8 @@
 //! - `random/N`: N live segments of 1..=1024 units (log-uniform); each
 //!   iteration frees a random live segment and allocates a new one (ns per
 //!   alloc+free pair);
+//!   `ours_*_handle` frees by handle (`alloc_handle`/`free_handle`), as
+//!   offset-allocator does;
 //! - `ids/N`: the same with size 1 (next fit where the allocator has it).
 //!
 //! vmem 1.0 and range-alloc are left out where one step takes tens of
@@ -46,8 +48,15 @@ fn group(c: &mut Criterion, name: &str, ids: bool, cases: &[(usize, &[Kind])]) {
 
 fn random(c: &mut Criterion) {
     use Kind::*;
-    let all: &[Kind] = &[OursInstant, OursBest, Offset, Vmem1Instant, Range];
-    let big: &[Kind] = &[OursInstant, OursBest, Offset];
+    let all: &[Kind] = &[
+        OursInstant,
+        OursInstantHandle,
+        OursBest,
+        Offset,
+        Vmem1Instant,
+        Range,
+    ];
+    let big: &[Kind] = &[OursInstant, OursInstantHandle, OursBest, Offset];
     group(
         c,
         "random",
@@ -58,8 +67,15 @@ fn random(c: &mut Criterion) {
 
 fn ids(c: &mut Criterion) {
     use Kind::*;
-    let all: &[Kind] = &[OursNext, OursInstant, Offset, Vmem1Next, Range];
-    let big: &[Kind] = &[OursNext, OursInstant, Offset];
+    let all: &[Kind] = &[
+        OursNext,
+        OursInstant,
+        OursInstantHandle,
+        Offset,
+        Vmem1Next,
+        Range,
+    ];
+    let big: &[Kind] = &[OursNext, OursInstant, OursInstantHandle, Offset];
     group(
         c,
         "ids",

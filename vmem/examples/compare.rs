@@ -97,6 +97,8 @@ fn main() {
             OursInstant,
             OursBest,
             OursNext,
+            OursInstantHandle,
+            OursBestHandle,
             Offset,
             Vmem1Instant,
             Vmem1Best,
@@ -115,7 +117,15 @@ fn main() {
     }
     let quick = args.iter().any(|a| a == "quick");
     let fill_only = args.get(1).map(String::as_str) == Some("fill");
-    let random = [OursInstant, OursBest, Offset, Vmem1Instant, Range];
+    let random = [
+        OursInstant,
+        OursInstantHandle,
+        OursBest,
+        OursBestHandle,
+        Offset,
+        Vmem1Instant,
+        Range,
+    ];
     if !fill_only {
         tables(&random, quick);
     }
@@ -141,7 +151,14 @@ fn tables(random: &[Kind], quick: bool) {
         "IDs (size 1; next fit for the vmems)",
         true,
         &[100, 10_000, 1_000_000],
-        &[OursNext, OursInstant, Offset, Vmem1Next, Range],
+        &[
+            OursNext,
+            OursInstant,
+            OursInstantHandle,
+            Offset,
+            Vmem1Next,
+            Range,
+        ],
         &|k| match k {
             Vmem1Next | Range => 10_000,
             _ => usize::MAX,
@@ -160,7 +177,9 @@ fn fill_table(quick: bool) {
     println!("|---|---|");
     for k in [
         OursInstant,
+        OursInstantHandle,
         OursBest,
+        OursBestHandle,
         OursNext,
         Offset,
         Vmem1Instant,

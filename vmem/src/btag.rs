@@ -54,6 +54,9 @@ pub(crate) struct Bt {
     start: usize,
     size: usize,
     kind: SegmentKind,
+    /// A busy tag held by an [`Allocation`](crate::Allocation) handle
+    /// instead of the busy hash.
+    owned: bool,
     /// The freelist a free tag is on (its bin when inserted).
     bin: u16,
 }
@@ -72,7 +75,11 @@ pub const TAG_LAYOUT: Layout = Layout::new::<Bt>();
 /// is only created from memory a [`TagSource`] handed to an arena, it is
 /// only used while holding that arena's lock (all handles are reached
 /// through the locked `State`), and it is not used after the tag is given
-/// back to the source.
+/// back to the source. One exception: an [`Allocation`](crate::Allocation)
+/// reads its busy tag's start, size, kind and mark (`owned`) without the
+/// lock, which no one writes while the tag is busy and held by a handle
+/// ([`Arena::xresize`](crate::Arena::xresize) changes the size of busy
+/// tags, under the lock, but only of those in the busy hash).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Tag(NonNull<Bt>);
 
@@ -111,6 +118,7 @@ impl Tag {
                 start: 0,
                 size: 0,
                 kind: SegmentKind::Free,
+                owned: false,
                 bin: 0,
             });
         }
@@ -129,6 +137,7 @@ impl Tag {
     field!(start, set_start, usize);
     field!(size, set_size, usize);
     field!(kind, set_kind, SegmentKind);
+    field!(owned, set_owned, bool);
     field!(bin, set_bin, u16);
 
     /// The last address of the segment (`BT_END`).

@@ -122,6 +122,9 @@ pub enum Error {
         size: usize,
         allocated: usize,
     },
+    /// `free_handle` of a handle from another arena (the segment stays
+    /// allocated in the arena it came from).
+    ForeignHandle { arena: Name, addr: usize },
     /// `destroy` of an arena that still has allocated segments.
     Busy {
         arena: Name,
@@ -194,6 +197,10 @@ impl fmt::Display for Error {
             Error::NotAllocated { arena, addr } => write!(
                 f,
                 "vmem arena '{arena}': free of {addr:#x}, which is not an allocated segment"
+            ),
+            Error::ForeignHandle { arena, addr } => write!(
+                f,
+                "vmem arena '{arena}': free_handle of {addr:#x}, a handle from another arena"
             ),
             Error::SizeMismatch {
                 arena,

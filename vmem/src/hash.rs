@@ -161,10 +161,12 @@ impl BusyHash {
 
     /// Whether [`resize_wanted`](Self::resize_wanted) may answer `Some`:
     /// false in two comparisons while `nbusy` is below the size (no growth
-    /// to 2x wanted yet) and at least a quarter of it (no shrink to 1/4).
+    /// to 2x wanted yet) and at least a quarter of it (no shrink to 1/4),
+    /// or below it in the inline table (nothing to shrink: an arena whose
+    /// segments are all held by handles keeps the hash empty).
     #[inline]
     pub(crate) fn may_want_resize(&self, nbusy: usize) -> bool {
-        if nbusy < self.size && nbusy >= self.size / 4 {
+        if nbusy < self.size && (nbusy >= self.size / 4 || self.size == HASH_MIN) {
             return false;
         }
         let d = self.declined;

@@ -243,8 +243,9 @@ impl Arena<'_> {
     ///   coalesced);
     /// - every free segment is on the freelist of its order and nothing
     ///   else is on a freelist; the non-empty bitmap matches;
-    /// - every busy segment is in the hash in its bucket and nothing else
-    ///   is; the busy count matches;
+    /// - every busy segment is in the hash in its bucket, or held by an
+    ///   [`Allocation`](crate::Allocation) handle and not in the hash, and
+    ///   nothing else is in the hash; the busy and handle counts match;
     /// - in-use bytes are the sum of busy segments, and the arena size is
     ///   the sum of free and busy segments;
     /// - the spare-tag count matches the cache, and the tags held add up.
@@ -268,6 +269,8 @@ struct Census {
     tags: usize,
     free: usize,
     busy: usize,
+    /// Busy segments held by handles (not in the hash).
+    owned: usize,
     free_bytes: usize,
     busy_bytes: usize,
 }
@@ -276,7 +279,7 @@ struct Census {
 fn check_state(g: &State<'_>, mask: usize) -> Result<(), Broken> {
     let census = check_segments(g, mask)?;
     check_freelists(g, census.free)?;
-    check_hash(g, census.busy)?;
+    check_hash(g, census.busy, census.owned)?;
     if census.busy_bytes != g.inuse {
         return Err(("in-use bytes differ from the sum of busy segments", None));
     }
@@ -294,6 +297,7 @@ fn check_segments(g: &State<'_>, mask: usize) -> Result<Census, Broken> {
         tags: 0,
         free: 0,
         busy: 0,
+        owned: 0,
         free_bytes: 0,
         busy_bytes: 0,
     };
@@ -347,7 +351,12 @@ fn check_segments(g: &State<'_>, mask: usize) -> Result<Census, Broken> {
                 } else {
                     n.busy += 1;
                     n.busy_bytes += t.size();
-                    if g.hash.lookup(t.start()) != Some(t) {
+                    if t.owned() {
+                        n.owned += 1;
+                        if g.hash.lookup(t.start()).is_some() {
+                            return bad("busy segment held by a handle is in the hash");
+                        }
+                    } else if g.hash.lookup(t.start()) != Some(t) {
                         return bad("busy segment missing from the hash");
                     }
                 }
@@ -390,14 +399,14 @@ fn check_freelists(g: &State<'_>, nfree: usize) -> Result<(), Broken> {
     Ok(())
 }
 
-/// The busy hash: every entry busy and in its bucket; `nbusy` entries in
-/// all, as the arena counts them.
-fn check_hash(g: &State<'_>, nbusy: usize) -> Result<(), Broken> {
+/// The busy hash: every entry busy, not held by a handle, and in its
+/// bucket; `nbusy - nowned` entries in all, as the arena counts them.
+fn check_hash(g: &State<'_>, nbusy: usize, nowned: usize) -> Result<(), Broken> {
     let mut hashed = 0;
     let mut err = None;
     g.hash.for_each(|bucket, t| {
         hashed += 1;
-        if t.kind() != SegmentKind::Busy {
+        if t.kind() != SegmentKind::Busy || t.owned() {
             err.get_or_insert(("hash holds a tag that is not busy", Some(t)));
         } else if g.hash.index(t.start()) != bucket {
             err.get_or_insert(("hash holds a tag in the wrong bucket", Some(t)));
@@ -406,7 +415,7 @@ fn check_hash(g: &State<'_>, nbusy: usize) -> Result<(), Broken> {
     if let Some(e) = err {
         return Err(e);
     }
-    if hashed != nbusy || nbusy != g.nbusytag {
+    if hashed != nbusy - nowned || nbusy != g.nbusytag || nowned != g.nowned {
         return Err(("busy count, hash entries and busy segments differ", None));
     }
     Ok(())

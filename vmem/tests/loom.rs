@@ -21,7 +21,7 @@ use loom::thread;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use vmem::{Arena, Flags, Source, StandaloneTags, TagSource};
+use vmem::{Allocation, Arena, Flags, Source, StandaloneTags, TagSource};
 
 /// Counts tags outstanding; optionally refuses the no-sleep, no-recursion
 /// (`NOVM`) try so that `bt_fill` must drop the arena lock.
@@ -259,5 +259,32 @@ fn loom_waitok_sleeper_woken_by_free() {
         a.free(all, 4).unwrap();
         sleeper.join().unwrap();
         assert_settled(&a, w, 4);
+    });
+}
+
+/// (d) Segments held by handles (no busy hash): one allocated here is
+/// freed on another thread while this one allocates by handle again, each
+/// side possibly importing, and the free that empties a span releases it.
+#[test]
+fn loom_handle_free_races_handle_alloc_with_import() {
+    run_model(2, || {
+        let w = world(false);
+        // Leaked so the handles, which borrow the arena, may cross threads.
+        let a: &'static Arena<'static> = Box::leak(Box::new(
+            Arena::builder("loom-d")
+                .quantum(16)
+                .source(&w.spans, 64)
+                .tag_source(&w.tags)
+                .build()
+                .unwrap(),
+        ));
+        let first: Allocation<'static> = a.alloc_handle(48, Flags::NOWAIT).unwrap();
+        let freer = thread::spawn(move || a.free_handle(first).unwrap());
+        let second = a
+            .alloc_handle(32, Flags::NOWAIT)
+            .expect("import must succeed");
+        freer.join().unwrap();
+        a.free_handle(second).unwrap();
+        assert_settled(a, w, 0);
     });
 }

@@ -1,7 +1,9 @@
 //! Randomized model test: an arena against a plain interval model.
 //!
 //! Every step runs one random operation — `alloc`, constrained `xalloc`
-//! under each policy, `free`/`xfree`, adding a span — on the arena and on a
+//! under each policy, either of them by handle (`alloc_handle`,
+//! `xalloc_handle`), `free`/`xfree`/`free_handle`, adding a span — on the
+//! arena and on a
 //! `BTreeMap` of live allocations, then checks:
 //! - `check_invariants()` (the arena's own walker);
 //! - every returned range is rounded, inside managed space, disjoint from
@@ -15,9 +17,9 @@
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use vmem::{Arena, Constraints, Error, Flags, SegmentKind, SimpleQuantumCache, Source};
+use vmem::{Allocation, Arena, Constraints, Error, Flags, SegmentKind, SimpleQuantumCache, Source};
 
 /// Operations per configuration; 4 configurations, so > 100,000 in all.
 const OPS: usize = 26_000;
@@ -220,6 +222,8 @@ fn run(cfg: Config, seed: u64) {
         _ => (0, 8 * q * span_q),
     };
     let (mut allocs, mut fails, mut frees) = (0, 0, 0);
+    // Live segments held by handles, by address (also in `m.live`).
+    let mut handles: HashMap<usize, Allocation<'_>> = HashMap::new();
     for step in 0..OPS {
         let r = rng.gen_range(0..100);
         if r < 45 && m.live.len() < 300 {
@@ -248,10 +252,20 @@ fn run(cfg: Config, seed: u64) {
             } else {
                 expected_error(&c, q, rsize)
             };
-            let got = if plain {
-                a.alloc(size, flags)
-            } else {
-                a.xalloc(size, &c, flags)
+            let got = match (plain, rng.gen_bool(0.3)) {
+                (true, false) => a.alloc(size, flags),
+                (false, false) => a.xalloc(size, &c, flags),
+                (true, true) => a.alloc_handle(size, flags).map(|h| {
+                    assert_eq!(h.size(), rsize, "step {step}: handle size");
+                    let p = h.addr();
+                    handles.insert(p, h);
+                    p
+                }),
+                (false, true) => a.xalloc_handle(size, &c, flags).map(|h| {
+                    let p = h.addr();
+                    handles.insert(p, h);
+                    p
+                }),
             };
             match (got, expect_err) {
                 (Err(e), Some(want)) => assert_eq!(e, want, "step {step}"),
@@ -291,7 +305,9 @@ fn run(cfg: Config, seed: u64) {
             let (&p, &(size, plain)) = m.live.iter().nth(nth).unwrap();
             m.live.remove(&p);
             frees += 1;
-            if plain {
+            if let Some(h) = handles.remove(&p) {
+                a.free_handle(h)
+            } else if plain {
                 a.free(p, size)
             } else {
                 a.xfree(p, size)
@@ -301,16 +317,21 @@ fn run(cfg: Config, seed: u64) {
             add_span(&a, &mut m, &mut rng);
         } else if let Some((&p, &(size, false))) = m.live.iter().next() {
             // Bad frees leave the arena unchanged.
-            if !m.live.contains_key(&(p + q)) && cfg != Config::Cache {
+            if handles.contains_key(&p) {
+                // Held by a handle: unknown by address.
+                assert!(matches!(a.xfree(p, size), Err(Error::NotAllocated { .. })));
+            } else {
+                if !m.live.contains_key(&(p + q)) && cfg != Config::Cache {
+                    assert!(matches!(
+                        a.xfree(p + q, size),
+                        Err(Error::NotAllocated { .. })
+                    ));
+                }
                 assert!(matches!(
-                    a.xfree(p + q, size),
-                    Err(Error::NotAllocated { .. })
+                    a.xfree(p, size + q),
+                    Err(Error::SizeMismatch { .. })
                 ));
             }
-            assert!(matches!(
-                a.xfree(p, size + q),
-                Err(Error::SizeMismatch { .. })
-            ));
         }
         if std::env::var_os("VMEM_MODEL_DUMP").is_some() {
             eprintln!("step {step} r {r}");
@@ -323,7 +344,9 @@ fn run(cfg: Config, seed: u64) {
     );
     // Free everything: imported spans all go back.
     for (p, (size, plain)) in std::mem::take(&mut m.live) {
-        if plain {
+        if let Some(h) = handles.remove(&p) {
+            a.free_handle(h)
+        } else if plain {
             a.free(p, size)
         } else {
             a.xfree(p, size)

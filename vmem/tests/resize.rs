@@ -174,3 +174,18 @@ fn alloc_with_room_leaves_the_room_free_after_the_block() {
     check(&a);
     assert_eq!(a.size_allocated(), 0);
 }
+
+#[test]
+fn segments_held_by_a_handle_are_not_resized() {
+    let a = arena();
+    let h = a.alloc_handle(4 * Q, Flags::NOWAIT).unwrap();
+    let addr = h.addr();
+    assert!(matches!(
+        a.xresize(addr, 4 * Q, 6 * Q),
+        Err(Error::NotAllocated { .. })
+    ));
+    assert_eq!(h.size(), 4 * Q);
+    a.free_handle(h).unwrap();
+    check(&a);
+    assert_eq!(a.size_allocated(), 0);
+}

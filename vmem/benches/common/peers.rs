@@ -13,7 +13,7 @@ use std::ptr::NonNull;
 
 /// One allocator under test. `alloc` returns a handle that `free` takes back.
 pub trait RangeAlloc {
-    type Handle: Copy;
+    type Handle;
     fn alloc(&mut self, size: u32) -> Option<Self::Handle>;
     fn free(&mut self, h: Self::Handle);
 }
@@ -24,6 +24,10 @@ pub enum Kind {
     OursInstant,
     OursBest,
     OursNext,
+    /// Ours freeing by handle ([`vmem::Arena::alloc_handle`]), as
+    /// offset-allocator does.
+    OursInstantHandle,
+    OursBestHandle,
     Offset,
     Vmem1Instant,
     Vmem1Best,
@@ -37,6 +41,8 @@ impl Kind {
             Kind::OursInstant => "our vmem, instant fit",
             Kind::OursBest => "our vmem, best fit",
             Kind::OursNext => "our vmem, next fit",
+            Kind::OursInstantHandle => "our vmem, instant fit, by handle",
+            Kind::OursBestHandle => "our vmem, best fit, by handle",
             Kind::Offset => "offset-allocator (not thread-safe)",
             Kind::Vmem1Instant => "vmem 1.0, instant fit",
             Kind::Vmem1Best => "vmem 1.0, best fit",
@@ -50,6 +56,8 @@ impl Kind {
             Kind::OursInstant => "ours_instant",
             Kind::OursBest => "ours_best",
             Kind::OursNext => "ours_next",
+            Kind::OursInstantHandle => "ours_instant_handle",
+            Kind::OursBestHandle => "ours_best_handle",
             Kind::Offset => "offset_allocator",
             Kind::Vmem1Instant => "vmem1_instant",
             Kind::Vmem1Best => "vmem1_best",
@@ -105,6 +113,38 @@ impl RangeAlloc for Ours {
     #[inline]
     fn free(&mut self, (addr, size): (usize, u32)) {
         self.arena.free(addr, size as usize).unwrap();
+    }
+}
+
+/// Ours, freeing by handle. The handles borrow the arena, so the arena is
+/// leaked (a run's arenas live as long as the process anyway).
+pub struct OursHandle {
+    arena: &'static vmem::Arena<'static>,
+    flags: vmem::Flags,
+}
+
+impl OursHandle {
+    pub fn new(space: usize, flags: vmem::Flags) -> Self {
+        let arena = vmem::Arena::builder("compare")
+            .span(BASE, space)
+            .build()
+            .unwrap();
+        OursHandle {
+            arena: Box::leak(Box::new(arena)),
+            flags: flags | vmem::Flags::NOWAIT,
+        }
+    }
+}
+
+impl RangeAlloc for OursHandle {
+    type Handle = vmem::Allocation<'static>;
+    #[inline]
+    fn alloc(&mut self, size: u32) -> Option<Self::Handle> {
+        self.arena.alloc_handle(size as usize, self.flags).ok()
+    }
+    #[inline]
+    fn free(&mut self, h: Self::Handle) {
+        self.arena.free_handle(h).unwrap();
     }
 }
 
@@ -281,12 +321,21 @@ impl<A: RangeAlloc> Steady<A> {
         } else {
             log_uniform(&mut self.rng)
         };
-        self.alloc.free(self.live[i]);
+        // Handles need not be `Copy` (ours by handle is not), but none
+        // needs dropping: move the one at `i` out and the new one in, as
+        // an assignment of a `Copy` handle would.
+        const { assert!(!std::mem::needs_drop::<A::Handle>()) };
+        // SAFETY: `i` is in bounds; slot `i` is overwritten or removed
+        // (and forgotten) below before anyone reads it again, and a panic
+        // in between leaves a stale copy of a handle with no `Drop`.
+        let old = unsafe { std::ptr::read(&self.live[i]) };
+        self.alloc.free(old);
         match self.alloc.alloc(size) {
-            Some(h) => self.live[i] = h,
+            // SAFETY: slot `i` was moved out above; this refills it.
+            Some(h) => unsafe { std::ptr::write(&mut self.live[i], h) },
             None => {
                 self.failures += 1;
-                self.live.swap_remove(i);
+                std::mem::forget(self.live.swap_remove(i));
                 assert!(!self.live.is_empty(), "every allocation failed");
             }
         }
@@ -357,6 +406,18 @@ pub fn steady(kind: Kind, live: usize, ids: bool, seed: u64) -> Box<dyn Stepper>
             ids,
             seed,
         )),
+        Kind::OursInstantHandle => Box::new(Steady::new(
+            OursHandle::new(space, Flags::INSTANTFIT),
+            live,
+            ids,
+            seed,
+        )),
+        Kind::OursBestHandle => Box::new(Steady::new(
+            OursHandle::new(space, Flags::BESTFIT),
+            live,
+            ids,
+            seed,
+        )),
         Kind::Offset => Box::new(Steady::new(Offset::new(space, live), live, ids, seed)),
         Kind::Vmem1Instant => Box::new(Steady::new(
             Vmem1::new(space * VMEM1_SPACE, vmem1::AllocPolicy::InstantFit),
@@ -387,6 +448,12 @@ pub fn fill(kind: Kind, space: usize, seed: u64) -> f64 {
         Kind::OursInstant => fill_at_failure(Ours::new(space, Flags::INSTANTFIT), space, seed),
         Kind::OursBest => fill_at_failure(Ours::new(space, Flags::BESTFIT), space, seed),
         Kind::OursNext => fill_at_failure(Ours::new(space, Flags::NEXTFIT), space, seed),
+        Kind::OursInstantHandle => {
+            fill_at_failure(OursHandle::new(space, Flags::INSTANTFIT), space, seed)
+        }
+        Kind::OursBestHandle => {
+            fill_at_failure(OursHandle::new(space, Flags::BESTFIT), space, seed)
+        }
         Kind::Offset => fill_at_failure(Offset::new(space, space / 16), space, seed),
         Kind::Vmem1Instant => fill_at_failure(
             Vmem1::new(space, vmem1::AllocPolicy::InstantFit),

@@ -27,9 +27,20 @@ impl<'a> Arena<'a> {
                 }
             }
         }
+        self.alloc_seg::<false>(size, flags).map(|(addr, _)| addr)
+    }
+
+    /// [`Arena::alloc`] past the quantum cache: the address and the busy
+    /// tag, recorded in the busy hash or (`OWNED`) held by a handle.
+    #[inline(always)]
+    pub(super) fn alloc_seg<const OWNED: bool>(
+        &self,
+        size: usize,
+        flags: Flags,
+    ) -> Result<(usize, Tag), Error> {
         let policy = flags.validate()?;
         if policy == Policy::Next {
-            return self.xalloc_validated(size, &Constraints::NONE, flags, policy);
+            return self.xalloc_validated::<OWNED>(size, &Constraints::NONE, flags, policy);
         }
         let size = self.checked_size(size)?;
         let instant = policy == Policy::Instant;
@@ -39,13 +50,13 @@ impl<'a> Arena<'a> {
             if let Some(t) = g.find_plain(size, instant) {
                 let mut g = g;
                 let addr = t.start();
-                g.clip_front(t, size);
+                let busy = g.clip_front::<OWNED>(t, size);
                 self.unlock(g, None);
-                return Ok(addr);
+                return Ok((addr, busy));
             }
         }
         let c = Constraints::NONE.validate(size, self.quantum())?;
-        self.xalloc_fit(g, size, &c, flags, instant)
+        self.xalloc_fit::<OWNED>(g, size, &c, flags, instant)
     }
 
     /// Allocates `size` bytes under placement constraints (`vmem_xalloc`).
@@ -55,24 +66,26 @@ impl<'a> Arena<'a> {
     /// a request no space could ever meet); `NOWAIT` fails with
     /// [`Error::NoMemory`] after trying an import and the reclaim hooks.
     pub fn xalloc(&self, size: usize, c: &Constraints, flags: Flags) -> Result<usize, Error> {
-        self.xalloc_validated(size, c, flags, flags.validate()?)
+        self.xalloc_validated::<false>(size, c, flags, flags.validate()?)
+            .map(|(addr, _)| addr)
     }
 
-    /// [`Arena::xalloc`] once `flags` have been validated into `policy`.
+    /// [`Arena::xalloc`] once `flags` have been validated into `policy`;
+    /// the address and the busy tag (see [`Arena::alloc_seg`]).
     #[inline]
-    fn xalloc_validated(
+    pub(super) fn xalloc_validated<const OWNED: bool>(
         &self,
         size: usize,
         c: &Constraints,
         flags: Flags,
         policy: Policy,
-    ) -> Result<usize, Error> {
+    ) -> Result<(usize, Tag), Error> {
         let size = self.checked_size(size)?;
         let c = c.validate(size, self.quantum())?;
         let g = self.state.lock();
         match policy {
-            Policy::Next => self.xalloc_nextfit(g, size, &c, flags),
-            _ => self.xalloc_fit(g, size, &c, flags, policy == Policy::Instant),
+            Policy::Next => self.xalloc_nextfit::<OWNED>(g, size, &c, flags),
+            _ => self.xalloc_fit::<OWNED>(g, size, &c, flags, policy == Policy::Instant),
         }
     }
 
@@ -113,7 +126,7 @@ impl<'a> Arena<'a> {
         let mut g = self.begin_round(self.state.lock(), flags, &mut new_round)?;
         match g.find_fit(size, &c, false, false) {
             Some((t, start)) if start == addr => {
-                g.clip(t, addr, size);
+                g.clip::<false>(t, addr, size);
                 self.unlock(g, None);
                 Ok(())
             }
@@ -124,14 +137,14 @@ impl<'a> Arena<'a> {
         }
     }
 
-    fn xalloc_fit<'g>(
+    fn xalloc_fit<'g, const OWNED: bool>(
         &'g self,
         mut g: Guard<'g, 'a>,
         size: usize,
         c: &Constraints,
         flags: Flags,
         mut instant: bool,
-    ) -> Result<usize, Error> {
+    ) -> Result<(usize, Tag), Error> {
         // Tags are secured at the start of each round (a round ends when a
         // WAITOK caller sleeps). Within a round the lock is only dropped with
         // them hidden, and an import uses two of the four, leaving two for the
@@ -143,9 +156,9 @@ impl<'a> Arena<'a> {
         loop {
             g = self.begin_round(g, flags, &mut new_round)?;
             if let Some((t, addr)) = g.find_fit(size, c, instant, plain) {
-                g.clip(t, addr, size);
+                let busy = g.clip::<OWNED>(t, addr, size);
                 self.unlock(g, None);
-                return Ok(addr);
+                return Ok((addr, busy));
             }
             if instant {
                 // Instant fit only looked at list heads: retry as best fit.
@@ -183,13 +196,13 @@ impl<'a> Arena<'a> {
 
     /// Next fit (`vmem_xalloc_nextfit`): walk the segment list from the
     /// cursor, wrapping around, and leave the cursor after the allocation.
-    fn xalloc_nextfit<'g>(
+    fn xalloc_nextfit<'g, const OWNED: bool>(
         &'g self,
         mut g: Guard<'g, 'a>,
         size: usize,
         c: &Constraints,
         flags: Flags,
-    ) -> Result<usize, Error> {
+    ) -> Result<(usize, Tag), Error> {
         // Tags as in `xalloc_fit`; releasing a span below drops the lock
         // without hiding them, so the next search starts a new round.
         let mut imported = false;
@@ -207,7 +220,7 @@ impl<'a> Arena<'a> {
                 }
                 if t.kind() == SegmentKind::Free && t.size() >= size {
                     if let Some(addr) = fit(t.start(), t.size(), size, c) {
-                        found = Some((g.clip(t, addr, size), addr));
+                        found = Some((g.clip::<OWNED>(t, addr, size), addr));
                         break;
                     }
                 }
@@ -231,7 +244,7 @@ impl<'a> Arena<'a> {
                     _ => None,
                 };
                 if let Some(addr) = refit {
-                    found = Some((g.clip(prev, addr, size), addr));
+                    found = Some((g.clip::<OWNED>(prev, addr, size), addr));
                 } else if let Some((span, span_size)) = g.try_release(prev, true) {
                     self.wake(&g);
                     self.unlock(g, Some(BT_MAXFREE));
@@ -245,7 +258,7 @@ impl<'a> Arena<'a> {
                 g.seg_unlink(cursor);
                 g.seg_insert_after(cursor, busy);
                 self.unlock(g, None);
-                return Ok(addr);
+                return Ok((addr, busy));
             }
             if new_round {
                 continue; // re-secure tags before importing

@@ -169,6 +169,7 @@ impl<'a> ArenaBuilder<'a> {
             nfreetags: 0,
             ntags: 1,
             nbusytag: 0,
+            nowned: 0,
             inuse: 0,
             size: 0,
             limit: self.limit,

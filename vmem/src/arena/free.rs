@@ -1,10 +1,11 @@
 //! Freeing: `vmem_free` (through the quantum cache) and `vmem_xfree`
 //! (coalescing with free neighbours, releasing a wholly free span).
 
-use super::Arena;
+use super::{Arena, Guard};
+use crate::btag::Tag;
 use crate::{Error, BT_MAXFREE, QCACHE_MIN_ADDR};
 
-impl Arena<'_> {
+impl<'a> Arena<'a> {
     /// Frees a segment allocated by [`Arena::alloc`] (`vmem_free`): through
     /// the quantum cache for cacheable sizes, else as [`Arena::xfree`].
     ///
@@ -47,12 +48,20 @@ impl Arena<'_> {
                 })
             }
         };
+        self.free_busy(g, t);
+        Ok(())
+    }
+
+    /// Frees the busy segment `t`, already out of the hash and the counts:
+    /// coalesces it, wakes sleepers, unlocks, and releases the span if it
+    /// became wholly free.
+    #[inline(always)]
+    pub(super) fn free_busy(&self, mut g: Guard<'_, 'a>, t: Tag) {
         let released = g.free_segment(t, self.source.is_some());
         self.wake(&g);
         self.unlock(g, Some(BT_MAXFREE));
         if let Some((span, span_size)) = released {
             self.release_span(span, span_size);
         }
-        Ok(())
     }
 }

@@ -27,6 +27,10 @@
 //! - `span.rs`: spans in and out: `vmem_add`, import (`vmem_try_fetch`,
 //!   `vmem_import`) and release;
 //! - `free.rs`: `vmem_free`, `vmem_xfree` (coalescing);
+//! - `handle.rs`: segments held by an [`Allocation`] handle instead of the
+//!   busy hash (`alloc_handle`, `free_handle`: no hash lookup);
+//! - `resize.rs`: `xresize` (a busy segment grown into the free space after
+//!   it, or its tail given back) and `alloc_with_room`;
 //! - `teardown.rs`: `vmem_destroy` and `Drop`;
 //! - `fork.rs`: the `pthread_atfork` hooks.
 
@@ -35,12 +39,14 @@ mod builder;
 #[cfg(all(not(loom), feature = "std"))]
 mod fork;
 mod free;
+mod handle;
 mod resize;
 mod segments;
 mod span;
 mod teardown;
 
 pub use builder::ArenaBuilder;
+pub use handle::Allocation;
 
 use crate::bins::Freelists;
 use crate::btag::{Tag, TagSource};
@@ -86,8 +92,10 @@ pub(crate) struct State<'a> {
     pub(crate) nfreetags: usize,
     /// Every tag the arena holds: segment list (cursor included) and spares.
     pub(crate) ntags: usize,
-    // accounting
+    // accounting: busy segments (those held by `Allocation` handles
+    // included; only the others are in the hash), bytes in them
     pub(crate) nbusytag: usize,
+    pub(crate) nowned: usize,
     pub(crate) inuse: usize,
     pub(crate) size: usize,
     pub(crate) limit: usize,
@@ -96,6 +104,14 @@ pub(crate) struct State<'a> {
     /// them only if there are any (the notify is an atomic read-modify-write
     /// on a shared line, a third of a small free's cost otherwise).
     pub(crate) sleepers: usize,
+}
+
+impl State<'_> {
+    /// Busy segments in the hash (the busy hash is sized by this).
+    #[inline]
+    pub(crate) fn nhashed(&self) -> usize {
+        self.nbusytag - self.nowned
+    }
 }
 
 // SAFETY: the tags behind the raw handles in `State` are owned by the arena
@@ -216,7 +232,7 @@ impl<'a> Arena<'a> {
     #[inline]
     fn unlock(&self, g: Guard<'_, 'a>, trim: Option<usize>) {
         // The common case: nothing to hand back, no resize due.
-        if trim.is_none_or(|limit| g.nfreetags <= limit) && !g.hash.may_want_resize(g.nbusytag) {
+        if trim.is_none_or(|limit| g.nfreetags <= limit) && !g.hash.may_want_resize(g.nhashed()) {
             drop(g);
             return;
         }
@@ -230,7 +246,7 @@ impl<'a> Arena<'a> {
         let resize = if g.rehashing {
             None
         } else {
-            g.hash.resize_wanted(g.nbusytag)
+            g.hash.resize_wanted(g.nhashed())
         };
         if resize.is_some() {
             g.rehashing = true;
@@ -273,7 +289,7 @@ impl<'a> Arena<'a> {
         let old = match table {
             Some(t) => Some(g.hash.install(t)),
             None => {
-                let nbusy = g.nbusytag;
+                let nbusy = g.nhashed();
                 g.hash.declined(nbusy);
                 None
             }

@@ -31,7 +31,9 @@ impl Arena<'_> {
     /// ([`Error::BadRange`]) in an arena with a quantum cache, whose
     /// [`Arena::free`] would route them to the cache. A wrong `addr` or
     /// `old_size` fails as `xfree` does ([`Error::NotAllocated`],
-    /// [`Error::SizeMismatch`]).
+    /// [`Error::SizeMismatch`]); so does a segment held by an
+    /// [`Allocation`](crate::Allocation) handle, which is not in the busy
+    /// hash (its size is read without the lock and must never change).
     pub fn xresize(&self, addr: usize, old_size: usize, new_size: usize) -> Result<(), Error> {
         let old = self.checked_size(old_size)?;
         let new = self.checked_size(new_size)?;
@@ -129,7 +131,7 @@ impl Arena<'_> {
         let mut g = self.begin_round(self.state.lock(), Flags::NOWAIT, &mut new_round)?;
         match g.find_fit(room, &c, false, true) {
             Some((t, start)) => {
-                g.clip(t, start, size);
+                g.clip::<false>(t, start, size);
                 self.unlock(g, None);
                 Ok(start)
             }

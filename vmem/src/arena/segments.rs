@@ -145,12 +145,29 @@ impl State<'_> {
 
     // ---- busy hash
 
-    #[inline]
-    pub(super) fn insbusy(&mut self, t: Tag) {
+    /// Records the new busy segment `t`: in the busy hash, for
+    /// `free(addr, size)` to find, or (`owned`) held by an
+    /// [`Allocation`](crate::Allocation) handle and in no hash chain.
+    #[inline(always)]
+    pub(super) fn insbusy(&mut self, t: Tag, owned: bool) {
         debug_assert_eq!(t.kind(), SegmentKind::Busy);
-        self.hash.insert(t);
+        t.set_owned(owned);
+        if owned {
+            self.nowned += 1;
+        } else {
+            self.hash.insert(t);
+        }
         self.nbusytag += 1;
         self.inuse += t.size();
+    }
+
+    /// Takes the busy segment `t`, held by a handle, out of the counts; the
+    /// caller then frees it with [`free_segment`](Self::free_segment).
+    #[inline]
+    pub(super) fn take_owned(&mut self, t: Tag) {
+        self.nowned -= 1;
+        self.nbusytag -= 1;
+        self.inuse -= t.size();
     }
 
     /// Takes the busy segment at `addr` out of the hash if its size is
@@ -238,8 +255,9 @@ impl State<'_> {
     }
 
     /// Carves `[start, start + size)` out of the free segment `t`
-    /// (`vmem_clip`); uses at most two spare tags. Returns the busy tag.
-    pub(super) fn clip(&mut self, t: Tag, start: usize, size: usize) -> Tag {
+    /// (`vmem_clip`); uses at most two spare tags. Returns the busy tag,
+    /// recorded as [`insbusy`](Self::insbusy) says for `OWNED`.
+    pub(super) fn clip<const OWNED: bool>(&mut self, t: Tag, start: usize, size: usize) -> Tag {
         debug_assert!(t.kind() == SegmentKind::Free && t.size() >= size);
         if t.start() != start {
             let front = self.bt_alloc();
@@ -251,12 +269,14 @@ impl State<'_> {
             self.insfree(front);
             self.seg_insert_before(front, t);
         }
-        self.clip_front(t, size)
+        self.clip_front::<OWNED>(t, size)
     }
 
     /// Carves the first `size` bytes out of the free segment `t`, which is
     /// on the freelist its tag names (its size may have changed since);
-    /// uses at most one spare tag. Returns the busy tag.
+    /// uses at most one spare tag. Returns the busy tag, recorded as
+    /// [`insbusy`](Self::insbusy) says for `OWNED` (a constant, so the
+    /// fast paths compile without the test).
     ///
     /// The rest keeps `t`'s tag and, if its list is still the right one,
     /// its place there: no other tag on the freelists is touched then. (On
@@ -264,13 +284,13 @@ impl State<'_> {
     /// that splits to a size of the same list stays, and the next instant
     /// fit of that size takes it again while it is still in the cache.)
     #[inline]
-    pub(super) fn clip_front(&mut self, t: Tag, size: usize) -> Tag {
+    pub(super) fn clip_front<const OWNED: bool>(&mut self, t: Tag, size: usize) -> Tag {
         debug_assert!(t.kind() == SegmentKind::Free && t.size() >= size);
         let rest = t.size() - size;
         if rest == 0 {
             self.remfree(t);
             t.set_kind(SegmentKind::Busy);
-            self.insbusy(t);
+            self.insbusy(t, OWNED);
             return t;
         }
         let start = t.start();
@@ -282,7 +302,7 @@ impl State<'_> {
         t.set_size(rest);
         self.refile(t);
         self.seg_insert_before(busy, t);
-        self.insbusy(busy);
+        self.insbusy(busy, OWNED);
         busy
     }
 
@@ -306,6 +326,7 @@ impl State<'_> {
     /// freelist, and stays there when its list does not change. The tags
     /// that go are `t` (whose neighbours were just read) and, with free
     /// space on both sides, the next one.
+    #[inline(always)]
     pub(super) fn free_segment(&mut self, t: Tag, releases: bool) -> Option<(usize, usize)> {
         let is_free = |x: &Tag| x.kind() == SegmentKind::Free;
         let prev = t.seg_prev().filter(is_free);

@@ -73,6 +73,7 @@ impl Arena<'_> {
         unsafe { BusyHash::free_table(table, tags) };
         g.free = Freelists::new();
         g.nbusytag = 0;
+        g.nowned = 0;
         g.inuse = 0;
         g.size = 0;
         let spare = g.freetags.take();

@@ -80,6 +80,12 @@ struct ThreadState {
     armed: Cell<u64>,
     /// Classes whose free gate is set.
     armed_free: Cell<u64>,
+    /// Per class, `left - cached` at the last visit: how many more items
+    /// gated frees may push into the alloc bucket before the picked
+    /// allocation could be a hit (pops take one from each side and leave
+    /// it be). A gated free takes one; the countdown is only looked at
+    /// again when it runs out ([`after_gated_push`]).
+    slack: [Cell<u32>; NCLASSES],
     /// Bytes of large blocks until the next sample (0: not drawn).
     large_left: Cell<u64>,
 }
@@ -93,6 +99,7 @@ std::thread_local! {
             seen: [const { Cell::new(0) }; NCLASSES],
             armed: Cell::new(0),
             armed_free: Cell::new(0),
+            slack: [const { Cell::new(0) }; NCLASSES],
             large_left: Cell::new(0),
         }
     };
@@ -201,6 +208,7 @@ fn rearm(t: &ThreadState, c: usize, slot: uma::FastSlot, peek: SamplePeek, inter
     let left = t.left[c].get();
     let cached = u64::from(peek.cached);
     let alloc = left <= cached;
+    t.slack[c].set(left.saturating_sub(cached).min(u64::from(u32::MAX)) as u32);
     let window = interval / CLASS_SIZES[c] as u64 / FREE_WINDOW_DIV;
     let free = !super::all_frees_gated() && left <= cached + window;
     let bit = 1u64 << c;
@@ -298,13 +306,39 @@ pub(crate) fn alloc_counted<A: TlsAccess>(
     .flatten()
 }
 
-/// After a gated free of class `c` (which put the item in the thread's
-/// alloc bucket): the countdown and the gates again, so that a bucket
+/// After a gated free of class `c` that pushed its item into the thread's
+/// alloc bucket: one less in the class's slack; only when it runs out
+/// (the picked allocation may now be among the cached items), the
+/// countdown and the gates again ([`after_free`]). Pops take one from the
+/// countdown and one from the bucket, so they leave the slack as it is;
+/// only pushes (all of them seen, since this thread's frees of the class
+/// are gated) and the slow road, which recomputes it, change it.
+#[inline]
+pub(crate) fn after_gated_push<A: TlsAccess>(c: usize, slot: uma::FastSlot, interval: u64) {
+    let _ = T.try_with(|t| {
+        let s = t.slack[c].get();
+        if s > 1 {
+            t.slack[c].set(s - 1);
+        } else {
+            after_free_in::<A>(t, c, slot, interval);
+        }
+    });
+}
+
+/// After a free of class `c` on the slow road (which may have moved the
+/// thread's buckets): the countdown and the gates again, so that a bucket
 /// refilled by frees cannot hide the picked allocation. `A` reaches the
 /// thread's caches as the front door does.
 pub(crate) fn after_free<A: TlsAccess>(c: usize, slot: uma::FastSlot, interval: u64) {
-    let _ = T.try_with(|t| {
+    let _ = T.try_with(|t| after_free_in::<A>(t, c, slot, interval));
+}
+
+fn after_free_in<A: TlsAccess>(t: &ThreadState, c: usize, slot: uma::FastSlot, interval: u64) {
+    {
         if t.left[c].get() == 0 {
+            // Not counting this class yet: nothing to look at until the
+            // slow road starts the countdown (and sets the slack).
+            t.slack[c].set(u32::MAX);
             return;
         }
         // SAFETY: the slot of a class zone, never destroyed.
@@ -313,7 +347,7 @@ pub(crate) fn after_free<A: TlsAccess>(c: usize, slot: uma::FastSlot, interval: 
         };
         account(t, c, Some(peek), interval);
         rearm(t, c, slot, peek, interval);
-    });
+    }
 }
 
 /// A large allocation while profiling: a byte countdown.

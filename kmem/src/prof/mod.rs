@@ -169,9 +169,14 @@ pub struct ProfStats {
     pub samples: u64,
     /// Samples live now.
     pub live: u64,
-    /// Samples lost to a fast-path hit the countdown could not see (see
-    /// the module doc; only with fast frees, i.e. the C ABI).
+    /// Picked allocations that were fast-path hits the countdown could not
+    /// see (see the module doc; only with fast frees, i.e. the C ABI):
+    /// each is sampled late, as the next allocation of its class and
+    /// thread that the countdown sees.
     pub overshoots: u64,
+    /// Picked allocations lost: unseen ones beyond the stand-ins a class
+    /// may owe (8).
+    pub lost: u64,
     /// Times a thread's class cache was gated to count allocations one by
     /// one near a sample.
     pub gated: u64,
@@ -185,6 +190,7 @@ pub fn stats() -> ProfStats {
         samples: sample::SAMPLES.load(Ordering::Relaxed),
         live: table::TABLE.live() as u64,
         overshoots: sample::OVERSHOOTS.load(Ordering::Relaxed),
+        lost: sample::LOST.load(Ordering::Relaxed),
         gated: sample::GATED.load(Ordering::Relaxed),
         dropped_full: table::TABLE.dropped_full.load(Ordering::Relaxed),
     }
@@ -445,8 +451,8 @@ extern "C" fn at_exit() {
             let _ = p.write_leak_report(&mut out, 10);
             let st = stats();
             out.push_str(&format!(
-                "bsdalloc: profiler: {} samples taken, {} live, {} lost to unseen hits, {} dropped (table full)\n",
-                st.samples, st.live, st.overshoots, st.dropped_full
+                "bsdalloc: profiler: {} samples taken, {} live, {} taken late (unseen hits), {} lost, {} dropped (table full)\n",
+                st.samples, st.live, st.overshoots, st.lost, st.dropped_full
             ));
             let _ = std::io::Write::write_all(&mut std::io::stderr(), out.as_bytes());
         }

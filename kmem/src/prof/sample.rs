@@ -23,10 +23,16 @@
 //!   sampled one; then the gate is lifted. So the allocation sampled is the
 //!   very one the countdown picked, as long as no fast free refilled the
 //!   bucket in between: a hit the sampler did not see can then be the
-//!   picked one (an *overshoot*: the sample is lost, counted in
-//!   [`ProfStats::overshoots`](super::ProfStats::overshoots), and a new gap
-//!   drawn). With `Kmem` every free of a class is gated while profiling
-//!   (see `super`), so every refill is seen and nothing is lost. The C ABI
+//!   picked one (an *overshoot*, counted in
+//!   [`ProfStats::overshoots`](super::ProfStats::overshoots)): its block
+//!   and stack are gone, so the next allocation of the class that the
+//!   sampler sees stands in for it, and the countdown resumes from the
+//!   picked one (beyond 8 owed stand-ins a class's picked ones are lost,
+//!   [`ProfStats::lost`](super::ProfStats::lost)). With `Kmem` every free
+//!   of a class is gated while profiling (see `super`), so every refill is
+//!   seen and nothing is late. Gated frees only count down the class's
+//!   *slack* (`left - cached` at the last visit: pops leave it be, pushes
+//!   take one), and look at the countdown when it runs out. The C ABI
 //!   gates a thread's frees of a class only while its countdown is within
 //!   [`FREE_WINDOW_DIV`]th of the mean gap (plus the items cached) of the
 //!   picked allocation: a loop of frees and allocations that reuses the
@@ -80,6 +86,9 @@ struct ThreadState {
     armed: Cell<u64>,
     /// Classes whose free gate is set.
     armed_free: Cell<u64>,
+    /// Per class, stand-ins owed: picked allocations that were hits the
+    /// countdown did not see; the next ones it sees are sampled instead.
+    owed: [Cell<u8>; NCLASSES],
     /// Per class, `left - cached` at the last visit: how many more items
     /// gated frees may push into the alloc bucket before the picked
     /// allocation could be a hit (pops take one from each side and leave
@@ -99,6 +108,7 @@ std::thread_local! {
             seen: [const { Cell::new(0) }; NCLASSES],
             armed: Cell::new(0),
             armed_free: Cell::new(0),
+            owed: [const { Cell::new(0) }; NCLASSES],
             slack: [const { Cell::new(0) }; NCLASSES],
             large_left: Cell::new(0),
         }
@@ -110,6 +120,7 @@ const _: () = assert!(NCLASSES <= 64);
 /// Counters for [`super::stats`].
 pub(crate) static SAMPLES: AtomicU64 = AtomicU64::new(0);
 pub(crate) static OVERSHOOTS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static LOST: AtomicU64 = AtomicU64::new(0);
 pub(crate) static GATED: AtomicU64 = AtomicU64::new(0);
 
 /// Runs `f` with the calling thread marked as inside the profiler; `None`
@@ -188,15 +199,43 @@ fn account(t: &ThreadState, c: usize, peek: Option<SamplePeek>, interval: u64) -
     if let Some(p) = peek.filter(|_| !first) {
         let hits = p.hits.saturating_sub(t.seen[c].get());
         if hits >= left {
-            // The picked allocation was a hit we did not see.
-            OVERSHOOTS.fetch_add(1, Ordering::Relaxed);
-            left = gap(t, CLASS_SIZES[c], interval);
+            left = overshoot(t, c, hits - left, interval);
         } else {
             left -= hits;
         }
     }
     t.left[c].set(left);
     left
+}
+
+/// Stand-ins a class may owe at most (a long unseen stretch, e.g. a loop
+/// of pairs, must not make the next allocations all samples).
+const MAX_OWED: u8 = 8;
+
+/// The picked allocation of class `c` was a hit the countdown did not
+/// see, `past` hits before now. Its block and stack are gone; the next
+/// allocation of the class that the countdown sees stands in for it (the
+/// class owes one, and its allocations are gated until it is paid), so
+/// that the class keeps its share of samples: dropping them lost 65% of
+/// larson's. The countdown resumes from the picked one, and so on for
+/// every picked one among the unseen hits; returns the allocations until
+/// the next picked one. Beyond [`MAX_OWED`] they are lost ([`LOST`]).
+#[cold]
+fn overshoot(t: &ThreadState, c: usize, mut past: u64, interval: u64) -> u64 {
+    loop {
+        let owed = t.owed[c].get();
+        if owed < MAX_OWED {
+            OVERSHOOTS.fetch_add(1, Ordering::Relaxed);
+            t.owed[c].set(owed + 1);
+        } else {
+            LOST.fetch_add(1, Ordering::Relaxed);
+        }
+        let g = gap(t, CLASS_SIZES[c], interval);
+        if g > past {
+            return g - past;
+        }
+        past -= g;
+    }
 }
 
 /// After a visit (`peek` taken after it): remembers the hit count, gates
@@ -207,11 +246,13 @@ fn rearm(t: &ThreadState, c: usize, slot: uma::FastSlot, peek: SamplePeek, inter
     t.seen[c].set(peek.hits);
     let left = t.left[c].get();
     let cached = u64::from(peek.cached);
-    let alloc = left <= cached;
-    t.slack[c].set(left.saturating_sub(cached).min(u64::from(u32::MAX)) as u32);
+    let bit = 1u64 << c;
+    let owed = t.owed[c].get() != 0;
+    let alloc = left <= cached || owed;
+    let slack = if owed { 0 } else { left.saturating_sub(cached) };
+    t.slack[c].set(slack.min(u64::from(u32::MAX)) as u32);
     let window = interval / CLASS_SIZES[c] as u64 / FREE_WINDOW_DIV;
     let free = !super::all_frees_gated() && left <= cached + window;
-    let bit = 1u64 << c;
     let (was_a, was_f) = (t.armed.get() & bit != 0, t.armed_free.get() & bit != 0);
     if (alloc, free) != (was_a, was_f) {
         t.armed
@@ -243,14 +284,19 @@ pub(crate) fn alloc_class(
             // SAFETY: the slot of a class zone, never destroyed.
             let peek = unsafe { slot.sample_peek::<RustTls>() };
             let left = account(t, c, peek, interval);
+            let owed = t.owed[c].get();
             // The profiler's own allocations are counted (they move the
             // cache) but never sampled.
-            let picked = left == 1 && !t.inside.get();
-            t.left[c].set(if picked {
-                gap(t, CLASS_SIZES[c], interval)
+            let picked = (left == 1 || owed != 0) && !t.inside.get();
+            if picked && left == 1 {
+                t.left[c].set(gap(t, CLASS_SIZES[c], interval));
+                // (With a stand-in owed too: it waits for the next one.)
             } else {
-                left - 1
-            });
+                t.left[c].set(left - 1);
+                if picked {
+                    t.owed[c].set(owed - 1);
+                }
+            }
             picked
         })
         .unwrap_or(false);
@@ -288,7 +334,7 @@ pub(crate) fn alloc_counted<A: TlsAccess>(
         let peek = unsafe { slot.sample_peek::<A>() }?;
         let left = account(t, c, Some(peek), interval);
         t.seen[c].set(peek.hits);
-        if left <= 1 || peek.cached == 0 {
+        if left <= 1 || peek.cached == 0 || t.owed[c].get() != 0 {
             return None;
         }
         // SAFETY: as above.

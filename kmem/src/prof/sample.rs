@@ -125,6 +125,7 @@ pub(crate) static GATED: AtomicU64 = AtomicU64::new(0);
 
 /// Runs `f` with the calling thread marked as inside the profiler; `None`
 /// if it already was (or its TLS is gone).
+#[inline(always)] // (so that `sampled_alloc`'s stack walk has a frame less)
 pub(crate) fn guarded<R>(f: impl FnOnce() -> R) -> Option<R> {
     let entered = T
         .try_with(|t| {
@@ -327,8 +328,28 @@ pub(crate) fn alloc_counted<A: TlsAccess>(
     interval: u64,
 ) -> Option<NonNull<u8>> {
     T.try_with(|t| {
-        if t.left[c].get() == 0 {
+        let left = t.left[c].get();
+        if left == 0 {
             return None;
+        }
+        let bit = 1u64 << c;
+        if t.armed.get() & bit != 0
+            && (t.armed_free.get() & bit != 0 || super::all_frees_gated())
+            && t.owed[c].get() == 0
+        {
+            // Both gates set since the last visit: every allocation and
+            // free of the class in this thread came here, so there are no
+            // hits to count and the gates stay as they are (`left` only
+            // falls, the bucket only loses this item); just count it.
+            if left <= 1 {
+                return None;
+            }
+            // SAFETY: the slot of a class zone, never destroyed.
+            let p = unsafe { slot.alloc_ungated_via::<A>() }?;
+            t.left[c].set(left - 1);
+            // The pop is a hit the next look counts.
+            t.seen[c].set(t.seen[c].get() + 1);
+            return Some(p);
         }
         // SAFETY: the slot of a class zone, never destroyed.
         let peek = unsafe { slot.sample_peek::<A>() }?;
@@ -363,9 +384,11 @@ pub(crate) fn alloc_counted<A: TlsAccess>(
 pub(crate) fn after_gated_push<A: TlsAccess>(c: usize, slot: uma::FastSlot, interval: u64) {
     let _ = T.try_with(|t| {
         let s = t.slack[c].get();
+        // With the allocation gate set already, a push only brings more
+        // items before the picked allocation: nothing to change.
         if s > 1 {
             t.slack[c].set(s - 1);
-        } else {
+        } else if t.armed.get() & 1 << c == 0 {
             after_free_in::<A>(t, c, slot, interval);
         }
     });
@@ -433,6 +456,7 @@ pub(crate) fn alloc_large(
 
 /// Allocates a sampled block (whole pages) and records it with the
 /// calling thread's stack.
+#[inline(always)] // one frame less to unwind: each costs about 2,000 instructions
 fn sampled_alloc(
     k: &Kernel,
     size: usize,
@@ -485,7 +509,7 @@ extern "C" fn one_frame(ctx: *mut UnwindContext, arg: *mut core::ffi::c_void) ->
 }
 
 /// The calling thread's return addresses, leaf first; returns how many.
-#[inline(never)]
+#[inline(always)] // (as `sampled_alloc`)
 pub(crate) fn capture(stack: &mut [usize; MAX_FRAMES]) -> usize {
     let mut w = Walk { stack, n: 0 };
     // SAFETY: `one_frame` only writes `w`, which outlives the walk; the

@@ -23,6 +23,7 @@ ir() {
     local d f
     d=$(mktemp -d)
     valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$d/out.%p" "$@" >/dev/null 2>&1
+    # (the largest of the matching processes: python3 also runs helpers)
     for f in "$d"/out.*; do
         if grep -q "^cmd:.*$prog" "$f"; then
             python3 - "$f" "${PER:-}" <<'PY'
@@ -50,7 +51,7 @@ for line in open(path, errors="replace"):
 print(total / calls if rx and calls else total)
 PY
         fi
-    done
+    done | sort -g | tail -1
     rm -rf "$d"
 }
 off=$(ir env LD_PRELOAD="$lib" "$@")

@@ -52,6 +52,7 @@ mod heap;
 mod math;
 mod pprof;
 mod sample;
+mod stack;
 mod symbols;
 mod table;
 mod trigger;

@@ -473,47 +473,10 @@ fn sampled_alloc(
         stack: [0; MAX_FRAMES],
     };
     let _ = guarded(|| {
-        s.depth = capture(&mut s.stack) as u32;
+        s.depth = super::stack::capture(&mut s.stack) as u32;
         if TABLE.insert(&s) {
             SAMPLES.fetch_add(1, Ordering::Relaxed);
         }
     });
     Some(p)
-}
-
-// ---------------------------------------------------------------- stacks
-
-use crate::debugmode::{_Unwind_Backtrace, _Unwind_GetIP, UnwindContext};
-
-struct Walk<'a> {
-    stack: &'a mut [usize; MAX_FRAMES],
-    n: usize,
-}
-
-extern "C" fn one_frame(ctx: *mut UnwindContext, arg: *mut core::ffi::c_void) -> i32 {
-    // SAFETY: `arg` is the `Walk` that `capture` passed.
-    let w = unsafe { &mut *arg.cast::<Walk<'_>>() };
-    // SAFETY: the unwinder's context for this frame.
-    let ip = unsafe { _Unwind_GetIP(ctx) };
-    if ip == 0 {
-        return 4;
-    }
-    w.stack[w.n] = ip;
-    w.n += 1;
-    // _URC_NORMAL_STOP (4) ends the walk once the stack is full.
-    if w.n == MAX_FRAMES {
-        4
-    } else {
-        0
-    }
-}
-
-/// The calling thread's return addresses, leaf first; returns how many.
-#[inline(always)] // (as `sampled_alloc`)
-pub(crate) fn capture(stack: &mut [usize; MAX_FRAMES]) -> usize {
-    let mut w = Walk { stack, n: 0 };
-    // SAFETY: `one_frame` only writes `w`, which outlives the walk; the
-    // unwinder reads the stack and the unwind tables and allocates nothing.
-    unsafe { _Unwind_Backtrace(one_frame, (&mut w as *mut Walk<'_>).cast()) };
-    w.n
 }

@@ -447,10 +447,12 @@ extern "C" fn at_exit() {
     }
     let _ = sample::guarded(|| {
         if what & EXIT_LEAKS != 0 {
+            // (The counters first: the report's own allocations move the
+            // caches too.)
+            let st = stats();
             let p = heap::HeapProfile::collect();
             let mut out = String::new();
             let _ = p.write_leak_report(&mut out, 10);
-            let st = stats();
             out.push_str(&format!(
                 "bsdalloc: profiler: {} samples taken, {} live, {} taken late (unseen hits), {} lost, {} dropped (table full)\n",
                 st.samples, st.live, st.overshoots, st.lost, st.dropped_full

@@ -175,8 +175,9 @@ pub struct ProfStats {
     /// each is sampled late, as the next allocation of its class and
     /// thread that the countdown sees.
     pub overshoots: u64,
-    /// Picked allocations lost: unseen ones beyond the stand-ins a class
-    /// may owe (8).
+    /// Picked allocations lost (an estimate): unseen ones beyond the
+    /// stand-ins a class may owe (8), e.g. in a loop that allocates and
+    /// frees a class for long without a slow-road visit.
     pub lost: u64,
     /// Times a thread's class cache was gated to count allocations one by
     /// one near a sample.

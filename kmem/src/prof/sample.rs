@@ -26,9 +26,10 @@
 //!   picked one (an *overshoot*, counted in
 //!   [`ProfStats::overshoots`](super::ProfStats::overshoots)): its block
 //!   and stack are gone, so the next allocation of the class that the
-//!   sampler sees stands in for it, and the countdown resumes from the
-//!   picked one (beyond 8 owed stand-ins a class's picked ones are lost,
-//!   [`ProfStats::lost`](super::ProfStats::lost)). With `Kmem` every free
+//!   sampler sees stands in for it (beyond 8 owed stand-ins a class's
+//!   picked ones are lost, [`ProfStats::lost`](super::ProfStats::lost)),
+//!   and a fresh gap is drawn (memoryless: each allocation is picked alone
+//!   with the same chance). With `Kmem` every free
 //!   of a class is gated while profiling (see `super`), so every refill is
 //!   seen and nothing is late. Gated frees only count down the class's
 //!   *slack* (`left - cached` at the last visit: pops leave it be, pushes
@@ -218,25 +219,31 @@ const MAX_OWED: u8 = 8;
 /// allocation of the class that the countdown sees stands in for it (the
 /// class owes one, and its allocations are gated until it is paid), so
 /// that the class keeps its share of samples: dropping them lost 65% of
-/// larson's. The countdown resumes from the picked one, and so on for
-/// every picked one among the unseen hits; returns the allocations until
-/// the next picked one. Beyond [`MAX_OWED`] they are lost ([`LOST`]).
+/// larson's. So for every picked one among the unseen hits, up to
+/// [`MAX_OWED`] owed; the others are lost ([`LOST`], estimated: a loop of
+/// pairs that never visits the slow road passes a picked one every mean
+/// gap). Returns the allocations until the next picked one, a fresh gap:
+/// each allocation is picked alone with the same chance, so the distance
+/// from now to the next is geometric whatever came before.
 #[cold]
 fn overshoot(t: &ThreadState, c: usize, mut past: u64, interval: u64) -> u64 {
-    loop {
+    // The profiler's own allocations (a dump's, the leak report's) are
+    // never sampled: nothing owed for them.
+    let mut counted = t.inside.get();
+    while !counted {
         let owed = t.owed[c].get();
-        if owed < MAX_OWED {
-            OVERSHOOTS.fetch_add(1, Ordering::Relaxed);
-            t.owed[c].set(owed + 1);
-        } else {
-            LOST.fetch_add(1, Ordering::Relaxed);
+        if owed == MAX_OWED {
+            let mean = (interval / CLASS_SIZES[c] as u64).max(1);
+            LOST.fetch_add(past / mean, Ordering::Relaxed);
+            break;
         }
+        OVERSHOOTS.fetch_add(1, Ordering::Relaxed);
+        t.owed[c].set(owed + 1);
         let g = gap(t, CLASS_SIZES[c], interval);
-        if g > past {
-            return g - past;
-        }
-        past -= g;
+        counted = g > past;
+        past = past.saturating_sub(g);
     }
+    gap(t, CLASS_SIZES[c], interval)
 }
 
 /// After a visit (`peek` taken after it): remembers the hit count, gates

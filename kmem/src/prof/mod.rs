@@ -321,6 +321,11 @@ pub(crate) unsafe fn free_sized_gated(ptr: *mut u8, size: usize, align: usize) -
 ///
 /// As [`raw::free`](crate::raw::free).
 pub(crate) unsafe fn free_if_sampled(ptr: *mut u8) -> bool {
+    // A sampled block is whole pages: anything else is no sample, without
+    // a look at the page word (most small blocks; `Kmem`'s gated frees).
+    if ptr as usize & (crate::PAGE_SIZE - 1) != 0 {
+        return false;
+    }
     let word = pagemeta::lookup(ptr as usize);
     if word & TAG_MASK != TAG_LARGE || table::TABLE.remove(ptr as usize).is_none() {
         return false;
@@ -343,6 +348,9 @@ pub(crate) unsafe fn realloc_if_sampled(
     size: usize,
     align: usize,
 ) -> Option<*mut u8> {
+    if ptr as usize & (crate::PAGE_SIZE - 1) != 0 {
+        return None;
+    }
     let word = pagemeta::lookup(ptr as usize);
     if word & TAG_MASK != TAG_LARGE || !table::TABLE.contains(ptr as usize) {
         return None;

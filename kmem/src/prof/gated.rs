@@ -111,6 +111,7 @@ pub(crate) fn alloc<A: TlsAccess>(size: usize, align: usize) -> Option<NonNull<u
     }
 }
 
+#[inline(always)]
 fn after_free<A: TlsAccess>(c: usize, slot: uma::FastSlot) {
     // (The slot came from the published tables: the kernel is built.)
     if super::on() {

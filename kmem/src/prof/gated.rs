@@ -18,7 +18,6 @@ use core::ptr::NonNull;
 
 #[cfg_attr(feature = "invariants", allow(unused_imports))]
 use crate::fast::{self, TlsAccess};
-use crate::kernel::kernel;
 
 /// A gated `free(ptr)` (C ABI): true when done; false (nothing done) for
 /// anything else, which the slow road then sorts out.
@@ -112,8 +111,10 @@ pub(crate) fn alloc<A: TlsAccess>(size: usize, align: usize) -> Option<NonNull<u
     }
 }
 
+#[inline(always)]
 fn after_free<A: TlsAccess>(c: usize, slot: uma::FastSlot) {
-    if super::on() && kernel().is_some() {
-        super::sample::after_free::<A>(c, slot, super::interval());
+    // (The slot came from the published tables: the kernel is built.)
+    if super::on() {
+        super::sample::after_gated_push::<A>(c, slot, super::interval());
     }
 }

@@ -52,6 +52,7 @@ mod heap;
 mod math;
 mod pprof;
 mod sample;
+mod stack;
 mod symbols;
 mod table;
 mod trigger;
@@ -169,9 +170,15 @@ pub struct ProfStats {
     pub samples: u64,
     /// Samples live now.
     pub live: u64,
-    /// Samples lost to a fast-path hit the countdown could not see (see
-    /// the module doc; only with fast frees, i.e. the C ABI).
+    /// Picked allocations that were fast-path hits the countdown could not
+    /// see (see the module doc; only with fast frees, i.e. the C ABI):
+    /// each is sampled late, as the next allocation of its class and
+    /// thread that the countdown sees.
     pub overshoots: u64,
+    /// Picked allocations lost (an estimate): unseen ones beyond the
+    /// stand-ins a class may owe (8), e.g. in a loop that allocates and
+    /// frees a class for long without a slow-road visit.
+    pub lost: u64,
     /// Times a thread's class cache was gated to count allocations one by
     /// one near a sample.
     pub gated: u64,
@@ -185,6 +192,7 @@ pub fn stats() -> ProfStats {
         samples: sample::SAMPLES.load(Ordering::Relaxed),
         live: table::TABLE.live() as u64,
         overshoots: sample::OVERSHOOTS.load(Ordering::Relaxed),
+        lost: sample::LOST.load(Ordering::Relaxed),
         gated: sample::GATED.load(Ordering::Relaxed),
         dropped_full: table::TABLE.dropped_full.load(Ordering::Relaxed),
     }
@@ -313,6 +321,11 @@ pub(crate) unsafe fn free_sized_gated(ptr: *mut u8, size: usize, align: usize) -
 ///
 /// As [`raw::free`](crate::raw::free).
 pub(crate) unsafe fn free_if_sampled(ptr: *mut u8) -> bool {
+    // A sampled block is whole pages: anything else is no sample, without
+    // a look at the page word (most small blocks; `Kmem`'s gated frees).
+    if ptr as usize & (crate::PAGE_SIZE - 1) != 0 {
+        return false;
+    }
     let word = pagemeta::lookup(ptr as usize);
     if word & TAG_MASK != TAG_LARGE || table::TABLE.remove(ptr as usize).is_none() {
         return false;
@@ -335,6 +348,9 @@ pub(crate) unsafe fn realloc_if_sampled(
     size: usize,
     align: usize,
 ) -> Option<*mut u8> {
+    if ptr as usize & (crate::PAGE_SIZE - 1) != 0 {
+        return None;
+    }
     let word = pagemeta::lookup(ptr as usize);
     if word & TAG_MASK != TAG_LARGE || !table::TABLE.contains(ptr as usize) {
         return None;
@@ -440,13 +456,15 @@ extern "C" fn at_exit() {
     }
     let _ = sample::guarded(|| {
         if what & EXIT_LEAKS != 0 {
+            // (The counters first: the report's own allocations move the
+            // caches too.)
+            let st = stats();
             let p = heap::HeapProfile::collect();
             let mut out = String::new();
             let _ = p.write_leak_report(&mut out, 10);
-            let st = stats();
             out.push_str(&format!(
-                "bsdalloc: profiler: {} samples taken, {} live, {} lost to unseen hits, {} dropped (table full)\n",
-                st.samples, st.live, st.overshoots, st.dropped_full
+                "bsdalloc: profiler: {} samples taken, {} live, {} taken late (unseen hits), {} lost, {} dropped (table full)\n",
+                st.samples, st.live, st.overshoots, st.lost, st.dropped_full
             ));
             let _ = std::io::Write::write_all(&mut std::io::stderr(), out.as_bytes());
         }

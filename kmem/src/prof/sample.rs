@@ -23,10 +23,17 @@
 //!   sampled one; then the gate is lifted. So the allocation sampled is the
 //!   very one the countdown picked, as long as no fast free refilled the
 //!   bucket in between: a hit the sampler did not see can then be the
-//!   picked one (an *overshoot*: the sample is lost, counted in
-//!   [`ProfStats::overshoots`](super::ProfStats::overshoots), and a new gap
-//!   drawn). With `Kmem` every free of a class is gated while profiling
-//!   (see `super`), so every refill is seen and nothing is lost. The C ABI
+//!   picked one (an *overshoot*, counted in
+//!   [`ProfStats::overshoots`](super::ProfStats::overshoots)): its block
+//!   and stack are gone, so the next allocation of the class that the
+//!   sampler sees stands in for it (beyond 8 owed stand-ins a class's
+//!   picked ones are lost, [`ProfStats::lost`](super::ProfStats::lost)),
+//!   and a fresh gap is drawn (memoryless: each allocation is picked alone
+//!   with the same chance). With `Kmem` every free
+//!   of a class is gated while profiling (see `super`), so every refill is
+//!   seen and nothing is late. Gated frees only count down the class's
+//!   *slack* (`left - cached` at the last visit: pops leave it be, pushes
+//!   take one), and look at the countdown when it runs out. The C ABI
 //!   gates a thread's frees of a class only while its countdown is within
 //!   [`FREE_WINDOW_DIV`]th of the mean gap (plus the items cached) of the
 //!   picked allocation: a loop of frees and allocations that reuses the
@@ -80,6 +87,15 @@ struct ThreadState {
     armed: Cell<u64>,
     /// Classes whose free gate is set.
     armed_free: Cell<u64>,
+    /// Per class, stand-ins owed: picked allocations that were hits the
+    /// countdown did not see; the next ones it sees are sampled instead.
+    owed: [Cell<u8>; NCLASSES],
+    /// Per class, `left - cached` at the last visit: how many more items
+    /// gated frees may push into the alloc bucket before the picked
+    /// allocation could be a hit (pops take one from each side and leave
+    /// it be). A gated free takes one; the countdown is only looked at
+    /// again when it runs out ([`after_gated_push`]).
+    slack: [Cell<u32>; NCLASSES],
     /// Bytes of large blocks until the next sample (0: not drawn).
     large_left: Cell<u64>,
 }
@@ -93,6 +109,8 @@ std::thread_local! {
             seen: [const { Cell::new(0) }; NCLASSES],
             armed: Cell::new(0),
             armed_free: Cell::new(0),
+            owed: [const { Cell::new(0) }; NCLASSES],
+            slack: [const { Cell::new(0) }; NCLASSES],
             large_left: Cell::new(0),
         }
     };
@@ -103,10 +121,12 @@ const _: () = assert!(NCLASSES <= 64);
 /// Counters for [`super::stats`].
 pub(crate) static SAMPLES: AtomicU64 = AtomicU64::new(0);
 pub(crate) static OVERSHOOTS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static LOST: AtomicU64 = AtomicU64::new(0);
 pub(crate) static GATED: AtomicU64 = AtomicU64::new(0);
 
 /// Runs `f` with the calling thread marked as inside the profiler; `None`
 /// if it already was (or its TLS is gone).
+#[inline(always)] // (so that `sampled_alloc`'s stack walk has a frame less)
 pub(crate) fn guarded<R>(f: impl FnOnce() -> R) -> Option<R> {
     let entered = T
         .try_with(|t| {
@@ -181,15 +201,49 @@ fn account(t: &ThreadState, c: usize, peek: Option<SamplePeek>, interval: u64) -
     if let Some(p) = peek.filter(|_| !first) {
         let hits = p.hits.saturating_sub(t.seen[c].get());
         if hits >= left {
-            // The picked allocation was a hit we did not see.
-            OVERSHOOTS.fetch_add(1, Ordering::Relaxed);
-            left = gap(t, CLASS_SIZES[c], interval);
+            left = overshoot(t, c, hits - left, interval);
         } else {
             left -= hits;
         }
     }
     t.left[c].set(left);
     left
+}
+
+/// Stand-ins a class may owe at most (a long unseen stretch, e.g. a loop
+/// of pairs, must not make the next allocations all samples).
+const MAX_OWED: u8 = 8;
+
+/// The picked allocation of class `c` was a hit the countdown did not
+/// see, `past` hits before now. Its block and stack are gone; the next
+/// allocation of the class that the countdown sees stands in for it (the
+/// class owes one, and its allocations are gated until it is paid), so
+/// that the class keeps its share of samples: dropping them lost 65% of
+/// larson's. So for every picked one among the unseen hits, up to
+/// [`MAX_OWED`] owed; the others are lost ([`LOST`], estimated: a loop of
+/// pairs that never visits the slow road passes a picked one every mean
+/// gap). Returns the allocations until the next picked one, a fresh gap:
+/// each allocation is picked alone with the same chance, so the distance
+/// from now to the next is geometric whatever came before.
+#[cold]
+fn overshoot(t: &ThreadState, c: usize, mut past: u64, interval: u64) -> u64 {
+    // The profiler's own allocations (a dump's, the leak report's) are
+    // never sampled: nothing owed for them.
+    let mut counted = t.inside.get();
+    while !counted {
+        let owed = t.owed[c].get();
+        if owed == MAX_OWED {
+            let mean = (interval / CLASS_SIZES[c] as u64).max(1);
+            LOST.fetch_add(past / mean, Ordering::Relaxed);
+            break;
+        }
+        OVERSHOOTS.fetch_add(1, Ordering::Relaxed);
+        t.owed[c].set(owed + 1);
+        let g = gap(t, CLASS_SIZES[c], interval);
+        counted = g > past;
+        past = past.saturating_sub(g);
+    }
+    gap(t, CLASS_SIZES[c], interval)
 }
 
 /// After a visit (`peek` taken after it): remembers the hit count, gates
@@ -200,10 +254,13 @@ fn rearm(t: &ThreadState, c: usize, slot: uma::FastSlot, peek: SamplePeek, inter
     t.seen[c].set(peek.hits);
     let left = t.left[c].get();
     let cached = u64::from(peek.cached);
-    let alloc = left <= cached;
+    let bit = 1u64 << c;
+    let owed = t.owed[c].get() != 0;
+    let alloc = left <= cached || owed;
+    let slack = if owed { 0 } else { left.saturating_sub(cached) };
+    t.slack[c].set(slack.min(u64::from(u32::MAX)) as u32);
     let window = interval / CLASS_SIZES[c] as u64 / FREE_WINDOW_DIV;
     let free = !super::all_frees_gated() && left <= cached + window;
-    let bit = 1u64 << c;
     let (was_a, was_f) = (t.armed.get() & bit != 0, t.armed_free.get() & bit != 0);
     if (alloc, free) != (was_a, was_f) {
         t.armed
@@ -235,14 +292,19 @@ pub(crate) fn alloc_class(
             // SAFETY: the slot of a class zone, never destroyed.
             let peek = unsafe { slot.sample_peek::<RustTls>() };
             let left = account(t, c, peek, interval);
+            let owed = t.owed[c].get();
             // The profiler's own allocations are counted (they move the
             // cache) but never sampled.
-            let picked = left == 1 && !t.inside.get();
-            t.left[c].set(if picked {
-                gap(t, CLASS_SIZES[c], interval)
+            let picked = (left == 1 || owed != 0) && !t.inside.get();
+            if picked && left == 1 {
+                t.left[c].set(gap(t, CLASS_SIZES[c], interval));
+                // (With a stand-in owed too: it waits for the next one.)
             } else {
-                left - 1
-            });
+                t.left[c].set(left - 1);
+                if picked {
+                    t.owed[c].set(owed - 1);
+                }
+            }
             picked
         })
         .unwrap_or(false);
@@ -273,14 +335,34 @@ pub(crate) fn alloc_counted<A: TlsAccess>(
     interval: u64,
 ) -> Option<NonNull<u8>> {
     T.try_with(|t| {
-        if t.left[c].get() == 0 {
+        let left = t.left[c].get();
+        if left == 0 {
             return None;
+        }
+        let bit = 1u64 << c;
+        if t.armed.get() & bit != 0
+            && (t.armed_free.get() & bit != 0 || super::all_frees_gated())
+            && t.owed[c].get() == 0
+        {
+            // Both gates set since the last visit: every allocation and
+            // free of the class in this thread came here, so there are no
+            // hits to count and the gates stay as they are (`left` only
+            // falls, the bucket only loses this item); just count it.
+            if left <= 1 {
+                return None;
+            }
+            // SAFETY: the slot of a class zone, never destroyed.
+            let p = unsafe { slot.alloc_ungated_via::<A>() }?;
+            t.left[c].set(left - 1);
+            // The pop is a hit the next look counts.
+            t.seen[c].set(t.seen[c].get() + 1);
+            return Some(p);
         }
         // SAFETY: the slot of a class zone, never destroyed.
         let peek = unsafe { slot.sample_peek::<A>() }?;
         let left = account(t, c, Some(peek), interval);
         t.seen[c].set(peek.hits);
-        if left <= 1 || peek.cached == 0 {
+        if left <= 1 || peek.cached == 0 || t.owed[c].get() != 0 {
             return None;
         }
         // SAFETY: as above.
@@ -298,13 +380,41 @@ pub(crate) fn alloc_counted<A: TlsAccess>(
     .flatten()
 }
 
-/// After a gated free of class `c` (which put the item in the thread's
-/// alloc bucket): the countdown and the gates again, so that a bucket
+/// After a gated free of class `c` that pushed its item into the thread's
+/// alloc bucket: one less in the class's slack; only when it runs out
+/// (the picked allocation may now be among the cached items), the
+/// countdown and the gates again ([`after_free`]). Pops take one from the
+/// countdown and one from the bucket, so they leave the slack as it is;
+/// only pushes (all of them seen, since this thread's frees of the class
+/// are gated) and the slow road, which recomputes it, change it.
+#[inline]
+pub(crate) fn after_gated_push<A: TlsAccess>(c: usize, slot: uma::FastSlot, interval: u64) {
+    let _ = T.try_with(|t| {
+        let s = t.slack[c].get();
+        // With the allocation gate set already, a push only brings more
+        // items before the picked allocation: nothing to change.
+        if s > 1 {
+            t.slack[c].set(s - 1);
+        } else if t.armed.get() & 1 << c == 0 {
+            after_free_in::<A>(t, c, slot, interval);
+        }
+    });
+}
+
+/// After a free of class `c` on the slow road (which may have moved the
+/// thread's buckets): the countdown and the gates again, so that a bucket
 /// refilled by frees cannot hide the picked allocation. `A` reaches the
 /// thread's caches as the front door does.
 pub(crate) fn after_free<A: TlsAccess>(c: usize, slot: uma::FastSlot, interval: u64) {
-    let _ = T.try_with(|t| {
+    let _ = T.try_with(|t| after_free_in::<A>(t, c, slot, interval));
+}
+
+fn after_free_in<A: TlsAccess>(t: &ThreadState, c: usize, slot: uma::FastSlot, interval: u64) {
+    {
         if t.left[c].get() == 0 {
+            // Not counting this class yet: nothing to look at until the
+            // slow road starts the countdown (and sets the slack).
+            t.slack[c].set(u32::MAX);
             return;
         }
         // SAFETY: the slot of a class zone, never destroyed.
@@ -313,7 +423,7 @@ pub(crate) fn after_free<A: TlsAccess>(c: usize, slot: uma::FastSlot, interval: 
         };
         account(t, c, Some(peek), interval);
         rearm(t, c, slot, peek, interval);
-    });
+    }
 }
 
 /// A large allocation while profiling: a byte countdown.
@@ -353,6 +463,7 @@ pub(crate) fn alloc_large(
 
 /// Allocates a sampled block (whole pages) and records it with the
 /// calling thread's stack.
+#[inline(always)] // one frame less to unwind: each costs about 2,000 instructions
 fn sampled_alloc(
     k: &Kernel,
     size: usize,
@@ -369,47 +480,10 @@ fn sampled_alloc(
         stack: [0; MAX_FRAMES],
     };
     let _ = guarded(|| {
-        s.depth = capture(&mut s.stack) as u32;
+        s.depth = super::stack::capture(&mut s.stack) as u32;
         if TABLE.insert(&s) {
             SAMPLES.fetch_add(1, Ordering::Relaxed);
         }
     });
     Some(p)
-}
-
-// ---------------------------------------------------------------- stacks
-
-use crate::debugmode::{_Unwind_Backtrace, _Unwind_GetIP, UnwindContext};
-
-struct Walk<'a> {
-    stack: &'a mut [usize; MAX_FRAMES],
-    n: usize,
-}
-
-extern "C" fn one_frame(ctx: *mut UnwindContext, arg: *mut core::ffi::c_void) -> i32 {
-    // SAFETY: `arg` is the `Walk` that `capture` passed.
-    let w = unsafe { &mut *arg.cast::<Walk<'_>>() };
-    // SAFETY: the unwinder's context for this frame.
-    let ip = unsafe { _Unwind_GetIP(ctx) };
-    if ip == 0 {
-        return 4;
-    }
-    w.stack[w.n] = ip;
-    w.n += 1;
-    // _URC_NORMAL_STOP (4) ends the walk once the stack is full.
-    if w.n == MAX_FRAMES {
-        4
-    } else {
-        0
-    }
-}
-
-/// The calling thread's return addresses, leaf first; returns how many.
-#[inline(never)]
-pub(crate) fn capture(stack: &mut [usize; MAX_FRAMES]) -> usize {
-    let mut w = Walk { stack, n: 0 };
-    // SAFETY: `one_frame` only writes `w`, which outlives the walk; the
-    // unwinder reads the stack and the unwind tables and allocates nothing.
-    unsafe { _Unwind_Backtrace(one_frame, (&mut w as *mut Walk<'_>).cast()) };
-    w.n
 }

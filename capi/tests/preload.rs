@@ -582,6 +582,20 @@ fn c_aligned_and_calloc_churn() {
     });
 }
 
+/// `realloc` and `calloc` of 4 KiB to 8 MiB blocks in four threads:
+/// contents kept and zero-filled pages zero (checked by the program)
+/// while blocks grow and shrink in place and move.
+#[test]
+fn c_realloc_and_calloc_in_threads() {
+    let d = scratch("realloc_threads");
+    let exe = gcc("realloc_threads.c", &d, &[]);
+    same_with_and_without("realloc_threads", 300, || {
+        let mut c = Command::new(&exe);
+        c.arg("10000");
+        c
+    });
+}
+
 #[test]
 fn c_fork_from_threaded_parent() {
     let d = scratch("fork");

@@ -248,6 +248,11 @@ static LISTS: Mutex<Lists> = Mutex::new(Lists {
 /// Bytes of pages labelled dirty (in the arena's free space or in retained
 /// spans).
 static DIRTY: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes of dirty pages held now (one relaxed load).
+pub(crate) fn held() -> usize {
+    DIRTY.load(Ordering::Relaxed)
+}
 /// Bytes of address space in retained spans.
 static RETAINED: AtomicUsize = AtomicUsize::new(0);
 /// When the oldest listed thing decays (`u64::MAX`: nothing listed).

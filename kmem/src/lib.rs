@@ -148,6 +148,7 @@
 //! | the arenas and the wiring | `kernel/mod.rs` (the kernel, its build), `kernel/wiring.rs` (boot region, page and tag sources, the seed-002 recursion, small kernels for the models), `kernel/pages.rs` (charged arena pages, OS imports), `kernel/qcache.rs` |
 //! | pressure | `pressure/mod.rs` (charges, sleeping at the limit, statistics), `pressure/{account,limit,lowmem,reserve,worker}.rs`, `timeout.rs` (the lazy timeout) |
 //! | malloc and the front doors | `classes.rs`, `fast.rs` (the one fast path), `malloc/mod.rs` (malloc(9)), `malloc/types.rs` (`MallocType`, `vmstat -m`), `kmem.rs` (`kmem_malloc`, `kva_alloc`), `global.rs` (`Kmem`), `raw.rs` (the C ABI's entry points), `debugmode.rs`, `stats.rs`, `fork.rs` |
+//! | the heap profiler (beside the front doors, on their slow roads) | `prof/mod.rs` (start, stop, the hooks), `prof/sample.rs` (the per-class countdowns and gates), `prof/gated.rs` (gated frees), `prof/stack.rs` (the stack walk), `prof/table.rs` (live samples, mapped from the OS), `prof/heap.rs` (profiles as data), `prof/pprof.rs`, `prof/flame.rs`, `prof/symbols.rs` (ELF symbols), `prof/trigger.rs` (dumps at exit, periodic, on a signal), `prof/math.rs` (`ln`, `exp_m1` without libm), `prof/off.rs` (the stand-in under loom) |
 //! | tests in the crate | `tests/` (seed 002 on a small kernel; the loom models) |
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]

@@ -12,16 +12,11 @@ use vmem::{
 const NOWAIT: Flags = Flags::NOWAIT;
 const WAITOK: Flags = Flags::WAITOK;
 
-fn arena(quantum: usize, base: usize, size: usize) -> Arena<'static> {
-    Arena::builder("test")
-        .quantum(quantum)
-        .span(base, size)
-        .build()
-        .unwrap()
-}
+mod common;
+use common::check;
 
-fn check(a: &Arena<'_>) {
-    a.check_invariants().unwrap_or_else(|e| panic!("{e}"));
+fn arena(quantum: usize, base: usize, size: usize) -> Arena<'static> {
+    common::arena("test", quantum, base, size)
 }
 
 /// A source handing out consecutive ranges from a large space, counting

@@ -7,16 +7,11 @@ use vmem::{Allocation, Arena, Constraints, Error, Flags, Source};
 
 const NOWAIT: Flags = Flags::NOWAIT;
 
-fn arena(quantum: usize, base: usize, size: usize) -> Arena<'static> {
-    Arena::builder("handles")
-        .quantum(quantum)
-        .span(base, size)
-        .build()
-        .unwrap()
-}
+mod common;
+use common::check;
 
-fn check(a: &Arena<'_>) {
-    a.check_invariants().unwrap_or_else(|e| panic!("{e}"));
+fn arena(quantum: usize, base: usize, size: usize) -> Arena<'static> {
+    common::arena("handles", quantum, base, size)
 }
 
 #[test]

@@ -7,16 +7,11 @@ use vmem::{Arena, Error, Flags, SimpleQuantumCache};
 
 const Q: usize = 4096;
 
-fn arena() -> Arena<'static> {
-    Arena::builder("resize")
-        .quantum(Q)
-        .span(0x10_0000, 64 * Q)
-        .build()
-        .unwrap()
-}
+mod common;
+use common::check;
 
-fn check(a: &Arena<'_>) {
-    a.check_invariants().unwrap_or_else(|e| panic!("{e}"));
+fn arena() -> Arena<'static> {
+    common::arena("resize", Q, 0x10_0000, 64 * Q)
 }
 
 fn xalloc(a: &Arena<'_>, size: usize) -> usize {

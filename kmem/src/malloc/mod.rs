@@ -144,10 +144,25 @@ pub(crate) fn large_alloc(
         }
         arena_pages(k.arena, bytes, align.max(PAGE_SIZE), vf, 0, zero)?
     };
+    large_handout(addr, n, word)
+}
+
+/// Labels a large block of `n` pages just taken at `addr` with its head
+/// word and counts it: the last step of every large allocation.
+fn large_handout(addr: usize, n: usize, word: usize) -> Option<NonNull<u8>> {
     pagemeta::set(addr, 1, word);
     LARGE_ALLOCS.fetch_add(1, Ordering::Relaxed);
     LARGE_PAGES.fetch_add(n as u64, Ordering::Relaxed);
     NonNull::new(addr as *mut u8)
+}
+
+/// Whether growing a large block from `old` to `new` bytes is a small
+/// step (by at most half): the pattern in-place growth and a move with
+/// room are for. A larger step moves as any allocation does, to pages a
+/// freed block left dirty, since the pages after a block and a roomy place
+/// are mostly clean, a page fault for each page written.
+fn grows_a_little(old: usize, new: usize) -> bool {
+    new > old && new <= old + old / 2
 }
 
 /// A large block of `size` bytes (page aligned) at the start of a free
@@ -168,10 +183,7 @@ fn large_alloc_with_room(k: &Kernel, size: usize, room: usize) -> Option<NonNull
     };
     let n = bytes / PAGE_SIZE;
     crate::dirty::taken(addr, n, 0, false);
-    pagemeta::set(addr, 1, pagemeta::large_word(n));
-    LARGE_ALLOCS.fetch_add(1, Ordering::Relaxed);
-    LARGE_PAGES.fetch_add(n as u64, Ordering::Relaxed);
-    NonNull::new(addr as *mut u8)
+    large_handout(addr, n, pagemeta::large_word(n))
 }
 
 /// The largest alignment a large block may ask for.
@@ -226,14 +238,11 @@ pub(crate) fn large_resize(k: &Kernel, addr: usize, n: usize, bytes: usize) -> b
     if old <= QCACHE_MAX || bytes <= QCACHE_MAX || bytes % PAGE_SIZE != 0 {
         return false;
     }
-    if bytes > old + old / 2 && crate::dirty::held() >= bytes {
-        // Growing by more than half: the pages after the block are often
-        // clean (never touched, or purged), and the program's writes would
-        // fault each one in, where a move to pages a freed block left
-        // dirty costs a copy of the old contents and no fault. (Random
-        // 4 KiB-8 MiB reallocs in 4 threads: 25.6 s moving always, 33 s
-        // growing in place always.) Small steps, the pattern in-place
-        // growth is for, stay.
+    if bytes > old && !grows_a_little(old, bytes) && crate::dirty::held() >= bytes {
+        // A large step, and dirty pages to move to: cheaper than faulting
+        // in the clean pages after the block (see `grows_a_little`;
+        // random 4 KiB-8 MiB reallocs in 4 threads: 25.6 s moving, 33 s
+        // growing in place).
         return false;
     }
     if bytes > old {
@@ -469,18 +478,14 @@ pub(crate) unsafe fn realloc_untyped(
             return Some(old);
         }
         let old_bytes = n * PAGE_SIZE;
-        if size > old_bytes && size <= old_bytes + old_bytes / 2 {
+        if grows_a_little(old_bytes, size) {
             // Growing a little, and the pages after it are taken: move it
             // with a quarter more room, so that a block grown a little at a
             // time is copied a bounded number of times (its usable size
             // says so; the room is pages nobody touches until it grows),
             // and where as much again is free after it to grow into (not
-            // through the profiler's sampling, which must see it). A block
-            // growing by more moves as any allocation does, to pages a
-            // freed block left dirty if there are: a roomy place is mostly
-            // clean pages, each a page fault when written (random
-            // 4 KiB-8 MiB reallocs in 4 threads took 31 s so, 25.6 s
-            // without).
+            // through the profiler's sampling, which must see it). A larger
+            // step moves as any allocation (see `grows_a_little`).
             ask = size.saturating_add(size / 4);
             if align <= PAGE_SIZE && !flags.contains(Flags::ZERO) && !crate::prof::on() {
                 roomy = large_alloc_with_room(k, ask, ask.saturating_mul(2));

@@ -67,10 +67,9 @@ impl Arena<'_> {
                 });
             }
         };
-        let next = t.seg_next().filter(|n| n.kind() == SegmentKind::Free);
         if new > old {
             let extra = new - old;
-            match next {
+            match t.seg_next().filter(|n| n.kind() == SegmentKind::Free) {
                 Some(n) if n.size() >= extra => {
                     if n.size() == extra {
                         g.remfree(n);
@@ -93,23 +92,18 @@ impl Arena<'_> {
         } else {
             let tail = old - new;
             if tail != 0 {
-                match next {
-                    Some(n) => {
-                        n.set_start(n.start() - tail);
-                        n.set_size(n.size() + tail);
-                        g.refile(n);
-                    }
-                    None => {
-                        let f = g.bt_alloc();
-                        f.set_kind(SegmentKind::Free);
-                        f.set_start(t.start() + new);
-                        f.set_size(tail);
-                        g.seg_insert_after(f, t);
-                        g.insfree(f);
-                    }
-                }
+                // The tail becomes a busy segment of its own and is freed
+                // as `xfree` frees (merged with free space after it; the
+                // span still holds `t`, so it is never released).
+                let f = g.bt_alloc();
+                f.set_kind(SegmentKind::Busy);
+                f.set_owned(false);
+                f.set_start(t.start() + new);
+                f.set_size(tail);
+                g.seg_insert_after(f, t);
                 t.set_size(new);
                 g.inuse -= tail;
+                g.free_segment(f, false);
                 self.wake(&g);
             }
             self.unlock(g, Some(BT_MAXFREE));

@@ -20,7 +20,7 @@
 use core::ffi::{c_void, CStr};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::{alloc, free_impl, MIN_ALIGN};
+use crate::{alloc, alloc16, free_impl, MIN_ALIGN};
 
 /// The next definition of the operator `name` (the C++ runtime's), looked
 /// up once; aborts with a message if there is none (a program that calls
@@ -51,7 +51,11 @@ macro_rules! operator_new {
         $(#[$doc])*
         #[no_mangle]
         pub extern "C-unwind" fn $name($($arg: $t),*) -> *mut c_void {
-            let p = alloc($size, $align);
+            let p = if $align == MIN_ALIGN {
+                alloc16($size)
+            } else {
+                alloc($size, $align)
+            };
             if !p.is_null() {
                 return p;
             }

@@ -536,6 +536,16 @@ fn alloc(size: usize, align: usize) -> *mut c_void {
     }
 }
 
+/// [`alloc`] for `MIN_ALIGN` (`malloc`, `operator new`): the same, with the
+/// fast path's shorter lookup.
+#[inline(always)]
+fn alloc16(size: usize) -> *mut c_void {
+    match kmem::raw::alloc_fast_align16(size) {
+        Some(p) => p.as_ptr().cast(),
+        None => alloc_miss(size, MIN_ALIGN),
+    }
+}
+
 /// A miss of the small fast path: the fast path of 1-32 KiB blocks, else
 /// [`alloc_slow`]. (`extern "C"`, as the other roads off the fast path:
 /// such a function cannot unwind, so the entry points need no landing pad
@@ -732,7 +742,7 @@ fn aligned(align: usize, size: usize) -> *mut c_void {
 /// returns a unique pointer; NULL with `errno = ENOMEM` on failure.
 #[no_mangle]
 pub extern "C" fn malloc(size: usize) -> *mut c_void {
-    alloc(size, MIN_ALIGN)
+    alloc16(size)
 }
 
 /// `free(3)`: NULL is a no-op; a pointer this allocator did not hand out
@@ -752,7 +762,7 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
 #[no_mangle]
 pub extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
     match n.checked_mul(size) {
-        Some(bytes) => match kmem::raw::alloc_fast(bytes, MIN_ALIGN) {
+        Some(bytes) => match kmem::raw::alloc_fast_align16(bytes) {
             Some(p) => {
                 // SAFETY: a fresh item of at least `bytes` bytes, ours.
                 unsafe { ptr::write_bytes(p.as_ptr(), 0, bytes) };

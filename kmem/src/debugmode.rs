@@ -663,8 +663,8 @@ fn resolve(user: *const u8, op: &'static str) -> Option<(Header, usize, Owner)> 
 /// user bytes start in its size-class item, else not a block start.
 fn broken_header(k: &crate::kernel::Kernel, u: usize, op: &'static str) {
     let word = pagemeta::lookup(u);
-    if word & pagemeta::TAG_MASK == pagemeta::TAG_SLAB {
-        let c = word >> 3;
+    if pagemeta::is_slab(word) {
+        let c = pagemeta::slab_class(word);
         let size = crate::CLASS_SIZES[c];
         let off = (u & (k.slab_size[c] - 1)) % size;
         if off >= FRONT_MIN && off.is_power_of_two() {
@@ -696,11 +696,10 @@ fn broken_header(k: &crate::kernel::Kernel, u: usize, op: &'static str) {
 /// The owner of an inner block start, quietly.
 fn owner_at(k: &crate::kernel::Kernel, inner: usize) -> Option<Owner> {
     let word = pagemeta::lookup(inner);
-    match word & pagemeta::TAG_MASK {
-        pagemeta::TAG_SLAB | pagemeta::TAG_LARGE | pagemeta::TAG_LARGE_X => {
-            owner_of(k, inner, "debug")
-        }
-        _ => None,
+    if pagemeta::is_slab(word) || pagemeta::is_large(word) {
+        owner_of(k, inner, "debug")
+    } else {
+        None
     }
 }
 

@@ -96,7 +96,8 @@
 //!   cache (16 UMA cache-only zones, step 8 of the start-up), keep their
 //!   pages while cached, and are zeroed with a write when asked.
 //! - Page metadata (`kmem/src/pagemeta.rs`; [`owns`] probes it): one word per page, found in
-//!   O(1) through a two-level radix table, says whether a page is a slab
+//!   O(1) through a one-level radix table of leaves (two dependent
+//!   loads), says whether a page is a slab
 //!   of size class `c`, the head of a large block of `n` pages (the size
 //!   cookie), or internal. `free(ptr)` without a size uses it; a pointer
 //!   that is not an allocation start is reported, never trusted.

@@ -1,52 +1,66 @@
 //! Page metadata: address -> owner in O(1) (FreeBSD `vtoslab`).
 //!
-//! Every 2 MiB chunk of the kernel arena has a [`ChunkMeta`]: one word per
-//! 4 KiB page saying what the page belongs to. A two-level radix table maps
-//! an address to its chunk's metadata:
+//! One word per 4 KiB page says what the page belongs to. A one-level
+//! radix table of leaves maps an address to its page word:
 //!
 //! ```text
-//! addr bits: 47..36 -> ROOT[4096] -> leaf (32768 entries, 256 KiB, mapped on first use)
-//!            35..21 -> leaf[i]    -> ChunkMeta (512 words, 4 KiB)
-//!            20..12 -> page word
+//! addr bits: 47..32 -> ROOT[65536] -> leaf (2^20 words, 8 MiB of address space, mapped on first use)
+//!            31..12 -> page word
 //! ```
 //!
-//! A lookup is three dependent loads and no lock. Leaves are never freed;
-//! chunk metadata is recycled through a free list when the chunk goes back
-//! to the OS, so a stale lookup (a foreign pointer racing a release) never
-//! reads unmapped memory. It may read zeros, the free list's link (a
-//! 4 KiB-aligned address: tag bits 0, rejected like a zero word), or the
-//! words of the chunk the metadata was recycled for: a pointer into freed
-//! memory may be misclassified, never dereferenced.
+//! A lookup is two dependent loads and no lock (`free(p)`'s fast path
+//! makes one per call). Leaves are reserved whole (`MAP_NORESERVE`, no
+//! huge pages) and touched only where chunks of the kernel arena live: the
+//! 512 words of a 2 MiB chunk are exactly one 4 KiB page of its leaf, so
+//! the table costs 4 KiB of memory per chunk in use, and a chunk that goes
+//! back to the OS gives its page of words back too (`MADV_DONTNEED`).
+//! Leaves are never unmapped, so a stale lookup (a foreign pointer racing
+//! a release) never reads unmapped memory: it reads the words as they are,
+//! zeros after a release. A pointer into freed memory may be
+//! misclassified, never dereferenced.
+//!
+//! Which chunks belong to the kernel arena is a bit per chunk in its leaf
+//! ([`is_ours`]), beside the words.
 //!
 //! Page words:
 //!
 //! | word | meaning |
 //! |---|---|
 //! | `0` | nothing of ours starts here (free, interior of a large block, or not ours) |
-//! | `class << 3 \| 1` | a page of a slab of malloc size class `class` |
+//! | `(class + 1) << 6` (tag bits 0) | a page of a slab of malloc size class `class` |
 //! | `npages << 3 \| 2` | the first page of a large block of `npages` pages |
 //! | `3` | an internal page (UMA's own zones, the btag zone, boot pages) |
 //! | `4` | address space without memory (`kva_alloc`) |
 //! | `5` | a free page that still holds old data (see `dirty`) |
+//! | `npages << 3 \| 6` | as `2`, taken from the arena directly ([`TAG_LARGE_X`]) |
 //!
-//! A free page whose word is not `5` reads as zero.
+//! A slab word's tag bits are 0, as a zero word's: `free(p)` tells a slab
+//! page by one test of the tag bits, and finds its class's check entry at
+//! `word` bytes past the entry before class 0 (whose check fails, so a
+//! zero word needs no test of its own; see `fast`). A free page whose word
+//! is not `5` reads as zero.
 
 use crate::sync::plain::Mutex;
-use crate::sync::plain::{AtomicPtr, AtomicUsize, Ordering};
+use crate::sync::plain::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use core::ptr;
 
 use crate::os::{CHUNK_SIZE, PAGE_SIZE};
 
-const ROOT_SHIFT: u32 = 36;
+const ROOT_SHIFT: u32 = 32;
 const CHUNK_SHIFT: u32 = 21;
 const PAGE_SHIFT: u32 = 12;
 const ROOT_ENTRIES: usize = 1 << (48 - ROOT_SHIFT);
-const LEAF_ENTRIES: usize = 1 << (ROOT_SHIFT - CHUNK_SHIFT);
+const LEAF_WORDS: usize = 1 << (ROOT_SHIFT - PAGE_SHIFT);
+const LEAF_CHUNKS: usize = 1 << (ROOT_SHIFT - CHUNK_SHIFT);
 const PAGES_PER_CHUNK: usize = CHUNK_SIZE / PAGE_SIZE;
 
 /// Word tags.
 pub(crate) const TAG_MASK: usize = 7;
-pub(crate) const TAG_SLAB: usize = 1;
+/// The tag of a slab word (see the table above): its class is in the bits
+/// above [`SLAB_SHIFT`], plus one.
+pub(crate) const TAG_SLAB: usize = 0;
+/// Where a slab word's class (plus one) starts.
+pub(crate) const SLAB_SHIFT: u32 = 6;
 pub(crate) const TAG_LARGE: usize = 2;
 pub(crate) const WORD_INTERNAL: usize = 3;
 pub(crate) const WORD_KVA: usize = 4;
@@ -58,54 +72,53 @@ pub(crate) const WORD_DIRTY: usize = 5;
 /// `posix_memalign` churn).
 pub(crate) const TAG_LARGE_X: usize = 6;
 
-/// The page words of one chunk.
-#[repr(C, align(4096))]
-pub(crate) struct ChunkMeta {
-    pages: [AtomicUsize; PAGES_PER_CHUNK],
+/// The words of 4 GiB of address space, and which of its chunks are the
+/// kernel arena's.
+#[repr(C)]
+struct Leaf {
+    words: [AtomicUsize; LEAF_WORDS],
+    chunks: [AtomicU64; LEAF_CHUNKS / 64],
 }
-
-type Leaf = [AtomicPtr<ChunkMeta>; LEAF_ENTRIES];
 
 static ROOT: [AtomicPtr<Leaf>; ROOT_ENTRIES] =
     [const { AtomicPtr::new(ptr::null_mut()) }; ROOT_ENTRIES];
 
-/// Recycled chunk metadata (an intrusive list through the first word) and
-/// the serialization of leaf creation.
-struct Pool {
-    free: *mut ChunkMeta,
-}
-// SAFETY: the list is only touched under the mutex.
-unsafe impl Send for Pool {}
+/// Serializes leaf creation and chunk (un)registration.
+static POOL: Mutex<()> = Mutex::new(());
+/// Leaves mapped (their address space is reserved, not their memory).
+static LEAVES: AtomicUsize = AtomicUsize::new(0);
+/// Chunks registered: each has a page of words in use.
+static CHUNKS: AtomicUsize = AtomicUsize::new(0);
 
-static POOL: Mutex<Pool> = Mutex::new(Pool {
-    free: ptr::null_mut(),
-});
-static META_BYTES: AtomicUsize = AtomicUsize::new(0);
-
-/// The metadata pool lock, held for a fork (see `fork`); unlocks on drop.
+/// The metadata lock, held for a fork (see `fork`); unlocks on drop.
 #[cfg(not(loom))]
-pub(crate) struct PoolLock(#[allow(dead_code)] crate::sync::plain::MutexGuard<'static, Pool>);
+pub(crate) struct PoolLock(#[allow(dead_code)] crate::sync::plain::MutexGuard<'static, ()>);
 
-/// Takes the metadata pool lock for a fork: the last lock of the order
-/// (held only around `mmap` and the radix table's atomics).
+/// Takes the metadata lock for a fork: the last lock of the order (held
+/// only around `mmap`, `madvise` and the radix table's atomics).
 #[cfg(not(loom))]
 pub(crate) fn fork_lock_pool() -> PoolLock {
     PoolLock(POOL.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
-/// Bytes mapped for page metadata (leaves and chunk pages).
+/// Bytes of memory the page metadata holds: a page of words per
+/// registered chunk and each leaf's chunk bits (the leaves' untouched
+/// address space is not counted; the root is in `.bss`, touched where
+/// leaves are).
 pub(crate) fn meta_bytes() -> usize {
-    META_BYTES.load(Ordering::Relaxed)
+    CHUNKS.load(Ordering::Relaxed) * PAGE_SIZE + LEAVES.load(Ordering::Relaxed) * PAGE_SIZE
 }
 
-fn map_meta(bytes: usize) -> *mut u8 {
+/// Reserves a leaf: address space only, its pages zero until written.
+fn map_leaf() -> *mut Leaf {
+    let bytes = core::mem::size_of::<Leaf>();
     // SAFETY: a fresh anonymous mapping.
     let p = unsafe {
         libc::mmap(
             ptr::null_mut(),
             bytes,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
             -1,
             0,
         )
@@ -113,38 +126,48 @@ fn map_meta(bytes: usize) -> *mut u8 {
     if p == libc::MAP_FAILED {
         return ptr::null_mut();
     }
-    META_BYTES.fetch_add(bytes, Ordering::Relaxed);
+    // A huge page would make a chunk's 4 KiB of words cost 2 MiB. (Advice:
+    // its failure changes nothing we rely on.)
+    // SAFETY: our own fresh mapping.
+    let _ = unsafe { libc::madvise(p, bytes, libc::MADV_NOHUGEPAGE) };
+    LEAVES.fetch_add(1, Ordering::Relaxed);
     p.cast()
 }
 
-#[inline]
-fn split(addr: usize) -> Option<(usize, usize, usize)> {
-    if addr >> 48 != 0 {
+/// The root index and the word index in its leaf, for a user-space
+/// address.
+#[inline(always)]
+fn split(addr: usize) -> Option<(usize, usize)> {
+    let r = addr >> ROOT_SHIFT;
+    if r >= ROOT_ENTRIES {
         return None;
     }
-    Some((
-        addr >> ROOT_SHIFT,
-        (addr >> CHUNK_SHIFT) & (LEAF_ENTRIES - 1),
-        (addr >> PAGE_SHIFT) & (PAGES_PER_CHUNK - 1),
-    ))
+    Some((r, (addr >> PAGE_SHIFT) & (LEAF_WORDS - 1)))
+}
+
+/// The chunk's bit in its leaf: (word, mask).
+#[inline]
+fn chunk_bit(addr: usize) -> (usize, u64) {
+    let c = (addr >> CHUNK_SHIFT) & (LEAF_CHUNKS - 1);
+    (c / 64, 1u64 << (c % 64))
 }
 
 /// Makes `[base, base + size)` (whole chunks) known to the table, with all
-/// page words 0. Returns false if metadata memory could not be mapped (the
-/// caller then gives the chunks back).
+/// page words 0. Returns false if a leaf could not be mapped (the caller
+/// then gives the chunks back).
 pub(crate) fn register(base: usize, size: usize) -> bool {
     debug_assert!(base % CHUNK_SIZE == 0 && size % CHUNK_SIZE == 0);
-    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    let pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
     let mut chunk = base;
     while chunk < base + size {
-        let Some((r, l, _)) = split(chunk) else {
+        let Some((r, _)) = split(chunk) else {
             drop(pool);
             unregister(base, chunk - base);
             return false;
         };
         let mut leaf = ROOT[r].load(Ordering::Acquire);
         if leaf.is_null() {
-            leaf = map_meta(core::mem::size_of::<Leaf>()).cast();
+            leaf = map_leaf();
             if leaf.is_null() {
                 drop(pool);
                 unregister(base, chunk - base);
@@ -152,47 +175,45 @@ pub(crate) fn register(base: usize, size: usize) -> bool {
             }
             ROOT[r].store(leaf, Ordering::Release);
         }
-        let meta = if pool.free.is_null() {
-            map_meta(core::mem::size_of::<ChunkMeta>()).cast::<ChunkMeta>()
-        } else {
-            let m = pool.free;
-            // SAFETY: pool entries are ChunkMeta pages we own; the first word
-            // links the list.
-            pool.free = unsafe { (*m).pages[0].swap(0, Ordering::Relaxed) } as *mut ChunkMeta;
-            m
-        };
-        if meta.is_null() {
-            drop(pool);
-            unregister(base, chunk - base);
-            return false;
+        let (w, bit) = chunk_bit(chunk);
+        // SAFETY: leaves are never unmapped; `w` in range by `chunk_bit`.
+        let old = unsafe { (*leaf).chunks[w].fetch_or(bit, Ordering::AcqRel) };
+        if old & bit == 0 {
+            CHUNKS.fetch_add(1, Ordering::Relaxed);
         }
-        // SAFETY: leaves are never freed; index in range by `split`.
-        unsafe { (*leaf)[l].store(meta, Ordering::Release) };
         chunk += CHUNK_SIZE;
     }
     true
 }
 
-/// Forgets `[base, base + size)` (whole chunks) and recycles their
-/// metadata, zeroed.
+/// Forgets `[base, base + size)` (whole chunks): their words read zero
+/// from now on, and their pages of words go back to the OS.
 pub(crate) fn unregister(base: usize, size: usize) {
-    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    let _pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
     let mut chunk = base;
     while chunk < base + size {
-        if let Some((r, l, _)) = split(chunk) {
+        if let Some((r, i)) = split(chunk) {
             let leaf = ROOT[r].load(Ordering::Acquire);
             if !leaf.is_null() {
-                // SAFETY: as in `register`.
-                let meta = unsafe { (*leaf)[l].swap(ptr::null_mut(), Ordering::AcqRel) };
-                if !meta.is_null() {
-                    // SAFETY: our metadata page, no longer reachable.
+                let (w, bit) = chunk_bit(chunk);
+                // SAFETY: leaves are never unmapped; indices in range.
+                let old = unsafe { (*leaf).chunks[w].fetch_and(!bit, Ordering::AcqRel) };
+                if old & bit != 0 {
+                    CHUNKS.fetch_sub(1, Ordering::Relaxed);
+                    // SAFETY: the chunk's 512 words: one page of the leaf
+                    // (a chunk-aligned address's first word index is a
+                    // multiple of 512, and leaves are page-aligned),
+                    // written by nobody once the chunk is going back.
                     unsafe {
-                        for w in (*meta).pages.iter() {
-                            w.store(0, Ordering::Relaxed);
+                        let words = (*leaf).words.as_ptr().add(i);
+                        if libc::madvise(words as *mut libc::c_void, PAGE_SIZE, libc::MADV_DONTNEED)
+                            != 0
+                        {
+                            for k in 0..PAGES_PER_CHUNK {
+                                (*words.add(k)).store(0, Ordering::Relaxed);
+                            }
                         }
-                        (*meta).pages[0].store(pool.free as usize, Ordering::Relaxed);
                     }
-                    pool.free = meta;
                 }
             }
         }
@@ -200,32 +221,36 @@ pub(crate) fn unregister(base: usize, size: usize) {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn word_ref(addr: usize) -> Option<&'static AtomicUsize> {
-    let (r, l, p) = split(addr)?;
+    let (r, i) = split(addr)?;
     let leaf = ROOT[r].load(Ordering::Acquire);
     if leaf.is_null() {
         return None;
     }
-    // SAFETY: leaves are never freed; indices in range by `split`.
-    let meta = unsafe { (*leaf)[l].load(Ordering::Acquire) };
-    if meta.is_null() {
-        return None;
-    }
-    // SAFETY: metadata pages are never unmapped (recycled only).
-    Some(unsafe { &(*meta).pages[p] })
+    // SAFETY: leaves are never unmapped; `i` in range by `split`.
+    Some(unsafe { &(*leaf).words[i] })
 }
 
 /// The page word for `addr`: 0 if the page is not ours or nothing of ours
 /// starts there.
-#[inline]
+#[inline(always)]
 pub(crate) fn lookup(addr: usize) -> usize {
     word_ref(addr).map_or(0, |w| w.load(Ordering::Acquire))
 }
 
 /// Whether `addr` lies in a chunk of the kernel arena.
 pub(crate) fn is_ours(addr: usize) -> bool {
-    word_ref(addr).is_some()
+    let Some((r, _)) = split(addr) else {
+        return false;
+    };
+    let leaf = ROOT[r].load(Ordering::Acquire);
+    if leaf.is_null() {
+        return false;
+    }
+    let (w, bit) = chunk_bit(addr);
+    // SAFETY: leaves are never unmapped; `w` in range.
+    unsafe { (*leaf).chunks[w].load(Ordering::Acquire) & bit != 0 }
 }
 
 /// Sets the words of `npages` pages from `addr` to `word`.
@@ -299,10 +324,13 @@ pub(crate) fn for_each_chunk(mut f: impl FnMut(usize)) {
         if leaf.is_null() {
             continue;
         }
-        // SAFETY: leaves are never freed.
-        for (l, meta) in unsafe { (*leaf).iter() }.enumerate() {
-            if !meta.load(Ordering::Acquire).is_null() {
-                f((r << ROOT_SHIFT) | (l << CHUNK_SHIFT));
+        // SAFETY: leaves are never unmapped.
+        for (w, bits) in unsafe { (*leaf).chunks.iter() }.enumerate() {
+            let mut b = bits.load(Ordering::Acquire);
+            while b != 0 {
+                let c = w * 64 + b.trailing_zeros() as usize;
+                b &= b - 1;
+                f((r << ROOT_SHIFT) | (c << CHUNK_SHIFT));
             }
         }
     }
@@ -311,7 +339,19 @@ pub(crate) fn for_each_chunk(mut f: impl FnMut(usize)) {
 /// A slab page word for `class`.
 #[inline]
 pub(crate) const fn slab_word(class: usize) -> usize {
-    (class << 3) | TAG_SLAB
+    ((class + 1) << SLAB_SHIFT) | TAG_SLAB
+}
+
+/// Whether `word` is a slab page's.
+#[inline(always)]
+pub(crate) const fn is_slab(word: usize) -> bool {
+    word & TAG_MASK == TAG_SLAB && word != 0
+}
+
+/// The size class of a slab page's `word`.
+#[inline(always)]
+pub(crate) const fn slab_class(word: usize) -> usize {
+    (word >> SLAB_SHIFT) - 1
 }
 
 /// A large-block head word for `npages`.

@@ -84,8 +84,8 @@ pub(crate) fn owner_of(k: &Kernel, ptr: usize, op: &'static str) -> Option<Owner
         None
     };
     match word & TAG_MASK {
-        TAG_SLAB => {
-            let c = word >> 3;
+        TAG_SLAB if word != 0 => {
+            let c = pagemeta::slab_class(word);
             let off = ptr & (k.slab_size[c] - 1);
             if off % CLASS_SIZES[c] != 0 || off / CLASS_SIZES[c] >= k.ipers[c] {
                 return bad(ReportKind::NotAllocationStart, Owner::Class(c).zone());

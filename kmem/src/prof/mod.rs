@@ -56,6 +56,7 @@ mod stack;
 mod symbols;
 mod table;
 mod trigger;
+mod unwind;
 
 /// The one door to atomics of this module (to be redirected to kmem's
 /// `sync` shim).

@@ -336,14 +336,13 @@ pub(crate) fn alloc_counted<A: TlsAccess>(
 ) -> Option<NonNull<u8>> {
     T.try_with(|t| {
         let left = t.left[c].get();
-        if left == 0 {
+        let bit = 1u64 << c;
+        // Without the allocation gate the fast path missed for want of
+        // items (or a drainer): the slow road's visit counts it.
+        if left == 0 || t.armed.get() & bit == 0 {
             return None;
         }
-        let bit = 1u64 << c;
-        if t.armed.get() & bit != 0
-            && (t.armed_free.get() & bit != 0 || super::all_frees_gated())
-            && t.owed[c].get() == 0
-        {
+        if (t.armed_free.get() & bit != 0 || super::all_frees_gated()) && t.owed[c].get() == 0 {
             // Both gates set since the last visit: every allocation and
             // free of the class in this thread came here, so there are no
             // hits to count and the gates stay as they are (`left` only

@@ -132,6 +132,7 @@ pub fn start(interval: u64) -> Result<(), ProfError> {
         interval
     };
     INTERVAL.store(interval, Ordering::Relaxed);
+    sample::set_interval(interval);
     TRACKING.store(true, Ordering::Release);
     ENABLED.store(true, Ordering::Release);
     Ok(())
@@ -261,7 +262,7 @@ fn gates_ready(k: &Kernel) -> bool {
 pub(crate) fn after_free(c: usize) {
     if on() {
         if let Some(k) = kernel() {
-            sample::after_free::<crate::fast::RustTls>(
+            sample::after_free::<crate::fast::TlsDescriptor>(
                 c,
                 k.classes[c].fast_slot(),
                 INTERVAL.load(Ordering::Relaxed),
@@ -296,7 +297,7 @@ pub(crate) fn alloc_gated<A: crate::fast::TlsAccess>(
     size: usize,
     align: usize,
 ) -> Option<NonNull<u8>> {
-    if !on() {
+    if !on() || !sample::any_alloc_gate() {
         return None;
     }
     gated::alloc::<A>(size, align)

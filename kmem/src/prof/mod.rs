@@ -287,7 +287,11 @@ pub(crate) fn all_frees_gated() -> bool {
 #[inline]
 pub(crate) unsafe fn free_gated(ptr: *mut u8) -> bool {
     // SAFETY: the caller's promise.
-    tracking() && unsafe { gated::free::<crate::fast::TlsDescriptor>(ptr) }
+    // (A free the gate sent off the fast path has its class's free gate
+    // set in this thread, or every free is gated.)
+    tracking()
+        && (sample::any_free_gate() || all_frees_gated())
+        && unsafe { gated::free::<crate::fast::TlsDescriptor>(ptr) }
 }
 
 /// An allocation after the fast path missed: one the profiler's gate sent
@@ -322,12 +326,21 @@ pub(crate) unsafe fn free_sized_gated(ptr: *mut u8, size: usize, align: usize) -
 /// # Safety
 ///
 /// As [`raw::free`](crate::raw::free).
+#[inline(always)]
 pub(crate) unsafe fn free_if_sampled(ptr: *mut u8) -> bool {
     // A sampled block is whole pages: anything else is no sample, without
     // a look at the page word (most small blocks; `Kmem`'s gated frees).
-    if ptr as usize & (crate::PAGE_SIZE - 1) != 0 {
-        return false;
-    }
+    // SAFETY: the caller's promise.
+    ptr as usize & (crate::PAGE_SIZE - 1) == 0 && unsafe { free_if_sampled_page(ptr) }
+}
+
+/// [`free_if_sampled`] for a page-aligned `ptr`.
+///
+/// # Safety
+///
+/// As [`raw::free`](crate::raw::free).
+#[inline(never)]
+unsafe fn free_if_sampled_page(ptr: *mut u8) -> bool {
     let word = pagemeta::lookup(ptr as usize);
     if word & TAG_MASK != TAG_LARGE || table::TABLE.remove(ptr as usize).is_none() {
         return false;

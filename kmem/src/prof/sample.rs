@@ -452,6 +452,13 @@ pub(crate) fn any_alloc_gate() -> bool {
     state(|t| t.armed.get() != 0).unwrap_or(false)
 }
 
+/// Whether any class's free gate is set in this thread (a free that
+/// missed the fast path for want of room needs no gated road).
+#[inline(always)]
+pub(crate) fn any_free_gate() -> bool {
+    state(|t| t.armed_free.get() != 0).unwrap_or(false)
+}
+
 /// A gated allocation of class `c` counted and popped past the gate
 /// ([`gated`](super::gated)); `None` (the countdown as it was, but up to
 /// date) when it is the picked one or the cache is empty.

@@ -50,9 +50,13 @@
 //!
 //! ## Stacks
 //!
-//! `_Unwind_Backtrace` (libgcc's unwinder, which reads the loaded objects'
-//! unwind tables and allocates nothing), [`MAX_FRAMES`] return addresses;
-//! the allocator's own frames are trimmed when the profile is written.
+//! [`MAX_FRAMES`] return addresses from the cached CFI walk
+//! ([`unwind`](super::unwind): each return address's unwind rules are
+//! read once, a few loads a frame after that), or from `_Unwind_Backtrace`
+//! (libgcc's unwinder, about 2,000 instructions a frame) where a frame is
+//! beyond that walk's model; both read the loaded objects' unwind tables
+//! and allocate nothing. The allocator's own frames are trimmed when the
+//! profile is written.
 //! A per-thread flag keeps the sampler from sampling anything it causes
 //! itself (and the dump's allocations).
 // With `invariants` there is no fast path to gate (no tables): unused.

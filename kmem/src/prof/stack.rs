@@ -1,9 +1,11 @@
 //! A sample's stack: the calling thread's return addresses, leaf first,
+//! from the cached CFI walk ([`unwind`](super::unwind)) where it can, else
 //! from `_Unwind_Backtrace` (libgcc's unwinder, which reads the loaded
 //! objects' unwind tables and allocates nothing). The allocator's own
 //! frames are trimmed when the profile is written.
 //!
-//! Each frame costs the unwinder about 2,000 instructions (find its FDE,
+//! The rest of this file is the libgcc walk. Each frame costs the
+//! unwinder about 2,000 instructions (find its FDE,
 //! run its CFA program), and a sample's walk was most of what profiling
 //! cost an allocation-bound program. So each thread remembers the two
 //! outermost frames of its first complete walk (`_start` and

@@ -211,7 +211,7 @@ fn check_unloads() {
         if size >= need {
             // SAFETY: the loader's record of at least `size` bytes, and
             // `data` the `u64` that `check_unloads` passed.
-            unsafe { *data.cast::<u64>() = (*info).dlpi_subs as u64 };
+            unsafe { *data.cast::<u64>() = (*info).dlpi_subs };
         }
         1 // the first object is enough: the counts are global
     }
@@ -360,13 +360,9 @@ impl Row {
         match reg {
             RBP => self.rbp = r,
             RIP => self.ra = r,
-            RSP => {
-                // The stack pointer is the CFA by definition here; any
-                // rule for it is beyond the model.
-                if r != RegRule::Same {
-                    self.ra = RegRule::Other;
-                }
-            }
+            // The stack pointer is the CFA by definition here; any rule
+            // for it is beyond the model.
+            RSP if r != RegRule::Same => self.ra = RegRule::Other,
             _ => {}
         }
     }

@@ -208,7 +208,7 @@ pub use flags::{Flags, Reclaim, ZoneFlags};
 pub use instance::{PlainReclaim, Uma};
 pub use keg::{KegInfo, SLAB_HEADER_BYTES};
 #[cfg(not(loom))]
-pub use pcpu::tls::sample::SamplePeek;
+pub use pcpu::tls::sample::{SamplePeek, MAX_CACHED};
 #[cfg(not(loom))]
 pub use pcpu::tls::{FastSlot, RustTls, TlsAccess, TlsDescriptor};
 pub use slab::SlabLayout;

@@ -56,6 +56,7 @@ mod stack;
 mod symbols;
 mod table;
 mod trigger;
+mod unwind;
 
 /// The one door to atomics of this module (to be redirected to kmem's
 /// `sync` shim).
@@ -131,6 +132,7 @@ pub fn start(interval: u64) -> Result<(), ProfError> {
         interval
     };
     INTERVAL.store(interval, Ordering::Relaxed);
+    sample::set_interval(interval);
     TRACKING.store(true, Ordering::Release);
     ENABLED.store(true, Ordering::Release);
     Ok(())
@@ -260,7 +262,7 @@ fn gates_ready(k: &Kernel) -> bool {
 pub(crate) fn after_free(c: usize) {
     if on() {
         if let Some(k) = kernel() {
-            sample::after_free::<crate::fast::RustTls>(
+            sample::after_free::<crate::fast::TlsDescriptor>(
                 c,
                 k.classes[c].fast_slot(),
                 INTERVAL.load(Ordering::Relaxed),
@@ -285,7 +287,11 @@ pub(crate) fn all_frees_gated() -> bool {
 #[inline]
 pub(crate) unsafe fn free_gated(ptr: *mut u8) -> bool {
     // SAFETY: the caller's promise.
-    tracking() && unsafe { gated::free::<crate::fast::TlsDescriptor>(ptr) }
+    // (A free the gate sent off the fast path has its class's free gate
+    // set in this thread, or every free is gated.)
+    tracking()
+        && (sample::any_free_gate() || all_frees_gated())
+        && unsafe { gated::free::<crate::fast::TlsDescriptor>(ptr) }
 }
 
 /// An allocation after the fast path missed: one the profiler's gate sent
@@ -295,7 +301,7 @@ pub(crate) fn alloc_gated<A: crate::fast::TlsAccess>(
     size: usize,
     align: usize,
 ) -> Option<NonNull<u8>> {
-    if !on() {
+    if !on() || !sample::any_alloc_gate() {
         return None;
     }
     gated::alloc::<A>(size, align)
@@ -320,12 +326,21 @@ pub(crate) unsafe fn free_sized_gated(ptr: *mut u8, size: usize, align: usize) -
 /// # Safety
 ///
 /// As [`raw::free`](crate::raw::free).
+#[inline(always)]
 pub(crate) unsafe fn free_if_sampled(ptr: *mut u8) -> bool {
     // A sampled block is whole pages: anything else is no sample, without
     // a look at the page word (most small blocks; `Kmem`'s gated frees).
-    if ptr as usize & (crate::PAGE_SIZE - 1) != 0 {
-        return false;
-    }
+    // SAFETY: the caller's promise.
+    ptr as usize & (crate::PAGE_SIZE - 1) == 0 && unsafe { free_if_sampled_page(ptr) }
+}
+
+/// [`free_if_sampled`] for a page-aligned `ptr`.
+///
+/// # Safety
+///
+/// As [`raw::free`](crate::raw::free).
+#[inline(never)]
+unsafe fn free_if_sampled_page(ptr: *mut u8) -> bool {
     let word = pagemeta::lookup(ptr as usize);
     if word & TAG_MASK != TAG_LARGE || table::TABLE.remove(ptr as usize).is_none() {
         return false;

@@ -50,9 +50,13 @@
 //!
 //! ## Stacks
 //!
-//! `_Unwind_Backtrace` (libgcc's unwinder, which reads the loaded objects'
-//! unwind tables and allocates nothing), [`MAX_FRAMES`] return addresses;
-//! the allocator's own frames are trimmed when the profile is written.
+//! [`MAX_FRAMES`] return addresses from the cached CFI walk
+//! ([`unwind`](super::unwind): each return address's unwind rules are
+//! read once, a few loads a frame after that), or from `_Unwind_Backtrace`
+//! (libgcc's unwinder, about 2,000 instructions a frame) where a frame is
+//! beyond that walk's model; both read the loaded objects' unwind tables
+//! and allocate nothing. The allocator's own frames are trimmed when the
+//! profile is written.
 //! A per-thread flag keeps the sampler from sampling anything it causes
 //! itself (and the dump's allocations).
 // With `invariants` there is no fast path to gate (no tables): unused.
@@ -67,7 +71,7 @@ use core::ptr::NonNull;
 use super::sync::{AtomicU64, Ordering};
 use super::table::{Sample, MAX_FRAMES, TABLE};
 use crate::classes::{CLASS_SIZES, NCLASSES};
-use crate::fast::{RustTls, TlsAccess};
+use crate::fast::{TlsAccess, TlsDescriptor};
 use crate::kernel::Kernel;
 use crate::malloc::large_alloc;
 use crate::Flags;
@@ -100,6 +104,77 @@ struct ThreadState {
     large_left: Cell<u64>,
 }
 
+/// The calling thread's [`ThreadState`], or `None` when its TLS is gone
+/// (only with Rust's thread-local, off x86-64 Linux).
+#[inline(always)]
+fn state<R>(f: impl FnOnce(&ThreadState) -> R) -> Option<R> {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux", not(loom)))]
+    {
+        Some(f(state_block::get()))
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(loom))))]
+    {
+        T.try_with(f).ok()
+    }
+}
+
+/// The sampler's [`ThreadState`] as a block of the library's zeroed TLS
+/// (`.tbss`), reached through a TLS descriptor as UMA's table word is (see
+/// `uma`'s `pcpu/tls.rs`): Rust's thread-locals are general-dynamic, a
+/// `__tls_get_addr` call per access in `libbsdalloc.so`, and the slow
+/// road's visits made six of them. Every field of `ThreadState` is a
+/// `Cell` of an integer or a bool, whose all-zero bytes are its initial
+/// value (as the `const` initialiser of the fallback says).
+#[cfg(all(target_arch = "x86_64", target_os = "linux", not(loom)))]
+mod state_block {
+    use super::ThreadState;
+
+    // `.globl` + `.hidden`, and the version in the name, as UMA's word.
+    core::arch::global_asm!(
+        ".pushsection .tbss.bsdalloc_prof_thread_v01,\"awT\",@nobits",
+        ".p2align 4",
+        ".globl bsdalloc_prof_thread_v01",
+        ".hidden bsdalloc_prof_thread_v01",
+        ".type bsdalloc_prof_thread_v01,@object",
+        ".size bsdalloc_prof_thread_v01,{size}",
+        "bsdalloc_prof_thread_v01:",
+        ".zero {size}",
+        ".popsection",
+        size = const core::mem::size_of::<ThreadState>(),
+    );
+
+    /// The calling thread's block.
+    #[inline(always)]
+    pub(super) fn get() -> &'static ThreadState {
+        let off: usize;
+        let tp: usize;
+        // SAFETY: the TLS descriptor call sequence of the x86-64 psABI
+        // (GNU2 dialect), as UMA's `table_word::offset`: it clobbers `rax`
+        // and the flags only. Then the thread pointer, which glibc keeps
+        // at `%fs:0` (the TCB's self-pointer).
+        unsafe {
+            core::arch::asm!(
+                "leaq bsdalloc_prof_thread_v01@tlsdesc(%rip), %rax",
+                "call *bsdalloc_prof_thread_v01@tlscall(%rax)",
+                out("rax") off,
+                options(att_syntax, readonly, pure),
+            );
+            core::arch::asm!(
+                "movq %fs:0, {tp}",
+                tp = out(reg) tp,
+                options(att_syntax, nostack, preserves_flags, readonly, pure),
+            );
+        }
+        // SAFETY: the thread's own block (thread pointer + its offset),
+        // zero-initialised (a valid `ThreadState`), aligned to 16, alive
+        // as long as the thread; the reference never leaves the thread
+        // (`ThreadState` is not `Sync`) and callers hold it only for the
+        // call that asked for it.
+        unsafe { &*((tp + off) as *const ThreadState) }
+    }
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(loom))))]
 std::thread_local! {
     static T: ThreadState = const {
         ThreadState {
@@ -128,21 +203,20 @@ pub(crate) static GATED: AtomicU64 = AtomicU64::new(0);
 /// if it already was (or its TLS is gone).
 #[inline(always)] // (so that `sampled_alloc`'s stack walk has a frame less)
 pub(crate) fn guarded<R>(f: impl FnOnce() -> R) -> Option<R> {
-    let entered = T
-        .try_with(|t| {
-            if t.inside.get() {
-                false
-            } else {
-                t.inside.set(true);
-                true
-            }
-        })
-        .unwrap_or(false);
+    let entered = state(|t| {
+        if t.inside.get() {
+            false
+        } else {
+            t.inside.set(true);
+            true
+        }
+    })
+    .unwrap_or(false);
     if !entered {
         return None;
     }
     let r = f();
-    let _ = T.try_with(|t| t.inside.set(false));
+    let _ = state(|t| t.inside.set(false));
     Some(r)
 }
 
@@ -186,6 +260,43 @@ fn class_scale(size: usize, interval: u64) -> f64 {
 /// items cached) of the picked allocation: frees that refill the bucket
 /// are then seen, and the allocation gate can be set in time.
 const FREE_WINDOW_DIV: u64 = 32;
+
+/// Per class, the free window in allocations (`interval / size /
+/// FREE_WINDOW_DIV`), set with the interval ([`set_interval`]): no
+/// division on the slow road.
+static WINDOWS: [AtomicU64; NCLASSES] = [const { AtomicU64::new(0) }; NCLASSES];
+
+/// Computes [`WINDOWS`] for a new mean interval.
+pub(crate) fn set_interval(interval: u64) {
+    for (w, &size) in WINDOWS.iter().zip(CLASS_SIZES.iter()) {
+        w.store(interval / size as u64 / FREE_WINDOW_DIV, Ordering::Relaxed);
+    }
+}
+
+fn window(c: usize) -> u64 {
+    WINDOWS[c].load(Ordering::Relaxed)
+}
+
+/// Whether class `c`, `left` allocations from its picked one, with no gate
+/// set and no stand-in owed, needs no gate until its next visit whatever
+/// the cache holds: then the visit need not look at the cache again after
+/// it moved ([`rearm`] would change nothing but `seen` and the slack).
+#[inline(always)]
+fn far(t: &ThreadState, c: usize, left: u64) -> bool {
+    let bit = 1u64 << c;
+    (t.armed.get() | t.armed_free.get()) & bit == 0
+        && t.owed[c].get() == 0
+        && left > u64::from(uma::MAX_CACHED) + window(c)
+}
+
+/// [`rearm`] for a class that is [`far`]: the hit count as seen, and a
+/// slack that no cache content can make too large.
+#[inline(always)]
+fn rearm_far(t: &ThreadState, c: usize, hits: u64, left: u64) {
+    t.seen[c].set(hits);
+    let slack = left - u64::from(uma::MAX_CACHED);
+    t.slack[c].set(slack.min(u64::from(u32::MAX)) as u32);
+}
 
 /// Brings class `c`'s countdown up to date with the fast-path hits since
 /// the last visit (`peek`, taken now); returns it (allocations until the
@@ -250,7 +361,7 @@ fn overshoot(t: &ThreadState, c: usize, mut past: u64, interval: u64) -> u64 {
 /// the thread's allocations of class `c` exactly while the picked one
 /// could otherwise be a hit (`left <= cached`), and (C ABI) its frees
 /// while it is near.
-fn rearm(t: &ThreadState, c: usize, slot: uma::FastSlot, peek: SamplePeek, interval: u64) {
+fn rearm(t: &ThreadState, c: usize, slot: uma::FastSlot, peek: SamplePeek) {
     t.seen[c].set(peek.hits);
     let left = t.left[c].get();
     let cached = u64::from(peek.cached);
@@ -259,8 +370,7 @@ fn rearm(t: &ThreadState, c: usize, slot: uma::FastSlot, peek: SamplePeek, inter
     let alloc = left <= cached || owed;
     let slack = if owed { 0 } else { left.saturating_sub(cached) };
     t.slack[c].set(slack.min(u64::from(u32::MAX)) as u32);
-    let window = interval / CLASS_SIZES[c] as u64 / FREE_WINDOW_DIV;
-    let free = !super::all_frees_gated() && left <= cached + window;
+    let free = !super::all_frees_gated() && left <= cached + window(c);
     let (was_a, was_f) = (t.armed.get() & bit != 0, t.armed_free.get() & bit != 0);
     if (alloc, free) != (was_a, was_f) {
         t.armed
@@ -287,27 +397,37 @@ pub(crate) fn alloc_class(
     interval: u64,
 ) -> Option<NonNull<u8>> {
     let slot = k.classes[c].fast_slot();
-    let picked = T
-        .try_with(|t| {
-            // SAFETY: the slot of a class zone, never destroyed.
-            let peek = unsafe { slot.sample_peek::<RustTls>() };
-            let left = account(t, c, peek, interval);
-            let owed = t.owed[c].get();
-            // The profiler's own allocations are counted (they move the
-            // cache) but never sampled.
-            let picked = (left == 1 || owed != 0) && !t.inside.get();
-            if picked && left == 1 {
-                t.left[c].set(gap(t, CLASS_SIZES[c], interval));
-                // (With a stand-in owed too: it waits for the next one.)
-            } else {
-                t.left[c].set(left - 1);
-                if picked {
-                    t.owed[c].set(owed - 1);
-                }
+    // (picked, far: no second look needed)
+    let (picked, far_off) = state(|t| {
+        // SAFETY: the slot of a class zone, never destroyed.
+        let peek = unsafe { slot.sample_peek::<TlsDescriptor>() };
+        let left = account(t, c, peek, interval);
+        let owed = t.owed[c].get();
+        // The profiler's own allocations are counted (they move the
+        // cache) but never sampled.
+        let picked = (left == 1 || owed != 0) && !t.inside.get();
+        if picked && left == 1 {
+            t.left[c].set(gap(t, CLASS_SIZES[c], interval));
+            // (With a stand-in owed too: it waits for the next one.)
+            return (true, false);
+        }
+        t.left[c].set(left - 1);
+        if picked {
+            t.owed[c].set(owed - 1);
+            return (true, false);
+        }
+        // Far from the picked one: the zone's refill cannot bring it
+        // within reach before the next visit (the zone's own pop is no
+        // hit: the count stays as seen now).
+        match peek {
+            Some(p) if far(t, c, left - 1) => {
+                rearm_far(t, c, p.hits, left - 1);
+                (false, true)
             }
-            picked
-        })
-        .unwrap_or(false);
+            _ => (false, false),
+        }
+    })
+    .unwrap_or((false, true));
     let p = if picked {
         let scale = class_scale(CLASS_SIZES[c], interval);
         sampled_alloc(k, size, align, flags, scale)
@@ -317,13 +437,30 @@ pub(crate) fn alloc_class(
         unsafe { crate::fast::clear_key(p) };
         Some(p)
     };
-    let _ = T.try_with(|t| {
-        // SAFETY: as above.
-        if let Some(peek) = unsafe { slot.sample_peek::<RustTls>() } {
-            rearm(t, c, slot, peek, interval);
-        }
-    });
+    if !far_off {
+        let _ = state(|t| {
+            // SAFETY: as above.
+            if let Some(peek) = unsafe { slot.sample_peek::<TlsDescriptor>() } {
+                rearm(t, c, slot, peek);
+            }
+        });
+    }
     p
+}
+
+/// Whether any class's allocation gate is set in this thread: else a
+/// miss of the fast path is a plain miss, which the slow road counts (one
+/// thread-local load, before the class is looked up).
+#[inline(always)]
+pub(crate) fn any_alloc_gate() -> bool {
+    state(|t| t.armed.get() != 0).unwrap_or(false)
+}
+
+/// Whether any class's free gate is set in this thread (a free that
+/// missed the fast path for want of room needs no gated road).
+#[inline(always)]
+pub(crate) fn any_free_gate() -> bool {
+    state(|t| t.armed_free.get() != 0).unwrap_or(false)
 }
 
 /// A gated allocation of class `c` counted and popped past the gate
@@ -334,16 +471,15 @@ pub(crate) fn alloc_counted<A: TlsAccess>(
     slot: uma::FastSlot,
     interval: u64,
 ) -> Option<NonNull<u8>> {
-    T.try_with(|t| {
+    state(|t| {
         let left = t.left[c].get();
-        if left == 0 {
+        let bit = 1u64 << c;
+        // Without the allocation gate the fast path missed for want of
+        // items (or a drainer): the slow road's visit counts it.
+        if left == 0 || t.armed.get() & bit == 0 {
             return None;
         }
-        let bit = 1u64 << c;
-        if t.armed.get() & bit != 0
-            && (t.armed_free.get() & bit != 0 || super::all_frees_gated())
-            && t.owed[c].get() == 0
-        {
+        if (t.armed_free.get() & bit != 0 || super::all_frees_gated()) && t.owed[c].get() == 0 {
             // Both gates set since the last visit: every allocation and
             // free of the class in this thread came here, so there are no
             // hits to count and the gates stay as they are (`left` only
@@ -373,10 +509,9 @@ pub(crate) fn alloc_counted<A: TlsAccess>(
             hits: peek.hits + 1,
             cached: peek.cached - 1,
         };
-        rearm(t, c, slot, after, interval);
+        rearm(t, c, slot, after);
         Some(p)
     })
-    .ok()
     .flatten()
 }
 
@@ -389,7 +524,7 @@ pub(crate) fn alloc_counted<A: TlsAccess>(
 /// are gated) and the slow road, which recomputes it, change it.
 #[inline]
 pub(crate) fn after_gated_push<A: TlsAccess>(c: usize, slot: uma::FastSlot, interval: u64) {
-    let _ = T.try_with(|t| {
+    let _ = state(|t| {
         let s = t.slack[c].get();
         // With the allocation gate set already, a push only brings more
         // items before the picked allocation: nothing to change.
@@ -406,7 +541,7 @@ pub(crate) fn after_gated_push<A: TlsAccess>(c: usize, slot: uma::FastSlot, inte
 /// refilled by frees cannot hide the picked allocation. `A` reaches the
 /// thread's caches as the front door does.
 pub(crate) fn after_free<A: TlsAccess>(c: usize, slot: uma::FastSlot, interval: u64) {
-    let _ = T.try_with(|t| after_free_in::<A>(t, c, slot, interval));
+    let _ = state(|t| after_free_in::<A>(t, c, slot, interval));
 }
 
 fn after_free_in<A: TlsAccess>(t: &ThreadState, c: usize, slot: uma::FastSlot, interval: u64) {
@@ -421,8 +556,12 @@ fn after_free_in<A: TlsAccess>(t: &ThreadState, c: usize, slot: uma::FastSlot, i
         let Some(peek) = (unsafe { slot.sample_peek::<A>() }) else {
             return;
         };
-        account(t, c, Some(peek), interval);
-        rearm(t, c, slot, peek, interval);
+        let left = account(t, c, Some(peek), interval);
+        if far(t, c, left) {
+            rearm_far(t, c, peek.hits, left);
+        } else {
+            rearm(t, c, slot, peek);
+        }
     }
 }
 
@@ -434,25 +573,24 @@ pub(crate) fn alloc_large(
     flags: Flags,
     interval: u64,
 ) -> Option<NonNull<u8>> {
-    let picked = T
-        .try_with(|t| {
-            if t.inside.get() {
-                return false;
-            }
-            let mut left = t.large_left.get();
-            if left == 0 {
-                left = exp_bytes(t, interval);
-            }
-            let x = size.max(1) as u64;
-            if x >= left {
-                t.large_left.set(exp_bytes(t, interval));
-                true
-            } else {
-                t.large_left.set(left - x);
-                false
-            }
-        })
-        .unwrap_or(false);
+    let picked = state(|t| {
+        if t.inside.get() {
+            return false;
+        }
+        let mut left = t.large_left.get();
+        if left == 0 {
+            left = exp_bytes(t, interval);
+        }
+        let x = size.max(1) as u64;
+        if x >= left {
+            t.large_left.set(exp_bytes(t, interval));
+            true
+        } else {
+            t.large_left.set(left - x);
+            false
+        }
+    })
+    .unwrap_or(false);
     if picked {
         let scale = class_scale(size.max(1), interval);
         sampled_alloc(k, size, align, flags, scale)

@@ -1,9 +1,11 @@
 //! A sample's stack: the calling thread's return addresses, leaf first,
+//! from the cached CFI walk ([`unwind`](super::unwind)) where it can, else
 //! from `_Unwind_Backtrace` (libgcc's unwinder, which reads the loaded
 //! objects' unwind tables and allocates nothing). The allocator's own
 //! frames are trimmed when the profile is written.
 //!
-//! Each frame costs the unwinder about 2,000 instructions (find its FDE,
+//! The rest of this file is the libgcc walk. Each frame costs the
+//! unwinder about 2,000 instructions (find its FDE,
 //! run its CFA program), and a sample's walk was most of what profiling
 //! cost an allocation-bound program. So each thread remembers the two
 //! outermost frames of its first complete walk (`_start` and
@@ -80,8 +82,19 @@ extern "C" fn one_frame(ctx: *mut UnwindContext, arg: *mut core::ffi::c_void) ->
 }
 
 /// The calling thread's return addresses, leaf first; returns how many.
-#[inline(always)] // one frame less to unwind (see `sample::sampled_alloc`)
+/// The cached walk ([`unwind`](super::unwind)) where it can, else libgcc's.
+#[inline(always)]
 pub(crate) fn capture(stack: &mut [usize; MAX_FRAMES]) -> usize {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux", not(loom)))]
+    if let Some((n, _)) = super::unwind::walk(stack) {
+        return n;
+    }
+    capture_libgcc(stack)
+}
+
+/// [`capture`] with `_Unwind_Backtrace`.
+#[inline(always)] // one frame less to unwind (see `sample::sampled_alloc`)
+pub(crate) fn capture_libgcc(stack: &mut [usize; MAX_FRAMES]) -> usize {
     let roots = ROOTS.try_with(|r| (r.ip.get(), r.cfa.get(), r.tail.get()));
     let (ip, cfa, tail) = roots.unwrap_or((0, 0, [0; ROOT]));
     let mut w = Walk {

@@ -23,7 +23,7 @@
 
 use super::super::{empty, mirror_zone_gate, Cache};
 use super::super::{GATE_ALLOC, GATE_DRAIN};
-use super::{with_cache, RustTls, TlsAccess};
+use super::{with_cache, TlsAccess, TlsDescriptor};
 use crate::sync::unmodeled::Ordering as UOrdering;
 use crate::sync::Ordering;
 use crate::zone::{Zone, FAST_FREE};
@@ -36,6 +36,11 @@ pub(crate) const GATE_SAMPLE: u8 = 8;
 /// `gate` bit: the owner's sampler wants to see every free through the
 /// slot ([`FastSlot::set_sample_gate`]).
 pub(crate) const GATE_SAMPLE_FREE: u8 = 16;
+
+/// Most items a cache's alloc bucket ever holds ([`SamplePeek::cached`]
+/// never exceeds it): a sampler whose next pick is farther away than this
+/// (plus what it watches besides) needs no gate before its next look.
+pub const MAX_CACHED: u32 = crate::bucket::BUCKET_MAX as u32;
 
 /// What [`FastSlot::sample_peek`] saw.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -132,7 +137,7 @@ impl FastSlot {
         let on = if alloc { GATE_SAMPLE } else { 0 } | if free { GATE_SAMPLE_FREE } else { 0 };
         // SAFETY: the caller's promise; slots come from `Zone::fast_slot`.
         unsafe {
-            with_cache::<RustTls, _>(self.to_bits() as usize, |c| {
+            with_cache::<TlsDescriptor, _>(self.to_bits() as usize, |c| {
                 if core::ptr::eq(c, empty()) {
                     return;
                 }

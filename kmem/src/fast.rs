@@ -298,10 +298,19 @@ fn publish() {
 #[cfg(not(any(loom, feature = "invariants")))]
 #[inline(always)]
 fn small_slot(size: usize, align: usize) -> Option<FastSlot> {
-    if align > 16 {
+    let i = if align <= 8 {
+        // Most requests (Rust's, through `Kmem`): `(size + 7) / 8` is the
+        // index `small_index` gives (sizes below the alignment share the
+        // 8-byte class's indices 0 and 1), without its max().
+        if size > MAX_SMALL {
+            return None;
+        }
+        (size + 7) >> 3
+    } else if align <= 16 {
+        small_index(size, align)?
+    } else {
         return None;
-    }
-    let i = small_index(size, align)?;
+    };
     // SAFETY: small_index is below LUT_LEN; the table holds only `to_bits`
     // of slots.
     Some(unsafe { FastSlot::from_bits(SIZE_SLOTS.get_unchecked(i).load(Ordering::Relaxed)) })

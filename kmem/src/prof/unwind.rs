@@ -517,19 +517,6 @@ fn run(
                     return Some(());
                 }
             }
-            0x05 => {
-                let reg = r.uleb()?;
-                let o = off(r.uleb()?)?;
-                row.set(reg, RegRule::At(o));
-            }
-            0x06 => row.restore(r.uleb()?, init),
-            0x07 => row.set(r.uleb()?, RegRule::Undefined),
-            0x08 => row.set(r.uleb()?, RegRule::Same),
-            0x09 => {
-                let reg = r.uleb()?;
-                r.uleb()?;
-                row.set(reg, RegRule::Other);
-            }
             0x0a => {
                 if depth == STATES {
                     return None;
@@ -545,46 +532,71 @@ fn run(
                 // (The CFA is restored too, as libgcc does.)
                 *row = saved[depth];
             }
-            0x0c => {
-                row.cfa_reg = r.uleb()?;
-                row.cfa_off = r.uleb()? as i64;
-            }
-            0x0d => row.cfa_reg = r.uleb()?,
-            0x0e => row.cfa_off = r.uleb()? as i64,
-            0x10 | 0x16 => {
-                let reg = r.uleb()?;
-                let len = r.uleb()?;
-                r.skip(len)?;
-                row.set(reg, RegRule::Other);
-            }
-            0x11 => {
-                let reg = r.uleb()?;
-                let o = r.sleb()?.checked_mul(cie.data_align)?;
-                row.set(reg, RegRule::At(o));
-            }
-            0x12 => {
-                row.cfa_reg = r.uleb()?;
-                row.cfa_off = r.sleb()?.checked_mul(cie.data_align)?;
-            }
-            0x13 => row.cfa_off = r.sleb()?.checked_mul(cie.data_align)?,
-            0x14 | 0x15 => {
-                let reg = r.uleb()?;
-                if op == 0x14 {
-                    r.uleb()?;
-                } else {
-                    r.sleb()?;
-                }
-                row.set(reg, RegRule::Other);
-            }
-            0x2e => {
-                r.uleb()?; // GNU_args_size: for landing pads only
-            }
+            _ if rule_op(op, &mut r, cie, row, init)? => {}
             // set_loc, def_cfa_expression, negative offsets, vendor ops:
             // libgcc's.
             _ => return None,
         }
     }
     Some(())
+}
+
+/// The operations of a CFA program that set a register's or the CFA's
+/// rule (for [`run`]): true when `op` was one and is applied, false for
+/// any other operation (`run`'s, or outside the model); `None` for a
+/// malformed one.
+fn rule_op(op: u8, r: &mut Reader, cie: &Cie, row: &mut Row, init: &Row) -> Option<bool> {
+    match op {
+        0x05 => {
+            let reg = r.uleb()?;
+            let o = (r.uleb()? as i64).checked_mul(cie.data_align)?;
+            row.set(reg, RegRule::At(o));
+        }
+        0x06 => row.restore(r.uleb()?, init),
+        0x07 => row.set(r.uleb()?, RegRule::Undefined),
+        0x08 => row.set(r.uleb()?, RegRule::Same),
+        0x09 => {
+            let reg = r.uleb()?;
+            r.uleb()?;
+            row.set(reg, RegRule::Other);
+        }
+        0x0c => {
+            row.cfa_reg = r.uleb()?;
+            row.cfa_off = r.uleb()? as i64;
+        }
+        0x0d => row.cfa_reg = r.uleb()?,
+        0x0e => row.cfa_off = r.uleb()? as i64,
+        0x10 | 0x16 => {
+            let reg = r.uleb()?;
+            let len = r.uleb()?;
+            r.skip(len)?;
+            row.set(reg, RegRule::Other);
+        }
+        0x11 => {
+            let reg = r.uleb()?;
+            let o = r.sleb()?.checked_mul(cie.data_align)?;
+            row.set(reg, RegRule::At(o));
+        }
+        0x12 => {
+            row.cfa_reg = r.uleb()?;
+            row.cfa_off = r.sleb()?.checked_mul(cie.data_align)?;
+        }
+        0x13 => row.cfa_off = r.sleb()?.checked_mul(cie.data_align)?,
+        0x14 | 0x15 => {
+            let reg = r.uleb()?;
+            if op == 0x14 {
+                r.uleb()?;
+            } else {
+                r.sleb()?;
+            }
+            row.set(reg, RegRule::Other);
+        }
+        0x2e => {
+            r.uleb()?; // GNU_args_size: for landing pads only
+        }
+        _ => return Some(false),
+    }
+    Some(true)
 }
 
 /// The rule of the frame whose lookup address is `key`, from its FDE.

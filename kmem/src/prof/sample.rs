@@ -170,7 +170,8 @@ mod state_block {
         // as long as the thread; the reference never leaves the thread
         // (`ThreadState` is not `Sync`) and callers hold it only for the
         // call that asked for it.
-        unsafe { &*((tp + off) as *const ThreadState) }
+        // (A static TLS offset is negative: wrapping, as the hardware adds.)
+        unsafe { &*(tp.wrapping_add(off) as *const ThreadState) }
     }
 }
 

@@ -671,8 +671,10 @@ fn parse(key: usize) -> Option<Rule> {
 /// Frames a CFA may lie above its stack pointer (a sanity bound).
 const MAX_FRAME: usize = 256 << 20;
 
-/// The calling thread's return addresses, leaf first (the first is a PC
-/// in this function), and whether the walk reached the thread's first
+/// The calling thread's return addresses, leaf first (from the return
+/// address into this function's caller: this function's own frame is
+/// stepped over, not recorded, as libgcc's walk starts at its caller), and
+/// whether the walk reached the thread's first
 /// frame; `None` when some frame is beyond the model (see the module
 /// doc): the caller then walks with libgcc.
 #[inline(never)]
@@ -694,9 +696,14 @@ pub(crate) fn walk(stack: &mut [usize; MAX_FRAMES]) -> Option<(usize, bool)> {
     let mut bp = Some(bp);
     let mut key = pc;
     let mut n = 0;
+    // This function's own frame: stepped over, not recorded (a frame more
+    // would push a deep stack's outermost frames past MAX_FRAMES).
+    let mut own = true;
     loop {
-        stack[n] = pc;
-        n += 1;
+        if !own {
+            stack[n] = pc;
+            n += 1;
+        }
         let rule = match lookup(key) {
             Some(r) => r,
             None => {
@@ -737,6 +744,7 @@ pub(crate) fn walk(stack: &mut [usize; MAX_FRAMES]) -> Option<(usize, bool)> {
         if n == MAX_FRAMES {
             return Some((n, false));
         }
+        own = false;
         pc = ra;
         key = ra - 1;
     }
@@ -784,12 +792,11 @@ mod tests {
         let fast = walk(&mut a).expect("a walk of the test's own stack");
         let mut b = [0; MAX_FRAMES];
         let slow = super::super::stack::capture_libgcc(&mut b);
-        // The fast walk starts at its own PC, then the return address
-        // into this function; libgcc's at its own return address into
-        // this function (another call site): this function's callers on
-        // are the same.
+        // Both walks start in this function, at their own call sites
+        // (the fast walk's return address, libgcc's PC after its call):
+        // this function's callers on are the same.
         assert!(fast.1, "complete: {:x?}", &a[..fast.0]);
-        out.push((a[2..fast.0].to_vec(), b[1..slow].to_vec()));
+        out.push((a[1..fast.0].to_vec(), b[1..slow].to_vec()));
     }
 
     #[test]

@@ -146,19 +146,11 @@ mod state_block {
     /// The calling thread's block.
     #[inline(always)]
     pub(super) fn get() -> &'static ThreadState {
-        let off: usize;
+        let off = uma::tlsdesc_offset!("bsdalloc_prof_thread_v01");
         let tp: usize;
-        // SAFETY: the TLS descriptor call sequence of the x86-64 psABI
-        // (GNU2 dialect), as UMA's `table_word::offset`: it clobbers `rax`
-        // and the flags only. Then the thread pointer, which glibc keeps
-        // at `%fs:0` (the TCB's self-pointer).
+        // SAFETY: reads the thread pointer, which glibc keeps at `%fs:0`
+        // (the TCB's self-pointer).
         unsafe {
-            core::arch::asm!(
-                "leaq bsdalloc_prof_thread_v01@tlsdesc(%rip), %rax",
-                "call *bsdalloc_prof_thread_v01@tlscall(%rax)",
-                out("rax") off,
-                options(att_syntax, readonly, pure),
-            );
             core::arch::asm!(
                 "movq %fs:0, {tp}",
                 tp = out(reg) tp,

@@ -68,6 +68,37 @@ static EMPTY_TABLE: Table =
 /// initialisation image) and is pointed at the thread's own `SLOTS` when
 /// the thread first registers a cache ([`cache_for`]); both tables live as
 /// long as the thread's TLS block, so the word is never stale.
+/// The offset from the thread pointer of the calling thread's copy of
+/// the thread-local symbol `$sym` (a string literal; the symbol is defined
+/// in a TLS section of the same link), by the x86-64 psABI's TLS
+/// descriptor call (GNU2 dialect): the dynamic linker fills the
+/// descriptor with `_dl_tlsdesc_return` (load the offset, return) for a
+/// library in static TLS, and with a resolver that allocates the block
+/// for a `dlopen`ed one; the call keeps every register but `rax` (and the
+/// flags). In an executable the linker relaxes it to one immediate move.
+/// For kmem's profiler too (its per-thread block), hence exported.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! tlsdesc_offset {
+    ($sym:literal) => {{
+        let off: usize;
+        // SAFETY: the TLS descriptor call sequence of the x86-64 psABI
+        // (GNU2 dialect): it reads the descriptor the linker and dynamic
+        // linker made for `$sym` and clobbers `rax` and the flags only.
+        // It pushes a return address, so no `nostack`.
+        unsafe {
+            core::arch::asm!(
+                concat!("leaq ", $sym, "@tlsdesc(%rip), %rax"),
+                concat!("call *", $sym, "@tlscall(%rax)"),
+                out("rax") off,
+                options(att_syntax, readonly, pure),
+            );
+        }
+        off
+    }};
+}
+
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod table_word {
     use super::{Table, EMPTY_TABLE};
@@ -98,20 +129,7 @@ mod table_word {
     /// executable the linker relaxes the pair to one immediate move.
     #[inline(always)]
     fn offset() -> usize {
-        let off: usize;
-        // SAFETY: the TLS descriptor call sequence of the x86-64 psABI
-        // (GNU2 dialect): it reads the descriptor the linker and dynamic
-        // linker made for the word and clobbers `rax` and the flags only.
-        // It pushes a return address, so no `nostack`.
-        unsafe {
-            core::arch::asm!(
-                "leaq bsdalloc_uma_table_v01@tlsdesc(%rip), %rax",
-                "call *bsdalloc_uma_table_v01@tlscall(%rax)",
-                out("rax") off,
-                options(att_syntax, readonly, pure),
-            );
-        }
-        off
+        crate::tlsdesc_offset!("bsdalloc_uma_table_v01")
     }
 
     /// The calling thread's table.

@@ -360,6 +360,32 @@ fn cxx_operators_new_and_delete() {
     assert!(r.out().contains("cxx: ok"), "{}", r.describe());
 }
 
+/// `free` of a block's address with a high bit set (not canonical): the
+/// fast free's page lookup ignores bits 48..63 (`pagemeta::lookup_fast`),
+/// finds the block's page, and its first access to the pointer, a read,
+/// faults before anything is written: the process dies of SIGSEGV (as
+/// under glibc, which reads the chunk header), never frees the real block.
+#[test]
+fn c_free_of_a_non_canonical_alias_faults_before_any_write() {
+    let d = scratch("badfree_high");
+    let exe = gcc("badfree.c", &d, &[]);
+    for policy in [None, Some("warn")] {
+        let mut c = Command::new(&exe);
+        c.arg("high");
+        if let Some(p) = policy {
+            c.env("BSDALLOC_BAD_FREE", p);
+        }
+        let r = run(preload(&mut c), 30);
+        assert_eq!(
+            r.status.and_then(|s| s.signal()),
+            Some(libc::SIGSEGV),
+            "{policy:?}\n{}",
+            r.describe()
+        );
+        assert!(!r.out().contains("survived"), "{}", r.describe());
+    }
+}
+
 #[test]
 fn c_bad_free_policies() {
     let d = scratch("badfree");

@@ -339,7 +339,23 @@ fn mid_slot(size: usize, align: usize) -> Option<FastSlot> {
 #[cfg(not(any(loom, feature = "invariants")))]
 #[inline(always)]
 fn item_check(ptr: *const u8) -> Option<&'static ItemCheck> {
-    let word = pagemeta::lookup(ptr as usize);
+    check_word(ptr, pagemeta::lookup(ptr as usize))
+}
+
+/// [`item_check`] for `free`, whose next step reads the block: a pointer
+/// with any of bits 48..63 set may get another page's word here, and then
+/// that read faults (see [`pagemeta::lookup_fast`]).
+#[cfg(not(any(loom, feature = "invariants")))]
+#[inline(always)]
+fn item_check_free(ptr: *const u8) -> Option<&'static ItemCheck> {
+    check_word(ptr, pagemeta::lookup_fast(ptr as usize))
+}
+
+/// The check entry that the page word `word` of `ptr`'s page leads to, if
+/// `ptr` passes its start-of-item check.
+#[cfg(not(any(loom, feature = "invariants")))]
+#[inline(always)]
+fn check_word(ptr: *const u8, word: usize) -> Option<&'static ItemCheck> {
     if word & TAG_MASK != TAG_SLAB {
         return None;
     }
@@ -592,7 +608,7 @@ pub(crate) unsafe fn free_class<A: TlsAccess>(ptr: NonNull<u8>, c: usize) -> boo
 pub(crate) unsafe fn free<A: TlsAccess>(ptr: *mut u8) -> bool {
     #[cfg(not(any(loom, feature = "invariants")))]
     {
-        let Some(e) = item_check(ptr) else {
+        let Some(e) = item_check_free(ptr) else {
             return false;
         };
         // SAFETY: the page metadata proves `ptr` the start of an item of

@@ -239,6 +239,26 @@ pub(crate) fn lookup(addr: usize) -> usize {
     word_ref(addr).map_or(0, |w| w.load(Ordering::Acquire))
 }
 
+/// [`lookup`] for the fast free, whose next step reads the block: the root
+/// index is bits 32..47 of `addr`, whatever bits 48..63 hold (two
+/// instructions fewer than [`lookup`]'s range check). No kmem block has
+/// any of those bits set, so an address with one set gets the word of
+/// another page, at worst of one of ours. Then the caller's first access
+/// to the address itself, a read, faults: with 4-level paging no such
+/// address is canonical (it is also none of ours with 5-level paging,
+/// where Linux maps above 2^47 only on request). Everything but the fast
+/// free uses [`lookup`].
+#[inline(always)]
+pub(crate) fn lookup_fast(addr: usize) -> usize {
+    let r = (addr >> ROOT_SHIFT) & (ROOT_ENTRIES - 1);
+    let leaf = ROOT[r].load(Ordering::Acquire);
+    if leaf.is_null() {
+        return 0;
+    }
+    // SAFETY: leaves are never unmapped; the index is masked to the leaf.
+    unsafe { (*leaf).words[(addr >> PAGE_SHIFT) & (LEAF_WORDS - 1)].load(Ordering::Acquire) }
+}
+
 /// Whether `addr` lies in a chunk of the kernel arena.
 pub(crate) fn is_ours(addr: usize) -> bool {
     let Some((r, _)) = split(addr) else {

@@ -1,9 +1,11 @@
 /* Frees a pointer the allocator did not hand out: argv[1] says which
- * ("stack", "interior", "global", "realloc", "usable"). Prints the pointer
+ * ("stack", "interior", "global", "realloc", "usable", or "high": the
+ * block's own address with bit 60 set, not canonical). Prints the pointer
  * on stdout first ("bad pointer 0x..."), so the test can check the report
  * names it, then "survived" if the process is still alive afterwards. */
 #define _GNU_SOURCE
 #include <malloc.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +23,8 @@ int main(int argc, char **argv) {
         bad = block + 16;
     else if (strcmp(what, "global") == 0)
         bad = global_buf;
+    else if (strcmp(what, "high") == 0)
+        bad = (void *)((uintptr_t)block | (UINT64_C(1) << 60));
     printf("bad pointer %p\n", bad);
     fflush(stdout);
     if (strcmp(what, "realloc") == 0) {

@@ -287,6 +287,7 @@ pub(crate) fn set(addr: usize, npages: usize, word: usize) {
 /// other thread writes these words meanwhile, only reads them: a load and
 /// a release store do what a swap would, without a locked instruction per
 /// page (a 1 MiB block has 256).
+#[inline(always)]
 pub(crate) fn replace(addr: usize, npages: usize, word: usize, mut on_dirty: impl FnMut(usize)) {
     let mut page = addr;
     let end = addr.saturating_add(npages * PAGE_SIZE);

@@ -127,3 +127,33 @@ static REPORTS: AtomicUsize = AtomicUsize::new(0);
 fn count(_: &kmem::Report) {
     REPORTS.fetch_add(1, Ordering::Relaxed);
 }
+
+#[test]
+fn raw_realloc_doubles_in_place_onto_pages_a_freed_block_left_dirty() {
+    let _g = serial();
+    // An 8 MiB block, written, shrunk in place to 256 KiB: the 7.75 MiB
+    // after it go back to the arena still backed (labelled dirty).
+    let big = 8 * KIB * KIB;
+    let p = raw::alloc(big, 16);
+    assert!(!p.is_null());
+    fill(p, 0, big);
+    let mut size = 256 * KIB;
+    // SAFETY: p is live.
+    let q = unsafe { raw::realloc(p, size, 16) };
+    assert_eq!(q, p, "shrunk in place");
+    // A block that doubles (a `Vec`) grows onto those pages in place: no
+    // copy and no page fault, where moving would copy it each time (a
+    // large step onto clean pages still moves, to dirty pages elsewhere).
+    let mut p = q;
+    while size < 4 * KIB * KIB {
+        let next = size * 2;
+        // SAFETY: p is live; on success it is replaced by the result.
+        let q = unsafe { raw::realloc(p, next, 16) };
+        assert_eq!(q, p, "{size} -> {next}: moved");
+        check(q, size);
+        fill(q, size, next);
+        (p, size) = (q, next);
+    }
+    // SAFETY: live, unused afterwards.
+    assert!(unsafe { raw::free(p) });
+}

@@ -238,11 +238,20 @@ pub(crate) fn large_resize(k: &Kernel, addr: usize, n: usize, bytes: usize) -> b
     if old <= QCACHE_MAX || bytes <= QCACHE_MAX || bytes % PAGE_SIZE != 0 {
         return false;
     }
-    if bytes > old && !grows_a_little(old, bytes) && crate::dirty::held() >= bytes {
-        // A large step, and dirty pages to move to: cheaper than faulting
-        // in the clean pages after the block (see `grows_a_little`;
-        // random 4 KiB-8 MiB reallocs in 4 threads: 25.6 s moving, 33 s
-        // growing in place).
+    if bytes > old
+        && !grows_a_little(old, bytes)
+        && crate::dirty::held() >= bytes
+        && !mostly_dirty(addr + old, (bytes - old) / PAGE_SIZE)
+    {
+        // A large step onto clean pages, and dirty pages to move to: cheaper
+        // than faulting in the clean pages after the block (see
+        // `grows_a_little`; random 4 KiB-8 MiB reallocs in 4 threads: 25.6 s
+        // moving, 33 s growing in place). When the pages after the block
+        // are dirty themselves (a freed block's, as where a `Vec` that
+        // doubles was built and dropped before), growing onto them costs
+        // neither a copy nor a fault: 60 rounds of a `Vec<u64>` pushed to
+        // 8 MiB took 0.30 s moving, against glibc's 0.20 s (in place in
+        // its heap).
         return false;
     }
     if bytes > old {
@@ -271,6 +280,15 @@ pub(crate) fn large_resize(k: &Kernel, addr: usize, n: usize, bytes: usize) -> b
     pagemeta::set(addr, 1, pagemeta::large_word(bytes / PAGE_SIZE));
     RESIZED.fetch_add(1, Ordering::Relaxed);
     true
+}
+
+/// Whether at least half of the `npages` pages from `addr` are labelled
+/// dirty (free, and backed by a freed block's memory). A snapshot: the
+/// arena's resize decides whether they are free.
+fn mostly_dirty(addr: usize, npages: usize) -> bool {
+    let mut dirty = 0;
+    pagemeta::dirty_runs(addr, npages, |_, len| dirty += len / PAGE_SIZE);
+    dirty * 2 >= npages
 }
 
 /// Large blocks resized in place (counted for the statistics).

@@ -10,9 +10,11 @@
 //! and holds the allocator benchmark suite: [`workloads`] (the workloads
 //! and the `wl-*` child protocol), [`runner`] (the main job that runs them
 //! per allocator and reports), and [`vmem_scaling`] (the vmem layer's own
-//! report, `--vmem-scaling`).
+//! report, `--vmem-scaling`), and [`patterns`] (Rust allocation patterns,
+//! timed whole by `benches/patterns.sh`).
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod patterns;
 pub mod runner;
 pub mod vmem_scaling;
 pub mod workloads;

@@ -1,0 +1,184 @@
+//! Rust allocation patterns, timed whole (`pat-kmem` and `pat-system`,
+//! `benches/patterns.sh`): what a Rust program does with its allocator,
+//! beside the C suite's programs. Each pattern runs the same work under
+//! whatever global allocator its binary has and returns seconds.
+//!
+//! | pattern | what |
+//! |---|---|
+//! | `vec_growth` | a `Vec<u64>` pushed to a million elements (8 MiB), 60 times: `realloc` through every size |
+//! | `strings` | a million `format!` strings collected and dropped, 3 times |
+//! | `hashmap` | a million `HashMap<u64, Vec<u8>>` inserts of 0-63 bytes, half removed, half a million more of 0-127 |
+//! | `btree` | a million random `BTreeMap` inserts, half removed |
+//! | `large_mixed` | 64 KiB-8 MiB blocks aligned to 8 B-4 KiB, 16 live, 20,000 allocations, first and last byte written |
+//! | `large_touch` | as `large_mixed`, every page written |
+//! | `channel` | a million 64-511 byte boxes sent to another thread, which drops them (every free a remote one) |
+//! | `two_threads_strings` | two threads each collecting 300,000 `to_string`s, 4 times |
+
+use std::alloc::{alloc, dealloc, Layout};
+use std::collections::{BTreeMap, HashMap};
+use std::hint::black_box;
+use std::time::Instant;
+
+/// The patterns, by name.
+pub const ALL: &[&str] = &[
+    "vec_growth",
+    "strings",
+    "hashmap",
+    "btree",
+    "large_mixed",
+    "large_touch",
+    "channel",
+    "two_threads_strings",
+];
+
+/// xorshift64: the same sequence under every allocator.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn vec_growth() {
+    for _ in 0..60 {
+        let mut v = Vec::new();
+        for i in 0..1_000_000u64 {
+            v.push(i);
+        }
+        black_box(&v);
+    }
+}
+
+fn strings() {
+    for _ in 0..3 {
+        let v: Vec<String> = (0..1_000_000).map(|i| format!("{i}-{}", i * 7)).collect();
+        black_box(&v);
+    }
+}
+
+fn hashmap() {
+    let mut r = Rng(7);
+    let mut m: HashMap<u64, Vec<u8>> = HashMap::new();
+    for i in 0..1_000_000u64 {
+        m.insert(i, vec![0u8; (r.next() % 64) as usize]);
+    }
+    for i in (0..1_000_000u64).step_by(2) {
+        m.remove(&i);
+    }
+    for i in 0..500_000u64 {
+        m.insert(i * 2, vec![1u8; (r.next() % 128) as usize]);
+    }
+    black_box(&m);
+}
+
+fn btree() {
+    let mut r = Rng(9);
+    let mut m = BTreeMap::new();
+    for _ in 0..1_000_000 {
+        m.insert(r.next(), r.next());
+    }
+    let keys: Vec<u64> = m.keys().copied().step_by(2).collect();
+    for k in keys {
+        m.remove(&k);
+    }
+    black_box(&m);
+}
+
+fn large(touch_every_page: bool) {
+    let mut r = Rng(11);
+    let mut live: Vec<(*mut u8, Layout)> = Vec::new();
+    for _ in 0..20_000 {
+        let size = (64 << 10) + (r.next() as usize % ((8 << 20) - (64 << 10)));
+        let align = 8usize << (r.next() % 10);
+        let l = Layout::from_size_align(size, align).expect("a valid layout");
+        // SAFETY: a non-zero layout.
+        let p = unsafe { alloc(l) };
+        assert!(!p.is_null(), "out of memory");
+        let step = if touch_every_page { 4096 } else { size - 1 };
+        let mut o = 0;
+        while o < size {
+            // SAFETY: `o < size`, inside the block.
+            unsafe { p.add(o).write(1) };
+            o += step;
+        }
+        // SAFETY: the block's last byte.
+        unsafe { p.add(size - 1).write(1) };
+        live.push((p, l));
+        if live.len() > 16 {
+            let (p, l) = live.swap_remove(r.next() as usize % live.len());
+            // SAFETY: allocated above with `l`, freed once.
+            unsafe { dealloc(p, l) };
+        }
+    }
+    for (p, l) in live {
+        // SAFETY: as above.
+        unsafe { dealloc(p, l) };
+    }
+}
+
+fn channel() {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Box<[u8]>>(1024);
+    let t = std::thread::spawn(move || rx.into_iter().map(|b| b.len()).sum::<usize>());
+    let mut r = Rng(13);
+    for _ in 0..1_000_000 {
+        let n = 64 + (r.next() % 448) as usize;
+        tx.send(vec![0u8; n].into_boxed_slice())
+            .expect("the receiver lives");
+    }
+    drop(tx);
+    black_box(t.join().expect("the receiver does not panic"));
+}
+
+fn two_threads_strings() {
+    let ts: Vec<_> = (0..2)
+        .map(|k| {
+            std::thread::spawn(move || {
+                let mut n = 0;
+                for _ in 0..4 {
+                    let v: Vec<String> = (0..300_000).map(|i| (i * k).to_string()).collect();
+                    n += v.len();
+                }
+                n
+            })
+        })
+        .collect();
+    for t in ts {
+        black_box(t.join().expect("the thread does not panic"));
+    }
+}
+
+/// Runs pattern `name` once: its seconds, or `None` for an unknown name.
+pub fn run(name: &str) -> Option<f64> {
+    let t = Instant::now();
+    match name {
+        "vec_growth" => vec_growth(),
+        "strings" => strings(),
+        "hashmap" => hashmap(),
+        "btree" => btree(),
+        "large_mixed" => large(false),
+        "large_touch" => large(true),
+        "channel" => channel(),
+        "two_threads_strings" => two_threads_strings(),
+        _ => return None,
+    }
+    Some(t.elapsed().as_secs_f64())
+}
+
+/// `main` of the `pat-*` binaries: `pat-X NAME` prints the seconds.
+pub fn main_with(mut args: impl Iterator<Item = String>) -> std::process::ExitCode {
+    let name = args.nth(1).unwrap_or_default();
+    match run(&name) {
+        Some(s) => {
+            println!("{s:.3}");
+            std::process::ExitCode::SUCCESS
+        }
+        None => {
+            eprintln!("usage: pat-* PATTERN   (one of: {})", ALL.join(", "));
+            std::process::ExitCode::from(2)
+        }
+    }
+}

@@ -55,27 +55,69 @@ use crate::pagemeta::{self, WORD_DIRTY};
 /// ([`dirty_budget`]).
 pub const DIRTY_MAX: usize = 64 << 20;
 
-/// The dirty budget now: [`DIRTY_MAX`], or twice the bytes of the large
-/// blocks in use if that is more (at most 1 GiB), so that a program that
+/// The dirty budget now: [`DIRTY_MAX`], or the most bytes of large blocks
+/// in use lately if that is more (at most 1 GiB), so that a program that
 /// churns hundreds of MiB of large blocks reuses their pages instead of
 /// faulting fresh ones in, as jemalloc's dirty extents and glibc's heap
-/// do. Pages older than [`DECAY_NS`] go back all the same. (Half the bytes
-/// in use until 2026-12-03: `malloc-large`, 20 live blocks of 5-25 MiB,
-/// keeps about as much free as live between its blocks, and purged and
-/// faulted back 3.7 GB in 2,000 allocations: 957k page faults, 2.0 s of
-/// system time, against glibc's 510k and 1.2 s; with the whole: 460-561k
-/// and 1.1-1.3 s, peak RSS 543-551 MB against 523 MB and glibc's 534 MB.
-/// Twice since: 16 live blocks of 64 KiB-8 MiB of random sizes, every
-/// page written, 20,000 allocations through `Kmem`, purged 2 GB with the
-/// whole (554-584k faults, 2.4-2.7 s; glibc 128k faults, 1.0 s, 287 MB),
-/// 224-230k faults and 1.6-1.9 s with twice, peak RSS 155-169 MB either
-/// way; `malloc-large` the same within the noise.)
+/// do. Pages older than [`DECAY_NS`] go back all the same.
+///
+/// "Lately" is the last [`DECAY_NS`] ([`PEAK`]), not the instant: a
+/// program whose large blocks come and go swings between less and more in
+/// use, and a budget that followed it down purged (and unmapped whole
+/// retained spans of) dirty pages that the next swing up faulted back in.
+///
+/// History, all figures `/usr/bin/time`, medians of 3 interleaved runs:
+/// - until 2026-12-03 half the bytes in use at the instant: `malloc-large`
+///   (mimalloc-bench, 20 live blocks of 5-25 MiB, every byte written)
+///   purged and faulted back 3.7 GB in 2,000 allocations, 957k faults;
+/// - then twice the bytes at the instant: `malloc-large` 460-600k faults,
+///   540-600 MB peak RSS (glibc 510k, 534 MB); `bsdalloc::patterns`
+///   `large_touch` (16 live blocks of 64 KiB-8 MiB, every page written)
+///   297-310k faults, 157 MB;
+/// - since 2026-12-04 the peak, once, with a [`retain_budget`] as large:
+///   `malloc-large` 222k faults, 2.0 s, 769 MB (before: 530-700k, 2.8-3.3
+///   s, 552-580 MB); `large_touch` 54.5k faults, 0.30-0.35 s, 158 MB
+///   (before: 247k, 0.70-0.78 s, 157 MB); glibc 127k faults, 0.41 s,
+///   320 MB; mimalloc 41k, 165 MB; tcmalloc on `malloc-large` 185k,
+///   576 MB. The price: `large_mixed` (first and last byte of each block
+///   written) peaks at 52 MB instead of 21 (glibc 33). Twice the peak
+///   faulted less (222k and 40k) for more memory (820-856 MB on
+///   `malloc-large`); the peak with half the retained spans kept more
+///   (415-533k faults on `malloc-large`, 196k on `large_touch`).
 pub fn dirty_budget() -> usize {
     crate::malloc::large_bytes_in_use()
-        .saturating_mul(2)
+        .max(PEAK.load(Ordering::Relaxed))
         .clamp(DIRTY_MAX, 1 << 30)
 }
-/// Address space of wholly free spans kept mapped.
+
+/// The most bytes of large blocks in use lately (see [`dirty_budget`]),
+/// and when that was: a newer peak, or any figure once this one is older
+/// than [`DECAY_NS`], replaces it. Relaxed: a hint for a budget.
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+static PEAK_AT: AtomicU64 = AtomicU64::new(0);
+
+/// Notes `in_use` bytes of large blocks at `now` (the figure before a
+/// large free, and the figure now at each budget check).
+pub(crate) fn note_peak(in_use: usize, now: u64) {
+    if in_use >= PEAK.load(Ordering::Relaxed)
+        || now.saturating_sub(PEAK_AT.load(Ordering::Relaxed)) > DECAY_NS
+    {
+        PEAK.store(in_use, Ordering::Relaxed);
+        PEAK_AT.store(now, Ordering::Relaxed);
+    }
+}
+
+/// Address space of wholly free spans kept mapped now: [`RETAIN_MAX`], or
+/// the dirty budget if that is more. A retained span's dirty pages count
+/// in the dirty budget all the same (over it, the oldest span is unmapped
+/// first); with 64 MiB only, a program with ~100 MiB of large blocks
+/// unmapped its freed spans (and faulted their pages back) as fast as it
+/// released them (`large_touch`: 264-274k faults against 67k).
+pub fn retain_budget() -> usize {
+    RETAIN_MAX.max(dirty_budget())
+}
+/// Address space of wholly free spans kept mapped, at least (see
+/// [`retain_budget`]).
 pub const RETAIN_MAX: usize = 64 << 20;
 /// Dirty ranges and retained spans older than this are purged by the next
 /// large free or timeout pass (1 s).
@@ -113,11 +155,32 @@ struct Lists {
 }
 
 impl Lists {
+    /// Lists `r` at the tail. A full ring gives up its smallest range for
+    /// the caller to purge (`r` itself if none is smaller): most of a
+    /// fragmented ring is crumbs under the quantum cache's 64 KiB, left by
+    /// blocks carved from larger ranges, that no large allocation can
+    /// reuse alone, and evicting the oldest instead purged whole freed
+    /// blocks' pages to keep them.
     fn push(&mut self, r: Range) -> Option<Range> {
-        let evicted = if self.len == RING { self.pop() } else { None };
+        if self.len < RING {
+            self.ring[(self.head + self.len) % RING] = r;
+            self.len += 1;
+            return None;
+        }
+        let (mut v, mut least) = (None, r.size);
+        for k in 0..self.len {
+            let i = (self.head + k) % RING;
+            if self.ring[i].size < least {
+                (v, least) = (Some(i), self.ring[i].size);
+            }
+        }
+        let Some(v) = v else { return Some(r) };
+        let evicted = self.ring[v];
+        self.ring[v].size = 0;
+        self.compact();
         self.ring[(self.head + self.len) % RING] = r;
         self.len += 1;
-        evicted
+        Some(evicted)
     }
 
     /// Lists a freed range. A listed neighbour freed less than half the
@@ -522,6 +585,7 @@ fn list_freed(arena: &Arena<'static>, addr: usize, bytes: usize) {
 /// Purges while over budget, or everything older than the decay time, or
 /// (with `all`) everything.
 fn maintain(arena: &Arena<'static>, now: u64, all: bool) {
+    note_peak(crate::malloc::large_bytes_in_use(), now);
     if !all
         && DIRTY.load(Ordering::Relaxed) <= dirty_budget()
         && now < NEXT_DECAY.load(Ordering::Relaxed)
@@ -657,7 +721,7 @@ fn purge_range(arena: &Arena<'static>, r: Range) {
 /// if the caller must unmap it.
 pub(crate) fn retain_span(addr: usize, size: usize) -> bool {
     let mut l = lists();
-    if l.nspans == SPANS || l.retained + size > RETAIN_MAX {
+    if l.nspans == SPANS || l.retained + size > retain_budget() {
         return false;
     }
     let i = l.nspans;

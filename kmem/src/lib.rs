@@ -191,7 +191,9 @@ pub use classes::{class_align, class_of, CLASS_NAMES, CLASS_SIZES, MAX_CLASS_SIZ
 pub use debugmode::{
     debug_mode, debug_stats, set_debug, DebugError, DebugFlags, DebugStats, AUDIT_FRAMES,
 };
-pub use dirty::{dirty_budget, dirty_stats, DirtyStats, DECAY_NS, DIRTY_MAX, RETAIN_MAX};
+pub use dirty::{
+    dirty_budget, dirty_stats, retain_budget, DirtyStats, DECAY_NS, DIRTY_MAX, RETAIN_MAX,
+};
 pub use env::StderrWriter;
 pub use global::{owns, usable_size, Kmem, ZoneAllocator};
 pub use kernel::IMPORT_QUANTUM;

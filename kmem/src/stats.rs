@@ -253,7 +253,7 @@ pub fn write_os_stats(w: &mut dyn fmt::Write) -> fmt::Result {
         d.dirty / 1024,
         crate::dirty::dirty_budget() / 1024,
         d.retained / 1024,
-        crate::dirty::RETAIN_MAX / 1024,
+        crate::dirty::retain_budget() / 1024,
         d.reused_total / 1024,
         d.purged_total / 1024,
         d.span_hits,

@@ -6,7 +6,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use kmem::{dirty_stats, os_stats, Flags, DECAY_NS, DIRTY_MAX, IMPORT_QUANTUM, RETAIN_MAX};
+use kmem::{dirty_stats, os_stats, Flags, DECAY_NS, DIRTY_MAX, IMPORT_QUANTUM};
 
 kmem::malloc_define!(M_DIRTY, "dirtytest", "dirty-page tests");
 
@@ -157,15 +157,41 @@ fn reclaim_purges_dirty_pages_and_retained_spans() {
 #[test]
 fn dirty_memory_stays_within_its_budget() {
     let _s = serial();
-    let n = DIRTY_MAX / (4 << 20) + 8;
-    let blocks: Vec<*mut u8> = (0..n).map(|i| filled(4 << 20, i as u8)).collect();
-    for p in blocks {
+    // Freed blocks that no later allocation can reuse: each one a page
+    // larger than the last, with a small live block allocated after it.
+    // The bytes in use stay small (the budget is at its least) while the
+    // dirty pages would grow without bound. (The budget follows the most
+    // bytes in use in the last second, which an earlier test may have
+    // raised: it can only fall meanwhile.)
+    let before = dirty_stats().purged_total;
+    let mut guards = Vec::new();
+    for i in 0..kmem::dirty_budget() / (4 << 20) + 16 {
+        let p = filled((4 << 20) + i * 4096, i as u8);
+        guards.push(filled(128 << 10, 1));
         free(p);
         let d = dirty_stats();
-        assert!(d.dirty <= DIRTY_MAX, "{d:?}");
-        assert!(d.retained <= RETAIN_MAX, "{d:?}");
+        assert!(d.dirty <= kmem::dirty_budget(), "{d:?}");
+        assert!(d.retained <= kmem::retain_budget(), "{d:?}");
     }
-    assert!(dirty_stats().purged_total > 0);
+    assert!(dirty_stats().purged_total > before, "{:?}", dirty_stats());
+    guards.into_iter().for_each(free);
+}
+
+#[test]
+fn the_budget_follows_the_recent_peak_of_large_bytes_in_use() {
+    let _s = serial();
+    // 96 MiB in use, then all freed: the bytes in use fall to nothing, but
+    // a program that had them will likely want them again (a budget that
+    // followed the bytes in use at the instant purged them as they fell).
+    let n = DIRTY_MAX / (4 << 20) + 8;
+    let blocks: Vec<*mut u8> = (0..n).map(|i| filled(4 << 20, i as u8)).collect();
+    let before = dirty_stats();
+    blocks.into_iter().for_each(free);
+    let after = dirty_stats();
+    assert!(after.dirty >= n * (4 << 20), "{before:?} -> {after:?}");
+    assert!(after.dirty > DIRTY_MAX);
+    assert_eq!(after.purged_total, before.purged_total, "{after:?}");
+    kmem::reclaim(uma::Reclaim::Drain);
 }
 
 #[test]

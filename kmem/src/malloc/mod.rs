@@ -210,7 +210,8 @@ pub(crate) fn large_bytes_in_use() -> usize {
 pub(crate) unsafe fn large_free(k: &Kernel, addr: usize, n: usize) {
     let bytes = n * PAGE_SIZE;
     LARGE_FREES.fetch_add(1, Ordering::Relaxed);
-    LARGE_PAGES.fetch_sub(n as u64, Ordering::Relaxed);
+    let before = LARGE_PAGES.fetch_sub(n as u64, Ordering::Relaxed) as usize * PAGE_SIZE;
+    crate::dirty::note_peak(before, crate::os::now_ns());
     let direct = pagemeta::lookup(addr) & TAG_MASK == TAG_LARGE_X;
     pagemeta::set(addr, 1, 0);
     if bytes <= QCACHE_MAX && !direct {

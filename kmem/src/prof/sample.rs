@@ -313,6 +313,7 @@ pub(crate) fn set_interval(interval: u64) {
     );
 }
 
+#[inline(always)]
 fn window(c: usize) -> u64 {
     WINDOWS[c].load(Ordering::Relaxed)
 }
@@ -349,6 +350,7 @@ fn rearm_far(t: &ThreadState, c: usize, hits: u64, left: u64) {
 /// Brings class `c`'s countdown up to date with the fast-path hits since
 /// the last visit (`peek`, taken now); returns it (allocations until the
 /// picked one, counting the next as 1).
+#[inline(always)]
 fn account(t: &ThreadState, c: usize, peek: Option<SamplePeek>, interval: u64) -> u64 {
     let mut left = t.left[c].get();
     // The first visit only starts counting (the hits before it came
@@ -445,62 +447,81 @@ pub(crate) fn alloc_class(
     interval: u64,
 ) -> Option<NonNull<u8>> {
     let slot = k.classes[c].fast_slot();
-    // (picked, far: no second look needed)
-    let (picked, far_off) = state(|t| {
-        // A class's first visit in a thread only starts its countdown
-        // (the hits before it came before sampling did): no look at the
-        // cache before the zone's allocation (which may create it), one
-        // after.
-        let peek = if t.left[c].get() == 0 {
-            None
-        } else {
-            // SAFETY: the slot of a class zone, never destroyed.
-            unsafe { slot.sample_peek::<TlsDescriptor>() }
-        };
-        let left = account(t, c, peek, interval);
-        let owed = t.owed[c].get();
-        // The profiler's own allocations are counted (they move the
-        // cache) but never sampled.
-        let picked = (left == 1 || owed != 0) && !t.inside.get();
-        if picked && left == 1 {
-            t.left[c].set(gap(t, c));
-            // (With a stand-in owed too: it waits for the next one.)
-            return (true, false);
-        }
-        t.left[c].set(left - 1);
-        if picked {
-            t.owed[c].set(owed - 1);
-            return (true, false);
-        }
-        // Far from the picked one: the zone's refill cannot bring it
-        // within reach before the next visit (the zone's own pop is no
-        // hit: the count stays as seen now).
-        match peek {
-            Some(p) if far(t, c, left - 1) => {
-                rearm_far(t, c, p.hits, left - 1);
-                (false, true)
-            }
-            _ => (false, false),
-        }
-    })
-    .unwrap_or((false, true));
-    let p = if picked {
-        alloc_picked(k, c, size, align, flags)
-    } else {
+    state(|t| alloc_class_in(t, k, c, slot, size, align, flags, interval)).unwrap_or_else(|| {
         let p = k.classes[c].alloc(flags)?;
         // SAFETY: a fresh item of a class zone, ours.
         unsafe { crate::fast::clear_key(p) };
         Some(p)
+    })
+}
+
+/// [`alloc_class`] with the thread's state (reached once: it stays the
+/// thread's across the zone's allocation).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn alloc_class_in(
+    t: &ThreadState,
+    k: &Kernel,
+    c: usize,
+    slot: uma::FastSlot,
+    size: usize,
+    align: usize,
+    flags: Flags,
+    interval: u64,
+) -> Option<NonNull<u8>> {
+    // A class's first visit in a thread only starts its countdown (the
+    // hits before it came before sampling did): no look at the cache
+    // before the zone's allocation (which may create it), one after.
+    let peek = if t.left[c].get() == 0 {
+        None
+    } else {
+        // SAFETY: the slot of a class zone, never destroyed.
+        unsafe { slot.sample_peek::<TlsDescriptor>() }
     };
-    if !far_off {
-        let _ = state(|t| {
-            // SAFETY: as above.
-            if let Some(peek) = unsafe { slot.sample_peek::<TlsDescriptor>() } {
-                look(t, c, slot, peek);
-            }
-        });
+    let left = account(t, c, peek, interval);
+    let owed = t.owed[c].get();
+    // The profiler's own allocations are counted (they move the cache)
+    // but never sampled.
+    let picked = (left == 1 || owed != 0) && !t.inside.get();
+    if picked {
+        if left == 1 {
+            t.left[c].set(gap(t, c));
+            // (With a stand-in owed too: it waits for the next one.)
+        } else {
+            t.left[c].set(left - 1);
+            t.owed[c].set(owed - 1);
+        }
+        let p = alloc_picked(k, c, size, align, flags);
+        second_look(t, c, slot);
+        return p;
     }
-    p
+    t.left[c].set(left - 1);
+    // Far from the picked one: the zone's refill cannot bring it within
+    // reach before the next visit (the zone's own pop is no hit: the
+    // count stays as seen now).
+    let far_off = match peek {
+        Some(p) if far(t, c, left - 1) => {
+            rearm_far(t, c, p.hits, left - 1);
+            true
+        }
+        _ => false,
+    };
+    let p = k.classes[c].alloc(flags)?;
+    // SAFETY: a fresh item of a class zone, ours.
+    unsafe { crate::fast::clear_key(p) };
+    if !far_off {
+        second_look(t, c, slot);
+    }
+    Some(p)
+}
+
+/// The look after the zone's allocation: [`look`] at the cache now.
+#[inline(always)]
+fn second_look(t: &ThreadState, c: usize, slot: uma::FastSlot) {
+    // SAFETY: the slot of a class zone, never destroyed.
+    if let Some(peek) = unsafe { slot.sample_peek::<TlsDescriptor>() } {
+        look(t, c, slot, peek);
+    }
 }
 
 /// The second look of a visit, after the zone's allocation (`peek` taken

@@ -10,6 +10,9 @@
 #       that run for a fixed time (larson, xmalloc-test): their totals
 #       differ with their throughput, the cost per call does not
 #   env ON (default BSDALLOC_PROF=on): the profiled column's variables
+#   env COLLECT=PATTERN: count only inside the functions matching
+#       callgrind's PATTERN (--toggle-collect, '*' wildcards; e.g.
+#       COLLECT='*prof::sample::*'): where the difference goes
 # e.g.:  benches/prof_ratio.sh mstress /tmp/mbench-bin/mstress 1 50 10
 #        PER='^operator new' benches/prof_ratio.sh larson-sized \
 #            /tmp/mbench-bin/larson-sized 1 8 1000 5000 100 4141 2
@@ -22,7 +25,10 @@ prog=$(basename "$1")
 ir() {
     local d f
     d=$(mktemp -d)
-    valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$d/out.%p" "$@" >/dev/null 2>&1
+    local collect=()
+    [ -z "${COLLECT:-}" ] || collect=(--collect-atstart=no "--toggle-collect=$COLLECT")
+    valgrind --tool=callgrind --trace-children=yes "${collect[@]}" \
+        --callgrind-out-file="$d/out.%p" "$@" >/dev/null 2>&1
     # (the largest of the matching processes: python3 also runs helpers)
     for f in "$d"/out.*; do
         if grep -q "^cmd:.*$prog" "$f"; then
@@ -57,4 +63,8 @@ PY
 off=$(ir env LD_PRELOAD="$lib" "$@")
 on=$(ir env LD_PRELOAD="$lib" ${ON:-BSDALLOC_PROF=on} "$@")
 unit=Ir; [ -z "${PER:-}" ] || unit="Ir/call"
-printf '%-14s off %14.1f %s  on %14.1f %s  on/off %.4f\n' "$name" "$off" "$unit" "$on" "$unit" "$(echo "$on / $off" | bc -l)"
+if [ "$(echo "$off == 0" | bc -l)" = 1 ]; then
+    printf '%-14s off %14.1f %s  on %14.1f %s\n' "$name" "$off" "$unit" "$on" "$unit"
+else
+    printf '%-14s off %14.1f %s  on %14.1f %s  on/off %.4f\n' "$name" "$off" "$unit" "$on" "$unit" "$(echo "$on / $off" | bc -l)"
+fi

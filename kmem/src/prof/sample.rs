@@ -213,38 +213,69 @@ pub(crate) fn guarded<R>(f: impl FnOnce() -> R) -> Option<R> {
     Some(r)
 }
 
+/// Where threads' generators start: each thread's first draw takes the
+/// next value (a golden-ratio step) and mixes it; [`set_interval`] stirs
+/// the clock in when sampling starts. One atomic add a thread, instead of
+/// a clock read (a program of many short threads, `mleak`, seeds
+/// thousands).
+static SEEDS: AtomicU64 = AtomicU64::new(0x2545_f491_4f6c_dd1d);
+
 /// A uniform number in (0, 1] from the thread's xorshift generator.
+#[inline(always)]
 fn uniform(t: &ThreadState) -> f64 {
     let mut x = t.rng.get();
     if x == 0 {
-        // Seed: the thread's state address, the clock, a counter.
-        static SEEDS: AtomicU64 = AtomicU64::new(0x2545_f491_4f6c_dd1d);
-        x = (t as *const ThreadState as u64)
-            ^ crate::os::clock_ns(libc::CLOCK_MONOTONIC).rotate_left(29)
-            ^ SEEDS.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
-        x |= 1;
+        x = seed(t);
     }
     x ^= x << 13;
     x ^= x >> 7;
     x ^= x << 17;
     t.rng.set(x);
-    ((x >> 11) + 1) as f64 / (1u64 << 53) as f64
+    ((x >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
+/// A thread's first generator state: the shared counter's next value and
+/// the thread's block address, through splitmix64's finaliser (distinct
+/// counters give unrelated states); never 0.
+#[inline(never)]
+fn seed(t: &ThreadState) -> u64 {
+    let mut z = SEEDS.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
+        ^ (t as *const ThreadState as u64).rotate_left(32);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)) | 1
+}
+
+/// An exponential number of mean 1.
+#[inline(always)]
+fn exp1(t: &ThreadState) -> f64 {
+    -super::math::ln(uniform(t))
 }
 
 /// An exponential gap of mean `interval` bytes (at least 1).
 fn exp_bytes(t: &ThreadState, interval: u64) -> u64 {
-    let g = -super::math::ln(uniform(t)) * interval as f64;
+    let g = exp1(t) * interval as f64;
     (g as u64).max(1)
 }
 
-/// Allocations of `size` bytes until the sampled one: geometric with
-/// `p = 1 - exp(-size/interval)`.
-fn gap(t: &ThreadState, size: usize, interval: u64) -> u64 {
-    1 + exp_bytes(t, interval) / size as u64
+/// Allocations of class `c` until the sampled one: geometric with
+/// `p = 1 - exp(-S_c/interval)`, i.e. `1 + floor(E * interval / S_c)`
+/// (`E` exponential; the class's mean `interval / S_c` from [`MEANS`]).
+#[inline(always)]
+fn gap(t: &ThreadState, c: usize) -> u64 {
+    let g = exp1(t) * f64::from_bits(MEANS[c].load(Ordering::Relaxed));
+    // (`exp1` is below 37 and positive, the mean positive and finite:
+    // only the cap keeps the product in range. A saturating `as u64`
+    // took 16 instructions.)
+    // SAFETY: not NaN (a product of finite numbers), at most 2^62.
+    1 + unsafe { g.min(GAP_CAP).to_int_unchecked::<i64>() } as u64
 }
 
-/// Allocations one sample of a class-`size` block stands for.
-fn class_scale(size: usize, interval: u64) -> f64 {
+/// The largest gap drawn (2^62 allocations: never reached).
+const GAP_CAP: f64 = (1u64 << 62) as f64;
+
+/// Allocations one sample of a `size`-byte block stands for.
+fn scale_of(size: usize, interval: u64) -> f64 {
     1.0 / -super::math::exp_m1(-(size as f64) / interval as f64)
 }
 
@@ -259,13 +290,30 @@ const FREE_WINDOW_DIV: u64 = 32;
 /// division on the slow road.
 static WINDOWS: [AtomicU64; NCLASSES] = [const { AtomicU64::new(0) }; NCLASSES];
 
-/// Computes [`WINDOWS`] for a new mean interval.
+/// Per class, the mean gap `interval / S_c` in allocations (bits of an
+/// `f64`), set with the interval: the draws need no division.
+static MEANS: [AtomicU64; NCLASSES] = [const { AtomicU64::new(0) }; NCLASSES];
+
+/// Per class, the allocations one sample stands for ([`scale_of`], bits of
+/// an `f64`), set with the interval: a sample needs no `exp_m1`.
+static SCALES: [AtomicU64; NCLASSES] = [const { AtomicU64::new(0) }; NCLASSES];
+
+/// Computes [`WINDOWS`], [`MEANS`] and [`SCALES`] for a new mean interval
+/// (before sampling starts with it), and stirs the clock into [`SEEDS`].
 pub(crate) fn set_interval(interval: u64) {
-    for (w, &size) in WINDOWS.iter().zip(CLASS_SIZES.iter()) {
-        w.store(interval / size as u64 / FREE_WINDOW_DIV, Ordering::Relaxed);
+    for (c, &size) in CLASS_SIZES.iter().enumerate() {
+        WINDOWS[c].store(interval / size as u64 / FREE_WINDOW_DIV, Ordering::Relaxed);
+        let mean = interval as f64 / size as f64;
+        MEANS[c].store(mean.to_bits(), Ordering::Relaxed);
+        SCALES[c].store(scale_of(size, interval).to_bits(), Ordering::Relaxed);
     }
+    SEEDS.fetch_xor(
+        crate::os::clock_ns(libc::CLOCK_MONOTONIC).rotate_left(29),
+        Ordering::Relaxed,
+    );
 }
 
+#[inline(always)]
 fn window(c: usize) -> u64 {
     WINDOWS[c].load(Ordering::Relaxed)
 }
@@ -302,13 +350,14 @@ fn rearm_far(t: &ThreadState, c: usize, hits: u64, left: u64) {
 /// Brings class `c`'s countdown up to date with the fast-path hits since
 /// the last visit (`peek`, taken now); returns it (allocations until the
 /// picked one, counting the next as 1).
+#[inline(always)]
 fn account(t: &ThreadState, c: usize, peek: Option<SamplePeek>, interval: u64) -> u64 {
     let mut left = t.left[c].get();
     // The first visit only starts counting (the hits before it came
     // before sampling did).
     let first = left == 0;
     if first {
-        left = gap(t, CLASS_SIZES[c], interval);
+        left = gap(t, c);
     }
     if let Some(p) = peek.filter(|_| !first) {
         let hits = p.hits.saturating_sub(t.seen[c].get());
@@ -351,11 +400,11 @@ fn overshoot(t: &ThreadState, c: usize, mut past: u64, interval: u64) -> u64 {
         }
         OVERSHOOTS.fetch_add(1, Ordering::Relaxed);
         t.owed[c].set(owed + 1);
-        let g = gap(t, CLASS_SIZES[c], interval);
+        let g = gap(t, c);
         counted = g > past;
         past = past.saturating_sub(g);
     }
-    gap(t, CLASS_SIZES[c], interval)
+    gap(t, c)
 }
 
 /// After a visit (`peek` taken after it): remembers the hit count, gates
@@ -398,55 +447,110 @@ pub(crate) fn alloc_class(
     interval: u64,
 ) -> Option<NonNull<u8>> {
     let slot = k.classes[c].fast_slot();
-    // (picked, far: no second look needed)
-    let (picked, far_off) = state(|t| {
-        // SAFETY: the slot of a class zone, never destroyed.
-        let peek = unsafe { slot.sample_peek::<TlsDescriptor>() };
-        let left = account(t, c, peek, interval);
-        let owed = t.owed[c].get();
-        // The profiler's own allocations are counted (they move the
-        // cache) but never sampled.
-        let picked = (left == 1 || owed != 0) && !t.inside.get();
-        if picked && left == 1 {
-            t.left[c].set(gap(t, CLASS_SIZES[c], interval));
-            // (With a stand-in owed too: it waits for the next one.)
-            return (true, false);
-        }
-        t.left[c].set(left - 1);
-        if picked {
-            t.owed[c].set(owed - 1);
-            return (true, false);
-        }
-        // Far from the picked one: the zone's refill cannot bring it
-        // within reach before the next visit (the zone's own pop is no
-        // hit: the count stays as seen now).
-        match peek {
-            Some(p) if far(t, c, left - 1) => {
-                rearm_far(t, c, p.hits, left - 1);
-                (false, true)
-            }
-            _ => (false, false),
-        }
-    })
-    .unwrap_or((false, true));
-    let p = if picked {
-        let scale = class_scale(CLASS_SIZES[c], interval);
-        sampled_alloc(k, size, align, flags, scale)
-    } else {
+    state(|t| alloc_class_in(t, k, c, slot, size, align, flags, interval)).unwrap_or_else(|| {
         let p = k.classes[c].alloc(flags)?;
         // SAFETY: a fresh item of a class zone, ours.
         unsafe { crate::fast::clear_key(p) };
         Some(p)
+    })
+}
+
+/// [`alloc_class`] with the thread's state (reached once: it stays the
+/// thread's across the zone's allocation).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn alloc_class_in(
+    t: &ThreadState,
+    k: &Kernel,
+    c: usize,
+    slot: uma::FastSlot,
+    size: usize,
+    align: usize,
+    flags: Flags,
+    interval: u64,
+) -> Option<NonNull<u8>> {
+    // A class's first visit in a thread only starts its countdown (the
+    // hits before it came before sampling did): no look at the cache
+    // before the zone's allocation (which may create it), one after.
+    let peek = if t.left[c].get() == 0 {
+        None
+    } else {
+        // SAFETY: the slot of a class zone, never destroyed.
+        unsafe { slot.sample_peek::<TlsDescriptor>() }
     };
-    if !far_off {
-        let _ = state(|t| {
-            // SAFETY: as above.
-            if let Some(peek) = unsafe { slot.sample_peek::<TlsDescriptor>() } {
-                rearm(t, c, slot, peek);
-            }
-        });
+    let left = account(t, c, peek, interval);
+    let owed = t.owed[c].get();
+    // The profiler's own allocations are counted (they move the cache)
+    // but never sampled.
+    let picked = (left == 1 || owed != 0) && !t.inside.get();
+    if picked {
+        if left == 1 {
+            t.left[c].set(gap(t, c));
+            // (With a stand-in owed too: it waits for the next one.)
+        } else {
+            t.left[c].set(left - 1);
+            t.owed[c].set(owed - 1);
+        }
+        let p = alloc_picked(k, c, size, align, flags);
+        second_look(t, c, slot);
+        return p;
     }
-    p
+    t.left[c].set(left - 1);
+    // Far from the picked one: the zone's refill cannot bring it within
+    // reach before the next visit (the zone's own pop is no hit: the
+    // count stays as seen now).
+    let far_off = match peek {
+        Some(p) if far(t, c, left - 1) => {
+            rearm_far(t, c, p.hits, left - 1);
+            true
+        }
+        _ => false,
+    };
+    let p = k.classes[c].alloc(flags)?;
+    // SAFETY: a fresh item of a class zone, ours.
+    unsafe { crate::fast::clear_key(p) };
+    if !far_off {
+        second_look(t, c, slot);
+    }
+    Some(p)
+}
+
+/// The look after the zone's allocation: [`look`] at the cache now.
+#[inline(always)]
+fn second_look(t: &ThreadState, c: usize, slot: uma::FastSlot) {
+    // SAFETY: the slot of a class zone, never destroyed.
+    if let Some(peek) = unsafe { slot.sample_peek::<TlsDescriptor>() } {
+        look(t, c, slot, peek);
+    }
+}
+
+/// The second look of a visit, after the zone's allocation (`peek` taken
+/// after it; the countdown up to date): [`rearm_far`] when the class is
+/// [`far`], else [`rearm`].
+#[inline(always)]
+fn look(t: &ThreadState, c: usize, slot: uma::FastSlot, peek: SamplePeek) {
+    let left = t.left[c].get();
+    if far(t, c, left) {
+        rearm_far(t, c, peek.hits, left);
+    } else {
+        rearm(t, c, slot, peek);
+    }
+}
+
+/// The picked allocation of class `c`: a sampled block. Out of line, so
+/// that the visits that sample nothing (all but one in a mean gap) carry
+/// none of its code.
+#[cold]
+#[inline(never)]
+fn alloc_picked(
+    k: &Kernel,
+    c: usize,
+    size: usize,
+    align: usize,
+    flags: Flags,
+) -> Option<NonNull<u8>> {
+    let scale = f64::from_bits(SCALES[c].load(Ordering::Relaxed));
+    sampled_alloc(k, size, align, flags, scale)
 }
 
 /// Whether any class's allocation gate is set in this thread: else a
@@ -557,12 +661,8 @@ fn after_free_in<A: TlsAccess>(t: &ThreadState, c: usize, slot: uma::FastSlot, i
         let Some(peek) = (unsafe { slot.sample_peek::<A>() }) else {
             return;
         };
-        let left = account(t, c, Some(peek), interval);
-        if far(t, c, left) {
-            rearm_far(t, c, peek.hits, left);
-        } else {
-            rearm(t, c, slot, peek);
-        }
+        account(t, c, Some(peek), interval);
+        look(t, c, slot, peek);
     }
 }
 
@@ -593,7 +693,7 @@ pub(crate) fn alloc_large(
     })
     .unwrap_or(false);
     if picked {
-        let scale = class_scale(size.max(1), interval);
+        let scale = scale_of(size.max(1), interval);
         sampled_alloc(k, size, align, flags, scale)
     } else {
         large_alloc(k, size, align, flags)

@@ -54,6 +54,7 @@ pub struct SamplePeek {
 
 impl Cache {
     /// Owner: [`SamplePeek`] of this cache, `None` if a drainer holds it.
+    #[inline(always)]
     fn sample_peek(&self) -> Option<SamplePeek> {
         if core::ptr::eq(self, empty()) || !self.enter() {
             return None;
@@ -78,6 +79,7 @@ impl FastSlot {
     /// # Safety
     ///
     /// As [`alloc`](Self::alloc).
+    #[inline]
     pub unsafe fn sample_peek<A: TlsAccess>(self) -> Option<SamplePeek> {
         // SAFETY: the caller's promise; slots come from `Zone::fast_slot`.
         unsafe { with_cache::<A, _>(self.to_bits() as usize, |c| c.sample_peek()) }

@@ -48,6 +48,12 @@ pub(crate) struct BusyHash {
     /// without tables would otherwise be asked, and the lock retaken, on
     /// every operation).
     declined: usize,
+    /// `[quiet_lo, quiet_lo + quiet_span)`: busy counts at which no resize
+    /// is wanted (a subset of where [`may_want_resize`](Self::may_want_resize)
+    /// says false, kept in step with the size and `declined`), so the check
+    /// after every operation is one comparison.
+    quiet_lo: usize,
+    quiet_span: usize,
 }
 
 impl BusyHash {
@@ -58,6 +64,8 @@ impl BusyHash {
             size: HASH_MIN,
             bits: HASH_MIN.trailing_zeros(),
             declined: 0,
+            quiet_lo: 0,
+            quiet_span: HASH_MIN,
         }
     }
 
@@ -65,6 +73,43 @@ impl BusyHash {
     /// segments.
     pub(crate) fn declined(&mut self, nbusy: usize) {
         self.declined = nbusy.max(1);
+        self.set_quiet();
+    }
+
+    /// Recomputes the quiet range from the size and `declined`: the counts
+    /// that need no new size, `[size / 4, size)` (from 0 for the inline
+    /// table), joined with those too close to a declined count,
+    /// `(declined / 2, 2 declined)`, when the two meet (else the latter).
+    fn set_quiet(&mut self) {
+        let (mut lo, mut hi) = (
+            if self.size == HASH_MIN {
+                0
+            } else {
+                self.size / 4
+            },
+            self.size,
+        );
+        let d = self.declined;
+        if d != 0 {
+            let (dlo, dhi) = (d / 2 + 1, d.saturating_mul(2));
+            if dlo <= hi && lo <= dhi {
+                (lo, hi) = (lo.min(dlo), hi.max(dhi));
+            } else {
+                (lo, hi) = (dlo, dhi);
+            }
+        }
+        self.quiet_lo = lo;
+        self.quiet_span = hi - lo;
+    }
+
+    /// Whether `nbusy` busy segments certainly need no resize: one
+    /// comparison (see `quiet_lo`). False does not mean one is wanted: ask
+    /// [`resize_wanted`](Self::resize_wanted).
+    #[inline]
+    pub(crate) fn quiet(&self, nbusy: usize) -> bool {
+        let q = nbusy.wrapping_sub(self.quiet_lo) < self.quiet_span;
+        debug_assert!(!q || !self.may_want_resize(nbusy));
+        q
     }
 
     /// Number of buckets.
@@ -212,6 +257,7 @@ impl BusyHash {
         self.size = table.size;
         self.declined = 0;
         self.bits = table.size.trailing_zeros();
+        self.set_quiet();
         // The index addresses either old table, so a range loop is clearest.
         #[allow(clippy::needless_range_loop)]
         for idx in 0..old.size {
@@ -255,5 +301,36 @@ impl BusyHash {
     /// Bytes of a table of `size` buckets, rounded up to whole 4 KiB pages.
     fn table_bytes(size: usize) -> usize {
         (size * core::mem::size_of::<Option<Tag>>()).next_multiple_of(4096)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one-comparison check never hides a wanted resize, and agrees
+    /// with the exact one around the table's size.
+    #[test]
+    fn quiet_range_is_within_the_no_resize_counts() {
+        for bits in 4..12u32 {
+            for declined in [0usize, 1, 3, 7, 40, 100, 1000, 5000] {
+                let mut h = BusyHash::new();
+                h.size = 1 << bits;
+                h.declined = declined;
+                h.set_quiet();
+                for n in 0..(8usize << bits) {
+                    if h.quiet(n) {
+                        assert!(
+                            !h.may_want_resize(n),
+                            "size {} declined {declined} n {n}",
+                            h.size
+                        );
+                    }
+                    if declined == 0 {
+                        assert_eq!(h.quiet(n), !h.may_want_resize(n));
+                    }
+                }
+            }
+        }
     }
 }

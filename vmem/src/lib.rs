@@ -302,6 +302,13 @@
 //! 4.3 last-level misses per pair at 10^6, none at 10^2): by handle 159 ns at
 //! 10^2 and 920 ns at 10^6 in the runs above, as offset-allocator's
 //! grows from 192 to 1,095 ns (4.6 L1 and 2.9 last-level misses at 10^6).
+//! Restated 2026-12-04 after the changes of that day (a freelist head
+//! taken off without touching its successor, a one-comparison hash check,
+//! flag checks without `count_ones`): by handle 433, 417, 418 and 473
+//! instructions, a 10^6 / 10^2 ratio of **1.09**; by address 531, 513, 513
+//! and 554, **1.04**; the misses unchanged. On that day's machine the time
+//! by handle went from 69 ns at 10^2 to 536 ns at 10^6, offset-allocator's
+//! from 80 to 491 ns (figures and commands in the crate's README).
 //!
 //! Instant fit is O(1) in the number of live segments. `cargo bench -p bsdalloc-vmem`
 //! (criterion medians, 2-core VM, 2026-11-21): an alloc+free pair of 4

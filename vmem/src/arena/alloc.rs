@@ -51,7 +51,11 @@ impl<'a> Arena<'a> {
                 let mut g = g;
                 let addr = t.start();
                 let busy = g.clip_front::<OWNED>(t, size);
-                self.unlock(g, None);
+                if OWNED {
+                    self.unlock_unhashed(g, None);
+                } else {
+                    self.unlock(g, None);
+                }
                 return Ok((addr, busy));
             }
         }

@@ -48,18 +48,22 @@ impl<'a> Arena<'a> {
                 })
             }
         };
-        self.free_busy(g, t);
+        self.free_busy::<false>(g, t);
         Ok(())
     }
 
     /// Frees the busy segment `t`, already out of the hash and the counts:
     /// coalesces it, wakes sleepers, unlocks, and releases the span if it
-    /// became wholly free.
+    /// became wholly free. `OWNED`: `t` was held by a handle, not hashed.
     #[inline(always)]
-    pub(super) fn free_busy(&self, mut g: Guard<'_, 'a>, t: Tag) {
+    pub(super) fn free_busy<const OWNED: bool>(&self, mut g: Guard<'_, 'a>, t: Tag) {
         let released = g.free_segment(t, self.source.is_some());
         self.wake(&g);
-        self.unlock(g, Some(BT_MAXFREE));
+        if OWNED {
+            self.unlock_unhashed(g, Some(BT_MAXFREE));
+        } else {
+            self.unlock(g, Some(BT_MAXFREE));
+        }
         if let Some((span, span_size)) = released {
             self.release_span(span, span_size);
         }

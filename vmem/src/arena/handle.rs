@@ -157,7 +157,7 @@ impl<'a> Arena<'a> {
         }
         let mut g = self.state.lock();
         g.take_owned(t);
-        self.free_busy(g, t);
+        self.free_busy::<true>(g, t);
         Ok(())
     }
 }

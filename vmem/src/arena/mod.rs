@@ -232,7 +232,21 @@ impl<'a> Arena<'a> {
     #[inline]
     fn unlock(&self, g: Guard<'_, 'a>, trim: Option<usize>) {
         // The common case: nothing to hand back, no resize due.
-        if trim.is_none_or(|limit| g.nfreetags <= limit) && !g.hash.may_want_resize(g.nhashed()) {
+        if trim.is_none_or(|limit| g.nfreetags <= limit) && g.hash.quiet(g.nhashed()) {
+            drop(g);
+            return;
+        }
+        self.unlock_slow(g, trim);
+    }
+
+    /// [`unlock`](Self::unlock) after an operation that did not change the
+    /// number of hashed segments (a segment held by a handle allocated or
+    /// freed): no resize can have become due, so only the spare tags are
+    /// looked at. (A resize already due is left to the next operation on
+    /// the hash.)
+    #[inline]
+    fn unlock_unhashed(&self, g: Guard<'_, 'a>, trim: Option<usize>) {
+        if trim.is_none_or(|limit| g.nfreetags <= limit) {
             drop(g);
             return;
         }

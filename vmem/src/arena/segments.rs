@@ -122,7 +122,6 @@ impl State<'_> {
         debug_assert_eq!(bin, bin_of(t.size() >> self.qshift));
         let head = self.free.head(bin);
         t.set_bin(bin as u16);
-        t.set_link_prev(None);
         t.set_link_next(head);
         if let Some(h) = head {
             h.set_link_prev(Some(t));
@@ -130,16 +129,27 @@ impl State<'_> {
         self.free.set_head(bin, Some(t));
     }
 
+    /// Takes the free segment `t` off its list. A list's head is known by
+    /// the list's head pointer, not by its back link, which is left stale
+    /// (never read while it heads the list): taking the head off, as
+    /// instant fit does, touches no other tag (its successor, a cache miss
+    /// in a large arena, keeps its back link until something is put in
+    /// front of it).
     #[inline]
     pub(super) fn remfree(&mut self, t: Tag) {
         debug_assert_eq!(t.kind(), SegmentKind::Free);
-        let (prev, next) = (t.link_prev(), t.link_next());
-        if let Some(n) = next {
-            n.set_link_prev(prev);
+        let bin = t.bin() as usize;
+        let next = t.link_next();
+        if self.free.head(bin) == Some(t) {
+            self.free.set_head(bin, next);
+            return;
         }
-        match prev {
-            Some(p) => p.set_link_next(next),
-            None => self.free.set_head(t.bin() as usize, next),
+        let Some(prev) = t.link_prev() else {
+            bug("free segment neither heads its list nor has a predecessor");
+        };
+        prev.set_link_next(next);
+        if let Some(n) = next {
+            n.set_link_prev(Some(prev));
         }
     }
 

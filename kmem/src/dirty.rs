@@ -22,21 +22,24 @@
 //!   them as they are.
 //! - A wholly free span the arena releases is kept mapped (still registered
 //!   in the page metadata, its dirty words intact) and handed back by the
-//!   next import that fits ([`retain_span`], [`take_span`]).
-//! - Purging: when dirty pages exceed [`DIRTY_MAX`], or the oldest listed
-//!   range or retained span is older than [`DECAY_NS`], the next large free
-//!   (or the lazy timeout, the reclaim worker, or a `Trim`) purges the
-//!   oldest: a retained
-//!   span is unmapped; a listed range has each run of dirty pages taken
-//!   out of the arena ([`vmem::Arena::claim`], so nothing can be allocated
-//!   there meanwhile), unbacked, relabelled clean and freed. A reclaim pass ([`purge_all`]) purges everything.
+//!   next import that fits ([`retain_span`], [`take_span`]). Its freed
+//!   blocks stay listed meanwhile, for their decay (`reuse` passes them
+//!   over: they are out of the arena until the span comes back).
+//! - Purging: when dirty pages exceed the budget ([`dirty_budget`], the
+//!   most large bytes in use lately, at least [`DIRTY_MAX`]), or the oldest
+//!   listed range or retained span is older than [`DECAY_NS`], the next
+//!   large free (or the lazy timeout, the reclaim worker, or a `Trim`)
+//!   purges the oldest: a retained span is unmapped; a listed range has
+//!   each run of dirty pages taken out of the arena ([`vmem::Arena::claim`],
+//!   so nothing can be allocated there meanwhile), unbacked, relabelled
+//!   clean and freed. A full ring purges its smallest range. A reclaim
+//!   pass ([`purge_all`]) purges everything.
 //!
 //! The lists live behind one lock, a leaf of the global lock order (see
 //! `fork`): nothing else is locked while it is held, and no arena call is
 //! made under it. `DIRTY` counts pages labelled dirty exactly; a range that
-//! falls off the lists without being purged (a lost race, a full ring
-//! during an import, the smaller side of a range cut in the middle while
-//! the ring is full) leaves its pages labelled, still counted, and cleaned
+//! falls off the lists without being purged (a lost race, the smaller
+//! side of a range cut in the middle while the ring is full) leaves its pages labelled, still counted, and cleaned
 //! when they are allocated or their span is unmapped, or by the next
 //! reclaim pass ([`purge_all`]): when dirty pages remain after it purged
 //! everything listed, it finds them by their page words (a sweep of 512

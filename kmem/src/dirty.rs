@@ -64,7 +64,7 @@ pub const DIRTY_MAX: usize = 64 << 20;
 /// faulting fresh ones in, as jemalloc's dirty extents and glibc's heap
 /// do. Pages older than [`DECAY_NS`] go back all the same.
 ///
-/// "Lately" is the last [`DECAY_NS`] ([`PEAK`]), not the instant: a
+/// "Lately" is the last [`DECAY_NS`] (`PEAK`), not the instant: a
 /// program whose large blocks come and go swings between less and more in
 /// use, and a budget that followed it down purged (and unmapped whole
 /// retained spans of) dirty pages that the next swing up faulted back in.

@@ -411,8 +411,8 @@ pub(crate) fn taken(addr: usize, npages: usize, word: usize, zero: bool) {
 /// each of them in (a `calloc` of a reused 4 MiB range made it all
 /// resident where the program had written 4 KiB).
 const LOOK_RUN: usize = 16 * PAGE_SIZE;
-/// Pages looked at with one `mincore` call.
-const LOOK_PAGES: usize = 256;
+/// Pages looked at with one `mincore` call (a byte each on the stack).
+const LOOK_PAGES: usize = 1024;
 
 /// Clears a run of dirty pages the caller just took from the arena (see
 /// [`taken`]). A long run is cleared a piece of up to [`LOOK_PAGES`] at a
@@ -425,23 +425,41 @@ const LOOK_PAGES: usize = 256;
 /// bytes unbacked.
 fn clear_run((start, bytes): (usize, usize)) -> usize {
     let mut unbacked = 0;
+    // Consecutive pieces to unback, unbacked with one call (a `calloc` of
+    // a reused 8 MiB range, two pages of it touched, made 8 `mincore` and
+    // 8 `madvise` calls with pieces of 256 pages: 0.80 s for 20,000 of
+    // them, 0.61 s in the kernel; jemalloc 0.16 s).
+    let mut pending = (start, 0);
     let mut at = start;
     let end = start + bytes;
     while at < end {
         let len = (end - at).min(LOOK_PAGES * PAGE_SIZE);
         if len >= LOOK_RUN && mostly_absent(at, len) {
+            if pending.1 == 0 {
+                pending.0 = at;
+            }
+            pending.1 += len;
+        } else {
+            unbacked += unback_pending(&mut pending);
             // SAFETY: whole pages of the range the caller just took from
             // the arena: ours, nobody else's yet, their contents dead.
-            unsafe { os::unback(at, len) };
-            PURGED.fetch_add(len, Ordering::Relaxed);
-            unbacked += len;
-        } else {
-            // SAFETY: as above.
             unsafe { core::ptr::write_bytes(at as *mut u8, 0, len) };
         }
         at += len;
     }
-    unbacked
+    unbacked + unback_pending(&mut pending)
+}
+
+/// Unbacks `pending` (see [`clear_run`]), if anything, and empties it.
+fn unback_pending(pending: &mut (usize, usize)) -> usize {
+    let (at, len) = core::mem::take(pending);
+    if len != 0 {
+        // SAFETY: pieces of a range the caller of `clear_run` just took
+        // from the arena: ours, nobody else's yet, their contents dead.
+        unsafe { os::unback(at, len) };
+        PURGED.fetch_add(len, Ordering::Relaxed);
+    }
+    len
 }
 
 /// Whether fewer than half of the pages of `[addr, addr + len)` (at most

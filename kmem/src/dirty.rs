@@ -39,8 +39,9 @@
 //! `fork`): nothing else is locked while it is held, and no arena call is
 //! made under it. `DIRTY` counts pages labelled dirty exactly; a range that
 //! falls off the lists without being purged (a lost race, the smaller
-//! side of a range cut in the middle while the ring is full) leaves its pages labelled, still counted, and cleaned
-//! when they are allocated or their span is unmapped, or by the next
+//! side of a range cut in the middle while the ring is full) leaves its
+//! pages labelled, still counted, and cleaned when they are allocated or
+//! their span is unmapped, or by the next
 //! reclaim pass ([`purge_all`]): when dirty pages remain after it purged
 //! everything listed, it finds them by their page words (a sweep of 512
 //! words per 2 MiB chunk) and purges them too.
@@ -77,15 +78,16 @@ pub const DIRTY_MAX: usize = 64 << 20;
 ///   540-600 MB peak RSS (glibc 510k, 534 MB); `bsdalloc::patterns`
 ///   `large_touch` (16 live blocks of 64 KiB-8 MiB, every page written)
 ///   297-310k faults, 157 MB;
-/// - since 2026-12-04 the peak, once, with a [`retain_budget`] as large:
-///   `malloc-large` 222k faults, 2.0 s, 769 MB (before: 530-700k, 2.8-3.3
-///   s, 552-580 MB); `large_touch` 54.5k faults, 0.30-0.35 s, 158 MB
-///   (before: 247k, 0.70-0.78 s, 157 MB); glibc 127k faults, 0.41 s,
-///   320 MB; mimalloc 41k, 165 MB; tcmalloc on `malloc-large` 185k,
-///   576 MB. The price: `large_mixed` (first and last byte of each block
-///   written) peaks at 52 MB instead of 21 (glibc 33). Twice the peak
-///   faulted less (222k and 40k) for more memory (820-856 MB on
-///   `malloc-large`); the peak with half the retained spans kept more
+/// - since 2026-12-04 the peak, once, with a [`retain_budget`] of twice
+///   that: `malloc-large` 202-217k faults, 1.9-2.1 s, 698-712 MB (before:
+///   530-700k, 2.8-3.3 s, 552-580 MB); `large_touch` 52-57k faults,
+///   0.29-0.35 s, 158-162 MB (before: 247k, 0.70-0.78 s, 157 MB); glibc
+///   127k faults, 0.41 s, 320 MB; mimalloc 41k, 165 MB; tcmalloc on
+///   `malloc-large` 185k, 576 MB. The price: `large_mixed` (first and
+///   last byte of each block written) peaks at 50-53 MB instead of 21
+///   (glibc 33). Twice the peak faulted less (222k and 40k) for more
+///   memory (820-856 MB on `malloc-large`); the peak with half as many
+///   retained spans as the dirty budget kept fewer and faulted more
 ///   (415-533k faults on `malloc-large`, 196k on `large_touch`).
 pub fn dirty_budget() -> usize {
     crate::malloc::large_bytes_in_use()
@@ -99,14 +101,23 @@ pub fn dirty_budget() -> usize {
 static PEAK: AtomicUsize = AtomicUsize::new(0);
 static PEAK_AT: AtomicU64 = AtomicU64::new(0);
 
-/// Notes `in_use` bytes of large blocks at `now` (the figure before a
-/// large free, and the figure now at each budget check).
-pub(crate) fn note_peak(in_use: usize, now: u64) {
+/// Notes `in_use` bytes of large blocks at `now` (the figure now, at each
+/// budget check: it also replaces a peak older than [`DECAY_NS`]).
+fn note_peak(in_use: usize, now: u64) {
     if in_use >= PEAK.load(Ordering::Relaxed)
         || now.saturating_sub(PEAK_AT.load(Ordering::Relaxed)) > DECAY_NS
     {
         PEAK.store(in_use, Ordering::Relaxed);
         PEAK_AT.store(now, Ordering::Relaxed);
+    }
+}
+
+/// Notes the bytes of large blocks in use just before a large free (the
+/// most the free's budget check will not see); reads the clock only for a
+/// new peak.
+pub(crate) fn note_before_free(in_use: usize) {
+    if in_use >= PEAK.load(Ordering::Relaxed) {
+        note_peak(in_use, crate::os::now_ns());
     }
 }
 
@@ -515,7 +526,7 @@ pub(crate) fn reuse(arena: &Arena<'static>, size: usize) -> Option<usize> {
         let i = (0..len)
             .map(|k| (head + k) % RING)
             .filter(|&i| l.ring[i].size >= size)
-            .filter(|&i| l.nspans == 0 || !l.in_span(l.ring[i].addr, size))
+            .filter(|&i| !l.in_span(l.ring[i].addr, size))
             .min_by_key(|&i| l.ring[i].size)?;
         let r = l.ring[i];
         l.ring[i].addr += size;

@@ -184,6 +184,21 @@ pub(crate) unsafe fn holds_key(p: *const u8, key: u64) -> bool {
     unsafe { p.cast::<u64>().read() == key }
 }
 
+/// A fresh item of class `c`'s zone, its double-free key cleared: every
+/// front door's allocation through the zone itself (not the cache's fast
+/// pop).
+#[inline(always)]
+pub(crate) fn class_alloc(
+    k: &crate::kernel::Kernel,
+    c: usize,
+    flags: Flags,
+) -> Option<NonNull<u8>> {
+    let p = k.classes[c].alloc(flags)?;
+    // SAFETY: a fresh item of a class zone, ours.
+    unsafe { clear_key(p) };
+    Some(p)
+}
+
 /// Clears the key of a small block being handed out.
 ///
 /// # Safety
@@ -672,12 +687,7 @@ pub(crate) fn alloc_plain(size: usize, align: usize, flags: Flags) -> Option<Non
         return crate::prof::alloc(k, size, align, flags);
     }
     match class_of(size, align) {
-        Some(c) => {
-            let p = k.classes[c].alloc(flags)?;
-            // SAFETY: a fresh item of a class zone, ours.
-            unsafe { clear_key(p) };
-            Some(p)
-        }
+        Some(c) => class_alloc(k, c, flags),
         None => large_alloc(k, size, align, flags),
     }
 }

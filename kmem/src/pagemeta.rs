@@ -248,6 +248,7 @@ pub(crate) fn lookup(addr: usize) -> usize {
 /// address is canonical (it is also none of ours with 5-level paging,
 /// where Linux maps above 2^47 only on request). Everything but the fast
 /// free uses [`lookup`].
+#[cfg(not(any(loom, feature = "invariants")))]
 #[inline(always)]
 pub(crate) fn lookup_fast(addr: usize) -> usize {
     let r = (addr >> ROOT_SHIFT) & (ROOT_ENTRIES - 1);

@@ -211,7 +211,7 @@ pub(crate) unsafe fn large_free(k: &Kernel, addr: usize, n: usize) {
     let bytes = n * PAGE_SIZE;
     LARGE_FREES.fetch_add(1, Ordering::Relaxed);
     let before = LARGE_PAGES.fetch_sub(n as u64, Ordering::Relaxed) as usize * PAGE_SIZE;
-    crate::dirty::note_peak(before, crate::os::now_ns());
+    crate::dirty::note_before_free(before);
     let direct = pagemeta::lookup(addr) & TAG_MASK == TAG_LARGE_X;
     pagemeta::set(addr, 1, 0);
     if bytes <= QCACHE_MAX && !direct {
@@ -704,12 +704,7 @@ pub fn malloc_aligned(
     let k = kernel()?;
     let req = typed_request(size)?;
     let (p, owner) = match class_of(req, align) {
-        Some(c) => {
-            let p = k.classes[c].alloc(flags)?;
-            // SAFETY: a fresh item of a class zone, ours.
-            unsafe { crate::fast::clear_key(p) };
-            (p, Owner::Class(c))
-        }
+        Some(c) => (crate::fast::class_alloc(k, c, flags)?, Owner::Class(c)),
         None => {
             let p = large_alloc(k, req, align, flags)?;
             (p, Owner::Large(round_page(req.max(1))? / PAGE_SIZE))

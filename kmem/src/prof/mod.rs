@@ -221,12 +221,7 @@ pub(crate) fn alloc(k: &Kernel, size: usize, align: usize, flags: Flags) -> Opti
     let gated = gates_ready(k);
     match class_of(size, align) {
         Some(c) if gated => sample::alloc_class(k, c, size, align, flags, interval),
-        Some(c) => {
-            let p = k.classes[c].alloc(flags)?;
-            // SAFETY: a fresh item of a class zone, ours.
-            unsafe { crate::fast::clear_key(p) };
-            Some(p)
-        }
+        Some(c) => crate::fast::class_alloc(k, c, flags),
         None if gated => sample::alloc_large(k, size, align, flags, interval),
         None => crate::malloc::large_alloc(k, size, align, flags),
     }

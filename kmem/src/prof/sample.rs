@@ -447,12 +447,8 @@ pub(crate) fn alloc_class(
     interval: u64,
 ) -> Option<NonNull<u8>> {
     let slot = k.classes[c].fast_slot();
-    state(|t| alloc_class_in(t, k, c, slot, size, align, flags, interval)).unwrap_or_else(|| {
-        let p = k.classes[c].alloc(flags)?;
-        // SAFETY: a fresh item of a class zone, ours.
-        unsafe { crate::fast::clear_key(p) };
-        Some(p)
-    })
+    state(|t| alloc_class_in(t, k, c, slot, size, align, flags, interval))
+        .unwrap_or_else(|| crate::fast::class_alloc(k, c, flags))
 }
 
 /// [`alloc_class`] with the thread's state (reached once: it stays the
@@ -506,9 +502,7 @@ fn alloc_class_in(
         }
         _ => false,
     };
-    let p = k.classes[c].alloc(flags)?;
-    // SAFETY: a fresh item of a class zone, ours.
-    unsafe { crate::fast::clear_key(p) };
+    let p = crate::fast::class_alloc(k, c, flags)?;
     if !far_off {
         second_look(t, c, slot);
     }

@@ -48,26 +48,37 @@ std::thread_local! {
 static EMPTY_TABLE: Table =
     [const { AtomicPtr::new(&super::EMPTY_CACHE as *const Cache as *mut Cache) }; MAX_SLOTS + 1];
 
-/// The calling thread's [`Table`] through one thread-local
-/// word ([`TlsDescriptor`]).
-///
-/// `SLOTS` is a Rust thread-local, and Rust compiles thread-locals with the
-/// general-dynamic TLS model. In an executable the linker relaxes that to
-/// one thread-pointer-relative load, but not in a shared library: there
-/// every access is a call to `__tls_get_addr` (about 15 instructions), and
-/// `libbsdalloc.so` made four of them per `malloc`+`free` pair. Stable Rust
-/// has no way to ask for another model or dialect (`#[thread_local]`,
-/// `-Z tls-model` are unstable), so this one word is declared in assembly
-/// in `.tdata` and reached through a TLS descriptor (see `offset`): five
-/// instructions when the library is in static TLS (loaded at start-up,
-/// `LD_PRELOAD` or `DT_NEEDED`), and still correct after a `dlopen`,
-/// where an initial-exec access would make the load fail ("cannot
-/// allocate memory in static TLS block": the whole TLS block of the
-/// library, `SLOTS` included, would have to fit glibc's surplus). The word
-/// starts as the address of [`EMPTY_TABLE`] in every thread (the TLS
-/// initialisation image) and is pointed at the thread's own `SLOTS` when
-/// the thread first registers a cache ([`cache_for`]); both tables live as
-/// long as the thread's TLS block, so the word is never stale.
+// The calling thread's [`Table`] through one thread-local
+// word ([`TlsDescriptor`]).
+//
+// `SLOTS` is a Rust thread-local, and Rust compiles thread-locals with the
+// general-dynamic TLS model. In an executable the linker relaxes that to
+// one thread-pointer-relative load, but not in a shared library: there
+// every access is a call to `__tls_get_addr` (about 15 instructions), and
+// `libbsdalloc.so` made four of them per `malloc`+`free` pair. Stable Rust
+// has no way to ask for another model or dialect (`#[thread_local]`,
+// `-Z tls-model` are unstable), so this one word is declared in assembly
+// in `.tdata` and its offset is asked of a TLS descriptor (see `offset`),
+// which is correct in static TLS (a library loaded at start-up,
+// `LD_PRELOAD` or `DT_NEEDED`) and after a `dlopen`,
+// where an initial-exec access would make the load fail ("cannot
+// allocate memory in static TLS block": the whole TLS block of the
+// library, `SLOTS` included, would have to fit glibc's surplus). The word
+// starts as the address of [`EMPTY_TABLE`] in every thread (the TLS
+// initialisation image) and is pointed at the thread's own `SLOTS` when
+// the thread first registers a cache ([`cache_for`]); both tables live as
+// long as the thread's TLS block, so the word is never stale.
+//
+// In static TLS the descriptor's answer is the same in every thread (the
+// block's fixed distance below the thread pointer), so the first
+// registration asks once and keeps the answer in a plain global
+// (`table_word::learn`); from then on the word is two loads away, as with
+// initial-exec, without the call (and the stack adjustment around it)
+// and without marking the library static-TLS-only. After a `dlopen` the
+// answer differs per thread: the global stays 0, the fast paths see
+// [`EMPTY_TABLE`] and always miss, and the slow roads reach the caches
+// through `SLOTS`.
+
 /// The offset from the thread pointer of the calling thread's copy of
 /// the thread-local symbol `$sym` (a string literal; the symbol is defined
 /// in a TLS section of the same link), by the x86-64 psABI's TLS
@@ -132,16 +143,108 @@ mod table_word {
         crate::tlsdesc_offset!("bsdalloc_uma_table_v01")
     }
 
-    /// The calling thread's table.
+    // The word's offset from the thread pointer when it is the same in
+    // every thread (static TLS), else 0 (not known yet, or `dlopen`ed).
+    // Hidden, so that every crate of the link reaches it RIP-relative,
+    // with no GOT load; the version in the name, as the word's.
+    core::arch::global_asm!(
+        ".pushsection .data.bsdalloc_uma_table_off_v01,\"aw\",@progbits",
+        ".p2align 3",
+        ".globl bsdalloc_uma_table_off_v01",
+        ".hidden bsdalloc_uma_table_off_v01",
+        ".type bsdalloc_uma_table_off_v01,@object",
+        ".size bsdalloc_uma_table_off_v01,8",
+        "bsdalloc_uma_table_off_v01:",
+        ".quad 0",
+        ".popsection",
+    );
+
+    /// The static offset learnt, or 0.
+    #[inline(always)]
+    fn static_offset() -> usize {
+        let off: usize;
+        // SAFETY: reads an 8-byte, 8-aligned word of this link's data,
+        // written only by `learn` (a naturally atomic store).
+        unsafe {
+            core::arch::asm!(
+                "movq bsdalloc_uma_table_off_v01(%rip), {o}",
+                o = out(reg) off,
+                options(att_syntax, nostack, preserves_flags, readonly, pure),
+            );
+        }
+        off
+    }
+
+    /// Learns the offset if the word is in static TLS (once; racing
+    /// callers store the same value). The descriptor of the GNU2 dialect
+    /// is two words, the function and its argument; for a block in static
+    /// TLS the function (glibc's `_dl_tlsdesc_return`, musl's
+    /// `__tlsdesc_static`) returns the argument, which is then the offset
+    /// for every thread. For a `dlopen`ed block the argument is a pointer
+    /// to the resolver's data, never the (thread-pointer-relative) answer.
+    /// In an executable the linker has rewritten the descriptor's address
+    /// into the offset itself (`movq $off, %rax`, or an initial-exec load
+    /// of it), a negative number: static too.
+    #[cold]
+    pub(super) fn learn() {
+        if static_offset() != 0 {
+            return;
+        }
+        let off = offset();
+        let desc: usize;
+        // SAFETY: the first instruction of the descriptor sequence, in
+        // the only form the linker knows how to rewrite; reads nothing.
+        unsafe {
+            core::arch::asm!(
+                "leaq bsdalloc_uma_table_v01@tlsdesc(%rip), %rax",
+                out("rax") desc,
+                options(att_syntax, nostack, preserves_flags, nomem, pure),
+            );
+        }
+        let learnt = if (desc as isize) < 0 {
+            desc
+        } else {
+            // SAFETY: `desc` is the address of the descriptor, two words
+            // in this object's GOT, filled before the call above returned.
+            let arg = unsafe { (desc as *const usize).add(1).read_volatile() };
+            if arg != off {
+                return;
+            }
+            off
+        };
+        if learnt != off || learnt == 0 {
+            return;
+        }
+        // SAFETY: stores an 8-byte word of this link's data, 8-aligned;
+        // readers see 0 or this value (every thread computes the same).
+        unsafe {
+            core::arch::asm!(
+                "movq {o}, bsdalloc_uma_table_off_v01(%rip)",
+                o = in(reg) learnt,
+                options(att_syntax, nostack, preserves_flags),
+            );
+        }
+    }
+
+    /// The calling thread's table; [`EMPTY_TABLE`] (every operation
+    /// misses) until some thread has learnt the static offset, and always
+    /// after a `dlopen`: a miss's slow road reaches the thread's caches
+    /// through `SLOTS` itself, and the first one learns the offset.
     #[inline(always)]
     pub(super) fn get() -> *const Table {
+        let off = static_offset();
+        if off == 0 {
+            core::hint::cold_path();
+            return &EMPTY_TABLE;
+        }
         let t: *const Table;
         // SAFETY: reads the calling thread's own word of its TLS block, at
-        // `offset()` from the thread pointer (`fs`).
+        // `off` from the thread pointer (`fs`): the descriptor's answer,
+        // the same for every thread (static TLS).
         unsafe {
             core::arch::asm!(
                 "movq %fs:({o}), {t}",
-                o = in(reg) offset(),
+                o = in(reg) off,
                 t = lateout(reg) t,
                 options(att_syntax, nostack, preserves_flags, readonly, pure),
             );
@@ -217,9 +320,11 @@ pub(crate) fn free_slot(slot: usize) {
 /// - [`RustTls`]: Rust's thread-local, one thread-pointer-relative load in
 ///   an executable (the linker relaxes the access), a `__tls_get_addr`
 ///   call in a shared library. For Rust programs.
-/// - [`TlsDescriptor`]: a word pointing at the table, reached through a
-///   TLS descriptor: five instructions in a library loaded at start-up,
-///   two in an executable (on x86-64 Linux; elsewhere it is `RustTls`).
+/// - [`TlsDescriptor`]: a word pointing at the table, at an offset from
+///   the thread pointer learnt once from a TLS descriptor: two loads and a
+///   test in a library loaded at start-up or in an executable; in a
+///   `dlopen`ed library every access sees an empty table, and operations
+///   take their slow roads (on x86-64 Linux; elsewhere it is `RustTls`).
 ///   For shared libraries such as `libbsdalloc.so`.
 pub trait TlsAccess: sealed::Sealed {
     #[doc(hidden)]
@@ -473,6 +578,8 @@ pub(crate) fn cache_for(zone: &Zone) -> Option<&Cache> {
     }
     // From now on the fast paths read this thread's own table.
     table_word::set(table);
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    table_word::learn();
     USED.with(|u| {
         let mut bits = u.get();
         bits[zone.pcpu_slot / 64] |= 1 << (zone.pcpu_slot % 64);

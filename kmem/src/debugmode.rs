@@ -685,7 +685,7 @@ fn broken_header(k: &crate::kernel::Kernel, u: usize, op: &'static str) {
         ));
         return;
     }
-    if pagemeta::lookup(u) == pagemeta::WORD_DIRTY {
+    if pagemeta::lookup(u) == 0 && pagemeta::is_dirty(u) {
         // In the pages of a freed large block.
         found(ReportKind::DoubleFree, op, u, "large", 0);
         return;

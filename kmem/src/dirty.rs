@@ -10,18 +10,19 @@
 //! delayed purge, kmem now keeps both for a bounded time and size:
 //!
 //! - A freed large block (above the quantum cache, 64 KiB) goes back to the
-//!   kernel arena with its pages still backed, each page word set to
-//!   [`WORD_DIRTY`], and its range is listed in a ring. The listing
+//!   kernel arena with its pages still backed, each page marked dirty (a
+//!   bit per page in the page metadata, [`pagemeta::mark_dirty`]: an
+//!   atomic OR per 64 pages), and its range is listed in a ring. The listing
 //!   follows the pages: an allocation that takes dirty pages cuts them out
 //!   of the listed ranges, and a block freed next to a young listed range
 //!   joins it (so entries do not go stale, and an evicted old entry never
-//!   purges pages a newer free listed again). A free page whose
-//!   word is not `WORD_DIRTY` still reads as zero, so an allocation that
+//!   purges pages a newer free listed again). A free page not marked
+//!   dirty still reads as zero, so an allocation that
 //!   must be zero-filled (slabs, `kmem_malloc`, `alloc_zeroed`, `calloc`)
 //!   clears exactly the dirty pages it received ([`taken`]); others reuse
 //!   them as they are.
 //! - A wholly free span the arena releases is kept mapped (still registered
-//!   in the page metadata, its dirty words intact) and handed back by the
+//!   in the page metadata, its dirty bits intact) and handed back by the
 //!   next import that fits ([`retain_span`], [`take_span`]). Its freed
 //!   blocks stay listed meanwhile, for their decay (`reuse` passes them
 //!   over: they are out of the arena until the span comes back).
@@ -43,7 +44,7 @@
 //! pages labelled, still counted, and cleaned when they are allocated or
 //! their span is unmapped, or by the next
 //! reclaim pass ([`purge_all`]): when dirty pages remain after it purged
-//! everything listed, it finds them by their page words (a sweep of 512
+//! everything listed, it finds them by their dirty bits (a sweep of 8
 //! words per 2 MiB chunk) and purges them too.
 
 use crate::sync::plain::Mutex;
@@ -52,7 +53,7 @@ use crate::sync::plain::{AtomicU64, AtomicUsize, Ordering};
 use vmem::Arena;
 
 use crate::os::{self, CHUNK_SIZE, PAGE_SIZE};
-use crate::pagemeta::{self, WORD_DIRTY};
+use crate::pagemeta;
 
 /// Dirty bytes (free pages holding old data) kept before the oldest are
 /// purged, at least: the budget grows with the program's large blocks
@@ -379,7 +380,7 @@ static PURGED: AtomicUsize = AtomicUsize::new(0);
 static REUSED: AtomicUsize = AtomicUsize::new(0);
 static SPAN_HITS: AtomicUsize = AtomicUsize::new(0);
 /// Reclaims that still found dirty pages after purging everything listed,
-/// and swept the page words for them.
+/// and swept the dirty bits for them.
 static SWEEPS: AtomicUsize = AtomicUsize::new(0);
 
 fn lists() -> crate::sync::plain::MutexGuard<'static, Lists> {
@@ -391,24 +392,32 @@ fn publish(l: &Lists) {
     RETAINED.store(l.retained, Ordering::Relaxed);
 }
 
-/// Labels `npages` pages just taken from the kernel arena with `word`; the
-/// dirty ones among them are zero-filled first if `zero`.
+/// Labels `npages` pages just taken from the kernel arena with `word` and
+/// marks them clean; the dirty ones among them are zero-filled first if
+/// `zero`. With `word` 0 (a large block, whose caller labels its head) no
+/// page word is written: every free page's word is 0 already.
 pub(crate) fn taken(addr: usize, npages: usize, word: usize, zero: bool) {
+    if word != 0 {
+        pagemeta::set(addr, npages, word);
+    }
+    #[cfg(feature = "invariants")]
+    for i in 0..npages {
+        let w = pagemeta::lookup(addr + i * PAGE_SIZE);
+        assert!(
+            w == word,
+            "kmem: a free page at {:#x} had word {w:#x}",
+            addr + i * PAGE_SIZE
+        );
+    }
     let (mut dirty, mut unbacked) = (0, 0);
-    // The current run of dirty pages to clear: (start, bytes).
-    let mut run = (0usize, 0usize);
-    pagemeta::replace(addr, npages, word, |page| {
-        dirty += PAGE_SIZE;
-        if zero {
-            if run.1 != 0 && run.0 + run.1 == page {
-                run.1 += PAGE_SIZE;
-            } else {
-                unbacked += clear_run(run);
-                run = (page, PAGE_SIZE);
-            }
-        }
-    });
-    unbacked += clear_run(run);
+    if zero {
+        pagemeta::take_dirty_runs(addr, npages, |start, len| {
+            dirty += len;
+            unbacked += clear_run((start, len));
+        });
+    } else {
+        dirty = pagemeta::clean(addr, npages) * PAGE_SIZE;
+    }
     if dirty != 0 {
         DIRTY.fetch_sub(dirty, Ordering::Relaxed);
         REUSED.fetch_add(dirty - unbacked, Ordering::Relaxed);
@@ -493,8 +502,7 @@ fn mostly_absent(addr: usize, len: usize) -> bool {
 /// large block had left dirty pages in it: every free page of the
 /// metadata arena reads as zero.
 pub(crate) fn taken_clean(addr: usize, npages: usize) {
-    let mut dirty = 0;
-    pagemeta::replace(addr, npages, 0, |_| dirty += PAGE_SIZE);
+    let dirty = pagemeta::clean(addr, npages) * PAGE_SIZE;
     if dirty != 0 {
         DIRTY.fetch_sub(dirty, Ordering::Relaxed);
         PURGED.fetch_add(dirty, Ordering::Relaxed);
@@ -540,9 +548,9 @@ pub(crate) fn reuse(arena: &Arena<'static>, size: usize) -> Option<usize> {
     // Part of it is in use or gone: the listing was stale there (or it
     // spans two of the arena's spans, which the arena never coalesces).
     // Put the front back if it still begins with a dirty page: a look at
-    // one page word, not a walk of them all (a walk cost as much as the
+    // one page's bit, not a walk of them all (a walk cost as much as the
     // rest of the large path).
-    if pagemeta::lookup(addr) == WORD_DIRTY {
+    if pagemeta::is_dirty(addr) {
         let mut l = lists();
         if l.len < RING {
             l.push(Range { size, ..rest });
@@ -575,8 +583,8 @@ pub(crate) unsafe fn free_large(arena: &Arena<'static>, addr: usize, bytes: usiz
         crate::timeout::tick();
         return;
     }
-    pagemeta::set(addr, bytes / PAGE_SIZE, WORD_DIRTY);
-    DIRTY.fetch_add(bytes, Ordering::Relaxed);
+    let marked = pagemeta::mark_dirty(addr, bytes / PAGE_SIZE) * PAGE_SIZE;
+    DIRTY.fetch_add(marked, Ordering::Relaxed);
     if let Err(e) = arena.xfree(addr, bytes) {
         crate::report::fatal(format_args!(
             "kmem: freeing {bytes} bytes at {addr:#x} to the kernel arena: {e}"
@@ -606,8 +614,8 @@ pub(crate) unsafe fn shrink_large(
     if keep {
         // Labelled before the arena has the pages: whoever takes them
         // next must see that they hold data.
-        pagemeta::set(tail, bytes / PAGE_SIZE, WORD_DIRTY);
-        DIRTY.fetch_add(bytes, Ordering::Relaxed);
+        let marked = pagemeta::mark_dirty(tail, bytes / PAGE_SIZE) * PAGE_SIZE;
+        DIRTY.fetch_add(marked, Ordering::Relaxed);
     } else {
         // Over the whole budget by itself (as in `free_large`): unbacked
         // before the arena has it, so that it reads as zero, as its clean
@@ -618,8 +626,8 @@ pub(crate) unsafe fn shrink_large(
     }
     if arena.xresize(addr, old, new).is_err() {
         if keep {
-            pagemeta::set(tail, bytes / PAGE_SIZE, 0);
-            DIRTY.fetch_sub(bytes, Ordering::Relaxed);
+            let cleaned = pagemeta::clean(tail, bytes / PAGE_SIZE) * PAGE_SIZE;
+            DIRTY.fetch_sub(cleaned, Ordering::Relaxed);
         }
         return false;
     }
@@ -691,8 +699,8 @@ fn maintain(arena: &Arena<'static>, now: u64, all: bool) {
 
 /// Purges every listed dirty range and unmaps every retained span (a
 /// reclaim pass); then, if dirty pages remain that no list knows of
-/// (ranges that fell off: see the module doc), finds them by their page
-/// words and purges them too.
+/// (ranges that fell off: see the module doc), finds them by their dirty
+/// bits and purges them too.
 pub(crate) fn purge_all(arena: &Arena<'static>) {
     maintain(arena, crate::os::now_ns(), true);
     if DIRTY.load(Ordering::Relaxed) != 0 {
@@ -701,7 +709,7 @@ pub(crate) fn purge_all(arena: &Arena<'static>) {
 }
 
 /// Purges the free dirty pages of every chunk, listed or not: a walk of
-/// the page words (512 per 2 MiB chunk), so only for reclaims.
+/// the dirty bits of every chunk, so only for reclaims.
 fn sweep(arena: &Arena<'static>) {
     pagemeta::for_each_chunk(|base| {
         let _ = purge_runs(arena, base, CHUNK_SIZE);
@@ -729,8 +737,7 @@ fn purge_runs(arena: &Arena<'static>, addr: usize, size: usize) -> bool {
             }
             return;
         }
-        let mut dirty = 0;
-        pagemeta::replace(start, len / PAGE_SIZE, 0, |_| dirty += PAGE_SIZE);
+        let dirty = pagemeta::clean(start, len / PAGE_SIZE) * PAGE_SIZE;
         // SAFETY: claimed: whole pages of ours that nobody else can use
         // until the xfree below.
         unsafe { os::unback(start, len) };
@@ -754,8 +761,7 @@ fn purge_retained(start: usize, len: usize) -> bool {
     if !l.in_span(start, len) {
         return false;
     }
-    let mut dirty = 0;
-    pagemeta::replace(start, len / PAGE_SIZE, 0, |_| dirty += PAGE_SIZE);
+    let dirty = pagemeta::clean(start, len / PAGE_SIZE) * PAGE_SIZE;
     // SAFETY: whole pages of a retained span: mapped by us, free, and
     // nobody can take them while we hold the lists' lock.
     unsafe { os::unback(start, len) };
@@ -834,8 +840,7 @@ pub(crate) fn take_span(size: usize) -> Option<usize> {
 /// Unregisters and unmaps a span for good (its dirty pages no longer
 /// count).
 pub(crate) fn unmap_span(addr: usize, size: usize) {
-    let mut dirty = 0;
-    pagemeta::replace(addr, size / PAGE_SIZE, 0, |_| dirty += PAGE_SIZE);
+    let dirty = pagemeta::clean(addr, size / PAGE_SIZE) * PAGE_SIZE;
     DIRTY.fetch_sub(dirty, Ordering::Relaxed);
     PURGED.fetch_add(dirty, Ordering::Relaxed);
     pagemeta::unregister(addr, size);
@@ -869,7 +874,7 @@ pub struct DirtyStats {
     pub span_hits: usize,
     /// Reclaims that still found dirty pages after purging everything
     /// listed (fallen off a full ring, freed meanwhile, or not claimable)
-    /// and swept the page words for them.
+    /// and swept the dirty bits for them.
     pub sweeps: usize,
 }
 
@@ -892,7 +897,7 @@ mod tests {
     /// Dirty pages whose listing fell off a full ring (simulated here by
     /// dropping the listing, as `forget` does for a range cut while the
     /// ring is full) are still purged by a reclaim: it finds them by their
-    /// page words.
+    /// dirty bits.
     #[test]
     fn reclaim_purges_dirty_pages_no_list_knows_of() {
         let k = crate::kernel::kernel().expect("kmem");
@@ -904,7 +909,7 @@ mod tests {
         // SAFETY: a live allocation, unused afterwards.
         assert!(unsafe { crate::raw::free(p) });
         let addr = p as usize;
-        let dirty = |a: usize| pagemeta::lookup(a) == WORD_DIRTY;
+        let dirty = |a: usize| pagemeta::is_dirty(a);
         let pages = (0..SIZE / PAGE_SIZE).map(|i| addr + i * PAGE_SIZE);
         if !pages.clone().any(dirty) {
             // Purged or reused by a concurrent test already: nothing to show.

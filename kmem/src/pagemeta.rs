@@ -20,7 +20,11 @@
 //! misclassified, never dereferenced.
 //!
 //! Which chunks belong to the kernel arena is a bit per chunk in its leaf
-//! ([`is_ours`]), beside the words.
+//! ([`is_ours`]), beside the words; which free pages still hold old data
+//! (see `dirty`) is a bit per page, in the leaf too ([`is_dirty`]), so
+//! that labelling a large block's pages dirty or clean is an atomic
+//! operation per 64 pages, not a word per page (the words of a large
+//! block's pages are not touched at all, but for its head).
 //!
 //! Page words:
 //!
@@ -31,14 +35,13 @@
 //! | `npages << 3 \| 2` | the first page of a large block of `npages` pages |
 //! | `3` | an internal page (UMA's own zones, the btag zone, boot pages) |
 //! | `4` | address space without memory (`kva_alloc`) |
-//! | `5` | a free page that still holds old data (see `dirty`) |
 //! | `npages << 3 \| 6` | as `2`, taken from the arena directly ([`TAG_LARGE_X`]) |
 //!
 //! A slab word's tag bits are 0, as a zero word's: `free(p)` tells a slab
 //! page by one test of the tag bits, and finds its class's check entry at
 //! `word` bytes past the entry before class 0 (whose check fails, so a
-//! zero word needs no test of its own; see `fast`). A free page whose word
-//! is not `5` reads as zero.
+//! zero word needs no test of its own; see `fast`). Every free page of the
+//! kernel arena has word 0; it reads as zero unless its dirty bit is set.
 
 use crate::sync::plain::Mutex;
 use crate::sync::plain::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
@@ -64,7 +67,6 @@ pub(crate) const SLAB_SHIFT: u32 = 6;
 pub(crate) const TAG_LARGE: usize = 2;
 pub(crate) const WORD_INTERNAL: usize = 3;
 pub(crate) const WORD_KVA: usize = 4;
-pub(crate) const WORD_DIRTY: usize = 5;
 /// The head of a large block of at most the quantum cache's size that was
 /// taken from the arena directly (over-aligned), so that its free goes
 /// back there and not into the quantum cache, whose allocations never ask
@@ -72,12 +74,15 @@ pub(crate) const WORD_DIRTY: usize = 5;
 /// `posix_memalign` churn).
 pub(crate) const TAG_LARGE_X: usize = 6;
 
-/// The words of 4 GiB of address space, and which of its chunks are the
-/// kernel arena's.
+/// The words of 4 GiB of address space, which of its chunks are the
+/// kernel arena's, and which of its pages are dirty.
 #[repr(C)]
 struct Leaf {
     words: [AtomicUsize; LEAF_WORDS],
     chunks: [AtomicU64; LEAF_CHUNKS / 64],
+    /// A bit per page: a free page that still holds old data (see
+    /// `dirty`). A chunk's 512 bits are 64 bytes of their own.
+    dirty: [AtomicU64; LEAF_WORDS / 64],
 }
 
 static ROOT: [AtomicPtr<Leaf>; ROOT_ENTRIES] =
@@ -101,12 +106,13 @@ pub(crate) fn fork_lock_pool() -> PoolLock {
     PoolLock(POOL.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
-/// Bytes of memory the page metadata holds: a page of words per
-/// registered chunk and each leaf's chunk bits (the leaves' untouched
-/// address space is not counted; the root is in `.bss`, touched where
-/// leaves are).
+/// Bytes of memory the page metadata holds: a page of words and 64 bytes
+/// of dirty bits per registered chunk, and each leaf's chunk bits (the
+/// leaves' untouched address space is not counted; the root is in `.bss`,
+/// touched where leaves are).
 pub(crate) fn meta_bytes() -> usize {
-    CHUNKS.load(Ordering::Relaxed) * PAGE_SIZE + LEAVES.load(Ordering::Relaxed) * PAGE_SIZE
+    CHUNKS.load(Ordering::Relaxed) * (PAGE_SIZE + PAGES_PER_CHUNK / 8)
+        + LEAVES.load(Ordering::Relaxed) * PAGE_SIZE
 }
 
 /// Reserves a leaf: address space only, its pages zero until written.
@@ -200,6 +206,15 @@ pub(crate) fn unregister(base: usize, size: usize) {
                 let old = unsafe { (*leaf).chunks[w].fetch_and(!bit, Ordering::AcqRel) };
                 if old & bit != 0 {
                     CHUNKS.fetch_sub(1, Ordering::Relaxed);
+                    // Its dirty bits are clear (`dirty::unmap_span` cleans
+                    // a span before it goes); cleared all the same, so
+                    // that a chunk registered here again starts clean.
+                    for k in 0..PAGES_PER_CHUNK / 64 {
+                        // SAFETY: leaves are never unmapped; the chunk's
+                        // bits are 8 words from `i / 64` (`i` is a
+                        // multiple of 512).
+                        unsafe { (*leaf).dirty[i / 64 + k].store(0, Ordering::Relaxed) };
+                    }
                     // SAFETY: the chunk's 512 words: one page of the leaf
                     // (a chunk-aligned address's first word index is a
                     // multiple of 512, and leaves are page-aligned),
@@ -274,22 +289,14 @@ pub(crate) fn is_ours(addr: usize) -> bool {
     unsafe { (*leaf).chunks[w].load(Ordering::Acquire) & bit != 0 }
 }
 
-/// Sets the words of `npages` pages from `addr` to `word`.
-pub(crate) fn set(addr: usize, npages: usize, word: usize) {
-    replace(addr, npages, word, |_| {});
-}
-
-/// Sets the words of `npages` pages from `addr` to `word`, calling
-/// `on_dirty(page)` for each page whose word was [`WORD_DIRTY`]. Walks the
+/// Sets the words of `npages` pages from `addr` to `word`. Walks the
 /// radix table once per chunk, not once per page.
 ///
 /// Every caller owns the pages it labels (just allocated from the arena,
-/// claimed in it, about to be freed to it, or out of it for good), so no
-/// other thread writes these words meanwhile, only reads them: a load and
-/// a release store do what a swap would, without a locked instruction per
-/// page (a 1 MiB block has 256).
-#[inline(always)]
-pub(crate) fn replace(addr: usize, npages: usize, word: usize, mut on_dirty: impl FnMut(usize)) {
+/// about to be freed to it, or out of it for good), so no other thread
+/// writes these words meanwhile, only reads them: a release store does.
+/// Words that already hold `word` are only read.
+pub(crate) fn set(addr: usize, npages: usize, word: usize) {
     let mut page = addr;
     let end = addr.saturating_add(npages * PAGE_SIZE);
     while page < end {
@@ -301,15 +308,9 @@ pub(crate) fn replace(addr: usize, npages: usize, word: usize, mut on_dirty: imp
             // SAFETY: the words of one chunk are contiguous, and `n` pages
             // from `page` stay inside its chunk.
             let words = unsafe { core::slice::from_raw_parts(first as *const AtomicUsize, n) };
-            for (i, w) in words.iter().enumerate() {
-                // Most words already hold `word` on the quantum-cache path:
-                // a load, no store.
-                let old = w.load(Ordering::Acquire);
-                if old != word {
+            for w in words {
+                if w.load(Ordering::Acquire) != word {
                     w.store(word, Ordering::Release);
-                    if old == WORD_DIRTY {
-                        on_dirty(page + i * PAGE_SIZE);
-                    }
                 }
             }
         }
@@ -317,24 +318,138 @@ pub(crate) fn replace(addr: usize, npages: usize, word: usize, mut on_dirty: imp
     }
 }
 
-/// Calls `f(start, len)` for each maximal run of [`WORD_DIRTY`] pages in
-/// `[addr, addr + npages pages)` (a snapshot: words may change meanwhile).
-pub(crate) fn dirty_runs(addr: usize, npages: usize, mut f: impl FnMut(usize, usize)) {
-    let mut run: Option<(usize, usize)> = None;
-    for i in 0..npages {
-        let page = addr + i * PAGE_SIZE;
-        if lookup(page) == WORD_DIRTY {
-            run = match run {
-                Some((s, l)) => Some((s, l + PAGE_SIZE)),
-                None => Some((page, PAGE_SIZE)),
-            };
-        } else if let Some((s, l)) = run.take() {
-            f(s, l);
+// ---------------------------------------------------------------- dirty bits
+
+/// A mask of bits `lo..hi` (`lo < hi <= 64`).
+#[inline(always)]
+fn bits(lo: usize, hi: usize) -> u64 {
+    (u64::MAX >> (64 - (hi - lo))) << lo
+}
+
+/// Calls `f(word, mask, base)` for each 64-bit word of dirty bits that
+/// pages of `[addr, addr + npages pages)` have bits in, in address order:
+/// `mask` selects the range's bits, `base` is the page of bit 0. Pages
+/// without a leaf have no bits (they are no arena's).
+#[inline(always)]
+fn dirty_words(addr: usize, npages: usize, mut f: impl FnMut(&AtomicU64, u64, usize)) {
+    let mut page = addr & !(PAGE_SIZE - 1);
+    let end = addr.saturating_add(npages * PAGE_SIZE);
+    while page < end {
+        let Some((r, first)) = split(page) else {
+            return;
+        };
+        let leaf_end = (r + 1) << ROOT_SHIFT;
+        let stop = end.min(leaf_end);
+        let leaf = ROOT[r].load(Ordering::Acquire);
+        if !leaf.is_null() {
+            let last = first + (stop - page) / PAGE_SIZE;
+            let mut i = first;
+            while i < last {
+                let w = i / 64;
+                let hi = last.min((w + 1) * 64) - w * 64;
+                // SAFETY: leaves are never unmapped; `w < LEAF_WORDS / 64`
+                // since `i < last <= LEAF_WORDS`.
+                let word = unsafe { &(*leaf).dirty[w] };
+                f(
+                    word,
+                    bits(i % 64, hi),
+                    (r << ROOT_SHIFT) | ((w * 64) << PAGE_SHIFT),
+                );
+                i = w * 64 + hi;
+            }
+        }
+        page = stop;
+    }
+}
+
+/// Whether the page of `addr` is dirty (a free page holding old data).
+pub(crate) fn is_dirty(addr: usize) -> bool {
+    let Some((r, i)) = split(addr) else {
+        return false;
+    };
+    let leaf = ROOT[r].load(Ordering::Acquire);
+    if leaf.is_null() {
+        return false;
+    }
+    // SAFETY: leaves are never unmapped; `i / 64` in range by `split`.
+    unsafe { (*leaf).dirty[i / 64].load(Ordering::Acquire) & (1 << (i % 64)) != 0 }
+}
+
+/// Marks `npages` pages from `addr` dirty; returns how many were not yet.
+/// (Other threads own the other pages of a word: one atomic OR a word.)
+pub(crate) fn mark_dirty(addr: usize, npages: usize) -> usize {
+    let mut n = 0;
+    dirty_words(addr, npages, |w, mask, _| {
+        n += (mask & !w.fetch_or(mask, Ordering::AcqRel)).count_ones() as usize;
+    });
+    n
+}
+
+/// Marks `npages` pages from `addr` clean; returns how many were dirty.
+/// Words with none of the range's bits set are only read.
+pub(crate) fn clean(addr: usize, npages: usize) -> usize {
+    let mut n = 0;
+    dirty_words(addr, npages, |w, mask, _| {
+        if w.load(Ordering::Acquire) & mask != 0 {
+            n += (mask & w.fetch_and(!mask, Ordering::AcqRel)).count_ones() as usize;
+        }
+    });
+    n
+}
+
+/// Calls `f(start, len)` for each maximal run of dirty pages in `[addr,
+/// addr + npages pages)`, in address order, and, with `take`, marks them
+/// clean first (each run is then the caller's to clear); without, a
+/// snapshot (bits may change meanwhile).
+fn runs(addr: usize, npages: usize, take: bool, mut f: impl FnMut(usize, usize)) {
+    fn close(run: &mut (usize, usize), f: &mut impl FnMut(usize, usize)) {
+        if run.1 != 0 {
+            f(run.0, run.1);
+            *run = (0, 0);
         }
     }
-    if let Some((s, l)) = run {
-        f(s, l);
-    }
+    let mut run = (0usize, 0usize);
+    dirty_words(addr, npages, |w, mask, base| {
+        let cur = w.load(Ordering::Acquire) & mask;
+        let set = if take && cur != 0 {
+            w.fetch_and(!mask, Ordering::AcqRel) & mask
+        } else {
+            cur
+        };
+        if set == 0 {
+            close(&mut run, &mut f);
+            return;
+        }
+        let (lo, hi) = (
+            mask.trailing_zeros() as usize,
+            64 - mask.leading_zeros() as usize,
+        );
+        for b in lo..hi {
+            let page = base + b * PAGE_SIZE;
+            if set & (1 << b) == 0 {
+                close(&mut run, &mut f);
+            } else if run.1 != 0 && run.0 + run.1 == page {
+                run.1 += PAGE_SIZE;
+            } else {
+                close(&mut run, &mut f);
+                run = (page, PAGE_SIZE);
+            }
+        }
+    });
+    close(&mut run, &mut f);
+}
+
+/// Calls `f(start, len)` for each maximal run of dirty pages in
+/// `[addr, addr + npages pages)` (a snapshot: bits may change meanwhile).
+pub(crate) fn dirty_runs(addr: usize, npages: usize, f: impl FnMut(usize, usize)) {
+    runs(addr, npages, false, f);
+}
+
+/// Marks the dirty pages of `[addr, addr + npages pages)` clean and calls
+/// `f(start, len)` for each maximal run of them, for the caller (who owns
+/// the pages) to clear.
+pub(crate) fn take_dirty_runs(addr: usize, npages: usize, f: impl FnMut(usize, usize)) {
+    runs(addr, npages, true, f);
 }
 
 /// Calls `f(base)` for every chunk known to the table (a snapshot: chunks
@@ -417,6 +532,48 @@ mod tests {
         assert!(register(base, CHUNK_SIZE));
         assert_eq!(lookup(base + CHUNK_SIZE - PAGE_SIZE), 0);
         unregister(base, CHUNK_SIZE);
+        // SAFETY: mapped above, unused.
+        unsafe { crate::os::unmap(base, 2 * CHUNK_SIZE) };
+    }
+
+    #[test]
+    fn dirty_bits_count_and_make_runs() {
+        let base = crate::os::map_chunks(2 * CHUNK_SIZE).unwrap();
+        assert!(register(base, 2 * CHUNK_SIZE));
+        let page = |i: usize| base + i * PAGE_SIZE;
+        // Runs across a word boundary (bit 63 to 64) and a chunk boundary.
+        assert_eq!(mark_dirty(page(60), 10), 10);
+        assert_eq!(mark_dirty(page(65), 3), 0);
+        assert_eq!(mark_dirty(page(510), 4), 4);
+        assert_eq!(mark_dirty(page(200), 1), 1);
+        assert!(is_dirty(page(63)) && is_dirty(page(64)) && is_dirty(page(512)));
+        assert!(!is_dirty(page(59)) && !is_dirty(page(70)) && !is_dirty(page(514)));
+        let mut seen = Vec::new();
+        dirty_runs(base, 2 * PAGES_PER_CHUNK, |s, l| seen.push((s, l)));
+        assert_eq!(
+            seen,
+            [
+                (page(60), 10 * PAGE_SIZE),
+                (page(200), PAGE_SIZE),
+                (page(510), 4 * PAGE_SIZE)
+            ]
+        );
+        assert_eq!(clean(page(62), 3), 3);
+        let mut taken = Vec::new();
+        take_dirty_runs(page(0), 300, |s, l| taken.push((s, l)));
+        assert_eq!(
+            taken,
+            [
+                (page(60), 2 * PAGE_SIZE),
+                (page(65), 5 * PAGE_SIZE),
+                (page(200), PAGE_SIZE)
+            ]
+        );
+        assert!(!is_dirty(page(60)) && !is_dirty(page(200)) && is_dirty(page(511)));
+        assert_eq!(clean(base, 2 * PAGES_PER_CHUNK), 4);
+        // The words were never touched.
+        assert_eq!(lookup(page(60)), 0);
+        unregister(base, 2 * CHUNK_SIZE);
         // SAFETY: mapped above, unused.
         unsafe { crate::os::unmap(base, 2 * CHUNK_SIZE) };
     }

@@ -96,7 +96,7 @@ pub(crate) fn owner_of(k: &Kernel, ptr: usize, op: &'static str) -> Option<Owner
         _ if word == pagemeta::WORD_INTERNAL => bad(ReportKind::InternalMemory, ""),
         // A page of a freed large block that still has its data (see
         // `dirty`): freed already, most likely by this same pointer.
-        _ if word == pagemeta::WORD_DIRTY => bad(ReportKind::DoubleFree, "large"),
+        _ if word == 0 && pagemeta::is_dirty(ptr) => bad(ReportKind::DoubleFree, "large"),
         _ if pagemeta::is_ours(ptr) => bad(ReportKind::NotAllocationStart, ""),
         _ => bad(ReportKind::ForeignPointer, ""),
     }

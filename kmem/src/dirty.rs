@@ -253,43 +253,49 @@ impl Lists {
     /// larger side in place; the other side is listed too if there is room
     /// (at the tail with its old stamp, so it may outlive the decay time by
     /// however long the entries ahead of it are young).
+    ///
+    /// The same pass drops the entries with nothing left, wherever they
+    /// are (oldest-first order kept): [`reuse`] and merges empty entries in
+    /// the middle of the ring, which every scan then walked
+    /// (`bsdalloc::patterns` `large_mixed`: 143 entries scanned per
+    /// allocation, 106 of them empty).
     fn forget(&mut self, addr: usize, end: usize) {
         let mut split = None;
+        let mut kept = 0;
         for k in 0..self.len {
-            let i = (self.head + k) % RING;
-            let e = self.ring[i];
+            let mut e = self.ring[(self.head + k) % RING];
             let e_end = e.addr + e.size;
-            if e.size == 0 || e_end <= addr || e.addr >= end {
-                continue;
+            if e.size != 0 && e_end > addr && e.addr < end {
+                let front = addr.saturating_sub(e.addr);
+                let back = e_end.saturating_sub(end);
+                if front >= back {
+                    e.size = front;
+                    if back > 0 {
+                        split = Some(Range {
+                            addr: end,
+                            size: back,
+                            ..e
+                        });
+                    }
+                } else {
+                    if front > 0 {
+                        split = Some(Range { size: front, ..e });
+                    }
+                    e.addr = end;
+                    e.size = back;
+                }
             }
-            let front = addr.saturating_sub(e.addr);
-            let back = e_end.saturating_sub(end);
-            if front >= back {
-                self.ring[i].size = front;
-                if back > 0 {
-                    split = Some(Range {
-                        addr: end,
-                        size: back,
-                        ..e
-                    });
-                }
-            } else {
-                self.ring[i].addr = end;
-                self.ring[i].size = back;
-                if front > 0 {
-                    split = Some(Range { size: front, ..e });
-                }
+            if e.size != 0 {
+                self.ring[(self.head + kept) % RING] = e;
+                kept += 1;
             }
         }
+        self.len = kept;
         if let Some(r) = split {
-            if self.len == RING {
-                self.compact();
-            }
             if self.len < RING {
                 self.push(r);
             }
         }
-        self.trim();
     }
 
     /// Drops the entries with nothing left (oldest-first order kept).

@@ -572,13 +572,8 @@ extern "C" fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut c_void {
         }
         return p.as_ptr().cast();
     }
-    let p = match outermost(|| {
-        if zero {
-            kmem::raw::alloc_zeroed(size, align)
-        } else {
-            kmem::raw::alloc(size, align)
-        }
-    }) {
+    // The fast path and the gate missed already: not again.
+    let p = match outermost(|| kmem::raw::alloc_missed(size, align, zero)) {
         Some(p) => p,
         None => boot::alloc(size, align),
     };
@@ -616,13 +611,14 @@ unsafe extern "C" fn free_slow(p: *mut u8) {
         return;
     }
     ensure_policy();
-    // SAFETY: the caller's promise; kmem validates the pointer.
-    let done = outermost(|| unsafe { kmem::raw::free(p) });
+    // SAFETY: the caller's promise; kmem validates the pointer. (The fast
+    // path missed already: not again.)
+    let done = outermost(|| unsafe { kmem::raw::free_missed(p) });
     if done.is_none() {
         // Already inside the allocator: free without the guard (anything
         // the free allocates comes from the bump area all the same).
         // SAFETY: as above.
-        unsafe { kmem::raw::free(p) };
+        unsafe { kmem::raw::free_missed(p) };
     }
 }
 

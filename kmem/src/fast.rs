@@ -674,6 +674,19 @@ pub(crate) fn alloc_slow(size: usize, align: usize, flags: Flags) -> Option<NonN
         }
         return Some(p);
     }
+    alloc_missed(size, align, flags)
+}
+
+/// [`alloc_slow`] for a caller that tried the profiler's gate and both
+/// cache lookups already (the C ABI's slow road): debug mode, or the zone
+/// or the pages. (The zone's own allocation pops the thread's cache
+/// first, so a caller that did not try it loses nothing but time.)
+#[cfg_attr(not(feature = "invariants"), cold)]
+#[inline(never)]
+pub(crate) fn alloc_missed(size: usize, align: usize, flags: Flags) -> Option<NonNull<u8>> {
+    if crate::debugmode::decide() != crate::debugmode::DebugFlags::NONE {
+        return crate::debugmode::alloc(size, align, flags, alloc_plain);
+    }
     alloc_plain(size, align, flags)
 }
 

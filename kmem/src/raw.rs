@@ -126,6 +126,23 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
     }
 }
 
+/// For a front door with a slow road of its own, after [`alloc_fast`],
+/// [`alloc_mid_fast`] and [`alloc_gated`] missed: [`alloc`] (zero-filled
+/// with `zero`) without trying them again (each a thread-local lookup
+/// more, a `__tls_get_addr` call in a shared library).
+#[inline]
+pub fn alloc_missed(size: usize, align: usize, zero: bool) -> *mut u8 {
+    if !align.is_power_of_two() {
+        return ptr::null_mut();
+    }
+    let flags = if zero {
+        Flags::NOWAIT.with(Flags::ZERO)
+    } else {
+        Flags::NOWAIT
+    };
+    fast::alloc_missed(size, align, flags).map_or(ptr::null_mut(), |p| p.as_ptr())
+}
+
 /// As [`alloc`], zero-filled.
 #[inline]
 pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
@@ -165,9 +182,24 @@ pub unsafe fn free(ptr: *mut u8) -> bool {
         return unsafe { debugmode::free(ptr, "free") };
     }
     // SAFETY: the caller's promise.
+    unsafe { fast::free::<RustTls>(ptr) || free_missed(ptr) }
+}
+
+/// For a front door with a slow road of its own, after [`free_fast`] (and
+/// [`free_gated`]) missed: [`free`] without trying the fast path again.
+///
+/// # Safety
+///
+/// As [`free`].
+#[inline]
+pub unsafe fn free_missed(ptr: *mut u8) -> bool {
+    if debugmode::on() {
+        // SAFETY: the caller's promise.
+        return unsafe { debugmode::free(ptr, "free") };
+    }
+    // SAFETY: the caller's promise.
     unsafe {
-        fast::free::<RustTls>(ptr)
-            || (crate::prof::tracking() && crate::prof::free_if_sampled(ptr))
+        (crate::prof::tracking() && crate::prof::free_if_sampled(ptr))
             || match free_untyped(ptr, "free") {
                 Some(crate::malloc::Owner::Class(c)) => {
                     crate::prof::after_free(c);

@@ -552,7 +552,7 @@ fn alloc16(size: usize) -> *mut c_void {
 /// around the call and make it a tail call.)
 #[inline(never)]
 extern "C" fn alloc_miss(size: usize, align: usize) -> *mut c_void {
-    match kmem::raw::alloc_mid_fast(size, align) {
+    match kmem::raw::alloc_mid_fast(size, align).or_else(|| kmem::raw::alloc_swap(size, align)) {
         Some(p) => p.as_ptr().cast(),
         None => alloc_slow(size, align, false),
     }
@@ -606,8 +606,11 @@ unsafe fn free_impl(p: *mut u8) {
 #[cold]
 #[inline(never)]
 unsafe extern "C" fn free_slow(p: *mut u8) {
+    if p.is_null() || boot::contains(p) {
+        return;
+    }
     // SAFETY: the caller's promise.
-    if p.is_null() || boot::contains(p) || unsafe { kmem::raw::free_gated(p) } {
+    if unsafe { kmem::raw::free_swap(p) || kmem::raw::free_gated(p) } {
         return;
     }
     ensure_policy();

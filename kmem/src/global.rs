@@ -159,6 +159,7 @@ unsafe fn dealloc_miss(ptr: *mut u8, layout: Layout) {
     // SAFETY: the caller's contract (`ptr` is not null).
     if unsafe {
         fast::free_mid::<fast::RustTls>(NonNull::new_unchecked(ptr), layout.size(), layout.align())
+            || fast::free_swap::<fast::RustTls>(ptr, Some((layout.size(), layout.align())))
     } {
         return;
     }

@@ -126,6 +126,28 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
     }
 }
 
+/// For a front door with a slow road of its own, after [`alloc_fast`] and
+/// [`alloc_mid_fast`] missed: the cheapest step of the slow road alone,
+/// an item from the thread's free bucket swapped in (no lock); `None`
+/// (nothing done) when that does not serve. Never while profiling.
+#[inline]
+pub fn alloc_swap(size: usize, align: usize) -> Option<NonNull<u8>> {
+    fast::alloc_swap::<TlsDescriptor>(size, align)
+}
+
+/// As [`alloc_swap`] for a free after [`free_fast`] missed: `ptr` goes
+/// into the thread's free bucket swapped in; false (nothing done) when
+/// that does not serve.
+///
+/// # Safety
+///
+/// As [`free`].
+#[inline]
+pub unsafe fn free_swap(ptr: *mut u8) -> bool {
+    // SAFETY: the caller's promise.
+    unsafe { fast::free_swap::<TlsDescriptor>(ptr, None) }
+}
+
 /// For a front door with a slow road of its own, after [`alloc_fast`],
 /// [`alloc_mid_fast`] and [`alloc_gated`] missed: [`alloc`] (zero-filled
 /// with `zero`) without trying them again (each a thread-local lookup

@@ -8,7 +8,7 @@
 //! through the global allocator, which UMA must never do).
 
 use core::cell::Cell;
-use core::ptr::NonNull;
+use core::ptr::{self, NonNull};
 
 use super::{Cache, Push, ThreadCache, GATE_ALLOC, GATE_DRAIN, GATE_FREE};
 
@@ -496,6 +496,63 @@ impl FastSlot {
                     GATE_DRAIN | GATE_FREE | sample::GATE_SAMPLE_FREE,
                     stamp,
                 )
+            })
+        }
+    }
+
+    /// After [`alloc_via`](Self::alloc_via) missed: the first step of the
+    /// zone's own miss road alone, for a front door whose slow road has
+    /// layers of its own above [`Zone::alloc`]. If the thread's alloc
+    /// bucket is empty and its free bucket is not, the two are swapped
+    /// and an item popped: no lock, no call out of UMA (most misses of a
+    /// working set that stays put are this). Counted as the zone's slow
+    /// road counts, and runs the zone's slow-path hook. `None` when that
+    /// does not serve (no items in either bucket, no cache yet, a gate
+    /// bit set): then [`Zone::alloc`].
+    ///
+    /// # Safety
+    ///
+    /// As [`alloc`](Self::alloc).
+    #[cold]
+    #[inline(never)]
+    pub unsafe fn alloc_swap_via<A: TlsAccess>(self) -> Option<NonNull<u8>> {
+        // SAFETY: the caller's promise (the slot's zone lives).
+        unsafe {
+            with_cache::<A, _>(self.0 as usize, |c| {
+                if ptr::eq(c, &super::EMPTY_CACHE) {
+                    return None;
+                }
+                // SAFETY: the thread's own registered cache; the mask has
+                // the zone's GATE_ALLOC.
+                c.swap_alloc(GATE_DRAIN | GATE_ALLOC | sample::GATE_SAMPLE)
+            })
+        }
+    }
+
+    /// After [`free_stamped_via`](Self::free_stamped_via) missed: as
+    /// [`alloc_swap_via`](Self::alloc_swap_via) for a free. If the alloc
+    /// bucket is full and the free bucket has room, the two are swapped
+    /// and `item` pushed, stamped as `free_stamped_via` stamps it. False
+    /// (nothing done) when that does not serve: then [`Zone::free`].
+    ///
+    /// # Safety
+    ///
+    /// As [`free_stamped_via`](Self::free_stamped_via).
+    #[cold]
+    #[inline(never)]
+    pub unsafe fn free_swap_stamped_via<A: TlsAccess>(self, item: NonNull<u8>, stamp: u64) -> bool {
+        // SAFETY: the caller's promise (the slot's zone lives).
+        unsafe {
+            with_cache::<A, _>(self.0 as usize, |c| {
+                // SAFETY: the thread's own registered cache; the item is
+                // the caller's (at least 8 bytes, 8-aligned); the mask has
+                // the zone's GATE_FREE.
+                !ptr::eq(c, &super::EMPTY_CACHE)
+                    && c.swap_free_stamped(
+                        item,
+                        GATE_DRAIN | GATE_FREE | sample::GATE_SAMPLE_FREE,
+                        stamp,
+                    )
             })
         }
     }

@@ -20,6 +20,7 @@
 //! | (e) `loom_waitok_at_limit_drains_other_caches` | 39,995 (13 s) | > 900 s |
 //! | (f) `loom_two_limit_sleepers_one_drain` | 27,196 (13-68 s) | > 900 s |
 //! | (h) `loom_exit_flush_vs_destroy` | 13 (< 1 s) | 13 (< 1 s) |
+//! | (i) `loom_swap_road_vs_drain_cpu` | 156,142 (22 s; 2026-12-04) | not run |
 
 use core::ptr::NonNull;
 
@@ -470,6 +471,60 @@ fn loom_exit_flush_vs_destroy() {
             e.src.in_use() < before,
             "destroy tore the keg down before the exit flush gave the items back"
         );
+    });
+}
+
+/// (i) the front doors' swap road (a miss served by the owner swapping its
+/// two buckets, `Cache::swap_free_stamped` and `Cache::swap_alloc`, with no
+/// lock) against a foreign drain of the same cache: each step either
+/// serves or refuses and leaves the cache as it was (the owner then takes
+/// the zone's road), and nothing is lost or handed out twice.
+#[test]
+fn loom_swap_road_vs_drain_cpu() {
+    use crate::pcpu::{GATE_ALLOC, GATE_DRAIN, GATE_FREE};
+    run_model(|| {
+        let e = env();
+        let z = tiny_zone(&e, "loom-i");
+        let c: &'static Cache = {
+            let c = pcpu::register(z, core::ptr::null());
+            // SAFETY: registered caches live until retired below.
+            unsafe { &*c }
+        };
+        // The alloc bucket full (2 of 2), so a free misses the fast push.
+        let (a, b, d) = (
+            P(z.cache_alloc(c, Flags::NOWAIT).unwrap().as_ptr() as usize),
+            P(z.cache_alloc(c, Flags::NOWAIT).unwrap().as_ptr() as usize),
+            P(z.cache_alloc(c, Flags::NOWAIT).unwrap().as_ptr() as usize),
+        );
+        // SAFETY: from z, freed once.
+        unsafe {
+            z.cache_free(c, nn(a));
+            z.cache_free(c, nn(b));
+        }
+        let owner = spawn(move || {
+            // SAFETY: this thread owns c now; d came from z (32-byte
+            // items) and is freed once; the zone has no ctor, dtor or
+            // limit.
+            unsafe {
+                if !c.swap_free_stamped(nn(d), GATE_DRAIN | GATE_FREE, 0x5a5a) {
+                    z.cache_free(c, nn(d));
+                }
+                let x = match c.swap_alloc(GATE_DRAIN | GATE_ALLOC) {
+                    Some(x) => x,
+                    None => z.cache_alloc(c, Flags::NOWAIT).unwrap(),
+                };
+                P(x.as_ptr() as usize)
+            }
+        });
+        z.reclaim(Reclaim::DrainCpu);
+        let x = owner.join().unwrap();
+        // SAFETY: x came from z and is freed once (this thread uses c
+        // alone now).
+        unsafe { z.cache_free(c, nn(x)) };
+        retire_and_check(&e, z, &[c]);
+        assert_eq!(z.stats().used, 0);
+        // SAFETY: nobody uses z any more.
+        unsafe { e.uma.destroy(z) };
     });
 }
 

@@ -351,7 +351,7 @@ impl Zone {
 
     /// Runs the slow-path hook, if one is set. No UMA lock is held here.
     #[inline]
-    fn run_slow_hook(&self) {
+    pub(crate) fn run_slow_hook(&self) {
         if let Some(f) = self.slow_hook.get() {
             f();
         }

@@ -546,7 +546,8 @@ fn alloc16(size: usize) -> *mut c_void {
     }
 }
 
-/// A miss of the small fast path: the fast path of 1-32 KiB blocks, else
+/// A miss of the small fast path: the fast path of 1-32 KiB blocks, then
+/// the swap road (the thread's free bucket swapped in), else
 /// [`alloc_slow`]. (`extern "C"`, as the other roads off the fast path:
 /// such a function cannot unwind, so the entry points need no landing pad
 /// around the call and make it a tail call.)
@@ -555,6 +556,22 @@ extern "C" fn alloc_miss(size: usize, align: usize) -> *mut c_void {
     match kmem::raw::alloc_mid_fast(size, align).or_else(|| kmem::raw::alloc_swap(size, align)) {
         Some(p) => p.as_ptr().cast(),
         None => alloc_slow(size, align, false),
+    }
+}
+
+/// [`alloc_miss`] for `calloc`: the block zero-filled.
+#[cold]
+#[inline(never)]
+extern "C" fn calloc_miss(bytes: usize) -> *mut c_void {
+    match kmem::raw::alloc_mid_fast(bytes, MIN_ALIGN)
+        .or_else(|| kmem::raw::alloc_swap(bytes, MIN_ALIGN))
+    {
+        Some(p) => {
+            // SAFETY: a fresh item of at least `bytes` bytes, ours.
+            unsafe { ptr::write_bytes(p.as_ptr(), 0, bytes) };
+            p.as_ptr().cast()
+        }
+        None => alloc_slow(bytes, MIN_ALIGN, true),
     }
 }
 
@@ -767,7 +784,7 @@ pub extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
                 unsafe { ptr::write_bytes(p.as_ptr(), 0, bytes) };
                 p.as_ptr().cast()
             }
-            None => alloc_slow(bytes, MIN_ALIGN, true),
+            None => calloc_miss(bytes),
         },
         None => {
             set_errno(libc::ENOMEM);

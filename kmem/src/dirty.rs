@@ -408,12 +408,12 @@ pub(crate) fn taken(addr: usize, npages: usize, word: usize, zero: bool) {
     }
     #[cfg(feature = "invariants")]
     for i in 0..npages {
-        let w = pagemeta::lookup(addr + i * PAGE_SIZE);
-        assert!(
-            w == word,
-            "kmem: a free page at {:#x} had word {w:#x}",
-            addr + i * PAGE_SIZE
-        );
+        let (page, w) = (addr + i * PAGE_SIZE, pagemeta::lookup(addr + i * PAGE_SIZE));
+        if w != word {
+            crate::report::fatal(format_args!(
+                "kmem: page {page:#x}, just taken from the arena, has word {w:#x}, not {word:#x}"
+            ));
+        }
     }
     let (mut dirty, mut unbacked) = (0, 0);
     if zero {

@@ -516,91 +516,69 @@ impl Cache {
         })
     }
 
-    /// Owner, after a fast pop missed: enter (unless a bit of `mask`, which
-    /// includes [`GATE_DRAIN`], is set), [`pop_after_swap`], leave. Null if
-    /// that found nothing (or the gate refused).
-    ///
-    /// [`pop_after_swap`]: Self::pop_after_swap
-    ///
-    /// # Safety
-    ///
-    /// The calling thread owns this cache, which is not `EMPTY_CACHE`.
-    pub(crate) unsafe fn swap_pop(&self, mask: u8) -> *mut u8 {
-        if !self.enter_unless(mask) {
-            return ptr::null_mut();
-        }
-        let item = self.pop_after_swap();
-        self.exit();
-        item
-    }
-
-    /// Owner, after a fast push missed: enter (unless a bit of `mask`, which
-    /// includes [`GATE_DRAIN`], is set), [`push_after_swap`], and if the
-    /// item went in, write `stamp` into its first word before leaving (as
-    /// [`fast_push_stamped`](Self::fast_push_stamped)). False if neither
-    /// bucket had room (or the gate refused).
-    ///
-    /// [`push_after_swap`]: Self::push_after_swap
-    ///
-    /// # Safety
-    ///
-    /// The calling thread owns this cache, which is not `EMPTY_CACHE`;
-    /// `item` is the caller's, at least 8 bytes and 8-aligned.
-    pub(crate) unsafe fn swap_push_stamped(&self, item: *mut u8, mask: u8, stamp: u64) -> bool {
-        if !self.enter_unless(mask) {
-            return false;
-        }
-        let ok = self.push_after_swap(item);
-        if ok {
-            // SAFETY: the caller's promise; the item is in the cache only
-            // from the push on, and the owner still holds it.
-            unsafe { item.cast::<u64>().write(stamp) };
-        }
-        self.exit();
-        ok
-    }
-
     /// Owner, after a fast pop missed: the first step of the zone's miss
-    /// road alone, [`swap_pop`](Self::swap_pop), counted as the zone
-    /// counts its slow road, with the zone's slow-path hook run. `None`
-    /// if it did not serve. The front doors' swap road
+    /// road alone. Enter (unless a bit of `mask`, which includes
+    /// [`GATE_DRAIN`], is set), [`pop_after_swap`](Self::pop_after_swap),
+    /// leave; the item is counted as the zone counts its slow road, and
+    /// the zone's slow-path hook runs. `None` if it did not serve (nothing
+    /// in either bucket, or the gate refused). The front doors' swap road
     /// ([`FastSlot::alloc_swap_via`](crate::FastSlot::alloc_swap_via)).
     ///
     /// # Safety
     ///
-    /// As [`swap_pop`](Self::swap_pop); the zone has no constructor and
-    /// no INVARIANTS checks to run on the way out (its `GATE_ALLOC` bit,
-    /// which `mask` must include, says so).
+    /// The calling thread owns this cache, which is not `EMPTY_CACHE`; the
+    /// zone has no constructor and no INVARIANTS checks to run on the way
+    /// out (its `GATE_ALLOC` bit, which `mask` must include, says so).
     pub(crate) unsafe fn swap_alloc(&self, mask: u8) -> Option<NonNull<u8>> {
-        // SAFETY: the caller's promise.
-        let item = NonNull::new(unsafe { self.swap_pop(mask) })?;
-        // SAFETY: a registered cache's zone outlives it.
-        let zone = unsafe { &*self.zone };
-        zone.allocs.fetch_add(1, UOrdering::Relaxed);
-        zone.run_slow_hook();
+        if !self.enter_unless(mask) {
+            return None;
+        }
+        let item = NonNull::new(self.pop_after_swap());
+        self.exit();
+        let item = item?;
+        self.count_swap(true);
         Some(item)
     }
 
     /// Owner, after a fast push missed: as [`swap_alloc`](Self::swap_alloc)
-    /// for a free, [`swap_push_stamped`](Self::swap_push_stamped). False
-    /// (nothing done) if it did not serve.
+    /// for a free, [`push_after_swap`](Self::push_after_swap); when the
+    /// item went in, `stamp` is written into its first word before the
+    /// cache is left (as [`fast_push_stamped`](Self::fast_push_stamped)).
+    /// False (nothing done) if it did not serve.
     ///
     /// # Safety
     ///
-    /// As [`swap_push_stamped`](Self::swap_push_stamped); the zone has no
-    /// destructor, limit or INVARIANTS checks (its `GATE_FREE` bit, which
-    /// `mask` must include, says so); `item` came from it and is not freed
-    /// since.
+    /// As [`swap_alloc`](Self::swap_alloc), with the zone's `GATE_FREE`
+    /// (no destructor, limit or INVARIANTS checks); `item` came from the
+    /// zone, is not freed since, and is at least 8 bytes, 8-aligned.
     pub(crate) unsafe fn swap_free_stamped(&self, item: NonNull<u8>, mask: u8, stamp: u64) -> bool {
-        // SAFETY: the caller's promise.
-        if !unsafe { self.swap_push_stamped(item.as_ptr(), mask, stamp) } {
+        if !self.enter_unless(mask) {
             return false;
         }
+        let ok = self.push_after_swap(item.as_ptr());
+        if ok {
+            // SAFETY: the caller's promise; the item is in the cache only
+            // from the push on, and the owner still holds it.
+            unsafe { item.as_ptr().cast::<u64>().write(stamp) };
+        }
+        self.exit();
+        if ok {
+            self.count_swap(false);
+        }
+        ok
+    }
+
+    /// Counts a swap road's allocation (`alloc`) or free in the zone, as
+    /// its slow road counts, and runs the zone's slow-path hook.
+    fn count_swap(&self, alloc: bool) {
         // SAFETY: a registered cache's zone outlives it.
         let zone = unsafe { &*self.zone };
-        zone.frees.fetch_add(1, UOrdering::Relaxed);
+        if alloc {
+            zone.allocs.fetch_add(1, UOrdering::Relaxed);
+        } else {
+            zone.frees.fetch_add(1, UOrdering::Relaxed);
+        }
         zone.run_slow_hook();
-        true
     }
 
     /// Alloc side: swap the pair if the alloc bucket is empty and the free

@@ -95,13 +95,18 @@ fn tiny_zone(e: &Env, name: &'static str) -> &'static Zone {
         .unwrap()
 }
 
+/// One explicit per-thread cache of `z` (retired with
+/// [`retire_into_zone`]).
+fn one_cache(z: &'static Zone) -> &'static Cache {
+    let c = pcpu::register(z, core::ptr::null());
+    // SAFETY: registered caches live until retired.
+    unsafe { &*c }
+}
+
 /// Two explicit per-thread caches of `z` (retired with
 /// [`retire_into_zone`]).
 fn two_caches(z: &'static Zone) -> (&'static Cache, &'static Cache) {
-    let c1 = pcpu::register(z, core::ptr::null());
-    let c2 = pcpu::register(z, core::ptr::null());
-    // SAFETY: registered caches live until retired.
-    unsafe { (&*c1, &*c2) }
+    (one_cache(z), one_cache(z))
 }
 
 /// Retires the caches into the zone cache, checks the zone, drains it and
@@ -206,11 +211,7 @@ fn loom_foreign_drain_cpu_vs_owner_fast_path() {
     run_model(|| {
         let e = env();
         let z = tiny_zone(&e, "loom-b");
-        let c: &'static Cache = {
-            let c = pcpu::register(z, core::ptr::null());
-            // SAFETY: registered caches live until retired below.
-            unsafe { &*c }
-        };
+        let c = one_cache(z);
         // warm the cache: one item in the alloc bucket
         let a = P(z.cache_alloc(c, Flags::NOWAIT).unwrap().as_ptr() as usize);
         let owner = spawn(move || {
@@ -342,11 +343,7 @@ fn loom_waitok_at_limit_drains_other_caches() {
             .uma
             .create_zone(&ZoneArgs::new("loom-e", 32).max_ipers(4))
             .unwrap();
-        let c: &'static Cache = {
-            let c = pcpu::register(z, core::ptr::null());
-            // SAFETY: registered caches live until retired below.
-            unsafe { &*c }
-        };
+        let c = one_cache(z);
         // one CPU under loom, one cache: 4 / 2 / (2 * 1) = buckets of 1
         z.set_max(4);
         assert_eq!(z.bucket_size(), 1);
@@ -397,11 +394,7 @@ fn loom_two_limit_sleepers_one_drain() {
             .uma
             .create_zone(&ZoneArgs::new("loom-f", 32).max_ipers(4))
             .unwrap();
-        let c: &'static Cache = {
-            let c = pcpu::register(z, core::ptr::null());
-            // SAFETY: registered caches live until retired below.
-            unsafe { &*c }
-        };
+        let c = one_cache(z);
         z.set_max(4);
         let x = z.cache_alloc(c, Flags::NOWAIT).unwrap();
         // SAFETY: x from z, freed once: parked in c.
@@ -485,11 +478,7 @@ fn loom_swap_road_vs_drain_cpu() {
     run_model(|| {
         let e = env();
         let z = tiny_zone(&e, "loom-i");
-        let c: &'static Cache = {
-            let c = pcpu::register(z, core::ptr::null());
-            // SAFETY: registered caches live until retired below.
-            unsafe { &*c }
-        };
+        let c = one_cache(z);
         // The alloc bucket full (2 of 2), so a free misses the fast push.
         let (a, b, d) = (
             P(z.cache_alloc(c, Flags::NOWAIT).unwrap().as_ptr() as usize),

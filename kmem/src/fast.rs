@@ -39,32 +39,36 @@
 //!
 //! ## Double frees
 //!
-//! Every small block freed through a front door carries a per-process
-//! random key in its first 8 bytes ([`free_key`]), and every small block
-//! handed out has that word cleared (glibc's tcache key). A free that
-//! finds the key is the second free of a block: the fast path misses and
-//! the slow road reports it ([`ReportKind::DoubleFree`], naming the
-//! pointer and the size-class zone; by default the process aborts) and
-//! drops it, so a double-freed block is never handed out twice. UMA never
-//! links items through their own memory (buckets are arrays outside the
-//! items), so the key cannot be confused with a free-list link, and it is
-//! written only while the freeing thread still holds its cache
+//! Every small block freed through a front door carries the double-free
+//! key in its first 8 bytes ([`free_key`]), and every small block handed
+//! out has that word cleared (glibc's tcache key). A free that finds the
+//! key is the second free of a block: the fast path misses and the slow
+//! road reports it ([`ReportKind::DoubleFree`], naming the pointer and the
+//! size-class zone; by default the process aborts) and drops it, so a
+//! double-freed block is never handed out twice. UMA never links items
+//! through their own memory (buckets are arrays outside the items), so the
+//! key cannot be confused with a free-list link, and it is written only
+//! while the freeing thread still holds its cache
 //! ([`uma::FastSlot::free_stamped_via`]), so nobody sees a cached block
-//! without it. Cost: a compare and a store per free, a store per
-//! allocation. Misses: a block freed, reallocated by the program and freed
-//! again (no error), and a block whose first 8 bytes a use-after-free
-//! overwrote before the second free. A program whose live block holds the
-//! key by chance (1 in 2^64 for each free) would be reported; only a copy
-//! of a freed block's first word (itself a use after free) makes that
-//! likely. Blocks taken directly from a class zone ([`kmem::class_zone`])
-//! carry no key and must go back to it directly.
+//! without it. The key is the address of the start-of-item check table
+//! (`CHECKS`): random per process where the loader randomizes addresses,
+//! as glibc's key was from 2.29 to 2.33 (the thread's tcache address),
+//! and never a value a program has reason to store. `free(p)` holds that
+//! address in a register for the check it makes anyway, so the key costs
+//! the pair four instructions: a compare and a branch and a store per
+//! free, a store per allocation. Misses: a block freed, reallocated by the
+//! program and freed again (no error), and a block whose first 8 bytes a
+//! use-after-free overwrote before the second free. A program whose live
+//! block's first word is the key would be reported; only a copy of a
+//! freed block's first word (itself a use after free) makes that likely.
+//! Blocks taken directly from a class zone ([`kmem::class_zone`]) carry no
+//! key and must go back to it directly.
 //!
 //! [`ReportKind::DoubleFree`]: crate::ReportKind::DoubleFree
 //! [`kmem::class_zone`]: crate::class_zone
 
 #[cfg(not(any(loom, feature = "invariants")))]
-use crate::sync::plain::{AtomicBool, AtomicU32};
-use crate::sync::plain::{AtomicU64, Ordering};
+use crate::sync::plain::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use core::ptr::NonNull;
 
 #[cfg(not(any(loom, feature = "invariants")))]
@@ -137,8 +141,6 @@ struct ItemCheck {
     /// The class zone's cache slot (as `CLASS_SLOTS`), beside the check
     /// that `free(p)` makes just before it needs the slot.
     slot: AtomicU32,
-    /// The double-free key ([`free_key`]), beside the check too.
-    key: AtomicU64,
 }
 
 /// `CHECKS[c + 1]`: class `c`'s check; `CHECKS[0]`, whose check always
@@ -153,7 +155,6 @@ static CHECKS: [ItemCheck; NCLASSES + 1] = [const {
         ipers: AtomicU32::new(0),
         shift: AtomicU32::new(0),
         slot: AtomicU32::new(FastSlot::NONE.to_bits()),
-        key: AtomicU64::new(INITIAL_KEY),
     }
 }; NCLASSES + 1];
 
@@ -164,17 +165,22 @@ const _: () = assert!(core::mem::size_of::<ItemCheck>() == 1 << SLAB_SHIFT);
 #[cfg(not(any(loom, feature = "invariants")))]
 static PUBLISHED: AtomicBool = AtomicBool::new(false);
 
-/// The double-free key (see the module doc): a fixed non-zero value until
-/// the first slow-path call makes it a random one.
-static FREE_KEY: AtomicU64 = AtomicU64::new(INITIAL_KEY);
+/// Where the double-free key points when there is no `CHECKS` table
+/// (loom and `invariants` builds): any address of ours will do.
+#[cfg(any(loom, feature = "invariants"))]
+static KEY_ANCHOR: u8 = 0;
 
-/// "kmemfree".
-const INITIAL_KEY: u64 = 0x6b6d_656d_6672_6565;
-
-/// The key every freed small block carries in its first 8 bytes.
+/// The key every freed small block carries in its first 8 bytes (see the
+/// module doc): the address of `CHECKS`, which `free(p)` has in a register
+/// already. The same in every thread and after `fork`, and fixed from the
+/// start (no "not chosen yet" value for racing first frees to disagree on).
 #[inline(always)]
 pub(crate) fn free_key() -> u64 {
-    FREE_KEY.load(Ordering::Relaxed)
+    #[cfg(not(any(loom, feature = "invariants")))]
+    let anchor = CHECKS.as_ptr() as usize;
+    #[cfg(any(loom, feature = "invariants"))]
+    let anchor = &KEY_ANCHOR as *const u8 as usize;
+    anchor as u64
 }
 
 /// Whether the small block at `p` holds the key: freed already.
@@ -215,32 +221,6 @@ pub(crate) unsafe fn clear_key(p: NonNull<u8>) {
     unsafe { p.cast::<u64>().as_ptr().write(0) }
 }
 
-/// A random non-zero key (getrandom, or the clock and an address if the
-/// kernel has no entropy to give yet). (Builds without the fast path's
-/// tables keep the fixed key.)
-#[cfg(not(any(loom, feature = "invariants")))]
-fn random_key() -> u64 {
-    let mut k = 0u64;
-    // SAFETY: writes at most 8 bytes into `k`; GRND_NONBLOCK never blocks.
-    let n = unsafe {
-        libc::getrandom(
-            (&mut k as *mut u64).cast(),
-            core::mem::size_of::<u64>(),
-            libc::GRND_NONBLOCK,
-        )
-    };
-    if n != 8 || k == 0 {
-        k = crate::os::clock_ns(libc::CLOCK_MONOTONIC)
-            ^ (&k as *const u64 as u64).rotate_left(32)
-            ^ 0x9e37_79b9_7f4a_7c15;
-    }
-    // Never the placeholder (`publish` tells "not chosen yet" by it).
-    if k == INITIAL_KEY {
-        k ^= 1;
-    }
-    k.max(1)
-}
-
 /// The inverse of odd `d` modulo 2^64 (Newton's iteration: each step
 /// doubles the bits that are right; `d` itself is right to 3 bits).
 #[cfg(not(any(loom, feature = "invariants")))]
@@ -265,20 +245,6 @@ fn publish() {
         return;
     }
     let Some(k) = kernel() else { return };
-    // One key for the process, whoever publishes first: racing publishers
-    // must not stamp with one key and check with another.
-    let mut key = FREE_KEY.load(Ordering::Acquire);
-    if key == INITIAL_KEY {
-        key = match FREE_KEY.compare_exchange(
-            INITIAL_KEY,
-            random_key(),
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => FREE_KEY.load(Ordering::Acquire),
-            Err(current) => current,
-        };
-    }
     if crate::debugmode::on() {
         // Debug mode: every operation takes the slow road (no tables).
         return;
@@ -287,7 +253,6 @@ fn publish() {
         let size = CLASS_SIZES[c] as u64;
         let shift = size.trailing_zeros();
         let e = &CHECKS[c + 1];
-        e.key.store(key, Ordering::Relaxed);
         e.inv
             .store(inverse_mod_2_64(size >> shift), Ordering::Relaxed);
         e.mask.store(k.slab_size[c] as u64 - 1, Ordering::Relaxed);
@@ -420,7 +385,7 @@ pub(crate) fn block_slot(ptr: *const u8) -> Option<(usize, FastSlot, u64)> {
     let c = class_of_check(e);
     // SAFETY: the table holds only `to_bits` of slots.
     let slot = unsafe { FastSlot::from_bits(e.slot.load(Ordering::Relaxed)) };
-    Some((c, slot, e.key.load(Ordering::Relaxed)))
+    Some((c, slot, free_key()))
 }
 
 /// For the profiler's gated frees: the class and slot of a request of at
@@ -639,7 +604,7 @@ pub(crate) unsafe fn free<A: TlsAccess>(ptr: *mut u8) -> bool {
             stamped_free::<A>(
                 FastSlot::from_bits(e.slot.load(Ordering::Relaxed)),
                 NonNull::new_unchecked(ptr),
-                e.key.load(Ordering::Relaxed),
+                free_key(),
             )
         }
     }

@@ -261,9 +261,9 @@ pub(crate) fn empty() -> *mut Cache {
 /// free paths are generic over it, so the models run the real paths.
 pub(crate) trait ThreadCache: Copy {
     /// [`Cache::fast_pop`] on the thread's cache (`None`: miss).
-    fn fast_pop(self, zone: &Zone, mask: u8) -> Option<NonNull<u8>>;
+    fn fast_pop<const MASK: u8>(self, zone: &Zone) -> Option<NonNull<u8>>;
     /// [`Cache::fast_push`] on the thread's cache (false: miss).
-    fn fast_push(self, zone: &Zone, item: *mut u8, mask: u8) -> bool;
+    fn fast_push<const MASK: u8>(self, zone: &Zone, item: *mut u8) -> bool;
     /// [`Cache::fast_push_unless`] with the zone's limit sleepers.
     fn fast_push_unless(self, zone: &Zone, item: *mut u8) -> Push;
     /// The thread's cache for the slow path, registered if need be;
@@ -275,13 +275,13 @@ pub(crate) trait ThreadCache: Copy {
 
 impl ThreadCache for &Cache {
     #[inline(always)]
-    fn fast_pop(self, _: &Zone, mask: u8) -> Option<NonNull<u8>> {
-        Cache::fast_pop(self, mask)
+    fn fast_pop<const MASK: u8>(self, _: &Zone) -> Option<NonNull<u8>> {
+        Cache::fast_pop::<MASK>(self)
     }
 
     #[inline(always)]
-    fn fast_push(self, _: &Zone, item: *mut u8, mask: u8) -> bool {
-        Cache::fast_push(self, item, mask)
+    fn fast_push<const MASK: u8>(self, _: &Zone, item: *mut u8) -> bool {
+        Cache::fast_push::<MASK>(self, item)
     }
 
     #[inline(always)]
@@ -306,10 +306,10 @@ pub(crate) struct NoCache;
 
 #[cfg(loom)]
 impl ThreadCache for NoCache {
-    fn fast_pop(self, _: &Zone, _: u8) -> Option<NonNull<u8>> {
+    fn fast_pop<const MASK: u8>(self, _: &Zone) -> Option<NonNull<u8>> {
         None
     }
-    fn fast_push(self, _: &Zone, _: *mut u8, _: u8) -> bool {
+    fn fast_push<const MASK: u8>(self, _: &Zone, _: *mut u8) -> bool {
         false
     }
     fn fast_push_unless(self, _: &Zone, _: *mut u8) -> Push {
@@ -353,20 +353,51 @@ impl Cache {
     /// Owner: enter the cache. False when a drainer wants it (Bypass).
     #[inline(always)]
     pub(crate) fn enter(&self) -> bool {
-        self.enter_unless(GATE_DRAIN)
+        self.enter_unless::<GATE_DRAIN>()
     }
 
-    /// Owner: enter the cache unless a bit of `mask` (which includes
+    /// Owner: enter the cache unless a bit of `MASK` (which includes
     /// [`GATE_DRAIN`]) is set in the gate.
     #[inline(always)]
-    fn enter_unless(&self, mask: u8) -> bool {
+    fn enter_unless<const MASK: u8>(&self) -> bool {
         self.busy.store(true, Ordering::Relaxed);
         owner_fence();
-        if self.gate.load(Ordering::Acquire) & mask != 0 {
+        if self.gated::<MASK>() {
             self.busy.store(false, Ordering::Release);
             return false;
         }
         true
+    }
+
+    /// Whether a bit of `MASK` is set in the gate: an acquire load of it.
+    /// On x86-64 a `test` of the byte in memory against the immediate and
+    /// a branch out of the `asm!`: two instructions where the atomic load,
+    /// which LLVM never folds into the `test`, and the test take three.
+    /// (A plain load is an acquire on x86-64, and the `asm!`, which may
+    /// read and write memory, is a compiler fence as `owner_fence` is.)
+    #[inline(always)]
+    fn gated<const MASK: u8>(&self) -> bool {
+        #[cfg(all(target_arch = "x86_64", not(loom)))]
+        {
+            // SAFETY: reads the gate byte of this live cache and branches;
+            // it writes nothing and touches no stack.
+            unsafe {
+                core::arch::asm!(
+                    "test byte ptr [{cache} + {gate}], {mask}",
+                    "jnz {gated}",
+                    cache = in(reg) self as *const Cache,
+                    gate = const core::mem::offset_of!(Cache, gate),
+                    mask = const MASK,
+                    gated = label { return true; },
+                    options(nostack),
+                );
+            }
+            false
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(loom))))]
+        {
+            self.gate.load(Ordering::Acquire) & MASK != 0
+        }
     }
 
     /// Owner: leave the cache.
@@ -376,11 +407,11 @@ impl Cache {
     }
 
     /// Owner fast path: pop an item from the alloc bucket (`None` on miss:
-    /// empty, or a bit of `mask` is set in the gate; `mask` includes
+    /// empty, or a bit of `MASK` is set in the gate; `MASK` includes
     /// [`GATE_DRAIN`]).
     #[inline(always)]
-    pub(crate) fn fast_pop(&self, mask: u8) -> Option<NonNull<u8>> {
-        if !self.enter_unless(mask) {
+    pub(crate) fn fast_pop<const MASK: u8>(&self) -> Option<NonNull<u8>> {
+        if !self.enter_unless::<MASK>() {
             return None;
         }
         // SAFETY: state Owned: the owner alone writes the slots (the shared
@@ -400,11 +431,11 @@ impl Cache {
     }
 
     /// Owner fast path: push an item into the alloc bucket (false if it is
-    /// full, or a bit of `mask`, which includes [`GATE_DRAIN`], is set in
+    /// full, or a bit of `MASK`, which includes [`GATE_DRAIN`], is set in
     /// the gate).
     #[inline(always)]
-    pub(crate) fn fast_push(&self, item: *mut u8, mask: u8) -> bool {
-        self.push_checked(item, mask, None) == Push::Done
+    pub(crate) fn fast_push<const MASK: u8>(&self, item: *mut u8) -> bool {
+        self.push_checked::<MASK>(item, None) == Push::Done
     }
 
     /// Owner fast path for zones that may have limit sleepers: as
@@ -412,15 +443,15 @@ impl Cache {
     /// the critical section, vetoes the push ([`Push::Bypass`]).
     #[inline(always)]
     pub(crate) fn fast_push_unless(&self, item: *mut u8, sleepers: &AtomicUsize) -> Push {
-        self.push_checked(item, GATE_DRAIN, Some(sleepers))
+        self.push_checked::<GATE_DRAIN>(item, Some(sleepers))
     }
 
     /// Owner fast path: as [`fast_push`](Self::fast_push), and when the
     /// item went in, `stamp` is written into its first word before the
     /// cache is left (so no drainer can have taken the item yet).
     #[inline(always)]
-    pub(crate) fn fast_push_stamped(&self, item: *mut u8, mask: u8, stamp: u64) -> bool {
-        if !self.enter_unless(mask) {
+    pub(crate) fn fast_push_stamped<const MASK: u8>(&self, item: *mut u8, stamp: u64) -> bool {
+        if !self.enter_unless::<MASK>() {
             return false;
         }
         // SAFETY: as in `push_checked`; the item is the caller's (being
@@ -443,8 +474,8 @@ impl Cache {
     }
 
     #[inline(always)]
-    fn push_checked(&self, item: *mut u8, mask: u8, sleepers: Option<&AtomicUsize>) -> Push {
-        if !self.enter_unless(mask) {
+    fn push_checked<const MASK: u8>(&self, item: *mut u8, sleepers: Option<&AtomicUsize>) -> Push {
+        if !self.enter_unless::<MASK>() {
             return Push::Full;
         }
         if let Some(s) = sleepers {
@@ -517,7 +548,7 @@ impl Cache {
     }
 
     /// Owner, after a fast pop missed: the first step of the zone's miss
-    /// road alone. Enter (unless a bit of `mask`, which includes
+    /// road alone. Enter (unless a bit of `MASK`, which includes
     /// [`GATE_DRAIN`], is set), [`pop_after_swap`](Self::pop_after_swap),
     /// leave; the item is counted as the zone counts its slow road, and
     /// the zone's slow-path hook runs. `None` if it did not serve (nothing
@@ -528,9 +559,9 @@ impl Cache {
     ///
     /// The calling thread owns this cache, which is not `EMPTY_CACHE`; the
     /// zone has no constructor and no INVARIANTS checks to run on the way
-    /// out (its `GATE_ALLOC` bit, which `mask` must include, says so).
-    pub(crate) unsafe fn swap_alloc(&self, mask: u8) -> Option<NonNull<u8>> {
-        if !self.enter_unless(mask) {
+    /// out (its `GATE_ALLOC` bit, which `MASK` must include, says so).
+    pub(crate) unsafe fn swap_alloc<const MASK: u8>(&self) -> Option<NonNull<u8>> {
+        if !self.enter_unless::<MASK>() {
             return None;
         }
         let item = NonNull::new(self.pop_after_swap());
@@ -551,8 +582,12 @@ impl Cache {
     /// As [`swap_alloc`](Self::swap_alloc), with the zone's `GATE_FREE`
     /// (no destructor, limit or INVARIANTS checks); `item` came from the
     /// zone, is not freed since, and is at least 8 bytes, 8-aligned.
-    pub(crate) unsafe fn swap_free_stamped(&self, item: NonNull<u8>, mask: u8, stamp: u64) -> bool {
-        if !self.enter_unless(mask) {
+    pub(crate) unsafe fn swap_free_stamped<const MASK: u8>(
+        &self,
+        item: NonNull<u8>,
+        stamp: u64,
+    ) -> bool {
+        if !self.enter_unless::<MASK>() {
             return false;
         }
         let ok = self.push_after_swap(item.as_ptr());

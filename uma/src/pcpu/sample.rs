@@ -97,7 +97,7 @@ impl FastSlot {
         // SAFETY: the caller's promise.
         unsafe {
             with_cache::<A, _>(self.to_bits() as usize, |c| {
-                c.fast_pop(GATE_DRAIN | GATE_ALLOC)
+                c.fast_pop::<{ GATE_DRAIN | GATE_ALLOC }>()
             })
         }
     }
@@ -121,7 +121,7 @@ impl FastSlot {
         // SAFETY: the caller's promise.
         unsafe {
             with_cache::<A, _>(self.to_bits() as usize, |c| {
-                c.fast_push_stamped(item.as_ptr(), GATE_DRAIN, stamp)
+                c.fast_push_stamped::<GATE_DRAIN>(item.as_ptr(), stamp)
             })
         }
     }

@@ -384,15 +384,15 @@ pub(crate) struct Tls;
 
 impl ThreadCache for Tls {
     #[inline(always)]
-    fn fast_pop(self, zone: &Zone, mask: u8) -> Option<NonNull<u8>> {
+    fn fast_pop<const MASK: u8>(self, zone: &Zone) -> Option<NonNull<u8>> {
         // SAFETY: pcpu_slot <= MAX_SLOTS by construction; the zone is alive.
-        unsafe { with_cache::<RustTls, _>(zone.pcpu_slot, |c| c.fast_pop(mask)) }
+        unsafe { with_cache::<RustTls, _>(zone.pcpu_slot, |c| c.fast_pop::<MASK>()) }
     }
 
     #[inline(always)]
-    fn fast_push(self, zone: &Zone, item: *mut u8, mask: u8) -> bool {
+    fn fast_push<const MASK: u8>(self, zone: &Zone, item: *mut u8) -> bool {
         // SAFETY: as fast_pop.
-        unsafe { with_cache::<RustTls, _>(zone.pcpu_slot, |c| c.fast_push(item, mask)) }
+        unsafe { with_cache::<RustTls, _>(zone.pcpu_slot, |c| c.fast_push::<MASK>(item)) }
     }
 
     #[inline(always)]
@@ -491,9 +491,8 @@ impl FastSlot {
         // SAFETY: as free_via; the caller's promise on the item's size.
         unsafe {
             with_cache::<A, _>(self.0 as usize, |c| {
-                c.fast_push_stamped(
+                c.fast_push_stamped::<{ GATE_DRAIN | GATE_FREE | sample::GATE_SAMPLE_FREE }>(
                     item.as_ptr(),
-                    GATE_DRAIN | GATE_FREE | sample::GATE_SAMPLE_FREE,
                     stamp,
                 )
             })
@@ -524,7 +523,7 @@ impl FastSlot {
                 }
                 // SAFETY: the thread's own registered cache; the mask has
                 // the zone's GATE_ALLOC.
-                c.swap_alloc(GATE_DRAIN | GATE_ALLOC | sample::GATE_SAMPLE)
+                c.swap_alloc::<{ GATE_DRAIN | GATE_ALLOC | sample::GATE_SAMPLE }>()
             })
         }
     }
@@ -548,10 +547,8 @@ impl FastSlot {
                 // the caller's (at least 8 bytes, 8-aligned); the mask has
                 // the zone's GATE_FREE.
                 !ptr::eq(c, &super::EMPTY_CACHE)
-                    && c.swap_free_stamped(
-                        item,
-                        GATE_DRAIN | GATE_FREE | sample::GATE_SAMPLE_FREE,
-                        stamp,
+                    && c.swap_free_stamped::<{ GATE_DRAIN | GATE_FREE | sample::GATE_SAMPLE_FREE }>(
+                        item, stamp,
                     )
             })
         }
@@ -568,7 +565,7 @@ impl FastSlot {
         // `from_bits`); the caller keeps the zone alive.
         unsafe {
             with_cache::<A, _>(self.0 as usize, |c| {
-                c.fast_pop(GATE_DRAIN | GATE_ALLOC | sample::GATE_SAMPLE)
+                c.fast_pop::<{ GATE_DRAIN | GATE_ALLOC | sample::GATE_SAMPLE }>()
             })
         }
     }
@@ -583,7 +580,7 @@ impl FastSlot {
         // SAFETY: as alloc_via.
         unsafe {
             with_cache::<A, _>(self.0 as usize, |c| {
-                c.fast_push(item.as_ptr(), GATE_DRAIN | GATE_FREE)
+                c.fast_push::<{ GATE_DRAIN | GATE_FREE }>(item.as_ptr())
             })
         }
     }

@@ -495,10 +495,10 @@ fn loom_swap_road_vs_drain_cpu() {
             // items) and is freed once; the zone has no ctor, dtor or
             // limit.
             unsafe {
-                if !c.swap_free_stamped(nn(d), GATE_DRAIN | GATE_FREE, 0x5a5a) {
+                if !c.swap_free_stamped::<{ GATE_DRAIN | GATE_FREE }>(nn(d), 0x5a5a) {
                     z.cache_free(c, nn(d));
                 }
-                let x = match c.swap_alloc(GATE_DRAIN | GATE_ALLOC) {
+                let x = match c.swap_alloc::<{ GATE_DRAIN | GATE_ALLOC }>() {
                     Some(x) => x,
                     None => z.cache_alloc(c, Flags::NOWAIT).unwrap(),
                 };

@@ -316,7 +316,7 @@ impl Zone {
     fn alloc_in<T: ThreadCache>(&self, t: T, flags: Flags) -> Option<NonNull<u8>> {
         // The cache's gate carries the zone's FAST_ALLOC bit: a hit needs
         // no look at the zone (see `pcpu`, the gate byte).
-        if let Some(item) = t.fast_pop(self, GATE_DRAIN | GATE_ALLOC) {
+        if let Some(item) = t.fast_pop::<{ GATE_DRAIN | GATE_ALLOC }>(self) {
             if !flags.contains(Flags::ZERO) {
                 return Some(item);
             }
@@ -336,7 +336,7 @@ impl Zone {
                 // Zones with a ctor or INVARIANTS miss the fast path on
                 // their gate bit; their cache hits are served here.
                 if self.fast.load(UOrdering::Relaxed) & FAST_ALLOC != 0 {
-                    if let Some(item) = c.fast_pop(GATE_DRAIN) {
+                    if let Some(item) = c.fast_pop::<GATE_DRAIN>() {
                         return self.alloc_finish(item.as_ptr(), flags);
                     }
                 }
@@ -491,7 +491,7 @@ impl Zone {
     #[inline(always)]
     fn free_in<T: ThreadCache>(&self, t: T, item: *mut u8) {
         // As in `alloc`, the gate carries the zone's FAST_FREE bit.
-        if t.fast_push(self, item, GATE_DRAIN | GATE_FREE) {
+        if t.fast_push::<{ GATE_DRAIN | GATE_FREE }>(self, item) {
             return;
         }
         self.free_miss(t, item);

@@ -68,6 +68,12 @@ pub const TAG_ALIGN: usize = core::mem::align_of::<Bt>();
 /// The layout a [`TagSource`] allocates.
 pub const TAG_LAYOUT: Layout = Layout::new::<Bt>();
 
+// `Tag::set_holder` keeps a pointer in an `Option<Tag>` slot.
+const _: () = assert!(
+    core::mem::size_of::<Option<Tag>>() == core::mem::size_of::<*const ()>()
+        && core::mem::align_of::<Option<Tag>>() == core::mem::align_of::<*const ()>()
+);
+
 /// A handle to a boundary tag owned by an arena.
 ///
 /// This is a crate-private raw handle. Its accessors are safe functions on
@@ -76,8 +82,8 @@ pub const TAG_LAYOUT: Layout = Layout::new::<Bt>();
 /// only used while holding that arena's lock (all handles are reached
 /// through the locked `State`), and it is not used after the tag is given
 /// back to the source. One exception: an [`Allocation`](crate::Allocation)
-/// reads its busy tag's start, size, kind and mark (`owned`) without the
-/// lock, which no one writes while the tag is busy and held by a handle
+/// reads its busy tag's start, size, kind, mark (`owned`) and holder without
+/// the lock, which no one writes while the tag is busy and held by a handle
 /// ([`Arena::xresize`](crate::Arena::xresize) changes the size of busy
 /// tags, under the lock, but only of those in the busy hash).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -139,6 +145,39 @@ impl Tag {
     field!(kind, set_kind, SegmentKind);
     field!(owned, set_owned, bool);
     field!(bin, set_bin, u16);
+
+    /// Records the arena whose [`Allocation`](crate::Allocation) handle
+    /// holds this busy tag: an identity, compared and never dereferenced,
+    /// kept in `link_next`, which a busy tag outside the busy hash does not
+    /// use (it is on no list). Written under the lock when the tag becomes
+    /// busy, before the handle exists; `insfree` or `bt_free` overwrite it
+    /// when the segment is freed.
+    #[inline]
+    pub(crate) fn set_holder(self, arena: *const ()) {
+        // SAFETY: as for the field setters; `Option<Tag>` has the size and
+        // alignment of a pointer (`None` is null), so the slot holds a
+        // `*const ()` as well.
+        unsafe {
+            core::ptr::addr_of_mut!((*self.0.as_ptr()).link_next)
+                .cast::<*const ()>()
+                .write(arena)
+        }
+    }
+
+    /// The arena recorded by [`set_holder`](Self::set_holder). Read without
+    /// the lock by [`Arena::free_handle`](crate::Arena::free_handle), as
+    /// [`Allocation`](crate::Allocation) reads the start and size: on a busy
+    /// tag held by a handle it is not written while the handle lives.
+    #[inline]
+    pub(crate) fn holder(self) -> *const () {
+        // SAFETY: as for `set_holder`; any pointer value, null included, is
+        // a valid `*const ()`.
+        unsafe {
+            core::ptr::addr_of!((*self.0.as_ptr()).link_next)
+                .cast::<*const ()>()
+                .read()
+        }
+    }
 
     /// The last address of the segment (`BT_END`).
     #[inline]

@@ -34,10 +34,10 @@
 //! [`Arena::free`] finds a segment's boundary tag from its address through
 //! the busy hash: a bucket, then the tag, two dependent cache misses once
 //! an arena outgrows the cache. [`Arena::alloc_handle`] (and
-//! [`Arena::xalloc_handle`]) return an [`Allocation`] instead: the address,
-//! the size and a handle to the tag, which [`Arena::free_handle`] takes
-//! back without a hash lookup, as `offset-allocator` frees by its
-//! `Allocation`. Such segments are in no hash (their allocation writes no
+//! [`Arena::xalloc_handle`]) return an [`Allocation`] instead: one word, a
+//! handle to the tag (which holds the address and the size), which
+//! [`Arena::free_handle`] takes back without a hash lookup, as
+//! `offset-allocator` frees by its `Allocation`. Such segments are in no hash (their allocation writes no
 //! bucket either) and cannot be freed by address. The handle cannot be
 //! copied and borrows the arena, so it always names a live busy tag of that
 //! arena; `free_handle` checks only that it comes from this arena (one

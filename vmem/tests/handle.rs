@@ -70,6 +70,34 @@ fn a_handle_from_another_arena_is_refused() {
 }
 
 #[test]
+fn a_handle_is_one_word_and_knows_its_arena_by_every_road() {
+    assert_eq!(
+        std::mem::size_of::<Allocation<'static>>(),
+        std::mem::size_of::<usize>()
+    );
+    let a = arena(1, 0, 100);
+    let b = arena(1, 0, 100);
+    // Next fit and constrained allocations reach the busy tag by other
+    // roads than instant fit's fast path: each records its arena.
+    let c = Constraints::new().align(4);
+    let hs = [
+        b.alloc_handle(3, NOWAIT | Flags::NEXTFIT).unwrap(),
+        b.xalloc_handle(5, &c, NOWAIT | Flags::BESTFIT).unwrap(),
+        b.alloc_handle(7, NOWAIT | Flags::INSTANTFIT).unwrap(),
+    ];
+    for h in hs {
+        let addr = h.addr();
+        assert!(matches!(
+            a.free_handle(h),
+            Err(Error::ForeignHandle { addr: x, .. }) if x == addr
+        ));
+    }
+    assert_eq!((a.size_allocated(), b.size_allocated()), (0, 15));
+    check(&a);
+    check(&b);
+}
+
+#[test]
 fn a_handle_free_releases_an_emptied_span() {
     struct Spans(AtomicUsize, AtomicUsize);
     impl Source for Spans {

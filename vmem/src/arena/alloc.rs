@@ -44,11 +44,13 @@ impl<'a> Arena<'a> {
         }
         let size = self.checked_size(size)?;
         let instant = policy == Policy::Instant;
-        let g = self.state.lock();
+        let mut g = self.state.lock();
+        if OWNED {
+            g.holder = self.id();
+        }
         // The fast path: tags in hand and a segment found at once.
         if g.nfreetags >= BT_MAXALLOC {
             if let Some(t) = g.find_plain(size, instant) {
-                let mut g = g;
                 let addr = t.start();
                 let busy = g.clip_front::<OWNED>(t, size);
                 if OWNED {
@@ -86,7 +88,10 @@ impl<'a> Arena<'a> {
     ) -> Result<(usize, Tag), Error> {
         let size = self.checked_size(size)?;
         let c = c.validate(size, self.quantum())?;
-        let g = self.state.lock();
+        let mut g = self.state.lock();
+        if OWNED {
+            g.holder = self.id();
+        }
         match policy {
             Policy::Next => self.xalloc_nextfit::<OWNED>(g, size, &c, flags),
             _ => self.xalloc_fit::<OWNED>(g, size, &c, flags, policy == Policy::Instant),

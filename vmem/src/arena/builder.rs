@@ -170,6 +170,7 @@ impl<'a> ArenaBuilder<'a> {
             ntags: 1,
             nbusytag: 0,
             nowned: 0,
+            holder: core::ptr::null(),
             inuse: 0,
             size: 0,
             limit: self.limit,

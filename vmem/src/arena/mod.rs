@@ -96,6 +96,11 @@ pub(crate) struct State<'a> {
     // included; only the others are in the hash), bytes in them
     pub(crate) nbusytag: usize,
     pub(crate) nowned: usize,
+    /// The identity of the arena (its address) that `alloc_handle` and
+    /// `xalloc_handle` record in the busy tags they hand out, set by them
+    /// under the lock (the arena cannot move while it is borrowed, so it is
+    /// the same for every call that reads it).
+    pub(crate) holder: *const (),
     pub(crate) inuse: usize,
     pub(crate) size: usize,
     pub(crate) limit: usize,

@@ -163,6 +163,7 @@ impl State<'_> {
         debug_assert_eq!(t.kind(), SegmentKind::Busy);
         t.set_owned(owned);
         if owned {
+            t.set_holder(self.holder);
             self.nowned += 1;
         } else {
             self.hash.insert(t);

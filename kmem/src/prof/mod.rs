@@ -302,6 +302,13 @@ pub(crate) fn alloc_gated<A: crate::fast::TlsAccess>(
     gated::alloc::<A>(size, align)
 }
 
+/// The swap road while profiling ([`on`]): see `gated::alloc_swap`.
+pub(crate) use gated::alloc_swap;
+
+/// The swap road's `free` while profiling ([`on`]; C ABI): see
+/// `gated::free_swap`.
+pub(crate) use gated::free_swap;
+
 /// `Kmem::dealloc` after its fast path missed (and `ptr` is no sample):
 /// as [`free_gated`].
 ///

@@ -42,6 +42,15 @@
 //! - Gated operations do not take the whole slow road
 //!   ([`gated`](super::gated)): they are counted and served from the cache
 //!   past the gate, and only the picked allocation goes down the road.
+//! - The swap road (a miss that the thread's own free bucket serves,
+//!   `fast::alloc_swap`, `fast::free_swap`) is a visit as the slow road's
+//!   is ([`alloc_swap_counted`]; a swapped free, [`after_free`]): the
+//!   countdown is brought up to date from the hit count (the swap's own
+//!   pop is no hit, as the zone's is not) and the gates are set again
+//!   from what the swap brought into the alloc bucket, so the picked
+//!   allocation is seen as surely as after a slow-road visit. The picked
+//!   allocation itself, a stand-in, a class's first visit and a gated
+//!   class are left to the slow road.
 //! - **Large blocks** (over 32 KiB or over-aligned) always take the slow
 //!   road: a byte countdown, exponential gaps.
 //!
@@ -609,6 +618,45 @@ pub(crate) fn alloc_counted<A: TlsAccess>(
             cached: peek.cached - 1,
         };
         rearm(t, c, slot, after);
+        Some(p)
+    })
+    .flatten()
+}
+
+/// A miss of class `c`'s fast path while profiling, served by the swap
+/// road if the thread's free bucket has items: the visit the slow road
+/// would make, with the swap for the zone's allocation (see
+/// [`alloc_class_in`]: the countdown brought up to date from the hit
+/// count, which the swap's pop leaves as it is, and the gates set again
+/// from what the swap brought into the alloc bucket). `None` (the
+/// countdown up to date, nothing else done) when the slow road must do
+/// it: the class's first visit, a gate set, the picked allocation or a
+/// stand-in owed, inside the profiler, or nothing to swap in.
+pub(crate) fn alloc_swap_counted<A: TlsAccess>(
+    c: usize,
+    slot: uma::FastSlot,
+    interval: u64,
+) -> Option<NonNull<u8>> {
+    state(|t| {
+        let bit = 1u64 << c;
+        if t.left[c].get() == 0 || t.armed.get() & bit != 0 || t.inside.get() {
+            return None;
+        }
+        // SAFETY: the slot of a class zone, never destroyed.
+        let peek = unsafe { slot.sample_peek::<A>() }?;
+        let left = account(t, c, Some(peek), interval);
+        t.seen[c].set(peek.hits);
+        if left <= 1 || t.owed[c].get() != 0 {
+            return None;
+        }
+        // SAFETY: as above.
+        let p = unsafe { slot.alloc_swap_via::<A>() }?;
+        t.left[c].set(left - 1);
+        if far(t, c, left - 1) {
+            rearm_far(t, c, peek.hits, left - 1);
+        } else {
+            second_look(t, c, slot);
+        }
         Some(p)
     })
     .flatten()

@@ -148,6 +148,14 @@ pub(crate) unsafe fn free_swap<A: TlsAccess>(ptr: *mut u8) -> bool {
         let Some((c, slot, key)) = fast::block_slot(ptr) else {
             return false;
         };
+        if super::sample::free_gate(c) || super::all_frees_gated() {
+            // The fast path missed for the gate (the swap refuses it): the
+            // gated road, in the same visit.
+            // SAFETY: the page metadata proved `ptr` the start of an item
+            // of class `c` (a class zone: no destructor, no limit); the
+            // caller gives it up.
+            return unsafe { push::<A>(ptr, c, slot, key) };
+        }
         // SAFETY: the page metadata proved `ptr` the start of an item of
         // class `c` (8 bytes at least); the caller gives it up.
         if unsafe {

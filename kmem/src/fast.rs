@@ -428,8 +428,14 @@ pub(crate) fn block_slot(ptr: *const u8) -> Option<(usize, FastSlot, u64)> {
 #[cfg(not(any(loom, feature = "invariants")))]
 #[inline]
 pub(crate) fn layout_slot(size: usize, align: usize) -> Option<(usize, FastSlot)> {
-    let slot = mid_slot(size, align)?;
-    (slot != FastSlot::NONE).then(|| (class_of_small(size, align).unwrap_or(0), slot))
+    if align > 16 || size > MAX_CLASS_SIZE {
+        return None;
+    }
+    let c = class_of_small(size, align)?;
+    // SAFETY: a class number is below NCLASSES; the table holds only
+    // `to_bits` of slots.
+    let slot = unsafe { FastSlot::from_bits(CLASS_SLOTS.get_unchecked(c).load(Ordering::Relaxed)) };
+    (slot != FastSlot::NONE).then_some((c, slot))
 }
 
 /// No tables: every lookup misses.

@@ -393,8 +393,14 @@ pub(crate) fn block_slot(ptr: *const u8) -> Option<(usize, FastSlot, u64)> {
 #[cfg(not(any(loom, feature = "invariants")))]
 #[inline]
 pub(crate) fn layout_slot(size: usize, align: usize) -> Option<(usize, FastSlot)> {
-    let slot = mid_slot(size, align)?;
-    (slot != FastSlot::NONE).then(|| (class_of_small(size, align).unwrap_or(0), slot))
+    if align > 16 || size > MAX_CLASS_SIZE {
+        return None;
+    }
+    let c = class_of_small(size, align)?;
+    // SAFETY: a class number is below NCLASSES; the table holds only
+    // `to_bits` of slots.
+    let slot = unsafe { FastSlot::from_bits(CLASS_SLOTS.get_unchecked(c).load(Ordering::Relaxed)) };
+    (slot != FastSlot::NONE).then_some((c, slot))
 }
 
 /// No tables: every lookup misses.
@@ -625,26 +631,28 @@ pub(crate) unsafe fn free<A: TlsAccess>(ptr: *mut u8) -> bool {
 /// out of UMA). Most misses of a working set that stays put are this, and
 /// the whole slow road of a front door (profiler, debug mode, recursion
 /// guard, class lookup, zone) cost them about 400 instructions. `None`
-/// when it does not serve (then the slow road), and always while
-/// profiling (whose countdown counts the slow road's allocations).
+/// when it does not serve (then the slow road). While profiling, the
+/// sampler's countdown counts the swap's allocation and looks at the
+/// bucket it brought, as the slow road's visit does
+/// ([`crate::prof::alloc_swap`]); the picked allocation, a stand-in, a
+/// class's first visit and a gated class take the slow road.
 #[inline(never)]
 pub(crate) fn alloc_swap<A: TlsAccess>(size: usize, align: usize) -> Option<NonNull<u8>> {
     #[cfg(not(any(loom, feature = "invariants")))]
     {
-        if crate::prof::on() {
-            return None;
-        }
-        let slot = match small_slot(size, align) {
-            Some(s) => s,
-            None => mid_slot(size, align)?,
+        let p = if crate::prof::on() {
+            crate::prof::alloc_swap::<A>(size, align)?
+        } else {
+            let slot = match small_slot(size, align) {
+                Some(s) => s,
+                None => mid_slot(size, align)?,
+            };
+            // SAFETY: the slot of a class zone, never destroyed.
+            unsafe { slot.alloc_swap_via::<A>()? }
         };
-        // SAFETY: the slot of a class zone, never destroyed; the item is
-        // ours once popped.
-        unsafe {
-            let p = slot.alloc_swap_via::<A>()?;
-            clear_key(p);
-            Some(p)
-        }
+        // SAFETY: the item is ours once popped.
+        unsafe { clear_key(p) };
+        Some(p)
     }
     #[cfg(any(loom, feature = "invariants"))]
     {
@@ -659,7 +667,10 @@ pub(crate) fn alloc_swap<A: TlsAccess>(size: usize, align: usize) -> Option<NonN
 /// (proved by the page metadata when `layout` is `None`; promised by the
 /// caller's layout otherwise), goes in stamped with the double-free key.
 /// False, with nothing done, when it does not serve, and for a block that
-/// holds the key (the slow road reports it).
+/// holds the key (the slow road reports it). While profiling, the C ABI's
+/// swaps are followed by the sampler's look that the slow road's free
+/// makes ([`crate::prof::free_swap`]); `Kmem`'s are refused (its frees are
+/// all gated then).
 ///
 /// # Safety
 ///
@@ -670,7 +681,10 @@ pub(crate) unsafe fn free_swap<A: TlsAccess>(ptr: *mut u8, layout: Option<(usize
     #[cfg(not(any(loom, feature = "invariants")))]
     {
         if crate::prof::on() {
-            return false;
+            // (`Kmem`'s frees are all gated while profiling: its zones'
+            // swaps refuse them.)
+            // SAFETY: the caller's promise.
+            return layout.is_none() && unsafe { crate::prof::free_swap::<A>(ptr) };
         }
         let (slot, key) = match layout {
             None => match block_slot(ptr) {

@@ -111,6 +111,69 @@ pub(crate) fn alloc<A: TlsAccess>(size: usize, align: usize) -> Option<NonNull<u
     }
 }
 
+/// The swap road's allocation while profiling (`fast::alloc_swap`): the
+/// thread's free bucket swapped in and the item counted as the slow road
+/// counts it (`sample::alloc_swap_counted`); `None` (nothing done but the
+/// countdown brought up to date) when the slow road must serve it. The
+/// item's key is the caller's to clear.
+#[cold]
+#[inline(never)]
+pub(crate) fn alloc_swap<A: TlsAccess>(size: usize, align: usize) -> Option<NonNull<u8>> {
+    #[cfg(not(feature = "invariants"))]
+    {
+        let (c, slot) = fast::layout_slot(size, align)?;
+        super::sample::alloc_swap_counted::<A>(c, slot, super::interval())
+    }
+    #[cfg(feature = "invariants")]
+    {
+        let _ = (size, align);
+        None
+    }
+}
+
+/// The swap road's `free(ptr)` while profiling (`fast::free_swap`, C ABI):
+/// the thread's free bucket swapped in and `ptr` pushed, then the
+/// countdown and the gates of its class looked at again, as after a free
+/// on the slow road (whose visit this is: the swap moved the buckets).
+/// False (nothing done) when it does not serve.
+///
+/// # Safety
+///
+/// As [`raw::free`](crate::raw::free).
+#[cold]
+#[inline(never)]
+pub(crate) unsafe fn free_swap<A: TlsAccess>(ptr: *mut u8) -> bool {
+    #[cfg(not(feature = "invariants"))]
+    {
+        let Some((c, slot, key)) = fast::block_slot(ptr) else {
+            return false;
+        };
+        if super::sample::free_gate(c) || super::all_frees_gated() {
+            // The fast path missed for the gate (the swap refuses it): the
+            // gated road, in the same visit.
+            // SAFETY: the page metadata proved `ptr` the start of an item
+            // of class `c` (a class zone: no destructor, no limit); the
+            // caller gives it up.
+            return unsafe { push::<A>(ptr, c, slot, key) };
+        }
+        // SAFETY: the page metadata proved `ptr` the start of an item of
+        // class `c` (8 bytes at least); the caller gives it up.
+        if unsafe {
+            fast::holds_key(ptr, key)
+                || !slot.free_swap_stamped_via::<A>(NonNull::new_unchecked(ptr), key)
+        } {
+            return false;
+        }
+        super::sample::after_free::<A>(c, slot, super::interval());
+        true
+    }
+    #[cfg(feature = "invariants")]
+    {
+        let _ = ptr;
+        false
+    }
+}
+
 #[inline(always)]
 fn after_free<A: TlsAccess>(c: usize, slot: uma::FastSlot) {
     // (The slot came from the published tables: the kernel is built.)

@@ -149,6 +149,7 @@ pub fn is_on() -> bool {
 }
 
 /// The mean sampling interval in bytes.
+#[inline]
 pub fn interval() -> u64 {
     INTERVAL.load(Ordering::Relaxed)
 }
@@ -269,6 +270,7 @@ pub(crate) fn after_free(c: usize) {
 /// Whether every free of the size classes takes the zones' road while
 /// profiling (`Kmem`; `BSDALLOC_PROF_EXACT`), rather than only those of a
 /// thread's class near its next sample (the C ABI).
+#[inline(always)]
 pub(crate) fn all_frees_gated() -> bool {
     !UNSIZED_ONLY.load(Ordering::Relaxed) || EXACT.load(Ordering::Relaxed)
 }
@@ -301,6 +303,13 @@ pub(crate) fn alloc_gated<A: crate::fast::TlsAccess>(
     }
     gated::alloc::<A>(size, align)
 }
+
+/// The swap road while profiling ([`on`]): see `gated::alloc_swap`.
+pub(crate) use gated::alloc_swap;
+
+/// The swap road's `free` while profiling ([`on`]; C ABI): see
+/// `gated::free_swap`.
+pub(crate) use gated::free_swap;
 
 /// `Kmem::dealloc` after its fast path missed (and `ptr` is no sample):
 /// as [`free_gated`].

@@ -36,12 +36,23 @@
 //!   take one), and look at the countdown when it runs out. The C ABI
 //!   gates a thread's frees of a class only while its countdown is within
 //!   [`FREE_WINDOW_DIV`]th of the mean gap (plus the items cached) of the
-//!   picked allocation: a loop of frees and allocations that reuses the
-//!   bucket for longer than that, from farther away, can still overshoot
+//!   picked allocation and its allocations are not gated yet (once they
+//!   are, each one is counted, whatever the frees bring into the bucket):
+//!   a loop of frees and allocations that reuses the bucket for longer
+//!   than that, from farther away, can still overshoot
 //!   (`BSDALLOC_PROF_EXACT=1` gates every free, as `Kmem`).
 //! - Gated operations do not take the whole slow road
 //!   ([`gated`](super::gated)): they are counted and served from the cache
 //!   past the gate, and only the picked allocation goes down the road.
+//! - The swap road (a miss that the thread's own free bucket serves,
+//!   `fast::alloc_swap`, `fast::free_swap`) is a visit as the slow road's
+//!   is ([`alloc_swap_counted`]; a swapped free, [`after_free`]): the
+//!   countdown is brought up to date from the hit count (the swap's own
+//!   pop is no hit, as the zone's is not) and the gates are set again
+//!   from what the swap brought into the alloc bucket, so the picked
+//!   allocation is seen as surely as after a slow-road visit. The picked
+//!   allocation itself, a stand-in, a class's first visit and a gated
+//!   class are left to the slow road.
 //! - **Large blocks** (over 32 KiB or over-aligned) always take the slow
 //!   road: a byte countdown, exponential gaps.
 //!
@@ -281,8 +292,9 @@ fn scale_of(size: usize, interval: u64) -> f64 {
 
 /// With the C ABI's fast frees, a thread's frees of a class are gated
 /// while its countdown is within this fraction of the mean gap (plus the
-/// items cached) of the picked allocation: frees that refill the bucket
-/// are then seen, and the allocation gate can be set in time.
+/// items cached) of the picked allocation, until its allocations are:
+/// frees that refill the bucket are then seen, and the allocation gate
+/// can be set in time.
 const FREE_WINDOW_DIV: u64 = 32;
 
 /// Per class, the free window in allocations (`interval / size /
@@ -410,7 +422,7 @@ fn overshoot(t: &ThreadState, c: usize, mut past: u64, interval: u64) -> u64 {
 /// After a visit (`peek` taken after it): remembers the hit count, gates
 /// the thread's allocations of class `c` exactly while the picked one
 /// could otherwise be a hit (`left <= cached`), and (C ABI) its frees
-/// while it is near.
+/// while it is near and the allocations are not gated.
 fn rearm(t: &ThreadState, c: usize, slot: uma::FastSlot, peek: SamplePeek) {
     t.seen[c].set(peek.hits);
     let left = t.left[c].get();
@@ -420,7 +432,9 @@ fn rearm(t: &ThreadState, c: usize, slot: uma::FastSlot, peek: SamplePeek) {
     let alloc = left <= cached || owed;
     let slack = if owed { 0 } else { left.saturating_sub(cached) };
     t.slack[c].set(slack.min(u64::from(u32::MAX)) as u32);
-    let free = !super::all_frees_gated() && left <= cached + window(c);
+    // (Once the allocations are gated, each is counted whatever the frees
+    // bring: the frees need not be seen.)
+    let free = !super::all_frees_gated() && !alloc && left <= cached + window(c);
     let (was_a, was_f) = (t.armed.get() & bit != 0, t.armed_free.get() & bit != 0);
     if (alloc, free) != (was_a, was_f) {
         t.armed
@@ -555,6 +569,12 @@ pub(crate) fn any_alloc_gate() -> bool {
     state(|t| t.armed.get() != 0).unwrap_or(false)
 }
 
+/// Whether class `c`'s free gate is set in this thread.
+#[inline(always)]
+pub(crate) fn free_gate(c: usize) -> bool {
+    state(|t| t.armed_free.get() & 1 << c != 0).unwrap_or(false)
+}
+
 /// Whether any class's free gate is set in this thread (a free that
 /// missed the fast path for want of room needs no gated road).
 #[inline(always)]
@@ -570,7 +590,18 @@ pub(crate) fn alloc_counted<A: TlsAccess>(
     slot: uma::FastSlot,
     interval: u64,
 ) -> Option<NonNull<u8>> {
-    state(|t| {
+    state(|t| alloc_counted_in::<A>(t, c, slot, interval)).flatten()
+}
+
+/// [`alloc_counted`] with the thread's state.
+#[inline(always)]
+fn alloc_counted_in<A: TlsAccess>(
+    t: &ThreadState,
+    c: usize,
+    slot: uma::FastSlot,
+    interval: u64,
+) -> Option<NonNull<u8>> {
+    {
         let left = t.left[c].get();
         let bit = 1u64 << c;
         // Without the allocation gate the fast path missed for want of
@@ -578,11 +609,12 @@ pub(crate) fn alloc_counted<A: TlsAccess>(
         if left == 0 || t.armed.get() & bit == 0 {
             return None;
         }
-        if (t.armed_free.get() & bit != 0 || super::all_frees_gated()) && t.owed[c].get() == 0 {
-            // Both gates set since the last visit: every allocation and
-            // free of the class in this thread came here, so there are no
-            // hits to count and the gates stay as they are (`left` only
-            // falls, the bucket only loses this item); just count it.
+        if t.owed[c].get() == 0 {
+            // The allocation gate set since the last visit: every
+            // allocation of the class in this thread came here, so there
+            // are no hits to count, and the gate stays as it is (`left`
+            // and the bucket lose one each; frees, seen or not, only add
+            // items before the picked one); just count it.
             if left <= 1 {
                 return None;
             }
@@ -609,6 +641,48 @@ pub(crate) fn alloc_counted<A: TlsAccess>(
             cached: peek.cached - 1,
         };
         rearm(t, c, slot, after);
+        Some(p)
+    }
+}
+
+/// A miss of class `c`'s fast path while profiling, served by the swap
+/// road if the thread's free bucket has items: the visit the slow road
+/// would make, with the swap for the zone's allocation (see
+/// [`alloc_class_in`]: the countdown brought up to date from the hit
+/// count, which the swap's pop leaves as it is, and the gates set again
+/// from what the swap brought into the alloc bucket). `None` (the
+/// countdown up to date, nothing else done) when the slow road must do
+/// it: the class's first visit, a gate set, the picked allocation or a
+/// stand-in owed, inside the profiler, or nothing to swap in.
+pub(crate) fn alloc_swap_counted<A: TlsAccess>(
+    c: usize,
+    slot: uma::FastSlot,
+    interval: u64,
+) -> Option<NonNull<u8>> {
+    state(|t| {
+        if t.armed.get() & 1 << c != 0 {
+            // The fast path missed for the gate (the swap refuses it):
+            // the gated road's count, in the same visit.
+            return alloc_counted_in::<A>(t, c, slot, interval);
+        }
+        if t.left[c].get() == 0 || t.inside.get() {
+            return None;
+        }
+        // SAFETY: the slot of a class zone, never destroyed.
+        let peek = unsafe { slot.sample_peek::<A>() }?;
+        let left = account(t, c, Some(peek), interval);
+        t.seen[c].set(peek.hits);
+        if left <= 1 || t.owed[c].get() != 0 {
+            return None;
+        }
+        // SAFETY: as above.
+        let p = unsafe { slot.alloc_swap_via::<A>() }?;
+        t.left[c].set(left - 1);
+        if far(t, c, left - 1) {
+            rearm_far(t, c, peek.hits, left - 1);
+        } else {
+            second_look(t, c, slot);
+        }
         Some(p)
     })
     .flatten()

@@ -375,17 +375,17 @@ pub(crate) fn class_of_ptr(ptr: *const u8) -> Option<usize> {
     Some(class_of_check(e))
 }
 
-/// For the profiler's gated frees (`prof::gated`): the class, the slot
-/// and the double-free key of the small block starting at `ptr` (as
+/// For the profiler's gated frees (`prof::gated`): the class and the slot
+/// of the small block starting at `ptr` (as
 /// [`item_check`] proves it), or `None`.
 #[cfg(not(any(loom, feature = "invariants")))]
 #[inline]
-pub(crate) fn block_slot(ptr: *const u8) -> Option<(usize, FastSlot, u64)> {
+pub(crate) fn block_slot(ptr: *const u8) -> Option<(usize, FastSlot)> {
     let e = item_check(ptr)?;
     let c = class_of_check(e);
     // SAFETY: the table holds only `to_bits` of slots.
     let slot = unsafe { FastSlot::from_bits(e.slot.load(Ordering::Relaxed)) };
-    Some((c, slot, free_key()))
+    Some((c, slot))
 }
 
 /// For the profiler's gated frees: the class and slot of a request of at
@@ -686,13 +686,14 @@ pub(crate) unsafe fn free_swap<A: TlsAccess>(ptr: *mut u8, layout: Option<(usize
             // SAFETY: the caller's promise.
             return layout.is_none() && unsafe { crate::prof::free_swap::<A>(ptr) };
         }
-        let (slot, key) = match layout {
+        let key = free_key();
+        let slot = match layout {
             None => match block_slot(ptr) {
-                Some((_, slot, key)) => (slot, key),
+                Some((_, slot)) => slot,
                 None => return false,
             },
             Some((size, align)) => match mid_slot(size, align) {
-                Some(slot) => (slot, free_key()),
+                Some(slot) => slot,
                 None => return false,
             },
         };

@@ -29,9 +29,10 @@ use crate::fast::{self, TlsAccess};
 pub(crate) unsafe fn free<A: TlsAccess>(ptr: *mut u8) -> bool {
     #[cfg(not(feature = "invariants"))]
     {
-        let Some((c, slot, key)) = fast::block_slot(ptr) else {
+        let Some((c, slot)) = fast::block_slot(ptr) else {
             return false;
         };
+        let key = fast::free_key();
         // SAFETY: the page metadata proved `ptr` the start of an item of
         // class `c` (a class zone: no destructor, no limit); the caller
         // gives it up.
@@ -145,9 +146,10 @@ pub(crate) fn alloc_swap<A: TlsAccess>(size: usize, align: usize) -> Option<NonN
 pub(crate) unsafe fn free_swap<A: TlsAccess>(ptr: *mut u8) -> bool {
     #[cfg(not(feature = "invariants"))]
     {
-        let Some((c, slot, key)) = fast::block_slot(ptr) else {
+        let Some((c, slot)) = fast::block_slot(ptr) else {
             return false;
         };
+        let key = fast::free_key();
         if super::sample::free_gate(c) || super::all_frees_gated() {
             // The fast path missed for the gate (the swap refuses it): the
             // gated road, in the same visit.

@@ -125,22 +125,57 @@ static CLASS_SLOTS: [AtomicU32; NCLASSES] =
 /// What `free(p)` needs to prove that `p`, in a slab page of class `c`, is
 /// the start of one of the slab's items: `off = p & mask` (the offset in
 /// the slab; slabs are aligned to their power-of-two size) must be
-/// `q * size` with `q < ipers`. With `size = d << shift`, `d` odd and
-/// `inv` its inverse modulo 2^64, that is exactly
-/// `(off * inv).rotate_right(shift) < ipers`: a multiple of `size` maps to
-/// its quotient, anything else to a number with high bits set (Granlund
-/// and Montgomery's divisibility test). One multiply and one rotate, no
-/// division. `ipers` is 0 until published, so every check fails before.
+/// `q * size` with `q < ipers`. With `mul = floor(2^64 / size) + 1` and
+/// `e = size * mul mod 2^64` (between 1 and `size`), that is exactly
+/// `off * mul mod 2^64 < ipers * e`: a multiple `q * size` maps to
+/// `q * e`, anything else to at least `mul`, which is above every `q * e`
+/// of the slab (Lemire, Kaser and Kurz's divisibility test, "Faster
+/// remainder by direct computation", 2019; it holds for any size, odd or
+/// even, while `(slab + size) * size <= 2^64`, see [`check_holds`]). One
+/// multiply and one compare, no division and no rotate. `mul` depends on
+/// the class size only, so it is a constant (no atomic load: the compiler
+/// folds it into the multiply); `limit` is 0 until published, so every
+/// check fails before.
 #[cfg(not(any(loom, feature = "invariants")))]
 #[repr(C, align(64))]
 struct ItemCheck {
-    inv: AtomicU64,
+    /// `floor(2^64 / size) + 1`, fixed at compile time (0 for `CHECKS[0]`).
+    mul: u64,
     mask: AtomicU64,
-    ipers: AtomicU32,
-    shift: AtomicU32,
+    /// `ipers * e`: 0 until published.
+    limit: AtomicU64,
     /// The class zone's cache slot (as `CLASS_SLOTS`), beside the check
     /// that `free(p)` makes just before it needs the slot.
     slot: AtomicU32,
+}
+
+/// `floor(2^64 / size) + 1`: the multiplier of the start-of-item check.
+#[cfg(not(any(loom, feature = "invariants")))]
+const fn check_mul(size: u64) -> u64 {
+    (u64::MAX / size).wrapping_add(if u64::MAX % size == size - 1 { 2 } else { 1 })
+}
+
+/// The check's limit for `ipers` items of `size` bytes in a slab of
+/// `slab` bytes, or `None` where the test would not be exact (it never is
+/// for kmem's classes and slabs; see the unit test).
+#[cfg(not(any(loom, feature = "invariants")))]
+const fn check_limit(size: u64, slab: u64, ipers: u64) -> Option<u64> {
+    if !check_holds(size, slab) || ipers.saturating_mul(size) > slab {
+        return None;
+    }
+    Some(ipers * size.wrapping_mul(check_mul(size)))
+}
+
+/// Whether `off * mul < limit` decides "`off` is a multiple of `size`
+/// below `ipers * size`" exactly for every `off < slab`: for `off = q *
+/// size + r`, `off * mul mod 2^64 = q * e + r * mul`; with `r = 0` that is
+/// `q * e` (below `ipers * e` iff `q < ipers`); with `r >= 1` it is at
+/// least `mul > 2^64 / size` and, since `r * mul <= 2^64 - 2^64 / size +
+/// size - 1`, it does not wrap while `slab + size - 1 <= 2^64 / size`;
+/// and `ipers * e <= slab < mul`.
+#[cfg(not(any(loom, feature = "invariants")))]
+const fn check_holds(size: u64, slab: u64) -> bool {
+    size >= 2 && slab.saturating_add(size) <= u64::MAX / size
 }
 
 /// `CHECKS[c + 1]`: class `c`'s check; `CHECKS[0]`, whose check always
@@ -148,15 +183,22 @@ struct ItemCheck {
 /// offset of its class's entry (`(c + 1) << 6`, see `pagemeta`), so
 /// `free(p)` goes from the word to the entry with no arithmetic.
 #[cfg(not(any(loom, feature = "invariants")))]
-static CHECKS: [ItemCheck; NCLASSES + 1] = [const {
-    ItemCheck {
-        inv: AtomicU64::new(0),
-        mask: AtomicU64::new(0),
-        ipers: AtomicU32::new(0),
-        shift: AtomicU32::new(0),
-        slot: AtomicU32::new(FastSlot::NONE.to_bits()),
+static CHECKS: [ItemCheck; NCLASSES + 1] = {
+    let mut t = [const {
+        ItemCheck {
+            mul: 0,
+            mask: AtomicU64::new(0),
+            limit: AtomicU64::new(0),
+            slot: AtomicU32::new(FastSlot::NONE.to_bits()),
+        }
+    }; NCLASSES + 1];
+    let mut c = 0;
+    while c < NCLASSES {
+        t[c + 1].mul = check_mul(CLASS_SIZES[c] as u64);
+        c += 1;
     }
-}; NCLASSES + 1];
+    t
+};
 
 #[cfg(not(any(loom, feature = "invariants")))]
 const _: () = assert!(core::mem::size_of::<ItemCheck>() == 1 << SLAB_SHIFT);
@@ -221,19 +263,6 @@ pub(crate) unsafe fn clear_key(p: NonNull<u8>) {
     unsafe { p.cast::<u64>().as_ptr().write(0) }
 }
 
-/// The inverse of odd `d` modulo 2^64 (Newton's iteration: each step
-/// doubles the bits that are right; `d` itself is right to 3 bits).
-#[cfg(not(any(loom, feature = "invariants")))]
-const fn inverse_mod_2_64(d: u64) -> u64 {
-    let mut x = d;
-    let mut i = 0;
-    while i < 5 {
-        x = x.wrapping_mul(2u64.wrapping_sub(d.wrapping_mul(x)));
-        i += 1;
-    }
-    x
-}
-
 /// Fills the tables from the built kernel (once; racing callers write the
 /// same values). Called from the slow roads, so every front door's first
 /// miss publishes.
@@ -251,14 +280,15 @@ fn publish() {
     }
     for c in 0..NCLASSES {
         let size = CLASS_SIZES[c] as u64;
-        let shift = size.trailing_zeros();
+        let slab = k.slab_size[c] as u64;
         let e = &CHECKS[c + 1];
-        e.inv
-            .store(inverse_mod_2_64(size >> shift), Ordering::Relaxed);
-        e.mask.store(k.slab_size[c] as u64 - 1, Ordering::Relaxed);
-        e.shift.store(shift, Ordering::Relaxed);
-        // Last, with release: a check that sees `ipers` sees the rest.
-        e.ipers.store(k.ipers[c] as u32, Ordering::Release);
+        e.mask.store(slab - 1, Ordering::Relaxed);
+        // Last, with release: a check that sees `limit` sees the mask. A
+        // geometry the test is not exact for (none of kmem's) keeps the
+        // limit 0: its frees take the slow road, which proves them there.
+        if let Some(limit) = check_limit(size, slab, k.ipers[c] as u64) {
+            e.limit.store(limit, Ordering::Release);
+        }
         let slot = k.classes[c].fast_slot().to_bits();
         e.slot.store(slot, Ordering::Relaxed);
         CLASS_SLOTS[c].store(slot, Ordering::Relaxed);
@@ -348,13 +378,10 @@ fn check_word(ptr: *const u8, word: usize) -> Option<&'static ItemCheck> {
     // for a class c: the byte offset of CHECKS[0] or CHECKS[c + 1].
     let e = unsafe { &*CHECKS.as_ptr().cast::<u8>().add(word).cast::<ItemCheck>() };
     // First, with acquire (a plain load on x86-64): 0 until published, and
-    // once seen, the other fields are the published ones.
-    let ipers = e.ipers.load(Ordering::Acquire);
+    // once seen, the mask is the published one (`mul` is a constant).
+    let limit = e.limit.load(Ordering::Acquire);
     let off = ptr as u64 & e.mask.load(Ordering::Relaxed);
-    let q = off
-        .wrapping_mul(e.inv.load(Ordering::Relaxed))
-        .rotate_right(e.shift.load(Ordering::Relaxed));
-    (q < u64::from(ipers)).then_some(e)
+    (off.wrapping_mul(e.mul) < limit).then_some(e)
 }
 
 /// The class of a published check entry (never `CHECKS[0]`, whose check
@@ -792,19 +819,69 @@ pub(crate) fn ensure_published() {
 mod tests {
     use super::*;
 
+    /// The check against `%` and `/` at every offset of a slab, for every
+    /// class, with the geometry of the built kernel and of a few others
+    /// (full slabs, slabs with a header's worth of items missing).
     #[test]
     fn the_item_check_accepts_item_starts_and_nothing_else() {
+        let k = kernel().expect("kernel");
         for (c, &size) in CLASS_SIZES.iter().enumerate() {
-            let shift = size.trailing_zeros();
-            let inv = inverse_mod_2_64((size >> shift) as u64);
-            assert_eq!(((size >> shift) as u64).wrapping_mul(inv), 1, "class {c}");
-            let ipers = (1usize << 16) / size;
-            let check =
-                |off: usize| (off as u64).wrapping_mul(inv).rotate_right(shift) < ipers as u64;
-            for off in 0..(1usize << 16) {
-                let want = off % size == 0 && off / size < ipers;
-                assert_eq!(check(off), want, "class {c} size {size} off {off}");
+            let built = (k.slab_size[c], k.ipers[c]);
+            let mut geometries = vec![built];
+            for slab in [size.next_power_of_two(), 1 << 16, 1 << 17] {
+                if slab >= size {
+                    geometries.push((slab, slab / size));
+                    geometries.push((slab, slab / size - 1));
+                }
+            }
+            for (slab, ipers) in geometries {
+                let limit = check_limit(size as u64, slab as u64, ipers as u64)
+                    .unwrap_or_else(|| panic!("class {c} size {size} slab {slab}: not exact"));
+                let mul = check_mul(size as u64);
+                assert_eq!(
+                    mul,
+                    ((1u128 << 64) / size as u128 + 1) as u64,
+                    "size {size}"
+                );
+                for off in 0..slab {
+                    let want = off % size == 0 && off / size < ipers;
+                    let got = (off as u64).wrapping_mul(mul) < limit;
+                    assert_eq!(got, want, "class {c} size {size} slab {slab} off {off}");
+                }
             }
         }
+    }
+
+    /// The published table holds the constants and the kernel's geometry.
+    #[test]
+    fn the_published_checks_are_the_kernels() {
+        ensure_published();
+        let k = kernel().expect("kernel");
+        if crate::debugmode::on() {
+            return;
+        }
+        for c in 0..NCLASSES {
+            let e = &CHECKS[c + 1];
+            assert_eq!(e.mul, check_mul(CLASS_SIZES[c] as u64));
+            assert_eq!(e.mask.load(Ordering::Relaxed), k.slab_size[c] as u64 - 1);
+            assert_eq!(
+                Some(e.limit.load(Ordering::Relaxed)),
+                check_limit(
+                    CLASS_SIZES[c] as u64,
+                    k.slab_size[c] as u64,
+                    k.ipers[c] as u64
+                )
+            );
+        }
+        assert_eq!(CHECKS[0].limit.load(Ordering::Relaxed), 0);
+    }
+
+    /// Where the test would not be exact, `check_limit` says so.
+    #[test]
+    fn the_item_check_refuses_geometries_it_cannot_decide() {
+        assert_eq!(check_limit(1, 1 << 12, 4096), None);
+        assert_eq!(check_limit(1 << 33, 1 << 34, 2), None);
+        assert_eq!(check_limit(48, 4096, 86), None, "more items than fit");
+        assert!(check_limit(48, 4096, 85).is_some());
     }
 }

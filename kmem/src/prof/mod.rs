@@ -305,10 +305,12 @@ pub(crate) fn alloc_gated<A: crate::fast::TlsAccess>(
 }
 
 /// The swap road while profiling ([`on`]): see `gated::alloc_swap`.
+#[cfg(not(any(loom, feature = "invariants")))]
 pub(crate) use gated::alloc_swap;
 
 /// The swap road's `free` while profiling ([`on`]; C ABI): see
 /// `gated::free_swap`.
+#[cfg(not(any(loom, feature = "invariants")))]
 pub(crate) use gated::free_swap;
 
 /// `Kmem::dealloc` after its fast path missed (and `ptr` is no sample):

@@ -152,7 +152,7 @@ struct ItemCheck {
 /// `floor(2^64 / size) + 1`: the multiplier of the start-of-item check.
 #[cfg(not(any(loom, feature = "invariants")))]
 const fn check_mul(size: u64) -> u64 {
-    (u64::MAX / size).wrapping_add(if u64::MAX % size == size - 1 { 2 } else { 1 })
+    ((1u128 << 64) / size as u128 + 1) as u64
 }
 
 /// The check's limit for `ipers` items of `size` bytes in a slab of

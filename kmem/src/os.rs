@@ -152,7 +152,8 @@ pub(crate) unsafe fn protect_rw(addr: usize, size: usize) -> bool {
 /// OS-level memory figures.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OsStats {
-    /// Bytes of address space kmem holds from the OS now.
+    /// Bytes of address space kmem's arenas hold from the OS now (the page
+    /// metadata's reservation is [`OsStats::meta_reserved`]).
     pub mapped: usize,
     /// The most it ever held at once.
     pub peak_mapped: usize,
@@ -170,6 +171,10 @@ pub struct OsStats {
     pub resident: usize,
     /// The process's peak resident set (bytes; 0 if unknown).
     pub peak_resident: usize,
+    /// Address space reserved for the page metadata: a leaf of about 8 MiB
+    /// per 4 GiB of address space the arenas have used, written (and so
+    /// memory) only where chunks are. It counts against `RLIMIT_AS`.
+    pub meta_reserved: usize,
 }
 
 /// Clock `clock` (a monotonic one) in nanoseconds, from the vDSO.
@@ -211,6 +216,7 @@ pub fn os_stats() -> OsStats {
         unmap_calls: UNMAP_CALLS.load(Ordering::Relaxed),
         resident,
         peak_resident,
+        meta_reserved: crate::pagemeta::reserved_bytes(),
     }
 }
 

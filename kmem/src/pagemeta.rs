@@ -115,6 +115,14 @@ pub(crate) fn meta_bytes() -> usize {
         + LEAVES.load(Ordering::Relaxed) * PAGE_SIZE
 }
 
+/// Address space the leaves reserve (their memory is what
+/// [`meta_bytes`] counts): about 8 MiB per 4 GiB of address space kmem has
+/// touched. It counts against `RLIMIT_AS` (`ulimit -v`), which is why
+/// [`crate::OsStats`] reports it.
+pub(crate) fn reserved_bytes() -> usize {
+    LEAVES.load(Ordering::Relaxed) * core::mem::size_of::<Leaf>()
+}
+
 /// Reserves a leaf: address space only, its pages zero until written.
 fn map_leaf() -> *mut Leaf {
     let bytes = core::mem::size_of::<Leaf>();

@@ -6,6 +6,7 @@
 //! | pattern | what |
 //! |---|---|
 //! | `vec_growth` | a `Vec<u64>` pushed to a million elements (8 MiB), 60 times: `realloc` through every size |
+//! | `buffers` | four `Vec<u8>`s grown by appends of random length (up to half their length) to 16 MiB, in random turns, 20 times: `realloc` through many sizes, as a string builder or a read loop |
 //! | `strings` | a million `format!` strings collected and dropped, 3 times |
 //! | `hashmap` | a million `HashMap<u64, Vec<u8>>` inserts of 0-63 bytes, half removed, half a million more of 0-127 |
 //! | `btree` | a million random `BTreeMap` inserts, half removed |
@@ -22,6 +23,7 @@ use std::time::Instant;
 /// The patterns, by name.
 pub const ALL: &[&str] = &[
     "vec_growth",
+    "buffers",
     "strings",
     "hashmap",
     "btree",
@@ -50,6 +52,23 @@ fn vec_growth() {
             v.push(i);
         }
         black_box(&v);
+    }
+}
+
+fn buffers() {
+    let mut r = Rng(88172645463325252);
+    for round in 0..20u8 {
+        let mut bufs: [Vec<u8>; 4] = Default::default();
+        let top = 16 << 20;
+        while bufs.iter().any(|b| b.len() < top) {
+            let b = &mut bufs[(r.next() % 4) as usize];
+            if b.len() >= top {
+                continue;
+            }
+            let step = 1 + (r.next() >> 20) as usize % (b.len() / 2 + 4096);
+            b.resize(b.len() + step, round);
+        }
+        black_box(&bufs);
     }
 }
 
@@ -156,6 +175,7 @@ pub fn run(name: &str) -> Option<f64> {
     let t = Instant::now();
     match name {
         "vec_growth" => vec_growth(),
+        "buffers" => buffers(),
         "strings" => strings(),
         "hashmap" => hashmap(),
         "btree" => btree(),

@@ -521,10 +521,12 @@ pub(crate) fn taken_clean(addr: usize, npages: usize) {
 
 /// Takes `size` bytes (more than the quantum cache serves) out of the
 /// arena where a recently freed block left dirty pages, if a listed range
-/// is big enough: reusing them costs no page faults (the smallest range
-/// that fits; its tail stays listed). The caller labels the pages with
-/// [`taken`].
-pub(crate) fn reuse(arena: &Arena<'static>, size: usize) -> Option<usize> {
+/// is big enough: reusing them costs no page faults. The range is the
+/// smallest that fits, or with `widest` the largest (for a block that
+/// `realloc` is growing: the rest of the range is dirty pages for it to
+/// grow into in place, see [`crate::malloc::large_resize`]); its tail
+/// stays listed. The caller labels the pages with [`taken`].
+pub(crate) fn reuse(arena: &Arena<'static>, size: usize, widest: bool) -> Option<usize> {
     if DIRTY.load(Ordering::Relaxed) < size {
         return None;
     }
@@ -541,7 +543,14 @@ pub(crate) fn reuse(arena: &Arena<'static>, size: usize) -> Option<usize> {
             .map(|k| (head + k) % RING)
             .filter(|&i| l.ring[i].size >= size)
             .filter(|&i| !l.in_span(l.ring[i].addr, size))
-            .min_by_key(|&i| l.ring[i].size)?;
+            .min_by_key(|&i| {
+                let s = l.ring[i].size;
+                if widest {
+                    usize::MAX - s
+                } else {
+                    s
+                }
+            })?;
         let r = l.ring[i];
         l.ring[i].addr += size;
         l.ring[i].size -= size;
@@ -564,6 +573,27 @@ pub(crate) fn reuse(arena: &Arena<'static>, size: usize) -> Option<usize> {
         publish(&l);
     }
     None
+}
+
+/// The size of the largest retained span, if it is larger than `size` and
+/// than every listed range of dirty pages in the arena: where a block that
+/// `realloc` is growing has the most room to go on growing (see
+/// [`crate::malloc::realloc_target`]). 0 if there is none such.
+pub(crate) fn roomier_span(size: usize) -> usize {
+    if RETAINED.load(Ordering::Relaxed) < size {
+        return 0;
+    }
+    let l = lists();
+    let widest_span = l.spans[..l.nspans].iter().map(|s| s.size).max();
+    let widest_range = (0..l.len)
+        .map(|k| l.ring[(l.head + k) % RING])
+        .filter(|r| r.size >= size && !l.in_span(r.addr, size))
+        .map(|r| r.size)
+        .max();
+    match widest_span {
+        Some(s) if s >= size && Some(s) > widest_range => s,
+        _ => 0,
+    }
 }
 
 /// Frees a large block to the arena with its pages kept (labelled dirty),

@@ -95,8 +95,14 @@ unsafe impl GlobalAlloc for Kmem {
         // SAFETY: GlobalAlloc's contract for realloc: new_size rounded to
         // align does not overflow.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, align) };
+        let grown = match (new, kernel()) {
+            (None, Some(k)) if new_size > layout.size() => {
+                crate::malloc::realloc_target(k, new_size, align, Flags::NOWAIT)
+            }
+            _ => None,
+        };
         // SAFETY: a valid layout of non-zero size.
-        let p = unsafe { self.alloc(new_layout) };
+        let p = grown.map_or_else(|| unsafe { self.alloc(new_layout) }, NonNull::as_ptr);
         if !p.is_null() {
             // SAFETY: both blocks live, distinct; copy the smaller size.
             unsafe {

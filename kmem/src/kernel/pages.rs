@@ -37,7 +37,7 @@ pub(crate) fn arena_pages(
     let addr = charged(size, vf, |first| {
         // Large requests first look for pages a recent free left dirty.
         if first && size > QCACHE_MAX && align <= PAGE_SIZE && !force {
-            if let Some(a) = crate::dirty::reuse(arena, size) {
+            if let Some(a) = crate::dirty::reuse(arena, size, false) {
                 return Ok(a);
             }
         }

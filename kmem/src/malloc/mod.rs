@@ -186,6 +186,59 @@ fn large_alloc_with_room(k: &Kernel, size: usize, room: usize) -> Option<NonNull
     large_handout(addr, n, pagemeta::large_word(n))
 }
 
+/// A new place for a block that `realloc` moves to grow it to `size`
+/// bytes (more than the quantum cache serves, aligned to a page or less):
+/// the front of the largest range of dirty pages a recent free left
+/// ([`crate::dirty::reuse`]), so that the block can go on growing there in
+/// place, with no copy and no page fault. Taking the smallest range that
+/// fit, a `Vec` pushed to 8 MiB again and again was copied at 2 and at
+/// 4 MiB every time, into the ranges the same steps had left the time
+/// before (glibc grows it in place or with `mremap`, copying nothing).
+/// `None` when no listed range fits, or where the profiler must see the
+/// allocation: the caller allocates as usual.
+pub(crate) fn realloc_target(
+    k: &Kernel,
+    size: usize,
+    align: usize,
+    flags: Flags,
+) -> Option<NonNull<u8>> {
+    let bytes = round_page(size)?;
+    if bytes <= QCACHE_MAX
+        || bytes > crate::os::max_request()
+        || align > PAGE_SIZE
+        || flags.contains(Flags::ZERO)
+        || crate::prof::on()
+    {
+        return None;
+    }
+    if !crate::pressure::charge(bytes, false, false) {
+        return None;
+    }
+    let span = crate::dirty::roomier_span(bytes);
+    let r = if span != 0 {
+        // The whole span back into the arena (an import takes the
+        // smallest retained span that fits), the block at its front.
+        k.arena
+            .xalloc(span, &vmem::Constraints::NONE, vmem::Flags::NOWAIT)
+            .ok()
+            .filter(|&a| {
+                k.arena.xresize(a, span, bytes).is_ok() || {
+                    let _ = k.arena.xfree(a, span);
+                    false
+                }
+            })
+    } else {
+        crate::dirty::reuse(k.arena, bytes, true)
+    };
+    let Some(addr) = r else {
+        crate::pressure::uncharge(bytes);
+        return None;
+    };
+    let n = bytes / PAGE_SIZE;
+    crate::dirty::taken(addr, n, 0, false);
+    large_handout(addr, n, pagemeta::large_word(n))
+}
+
 /// The largest alignment a large block may ask for.
 pub(crate) const MAX_ALIGN: usize = 1 << 30;
 
@@ -510,6 +563,9 @@ pub(crate) unsafe fn realloc_untyped(
                 roomy = large_alloc_with_room(k, ask, ask.saturating_mul(2));
             }
         }
+    }
+    if roomy.is_none() && size > owner.size() {
+        roomy = realloc_target(k, ask, align, flags);
     }
     let new = match roomy.or_else(|| crate::fast::alloc_slow(ask, align, flags)) {
         Some(p) => p,

@@ -20,7 +20,10 @@
 //!   dirty still reads as zero, so an allocation that
 //!   must be zero-filled (slabs, `kmem_malloc`, `alloc_zeroed`, `calloc`)
 //!   clears exactly the dirty pages it received ([`taken`]); others reuse
-//!   them as they are.
+//!   them as they are. A large allocation takes the smallest listed range
+//!   that fits; a block that `realloc` moves to grow it, the widest (or
+//!   the largest retained span, [`roomier_span`]), to grow into in place
+//!   later.
 //! - A wholly free span the arena releases is kept mapped (still registered
 //!   in the page metadata, its dirty bits intact) and handed back by the
 //!   next import that fits ([`retain_span`], [`take_span`]). Its freed

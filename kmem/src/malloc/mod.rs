@@ -216,17 +216,20 @@ pub(crate) fn realloc_target(
     }
     let span = crate::dirty::roomier_span(bytes);
     let r = if span != 0 {
-        // The whole span back into the arena (an import takes the
-        // smallest retained span that fits), the block at its front.
-        k.arena
+        // The whole span back into the arena (an import takes the smallest
+        // retained span that fits; free arena space as large would do as
+        // well), cut down to the block at its front.
+        match k
+            .arena
             .xalloc(span, &vmem::Constraints::NONE, vmem::Flags::NOWAIT)
-            .ok()
-            .filter(|&a| {
-                k.arena.xresize(a, span, bytes).is_ok() || {
-                    let _ = k.arena.xfree(a, span);
-                    false
-                }
-            })
+        {
+            Ok(a) if k.arena.xresize(a, span, bytes).is_ok() => Some(a),
+            Ok(a) => {
+                let _ = k.arena.xfree(a, span);
+                None
+            }
+            Err(_) => None,
+        }
     } else {
         crate::dirty::reuse(k.arena, bytes, true)
     };

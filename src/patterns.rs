@@ -10,6 +10,7 @@
 //! | `strings` | a million `format!` strings collected and dropped, 3 times |
 //! | `hashmap` | a million `HashMap<u64, Vec<u8>>` inserts of 0-63 bytes, half removed, half a million more of 0-127 |
 //! | `btree` | a million random `BTreeMap` inserts, half removed |
+//! | `aligned` | blocks of 16-512 bytes aligned to 32, 64 or 128 (cache-padded nodes, as `crossbeam_utils::CachePadded` or `#[repr(align(64))]`), a pool of 10,000 replaced at random 3 million times, one byte written |
 //! | `large_mixed` | 64 KiB-8 MiB blocks aligned to 8 B-4 KiB, 16 live, 20,000 allocations, first and last byte written |
 //! | `large_touch` | as `large_mixed`, every page written |
 //! | `channel` | a million 64-511 byte boxes sent to another thread, which drops them (every free a remote one) |
@@ -27,6 +28,7 @@ pub const ALL: &[&str] = &[
     "strings",
     "hashmap",
     "btree",
+    "aligned",
     "large_mixed",
     "large_touch",
     "channel",
@@ -107,6 +109,36 @@ fn btree() {
     black_box(&m);
 }
 
+fn aligned() {
+    let mut r = Rng(7);
+    let mut pool: Vec<(*mut u8, Layout)> = Vec::with_capacity(10_000);
+    for i in 0..3_000_000 + 10_000 {
+        let size = 16 + (r.next() % 497) as usize;
+        let align = 32usize << (r.next() % 3);
+        let l = Layout::from_size_align(size, align).expect("a valid layout");
+        // SAFETY: a non-zero layout.
+        let p = unsafe { alloc(l) };
+        assert!(
+            !p.is_null() && p as usize % align == 0,
+            "a block aligned to {align}"
+        );
+        // SAFETY: inside the block.
+        unsafe { p.write(1) };
+        if i < 10_000 {
+            pool.push((p, l));
+        } else {
+            let k = r.next() as usize % pool.len();
+            let (q, ql) = std::mem::replace(&mut pool[k], (p, l));
+            // SAFETY: allocated above with `ql`, freed once.
+            unsafe { dealloc(q, ql) };
+        }
+    }
+    for (p, l) in pool {
+        // SAFETY: as above.
+        unsafe { dealloc(p, l) };
+    }
+}
+
 fn large(touch_every_page: bool) {
     let mut r = Rng(11);
     let mut live: Vec<(*mut u8, Layout)> = Vec::new();
@@ -179,6 +211,7 @@ pub fn run(name: &str) -> Option<f64> {
         "strings" => strings(),
         "hashmap" => hashmap(),
         "btree" => btree(),
+        "aligned" => aligned(),
         "large_mixed" => large(false),
         "large_touch" => large(true),
         "channel" => channel(),

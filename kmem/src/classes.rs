@@ -173,6 +173,23 @@ pub fn class_of_size(size: usize) -> Option<usize> {
     Some(9 + (lg - 7) * 4 + (size - 1 - base) / step)
 }
 
+/// For a request aligned to more than 16: the size whose class, at
+/// alignment 8, is the request's class (`None` beyond a page's alignment,
+/// which no class has, and on overflow). It is the size rounded up to the
+/// alignment (at least the alignment): a class aligned to `align` is a
+/// multiple of it, and the smallest class at or above that multiple is one
+/// (it is the multiple itself, or, where the classes' step is at least
+/// `align`, a multiple of the step). The fast paths look these requests up
+/// through it, as [`class_of`] does.
+#[inline(always)]
+pub(crate) fn over_aligned_size(size: usize, align: usize) -> Option<usize> {
+    if align > 4096 {
+        return None;
+    }
+    let s = if size > align { size } else { align };
+    Some(s.checked_add(align - 1)? & !(align - 1))
+}
+
 /// The class of a request of `size` bytes aligned to `align` (a power of
 /// two), or `None` if it must be a large allocation.
 #[inline]
@@ -180,17 +197,7 @@ pub fn class_of(size: usize, align: usize) -> Option<usize> {
     if align <= 16 {
         return class_of_small(size, align);
     }
-    if align > 4096 {
-        return None;
-    }
-    let mut c = class_of_size(size.max(align))?;
-    while class_align(c) < align {
-        c += 1;
-        if c == NCLASSES {
-            return None;
-        }
-    }
-    Some(c)
+    class_of_size(over_aligned_size(size, align)?)
 }
 
 #[cfg(test)]
@@ -242,5 +249,27 @@ mod tests {
         assert_eq!(class_of(8, 16), Some(1));
         assert_eq!(class_of(100, 8192), None);
         assert_eq!(class_of(4096, 4096), Some(28));
+    }
+
+    /// `class_of` for alignments above 16 (through `over_aligned_size`) is
+    /// the first class at or above the request whose items are aligned
+    /// enough, for every size and alignment.
+    #[test]
+    fn over_aligned_requests_take_the_first_class_aligned_enough() {
+        for lg in 5..=12 {
+            let align = 1usize << lg;
+            for size in 0..=MAX_CLASS_SIZE + 1 {
+                let want = (0..NCLASSES)
+                    .find(|&c| CLASS_SIZES[c] >= size.max(1) && class_align(c) >= align);
+                assert_eq!(
+                    class_of(size, align),
+                    want,
+                    "{size} bytes aligned to {align}"
+                );
+            }
+        }
+        assert_eq!(over_aligned_size(usize::MAX - 10, 64), None);
+        assert_eq!(over_aligned_size(1, 8192), None);
+        assert_eq!(over_aligned_size(0, 64), Some(64));
     }
 }

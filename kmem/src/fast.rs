@@ -90,7 +90,7 @@ impl TlsAccess for TlsDescriptor {}
 
 use crate::classes::class_of;
 #[cfg(not(any(loom, feature = "invariants")))]
-use crate::classes::{class_of_small, NCLASSES};
+use crate::classes::{class_of_size, class_of_small, over_aligned_size, NCLASSES};
 #[cfg(not(any(loom, feature = "invariants")))]
 use crate::classes::{small_index, CLASS_SIZES, LUT_LEN, MAX_CLASS_SIZE};
 /// The largest request the size tables serve.
@@ -308,8 +308,25 @@ fn publish() {
 
 // ---------------------------------------------------------------- lookups
 
-/// The slot of the class zone of a request of at most 1 KiB aligned to at
-/// most 16 (maybe `NONE`), or `None` for any other request.
+/// The size class of a request of at most 32 KiB, or `None` (a large
+/// request): [`class_of`] with the common cases first.
+#[cfg(not(any(loom, feature = "invariants")))]
+#[inline(always)]
+fn class_of_layout(size: usize, align: usize) -> Option<usize> {
+    if align <= 16 {
+        if size > MAX_CLASS_SIZE {
+            return None;
+        }
+        class_of_small(size, align)
+    } else {
+        class_of_size(over_aligned_size(size, align)?)
+    }
+}
+
+/// The slot of the class zone of a request of at most 1 KiB (maybe
+/// `NONE`), or `None` for any other request. A request aligned to more
+/// than 16 (at most a page) is looked up as the size whose class is its
+/// class ([`over_aligned_size`]: a multiple of 32, so its index is exact).
 #[cfg(not(any(loom, feature = "invariants")))]
 #[inline(always)]
 fn small_slot(size: usize, align: usize) -> Option<FastSlot> {
@@ -324,23 +341,24 @@ fn small_slot(size: usize, align: usize) -> Option<FastSlot> {
     } else if align <= 16 {
         small_index(size, align)?
     } else {
-        return None;
+        let s = over_aligned_size(size, align)?;
+        if s > MAX_SMALL {
+            return None;
+        }
+        s >> 3
     };
     // SAFETY: small_index is below LUT_LEN; the table holds only `to_bits`
     // of slots.
     Some(unsafe { FastSlot::from_bits(SIZE_SLOTS.get_unchecked(i).load(Ordering::Relaxed)) })
 }
 
-/// The slot of the class zone of a request of at most 32 KiB aligned to at
-/// most 16 (maybe `NONE`), or `None` for any other request. Meant for 1 KiB
-/// to 32 KiB, whose class is computed, not looked up.
+/// The slot of the class zone of a request of at most 32 KiB (maybe
+/// `NONE`), or `None` for any other request. Meant for 1 KiB to 32 KiB,
+/// whose class is computed, not looked up.
 #[cfg(not(any(loom, feature = "invariants")))]
 #[inline(always)]
 fn mid_slot(size: usize, align: usize) -> Option<FastSlot> {
-    if align > 16 || size > MAX_CLASS_SIZE {
-        return None;
-    }
-    let c = class_of_small(size, align)?;
+    let c = class_of_layout(size, align)?;
     // SAFETY: a class number is below NCLASSES; the table holds only
     // `to_bits` of slots.
     Some(unsafe { FastSlot::from_bits(CLASS_SLOTS.get_unchecked(c).load(Ordering::Relaxed)) })
@@ -416,14 +434,11 @@ pub(crate) fn block_slot(ptr: *const u8) -> Option<(usize, FastSlot)> {
 }
 
 /// For the profiler's gated frees: the class and slot of a request of at
-/// most 32 KiB aligned to at most 16 (published), or `None`.
+/// most 32 KiB (published), or `None`.
 #[cfg(not(any(loom, feature = "invariants")))]
 #[inline]
 pub(crate) fn layout_slot(size: usize, align: usize) -> Option<(usize, FastSlot)> {
-    if align > 16 || size > MAX_CLASS_SIZE {
-        return None;
-    }
-    let c = class_of_small(size, align)?;
+    let c = class_of_layout(size, align)?;
     // SAFETY: a class number is below NCLASSES; the table holds only
     // `to_bits` of slots.
     let slot = unsafe { FastSlot::from_bits(CLASS_SLOTS.get_unchecked(c).load(Ordering::Relaxed)) };

@@ -553,7 +553,10 @@ fn alloc16(size: usize) -> *mut c_void {
 /// around the call and make it a tail call.)
 #[inline(never)]
 extern "C" fn alloc_miss(size: usize, align: usize) -> *mut c_void {
-    match kmem::raw::alloc_mid_fast(size, align).or_else(|| kmem::raw::alloc_swap(size, align)) {
+    match kmem::raw::alloc_mid_fast(size, align)
+        .or_else(|| kmem::raw::alloc_swap(size, align))
+        .or_else(|| kmem::raw::alloc_large_fast(size, align))
+    {
         Some(p) => p.as_ptr().cast(),
         None => alloc_slow(size, align, false),
     }
@@ -627,7 +630,9 @@ unsafe extern "C" fn free_slow(p: *mut u8) {
         return;
     }
     // SAFETY: the caller's promise.
-    if unsafe { kmem::raw::free_swap(p) || kmem::raw::free_gated(p) } {
+    if unsafe {
+        kmem::raw::free_swap(p) || kmem::raw::free_large_fast(p) || kmem::raw::free_gated(p)
+    } {
         return;
     }
     ensure_policy();

@@ -293,6 +293,7 @@ fn publish() {
         e.slot.store(slot, Ordering::Relaxed);
         CLASS_SLOTS[c].store(slot, Ordering::Relaxed);
     }
+    crate::fast_large::publish();
     for (i, (e, e16)) in SIZE_SLOTS.iter().zip(&SIZE16_SLOTS).enumerate() {
         // Index i serves sizes (8i - 7 ..= 8i); `class_of_small` maps
         // the index, so any size of it will do.

@@ -4,8 +4,9 @@ use crate::sync::plain::Ordering;
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
 
-use crate::classes::{class_of, class_of_small, CLASS_SIZES};
+use crate::classes::{class_of, class_of_small, CLASS_SIZES, MAX_CLASS_SIZE};
 use crate::fast;
+use crate::fast_large;
 use crate::kernel::{kernel, CLASS_ZONES};
 use crate::malloc::{free_owned, free_small, owner_of, Owner};
 use crate::os::{round_page, PAGE_SIZE};
@@ -135,6 +136,11 @@ fn resize_large(ptr: *mut u8, old_size: usize, new_size: usize) -> bool {
 #[cfg_attr(not(feature = "invariants"), cold)]
 #[inline(never)]
 fn alloc_miss(layout: Layout, flags: Flags) -> *mut u8 {
+    if !flags.contains(Flags::ZERO) {
+        if let Some(p) = fast_large::alloc_large::<fast::RustTls>(layout.size(), layout.align()) {
+            return p.as_ptr();
+        }
+    }
     fast::alloc_slow(layout.size(), layout.align(), flags).map_or(ptr::null_mut(), NonNull::as_ptr)
 }
 
@@ -166,6 +172,7 @@ unsafe fn dealloc_miss(ptr: *mut u8, layout: Layout) {
     if unsafe {
         fast::free_mid::<fast::RustTls>(NonNull::new_unchecked(ptr), layout.size(), layout.align())
             || fast::free_swap::<fast::RustTls>(ptr, Some((layout.size(), layout.align())))
+            || (layout.size() > MAX_CLASS_SIZE && fast_large::free_large::<fast::RustTls>(ptr))
     } {
         return;
     }

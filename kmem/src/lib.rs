@@ -165,6 +165,7 @@ mod debugmode;
 mod dirty;
 mod env;
 mod fast;
+mod fast_large;
 #[cfg(not(loom))]
 mod fork;
 mod global;

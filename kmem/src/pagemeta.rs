@@ -255,6 +255,29 @@ fn word_ref(addr: usize) -> Option<&'static AtomicUsize> {
     Some(unsafe { &(*leaf).words[i] })
 }
 
+/// Sets the word of the one page at `addr` (a large block's head), as
+/// `set(addr, 1, word)` does, without its loop over chunks.
+#[cfg(not(any(loom, feature = "invariants")))]
+#[inline]
+pub(crate) fn set_head(addr: usize, word: usize) {
+    if let Some(w) = word_ref(addr) {
+        w.store(word, Ordering::Release);
+    }
+}
+
+/// Clears the page word of `addr` if it is `word`, in one atomic step:
+/// true if this call did. A large block's free on the fast road claims
+/// its head so, and a second free of the block, even one racing it,
+/// finds 0 (and the slow road reports it).
+#[cfg(not(any(loom, feature = "invariants")))]
+#[inline]
+pub(crate) fn claim(addr: usize, word: usize) -> bool {
+    word_ref(addr).is_some_and(|w| {
+        w.compare_exchange(word, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    })
+}
+
 /// The page word for `addr`: 0 if the page is not ours or nothing of ours
 /// starts there.
 #[inline(always)]

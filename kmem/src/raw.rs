@@ -29,6 +29,7 @@ use core::ptr::{self, NonNull};
 use crate::classes::{class_of, CLASS_SIZES};
 use crate::debugmode;
 use crate::fast::{self, RustTls, TlsDescriptor};
+use crate::fast_large;
 use crate::malloc::{free_untyped, realloc_untyped, usable_size_untyped};
 use crate::Flags;
 
@@ -53,6 +54,27 @@ pub fn alloc_fast_align16(size: usize) -> Option<NonNull<u8>> {
 #[inline]
 pub fn alloc_mid_fast(size: usize, align: usize) -> Option<NonNull<u8>> {
     fast::alloc_mid::<TlsDescriptor>(size, align)
+}
+
+/// After [`alloc_fast`] and [`alloc_mid_fast`] missed: a large block of the
+/// quantum cache's sizes (32 KiB to 64 KiB) from the thread's cache, or
+/// `None` (then your slow road). Not zeroed.
+#[inline]
+pub fn alloc_large_fast(size: usize, align: usize) -> Option<NonNull<u8>> {
+    fast_large::alloc_large::<TlsDescriptor>(size, align)
+}
+
+/// After [`free_fast`] missed: the free of a large block of the quantum
+/// cache's sizes into the thread's cache; false (nothing done) for
+/// anything else.
+///
+/// # Safety
+///
+/// As [`free`].
+#[inline]
+pub unsafe fn free_large_fast(ptr: *mut u8) -> bool {
+    // SAFETY: the caller's promise.
+    unsafe { fast_large::free_large::<TlsDescriptor>(ptr) }
 }
 
 /// A hit of the fast path for `free(ptr)`: true when `ptr` was the start of

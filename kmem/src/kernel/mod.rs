@@ -43,7 +43,9 @@ mod qcache;
 pub(crate) mod wiring;
 
 pub(crate) use pages::{arena_free, arena_pages, charged, vflags};
-pub(crate) use qcache::{qcache_zones, QCACHE_MAX};
+#[cfg(not(any(loom, feature = "invariants")))]
+pub(crate) use qcache::QCACHE_PAGES;
+pub(crate) use qcache::{qcache_zones, QCACHE, QCACHE_MAX};
 #[cfg(not(loom))]
 pub(crate) use wiring::BootLock;
 
@@ -56,7 +58,7 @@ use crate::classes::{class_align, CLASS_NAMES, CLASS_SIZES, NCLASSES};
 use crate::os::{self, CHUNK_SIZE, PAGE_SIZE};
 use crate::pagemeta;
 use crate::sync::plain::{AtomicPtr, AtomicU8, Ordering};
-use qcache::{qcache_import, qcache_release, QCACHE, QCACHE_NAMES};
+use qcache::{qcache_import, qcache_release, QCACHE_NAMES};
 use wiring::{KernelPages, Sources, Spec, StaticCell, Wiring};
 
 /// The kernel arena imports address space from the OS this much at a time.

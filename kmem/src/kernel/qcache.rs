@@ -56,7 +56,7 @@ pub(crate) fn qcache_zones() -> impl Iterator<Item = &'static Zone> {
 }
 
 impl KernelQCache {
-    fn zone(&self, class: usize) -> Option<&'static Zone> {
+    pub(crate) fn zone(&self, class: usize) -> Option<&'static Zone> {
         let z = self.zones.get(class)?.load(Ordering::Acquire);
         // SAFETY: set once to a zone that is never destroyed.
         (!z.is_null()).then(|| unsafe { &*z })

@@ -156,6 +156,31 @@ fn large_handout(addr: usize, n: usize, word: usize) -> Option<NonNull<u8>> {
     NonNull::new(addr as *mut u8)
 }
 
+/// The bookkeeping of a large block of `n` pages (at most the quantum
+/// cache's) that the fast road took from the thread's cache of the
+/// quantum-cache zone of its size (`fast::alloc_large`), charged already:
+/// labelled and counted as [`large_alloc`] does. (A cached range has no
+/// dirty labels: `qcache_import` takes them off.)
+#[cfg(not(any(loom, feature = "invariants")))]
+pub(crate) fn large_cached_handout(addr: usize, n: usize) -> Option<NonNull<u8>> {
+    pagemeta::set_head(addr, pagemeta::large_word(n));
+    LARGE_ALLOCS.fetch_add(1, Ordering::Relaxed);
+    LARGE_PAGES.fetch_add(n as u64, Ordering::Relaxed);
+    NonNull::new(addr as *mut u8)
+}
+
+/// The bookkeeping of a large block of `n` pages (at most the quantum
+/// cache's) that the fast road put back in the thread's cache of the
+/// quantum-cache zone of its size (`fast::free_large`), its head word
+/// claimed: counted and uncharged as [`large_free`] does.
+#[cfg(not(any(loom, feature = "invariants")))]
+pub(crate) fn large_cached_release(n: usize) {
+    LARGE_FREES.fetch_add(1, Ordering::Relaxed);
+    let before = LARGE_PAGES.fetch_sub(n as u64, Ordering::Relaxed) as usize * PAGE_SIZE;
+    crate::dirty::note_before_free(before);
+    crate::pressure::uncharge(n * PAGE_SIZE);
+}
+
 /// Whether growing a large block from `old` to `new` bytes is a small
 /// step (by at most half): the pattern in-place growth and a move with
 /// room are for. A larger step moves as any allocation does, to pages a

@@ -236,6 +236,16 @@ pub(crate) fn charge(bytes: usize, wait: bool, force: bool) -> bool {
     }
 }
 
+/// [`charge`] for a fast road: succeeds only while no limit is set
+/// (nothing to enforce, no reclaim to run, no soft threshold to report).
+/// False otherwise, with nothing charged: the caller then takes its slow
+/// road, which charges as usual.
+#[cfg(not(any(loom, feature = "invariants")))]
+#[inline]
+pub(crate) fn charge_unlimited(bytes: usize) -> bool {
+    LIMIT_PAGES.load(Ordering::Relaxed) == 0 && account().try_charge(pages(bytes), 0, false, false)
+}
+
 /// Whose page request failed, for [`count_failure`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Failure {

@@ -1,0 +1,136 @@
+//! The fast road of large blocks of the quantum cache's sizes (more than
+//! 32 KiB, at most 64 KiB): a thread's own cache of the kernel arena's
+//! quantum-cache zone of the block's page count (`kernel::qcache`), taken
+//! and filled without the front doors' slow roads. The front doors call
+//! it after their small-block fast paths missed (`Kmem`'s `alloc_miss`
+//! and `dealloc_miss`, the C ABI's `alloc_miss` and `free_slow`).
+
+use core::ptr::NonNull;
+
+use crate::fast::TlsAccess;
+#[cfg(not(any(loom, feature = "invariants")))]
+use crate::{
+    classes::MAX_CLASS_SIZE,
+    kernel::{QCACHE_MAX, QCACHE_PAGES},
+    os::PAGE_SIZE,
+    pagemeta::{self, TAG_LARGE, TAG_MASK},
+    sync::plain::{AtomicU32, Ordering},
+};
+#[cfg(not(any(loom, feature = "invariants")))]
+use uma::FastSlot;
+
+/// `QC_SLOTS[n]`: the cache slot of the kernel quantum cache's zone of
+/// `n`-page ranges (`NONE` until published): large blocks of 32 KiB to
+/// 64 KiB on the fast road ([`alloc_large`], [`free_large`]).
+#[cfg(not(any(loom, feature = "invariants")))]
+static QC_SLOTS: [AtomicU32; QCACHE_PAGES + 1] =
+    [const { AtomicU32::new(FastSlot::NONE.to_bits()) }; QCACHE_PAGES + 1];
+
+/// Fills [`QC_SLOTS`] from the built kernel (with the small-block tables,
+/// `fast::publish`).
+#[cfg(not(any(loom, feature = "invariants")))]
+pub(crate) fn publish() {
+    for (n, e) in QC_SLOTS.iter().enumerate().skip(1) {
+        if let Some(z) = crate::kernel::QCACHE.zone(n) {
+            e.store(z.fast_slot().to_bits(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// A large block of more than 32 KiB and at most 64 KiB (the quantum
+/// cache's sizes, aligned to at most a page), from the calling thread's
+/// cache of the quantum-cache zone of its page count: the pages a recent
+/// free of that size left. Charged, labelled and counted as
+/// [`large_alloc`] does, without the front door's slow road (recursion
+/// guard, profiler, class lookup, the arena's quantum-cache dispatch and
+/// the dirty labels, which cached ranges do not have): a pair of 40 KiB
+/// `malloc` + `free` cost about 1,050 instructions that way. `None` (the
+/// slow road then) on a miss, for any other request, while profiling, in
+/// debug mode and while a memory limit is set.
+#[inline(never)]
+pub(crate) fn alloc_large<A: TlsAccess>(size: usize, align: usize) -> Option<NonNull<u8>> {
+    #[cfg(not(any(loom, feature = "invariants")))]
+    {
+        if size <= MAX_CLASS_SIZE
+            || size > QCACHE_MAX
+            || align > PAGE_SIZE
+            || crate::prof::on()
+            || crate::debugmode::on()
+        {
+            return None;
+        }
+        let n = size.div_ceil(PAGE_SIZE);
+        let bytes = n * PAGE_SIZE;
+        if !crate::pressure::charge_unlimited(bytes) {
+            return None;
+        }
+        // SAFETY: n <= QCACHE_PAGES; the table holds only `to_bits` of the
+        // quantum-cache zones' slots (never destroyed).
+        let p = unsafe {
+            let slot = FastSlot::from_bits(QC_SLOTS.get_unchecked(n).load(Ordering::Relaxed));
+            slot.alloc_via::<A>().or_else(|| slot.alloc_swap_via::<A>())
+        };
+        match p {
+            Some(p) => crate::malloc::large_cached_handout(p.as_ptr() as usize, n),
+            None => {
+                crate::pressure::uncharge(bytes);
+                None
+            }
+        }
+    }
+    #[cfg(any(loom, feature = "invariants"))]
+    {
+        let _ = core::marker::PhantomData::<A>;
+        let _ = (size, align);
+        None
+    }
+}
+
+/// `free(ptr)` of a large block that [`alloc_large`] or `large_alloc`
+/// took from the quantum cache: into the calling thread's cache of its
+/// zone, where the arena's free would put it, after claiming its head word
+/// (one atomic step, so that a second free of the block, even a racing
+/// one, finds none and the slow road reports it). False, with nothing
+/// done, for anything else (not a page start, no such head word, over
+/// aligned, larger), when the cache has no room, while the profiler may
+/// hold samples, and in debug mode.
+///
+/// # Safety
+///
+/// If `ptr` is a live kmem allocation, nothing uses it afterwards.
+#[inline(never)]
+pub(crate) unsafe fn free_large<A: TlsAccess>(ptr: *mut u8) -> bool {
+    #[cfg(not(any(loom, feature = "invariants")))]
+    {
+        let addr = ptr as usize;
+        if addr % PAGE_SIZE != 0 || crate::prof::tracking() || crate::debugmode::on() {
+            return false;
+        }
+        let word = pagemeta::lookup(addr);
+        let n = word >> 3;
+        if word & TAG_MASK != TAG_LARGE || n > QCACHE_PAGES || !pagemeta::claim(addr, word) {
+            return false;
+        }
+        // SAFETY: n <= QCACHE_PAGES; the slot is of the zone of `n`-page
+        // ranges, and the block, a range of it that its owner gives up, is
+        // an item of that zone (as `large_free` gives it to the arena's
+        // quantum cache).
+        let pushed = unsafe {
+            FastSlot::from_bits(QC_SLOTS.get_unchecked(n).load(Ordering::Relaxed))
+                .free_via::<A>(NonNull::new_unchecked(ptr))
+        };
+        if pushed {
+            crate::malloc::large_cached_release(n);
+        } else {
+            // No room: the head back, and the slow road frees it.
+            pagemeta::set_head(addr, word);
+        }
+        pushed
+    }
+    #[cfg(any(loom, feature = "invariants"))]
+    {
+        let _ = core::marker::PhantomData::<A>;
+        let _ = ptr;
+        false
+    }
+}

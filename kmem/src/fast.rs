@@ -90,9 +90,9 @@ impl TlsAccess for TlsDescriptor {}
 
 use crate::classes::class_of;
 #[cfg(not(any(loom, feature = "invariants")))]
-use crate::classes::{class_of_size, class_of_small, over_aligned_size, NCLASSES};
+use crate::classes::{class_of_small, over_aligned_size, NCLASSES};
 #[cfg(not(any(loom, feature = "invariants")))]
-use crate::classes::{small_index, CLASS_SIZES, LUT_LEN, MAX_CLASS_SIZE};
+use crate::classes::{small_index, CLASS_SIZES, LUT_LEN};
 /// The largest request the size tables serve.
 #[cfg(not(any(loom, feature = "invariants")))]
 const MAX_SMALL: usize = (LUT_LEN - 1) * 8;
@@ -309,21 +309,6 @@ fn publish() {
 
 // ---------------------------------------------------------------- lookups
 
-/// The size class of a request of at most 32 KiB, or `None` (a large
-/// request): [`class_of`] with the common cases first.
-#[cfg(not(any(loom, feature = "invariants")))]
-#[inline(always)]
-fn class_of_layout(size: usize, align: usize) -> Option<usize> {
-    if align <= 16 {
-        if size > MAX_CLASS_SIZE {
-            return None;
-        }
-        class_of_small(size, align)
-    } else {
-        class_of_size(over_aligned_size(size, align)?)
-    }
-}
-
 /// The slot of the class zone of a request of at most 1 KiB (maybe
 /// `NONE`), or `None` for any other request. A request aligned to more
 /// than 16 (at most a page) is looked up as the size whose class is its
@@ -359,7 +344,7 @@ fn small_slot(size: usize, align: usize) -> Option<FastSlot> {
 #[cfg(not(any(loom, feature = "invariants")))]
 #[inline(always)]
 fn mid_slot(size: usize, align: usize) -> Option<FastSlot> {
-    let c = class_of_layout(size, align)?;
+    let c = class_of(size, align)?;
     // SAFETY: a class number is below NCLASSES; the table holds only
     // `to_bits` of slots.
     Some(unsafe { FastSlot::from_bits(CLASS_SLOTS.get_unchecked(c).load(Ordering::Relaxed)) })
@@ -439,7 +424,7 @@ pub(crate) fn block_slot(ptr: *const u8) -> Option<(usize, FastSlot)> {
 #[cfg(not(any(loom, feature = "invariants")))]
 #[inline]
 pub(crate) fn layout_slot(size: usize, align: usize) -> Option<(usize, FastSlot)> {
-    let c = class_of_layout(size, align)?;
+    let c = class_of(size, align)?;
     // SAFETY: a class number is below NCLASSES; the table holds only
     // `to_bits` of slots.
     let slot = unsafe { FastSlot::from_bits(CLASS_SLOTS.get_unchecked(c).load(Ordering::Relaxed)) };

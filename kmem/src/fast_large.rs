@@ -71,7 +71,9 @@ pub(crate) fn alloc_large<A: TlsAccess>(size: usize, align: usize) -> Option<Non
             slot.alloc_via::<A>().or_else(|| slot.alloc_swap_via::<A>())
         };
         match p {
-            Some(p) => crate::malloc::large_cached_handout(p.as_ptr() as usize, n),
+            Some(p) => {
+                crate::malloc::large_handout(p.as_ptr() as usize, n, pagemeta::large_word(n))
+            }
             None => {
                 crate::pressure::uncharge(bytes);
                 None

@@ -257,7 +257,6 @@ fn word_ref(addr: usize) -> Option<&'static AtomicUsize> {
 
 /// Sets the word of the one page at `addr` (a large block's head), as
 /// `set(addr, 1, word)` does, without its loop over chunks.
-#[cfg(not(any(loom, feature = "invariants")))]
 #[inline]
 pub(crate) fn set_head(addr: usize, word: usize) {
     if let Some(w) = word_ref(addr) {

@@ -149,21 +149,8 @@ pub(crate) fn large_alloc(
 
 /// Labels a large block of `n` pages just taken at `addr` with its head
 /// word and counts it: the last step of every large allocation.
-fn large_handout(addr: usize, n: usize, word: usize) -> Option<NonNull<u8>> {
-    pagemeta::set(addr, 1, word);
-    LARGE_ALLOCS.fetch_add(1, Ordering::Relaxed);
-    LARGE_PAGES.fetch_add(n as u64, Ordering::Relaxed);
-    NonNull::new(addr as *mut u8)
-}
-
-/// The bookkeeping of a large block of `n` pages (at most the quantum
-/// cache's) that the fast road took from the thread's cache of the
-/// quantum-cache zone of its size (`fast::alloc_large`), charged already:
-/// labelled and counted as [`large_alloc`] does. (A cached range has no
-/// dirty labels: `qcache_import` takes them off.)
-#[cfg(not(any(loom, feature = "invariants")))]
-pub(crate) fn large_cached_handout(addr: usize, n: usize) -> Option<NonNull<u8>> {
-    pagemeta::set_head(addr, pagemeta::large_word(n));
+pub(crate) fn large_handout(addr: usize, n: usize, word: usize) -> Option<NonNull<u8>> {
+    pagemeta::set_head(addr, word);
     LARGE_ALLOCS.fetch_add(1, Ordering::Relaxed);
     LARGE_PAGES.fetch_add(n as u64, Ordering::Relaxed);
     NonNull::new(addr as *mut u8)
@@ -175,10 +162,15 @@ pub(crate) fn large_cached_handout(addr: usize, n: usize) -> Option<NonNull<u8>>
 /// claimed: counted and uncharged as [`large_free`] does.
 #[cfg(not(any(loom, feature = "invariants")))]
 pub(crate) fn large_cached_release(n: usize) {
+    large_freed(n);
+    crate::pressure::uncharge(n * PAGE_SIZE);
+}
+
+/// Counts the free of a large block of `n` pages (every large free).
+fn large_freed(n: usize) {
     LARGE_FREES.fetch_add(1, Ordering::Relaxed);
     let before = LARGE_PAGES.fetch_sub(n as u64, Ordering::Relaxed) as usize * PAGE_SIZE;
     crate::dirty::note_before_free(before);
-    crate::pressure::uncharge(n * PAGE_SIZE);
 }
 
 /// Whether growing a large block from `old` to `new` bytes is a small
@@ -290,9 +282,7 @@ pub(crate) fn large_bytes_in_use() -> usize {
 /// `addr` is a live large block of `n` pages, unused from now on.
 pub(crate) unsafe fn large_free(k: &Kernel, addr: usize, n: usize) {
     let bytes = n * PAGE_SIZE;
-    LARGE_FREES.fetch_add(1, Ordering::Relaxed);
-    let before = LARGE_PAGES.fetch_sub(n as u64, Ordering::Relaxed) as usize * PAGE_SIZE;
-    crate::dirty::note_before_free(before);
+    large_freed(n);
     let direct = pagemeta::lookup(addr) & TAG_MASK == TAG_LARGE_X;
     pagemeta::set(addr, 1, 0);
     if bytes <= QCACHE_MAX && !direct {

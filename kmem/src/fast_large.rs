@@ -1,7 +1,8 @@
-//! The fast road of large blocks of the quantum cache's sizes (more than
-//! 32 KiB, at most 64 KiB): a thread's own cache of the kernel arena's
-//! quantum-cache zone of the block's page count (`kernel::qcache`), taken
-//! and filled without the front doors' slow roads. The front doors call
+//! The fast road of large blocks of up to 256 KiB: more than 32 KiB and at
+//! most 64 KiB (the quantum cache's sizes), a thread's own cache of the
+//! kernel arena's quantum-cache zone of the block's page count; above that,
+//! of the cache zone of its large class (`classes::large_pages`; both in
+//! `kernel::qcache`), taken and filled without the front doors' slow roads. The front doors call
 //! it after their small-block fast paths missed (`Kmem`'s `alloc_miss`
 //! and `dealloc_miss`, the C ABI's `alloc_miss` and `free_slow`).
 
@@ -10,8 +11,10 @@ use core::ptr::NonNull;
 use crate::fast::TlsAccess;
 #[cfg(not(any(loom, feature = "invariants")))]
 use crate::{
-    classes::MAX_CLASS_SIZE,
-    kernel::{QCACHE_MAX, QCACHE_PAGES},
+    classes::{
+        large_class, large_class_exact, LARGE_CLASS_MAX, LARGE_CLASS_PAGES, MAX_CLASS_SIZE, NLARGE,
+    },
+    kernel::QCACHE_PAGES,
     os::PAGE_SIZE,
     pagemeta::{self, TAG_LARGE, TAG_MASK},
     sync::plain::{AtomicU32, Ordering},
@@ -26,6 +29,11 @@ use uma::FastSlot;
 static QC_SLOTS: [AtomicU32; QCACHE_PAGES + 1] =
     [const { AtomicU32::new(FastSlot::NONE.to_bits()) }; QCACHE_PAGES + 1];
 
+/// `LC_SLOTS[c]`: the cache slot of large class `c`'s cache zone (`NONE`
+/// until published): large blocks of 64 KiB to 256 KiB on the fast road.
+#[cfg(not(any(loom, feature = "invariants")))]
+static LC_SLOTS: [AtomicU32; NLARGE] = [const { AtomicU32::new(FastSlot::NONE.to_bits()) }; NLARGE];
+
 /// Fills [`QC_SLOTS`] from the built kernel (with the small-block tables,
 /// `fast::publish`).
 #[cfg(not(any(loom, feature = "invariants")))]
@@ -35,12 +43,36 @@ pub(crate) fn publish() {
             e.store(z.fast_slot().to_bits(), Ordering::Relaxed);
         }
     }
+    for (c, e) in LC_SLOTS.iter().enumerate() {
+        if let Some(z) = crate::kernel::lcache_zone(c) {
+            e.store(z.fast_slot().to_bits(), Ordering::Relaxed);
+        }
+    }
 }
 
-/// A large block of more than 32 KiB and at most 64 KiB (the quantum
-/// cache's sizes, aligned to at most a page), from the calling thread's
-/// cache of the quantum-cache zone of its page count: the pages a recent
-/// free of that size left. Charged, labelled and counted as
+/// The page count and cache slot of a large block of `n` pages: its
+/// quantum-cache zone's up to 16 pages, its large class's above (`exact`:
+/// only a block of exactly the class's pages, for a free).
+#[cfg(not(any(loom, feature = "invariants")))]
+#[inline(always)]
+fn slot_of(n: usize, exact: bool) -> Option<(usize, &'static AtomicU32)> {
+    if n <= QCACHE_PAGES {
+        // SAFETY: n <= QCACHE_PAGES.
+        return Some((n, unsafe { QC_SLOTS.get_unchecked(n) }));
+    }
+    let c = if exact {
+        large_class_exact(n)?
+    } else {
+        large_class(n)?
+    };
+    // SAFETY: a large class is below NLARGE.
+    Some((LARGE_CLASS_PAGES[c], unsafe { LC_SLOTS.get_unchecked(c) }))
+}
+
+/// A large block of more than 32 KiB and at most 256 KiB, aligned to at
+/// most a page, from the calling thread's cache of the quantum-cache zone
+/// of its page count (up to 64 KiB) or of its large class's cache zone:
+/// the pages a recent free of that size left. Charged, labelled and counted as
 /// [`large_alloc`] does, without the front door's slow road (recursion
 /// guard, profiler, class lookup, the arena's quantum-cache dispatch and
 /// the dirty labels, which cached ranges do not have): a pair of 40 KiB
@@ -52,22 +84,22 @@ pub(crate) fn alloc_large<A: TlsAccess>(size: usize, align: usize) -> Option<Non
     #[cfg(not(any(loom, feature = "invariants")))]
     {
         if size <= MAX_CLASS_SIZE
-            || size > QCACHE_MAX
+            || size > LARGE_CLASS_MAX
             || align > PAGE_SIZE
             || crate::prof::on()
             || crate::debugmode::on()
         {
             return None;
         }
-        let n = size.div_ceil(PAGE_SIZE);
+        let (n, slot) = slot_of(size.div_ceil(PAGE_SIZE), false)?;
         let bytes = n * PAGE_SIZE;
         if !crate::pressure::charge_unlimited(bytes) {
             return None;
         }
-        // SAFETY: n <= QCACHE_PAGES; the table holds only `to_bits` of the
-        // quantum-cache zones' slots (never destroyed).
+        // SAFETY: the tables hold only `to_bits` of the page-cache zones'
+        // slots (never destroyed).
         let p = unsafe {
-            let slot = FastSlot::from_bits(QC_SLOTS.get_unchecked(n).load(Ordering::Relaxed));
+            let slot = FastSlot::from_bits(slot.load(Ordering::Relaxed));
             slot.alloc_via::<A>().or_else(|| slot.alloc_swap_via::<A>())
         };
         match p {
@@ -89,10 +121,11 @@ pub(crate) fn alloc_large<A: TlsAccess>(size: usize, align: usize) -> Option<Non
 }
 
 /// `free(ptr)` of a large block that [`alloc_large`] or `large_alloc`
-/// took from the quantum cache: into the calling thread's cache of its
-/// zone, where the arena's free would put it, after claiming its head word
-/// (one atomic step, so that a second free of the block, even a racing
-/// one, finds none and the slow road reports it). False, with nothing
+/// took from a page cache: into the calling thread's cache of its zone,
+/// where the slow road's free would put it, after claiming its head word
+/// (one atomic step that labels it cached, so that a second free of the
+/// block, even a racing one, finds that label and the slow road reports a
+/// double free). False, with nothing
 /// done, for anything else (not a page start, no such head word, over
 /// aligned, larger), when the cache has no room, while the profiler may
 /// hold samples, and in debug mode.
@@ -109,20 +142,25 @@ pub(crate) unsafe fn free_large<A: TlsAccess>(ptr: *mut u8) -> bool {
             return false;
         }
         let word = pagemeta::lookup(addr);
-        let n = word >> 3;
-        if word & TAG_MASK != TAG_LARGE || n > QCACHE_PAGES || !pagemeta::claim(addr, word) {
+        if word & TAG_MASK != TAG_LARGE {
             return false;
         }
-        // SAFETY: n <= QCACHE_PAGES; the slot is of the zone of `n`-page
-        // ranges, and the block, a range of it that its owner gives up, is
+        let Some((_, slot)) = slot_of(word >> 3, true) else {
+            return false;
+        };
+        if !pagemeta::claim(addr, word, pagemeta::cached_word(word >> 3)) {
+            return false;
+        }
+        // SAFETY: the slot is of the zone of ranges of the block's pages,
+        // and the block, a range of the arena that its owner gives up, is
         // an item of that zone (as `large_free` gives it to the arena's
-        // quantum cache).
+        // quantum cache or its class's cache zone).
         let pushed = unsafe {
-            FastSlot::from_bits(QC_SLOTS.get_unchecked(n).load(Ordering::Relaxed))
+            FastSlot::from_bits(slot.load(Ordering::Relaxed))
                 .free_via::<A>(NonNull::new_unchecked(ptr))
         };
         if pushed {
-            crate::malloc::large_cached_release(n);
+            crate::malloc::large_cached_release(word >> 3);
         } else {
             // No room: the head back, and the slow road frees it.
             pagemeta::set_head(addr, word);

@@ -4,12 +4,12 @@ use crate::sync::plain::Ordering;
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
 
-use crate::classes::{class_of, class_of_small, CLASS_SIZES, MAX_CLASS_SIZE};
+use crate::classes::{class_of, class_of_small, large_pages, CLASS_SIZES, MAX_CLASS_SIZE};
 use crate::fast;
 use crate::fast_large;
 use crate::kernel::{kernel, CLASS_ZONES};
 use crate::malloc::{free_owned, free_small, owner_of, Owner};
-use crate::os::{round_page, PAGE_SIZE};
+use crate::os::PAGE_SIZE;
 use crate::pagemeta;
 use crate::report::{report, Report, ReportKind};
 use crate::Flags;
@@ -87,10 +87,10 @@ unsafe impl GlobalAlloc for Kmem {
         let new = class_of(new_size, align);
         match (old, new) {
             (Some(a), Some(b)) if a == b => return ptr,
-            (None, None) if round_page(layout.size().max(1)) == round_page(new_size.max(1)) => {
+            (None, None) if large_pages(layout.size(), align) == large_pages(new_size, align) => {
                 return ptr
             }
-            (None, None) if resize_large(ptr, layout.size(), new_size) => return ptr,
+            (None, None) if resize_large(ptr, layout.size(), new_size, align) => return ptr,
             _ => {}
         }
         // SAFETY: GlobalAlloc's contract for realloc: new_size rounded to
@@ -119,17 +119,19 @@ unsafe impl GlobalAlloc for Kmem {
 /// ([`crate::malloc::large_resize`]): true if done. Not for sampled blocks
 /// (the profiler keeps their size), nor when the page word disagrees with
 /// the layout (the move's `dealloc` reports that).
-fn resize_large(ptr: *mut u8, old_size: usize, new_size: usize) -> bool {
+fn resize_large(ptr: *mut u8, old_size: usize, new_size: usize, align: usize) -> bool {
     if crate::prof::tracking() {
         return false;
     }
-    let (Some(k), Some(old), Some(new)) = (kernel(), round_page(old_size), round_page(new_size))
-    else {
+    let (Some(k), Some(n), Some(new)) = (
+        kernel(),
+        large_pages(old_size, align),
+        large_pages(new_size, align),
+    ) else {
         return false;
     };
-    let n = old / PAGE_SIZE;
     pagemeta::lookup(ptr as usize) == pagemeta::large_word(n)
-        && crate::malloc::large_resize(k, ptr as usize, n, new)
+        && crate::malloc::large_resize(k, ptr as usize, n, new * PAGE_SIZE)
 }
 
 /// Everything but a hit of the fast path (see [`fast::alloc_slow`]).
@@ -207,8 +209,8 @@ unsafe fn dealloc_slow(ptr: *mut u8, layout: Layout) {
     let Some(k) = kernel() else { return };
     let expect = match class_of(layout.size(), layout.align()) {
         Some(c) => Owner::Class(c),
-        None => match round_page(layout.size().max(1)) {
-            Some(b) => Owner::Large(b / PAGE_SIZE),
+        None => match large_pages(layout.size(), layout.align()) {
+            Some(n) => Owner::Large(n),
             None => return,
         },
     };
@@ -259,7 +261,7 @@ fn check_class(ptr: *mut u8, layout: Layout) -> bool {
 pub fn usable_size(layout: Layout) -> usize {
     match class_of(layout.size(), layout.align()) {
         Some(c) => CLASS_SIZES[c],
-        None => round_page(layout.size().max(1)).unwrap_or(0),
+        None => large_pages(layout.size(), layout.align()).map_or(0, |n| n * PAGE_SIZE),
     }
 }
 

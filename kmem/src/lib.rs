@@ -67,7 +67,9 @@
 //!    source that labels its slabs with the class in the page metadata.
 //! 8. The kernel arena's **quantum cache** zones (1..16 pages, UMA
 //!    cache-only zones importing from the arena); until they exist the
-//!    arena's `alloc`/`free` fall through to `xalloc`/`xfree`.
+//!    arena's `alloc`/`free` fall through to `xalloc`/`xfree`. Then the
+//!    **large classes'** cache zones (80 KiB to 256 KiB, four per
+//!    doubling, `classes::large_pages`), built the same way.
 //!
 //! ## Memory
 //!

@@ -36,6 +36,7 @@
 //! | `3` | an internal page (UMA's own zones, the btag zone, boot pages) |
 //! | `4` | address space without memory (`kva_alloc`) |
 //! | `npages << 3 \| 6` | as `2`, taken from the arena directly ([`TAG_LARGE_X`]) |
+//! | `npages << 3 \| 5` | the first page of a freed large block of `npages` pages in a page cache ([`TAG_CACHED`]) |
 //!
 //! A slab word's tag bits are 0, as a zero word's: `free(p)` tells a slab
 //! page by one test of the tag bits, and finds its class's check entry at
@@ -73,6 +74,13 @@ pub(crate) const WORD_KVA: usize = 4;
 /// for such blocks (they piled up there: 520 MB of address space in a
 /// `posix_memalign` churn).
 pub(crate) const TAG_LARGE_X: usize = 6;
+/// The head of a large block freed into a page cache (the quantum cache
+/// or a large class's cache zone), where it waits, still a range taken
+/// from the arena, for the next request of its size: a second free of
+/// the block finds this word and is reported as a double free. Its
+/// handout writes the live head over it; a cache's release to the arena
+/// clears it.
+pub(crate) const TAG_CACHED: usize = 5;
 
 /// The words of 4 GiB of address space, which of its chunks are the
 /// kernel arena's, and which of its pages are dirty.
@@ -264,15 +272,16 @@ pub(crate) fn set_head(addr: usize, word: usize) {
     }
 }
 
-/// Clears the page word of `addr` if it is `word`, in one atomic step:
-/// true if this call did. A large block's free on the fast road claims
-/// its head so, and a second free of the block, even one racing it,
-/// finds 0 (and the slow road reports it).
+/// Replaces the page word of `addr` with `new` if it is `word`, in one
+/// atomic step: true if this call did. A large block's free on the fast
+/// road claims its head so (`new` its [`cached_word`]), and a second free
+/// of the block, even one racing it, finds the new word (and the slow
+/// road reports it).
 #[cfg(not(any(loom, feature = "invariants")))]
 #[inline]
-pub(crate) fn claim(addr: usize, word: usize) -> bool {
+pub(crate) fn claim(addr: usize, word: usize, new: usize) -> bool {
     word_ref(addr).is_some_and(|w| {
-        w.compare_exchange(word, 0, Ordering::AcqRel, Ordering::Relaxed)
+        w.compare_exchange(word, new, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
     })
 }
@@ -532,6 +541,13 @@ pub(crate) const fn large_word(npages: usize) -> usize {
 #[inline]
 pub(crate) const fn large_word_x(npages: usize) -> usize {
     (npages << 3) | TAG_LARGE_X
+}
+
+/// The head word of a freed large block of `npages` in a page cache
+/// ([`TAG_CACHED`]).
+#[inline]
+pub(crate) const fn cached_word(npages: usize) -> usize {
+    (npages << 3) | TAG_CACHED
 }
 
 /// Whether `word` is the head of a large block (either kind).

@@ -43,7 +43,10 @@ fn all_zero(p: *const u8, size: usize) -> bool {
 #[test]
 fn zero_filled_allocations_never_see_old_data() {
     let _s = serial();
-    for size in [80 << 10, 300 << 10, 1 << 20, 3 << 20, 9 << 20] {
+    // (Above the large classes' 256 KiB: their blocks go to their cache
+    // zones, not to the dirty lists; `large_classes.rs` tests their zero
+    // fill.)
+    for size in [260 << 10, 300 << 10, 1 << 20, 3 << 20, 9 << 20] {
         let old = filled(size, 0xab);
         free(old);
         assert!(
@@ -213,7 +216,8 @@ fn old_dirty_pages_decay() {
     std::thread::sleep(Duration::from_nanos(DECAY_NS) + Duration::from_millis(100));
     // The next large free purges what is older than the decay time, and
     // keeps itself.
-    let small = 128 << 10;
+    // (Above the large classes' 256 KiB: it goes to the dirty lists.)
+    let small = 512 << 10;
     // (With `invariants`, malloc adds a type tag: ask for whole pages.)
     free(filled(small - kmem::MALLOC_TAG_BYTES, 8));
     let d = dirty_stats();

@@ -139,28 +139,17 @@ fn realloc_of_a_freed_block_is_reported() {
 fn global_dealloc_twice_is_reported() {
     let _s = serial();
     let a = kmem::Kmem;
-    // 40 KiB and 64 KiB: large blocks of the quantum cache, whose fast road
-    // claims the head word; the second free finds none and is reported,
-    // as a pointer that starts no allocation (their pages carry no freed
-    // label).
-    for size in [8usize, 24, 64, 2000, 20000, 40000, 65536] {
+    // 40 KiB, 64 KiB, 100 KB and 256 KiB: large blocks of the page caches
+    // (the quantum cache's, a large class's), whose fast road claims the
+    // head word and labels it cached; the second free finds that label.
+    for size in [8usize, 24, 64, 2000, 20000, 40000, 65536, 100_000, 262_144] {
         let l = Layout::from_size_align(size, 8).unwrap();
         let p = unsafe { a.alloc(l) };
         let r = reports(|| unsafe {
             a.dealloc(p, l);
             a.dealloc(p, l);
         });
-        if size > kmem::MAX_CLASS_SIZE {
-            assert_eq!(r.len(), 1, "Kmem {size}: {r:?}");
-            assert_eq!(
-                r[0].kind,
-                ReportKind::NotAllocationStart,
-                "Kmem {size}: {r:?}"
-            );
-            assert_eq!(r[0].ptr, p as usize, "Kmem {size}");
-        } else {
-            assert_double_free(&r, p, &format!("Kmem {size}"));
-        }
+        assert_double_free(&r, p, &format!("Kmem {size}"));
         let q: Vec<_> = (0..32).map(|_| unsafe { a.alloc(l) }).collect();
         let distinct: HashSet<_> = q.iter().map(|&x| x as usize).collect();
         assert_eq!(

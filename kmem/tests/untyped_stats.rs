@@ -14,7 +14,8 @@ kmem::malloc_define!(M_TYPED, "typedtest", "typed blocks beside untyped ones");
 #[test]
 fn untyped_line_counts_global_alloc_blocks_and_not_typed_ones() {
     let small = Layout::from_size_align(3000, 8).unwrap(); // class 3072
-    let large = Layout::from_size_align(200 << 10, 8).unwrap(); // 50 pages
+                                                           // 50 pages, rounded up to the 224 KiB large class (56 pages).
+    let large = Layout::from_size_align(200 << 10, 8).unwrap();
     let before = malloc_untyped_stats();
     let s: Vec<*mut u8> = (0..1000).map(|_| unsafe { Kmem.alloc(small) }).collect();
     let l: Vec<*mut u8> = (0..10).map(|_| unsafe { Kmem.alloc(large) }).collect();
@@ -33,7 +34,7 @@ fn untyped_line_counts_global_alloc_blocks_and_not_typed_ones() {
     assert_eq!(held.in_use - before.in_use, 1010, "{before:?} -> {held:?}");
     assert_eq!(
         held.bytes - before.bytes,
-        1000 * 3072 + 10 * (200 << 10),
+        1000 * 3072 + 10 * (224 << 10),
         "{before:?} -> {held:?}"
     );
     assert_eq!(held.requests - before.requests, 1010);

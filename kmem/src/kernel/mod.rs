@@ -45,7 +45,7 @@ pub(crate) mod wiring;
 pub(crate) use pages::{arena_free, arena_pages, charged, vflags};
 #[cfg(not(any(loom, feature = "invariants")))]
 pub(crate) use qcache::QCACHE_PAGES;
-pub(crate) use qcache::{qcache_zones, QCACHE, QCACHE_MAX};
+pub(crate) use qcache::{lcache_zone, qcache_zones, QCACHE, QCACHE_MAX};
 #[cfg(not(loom))]
 pub(crate) use wiring::BootLock;
 
@@ -54,11 +54,11 @@ use core::ptr;
 use uma::{Uma, Zone, ZoneArgs};
 use vmem::Arena;
 
-use crate::classes::{class_align, CLASS_NAMES, CLASS_SIZES, NCLASSES};
+use crate::classes::{class_align, CLASS_NAMES, CLASS_SIZES, LARGE_CLASS_PAGES, NCLASSES};
 use crate::os::{self, CHUNK_SIZE, PAGE_SIZE};
 use crate::pagemeta;
 use crate::sync::plain::{AtomicPtr, AtomicU8, Ordering};
-use qcache::{qcache_import, qcache_release, QCACHE_NAMES};
+use qcache::{lcache_import, qcache_import, qcache_release, LCACHE, LCACHE_NAMES, QCACHE_NAMES};
 use wiring::{KernelPages, Sources, Spec, StaticCell, Wiring};
 
 /// The kernel arena imports address space from the OS this much at a time.
@@ -303,7 +303,8 @@ fn build_classes(
     ))
 }
 
-/// The kernel arena's quantum-cache zones (UMA cache-only zones).
+/// The kernel arena's quantum-cache zones and the large classes' cache
+/// zones (UMA cache-only zones).
 fn build_qcache(uma: &'static uma::Uma) -> bool {
     for (class, name) in QCACHE_NAMES.iter().enumerate().skip(1) {
         let Some(z) = uma.create_cache(&uma::CacheArgs {
@@ -320,6 +321,22 @@ fn build_qcache(uma: &'static uma::Uma) -> bool {
             return false;
         };
         QCACHE.zones[class].store(z as *const Zone as *mut Zone, Ordering::Release);
+    }
+    for (c, name) in LCACHE_NAMES.iter().enumerate() {
+        let Some(z) = uma.create_cache(&uma::CacheArgs {
+            name,
+            size: LARGE_CLASS_PAGES[c] * PAGE_SIZE,
+            import: lcache_import,
+            release: qcache_release,
+            arg: LARGE_CLASS_PAGES[c],
+            ctor: None,
+            dtor: None,
+            flags: uma::ZoneFlags::NONE,
+            bucket_size: None,
+        }) else {
+            return false;
+        };
+        LCACHE[c].store(z as *const Zone as *mut Zone, Ordering::Release);
     }
     true
 }

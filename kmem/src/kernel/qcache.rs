@@ -5,6 +5,7 @@ use core::ptr::{self, NonNull};
 
 use vmem::{Arena, Constraints};
 
+use crate::classes::NLARGE;
 use crate::os::{self, PAGE_SIZE};
 use crate::sync::plain::{AtomicPtr, Ordering};
 use crate::Flags;
@@ -50,9 +51,38 @@ pub(crate) const QCACHE_NAMES: [&str; QCACHE_PAGES + 1] = [
     "kva qc 64K",
 ];
 
-/// The quantum-cache zones that exist.
+/// The page-cache zones that exist: the quantum cache's and the large
+/// classes' (every zone whose items are ranges of the kernel arena).
 pub(crate) fn qcache_zones() -> impl Iterator<Item = &'static Zone> {
-    (1..=QCACHE_PAGES).filter_map(|c| QCACHE.zone(c))
+    (1..=QCACHE_PAGES)
+        .filter_map(|c| QCACHE.zone(c))
+        .chain((0..NLARGE).filter_map(lcache_zone))
+}
+
+/// The large classes' cache zones (see [`LARGE_CLASS_PAGES`]): one UMA
+/// cache-only zone per class, its items ranges of the class's pages taken
+/// from the kernel arena, as the quantum cache's are (`malloc::large_alloc`
+/// and `large_free`, the fast road of `fast_large`).
+pub(crate) static LCACHE: [AtomicPtr<Zone>; NLARGE] =
+    [const { AtomicPtr::new(ptr::null_mut()) }; NLARGE];
+
+pub(crate) const LCACHE_NAMES: [&str; NLARGE] = [
+    "large 80K",
+    "large 96K",
+    "large 112K",
+    "large 128K",
+    "large 160K",
+    "large 192K",
+    "large 224K",
+    "large 256K",
+];
+
+/// The cache zone of large class `c`, once built.
+#[inline]
+pub(crate) fn lcache_zone(c: usize) -> Option<&'static Zone> {
+    let z = LCACHE.get(c)?.load(Ordering::Acquire);
+    // SAFETY: set once to a zone that is never destroyed.
+    (!z.is_null()).then(|| unsafe { &*z })
 }
 
 impl KernelQCache {
@@ -75,16 +105,16 @@ impl vmem::QuantumCache for KernelQCache {
             // given up by its owner: a valid item of the cache zone.
             (Some(z), Some(p)) => unsafe { z.free(p) },
             _ => {
+                crate::pagemeta::set_head(addr, 0);
                 let _ = arena.xfree(addr, class * PAGE_SIZE);
             }
         }
     }
 
     fn drain(&self, _arena: &Arena<'_>) {
-        for class in 1..=QCACHE_PAGES {
-            if let Some(z) = self.zone(class) {
-                z.reclaim(uma::Reclaim::Drain);
-            }
+        // The large classes' ranges too: the arena is out of space.
+        for z in qcache_zones() {
+            z.reclaim(uma::Reclaim::Drain);
         }
     }
 }
@@ -113,12 +143,39 @@ pub(crate) fn qcache_import(class: usize, store: &mut [*mut u8], _flags: Flags) 
     n
 }
 
-/// Cache-zone release: unback (free arena pages read as zero) and free.
+/// Large-class cache-zone import: `pages`-page ranges from the arena,
+/// first where a recent free left dirty pages (no page faults on reuse,
+/// see `dirty::reuse`), then anywhere.
+pub(crate) fn lcache_import(pages: usize, store: &mut [*mut u8], _flags: Flags) -> usize {
+    let Some(a) = super::WIRING.arena() else {
+        return 0;
+    };
+    let bytes = pages * PAGE_SIZE;
+    let mut n = 0;
+    for slot in store.iter_mut() {
+        let got = crate::dirty::reuse(a, bytes, false).or_else(|| {
+            a.xalloc(bytes, &Constraints::NONE, vmem::Flags::NOWAIT)
+                .ok()
+        });
+        let Some(addr) = got else { break };
+        // Cached ranges are dirty anyway; just unlabel them.
+        crate::dirty::taken(addr, pages, 0, false);
+        *slot = addr as *mut u8;
+        n += 1;
+    }
+    n
+}
+
+/// Cache-zone release (the quantum cache's and the large classes'):
+/// `class` is the items' page count. Unback (free arena pages read as zero) and free.
 pub(crate) fn qcache_release(class: usize, items: &[*mut u8]) {
     let Some(a) = super::WIRING.arena() else {
         return;
     };
     for &p in items {
+        // A range freed into the cache has its head labelled so (see
+        // `pagemeta::TAG_CACHED`); every free arena page's word is 0.
+        crate::pagemeta::set_head(p as usize, 0);
         // SAFETY: a cached range nobody uses: whole pages of ours.
         unsafe { os::unback(p as usize, class * PAGE_SIZE) };
         let _ = a.xfree(p as usize, class * PAGE_SIZE);

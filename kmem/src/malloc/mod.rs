@@ -35,10 +35,10 @@ use core::ptr::{self, NonNull};
 use crate::sync::plain::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use crossbeam_utils::{Backoff, CachePadded};
 
-use crate::classes::{class_of, CLASS_NAMES, CLASS_SIZES};
-use crate::kernel::{arena_pages, charged, kernel, vflags, Kernel, QCACHE_MAX};
-use crate::os::{round_page, PAGE_SIZE};
-use crate::pagemeta::{self, TAG_LARGE, TAG_LARGE_X, TAG_MASK, TAG_SLAB};
+use crate::classes::{class_of, large_class_exact, large_pages, CLASS_NAMES, CLASS_SIZES};
+use crate::kernel::{arena_pages, charged, kernel, lcache_zone, vflags, Kernel, QCACHE_MAX};
+use crate::os::PAGE_SIZE;
+use crate::pagemeta::{self, TAG_CACHED, TAG_LARGE, TAG_LARGE_X, TAG_MASK, TAG_SLAB};
 use crate::report::{report, Report, ReportKind};
 use crate::Flags;
 
@@ -93,6 +93,8 @@ pub(crate) fn owner_of(k: &Kernel, ptr: usize, op: &'static str) -> Option<Owner
             Some(Owner::Class(c))
         }
         TAG_LARGE | TAG_LARGE_X if ptr % PAGE_SIZE == 0 => Some(Owner::Large(word >> 3)),
+        // A freed large block waiting in a page cache.
+        TAG_CACHED if ptr % PAGE_SIZE == 0 => bad(ReportKind::DoubleFree, "large"),
         _ if word == pagemeta::WORD_INTERNAL => bad(ReportKind::InternalMemory, ""),
         // A page of a freed large block that still has its data (see
         // `dirty`): freed already, most likely by this same pointer.
@@ -104,11 +106,14 @@ pub(crate) fn owner_of(k: &Kernel, ptr: usize, op: &'static str) -> Option<Owner
 
 // ---------------------------------------------------------------- untyped core
 
-/// Whole pages from the kernel arena, labelled with their page count.
-/// Up to [`QCACHE_MAX`] bytes (page aligned) they come through the arena's
-/// quantum cache and may hold old data, so `ZERO` clears them; larger
-/// blocks are clean arena pages (zero already) or dirty ones kept from a
-/// recent free, and `ZERO` clears only the dirty ones (see `dirty`).
+/// Whole pages from the kernel arena, labelled with their page count
+/// ([`large_pages`]: a block of 64-256 KiB is rounded up to its large
+/// class). Up to [`QCACHE_MAX`] bytes (page aligned) they come through the
+/// arena's quantum cache and may hold old data, so `ZERO` clears them; a
+/// large class's blocks come from its cache zone, but for `ZERO`; larger
+/// blocks (and zero-filled ones of a class) are clean arena pages (zero
+/// already) or dirty ones kept from a recent free, and `ZERO` clears only
+/// the dirty ones (see `dirty`).
 /// `WAITOK` sleeps at the memory limit (and in the arena) until memory is
 /// freed.
 pub(crate) fn large_alloc(
@@ -119,24 +124,42 @@ pub(crate) fn large_alloc(
 ) -> Option<NonNull<u8>> {
     let zero = flags.contains(Flags::ZERO);
     let vf = vflags(flags);
-    let bytes = round_page(size.max(1))?;
+    let n = large_pages(size, align)?;
+    let bytes = n * PAGE_SIZE;
     // No block larger than memory plus swap, and no alignment beyond 1 GiB
     // (an aligned import reserves twice the alignment of address space).
     if bytes > crate::os::max_request() || !align.is_power_of_two() || align > MAX_ALIGN {
         return None;
     }
-    let n = bytes / PAGE_SIZE;
     let mut word = pagemeta::large_word(n);
+    let lcache = match large_class_exact(n) {
+        Some(c) if align <= PAGE_SIZE && !zero => lcache_zone(c),
+        _ => None,
+    };
     let addr = if bytes <= QCACHE_MAX && align <= PAGE_SIZE {
         // Charged here (the quantum cache's own ranges are not).
         let addr = charged(bytes, vf, |_| k.arena.alloc(bytes, vf))?;
-        // A quantum-cache miss takes arena pages: unlabel any dirty ones.
+        // A range freed into the cache has its head labelled so; a
+        // quantum-cache miss takes arena pages: unlabel any dirty ones.
+        pagemeta::set_head(addr, 0);
         crate::dirty::taken(addr, n, 0, false);
         if zero {
             // SAFETY: `bytes` bytes of ours, just allocated.
             unsafe { ptr::write_bytes(addr as *mut u8, 0, bytes) };
         }
         addr
+    } else if let Some(z) = lcache {
+        // A range of the class from its cache zone (charged here, as the
+        // quantum cache's). A zero-filled block takes arena pages instead
+        // (below): clean ones read as zero already, and its class cache
+        // would have it write zeros over every page.
+        charged(bytes, vf, |_| {
+            z.alloc(Flags::NOWAIT)
+                .map(|p| p.as_ptr() as usize)
+                .ok_or(vmem::Error::NoMemory {
+                    arena: vmem::Name::new(z.name()),
+                })
+        })?
     } else {
         if bytes <= QCACHE_MAX {
             // Over-aligned: not through the quantum cache, nor back.
@@ -156,10 +179,10 @@ pub(crate) fn large_handout(addr: usize, n: usize, word: usize) -> Option<NonNul
     NonNull::new(addr as *mut u8)
 }
 
-/// The bookkeeping of a large block of `n` pages (at most the quantum
-/// cache's) that the fast road put back in the thread's cache of the
-/// quantum-cache zone of its size (`fast::free_large`), its head word
-/// claimed: counted and uncharged as [`large_free`] does.
+/// The bookkeeping of a large block of `n` pages that the fast road put
+/// back in the thread's cache of the page-cache zone of its size (the
+/// quantum cache's or its large class's, `fast_large::free_large`), its
+/// head word claimed: counted and uncharged as [`large_free`] does.
 #[cfg(not(any(loom, feature = "invariants")))]
 pub(crate) fn large_cached_release(n: usize) {
     large_freed(n);
@@ -187,7 +210,7 @@ fn grows_a_little(old: usize, new: usize) -> bool {
 /// that it can grow in place later; `None` when no free range is that
 /// large now (nothing imported, no reclaim: the caller allocates as usual).
 fn large_alloc_with_room(k: &Kernel, size: usize, room: usize) -> Option<NonNull<u8>> {
-    let bytes = round_page(size)?;
+    let bytes = large_pages(size, PAGE_SIZE)? * PAGE_SIZE;
     if bytes <= QCACHE_MAX || bytes > crate::os::max_request() {
         return None;
     }
@@ -219,7 +242,7 @@ pub(crate) fn realloc_target(
     align: usize,
     flags: Flags,
 ) -> Option<NonNull<u8>> {
-    let bytes = round_page(size)?;
+    let bytes = large_pages(size, align)? * PAGE_SIZE;
     if bytes <= QCACHE_MAX
         || bytes > crate::os::max_request()
         || align > PAGE_SIZE
@@ -274,8 +297,9 @@ pub(crate) fn large_bytes_in_use() -> usize {
     LARGE_PAGES.load(Ordering::Relaxed) as usize * PAGE_SIZE
 }
 
-/// Gives a large block back: small ones to the quantum cache, others to
-/// the arena with their pages kept for reuse (both dirty; see `dirty`).
+/// Gives a large block back: small ones to the quantum cache, those of a
+/// large class's pages to its cache zone, others to the arena with their
+/// pages kept for reuse (all dirty; see `dirty`).
 ///
 /// # Safety
 ///
@@ -284,13 +308,27 @@ pub(crate) unsafe fn large_free(k: &Kernel, addr: usize, n: usize) {
     let bytes = n * PAGE_SIZE;
     large_freed(n);
     let direct = pagemeta::lookup(addr) & TAG_MASK == TAG_LARGE_X;
-    pagemeta::set(addr, 1, 0);
+    let lcache = match large_class_exact(n) {
+        Some(c) if !direct => lcache_zone(c),
+        _ => None,
+    };
+    // Into a page cache (the quantum cache's or the class's) its head is
+    // labelled cached (a second free is then a double free); to the arena
+    // its head is cleared, as every free arena page's word is.
+    let cached = (bytes <= QCACHE_MAX && !direct) || lcache.is_some();
+    pagemeta::set(addr, 1, if cached { pagemeta::cached_word(n) } else { 0 });
     if bytes <= QCACHE_MAX && !direct {
         if let Err(e) = k.arena.free(addr, bytes) {
             crate::report::fatal(format_args!(
                 "kmem: freeing {bytes} bytes at {addr:#x}: {e}"
             ));
         }
+        crate::pressure::uncharge(bytes);
+    } else if let Some(z) = lcache {
+        // SAFETY: the caller's promise: a live range of the arena of the
+        // class's pages (every such block is one: see `large_pages`), given
+        // up, its page words clear: an item of the class's cache zone.
+        unsafe { z.free(NonNull::new_unchecked(addr as *mut u8)) };
         crate::pressure::uncharge(bytes);
     } else {
         // SAFETY: the caller's promise.
@@ -380,7 +418,7 @@ fn realloc_large_in_place(k: &Kernel, ptr: usize, n: usize, size: usize, align: 
     if class_of(size, align).is_some() || ptr % align != 0 {
         return false;
     }
-    let Some(want) = round_page(size) else {
+    let Some(want) = large_pages(size, align).map(|p| p * PAGE_SIZE) else {
         return false;
     };
     let old = n * PAGE_SIZE;
@@ -516,9 +554,7 @@ pub(crate) fn usable_size_untyped(ptr: *const u8, op: &'static str) -> usize {
 fn fits_in_place(owner: Owner, size: usize, align: usize, ptr: usize) -> bool {
     match (owner, class_of(size, align)) {
         (Owner::Class(c), Some(n)) => c == n,
-        (Owner::Large(n), None) => {
-            round_page(size.max(1)) == Some(n * PAGE_SIZE) && ptr % align == 0
-        }
+        (Owner::Large(n), None) => large_pages(size, align) == Some(n) && ptr % align == 0,
         _ => false,
     }
 }
@@ -627,7 +663,7 @@ fn tag_of(ty: &'static MallocType) -> u64 {
 /// What malloc(9) asks the zones for to serve `size` bytes: room for the
 /// tag behind them (with `invariants`; `size` itself without).
 #[inline(always)]
-fn typed_request(size: usize) -> Option<usize> {
+pub(crate) fn typed_request(size: usize) -> Option<usize> {
     if MALLOC_TAG_BYTES == 0 {
         Some(size)
     } else {
@@ -781,7 +817,7 @@ pub fn malloc_aligned(
         Some(c) => (crate::fast::class_alloc(k, c, flags)?, Owner::Class(c)),
         None => {
             let p = large_alloc(k, req, align, flags)?;
-            (p, Owner::Large(round_page(req.max(1))? / PAGE_SIZE))
+            (p, Owner::Large(large_pages(req, align)?))
         }
     };
     ty.account_alloc(owner);

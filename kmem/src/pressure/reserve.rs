@@ -83,9 +83,13 @@ impl Reservation {
     /// boundary tags).
     pub fn cost(size: usize) -> Option<usize> {
         let k = kernel()?;
+        // What malloc(9) asks its zone for (with `invariants`, the type
+        // tag's bytes more: a large block may then round up to the next
+        // large class).
+        let size = crate::malloc::typed_request(size)?;
         let base = match class_of(size, 1) {
             Some(c) => k.slab_size[c],
-            None => round_page(size.max(1))?,
+            None => crate::classes::large_pages(size, 1)? * crate::os::PAGE_SIZE,
         };
         base.checked_add(META_ALLOWANCE)
     }

@@ -206,7 +206,7 @@ pub fn class_of(size: usize, align: usize) -> Option<usize> {
 /// (16: 64 KiB); the large classes start above it.
 const QC_PAGES: usize = vmem::QCACHE_MAX_CLASSES;
 /// Pages of the largest large class.
-const LARGE_MAX_PAGES: usize = 64;
+pub(crate) const LARGE_MAX_PAGES: usize = 64;
 /// Number of large classes: four per doubling from 17 to
 /// [`LARGE_MAX_PAGES`] pages.
 pub(crate) const NLARGE: usize = 8;

@@ -130,7 +130,9 @@ fn resize_large(ptr: *mut u8, old_size: usize, new_size: usize, align: usize) ->
     ) else {
         return false;
     };
-    pagemeta::lookup(ptr as usize) == pagemeta::large_word(n)
+    let word = pagemeta::lookup(ptr as usize);
+    pagemeta::is_large(word)
+        && word >> 3 == n
         && crate::malloc::large_resize(k, ptr as usize, n, new * PAGE_SIZE)
 }
 

@@ -68,11 +68,16 @@ pub(crate) const SLAB_SHIFT: u32 = 6;
 pub(crate) const TAG_LARGE: usize = 2;
 pub(crate) const WORD_INTERNAL: usize = 3;
 pub(crate) const WORD_KVA: usize = 4;
-/// The head of a large block of at most the quantum cache's size that was
-/// taken from the arena directly (over-aligned), so that its free goes
-/// back there and not into the quantum cache, whose allocations never ask
-/// for such blocks (they piled up there: 520 MB of address space in a
-/// `posix_memalign` churn).
+/// The head of a large block of at most a page cache's size (the quantum
+/// cache's or a large class's, 256 KiB) that was taken from the arena
+/// directly (over-aligned, zero-filled, placed by `realloc`, resized in
+/// place), so that its free goes back there and not into a page cache:
+/// the caches hold only the ranges they imported. Over-aligned blocks
+/// piled up in the quantum cache, whose allocations never ask for such
+/// blocks (520 MB of address space in a `posix_memalign` churn); blocks
+/// that `realloc` grew in the arena's dirty ranges, cached when they
+/// moved on, pinned pieces of those ranges that the arena could no longer
+/// coalesce (`bsdalloc::patterns` `buffers`: 181 MB peak instead of 154).
 pub(crate) const TAG_LARGE_X: usize = 6;
 /// The head of a large block freed into a page cache (the quantum cache
 /// or a large class's cache zone), where it waits, still a range taken
@@ -548,6 +553,18 @@ pub(crate) const fn large_word_x(npages: usize) -> usize {
 #[inline]
 pub(crate) const fn cached_word(npages: usize) -> usize {
     (npages << 3) | TAG_CACHED
+}
+
+/// The head word of a large block of `npages` taken from the arena
+/// directly: [`TAG_LARGE_X`] up to the page caches' largest blocks, a
+/// plain large word above (no cache serves those).
+#[inline]
+pub(crate) const fn direct_word(npages: usize) -> usize {
+    if npages <= crate::classes::LARGE_MAX_PAGES {
+        large_word_x(npages)
+    } else {
+        large_word(npages)
+    }
 }
 
 /// Whether `word` is the head of a large block (either kind).

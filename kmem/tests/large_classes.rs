@@ -116,6 +116,24 @@ fn large_class_blocks() {
         assert!(unsafe { kmem::raw::free(c) });
     }
 
+    // The class caches hold only the ranges they imported: a block of a
+    // class's pages that the arena gave directly (zero-filled here; also
+    // over-aligned, placed by realloc, resized in place) goes back to the
+    // arena, its pages listed dirty, when freed; one from the cache goes
+    // back to the cache. (Cached ranges that realloc had placed in the
+    // arena's dirty ranges split them for good.)
+    let l = Layout::from_size_align(96 << 10, 8).unwrap();
+    let z = unsafe { A.alloc_zeroed(l) };
+    let before = kmem::dirty_stats().dirty;
+    unsafe { A.dealloc(z, l) };
+    assert_eq!(kmem::dirty_stats().dirty, before + (96 << 10));
+    let p = unsafe { A.alloc(l) };
+    let before = kmem::dirty_stats().dirty;
+    unsafe { A.dealloc(p, l) };
+    assert_eq!(kmem::dirty_stats().dirty, before);
+    assert_eq!(unsafe { A.alloc(l) }, p, "the 96 KiB class's cache");
+    unsafe { A.dealloc(p, l) };
+
     // Over-aligned blocks keep their own page count.
     let l = Layout::from_size_align(100_000, 8 * PAGE).unwrap();
     let p = unsafe { A.alloc(l) };

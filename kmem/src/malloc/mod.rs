@@ -161,10 +161,8 @@ pub(crate) fn large_alloc(
                 })
         })?
     } else {
-        if bytes <= QCACHE_MAX {
-            // Over-aligned: not through the quantum cache, nor back.
-            word = pagemeta::large_word_x(n);
-        }
+        // Over-aligned or zero-filled: not through a page cache, nor back.
+        word = pagemeta::direct_word(n);
         arena_pages(k.arena, bytes, align.max(PAGE_SIZE), vf, 0, zero)?
     };
     large_handout(addr, n, word)
@@ -223,7 +221,7 @@ fn large_alloc_with_room(k: &Kernel, size: usize, room: usize) -> Option<NonNull
     };
     let n = bytes / PAGE_SIZE;
     crate::dirty::taken(addr, n, 0, false);
-    large_handout(addr, n, pagemeta::large_word(n))
+    large_handout(addr, n, pagemeta::direct_word(n))
 }
 
 /// A new place for a block that `realloc` moves to grow it to `size`
@@ -279,7 +277,7 @@ pub(crate) fn realloc_target(
     };
     let n = bytes / PAGE_SIZE;
     crate::dirty::taken(addr, n, 0, false);
-    large_handout(addr, n, pagemeta::large_word(n))
+    large_handout(addr, n, pagemeta::direct_word(n))
 }
 
 /// The largest alignment a large block may ask for.
@@ -387,7 +385,8 @@ pub(crate) fn large_resize(k: &Kernel, addr: usize, n: usize, bytes: usize) -> b
         crate::pressure::uncharge(old - bytes);
         LARGE_PAGES.fetch_sub(((old - bytes) / PAGE_SIZE) as u64, Ordering::Relaxed);
     }
-    pagemeta::set(addr, 1, pagemeta::large_word(bytes / PAGE_SIZE));
+    // Resized in the arena: no page cache's range any more.
+    pagemeta::set(addr, 1, pagemeta::direct_word(bytes / PAGE_SIZE));
     RESIZED.fetch_add(1, Ordering::Relaxed);
     true
 }

@@ -70,7 +70,7 @@ use sync::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use crate::classes::class_of;
 use crate::kernel::{kernel, Kernel};
-use crate::pagemeta::{self, TAG_LARGE, TAG_MASK};
+use crate::pagemeta;
 use crate::Flags;
 
 pub use heap::{HeapProfile, StackFrame, StackProfile};
@@ -348,7 +348,7 @@ pub(crate) unsafe fn free_if_sampled(ptr: *mut u8) -> bool {
 #[inline(never)]
 unsafe fn free_if_sampled_page(ptr: *mut u8) -> bool {
     let word = pagemeta::lookup(ptr as usize);
-    if word & TAG_MASK != TAG_LARGE || table::TABLE.remove(ptr as usize).is_none() {
+    if !pagemeta::is_large(word) || table::TABLE.remove(ptr as usize).is_none() {
         return false;
     }
     let Some(k) = kernel() else { return false };
@@ -373,7 +373,7 @@ pub(crate) unsafe fn realloc_if_sampled(
         return None;
     }
     let word = pagemeta::lookup(ptr as usize);
-    if word & TAG_MASK != TAG_LARGE || !table::TABLE.contains(ptr as usize) {
+    if !pagemeta::is_large(word) || !table::TABLE.contains(ptr as usize) {
         return None;
     }
     let old = (word >> 3) * crate::PAGE_SIZE;

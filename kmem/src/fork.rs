@@ -26,7 +26,9 @@
 //!    arena lock comes before every zone and keg lock; then the
 //!    **metadata arena** lock (it imports from and releases to the kernel
 //!    arena with its own lock dropped, so the two arena locks are never
-//!    held together), then the lock of vmem's **standalone tag pool**, the
+//!    held together), then the **large classes' arena** lock (the same
+//!    with the kernel arena; its tags come from the btag zone, as the
+//!    kernel arena's), then the lock of vmem's **standalone tag pool**, the
 //!    metadata arena's tag source (taken with that arena's lock held; it
 //!    takes no other lock);
 //! 4. UMA's per-thread cache registry lock (held while caches are linked,
@@ -146,6 +148,9 @@ extern "C" fn prepare() {
         uma::fork::prepare_lists();
         k.arena.fork_prepare();
         k.meta.fork_prepare();
+        if let Some(a) = kernel::lc_arena() {
+            a.fork_prepare();
+        }
         vmem::STANDALONE_TAGS.fork_prepare();
         uma::fork::prepare_zones();
         let h = &mut *HELD.0.get();
@@ -179,6 +184,9 @@ extern "C" fn parent() {
     unsafe {
         release_own_locks();
         vmem::STANDALONE_TAGS.fork_parent();
+        if let Some(a) = kernel::lc_arena() {
+            a.fork_parent();
+        }
         k.meta.fork_parent();
         k.arena.fork_parent();
         uma::fork::parent();
@@ -193,6 +201,9 @@ extern "C" fn child() {
     unsafe {
         release_own_locks();
         vmem::STANDALONE_TAGS.fork_child();
+        if let Some(a) = kernel::lc_arena() {
+            a.fork_child();
+        }
         k.meta.fork_child();
         k.arena.fork_child();
         uma::fork::child();

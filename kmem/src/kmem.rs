@@ -20,7 +20,8 @@ pub fn kmem_malloc(size: usize, flags: Flags) -> Option<NonNull<u8>> {
     }
     let k = kernel()?;
     let addr = arena_pages(k.arena, bytes, PAGE_SIZE, vflags(flags), 0, true)?;
-    pagemeta::set(addr, 1, pagemeta::large_word(bytes / PAGE_SIZE));
+    // (Not a large class's block: a free of it goes back to the arena.)
+    pagemeta::set(addr, 1, pagemeta::direct_word(bytes / PAGE_SIZE));
     NonNull::new(addr as *mut u8)
 }
 
@@ -38,8 +39,8 @@ pub unsafe fn kmem_free(ptr: NonNull<u8>, size: usize) {
     };
     let addr = ptr.as_ptr() as usize;
     let word = pagemeta::lookup(addr);
-    if word != pagemeta::large_word(bytes / PAGE_SIZE) {
-        let kind = if word & pagemeta::TAG_MASK == pagemeta::TAG_LARGE {
+    if word != pagemeta::direct_word(bytes / PAGE_SIZE) {
+        let kind = if pagemeta::is_large(word) {
             ReportKind::WrongSize
         } else {
             ReportKind::NotAllocationStart

@@ -72,12 +72,12 @@ pub(crate) const WORD_KVA: usize = 4;
 /// cache's or a large class's, 256 KiB) that was taken from the arena
 /// directly (over-aligned, zero-filled, placed by `realloc`, resized in
 /// place), so that its free goes back there and not into a page cache:
-/// the caches hold only the ranges they imported. Over-aligned blocks
-/// piled up in the quantum cache, whose allocations never ask for such
-/// blocks (520 MB of address space in a `posix_memalign` churn); blocks
-/// that `realloc` grew in the arena's dirty ranges, cached when they
-/// moved on, pinned pieces of those ranges that the arena could no longer
-/// coalesce (`bsdalloc::patterns` `buffers`: 181 MB peak instead of 154).
+/// the caches hold only the ranges they imported. A large class's cache
+/// gives its ranges back to the large classes' arena, not to the kernel
+/// arena (`kernel::qcache`): a kernel-arena block in it would be lost.
+/// Over-aligned blocks piled up in the quantum cache, whose allocations
+/// never ask for such blocks (520 MB of address space in a
+/// `posix_memalign` churn).
 pub(crate) const TAG_LARGE_X: usize = 6;
 /// The head of a large block freed into a page cache (the quantum cache
 /// or a large class's cache zone), where it waits, still a range taken

@@ -26,7 +26,9 @@ pub struct Stats {
     pub allocated: usize,
     /// Bytes of pages the kernel arena has handed out: slabs (with their
     /// free items and per-thread caches), large blocks, `kmem_malloc` and
-    /// quantum-cached ranges, and the chunks the metadata arena imported.
+    /// quantum-cached ranges, and the chunks the metadata arena imported;
+    /// and those the large classes' arena has handed out (the large
+    /// classes' blocks, cached or not).
     /// `active - allocated` is what caches, slab fragmentation and
     /// metadata chunks hold.
     pub active: usize,
@@ -99,7 +101,7 @@ pub fn stats() -> Option<Stats> {
     crate::malloc::for_each_malloc_type(|t| allocated += t.stats().bytes);
     Some(Stats {
         allocated: allocated as usize,
-        active: arena.inuse,
+        active: arena.inuse + crate::kernel::lc_arena().map_or(0, |a| a.stats().inuse),
         resident: os.resident,
         mapped: os.mapped,
         metadata: page_meta + boot_used + meta.inuse,
@@ -227,7 +229,20 @@ pub fn write_arena_stats(w: &mut dyn fmt::Write) -> fmt::Result {
         m.largest_free / 1024,
         m.busy_segments,
         m.free_segments
-    )
+    )?;
+    match crate::kernel::lc_arena().map(|a| a.stats()) {
+        Some(l) => writeln!(
+            w,
+            "{}: size {} KiB (chunks of its own), in use {} KiB, largest free {} KiB, {} busy / {} free segments",
+            l.name,
+            l.size / 1024,
+            l.inuse / 1024,
+            l.largest_free / 1024,
+            l.busy_segments,
+            l.free_segments
+        ),
+        None => Ok(()),
+    }
 }
 
 /// Writes the OS figures.

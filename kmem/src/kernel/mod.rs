@@ -45,7 +45,7 @@ pub(crate) mod wiring;
 pub(crate) use pages::{arena_free, arena_pages, charged, vflags};
 #[cfg(not(any(loom, feature = "invariants")))]
 pub(crate) use qcache::QCACHE_PAGES;
-pub(crate) use qcache::{lcache_zone, qcache_zones, QCACHE, QCACHE_MAX};
+pub(crate) use qcache::{lc_arena, lcache_zone, qcache_zones, QCACHE, QCACHE_MAX};
 #[cfg(not(loom))]
 pub(crate) use wiring::BootLock;
 
@@ -58,7 +58,10 @@ use crate::classes::{class_align, CLASS_NAMES, CLASS_SIZES, LARGE_CLASS_PAGES, N
 use crate::os::{self, CHUNK_SIZE, PAGE_SIZE};
 use crate::pagemeta;
 use crate::sync::plain::{AtomicPtr, AtomicU8, Ordering};
-use qcache::{lcache_import, qcache_import, qcache_release, LCACHE, LCACHE_NAMES, QCACHE_NAMES};
+use qcache::{
+    build_lc_arena, lcache_import, lcache_release, qcache_import, qcache_release, LCACHE,
+    LCACHE_NAMES, QCACHE_NAMES,
+};
 use wiring::{KernelPages, Sources, Spec, StaticCell, Wiring};
 
 /// The kernel arena imports address space from the OS this much at a time.
@@ -322,12 +325,15 @@ fn build_qcache(uma: &'static uma::Uma) -> bool {
         };
         QCACHE.zones[class].store(z as *const Zone as *mut Zone, Ordering::Release);
     }
+    if !build_lc_arena(&SOURCES.bt_tags) {
+        return false;
+    }
     for (c, name) in LCACHE_NAMES.iter().enumerate() {
         let Some(z) = uma.create_cache(&uma::CacheArgs {
             name,
             size: LARGE_CLASS_PAGES[c] * PAGE_SIZE,
             import: lcache_import,
-            release: qcache_release,
+            release: lcache_release,
             arg: LARGE_CLASS_PAGES[c],
             ctor: None,
             dtor: None,

@@ -143,33 +143,115 @@ pub(crate) fn qcache_import(class: usize, store: &mut [*mut u8], _flags: Flags) 
     n
 }
 
-/// Large-class cache-zone import: `pages`-page ranges from the arena
-/// (instant fit). Not first from the dirty lists (`dirty::reuse`, the
-/// smallest listed range that fits): the cache keeps its ranges, and
-/// carved from the ranges a program's big freed blocks left there, they
-/// split those for good (`bsdalloc::patterns` `buffers`: 182 MB peak
-/// against 152, and more page faults, not fewer).
+// ---------------------------------------------------------------- large classes
+
+/// The large classes' arena ("kmem large classes"): the ranges of the
+/// large classes' cache zones, in chunks of its own mapped from the OS
+/// (registered in the page metadata as the kernel arena's are), unmapped
+/// when wholly free.
+///
+/// Apart from the kernel arena because the caches keep their ranges for
+/// as long as they are cached: in the kernel arena those pinned pieces of
+/// the spans and free ranges that big freed blocks leave, which the arena
+/// could then no longer coalesce, retain whole or reuse, and the next big
+/// block took fresh pages instead of dirty ones. Taken from the dirty
+/// lists, `bsdalloc::patterns` `buffers` (vectors grown to 16 MiB by
+/// `realloc`) peaked at 182 MB instead of 152; taken by instant or best
+/// fit, the workload `malloc-large` (8 live blocks of 64 KiB-8 MiB, every
+/// page written) faulted 41% more pages (76.5k against 54.2k) and ran 20%
+/// longer, a dozen cached ranges keeping six spans from being retained;
+/// in chunks imported from the kernel arena, 92k.
+static LC_ARENA: AtomicPtr<Arena<'static>> = AtomicPtr::new(ptr::null_mut());
+static LC_ARENA_CELL: super::wiring::StaticCell<Arena<'static>> = super::wiring::StaticCell::new();
+
+/// The large classes' arena imports this much at a time.
+const LC_IMPORT: usize = crate::os::CHUNK_SIZE;
+
+/// The large classes' arena, once built.
+pub(crate) fn lc_arena() -> Option<&'static Arena<'static>> {
+    let a = LC_ARENA.load(Ordering::Acquire);
+    // SAFETY: set once to an arena that lives for the process.
+    (!a.is_null()).then(|| unsafe { &*a })
+}
+
+/// The large classes' arena's import source: chunks mapped from the OS and
+/// registered in the page metadata (`pagemeta::is_ours`), unregistered
+/// and unmapped on release (the arena releases a span when it is wholly
+/// free, that is when the caches gave every range of it back). Every free
+/// page of the large classes' arena reads as zero: fresh, or unbacked by
+/// the release of the range it was part of. Not charged (address space:
+/// the blocks handed out are).
+struct LcChunks;
+
+impl vmem::Source for LcChunks {
+    fn import(&self, size: usize, _flags: vmem::Flags) -> Option<usize> {
+        let size = size.checked_next_multiple_of(crate::os::CHUNK_SIZE)?;
+        let base = os::map_chunks(size)?;
+        if !crate::pagemeta::register(base, size) {
+            // SAFETY: just mapped, unused.
+            unsafe { os::unmap(base, size) };
+            return None;
+        }
+        Some(base)
+    }
+
+    fn release(&self, addr: usize, size: usize) {
+        crate::dirty::unmap_span(addr, size);
+    }
+}
+
+static LC_CHUNKS: LcChunks = LcChunks;
+
+/// Builds the large classes' arena (tags from `tags`, the kernel arena's
+/// source: the btag zone). False if it could not be built.
+pub(crate) fn build_lc_arena(tags: &'static dyn vmem::TagSource) -> bool {
+    let Ok(a) = Arena::builder("kmem large classes")
+        .quantum(PAGE_SIZE)
+        .source(&LC_CHUNKS, LC_IMPORT)
+        .tag_source(tags)
+        .build()
+    else {
+        return false;
+    };
+    // SAFETY: the single building thread, once; published below.
+    let a: &'static Arena<'static> = unsafe { LC_ARENA_CELL.write(a) };
+    LC_ARENA.store(a as *const _ as *mut _, Ordering::Release);
+    true
+}
+
+/// Large-class cache-zone import: `pages`-page ranges of the large
+/// classes' arena.
 pub(crate) fn lcache_import(pages: usize, store: &mut [*mut u8], _flags: Flags) -> usize {
-    let Some(a) = super::WIRING.arena() else {
+    let Some(a) = lc_arena() else {
         return 0;
     };
     let bytes = pages * PAGE_SIZE;
     let mut n = 0;
     for slot in store.iter_mut() {
-        let got = a
-            .xalloc(bytes, &Constraints::NONE, vmem::Flags::NOWAIT)
-            .ok();
-        let Some(addr) = got else { break };
-        // Cached ranges are dirty anyway; just unlabel them.
-        crate::dirty::taken(addr, pages, 0, false);
+        let Ok(addr) = a.xalloc(bytes, &Constraints::NONE, vmem::Flags::NOWAIT) else {
+            break;
+        };
         *slot = addr as *mut u8;
         n += 1;
     }
     n
 }
 
-/// Cache-zone release (the quantum cache's and the large classes'):
-/// `class` is the items' page count. Unback (free arena pages read as zero) and free.
+/// Large-class cache-zone release: as [`qcache_release`], to the large
+/// classes' arena.
+pub(crate) fn lcache_release(pages: usize, items: &[*mut u8]) {
+    let Some(a) = lc_arena() else {
+        return;
+    };
+    for &p in items {
+        crate::pagemeta::set_head(p as usize, 0);
+        // SAFETY: a cached range nobody uses: whole pages of ours.
+        unsafe { os::unback(p as usize, pages * PAGE_SIZE) };
+        let _ = a.xfree(p as usize, pages * PAGE_SIZE);
+    }
+}
+
+/// Quantum-cache zone release: `class` is the items' page count. Unback (free arena pages read as zero) and free.
 pub(crate) fn qcache_release(class: usize, items: &[*mut u8]) {
     let Some(a) = super::WIRING.arena() else {
         return;

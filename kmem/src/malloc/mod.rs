@@ -148,18 +148,21 @@ pub(crate) fn large_alloc(
             unsafe { ptr::write_bytes(addr as *mut u8, 0, bytes) };
         }
         addr
-    } else if let Some(z) = lcache {
+    } else if let Some(addr) = lcache.and_then(|z| {
         // A range of the class from its cache zone (charged here, as the
         // quantum cache's). A zero-filled block takes arena pages instead
         // (below): clean ones read as zero already, and its class cache
-        // would have it write zeros over every page.
+        // would have it write zeros over every page; so does a request the
+        // cache cannot serve (no address space for a chunk of its own).
         charged(bytes, vf, |_| {
             z.alloc(Flags::NOWAIT)
                 .map(|p| p.as_ptr() as usize)
                 .ok_or(vmem::Error::NoMemory {
                     arena: vmem::Name::new(z.name()),
                 })
-        })?
+        })
+    }) {
+        addr
     } else {
         // Over-aligned or zero-filled: not through a page cache, nor back.
         word = pagemeta::direct_word(n);
@@ -344,6 +347,10 @@ pub(crate) unsafe fn large_free(k: &Kernel, addr: usize, n: usize) {
 pub(crate) fn large_resize(k: &Kernel, addr: usize, n: usize, bytes: usize) -> bool {
     let old = n * PAGE_SIZE;
     if old <= QCACHE_MAX || bytes <= QCACHE_MAX || bytes % PAGE_SIZE != 0 {
+        return false;
+    }
+    // A large class's range is its own arena's, not the kernel arena's.
+    if pagemeta::lookup(addr) == pagemeta::large_word(n) && large_class_exact(n).is_some() {
         return false;
     }
     if bytes > old

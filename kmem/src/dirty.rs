@@ -136,7 +136,7 @@ fn note_peak(in_use: usize, now: u64) {
 pub(crate) fn note_before_free(in_use: usize) {
     let peak = PEAK.load(Ordering::Relaxed);
     if in_use > peak {
-        note_peak(in_use, crate::os::now_ns());
+        note_peak(in_use, now());
     } else if in_use == peak && !PEAK_AGAIN.load(Ordering::Relaxed) {
         PEAK_AGAIN.store(true, Ordering::Relaxed);
     }
@@ -409,6 +409,14 @@ static SPAN_HITS: AtomicUsize = AtomicUsize::new(0);
 /// and swept the dirty bits for them.
 static SWEEPS: AtomicUsize = AtomicUsize::new(0);
 
+/// The clock of the lists' stamps, the decay and the peak: the coarse
+/// monotonic clock (a few milliseconds' tick against a decay of a second;
+/// no time-stamp-counter read). Read once per large free, and shared with
+/// the lazy timeout's tick there.
+fn now() -> u64 {
+    crate::os::coarse_now_ns()
+}
+
 fn lists() -> crate::sync::plain::MutexGuard<'static, Lists> {
     LISTS.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -423,6 +431,17 @@ fn publish(l: &Lists) {
 /// `zero`. With `word` 0 (a large block, whose caller labels its head) no
 /// page word is written: every free page's word is 0 already.
 pub(crate) fn taken(addr: usize, npages: usize, word: usize, zero: bool) {
+    taken_as(addr, npages, word, zero, true);
+}
+
+/// [`taken`] for pages [`reuse`] took: it cut them out of the list
+/// already, so the list is not walked again (the lock and a second scan
+/// of up to 256 entries per large allocation).
+pub(crate) fn taken_reused(addr: usize, npages: usize, word: usize, zero: bool) {
+    taken_as(addr, npages, word, zero, false);
+}
+
+fn taken_as(addr: usize, npages: usize, word: usize, zero: bool, listed: bool) {
     if word != 0 {
         pagemeta::set(addr, npages, word);
     }
@@ -447,7 +466,9 @@ pub(crate) fn taken(addr: usize, npages: usize, word: usize, zero: bool) {
     if dirty != 0 {
         DIRTY.fetch_sub(dirty, Ordering::Relaxed);
         REUSED.fetch_add(dirty - unbacked, Ordering::Relaxed);
-        lists().forget(addr, addr + npages * PAGE_SIZE);
+        if listed {
+            lists().forget(addr, addr + npages * PAGE_SIZE);
+        }
     }
 }
 
@@ -696,7 +717,7 @@ pub(crate) unsafe fn shrink_large(
 /// Lists the dirty range `[addr, addr + bytes)` just freed to the arena,
 /// then purges what is over budget or old.
 fn list_freed(arena: &Arena<'static>, addr: usize, bytes: usize) {
-    let now = crate::os::now_ns();
+    let now = now();
     let evicted = {
         let mut l = lists();
         let e = l.push_freed(Range {
@@ -713,7 +734,7 @@ fn list_freed(arena: &Arena<'static>, addr: usize, bytes: usize) {
     }
     maintain(arena, now, false);
     #[cfg(not(loom))]
-    crate::timeout::tick();
+    crate::timeout::tick_at(now);
 }
 
 /// Purges while over budget, or everything older than the decay time, or
@@ -758,7 +779,7 @@ fn maintain(arena: &Arena<'static>, now: u64, all: bool) {
 /// (ranges that fell off: see the module doc), finds them by their dirty
 /// bits and purges them too.
 pub(crate) fn purge_all(arena: &Arena<'static>) {
-    maintain(arena, crate::os::now_ns(), true);
+    maintain(arena, now(), true);
     if DIRTY.load(Ordering::Relaxed) != 0 {
         sweep(arena);
     }
@@ -775,7 +796,7 @@ fn sweep(arena: &Arena<'static>) {
 
 /// Purges what is over budget or older than the decay time (a trim).
 pub(crate) fn purge_old(arena: &Arena<'static>) {
-    maintain(arena, crate::os::now_ns(), false);
+    maintain(arena, now(), false);
 }
 
 /// Unbacks the dirty runs of `[addr, addr + size)` that are free in the
@@ -837,7 +858,7 @@ fn purge_range(arena: &Arena<'static>, r: Range) {
         if l.len < RING {
             l.push(Range {
                 tries: r.tries + 1,
-                stamp: crate::os::now_ns(),
+                stamp: now(),
                 ..r
             });
         }
@@ -856,7 +877,7 @@ pub(crate) fn retain_span(addr: usize, size: usize) -> bool {
     l.spans[i] = Range {
         addr,
         size,
-        stamp: crate::os::now_ns(),
+        stamp: now(),
         tries: 0,
     };
     l.nspans += 1;

@@ -196,19 +196,20 @@ pub(crate) fn write_timeout_stats(w: &mut dyn core::fmt::Write) -> core::fmt::Re
 /// a [`pass`] when one is due. Called with no allocator lock held. While
 /// the reclaim worker runs, it runs the passes.
 pub(crate) fn tick() {
+    tick_at(crate::os::coarse_now_ns());
+}
+
+/// [`tick`] with the coarse clock read already (`now`).
+pub(crate) fn tick_at(now: u64) {
     let t = timeout();
     if t.period() == 0 {
         return;
     }
-    t.tick(
-        crate::os::coarse_now_ns(),
-        crate::pressure::reclaim_worker_running,
-        || {
-            // None while the allocator is being built (the building thread's
-            // own allocations): nothing to trim yet.
-            kernel::kernel().map(pass).is_some()
-        },
-    );
+    t.tick(now, crate::pressure::reclaim_worker_running, || {
+        // None while the allocator is being built (the building thread's
+        // own allocations): nothing to trim yet.
+        kernel::kernel().map(pass).is_some()
+    });
 }
 
 /// One timeout pass over what kmem owns (see the module doc).

@@ -34,16 +34,22 @@ pub(crate) fn arena_pages(
         Constraints::NONE
     };
     let force = vf.contains(vmem::Flags::USE_RESERVE);
+    let mut reused = false;
     let addr = charged(size, vf, |first| {
         // Large requests first look for pages a recent free left dirty.
         if first && size > QCACHE_MAX && align <= PAGE_SIZE && !force {
             if let Some(a) = crate::dirty::reuse(arena, size, false) {
+                reused = true;
                 return Ok(a);
             }
         }
         arena.xalloc(size, &c, vf)
     })?;
-    crate::dirty::taken(addr, size / PAGE_SIZE, word, zero);
+    if reused {
+        crate::dirty::taken_reused(addr, size / PAGE_SIZE, word, zero);
+    } else {
+        crate::dirty::taken(addr, size / PAGE_SIZE, word, zero);
+    }
     Some(addr)
 }
 

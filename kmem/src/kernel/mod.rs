@@ -338,7 +338,13 @@ fn build_qcache(uma: &'static uma::Uma) -> bool {
             ctor: None,
             dtor: None,
             flags: uma::ZoneFlags::NONE,
-            bucket_size: None,
+            // Two ranges a bucket (UMA's choice for items above 4 KiB is
+            // one): a thread that frees and allocates blocks of several
+            // classes in turn trades a bucket with its zone half as often
+            // (16 live blocks of 70-200 KB replaced at random: 75 -> 53 ns
+            // a pair; four a bucket, 44 ns). A thread's cache holds at
+            // most two buckets a class: 5 MB over the eight classes.
+            bucket_size: Some(2),
         }) else {
             return false;
         };

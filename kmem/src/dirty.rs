@@ -51,7 +51,7 @@
 //! words per 2 MiB chunk) and purges them too.
 
 use crate::sync::plain::Mutex;
-use crate::sync::plain::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::plain::{AtomicU64, AtomicUsize, Ordering};
 
 use vmem::Arena;
 
@@ -104,41 +104,28 @@ pub fn dirty_budget() -> usize {
 /// than [`DECAY_NS`], replaces it. Relaxed: a hint for a budget.
 static PEAK: AtomicUsize = AtomicUsize::new(0);
 static PEAK_AT: AtomicU64 = AtomicU64::new(0);
-/// Whether a free found the peak reached again since [`PEAK_AT`]: the
-/// peak is then renewed, not replaced, when it would age out.
-static PEAK_AGAIN: AtomicBool = AtomicBool::new(false);
 
 /// Notes `in_use` bytes of large blocks at `now` (the figure now, at each
-/// budget check: it also replaces a peak older than [`DECAY_NS`], unless
-/// the peak was reached again meanwhile, which renews it).
+/// budget check: it also replaces a peak older than [`DECAY_NS`]).
 fn note_peak(in_use: usize, now: u64) {
-    let peak = PEAK.load(Ordering::Relaxed);
-    if in_use < peak && now.saturating_sub(PEAK_AT.load(Ordering::Relaxed)) <= DECAY_NS {
-        return;
-    }
-    if in_use < peak && PEAK_AGAIN.swap(false, Ordering::Relaxed) {
+    if in_use >= PEAK.load(Ordering::Relaxed)
+        || now.saturating_sub(PEAK_AT.load(Ordering::Relaxed)) > DECAY_NS
+    {
+        PEAK.store(in_use, Ordering::Relaxed);
         PEAK_AT.store(now, Ordering::Relaxed);
-        return;
     }
-    PEAK.store(in_use, Ordering::Relaxed);
-    PEAK_AT.store(now, Ordering::Relaxed);
 }
 
 /// Notes the bytes of large blocks in use just before a large free (the
 /// most the free's budget check will not see); reads the clock only for a
-/// new peak. The peak reached again is marked ([`PEAK_AGAIN`]) without a
-/// clock read: a program that keeps the same number of large blocks live
-/// reaches it at every free, and the clock there was a third of a 100 KB
-/// `malloc` + `free` pair (the coarse clock half as much). Not renewed,
-/// the peak of a program whose large blocks keep coming back to the same
-/// total aged, and the budget fell to the figure of the instant
-/// (`malloc-large` through `Kmem` faulted 12% more pages).
+/// new peak or the peak reached again (which renews it). Not on the page
+/// caches' fast road (`malloc::large_cached_release`), where that read
+/// was a third of a 100 KB `malloc` + `free` pair. (Renewing it only on a
+/// new peak, or with the coarse clock, made `realloc_sizes.c` and
+/// `malloc-large` fault 10-20% more.)
 pub(crate) fn note_before_free(in_use: usize) {
-    let peak = PEAK.load(Ordering::Relaxed);
-    if in_use > peak {
+    if in_use >= PEAK.load(Ordering::Relaxed) {
         note_peak(in_use, now());
-    } else if in_use == peak && !PEAK_AGAIN.load(Ordering::Relaxed) {
-        PEAK_AGAIN.store(true, Ordering::Relaxed);
     }
 }
 
@@ -409,12 +396,13 @@ static SPAN_HITS: AtomicUsize = AtomicUsize::new(0);
 /// and swept the dirty bits for them.
 static SWEEPS: AtomicUsize = AtomicUsize::new(0);
 
-/// The clock of the lists' stamps, the decay and the peak: the coarse
-/// monotonic clock (a few milliseconds' tick against a decay of a second;
-/// no time-stamp-counter read). Read once per large free, and shared with
-/// the lazy timeout's tick there.
+/// The clock of the lists' stamps, the decay and the peak. Read once per
+/// large free, and shared with the lazy timeout's tick there (whose own
+/// read is of the coarse clock: the same monotonic time, a few
+/// milliseconds behind at most). The coarse clock here made
+/// `realloc_sizes.c` fault 6% more.
 fn now() -> u64 {
-    crate::os::coarse_now_ns()
+    crate::os::now_ns()
 }
 
 fn lists() -> crate::sync::plain::MutexGuard<'static, Lists> {
@@ -638,13 +626,19 @@ pub(crate) fn roomier_span(size: usize) -> usize {
 }
 
 /// Frees a large block to the arena with its pages kept (labelled dirty),
-/// then purges what is over budget or old.
+/// then purges what is over budget or old. `in_use`: the bytes of large
+/// blocks in use before this free, for the peak (as [`note_before_free`],
+/// with the one clock read the free makes).
 ///
 /// # Safety
 ///
 /// `[addr, addr + bytes)` is a live large block of the arena (whole pages),
 /// unused from now on.
-pub(crate) unsafe fn free_large(arena: &Arena<'static>, addr: usize, bytes: usize) {
+pub(crate) unsafe fn free_large(arena: &Arena<'static>, addr: usize, bytes: usize, in_use: usize) {
+    let now = now();
+    if in_use >= PEAK.load(Ordering::Relaxed) {
+        note_peak(in_use, now);
+    }
     if bytes > dirty_budget() {
         // Over the whole budget by itself: it would be listed and purged at
         // once. Unback it directly (its page words are 0 already: a live
@@ -657,7 +651,7 @@ pub(crate) unsafe fn free_large(arena: &Arena<'static>, addr: usize, bytes: usiz
             ));
         }
         #[cfg(not(loom))]
-        crate::timeout::tick();
+        crate::timeout::tick_at(now);
         return;
     }
     let marked = pagemeta::mark_dirty(addr, bytes / PAGE_SIZE) * PAGE_SIZE;
@@ -667,7 +661,7 @@ pub(crate) unsafe fn free_large(arena: &Arena<'static>, addr: usize, bytes: usiz
             "kmem: freeing {bytes} bytes at {addr:#x} to the kernel arena: {e}"
         ));
     }
-    list_freed(arena, addr, bytes);
+    list_freed(arena, addr, bytes, now);
 }
 
 /// Shrinks the large block `[addr, addr + old)` to its first `new` bytes in
@@ -709,15 +703,14 @@ pub(crate) unsafe fn shrink_large(
         return false;
     }
     if keep {
-        list_freed(arena, tail, bytes);
+        list_freed(arena, tail, bytes, now());
     }
     true
 }
 
 /// Lists the dirty range `[addr, addr + bytes)` just freed to the arena,
-/// then purges what is over budget or old.
-fn list_freed(arena: &Arena<'static>, addr: usize, bytes: usize) {
-    let now = now();
+/// then purges what is over budget or old (`now`: the free's clock read).
+fn list_freed(arena: &Arena<'static>, addr: usize, bytes: usize, now: u64) {
     let evicted = {
         let mut l = lists();
         let e = l.push_freed(Range {

@@ -4,12 +4,12 @@ use crate::sync::plain::Ordering;
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
 
-use crate::classes::{class_of, class_of_small, large_pages, CLASS_SIZES, MAX_CLASS_SIZE};
+use crate::classes::{class_of, class_of_small, fits_large, CLASS_SIZES, MAX_CLASS_SIZE};
 use crate::fast;
 use crate::fast_large;
 use crate::kernel::{kernel, CLASS_ZONES};
 use crate::malloc::{free_owned, free_small, owner_of, Owner};
-use crate::os::PAGE_SIZE;
+use crate::os::round_page;
 use crate::pagemeta;
 use crate::report::{report, Report, ReportKind};
 use crate::Flags;
@@ -87,9 +87,7 @@ unsafe impl GlobalAlloc for Kmem {
         let new = class_of(new_size, align);
         match (old, new) {
             (Some(a), Some(b)) if a == b => return ptr,
-            (None, None) if large_pages(layout.size(), align) == large_pages(new_size, align) => {
-                return ptr
-            }
+            (None, None) if large_fits(ptr, new_size, align) => return ptr,
             (None, None) if resize_large(ptr, layout.size(), new_size, align) => return ptr,
             _ => {}
         }
@@ -115,6 +113,14 @@ unsafe impl GlobalAlloc for Kmem {
     }
 }
 
+/// Whether the large block at `ptr` serves `new_size` bytes aligned to
+/// `align` as it is (`classes::fits_large`: its pages are the request's
+/// whole pages or its large class's), so that `realloc` keeps it.
+fn large_fits(ptr: *mut u8, new_size: usize, align: usize) -> bool {
+    let word = pagemeta::lookup(ptr as usize);
+    pagemeta::is_large(word) && ptr as usize % align == 0 && fits_large(word >> 3, new_size, align)
+}
+
 /// `realloc` of a large block to another large page count, in place
 /// ([`crate::malloc::large_resize`]): true if done. Not for sampled blocks
 /// (the profiler keeps their size), nor when the page word disagrees with
@@ -123,17 +129,14 @@ fn resize_large(ptr: *mut u8, old_size: usize, new_size: usize, align: usize) ->
     if crate::prof::tracking() {
         return false;
     }
-    let (Some(k), Some(n), Some(new)) = (
-        kernel(),
-        large_pages(old_size, align),
-        large_pages(new_size, align),
-    ) else {
+    let (Some(k), Some(new)) = (kernel(), round_page(new_size)) else {
         return false;
     };
     let word = pagemeta::lookup(ptr as usize);
+    let n = word >> 3;
     pagemeta::is_large(word)
-        && word >> 3 == n
-        && crate::malloc::large_resize(k, ptr as usize, n, new * PAGE_SIZE)
+        && fits_large(n, old_size, align)
+        && crate::malloc::large_resize(k, ptr as usize, n, new)
 }
 
 /// Everything but a hit of the fast path (see [`fast::alloc_slow`]).
@@ -211,25 +214,26 @@ unsafe fn dealloc_slow(ptr: *mut u8, layout: Layout) {
     let Some(k) = kernel() else { return };
     let expect = match class_of(layout.size(), layout.align()) {
         Some(c) => Owner::Class(c),
-        None => match large_pages(layout.size(), layout.align()) {
-            Some(n) => Owner::Large(n),
-            None => return,
-        },
-    };
-    if let Owner::Large(_) = expect {
-        // Large frees are rare and costly anyway: check the cookie.
-        let Some(found) = owner_of(k, ptr as usize, "dealloc") else {
-            return;
-        };
-        if found != expect {
-            report(Report {
-                size: layout.size(),
-                actual: found.size(),
-                ..Report::new(ReportKind::WrongSize, "dealloc", ptr as usize, "large")
-            });
-            return;
+        None => {
+            // Large frees are rare and costly anyway: check the cookie. A
+            // new block has its large class's pages, one that `realloc`
+            // placed or resized the request's whole pages (`fits_large`).
+            let Some(found) = owner_of(k, ptr as usize, "dealloc") else {
+                return;
+            };
+            match found {
+                Owner::Large(m) if fits_large(m, layout.size(), layout.align()) => found,
+                _ => {
+                    report(Report {
+                        size: layout.size(),
+                        actual: found.size(),
+                        ..Report::new(ReportKind::WrongSize, "dealloc", ptr as usize, "large")
+                    });
+                    return;
+                }
+            }
         }
-    }
+    };
     // (Large blocks had their cookie checked above; `check_class` expects
     // a class and would report every one of them.)
     #[cfg(feature = "invariants")]
@@ -263,7 +267,9 @@ fn check_class(ptr: *mut u8, layout: Layout) -> bool {
 pub fn usable_size(layout: Layout) -> usize {
     match class_of(layout.size(), layout.align()) {
         Some(c) => CLASS_SIZES[c],
-        None => large_pages(layout.size(), layout.align()).map_or(0, |n| n * PAGE_SIZE),
+        // At least the request's whole pages (a new block of a large
+        // class has more: `malloc_usable_size` reads the block's own).
+        None => round_page(layout.size().max(1)).unwrap_or(0),
     }
 }
 

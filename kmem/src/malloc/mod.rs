@@ -35,9 +35,11 @@ use core::ptr::{self, NonNull};
 use crate::sync::plain::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use crossbeam_utils::{Backoff, CachePadded};
 
-use crate::classes::{class_of, large_class_exact, large_pages, CLASS_NAMES, CLASS_SIZES};
+use crate::classes::{
+    class_of, fits_large, large_class_exact, large_pages, CLASS_NAMES, CLASS_SIZES,
+};
 use crate::kernel::{arena_pages, charged, kernel, lcache_zone, vflags, Kernel, QCACHE_MAX};
-use crate::os::PAGE_SIZE;
+use crate::os::{round_page, PAGE_SIZE};
 use crate::pagemeta::{self, TAG_CACHED, TAG_LARGE, TAG_LARGE_X, TAG_MASK, TAG_SLAB};
 use crate::report::{report, Report, ReportKind};
 use crate::Flags;
@@ -186,15 +188,17 @@ pub(crate) fn large_handout(addr: usize, n: usize, word: usize) -> Option<NonNul
 /// head word claimed: counted and uncharged as [`large_free`] does.
 #[cfg(not(any(loom, feature = "invariants")))]
 pub(crate) fn large_cached_release(n: usize) {
-    large_freed(n);
+    LARGE_FREES.fetch_add(1, Ordering::Relaxed);
+    LARGE_PAGES.fetch_sub(n as u64, Ordering::Relaxed);
     crate::pressure::uncharge(n * PAGE_SIZE);
 }
 
-/// Counts the free of a large block of `n` pages (every large free).
-fn large_freed(n: usize) {
+/// Counts the free of a large block of `n` pages (every large free but
+/// the fast road's, [`large_cached_release`]); returns the bytes of large
+/// blocks in use before it, for the dirty budget's peak.
+fn large_freed(n: usize) -> usize {
     LARGE_FREES.fetch_add(1, Ordering::Relaxed);
-    let before = LARGE_PAGES.fetch_sub(n as u64, Ordering::Relaxed) as usize * PAGE_SIZE;
-    crate::dirty::note_before_free(before);
+    LARGE_PAGES.fetch_sub(n as u64, Ordering::Relaxed) as usize * PAGE_SIZE
 }
 
 /// Whether growing a large block from `old` to `new` bytes is a small
@@ -211,7 +215,7 @@ fn grows_a_little(old: usize, new: usize) -> bool {
 /// that it can grow in place later; `None` when no free range is that
 /// large now (nothing imported, no reclaim: the caller allocates as usual).
 fn large_alloc_with_room(k: &Kernel, size: usize, room: usize) -> Option<NonNull<u8>> {
-    let bytes = large_pages(size, PAGE_SIZE)? * PAGE_SIZE;
+    let bytes = round_page(size)?;
     if bytes <= QCACHE_MAX || bytes > crate::os::max_request() {
         return None;
     }
@@ -243,7 +247,7 @@ pub(crate) fn realloc_target(
     align: usize,
     flags: Flags,
 ) -> Option<NonNull<u8>> {
-    let bytes = large_pages(size, align)? * PAGE_SIZE;
+    let bytes = round_page(size)?;
     if bytes <= QCACHE_MAX
         || bytes > crate::os::max_request()
         || align > PAGE_SIZE
@@ -307,7 +311,7 @@ pub(crate) fn large_bytes_in_use() -> usize {
 /// `addr` is a live large block of `n` pages, unused from now on.
 pub(crate) unsafe fn large_free(k: &Kernel, addr: usize, n: usize) {
     let bytes = n * PAGE_SIZE;
-    large_freed(n);
+    let before = large_freed(n);
     let direct = pagemeta::lookup(addr) & TAG_MASK == TAG_LARGE_X;
     let lcache = match large_class_exact(n) {
         Some(c) if !direct => lcache_zone(c),
@@ -319,6 +323,7 @@ pub(crate) unsafe fn large_free(k: &Kernel, addr: usize, n: usize) {
     let cached = (bytes <= QCACHE_MAX && !direct) || lcache.is_some();
     pagemeta::set(addr, 1, if cached { pagemeta::cached_word(n) } else { 0 });
     if bytes <= QCACHE_MAX && !direct {
+        crate::dirty::note_before_free(before);
         if let Err(e) = k.arena.free(addr, bytes) {
             crate::report::fatal(format_args!(
                 "kmem: freeing {bytes} bytes at {addr:#x}: {e}"
@@ -326,6 +331,7 @@ pub(crate) unsafe fn large_free(k: &Kernel, addr: usize, n: usize) {
         }
         crate::pressure::uncharge(bytes);
     } else if let Some(z) = lcache {
+        crate::dirty::note_before_free(before);
         // SAFETY: the caller's promise: a live range of the arena of the
         // class's pages (every such block is one: see `large_pages`), given
         // up, its page words clear: an item of the class's cache zone.
@@ -333,7 +339,7 @@ pub(crate) unsafe fn large_free(k: &Kernel, addr: usize, n: usize) {
         crate::pressure::uncharge(bytes);
     } else {
         // SAFETY: the caller's promise.
-        unsafe { crate::dirty::free_large(k.arena, addr, bytes) };
+        unsafe { crate::dirty::free_large(k.arena, addr, bytes, before) };
         crate::pressure::uncharge(bytes);
     }
 }
@@ -424,7 +430,7 @@ fn realloc_large_in_place(k: &Kernel, ptr: usize, n: usize, size: usize, align: 
     if class_of(size, align).is_some() || ptr % align != 0 {
         return false;
     }
-    let Some(want) = large_pages(size, align).map(|p| p * PAGE_SIZE) else {
+    let Some(want) = round_page(size) else {
         return false;
     };
     let old = n * PAGE_SIZE;
@@ -560,7 +566,7 @@ pub(crate) fn usable_size_untyped(ptr: *const u8, op: &'static str) -> usize {
 fn fits_in_place(owner: Owner, size: usize, align: usize, ptr: usize) -> bool {
     match (owner, class_of(size, align)) {
         (Owner::Class(c), Some(n)) => c == n,
-        (Owner::Large(n), None) => large_pages(size, align) == Some(n) && ptr % align == 0,
+        (Owner::Large(n), None) => fits_large(n, size, align) && ptr % align == 0,
         _ => false,
     }
 }

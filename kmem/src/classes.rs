@@ -264,9 +264,9 @@ pub(crate) fn large_class_exact(n: usize) -> Option<usize> {
 /// request rounded up to whole pages, and then to its large class if it
 /// has one and is aligned to at most a page (an over-aligned block keeps
 /// its own page count: the class caches serve page-aligned ranges).
-/// Every new large block is sized so; one that `realloc` placed or
-/// resized has the request's whole pages ([`fits_large`]). `None` on
-/// overflow.
+/// Every new large block is sized so (those `realloc` places too); one
+/// that `realloc` resized in place has the request's whole pages
+/// ([`fits_large`]). `None` on overflow.
 #[inline]
 pub(crate) fn large_pages(size: usize, align: usize) -> Option<usize> {
     let n = crate::os::round_page(if size == 0 { 1 } else { size })? / crate::os::PAGE_SIZE;
@@ -278,8 +278,8 @@ pub(crate) fn large_pages(size: usize, align: usize) -> Option<usize> {
 
 /// Whether a large block of `n` pages serves a request of `size` bytes
 /// aligned to `align` as it is, in `Kmem`'s and `realloc`'s sense: `n` is
-/// the request's whole pages (a block that `realloc` placed or resized
-/// in the arena) or its large class's ([`large_pages`]: a new block).
+/// the request's whole pages (a block that `realloc` resized in place) or
+/// its large class's ([`large_pages`]: a new block).
 /// Either may free it with that layout.
 #[inline]
 pub(crate) fn fits_large(n: usize, size: usize, align: usize) -> bool {

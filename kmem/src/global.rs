@@ -217,7 +217,7 @@ unsafe fn dealloc_slow(ptr: *mut u8, layout: Layout) {
         None => {
             // Large frees are rare and costly anyway: check the cookie. A
             // new block has its large class's pages, one that `realloc`
-            // placed or resized the request's whole pages (`fits_large`).
+            // resized in place the request's whole pages (`fits_large`).
             let Some(found) = owner_of(k, ptr as usize, "dealloc") else {
                 return;
             };

@@ -97,10 +97,10 @@ fn large_class_blocks() {
         .all(|&b| b == 0x5a));
     unsafe { A.dealloc(s, Layout::from_size_align(120_000, 8).unwrap()) };
 
-    // A block that realloc placed in the arena (here in the dirty pages a
-    // freed 1 MiB block left) has the request's whole pages, not its
-    // class's: its layout frees it all the same, and realloc keeps it for
-    // a request of either page count.
+    // A block that realloc resized in place (here in the dirty pages a
+    // freed 1 MiB block left, where it placed the block first) has the
+    // request's whole pages, not its class's: its layout frees it all the
+    // same, and realloc keeps it for a request of either page count.
     let big = Layout::from_size_align(1 << 20, 8).unwrap();
     let b = unsafe { A.alloc(big) };
     unsafe { b.write_bytes(1, 1 << 20) };
@@ -109,12 +109,15 @@ fn large_class_blocks() {
     let p = unsafe { A.alloc(l70) };
     assert_eq!(usable(p), 20 * PAGE);
     let q = unsafe { A.realloc(p, l70, 90_000) };
-    assert_eq!(usable(q), 22 * PAGE, "placed with the request's pages");
-    assert_eq!(
-        unsafe { A.realloc(q, Layout::from_size_align(90_000, 8).unwrap(), 88_000) },
-        q
-    );
-    unsafe { A.dealloc(q, Layout::from_size_align(88_000, 8).unwrap()) };
+    assert_eq!(usable(q), 24 * PAGE, "placed with its class's pages");
+    let l90 = Layout::from_size_align(90_000, 8).unwrap();
+    let r = unsafe { A.realloc(q, l90, 150_000) };
+    assert_eq!(r, q, "resized in place");
+    assert_eq!(usable(r), 37 * PAGE, "resized to the request's pages");
+    let l150 = Layout::from_size_align(150_000, 8).unwrap();
+    assert_eq!(unsafe { A.realloc(r, l150, 160_000) }, r, "in place again");
+    // (40 pages now: the whole pages of 160,000 bytes, the class of 148,000.)
+    unsafe { A.dealloc(r, Layout::from_size_align(148_000, 8).unwrap()) };
     assert!(
         SEEN.lock().unwrap().is_empty(),
         "{:?}",

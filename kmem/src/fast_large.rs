@@ -2,9 +2,10 @@
 //! most 64 KiB (the quantum cache's sizes), a thread's own cache of the
 //! kernel arena's quantum-cache zone of the block's page count; above that,
 //! of the cache zone of its large class (`classes::large_pages`; both in
-//! `kernel::qcache`), taken and filled without the front doors' slow roads. The front doors call
-//! it after their small-block fast paths missed (`Kmem`'s `alloc_miss`
-//! and `dealloc_miss`, the C ABI's `alloc_miss` and `free_slow`).
+//! `kernel::qcache`), taken and filled without the front doors' slow
+//! roads. The front doors call it after their small-block fast paths
+//! missed (`Kmem`'s `alloc_miss` and `dealloc_miss`, the C ABI's
+//! `alloc_miss` and `free_slow`).
 
 use core::ptr::NonNull;
 
@@ -34,8 +35,8 @@ static QC_SLOTS: [AtomicU32; QCACHE_PAGES + 1] =
 #[cfg(not(any(loom, feature = "invariants")))]
 static LC_SLOTS: [AtomicU32; NLARGE] = [const { AtomicU32::new(FastSlot::NONE.to_bits()) }; NLARGE];
 
-/// Fills [`QC_SLOTS`] from the built kernel (with the small-block tables,
-/// `fast::publish`).
+/// Fills [`QC_SLOTS`] and [`LC_SLOTS`] from the built kernel (with the
+/// small-block tables, `fast::publish`).
 #[cfg(not(any(loom, feature = "invariants")))]
 pub(crate) fn publish() {
     for (n, e) in QC_SLOTS.iter().enumerate().skip(1) {
@@ -72,11 +73,13 @@ fn slot_of(n: usize, exact: bool) -> Option<(usize, &'static AtomicU32)> {
 /// A large block of more than 32 KiB and at most 256 KiB, aligned to at
 /// most a page, from the calling thread's cache of the quantum-cache zone
 /// of its page count (up to 64 KiB) or of its large class's cache zone:
-/// the pages a recent free of that size left. Charged, labelled and counted as
-/// [`large_alloc`] does, without the front door's slow road (recursion
-/// guard, profiler, class lookup, the arena's quantum-cache dispatch and
-/// the dirty labels, which cached ranges do not have): a pair of 40 KiB
-/// `malloc` + `free` cost about 1,050 instructions that way. `None` (the
+/// the pages a recent free of that size left. Charged, labelled and
+/// counted as [`large_alloc`] does, without the front door's slow road
+/// (recursion guard, profiler, class lookup, the arena's quantum-cache
+/// dispatch and the dirty labels, which cached ranges do not have): a
+/// pair of 40 KiB `malloc` + `free` cost about 1,050 instructions that way,
+/// one of 100 KB 2,738 (through the arena's boundary tags and the dirty
+/// lists). `None` (the
 /// slow road then) on a miss, for any other request, while profiling, in
 /// debug mode and while a memory limit is set.
 #[inline(never)]
@@ -125,10 +128,9 @@ pub(crate) fn alloc_large<A: TlsAccess>(size: usize, align: usize) -> Option<Non
 /// where the slow road's free would put it, after claiming its head word
 /// (one atomic step that labels it cached, so that a second free of the
 /// block, even a racing one, finds that label and the slow road reports a
-/// double free). False, with nothing
-/// done, for anything else (not a page start, no such head word, over
-/// aligned, larger), when the cache has no room, while the profiler may
-/// hold samples, and in debug mode.
+/// double free). False, with nothing done, for anything else (not a page
+/// start, no such head word, over aligned, larger), when the cache has no
+/// room, while the profiler may hold samples, and in debug mode.
 ///
 /// # Safety
 ///

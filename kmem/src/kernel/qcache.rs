@@ -251,7 +251,8 @@ pub(crate) fn lcache_release(pages: usize, items: &[*mut u8]) {
     }
 }
 
-/// Quantum-cache zone release: `class` is the items' page count. Unback (free arena pages read as zero) and free.
+/// Quantum-cache zone release: `class` is the items' page count. Unback
+/// (free arena pages read as zero) and free.
 pub(crate) fn qcache_release(class: usize, items: &[*mut u8]) {
     let Some(a) = super::WIRING.arena() else {
         return;

@@ -96,7 +96,8 @@ fn child_work() -> i32 {
         }
     }
     // Large blocks (kmem_malloc: straight from the kernel arena).
-    for size in [64 << 10, 300 << 10, MIB, 5 * MIB] {
+    // (100,000 and 200,000 bytes: the large classes, their own arena.)
+    for size in [64 << 10, 100_000, 200_000, 300 << 10, MIB, 5 * MIB] {
         let b = Block::new(size, size as u8);
         if !b.intact() {
             return 13;
@@ -241,7 +242,10 @@ fn fork_while_threads_allocate() {
                 match rng.below(100) {
                     0..=59 => live.push(Block::new(1 + rng.below(2048), n as u8)),
                     60..=61 => live.push(Block::new(8 << 10 << rng.below(7), n as u8)),
-                    62..=79 => {
+                    // The large classes (64-256 KiB): their cache zones
+                    // and their arena, whose lock the fork takes too.
+                    62 => live.push(Block::new((64 << 10) + 1 + rng.below(192 << 10), n as u8)),
+                    63..=79 => {
                         if !live.is_empty() {
                             let b = live.swap_remove(rng.below(live.len()));
                             if !b.intact() {
@@ -325,4 +329,46 @@ fn fork_while_threads_allocate() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
     assert_eq!(corrupt.load(Ordering::Relaxed), 0, "corrupt blocks");
+}
+
+/// Forks 200 times while a thread keeps the large classes' arena busy (it
+/// drains the class caches, which gives their ranges back to that arena,
+/// and takes new ones, which imports them from it): each child drains the
+/// caches too and allocates a block of each class, which takes that
+/// arena's lock. Without the arena's lock in the fork handlers, a child
+/// forked while the thread held it hangs here.
+#[test]
+fn fork_while_the_large_classes_arena_is_busy() {
+    let _s = serial();
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let blocks: Vec<Block> = (0..128)
+                    .map(|i| Block::new((80 << 10) + (i % 8) * (24 << 10), n as u8))
+                    .collect();
+                drop(blocks);
+                kmem::reclaim(uma::Reclaim::Drain);
+                n += 1;
+            }
+        })
+    };
+    for round in 0..200 {
+        let r = fork_and_wait(|| {
+            kmem::reclaim(uma::Reclaim::Drain);
+            let blocks: Vec<Block> = (0..8)
+                .map(|i| Block::new((80 << 10) + i * (24 << 10), i as u8))
+                .collect();
+            if blocks.iter().all(Block::intact) {
+                0
+            } else {
+                30
+            }
+        });
+        assert_eq!(r, Ok(0), "round {round}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    busy.join().unwrap();
 }

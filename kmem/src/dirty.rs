@@ -568,18 +568,22 @@ pub(crate) fn reuse(arena: &Arena<'static>, size: usize, widest: bool) -> Option
         // below would fail after a walk of their page words (large_mixed:
         // 11,500 of 20,000 reuses failed so, 40% of its instructions);
         // the span's next import takes them.
-        let i = (0..len)
-            .map(|k| (head + k) % RING)
-            .filter(|&i| l.ring[i].size >= size)
-            .filter(|&i| !l.in_span(l.ring[i].addr, size))
-            .min_by_key(|&i| {
-                let s = l.ring[i].size;
-                if widest {
-                    usize::MAX - s
-                } else {
-                    s
-                }
-            })?;
+        // (The span test, a walk of the retained spans, only for a range
+        // that would be chosen over the best so far: large_mixed walked
+        // them for every range that fits.)
+        let key = |s: usize| if widest { usize::MAX - s } else { s };
+        let mut best: Option<(usize, usize)> = None;
+        for k in 0..len {
+            let i = (head + k) % RING;
+            let e = l.ring[i];
+            if e.size < size || best.is_some_and(|(_, b)| key(e.size) >= b) {
+                continue;
+            }
+            if !l.in_span(e.addr, size) {
+                best = Some((i, key(e.size)));
+            }
+        }
+        let (i, _) = best?;
         let r = l.ring[i];
         l.ring[i].addr += size;
         l.ring[i].size -= size;

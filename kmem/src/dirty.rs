@@ -116,13 +116,10 @@ fn note_peak(in_use: usize, now: u64) {
     }
 }
 
-/// Notes the bytes of large blocks in use just before a large free (the
-/// most the free's budget check will not see); reads the clock only for a
-/// new peak or the peak reached again (which renews it). Not on the page
-/// caches' fast road (`malloc::large_cached_release`), where that read
-/// was a third of a 100 KB `malloc` + `free` pair. (Renewing it only on a
-/// new peak, or with the coarse clock, made `realloc_sizes.c` and
-/// `malloc-large` fault 10-20% more.)
+/// Notes the bytes of large blocks in use just before a large free; reads
+/// the clock only for a new peak or the peak reached again (renewing it:
+/// on a new peak only, `malloc-large` faulted 12% more). Not on the page
+/// caches' fast road, where that read was a third of a 100 KB pair.
 pub(crate) fn note_before_free(in_use: usize) {
     if in_use >= PEAK.load(Ordering::Relaxed) {
         note_peak(in_use, now());
@@ -396,11 +393,10 @@ static SPAN_HITS: AtomicUsize = AtomicUsize::new(0);
 /// and swept the dirty bits for them.
 static SWEEPS: AtomicUsize = AtomicUsize::new(0);
 
-/// The clock of the lists' stamps, the decay and the peak. Read once per
-/// large free, and shared with the lazy timeout's tick there (whose own
-/// read is of the coarse clock: the same monotonic time, a few
-/// milliseconds behind at most). The coarse clock here made
-/// `realloc_sizes.c` fault 6% more.
+/// The clock of the lists' stamps, the decay and the peak: read once per
+/// large free, shared with the lazy timeout's tick there (whose own read
+/// is of the coarse clock, a few milliseconds behind at most; that clock
+/// here made `realloc_sizes.c` fault 20-40% more).
 fn now() -> u64 {
     crate::os::now_ns()
 }
@@ -568,9 +564,7 @@ pub(crate) fn reuse(arena: &Arena<'static>, size: usize, widest: bool) -> Option
         // below would fail after a walk of their page words (large_mixed:
         // 11,500 of 20,000 reuses failed so, 40% of its instructions);
         // the span's next import takes them.
-        // (The span test, a walk of the retained spans, only for a range
-        // that would be chosen over the best so far: large_mixed walked
-        // them for every range that fits.)
+        // (The span test only for a range that would beat the best so far.)
         let key = |s: usize| if widest { usize::MAX - s } else { s };
         let mut best: Option<(usize, usize)> = None;
         for k in 0..len {

@@ -269,7 +269,7 @@ pub(crate) fn large_class_exact(n: usize) -> Option<usize> {
 /// ([`fits_large`]). `None` on overflow.
 #[inline]
 pub(crate) fn large_pages(size: usize, align: usize) -> Option<usize> {
-    let n = crate::os::round_page(if size == 0 { 1 } else { size })? / crate::os::PAGE_SIZE;
+    let n = whole_pages(size)?;
     Some(match large_class(n) {
         Some(c) if align <= crate::os::PAGE_SIZE => LARGE_CLASS_PAGES[c],
         _ => n,
@@ -283,9 +283,13 @@ pub(crate) fn large_pages(size: usize, align: usize) -> Option<usize> {
 /// with that layout.
 #[inline]
 pub(crate) fn fits_large(n: usize, size: usize, align: usize) -> bool {
-    let exact =
-        crate::os::round_page(if size == 0 { 1 } else { size }).map(|b| b / crate::os::PAGE_SIZE);
-    exact == Some(n) || large_pages(size, align) == Some(n)
+    whole_pages(size) == Some(n) || large_pages(size, align) == Some(n)
+}
+
+/// The whole pages of a request of `size` bytes (at least one).
+#[inline]
+fn whole_pages(size: usize) -> Option<usize> {
+    Some(crate::os::round_page(size.max(1))? / crate::os::PAGE_SIZE)
 }
 
 #[cfg(test)]

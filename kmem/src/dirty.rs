@@ -121,6 +121,11 @@ fn note_peak(in_use: usize, now: u64) {
 /// on a new peak only, `malloc-large` faulted 12% more). Not on the page
 /// caches' fast road, where that read was a third of a 100 KB pair.
 pub(crate) fn note_before_free(in_use: usize) {
+    note_before_free_at(in_use, now);
+}
+
+/// [`note_before_free`], `now` read only if the peak is reached.
+fn note_before_free_at(in_use: usize, now: impl FnOnce() -> u64) {
     if in_use >= PEAK.load(Ordering::Relaxed) {
         note_peak(in_use, now());
     }
@@ -393,10 +398,9 @@ static SPAN_HITS: AtomicUsize = AtomicUsize::new(0);
 /// and swept the dirty bits for them.
 static SWEEPS: AtomicUsize = AtomicUsize::new(0);
 
-/// The clock of the lists' stamps, the decay and the peak: read once per
-/// large free, shared with the lazy timeout's tick there (whose own read
-/// is of the coarse clock, a few milliseconds behind at most; that clock
-/// here made `realloc_sizes.c` fault 20-40% more).
+/// The clock of the stamps, the decay and the peak: read once per large
+/// free, shared with the lazy timeout's tick (the coarse clock here made
+/// `realloc_sizes.c` fault 20-40% more).
 fn now() -> u64 {
     crate::os::now_ns()
 }
@@ -634,9 +638,7 @@ pub(crate) fn roomier_span(size: usize) -> usize {
 /// unused from now on.
 pub(crate) unsafe fn free_large(arena: &Arena<'static>, addr: usize, bytes: usize, in_use: usize) {
     let now = now();
-    if in_use >= PEAK.load(Ordering::Relaxed) {
-        note_peak(in_use, now);
-    }
+    note_before_free_at(in_use, || now);
     if bytes > dirty_budget() {
         // Over the whole budget by itself: it would be listed and purged at
         // once. Unback it directly (its page words are 0 already: a live

@@ -123,6 +123,19 @@ pub(crate) unsafe fn arena_free(arena: &Arena<'static>, addr: usize, size: usize
     crate::pressure::uncharge(size);
 }
 
+/// `size` bytes (whole chunks) of 2 MiB-aligned chunks mapped from the OS
+/// and registered in the page metadata: the kernel arena's imports, and
+/// the large classes' arena's (`qcache`).
+pub(crate) fn map_registered(size: usize) -> Option<usize> {
+    let base = os::map_chunks(size)?;
+    if !pagemeta::register(base, size) {
+        // SAFETY: just mapped, unused.
+        unsafe { os::unmap(base, size) };
+        return None;
+    }
+    Some(base)
+}
+
 /// The kernel arena's import source: 2 MiB-aligned chunks from `mmap`,
 /// registered in the page metadata; released spans are kept mapped for a
 /// while and reused by later imports, then unmapped (see `dirty`).
@@ -135,13 +148,7 @@ impl vmem::Source for OsChunks {
         if let Some(base) = crate::dirty::take_span(size) {
             return Some(base);
         }
-        let base = os::map_chunks(size)?;
-        if !pagemeta::register(base, size) {
-            // SAFETY: just mapped, unused.
-            unsafe { os::unmap(base, size) };
-            return None;
-        }
-        Some(base)
+        map_registered(size)
     }
 
     fn release(&self, addr: usize, size: usize) {

@@ -51,8 +51,8 @@ pub(crate) const QCACHE_NAMES: [&str; QCACHE_PAGES + 1] = [
     "kva qc 64K",
 ];
 
-/// The page-cache zones that exist: the quantum cache's and the large
-/// classes' (every zone whose items are ranges of the kernel arena).
+/// The page-cache zones that exist: the quantum cache's (ranges of the
+/// kernel arena) and the large classes' (ranges of their own arena).
 pub(crate) fn qcache_zones() -> impl Iterator<Item = &'static Zone> {
     (1..=QCACHE_PAGES)
         .filter_map(|c| QCACHE.zone(c))
@@ -61,8 +61,9 @@ pub(crate) fn qcache_zones() -> impl Iterator<Item = &'static Zone> {
 
 /// The large classes' cache zones (see [`LARGE_CLASS_PAGES`]): one UMA
 /// cache-only zone per class, its items ranges of the class's pages taken
-/// from the kernel arena, as the quantum cache's are (`malloc::large_alloc`
-/// and `large_free`, the fast road of `fast_large`).
+/// from the large classes' arena ([`lc_arena`]), used as the quantum
+/// cache's are (`malloc::large_alloc` and `large_free`, the fast road of
+/// `fast_large`).
 pub(crate) static LCACHE: [AtomicPtr<Zone>; NLARGE] =
     [const { AtomicPtr::new(ptr::null_mut()) }; NLARGE];
 
@@ -185,14 +186,7 @@ struct LcChunks;
 
 impl vmem::Source for LcChunks {
     fn import(&self, size: usize, _flags: vmem::Flags) -> Option<usize> {
-        let size = size.checked_next_multiple_of(crate::os::CHUNK_SIZE)?;
-        let base = os::map_chunks(size)?;
-        if !crate::pagemeta::register(base, size) {
-            // SAFETY: just mapped, unused.
-            unsafe { os::unmap(base, size) };
-            return None;
-        }
-        Some(base)
+        super::pages::map_registered(size.checked_next_multiple_of(crate::os::CHUNK_SIZE)?)
     }
 
     fn release(&self, addr: usize, size: usize) {
@@ -240,29 +234,24 @@ pub(crate) fn lcache_import(pages: usize, store: &mut [*mut u8], _flags: Flags) 
 /// Large-class cache-zone release: as [`qcache_release`], to the large
 /// classes' arena.
 pub(crate) fn lcache_release(pages: usize, items: &[*mut u8]) {
-    let Some(a) = lc_arena() else {
-        return;
-    };
+    release_ranges(lc_arena(), pages, items);
+}
+
+/// Quantum-cache zone release: `class` is the items' page count.
+pub(crate) fn qcache_release(class: usize, items: &[*mut u8]) {
+    release_ranges(super::WIRING.arena(), class, items);
+}
+
+/// Gives a page cache's ranges of `pages` pages back to their arena `a`:
+/// head word cleared (a range freed into the cache has it labelled so, see
+/// `pagemeta::TAG_CACHED`; every free arena page's word is 0), unbacked
+/// (free arena pages read as zero), freed.
+fn release_ranges(a: Option<&'static Arena<'static>>, pages: usize, items: &[*mut u8]) {
+    let Some(a) = a else { return };
     for &p in items {
         crate::pagemeta::set_head(p as usize, 0);
         // SAFETY: a cached range nobody uses: whole pages of ours.
         unsafe { os::unback(p as usize, pages * PAGE_SIZE) };
         let _ = a.xfree(p as usize, pages * PAGE_SIZE);
-    }
-}
-
-/// Quantum-cache zone release: `class` is the items' page count. Unback
-/// (free arena pages read as zero) and free.
-pub(crate) fn qcache_release(class: usize, items: &[*mut u8]) {
-    let Some(a) = super::WIRING.arena() else {
-        return;
-    };
-    for &p in items {
-        // A range freed into the cache has its head labelled so (see
-        // `pagemeta::TAG_CACHED`); every free arena page's word is 0.
-        crate::pagemeta::set_head(p as usize, 0);
-        // SAFETY: a cached range nobody uses: whole pages of ours.
-        unsafe { os::unback(p as usize, class * PAGE_SIZE) };
-        let _ = a.xfree(p as usize, class * PAGE_SIZE);
     }
 }

@@ -141,8 +141,11 @@ pub(crate) fn large_alloc(
     let addr = if bytes <= QCACHE_MAX && align <= PAGE_SIZE {
         // Charged here (the quantum cache's own ranges are not).
         let addr = charged(bytes, vf, |_| k.arena.alloc(bytes, vf))?;
-        // A range freed into the cache has its head labelled so; a
-        // quantum-cache miss takes arena pages: unlabel any dirty ones.
+        // A quantum-cache miss takes arena pages: unlabel any dirty ones.
+        // (A range freed into the cache has its head labelled cached until
+        // `large_handout` writes the live one; `taken`'s check of the page
+        // words with `invariants` wants it clear first.)
+        #[cfg(feature = "invariants")]
         pagemeta::set_head(addr, 0);
         crate::dirty::taken(addr, n, 0, false);
         if zero {
@@ -328,26 +331,25 @@ pub(crate) unsafe fn large_free(k: &Kernel, addr: usize, n: usize) {
     // its head is cleared, as every free arena page's word is.
     let cached = (bytes <= QCACHE_MAX && !direct) || lcache.is_some();
     pagemeta::set(addr, 1, if cached { pagemeta::cached_word(n) } else { 0 });
-    if bytes <= QCACHE_MAX && !direct {
+    if cached {
         crate::dirty::note_before_free(before);
+    }
+    if bytes <= QCACHE_MAX && !direct {
         if let Err(e) = k.arena.free(addr, bytes) {
             crate::report::fatal(format_args!(
                 "kmem: freeing {bytes} bytes at {addr:#x}: {e}"
             ));
         }
-        crate::pressure::uncharge(bytes);
     } else if let Some(z) = lcache {
-        crate::dirty::note_before_free(before);
-        // SAFETY: the caller's promise: a live range of the arena of the
-        // class's pages (every such block is one: see `large_pages`), given
-        // up, its page words clear: an item of the class's cache zone.
+        // SAFETY: the caller's promise: a live block of the class's pages
+        // labelled `TAG_LARGE` (not direct), which only the class's cache
+        // hands out: one of its ranges, given up, an item of its zone.
         unsafe { z.free(NonNull::new_unchecked(addr as *mut u8)) };
-        crate::pressure::uncharge(bytes);
     } else {
         // SAFETY: the caller's promise.
         unsafe { crate::dirty::free_large(k.arena, addr, bytes, before) };
-        crate::pressure::uncharge(bytes);
     }
+    crate::pressure::uncharge(bytes);
 }
 
 /// Resizes the large block at `addr` (`n` pages) to `bytes` (whole pages)

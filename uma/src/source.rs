@@ -75,6 +75,14 @@ fn round_page(n: usize) -> usize {
 /// memory aligned to `align` (a power of two), by over-mapping and trimming
 /// the ends; `noreserve` adds `MAP_NORESERVE`. `None` on bad arguments or if
 /// the OS refuses. Shared by [`MmapSource`] and kmem's OS chunks.
+///
+/// The over-mapping needs `align - PAGE_SIZE` bytes of address space more
+/// than it keeps, for a moment. Under an address-space limit
+/// (`RLIMIT_AS`, `ulimit -v`) that slack may not fit where `size` does; the
+/// over-mapping's failure is then followed by exact-size tries: a plain
+/// mapping kept if the kernel placed it aligned, else the aligned
+/// addresses on either side of it (`MAP_FIXED_NOREPLACE`, never over
+/// another mapping). Each try holds no more than `size`.
 pub fn map_aligned(size: usize, align: usize, noreserve: bool) -> Option<NonNull<u8>> {
     if size == 0 || !align.is_power_of_two() {
         return None;
@@ -84,10 +92,35 @@ pub fn map_aligned(size: usize, align: usize, noreserve: bool) -> Option<NonNull
     let len = size.checked_add(align - PAGE_SIZE)?;
     let flags =
         libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | if noreserve { libc::MAP_NORESERVE } else { 0 };
-    // SAFETY: anonymous private mapping, no address hint, no fd.
+    let Some(start) = mmap_at(0, len, flags) else {
+        return if len == size {
+            None
+        } else {
+            map_exact_aligned(size, align, flags)
+        };
+    };
+    let aligned = (start + align - 1) & !(align - 1);
+    let head = aligned - start;
+    let tail = len - head - size;
+    if head > 0 {
+        // SAFETY: [start, aligned) is the unused head of our own mapping.
+        unsafe { libc::munmap(start as *mut libc::c_void, head) };
+    }
+    if tail > 0 {
+        // SAFETY: [aligned + size, start + len) is the unused tail of it.
+        unsafe { libc::munmap((aligned + size) as *mut libc::c_void, tail) };
+    }
+    NonNull::new(aligned as *mut u8)
+}
+
+/// An anonymous read-write mapping of `len` bytes at `hint` (0: anywhere),
+/// or `None`.
+fn mmap_at(hint: usize, len: usize, flags: libc::c_int) -> Option<usize> {
+    // SAFETY: an anonymous private mapping, no fd; with a hint, the caller
+    // passes MAP_FIXED_NOREPLACE, which never replaces a mapping.
     let p = unsafe {
         libc::mmap(
-            core::ptr::null_mut(),
+            hint as *mut libc::c_void,
             len,
             libc::PROT_READ | libc::PROT_WRITE,
             flags,
@@ -95,22 +128,34 @@ pub fn map_aligned(size: usize, align: usize, noreserve: bool) -> Option<NonNull
             0,
         )
     };
-    if p == libc::MAP_FAILED {
-        return None;
+    (p != libc::MAP_FAILED).then_some(p as usize)
+}
+
+/// [`map_aligned`]'s exact-size tries (see there), after the over-mapping
+/// failed.
+fn map_exact_aligned(size: usize, align: usize, flags: libc::c_int) -> Option<NonNull<u8>> {
+    let p = mmap_at(0, size, flags)?;
+    if p & (align - 1) == 0 {
+        return NonNull::new(p as *mut u8);
     }
-    let start = p as usize;
-    let aligned = (start + align - 1) & !(align - 1);
-    let head = aligned - start;
-    let tail = len - head - size;
-    if head > 0 {
-        // SAFETY: [start, aligned) is the unused head of our own mapping.
-        unsafe { libc::munmap(p, head) };
+    // SAFETY: our own mapping of `size` bytes, unused.
+    unsafe { libc::munmap(p as *mut libc::c_void, size) };
+    let down = p & !(align - 1);
+    for hint in [down, down.wrapping_add(align)] {
+        if hint == 0 || hint.checked_add(size).is_none() {
+            continue;
+        }
+        let Some(q) = mmap_at(hint, size, flags | libc::MAP_FIXED_NOREPLACE) else {
+            continue;
+        };
+        if q == hint {
+            return NonNull::new(q as *mut u8);
+        }
+        // A kernel older than 4.17 takes the flag for a mere hint.
+        // SAFETY: our own mapping of `size` bytes, unused.
+        unsafe { libc::munmap(q as *mut libc::c_void, size) };
     }
-    if tail > 0 {
-        // SAFETY: [aligned + size, start + len) is the unused tail of it.
-        unsafe { libc::munmap((aligned + size) as *mut libc::c_void, tail) };
-    }
-    NonNull::new(aligned as *mut u8)
+    None
 }
 
 // SAFETY: the mapping is fresh (disjoint, zero-filled), trimmed to `align`,

@@ -24,7 +24,8 @@
 //!   that fits; a block that `realloc` moves to grow it, the widest (or
 //!   the largest retained span, [`roomier_span`]), to grow into in place
 //!   later.
-//! - A wholly free span the arena releases is kept mapped (still registered
+//! - A wholly free span the arena releases (it keeps the latest a while,
+//!   `keep_idle`) is kept mapped (still registered
 //!   in the page metadata, its dirty bits intact) and handed back by the
 //!   next import that fits ([`retain_span`], [`take_span`]). Its freed
 //!   blocks stay listed meanwhile, for their decay (`reuse` passes them
@@ -772,6 +773,7 @@ fn maintain(arena: &Arena<'static>, now: u64, all: bool) {
 /// (ranges that fell off: see the module doc), finds them by their dirty
 /// bits and purges them too.
 pub(crate) fn purge_all(arena: &Arena<'static>) {
+    arena.release_idle(); // the span kept wholly free (`keep_idle`) first
     maintain(arena, now(), true);
     if DIRTY.load(Ordering::Relaxed) != 0 {
         sweep(arena);
@@ -789,6 +791,7 @@ fn sweep(arena: &Arena<'static>) {
 
 /// Purges what is over budget or older than the decay time (a trim).
 pub(crate) fn purge_old(arena: &Arena<'static>) {
+    arena.release_idle(); // kept (`keep_idle`) for one period at most
     maintain(arena, now(), false);
 }
 
@@ -896,12 +899,10 @@ pub(crate) fn take_span(size: usize) -> Option<usize> {
     }
     // Not listed again: its dirty pages are listed already, each freed
     // block's range with its own stamp (kept while the span was retained,
-    // for `purge_retained`), and those listings go on describing them now
-    // that they are arena space again. (It used to be listed whole, once
-    // more at each import: a program freeing and allocating a block alone
-    // in its span filled the ring with 256 listings of clean pages,
-    // scanned by every free, reuse and allocation, 18,000 instructions a
-    // 256 KiB `malloc` + `free`.)
+    // for `purge_retained`), and those listings describe them as arena
+    // space again. (Listed whole at each import, a block alone in its
+    // span filled the ring with 256 listings of clean pages: 18,000
+    // instructions a 256 KiB `malloc` + `free`.)
     publish(&l);
     SPAN_HITS.fetch_add(1, Ordering::Relaxed);
     Some(addr)

@@ -156,6 +156,47 @@ fn loom_alloc_free_race_with_import() {
     });
 }
 
+/// (a'') As (a) with `keep_idle`: the free that empties a span keeps it
+/// and releases the one kept before, while the other thread may be
+/// importing with the lock dropped or allocating from the kept span; a
+/// `release_idle` racing with them releases the kept span only if it is
+/// still wholly free. Then one more `release_idle` settles everything.
+#[test]
+fn loom_keep_idle_with_imports_and_release() {
+    run_model(2, || {
+        let w = world(false);
+        let a = Arc::new(
+            Arena::builder("loom-k")
+                .quantum(16)
+                .source(&w.spans, 64)
+                .keep_idle(64)
+                .tag_source(&w.tags)
+                .build()
+                .unwrap(),
+        );
+        let handles: Vec<_> = (0..2)
+            .map(|i| {
+                let a = a.clone();
+                thread::spawn(move || {
+                    let size = 48 + 16 * i;
+                    let p = a.alloc(size, Flags::NOWAIT).expect("import must succeed");
+                    a.free(p, size).unwrap();
+                    if i == 0 {
+                        a.release_idle();
+                    }
+                    let q = a.alloc(16, Flags::NOWAIT).expect("second allocation");
+                    a.free(q, 16).unwrap();
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        a.release_idle();
+        assert_settled(&a, w, 0);
+    });
+}
+
 /// (a') Two imports in flight (each with the lock dropped) while a third
 /// thread frees and re-allocates, splitting a segment: without `bt_save`
 /// hiding the importers' tags, the splitter takes one of them and the

@@ -10,7 +10,10 @@
 //!   large blocks, `kmem_malloc` and `kva_alloc` ranges, the quantum
 //!   cache's ranges. It imports 4 MiB spans of 2 MiB-aligned chunks from
 //!   the OS and gives a span back (`munmap`, through `dirty`) once it is
-//!   wholly free;
+//!   wholly free, but for the latest such span, which it keeps until
+//!   another is freed or the next timeout pass or reclaim
+//!   (`vmem::ArenaBuilder::keep_idle`: a program that frees its only large
+//!   block and allocates another finds the space still there);
 //! - the **metadata arena** (`kmem meta`) holds the allocator's own
 //!   long-lived memory: boundary-tag slabs (the btag zone), UMA's internal
 //!   zones (zones, kegs, off-page slab headers, buckets, keg hash tables)

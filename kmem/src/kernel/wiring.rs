@@ -495,6 +495,7 @@ pub(crate) fn build_core(
         b = b
             .source(&super::pages::OS_CHUNKS, super::IMPORT_QUANTUM)
             .import_growth(super::IMPORT_GROWTH_MAX)
+            .keep_idle(super::IMPORT_GROWTH_MAX)
             .qcache(super::qcache::QCACHE_MAX, &super::qcache::QCACHE)
             .reclaim(&crate::pressure::arena_reclaim);
     }

@@ -20,6 +20,7 @@ pub struct ArenaBuilder<'a> {
     qcache: Option<(usize, &'a dyn QuantumCache)>,
     source: Option<(&'a dyn Source, usize)>,
     import_growth_max: usize,
+    keep_idle: usize,
     tags: Option<&'a dyn TagSource>,
     tag_reserve: bool,
     limit: usize,
@@ -84,6 +85,19 @@ impl<'a> ArenaBuilder<'a> {
     /// (the default) imports what the request needs.
     pub fn import_growth(mut self, max: usize) -> Self {
         self.import_growth_max = max;
+        self
+    }
+
+    /// Keeps the latest imported span of at most `max` bytes that a free
+    /// left wholly free, instead of releasing it at once; the span kept
+    /// before it is released then, if still wholly free, and
+    /// [`Arena::release_idle`] releases it (from a periodic pass or a
+    /// reclaim). A program that frees its only large segment and allocates
+    /// another then finds the space in the arena, not in the source: no
+    /// release and import per pair. 0 (the default) releases every wholly
+    /// free span at once (FreeBSD's `vmem_xfree`).
+    pub fn keep_idle(mut self, max: usize) -> Self {
+        self.keep_idle = max;
         self
     }
 
@@ -176,6 +190,8 @@ impl<'a> ArenaBuilder<'a> {
             limit: self.limit,
             reclaim: self.reclaim,
             sleepers: 0,
+            keep_idle: self.keep_idle,
+            idle: None,
         };
         state.seg_push_back(cursor);
         let arena = Arena {
@@ -210,6 +226,7 @@ impl<'a> Arena<'a> {
             qcache: None,
             source: None,
             import_growth_max: 0,
+            keep_idle: 0,
             tags: None,
             tag_reserve: false,
             limit: 0,

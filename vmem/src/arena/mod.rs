@@ -109,6 +109,11 @@ pub(crate) struct State<'a> {
     /// them only if there are any (the notify is an atomic read-modify-write
     /// on a shared line, a third of a small free's cost otherwise).
     pub(crate) sleepers: usize,
+    /// Spans of at most this many bytes are kept once wholly free, the
+    /// latest one (see [`ArenaBuilder::keep_idle`](super::ArenaBuilder::keep_idle)).
+    pub(crate) keep_idle: usize,
+    /// The span kept wholly free (it may have been allocated from since).
+    pub(crate) idle: Option<Tag>,
 }
 
 impl State<'_> {
@@ -211,6 +216,24 @@ impl<'a> Arena<'a> {
     pub fn set_limit(&self, limit: usize) {
         self.state.lock().limit = limit;
         self.cv.notify_all();
+    }
+
+    /// Releases the imported span that [`ArenaBuilder::keep_idle`] kept,
+    /// if it is still wholly free; returns its size (0: none). A periodic
+    /// pass or a reclaim calls this.
+    ///
+    /// [`ArenaBuilder::keep_idle`]: super::ArenaBuilder::keep_idle
+    pub fn release_idle(&self) -> usize {
+        let mut g = self.state.lock();
+        let released = g.idle.take().and_then(|span| g.release_if_whole(span));
+        self.unlock(g, Some(crate::BT_MAXFREE));
+        match released {
+            Some((addr, size)) => {
+                self.release_span(addr, size);
+                size
+            }
+            None => 0,
+        }
     }
 
     /// Sets or clears the reclaim callback (`vmem_set_reclaim`).

@@ -367,16 +367,41 @@ impl State<'_> {
             }
         };
         let m = merged.unwrap_or(t);
+        let mut kept = None;
         if releases {
-            if let Some(span) = self.try_release(m, merged.is_some()) {
-                return Some(span);
+            match self.whole_span(m) {
+                Some((span, ..)) if span.size() <= self.keep_idle => kept = Some(span),
+                Some(whole) => return Some(self.take_out(whole, m, merged.is_some())),
+                None => {}
             }
         }
         match merged {
             Some(m) => self.refile(m),
             None => self.insfree(t),
         }
-        None
+        // Keep this span; release the one kept before, if still wholly free.
+        let span = kept?;
+        let before = self.idle.replace(span)?;
+        if before == span {
+            return None;
+        }
+        self.release_if_whole(before)
+    }
+
+    /// Takes the span `span` out if it is wholly free (its first segment
+    /// free and covering it, maybe around the cursor); returns it.
+    pub(super) fn release_if_whole(&mut self, span: Tag) -> Option<(usize, usize)> {
+        let first = span
+            .seg_next()
+            .and_then(|n| {
+                if n.kind() == SegmentKind::Cursor {
+                    n.seg_next()
+                } else {
+                    Some(n)
+                }
+            })
+            .filter(|f| f.kind() == SegmentKind::Free && f.start() == span.start())?;
+        self.try_release(first, true)
     }
 
     /// Where a span starting at `addr` goes in the address-ordered list:
@@ -458,6 +483,15 @@ impl State<'_> {
     /// allocation merges around the cursor; here it is released, and the
     /// cursor keeps its place between the span's neighbours.
     pub(super) fn try_release(&mut self, t: Tag, on_freelist: bool) -> Option<(usize, usize)> {
+        let whole = self.whole_span(t)?;
+        Some(self.take_out(whole, t, on_freelist))
+    }
+
+    /// If the free segment `t` (maybe with the cursor and another free
+    /// segment beside it) covers a whole imported span: the span's tag and
+    /// the free segments beyond the cursor on the left and the right.
+    #[allow(clippy::type_complexity)]
+    fn whole_span(&self, t: Tag) -> Option<(Tag, Option<Tag>, Option<Tag>)> {
         let is_cursor = |x: &Tag| x.kind() == SegmentKind::Cursor;
         // Whether the free segments `x` and `y` are adjacent, `x` first.
         let adjacent_free = |x: Tag, y: Tag| {
@@ -485,6 +519,21 @@ impl State<'_> {
         if span.kind() != SegmentKind::Span || span.start() != first.start() || span.size() != run {
             return None;
         }
+        Some((span, left, right))
+    }
+
+    /// Takes a wholly free span out (see [`whole_span`](Self::whole_span)):
+    /// its free segments `t` (on a freelist if `on_freelist`) and those
+    /// around the cursor, and its span tag. Returns the span.
+    fn take_out(
+        &mut self,
+        (span, left, right): (Tag, Option<Tag>, Option<Tag>),
+        t: Tag,
+        on_freelist: bool,
+    ) -> (usize, usize) {
+        if self.idle == Some(span) {
+            self.idle = None;
+        }
         let released = (span.start(), span.size());
         if on_freelist {
             self.remfree(t);
@@ -496,7 +545,7 @@ impl State<'_> {
         }
         self.remseg(span);
         self.size -= released.1;
-        Some(released)
+        released
     }
 
     /// Whether `[addr, addr + size)` intersects managed space.

@@ -458,23 +458,35 @@ fn fragment_reclaim_before_failure_without_trim() {
 /// import plus the 2 MiB slack of an aligned mapping, yet holds the import
 /// itself: `map_aligned`'s exact-size tries must take it, so the baseline
 /// is what it is without the stranger (and the child's own checks hold).
+/// A page-metadata leaf the baseline's probe had to map (8 MiB of address
+/// space: where the stranger's mapping moves the arena's chunks decides
+/// whether they cross into another 4 GiB) is counted as blocks.
 #[test]
 fn fragment_under_address_space_limit_with_a_stranger_mapping() {
+    // The baseline, plus the MiB of leaves mapped during its probe.
     let baseline = |line: &str| -> usize {
-        let at = line.find("1MiB blocks before ").expect("baseline figure") + 19;
-        let digits: String = line[at..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        digits.parse().expect("baseline count")
+        let number = |after: &str, nth: usize| -> usize {
+            let at = line.find(after).expect(after) + after.len();
+            let field = line[at..].split(", ").nth(nth).expect("field");
+            let digits: String = field.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().expect("a number")
+        };
+        let b0 = number("1MiB blocks before ", 0);
+        let (l0, l1) = (
+            number("page-metadata leaves ", 0),
+            number("page-metadata leaves ", 1),
+        );
+        b0 + (l1 - l0).div_ceil(1024)
     };
     let n = blocks(3000, 4.0);
     let alone = baseline(&run_with("rlimit", 3000, n, 0, LIMIT_MIB, true, 0));
     for kib in [2100, 3900] {
         let with = baseline(&run_with("rlimit", 3000, n, 0, LIMIT_MIB, true, kib));
-        assert_eq!(
-            with, alone,
-            "{kib} KiB mapped by someone else: {with} 1 MiB blocks, {alone} without"
+        // (One block of slack, as the child's checks have; without the
+        // exact-size tries a stranger costs a whole 4 MiB import.)
+        assert!(
+            with + 1 >= alone,
+            "{kib} KiB mapped by someone else: {with} 1 MiB blocks (new leaves counted), {alone} without"
         );
     }
 }

@@ -119,13 +119,9 @@ fn note_peak(in_use: usize, now: u64) {
 
 /// Notes the bytes of large blocks in use just before a large free; reads
 /// the clock only for a new peak or the peak reached again (renewing it:
-/// on a new peak only, `malloc-large` faulted 12% more). Not on the page
-/// caches' fast road, where that read was a third of a 100 KB pair.
-pub(crate) fn note_before_free(in_use: usize) {
-    note_before_free_at(in_use, now);
-}
-
-/// [`note_before_free`], `now` read only if the peak is reached.
+/// on a new peak only, `malloc-large` faulted 12% more). Not for the page
+/// caches' blocks, where that read was a third of a 100 KB pair (and
+/// whose ranges leave no dirty pages in the arena).
 fn note_before_free_at(in_use: usize, now: impl FnOnce() -> u64) {
     if in_use >= PEAK.load(Ordering::Relaxed) {
         note_peak(in_use, now());
@@ -630,7 +626,7 @@ pub(crate) fn roomier_span(size: usize) -> usize {
 
 /// Frees a large block to the arena with its pages kept (labelled dirty),
 /// then purges what is over budget or old. `in_use`: the bytes of large
-/// blocks in use before this free, for the peak (as [`note_before_free`],
+/// blocks in use before this free, for the peak (as [`note_before_free_at`],
 /// with the one clock read the free makes).
 ///
 /// # Safety

@@ -73,15 +73,15 @@ fn slot_of(n: usize, exact: bool) -> Option<(usize, &'static AtomicU32)> {
 /// A large block of more than 32 KiB and at most 256 KiB, aligned to at
 /// most a page, from the calling thread's cache of the quantum-cache zone
 /// of its page count (up to 64 KiB) or of its large class's cache zone:
-/// the pages a recent free of that size left. Charged, labelled and
-/// counted as [`large_alloc`] does, without the front door's slow road
-/// (recursion guard, profiler, class lookup, the arena's quantum-cache
-/// dispatch and the dirty labels, which cached ranges do not have): a
-/// pair of 40 KiB `malloc` + `free` cost about 1,050 instructions that way,
-/// one of 100 KB 2,738 (through the arena's boundary tags and the dirty
-/// lists). `None` (the
-/// slow road then) on a miss, for any other request, while profiling, in
-/// debug mode and while a memory limit is set.
+/// the pages a recent free of that size left. Labelled as [`large_alloc`]
+/// does, without the front door's slow road (recursion guard, profiler,
+/// class lookup, the arena's quantum-cache dispatch and the dirty labels,
+/// which cached ranges do not have): a pair of 40 KiB `malloc` + `free`
+/// cost about 1,050 instructions that way, one of 100 KB 2,738 (through
+/// the arena's boundary tags and the dirty lists). No shared counter
+/// either: the zone charged the range when it imported it (the limit
+/// binds there) and counts its items itself. `None` (the slow road then)
+/// on a miss, for any other request, while profiling and in debug mode.
 #[inline(never)]
 pub(crate) fn alloc_large<A: TlsAccess>(size: usize, align: usize) -> Option<NonNull<u8>> {
     #[cfg(not(any(loom, feature = "invariants")))]
@@ -95,25 +95,15 @@ pub(crate) fn alloc_large<A: TlsAccess>(size: usize, align: usize) -> Option<Non
             return None;
         }
         let (n, slot) = slot_of(size.div_ceil(PAGE_SIZE), false)?;
-        let bytes = n * PAGE_SIZE;
-        if !crate::pressure::charge_unlimited(bytes) {
-            return None;
-        }
         // SAFETY: the tables hold only `to_bits` of the page-cache zones'
         // slots (never destroyed).
         let p = unsafe {
             let slot = FastSlot::from_bits(slot.load(Ordering::Relaxed));
             slot.alloc_via::<A>().or_else(|| slot.alloc_swap_via::<A>())
-        };
-        match p {
-            Some(p) => {
-                crate::malloc::large_handout(p.as_ptr() as usize, n, pagemeta::large_word(n))
-            }
-            None => {
-                crate::pressure::uncharge(bytes);
-                None
-            }
-        }
+        }?;
+        // Charged and counted already (see `large_alloc`).
+        pagemeta::set_head(p.as_ptr() as usize, pagemeta::large_word(n));
+        Some(p)
     }
     #[cfg(any(loom, feature = "invariants"))]
     {
@@ -161,9 +151,7 @@ pub(crate) unsafe fn free_large<A: TlsAccess>(ptr: *mut u8) -> bool {
             FastSlot::from_bits(slot.load(Ordering::Relaxed))
                 .free_via::<A>(NonNull::new_unchecked(ptr))
         };
-        if pushed {
-            crate::malloc::large_cached_release(word >> 3);
-        } else {
+        if !pushed {
             // No room: the head back, and the slow road frees it.
             pagemeta::set_head(addr, word);
         }

@@ -45,7 +45,7 @@ mod pages;
 mod qcache;
 pub(crate) mod wiring;
 
-pub(crate) use pages::{arena_free, arena_pages, charged, vflags};
+pub(crate) use pages::{arena_free, arena_pages, vflags};
 #[cfg(not(any(loom, feature = "invariants")))]
 pub(crate) use qcache::QCACHE_PAGES;
 pub(crate) use qcache::{lc_arena, lcache_zone, qcache_zones, QCACHE, QCACHE_MAX};

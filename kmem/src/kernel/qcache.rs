@@ -129,16 +129,24 @@ pub(crate) fn qcache_import(class: usize, store: &mut [*mut u8], _flags: Flags) 
     let Some(a) = super::WIRING.arena() else {
         return 0;
     };
+    let bytes = class * PAGE_SIZE;
     let mut n = 0;
     for slot in store.iter_mut() {
-        match a.xalloc(class * PAGE_SIZE, &QCACHE_RANGE, vmem::Flags::NOWAIT) {
+        // Charged while cached and in use (see `charge_cached`).
+        if !crate::pressure::charge_cached(bytes) {
+            break;
+        }
+        match a.xalloc(bytes, &QCACHE_RANGE, vmem::Flags::NOWAIT) {
             Ok(addr) => {
                 // Cached ranges are dirty anyway; just unlabel them.
                 crate::dirty::taken(addr, class, 0, false);
                 *slot = addr as *mut u8;
                 n += 1;
             }
-            Err(_) => break,
+            Err(_) => {
+                crate::pressure::uncharge(bytes);
+                break;
+            }
         }
     }
     n
@@ -181,7 +189,7 @@ pub(crate) fn lc_arena() -> Option<&'static Arena<'static>> {
 /// free, that is when the caches gave every range of it back). Every free
 /// page of the large classes' arena reads as zero: fresh, or unbacked by
 /// the release of the range it was part of. Not charged (address space:
-/// the blocks handed out are).
+/// the class zones charge the ranges they import).
 struct LcChunks;
 
 impl vmem::Source for LcChunks {
@@ -222,7 +230,12 @@ pub(crate) fn lcache_import(pages: usize, store: &mut [*mut u8], _flags: Flags) 
     let bytes = pages * PAGE_SIZE;
     let mut n = 0;
     for slot in store.iter_mut() {
+        // Charged while cached and in use (see `charge_cached`).
+        if !crate::pressure::charge_cached(bytes) {
+            break;
+        }
         let Ok(addr) = a.xalloc(bytes, &Constraints::NONE, vmem::Flags::NOWAIT) else {
+            crate::pressure::uncharge(bytes);
             break;
         };
         *slot = addr as *mut u8;
@@ -245,7 +258,8 @@ pub(crate) fn qcache_release(class: usize, items: &[*mut u8]) {
 /// Gives a page cache's ranges of `pages` pages back to their arena `a`:
 /// head word cleared (a range freed into the cache has it labelled so, see
 /// `pagemeta::TAG_CACHED`; every free arena page's word is 0), unbacked
-/// (free arena pages read as zero), freed.
+/// (free arena pages read as zero), freed, uncharged (the import charged
+/// it).
 fn release_ranges(a: Option<&'static Arena<'static>>, pages: usize, items: &[*mut u8]) {
     let Some(a) = a else { return };
     for &p in items {
@@ -254,4 +268,5 @@ fn release_ranges(a: Option<&'static Arena<'static>>, pages: usize, items: &[*mu
         unsafe { os::unback(p as usize, pages * PAGE_SIZE) };
         let _ = a.xfree(p as usize, pages * PAGE_SIZE);
     }
+    crate::pressure::uncharge(items.len() * pages * PAGE_SIZE);
 }

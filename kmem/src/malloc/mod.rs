@@ -38,7 +38,7 @@ use crossbeam_utils::{Backoff, CachePadded};
 use crate::classes::{
     class_of, fits_large, large_class_exact, large_pages, CLASS_NAMES, CLASS_SIZES,
 };
-use crate::kernel::{arena_pages, charged, kernel, lcache_zone, vflags, Kernel, QCACHE_MAX};
+use crate::kernel::{arena_pages, kernel, lcache_zone, vflags, Kernel, QCACHE, QCACHE_MAX};
 use crate::os::{round_page, PAGE_SIZE};
 use crate::pagemeta::{self, TAG_CACHED, TAG_LARGE, TAG_LARGE_X, TAG_MASK, TAG_SLAB};
 use crate::report::{report, Report, ReportKind};
@@ -133,51 +133,52 @@ pub(crate) fn large_alloc(
     if bytes > crate::os::max_request() || !align.is_power_of_two() || align > MAX_ALIGN {
         return None;
     }
-    let mut word = pagemeta::large_word(n);
-    let lcache = match large_class_exact(n) {
-        Some(c) if align <= PAGE_SIZE && !zero => lcache_zone(c),
-        _ => None,
-    };
-    let addr = if bytes <= QCACHE_MAX && align <= PAGE_SIZE {
-        // Charged here (the quantum cache's own ranges are not).
-        let addr = charged(bytes, vf, |_| k.arena.alloc(bytes, vf))?;
-        // A quantum-cache miss takes arena pages: unlabel any dirty ones.
-        // (A range freed into the cache has its head labelled cached until
-        // `large_handout` writes the live one; `taken`'s check of the page
-        // words with `invariants` wants it clear first.)
-        #[cfg(feature = "invariants")]
-        pagemeta::set_head(addr, 0);
-        crate::dirty::taken(addr, n, 0, false);
-        if zero {
-            // SAFETY: `bytes` bytes of ours, just allocated.
-            unsafe { ptr::write_bytes(addr as *mut u8, 0, bytes) };
-        }
-        addr
-    } else if let Some(addr) = lcache.and_then(|z| {
-        // A range of the class from its cache zone (charged here, as the
-        // quantum cache's). A zero-filled block takes arena pages instead
-        // (below): clean ones read as zero already, and its class cache
-        // would have it write zeros over every page; so does a request the
-        // cache cannot serve (no address space for a chunk of its own).
-        charged(bytes, vf, |_| {
-            z.alloc(Flags::NOWAIT)
-                .map(|p| p.as_ptr() as usize)
-                .ok_or(vmem::Error::NoMemory {
-                    arena: vmem::Name::new(z.name()),
-                })
-        })
-    }) {
-        addr
+    // A page cache's range (the quantum cache's, up to 64 KiB, or the
+    // large class's): charged already, since its zone charges the ranges
+    // it imports and keeps them charged while cached (`charge_cached`),
+    // and counted by its zone. A zero-filled block of a class takes arena
+    // pages instead (below): clean ones read as zero already, and its
+    // class's range would have it write zeros over every page; so does a
+    // request the cache cannot serve (the limit, no address space).
+    // (From the zones, not through `Arena::alloc`, whose quantum cache
+    // falls back to the arena on a miss: a range that was never charged.)
+    let zone = if align > PAGE_SIZE {
+        None
+    } else if bytes <= QCACHE_MAX {
+        QCACHE.zone(n)
+    } else if zero {
+        None
     } else {
-        // Over-aligned or zero-filled: not through a page cache, nor back.
-        word = pagemeta::direct_word(n);
-        arena_pages(k.arena, bytes, align.max(PAGE_SIZE), vf, 0, zero)?
+        large_class_exact(n).and_then(lcache_zone)
     };
-    large_handout(addr, n, word)
+    let cached = zone
+        .and_then(|z| z.alloc(Flags::NOWAIT))
+        .map(|p| p.as_ptr() as usize);
+    if let Some(addr) = cached {
+        if bytes <= QCACHE_MAX {
+            // A range freed into the cache has its head labelled cached;
+            // `invariants`' check of the page words wants it clear first.
+            #[cfg(feature = "invariants")]
+            pagemeta::set_head(addr, 0);
+            // Unlabel any dirty pages (the quantum cache's ranges are the
+            // kernel arena's).
+            crate::dirty::taken(addr, n, 0, false);
+            if zero {
+                // SAFETY: `bytes` bytes of ours, just allocated.
+                unsafe { ptr::write_bytes(addr as *mut u8, 0, bytes) };
+            }
+        }
+        pagemeta::set_head(addr, pagemeta::large_word(n));
+        return NonNull::new(addr as *mut u8);
+    }
+    // Over-aligned or zero-filled: not through a page cache, nor back.
+    let addr = arena_pages(k.arena, bytes, align.max(PAGE_SIZE), vf, 0, zero)?;
+    large_handout(addr, n, pagemeta::direct_word(n))
 }
 
-/// Labels a large block of `n` pages just taken at `addr` with its head
-/// word and counts it: the last step of every large allocation.
+/// Labels a large block of `n` pages just taken at `addr` from the kernel
+/// arena with its head word and counts it: the last step of every large
+/// allocation but a page cache's.
 pub(crate) fn large_handout(addr: usize, n: usize, word: usize) -> Option<NonNull<u8>> {
     pagemeta::set_head(addr, word);
     LARGE_ALLOCS.fetch_add(1, Ordering::Relaxed);
@@ -185,20 +186,9 @@ pub(crate) fn large_handout(addr: usize, n: usize, word: usize) -> Option<NonNul
     NonNull::new(addr as *mut u8)
 }
 
-/// The bookkeeping of a large block of `n` pages that the fast road put
-/// back in the thread's cache of the page-cache zone of its size (the
-/// quantum cache's or its large class's, `fast_large::free_large`), its
-/// head word claimed: counted and uncharged as [`large_free`] does.
-#[cfg(not(any(loom, feature = "invariants")))]
-pub(crate) fn large_cached_release(n: usize) {
-    LARGE_FREES.fetch_add(1, Ordering::Relaxed);
-    LARGE_PAGES.fetch_sub(n as u64, Ordering::Relaxed);
-    crate::pressure::uncharge(n * PAGE_SIZE);
-}
-
-/// Counts the free of a large block of `n` pages (every large free but
-/// the fast road's, [`large_cached_release`]); returns the bytes of large
-/// blocks in use before it, for the dirty budget's peak.
+/// Counts the free of a large block of `n` pages that goes back to the
+/// kernel arena (the page caches' zones count theirs); returns the bytes
+/// of such blocks in use before it, for the dirty budget's peak.
 fn large_freed(n: usize) -> usize {
     LARGE_FREES.fetch_add(1, Ordering::Relaxed);
     LARGE_PAGES.fetch_sub(n as u64, Ordering::Relaxed) as usize * PAGE_SIZE
@@ -299,14 +289,17 @@ pub(crate) fn realloc_target(
 /// The largest alignment a large block may ask for.
 pub(crate) const MAX_ALIGN: usize = 1 << 30;
 
-/// Every large block's allocations, frees and pages (typed or not): the
-/// large part of [`malloc_untyped_stats`]. Relaxed counters on the large
-/// paths only (a large allocation costs far more anyway).
+/// The allocations, frees and pages of the large blocks that the kernel
+/// arena placed directly (typed or not; those of the page caches are
+/// counted by their zones, with no shared counter on their roads): with
+/// the page caches' zones, the large part of [`malloc_untyped_stats`].
 static LARGE_ALLOCS: AtomicU64 = AtomicU64::new(0);
 static LARGE_FREES: AtomicU64 = AtomicU64::new(0);
 static LARGE_PAGES: AtomicU64 = AtomicU64::new(0);
 
-/// Bytes of the large blocks in use (every front door's, typed or not).
+/// Bytes of the large blocks the kernel arena placed directly in use
+/// (every front door's, typed or not): the dirty budget's measure (the
+/// page caches' ranges leave no dirty pages in the arena).
 pub(crate) fn large_bytes_in_use() -> usize {
     LARGE_PAGES.load(Ordering::Relaxed) as usize * PAGE_SIZE
 }
@@ -320,35 +313,37 @@ pub(crate) fn large_bytes_in_use() -> usize {
 /// `addr` is a live large block of `n` pages, unused from now on.
 pub(crate) unsafe fn large_free(k: &Kernel, addr: usize, n: usize) {
     let bytes = n * PAGE_SIZE;
-    let before = large_freed(n);
     let direct = pagemeta::lookup(addr) & TAG_MASK == TAG_LARGE_X;
     let lcache = match large_class_exact(n) {
         Some(c) if !direct => lcache_zone(c),
         _ => None,
     };
-    // Into a page cache (the quantum cache's or the class's) its head is
-    // labelled cached (a second free is then a double free); to the arena
-    // its head is cleared, as every free arena page's word is.
-    let cached = (bytes <= QCACHE_MAX && !direct) || lcache.is_some();
-    pagemeta::set(addr, 1, if cached { pagemeta::cached_word(n) } else { 0 });
-    if cached {
-        crate::dirty::note_before_free(before);
-    }
-    if bytes <= QCACHE_MAX && !direct {
-        if let Err(e) = k.arena.free(addr, bytes) {
-            crate::report::fatal(format_args!(
-                "kmem: freeing {bytes} bytes at {addr:#x}: {e}"
-            ));
+    if (bytes <= QCACHE_MAX && !direct) || lcache.is_some() {
+        // Into a page cache (the quantum cache's or the class's), still
+        // charged, counted by its zone; its head labelled cached (a
+        // second free is then a double free).
+        pagemeta::set(addr, 1, pagemeta::cached_word(n));
+        match lcache {
+            // SAFETY: the caller's promise: a live block of the class's
+            // pages labelled `TAG_LARGE` (not direct), which only the
+            // class's cache hands out: one of its ranges, given up, an
+            // item of its zone.
+            Some(z) => unsafe { z.free(NonNull::new_unchecked(addr as *mut u8)) },
+            None => {
+                if let Err(e) = k.arena.free(addr, bytes) {
+                    crate::report::fatal(format_args!(
+                        "kmem: freeing {bytes} bytes at {addr:#x}: {e}"
+                    ));
+                }
+            }
         }
-    } else if let Some(z) = lcache {
-        // SAFETY: the caller's promise: a live block of the class's pages
-        // labelled `TAG_LARGE` (not direct), which only the class's cache
-        // hands out: one of its ranges, given up, an item of its zone.
-        unsafe { z.free(NonNull::new_unchecked(addr as *mut u8)) };
-    } else {
-        // SAFETY: the caller's promise.
-        unsafe { crate::dirty::free_large(k.arena, addr, bytes, before) };
+        return;
     }
+    // To the arena: its head cleared, as every free arena page's word is.
+    let before = large_freed(n);
+    pagemeta::set(addr, 1, 0);
+    // SAFETY: the caller's promise.
+    unsafe { crate::dirty::free_large(k.arena, addr, bytes, before) };
     crate::pressure::uncharge(bytes);
 }
 

@@ -242,10 +242,18 @@ pub fn malloc_untyped_stats() -> MallocTypeStats {
         LARGE_ALLOCS.load(Ordering::Relaxed),
         LARGE_FREES.load(Ordering::Relaxed),
     );
-    let large = allocs.saturating_sub(frees);
+    let mut large = allocs.saturating_sub(frees);
     all.in_use += large;
     all.bytes += LARGE_PAGES.load(Ordering::Relaxed) * PAGE_SIZE as u64;
     all.requests += allocs;
+    // The page caches' blocks (32 KiB to 256 KiB), which their zones count.
+    for z in crate::kernel::qcache_zones() {
+        let s = z.stats();
+        large += s.used;
+        all.in_use += s.used;
+        all.bytes += s.used * z.size() as u64;
+        all.requests += s.requests;
+    }
     if large > 0 {
         all.sizes |= 1 << 63;
     }

@@ -3,7 +3,9 @@
 //! - **The limit** (FreeBSD `vm_kmem_size`): [`set_limit`] / [`limit`], or
 //!   `BSDALLOC_LIMIT` in the environment (read once at bootstrap). It caps
 //!   the memory kmem has *committed*: pages it took from the kernel arena
-//!   for slabs, large blocks, `kmem_malloc` and `kva_alloc`. The kernel
+//!   for slabs, large blocks, `kmem_malloc` and `kva_alloc` (the page
+//!   caches' ranges, 32-256 KiB, from when their zone imports them until
+//!   it gives them back, in use or cached: [`charge_cached`]). The kernel
 //!   arena's address space is capped too, at twice the limit (rounded up
 //!   to the import quantum) plus one import quantum: the limit is on
 //!   memory, and address space is cheap (`MAP_NORESERVE`, unbacked when
@@ -236,14 +238,19 @@ pub(crate) fn charge(bytes: usize, wait: bool, force: bool) -> bool {
     }
 }
 
-/// [`charge`] for a fast road: succeeds only while no limit is set
-/// (nothing to enforce, no reclaim to run, no soft threshold to report).
-/// False otherwise, with nothing charged: the caller then takes its slow
-/// road, which charges as usual.
-#[cfg(not(any(loom, feature = "invariants")))]
-#[inline]
-pub(crate) fn charge_unlimited(bytes: usize) -> bool {
-    LIMIT_PAGES.load(Ordering::Relaxed) == 0 && account().try_charge(pages(bytes), 0, false, false)
+/// Charges a page cache's range as it imports it (the quantum cache's and
+/// the large classes' cache zones hold charged ranges, so handing one out
+/// or taking it back charges nothing): one try, no reclaim pass (an import
+/// runs inside a zone's allocation), false at the limit; the request then
+/// takes arena pages, through [`charge`].
+pub(crate) fn charge_cached(bytes: usize) -> bool {
+    let bypass = nest() & NEST_DRAW != 0;
+    account().try_charge(
+        pages(bytes),
+        LIMIT_PAGES.load(Ordering::Relaxed),
+        bypass,
+        false,
+    )
 }
 
 /// Whose page request failed, for [`count_failure`].

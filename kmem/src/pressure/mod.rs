@@ -242,15 +242,12 @@ pub(crate) fn charge(bytes: usize, wait: bool, force: bool) -> bool {
 /// the large classes' cache zones hold charged ranges, so handing one out
 /// or taking it back charges nothing): one try, no reclaim pass (an import
 /// runs inside a zone's allocation), false at the limit; the request then
-/// takes arena pages, through [`charge`].
+/// takes arena pages, through [`charge`]. Never on a reservation's room
+/// (an import fills a bucket, more than a draw's cost: a draw whose cache
+/// is empty takes arena pages, charged as the draw allows).
 pub(crate) fn charge_cached(bytes: usize) -> bool {
-    let bypass = nest() & NEST_DRAW != 0;
-    account().try_charge(
-        pages(bytes),
-        LIMIT_PAGES.load(Ordering::Relaxed),
-        bypass,
-        false,
-    )
+    let limit = LIMIT_PAGES.load(Ordering::Relaxed);
+    account().try_charge(pages(bytes), limit, false, false)
 }
 
 /// Whose page request failed, for [`count_failure`].

@@ -124,30 +124,39 @@ impl vmem::QuantumCache for KernelQCache {
 const QCACHE_RANGE: Constraints = Constraints::new().range(vmem::QCACHE_MIN_ADDR, usize::MAX);
 
 /// Cache-zone import: `class`-page ranges straight from the arena, with
-/// the quantum-cache contract's constraint (never address 0).
+/// the quantum-cache contract's constraint (never address 0). Cached
+/// ranges are dirty anyway: their dirty labels are just cleared.
 pub(crate) fn qcache_import(class: usize, store: &mut [*mut u8], _flags: Flags) -> usize {
-    let Some(a) = super::WIRING.arena() else {
-        return 0;
-    };
-    let bytes = class * PAGE_SIZE;
+    import_ranges(super::WIRING.arena(), class, &QCACHE_RANGE, true, store)
+}
+
+/// A page cache's import (the quantum cache's or a large class's): ranges
+/// of `pages` pages from `a` into `store`, each charged first (a cached
+/// range stays charged, see `charge_cached`), with `unlabel` its dirty
+/// labels cleared; stops at the limit or when the arena has no more.
+fn import_ranges(
+    a: Option<&'static Arena<'static>>,
+    pages: usize,
+    c: &Constraints,
+    unlabel: bool,
+    store: &mut [*mut u8],
+) -> usize {
+    let Some(a) = a else { return 0 };
+    let bytes = pages * PAGE_SIZE;
     let mut n = 0;
     for slot in store.iter_mut() {
-        // Charged while cached and in use (see `charge_cached`).
         if !crate::pressure::charge_cached(bytes) {
             break;
         }
-        match a.xalloc(bytes, &QCACHE_RANGE, vmem::Flags::NOWAIT) {
-            Ok(addr) => {
-                // Cached ranges are dirty anyway; just unlabel them.
-                crate::dirty::taken(addr, class, 0, false);
-                *slot = addr as *mut u8;
-                n += 1;
-            }
-            Err(_) => {
-                crate::pressure::uncharge(bytes);
-                break;
-            }
+        let Ok(addr) = a.xalloc(bytes, c, vmem::Flags::NOWAIT) else {
+            crate::pressure::uncharge(bytes);
+            break;
+        };
+        if unlabel {
+            crate::dirty::taken(addr, pages, 0, false);
         }
+        *slot = addr as *mut u8;
+        n += 1;
     }
     n
 }
@@ -222,26 +231,9 @@ pub(crate) fn build_lc_arena(tags: &'static dyn vmem::TagSource) -> bool {
 }
 
 /// Large-class cache-zone import: `pages`-page ranges of the large
-/// classes' arena.
+/// classes' arena (whose free pages carry no dirty labels).
 pub(crate) fn lcache_import(pages: usize, store: &mut [*mut u8], _flags: Flags) -> usize {
-    let Some(a) = lc_arena() else {
-        return 0;
-    };
-    let bytes = pages * PAGE_SIZE;
-    let mut n = 0;
-    for slot in store.iter_mut() {
-        // Charged while cached and in use (see `charge_cached`).
-        if !crate::pressure::charge_cached(bytes) {
-            break;
-        }
-        let Ok(addr) = a.xalloc(bytes, &Constraints::NONE, vmem::Flags::NOWAIT) else {
-            crate::pressure::uncharge(bytes);
-            break;
-        };
-        *slot = addr as *mut u8;
-        n += 1;
-    }
-    n
+    import_ranges(lc_arena(), pages, &Constraints::NONE, false, store)
 }
 
 /// Large-class cache-zone release: as [`qcache_release`], to the large

@@ -155,18 +155,10 @@ pub(crate) fn large_alloc(
         .and_then(|z| z.alloc(Flags::NOWAIT))
         .map(|p| p.as_ptr() as usize);
     if let Some(addr) = cached {
-        if bytes <= QCACHE_MAX {
-            // A range freed into the cache has its head labelled cached;
-            // `invariants`' check of the page words wants it clear first.
-            #[cfg(feature = "invariants")]
-            pagemeta::set_head(addr, 0);
-            // Unlabel any dirty pages (the quantum cache's ranges are the
-            // kernel arena's).
-            crate::dirty::taken(addr, n, 0, false);
-            if zero {
-                // SAFETY: `bytes` bytes of ours, just allocated.
-                unsafe { ptr::write_bytes(addr as *mut u8, 0, bytes) };
-            }
+        // (Its dirty labels were cleared when its zone imported it.)
+        if zero {
+            // SAFETY: `bytes` bytes of ours, just allocated.
+            unsafe { ptr::write_bytes(addr as *mut u8, 0, bytes) };
         }
         pagemeta::set_head(addr, pagemeta::large_word(n));
         return NonNull::new(addr as *mut u8);

@@ -18,8 +18,8 @@
 //!
 //! | operation | lookup | then |
 //! |---|---|---|
-//! | alloc, size <= 1 KiB, align <= 16 | `SIZE_SLOTS[(max(size, align) + 7) / 8]` | pop |
-//! | alloc, size <= 1 KiB, align 16 (`malloc`) | `SIZE16_SLOTS[(size + 7) / 8]` | pop |
+//! | alloc, size <= 1 KiB, align <= 16 | `SIZE_SLOTS[max(size, align)]` | pop |
+//! | alloc, size <= 1 KiB, align 16 (`malloc`) | `SIZE16_SLOTS[size]` | pop |
 //! | alloc, size <= 32 KiB, align <= 16 | `CLASS_SLOTS[class_of_small(size, align)]` | pop |
 //! | dealloc with a layout (`Kmem`) | as alloc | push |
 //! | free without a size (C) | page word (two loads) -> the class's check entry (the word is its offset), start-of-item check, the entry's slot | push |
@@ -92,7 +92,7 @@ use crate::classes::class_of;
 #[cfg(not(any(loom, feature = "invariants")))]
 use crate::classes::{class_of_small, over_aligned_size, NCLASSES};
 #[cfg(not(any(loom, feature = "invariants")))]
-use crate::classes::{small_index, CLASS_SIZES, LUT_LEN};
+use crate::classes::{CLASS_SIZES, LUT_LEN};
 /// The largest request the size tables serve.
 #[cfg(not(any(loom, feature = "invariants")))]
 const MAX_SMALL: usize = (LUT_LEN - 1) * 8;
@@ -104,18 +104,23 @@ use crate::Flags;
 
 // ---------------------------------------------------------------- tables
 
-/// `SIZE_SLOTS[small_index(size, align)]`: the cache slot of the class
-/// zone of every request of at most 1 KiB aligned to at most 16.
+/// `SIZE_SLOTS[max(size, align)]`: the cache slot of the class zone of
+/// every request of at most 1 KiB aligned to at most 16. Indexed by the
+/// byte size itself, not by `(size + 7) / 8` as the class table is: 4 KiB
+/// instead of 516 bytes (of which a program touches the lines of the sizes
+/// it asks for), and two instructions (the add and the shift) off every
+/// allocation. (32-bit entries: LLVM zero-extends a 16-bit atomic load
+/// twice.)
 #[cfg(not(any(loom, feature = "invariants")))]
-static SIZE_SLOTS: [AtomicU32; LUT_LEN] =
-    [const { AtomicU32::new(FastSlot::NONE.to_bits()) }; LUT_LEN];
+static SIZE_SLOTS: [AtomicU32; MAX_SMALL + 1] =
+    [const { AtomicU32::new(FastSlot::NONE.to_bits()) }; MAX_SMALL + 1];
 
-/// `SIZE16_SLOTS[(size + 7) / 8]`: as `SIZE_SLOTS` for requests aligned
-/// to exactly 16 (C's `malloc`), whose sizes of 0 to 16 all take the
-/// 16-byte class: the index needs no `max(size, align)`.
+/// `SIZE16_SLOTS[size]`: as `SIZE_SLOTS` for requests aligned to exactly
+/// 16 (C's `malloc`), whose sizes of 0 to 16 all take the 16-byte class:
+/// the index needs no `max(size, align)`.
 #[cfg(not(any(loom, feature = "invariants")))]
-static SIZE16_SLOTS: [AtomicU32; LUT_LEN] =
-    [const { AtomicU32::new(FastSlot::NONE.to_bits()) }; LUT_LEN];
+static SIZE16_SLOTS: [AtomicU32; MAX_SMALL + 1] =
+    [const { AtomicU32::new(FastSlot::NONE.to_bits()) }; MAX_SMALL + 1];
 
 /// `CLASS_SLOTS[c]`: the cache slot of size class `c`'s zone.
 #[cfg(not(any(loom, feature = "invariants")))]
@@ -294,13 +299,11 @@ fn publish() {
         CLASS_SLOTS[c].store(slot, Ordering::Relaxed);
     }
     crate::fast_large::publish();
-    for (i, (e, e16)) in SIZE_SLOTS.iter().zip(&SIZE16_SLOTS).enumerate() {
-        // Index i serves sizes (8i - 7 ..= 8i); `class_of_small` maps
-        // the index, so any size of it will do.
-        if let Some(c) = class_of_small((i * 8).max(1), 1) {
+    for (size, (e, e16)) in SIZE_SLOTS.iter().zip(&SIZE16_SLOTS).enumerate() {
+        if let Some(c) = class_of_small(size.max(1), 1) {
             e.store(k.classes[c].fast_slot().to_bits(), Ordering::Relaxed);
         }
-        if let Some(c) = class_of_small(i * 8, 16) {
+        if let Some(c) = class_of_small(size, 16) {
             e16.store(k.classes[c].fast_slot().to_bits(), Ordering::Relaxed);
         }
     }
@@ -312,29 +315,24 @@ fn publish() {
 /// The slot of the class zone of a request of at most 1 KiB (maybe
 /// `NONE`), or `None` for any other request. A request aligned to more
 /// than 16 (at most a page) is looked up as the size whose class is its
-/// class ([`over_aligned_size`]: a multiple of 32, so its index is exact).
+/// class ([`over_aligned_size`]).
 #[cfg(not(any(loom, feature = "invariants")))]
 #[inline(always)]
 fn small_slot(size: usize, align: usize) -> Option<FastSlot> {
     let i = if align <= 8 {
-        // Most requests (Rust's, through `Kmem`): `(size + 7) / 8` is the
-        // index `small_index` gives (sizes below the alignment share the
-        // 8-byte class's indices 0 and 1), without its max().
-        if size > MAX_SMALL {
-            return None;
-        }
-        (size + 7) >> 3
+        // Most requests (Rust's, through `Kmem`): sizes below the
+        // alignment take the 8-byte class as their own size does, so the
+        // size itself is the index, without `max(size, align)`.
+        size
     } else if align <= 16 {
-        small_index(size, align)?
+        size.max(align)
     } else {
-        let s = over_aligned_size(size, align)?;
-        if s > MAX_SMALL {
-            return None;
-        }
-        s >> 3
+        over_aligned_size(size, align)?
     };
-    // SAFETY: small_index is below LUT_LEN; the table holds only `to_bits`
-    // of slots.
+    if i > MAX_SMALL {
+        return None;
+    }
+    // SAFETY: i <= MAX_SMALL; the table holds only `to_bits` of slots.
     Some(unsafe { FastSlot::from_bits(SIZE_SLOTS.get_unchecked(i).load(Ordering::Relaxed)) })
 }
 
@@ -503,12 +501,10 @@ pub(crate) fn alloc_align16<A: TlsAccess>(size: usize) -> Option<NonNull<u8>> {
         if size > MAX_SMALL {
             return None;
         }
-        // SAFETY: (size + 7) / 8 <= LUT_LEN - 1; the table holds only
-        // `to_bits` of class zones' slots (never destroyed).
+        // SAFETY: size <= MAX_SMALL; the table holds only `to_bits` of
+        // class zones' slots (never destroyed).
         unsafe {
-            let bits = SIZE16_SLOTS
-                .get_unchecked((size + 7) >> 3)
-                .load(Ordering::Relaxed);
+            let bits = SIZE16_SLOTS.get_unchecked(size).load(Ordering::Relaxed);
             pop_cleared::<A>(FastSlot::from_bits(bits))
         }
     }

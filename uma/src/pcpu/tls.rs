@@ -38,18 +38,8 @@ std::thread_local! {
     static USED: Cell<[u64; MAX_SLOTS / 64]> = const { Cell::new([0; MAX_SLOTS / 64]) };
 }
 
-/// The table of a thread that has registered no cache yet: every entry is
-/// `EMPTY_CACHE`, so every fast-path operation misses. Shared by all such
-/// threads and only ever read.
-#[cfg_attr(
-    not(all(target_arch = "x86_64", target_os = "linux")),
-    allow(dead_code)
-)]
-static EMPTY_TABLE: Table =
-    [const { AtomicPtr::new(&super::EMPTY_CACHE as *const Cache as *mut Cache) }; MAX_SLOTS + 1];
-
-// The calling thread's [`Table`] through one thread-local
-// word ([`TlsDescriptor`]).
+// The calling thread's [`Table`] from a shared library
+// ([`TlsDescriptor`]).
 //
 // `SLOTS` is a Rust thread-local, and Rust compiles thread-locals with the
 // general-dynamic TLS model. In an executable the linker relaxes that to
@@ -57,27 +47,28 @@ static EMPTY_TABLE: Table =
 // every access is a call to `__tls_get_addr` (about 15 instructions), and
 // `libbsdalloc.so` made four of them per `malloc`+`free` pair. Stable Rust
 // has no way to ask for another model or dialect (`#[thread_local]`,
-// `-Z tls-model` are unstable), so this one word is declared in assembly
-// in `.tdata` and its offset is asked of a TLS descriptor (see `offset`),
-// which is correct in static TLS (a library loaded at start-up,
-// `LD_PRELOAD` or `DT_NEEDED`) and after a `dlopen`,
-// where an initial-exec access would make the load fail ("cannot
-// allocate memory in static TLS block": the whole TLS block of the
-// library, `SLOTS` included, would have to fit glibc's surplus). The word
-// starts as the address of [`EMPTY_TABLE`] in every thread (the TLS
-// initialisation image) and is pointed at the thread's own `SLOTS` when
-// the thread first registers a cache ([`cache_for`]); both tables live as
-// long as the thread's TLS block, so the word is never stale.
+// `-Z tls-model` are unstable), and an initial-exec access would make a
+// `dlopen` of the library fail ("cannot allocate memory in static TLS
+// block": the whole TLS block of the library, `SLOTS` included, would
+// have to fit glibc's surplus).
 //
-// In static TLS the descriptor's answer is the same in every thread (the
-// block's fixed distance below the thread pointer), so the first
-// registration asks once and keeps the answer in a plain global
-// (`table_word::learn`); from then on the word is two loads away, as with
-// initial-exec, without the call (and the stack adjustment around it)
-// and without marking the library static-TLS-only. After a `dlopen` the
-// answer differs per thread: the global stays 0, the fast paths see
-// [`EMPTY_TABLE`] and always miss, and the slow roads reach the caches
-// through `SLOTS`.
+// But where the library is in static TLS (loaded at start-up, by
+// `LD_PRELOAD` or `DT_NEEDED`, or linked into an executable), its TLS
+// block is at the same distance from the thread pointer in every thread,
+// and so is `SLOTS`. The first registration of a cache ([`cache_for`])
+// finds out whether that is so, by a TLS descriptor asked about an
+// anchor word of the same block (declared in assembly, so that its
+// descriptor can be named: see `table_word::learn`), and if it is, keeps
+// `SLOTS`' distance from the thread pointer in a plain global. From then
+// on a fast path reads its cache pointer with one `%fs`-relative load
+// indexed by the slot (`movq %fs:(off, slot, 8)`), as initial-exec code
+// would, after one load and a test of the global; `SLOTS` starts as
+// `EMPTY_CACHE` in every entry in every thread (its initialisation
+// image), so a thread that registered nothing yet misses as it should.
+// Until the global is learnt, and always after a `dlopen` (where each
+// thread's block is elsewhere), it stays 0: the fast paths see
+// `EMPTY_CACHE` and miss, and the slow roads reach the caches through
+// `SLOTS` itself.
 
 /// The offset from the thread pointer of the calling thread's copy of
 /// the thread-local symbol `$sym` (a string literal; the symbol is defined
@@ -87,7 +78,9 @@ static EMPTY_TABLE: Table =
 /// library in static TLS, and with a resolver that allocates the block
 /// for a `dlopen`ed one; the call keeps every register but `rax` (and the
 /// flags). In an executable the linker relaxes it to one immediate move.
-/// For kmem's profiler too (its per-thread block), hence exported.
+/// For kmem's profiler too (its per-thread block), hence exported. (The
+/// resolver of a `dlopen`ed block may need an aligned stack, which an
+/// `asm!` call does not promise: slow roads only.)
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 #[doc(hidden)]
 #[macro_export]
@@ -112,49 +105,37 @@ macro_rules! tlsdesc_offset {
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod table_word {
-    use super::{Table, EMPTY_TABLE};
+    use super::{Cache, SLOTS};
 
-    // `.globl` + `.hidden`: the symbol must be visible to every object of
-    // the link (the fast paths are inlined into other crates' code units)
-    // and to nothing outside it. The name carries the crate's version so
-    // that two versions of uma linked together keep two words.
+    // The anchor: a word of this library's TLS block whose descriptor
+    // says whether the block is in static TLS. `.globl` + `.hidden`: the
+    // symbol must be visible to every object of the link and to nothing
+    // outside it. The name carries the crate's version so that two
+    // versions of uma linked together keep two anchors (and two tables).
     core::arch::global_asm!(
-        ".pushsection .tdata.bsdalloc_uma_table_v01,\"awT\",@progbits",
+        ".pushsection .tdata.bsdalloc_uma_anchor_v01,\"awT\",@progbits",
         ".p2align 3",
-        ".globl bsdalloc_uma_table_v01",
-        ".hidden bsdalloc_uma_table_v01",
-        ".type bsdalloc_uma_table_v01,@object",
-        ".size bsdalloc_uma_table_v01,8",
-        "bsdalloc_uma_table_v01:",
-        ".quad {empty}",
+        ".globl bsdalloc_uma_anchor_v01",
+        ".hidden bsdalloc_uma_anchor_v01",
+        ".type bsdalloc_uma_anchor_v01,@object",
+        ".size bsdalloc_uma_anchor_v01,8",
+        "bsdalloc_uma_anchor_v01:",
+        ".quad 0",
         ".popsection",
-        empty = sym EMPTY_TABLE,
     );
 
-    /// The offset of the calling thread's word from its thread pointer, by
-    /// a TLS descriptor (`@tlsdesc`/`@tlscall`, the GNU2 dialect): the
-    /// dynamic linker fills the descriptor with `_dl_tlsdesc_return` (load
-    /// the offset, return) when the library is in static TLS, and with a
-    /// resolver that allocates the block when it is not (a `dlopen`); the
-    /// call keeps every register but `rax` (and the flags). In an
-    /// executable the linker relaxes the pair to one immediate move.
-    #[inline(always)]
-    fn offset() -> usize {
-        crate::tlsdesc_offset!("bsdalloc_uma_table_v01")
-    }
-
-    // The word's offset from the thread pointer when it is the same in
+    // `SLOTS`' offset from the thread pointer when it is the same in
     // every thread (static TLS), else 0 (not known yet, or `dlopen`ed).
     // Hidden, so that every crate of the link reaches it RIP-relative,
-    // with no GOT load; the version in the name, as the word's.
+    // with no GOT load; the version in the name, as the anchor's.
     core::arch::global_asm!(
-        ".pushsection .data.bsdalloc_uma_table_off_v01,\"aw\",@progbits",
+        ".pushsection .data.bsdalloc_uma_table_off_v02,\"aw\",@progbits",
         ".p2align 3",
-        ".globl bsdalloc_uma_table_off_v01",
-        ".hidden bsdalloc_uma_table_off_v01",
-        ".type bsdalloc_uma_table_off_v01,@object",
-        ".size bsdalloc_uma_table_off_v01,8",
-        "bsdalloc_uma_table_off_v01:",
+        ".globl bsdalloc_uma_table_off_v02",
+        ".hidden bsdalloc_uma_table_off_v02",
+        ".type bsdalloc_uma_table_off_v02,@object",
+        ".size bsdalloc_uma_table_off_v02,8",
+        "bsdalloc_uma_table_off_v02:",
         ".quad 0",
         ".popsection",
     );
@@ -167,7 +148,7 @@ mod table_word {
         // written only by `learn` (a naturally atomic store).
         unsafe {
             core::arch::asm!(
-                "movq bsdalloc_uma_table_off_v01(%rip), {o}",
+                "movq bsdalloc_uma_table_off_v02(%rip), {o}",
                 o = out(reg) off,
                 options(att_syntax, nostack, preserves_flags, readonly, pure),
             );
@@ -175,110 +156,123 @@ mod table_word {
         off
     }
 
-    /// Learns the offset if the word is in static TLS (once; racing
-    /// callers store the same value). The descriptor of the GNU2 dialect
-    /// is two words, the function and its argument; for a block in static
-    /// TLS the function (glibc's `_dl_tlsdesc_return`, musl's
-    /// `__tlsdesc_static`) returns the argument, which is then the offset
-    /// for every thread. For a `dlopen`ed block the argument is a pointer
-    /// to the resolver's data, never the (thread-pointer-relative) answer.
-    /// In an executable the linker has rewritten the descriptor's address
-    /// into the offset itself (`movq $off, %rax`, or an initial-exec load
-    /// of it), a negative number: static too.
+    /// Learns `SLOTS`' offset if this library's TLS block is in static
+    /// TLS (once; racing callers store the same value). The descriptor of
+    /// the GNU2 dialect is two words, the function and its argument; for
+    /// a block in static TLS the function (glibc's `_dl_tlsdesc_return`,
+    /// musl's `__tlsdesc_static`) returns the argument, which is then the
+    /// anchor's offset for every thread. For a `dlopen`ed block the
+    /// argument is a pointer to the resolver's data, never the
+    /// (thread-pointer-relative) answer. In an executable the linker has
+    /// rewritten the descriptor's address into the offset itself (`movq
+    /// $off, %rax`, or an initial-exec load of it), a negative number:
+    /// static too. `SLOTS` is in the same block as the anchor, so its
+    /// offset is as fixed; it is read off this thread's copy.
     #[cold]
     pub(super) fn learn() {
         if static_offset() != 0 {
             return;
         }
-        let off = offset();
+        let off = crate::tlsdesc_offset!("bsdalloc_uma_anchor_v01");
         let desc: usize;
         // SAFETY: the first instruction of the descriptor sequence, in
         // the only form the linker knows how to rewrite; reads nothing.
         unsafe {
             core::arch::asm!(
-                "leaq bsdalloc_uma_table_v01@tlsdesc(%rip), %rax",
+                "leaq bsdalloc_uma_anchor_v01@tlsdesc(%rip), %rax",
                 out("rax") desc,
                 options(att_syntax, nostack, preserves_flags, nomem, pure),
             );
         }
-        let learnt = if (desc as isize) < 0 {
-            desc
+        let fixed = if (desc as isize) < 0 {
+            desc == off
         } else {
             // SAFETY: `desc` is the address of the descriptor, two words
             // in this object's GOT, filled before the call above returned.
-            let arg = unsafe { (desc as *const usize).add(1).read_volatile() };
-            if arg != off {
-                return;
-            }
-            off
+            unsafe { (desc as *const usize).add(1).read_volatile() == off }
         };
-        if learnt != off || learnt == 0 {
+        if !fixed {
+            return;
+        }
+        let tp: usize;
+        // SAFETY: `%fs:0` is the thread pointer itself (the x86-64 TCB's
+        // first word points at the TCB).
+        unsafe {
+            core::arch::asm!(
+                "movq %fs:0, {t}",
+                t = out(reg) tp,
+                options(att_syntax, nostack, preserves_flags, readonly),
+            );
+        }
+        let learnt = SLOTS
+            .with(|s| s as *const super::Table as usize)
+            .wrapping_sub(tp);
+        if learnt == 0 {
             return;
         }
         // SAFETY: stores an 8-byte word of this link's data, 8-aligned;
         // readers see 0 or this value (every thread computes the same).
         unsafe {
             core::arch::asm!(
-                "movq {o}, bsdalloc_uma_table_off_v01(%rip)",
+                "movq {o}, bsdalloc_uma_table_off_v02(%rip)",
                 o = in(reg) learnt,
                 options(att_syntax, nostack, preserves_flags),
             );
         }
     }
 
-    /// The calling thread's table; [`EMPTY_TABLE`] (every operation
-    /// misses) until some thread has learnt the static offset, and always
-    /// after a `dlopen`: a miss's slow road reaches the thread's caches
-    /// through `SLOTS` itself, and the first one learns the offset.
+    /// The calling thread's cache pointer in `slot`: `EMPTY_CACHE` (every
+    /// operation misses) until some thread has learnt the static offset,
+    /// and always after a `dlopen`: a miss's slow road reaches the
+    /// thread's caches through `SLOTS` itself, and the first one learns
+    /// the offset.
+    ///
+    /// # Safety
+    ///
+    /// `slot <= MAX_SLOTS`.
     #[inline(always)]
-    pub(super) fn get() -> *const Table {
+    pub(super) unsafe fn cache(slot: usize) -> *mut Cache {
         let off = static_offset();
         if off == 0 {
             core::hint::cold_path();
-            return &EMPTY_TABLE;
+            return super::super::empty();
         }
-        let t: *const Table;
-        // SAFETY: reads the calling thread's own word of its TLS block, at
-        // `off` from the thread pointer (`fs`): the descriptor's answer,
-        // the same for every thread (static TLS).
+        let c: *mut Cache;
+        // SAFETY: reads entry `slot` of the calling thread's own `SLOTS`,
+        // at `off` from the thread pointer (`fs`): the distance learnt,
+        // the same for every thread (static TLS); in range by the
+        // caller's promise. An aligned 8-byte load, as the entry's
+        // relaxed atomic load would be (not `pure`: other threads may
+        // reset the entry, and two reads must not merge).
         unsafe {
             core::arch::asm!(
-                "movq %fs:({o}), {t}",
+                "movq %fs:({o},{s},8), {c}",
                 o = in(reg) off,
-                t = lateout(reg) t,
-                options(att_syntax, nostack, preserves_flags, readonly, pure),
+                s = in(reg) slot,
+                c = lateout(reg) c,
+                options(att_syntax, nostack, preserves_flags, readonly),
             );
         }
-        t
-    }
-
-    /// Points the calling thread's word at `t` (its own `SLOTS`).
-    #[inline]
-    pub(super) fn set(t: *const Table) {
-        // SAFETY: writes the calling thread's own word, as `get` reads it.
-        unsafe {
-            core::arch::asm!(
-                "movq {t}, %fs:({o})",
-                o = in(reg) offset(),
-                t = in(reg) t,
-                options(att_syntax, nostack, preserves_flags),
-            );
-        }
+        c
     }
 }
 
 /// Elsewhere the fast paths reach `SLOTS` directly.
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
 mod table_word {
-    use super::{Table, SLOTS};
+    use super::{Cache, SLOTS};
 
+    /// # Safety
+    ///
+    /// `slot <= MAX_SLOTS`.
     #[inline(always)]
-    pub(super) fn get() -> *const Table {
-        SLOTS.with(|s| s as *const Table)
+    pub(super) unsafe fn cache(slot: usize) -> *mut Cache {
+        SLOTS.with(|s| {
+            // SAFETY: in range by the caller's promise.
+            let e = unsafe { s.get_unchecked(slot) };
+            e.load(super::Ordering::Relaxed)
+        })
     }
-
-    #[inline]
-    pub(super) fn set(_: *const Table) {}
 }
 
 static IDS: Mutex<[u64; MAX_SLOTS / 64]> = Mutex::new([0; MAX_SLOTS / 64]);
@@ -327,8 +321,13 @@ pub(crate) fn free_slot(slot: usize) {
 ///   take their slow roads (on x86-64 Linux; elsewhere it is `RustTls`).
 ///   For shared libraries such as `libbsdalloc.so`.
 pub trait TlsAccess: sealed::Sealed {
+    /// The calling thread's cache pointer in `slot` (a `*mut Cache`).
+    ///
+    /// # Safety
+    ///
+    /// `slot <= MAX_SLOTS`.
     #[doc(hidden)]
-    fn table() -> *const ();
+    unsafe fn cache(slot: usize) -> *mut ();
 }
 
 mod sealed {
@@ -341,21 +340,27 @@ mod sealed {
 #[derive(Debug)]
 pub enum RustTls {}
 
-/// [`TlsAccess`] through a TLS-descriptor word: for shared libraries.
+/// [`TlsAccess`] through `SLOTS`' distance from the thread pointer,
+/// learnt once (by a TLS descriptor): for shared libraries.
 #[derive(Debug)]
 pub enum TlsDescriptor {}
 
 impl TlsAccess for RustTls {
     #[inline(always)]
-    fn table() -> *const () {
-        SLOTS.with(|s| s as *const Table).cast()
+    unsafe fn cache(slot: usize) -> *mut () {
+        SLOTS.with(|s| {
+            // SAFETY: in range by the caller's promise.
+            let e = unsafe { s.get_unchecked(slot) };
+            e.load(Ordering::Relaxed).cast()
+        })
     }
 }
 
 impl TlsAccess for TlsDescriptor {
     #[inline(always)]
-    fn table() -> *const () {
-        table_word::get().cast()
+    unsafe fn cache(slot: usize) -> *mut () {
+        // SAFETY: the caller's promise.
+        unsafe { table_word::cache(slot).cast() }
     }
 }
 
@@ -368,10 +373,8 @@ impl TlsAccess for TlsDescriptor {
 /// meanwhile (its caches are freed then, and the slot reused later).
 #[inline(always)]
 unsafe fn with_cache<A: TlsAccess, R>(slot: usize, f: impl FnOnce(&Cache) -> R) -> R {
-    let table = A::table().cast::<Table>();
-    // SAFETY: `table` is EMPTY_TABLE or this thread's SLOTS (see
-    // `table_word`); `slot` is in range by the caller's contract.
-    let c = unsafe { (*table).get_unchecked(slot) }.load(Ordering::Relaxed);
+    // SAFETY: `slot` is in range by the caller's contract.
+    let c = unsafe { A::cache(slot) }.cast::<Cache>();
     // SAFETY: a slot holds EMPTY_CACHE or this thread's registered cache,
     // which is only freed after the slot is reset (zone destroy, thread
     // exit), never during one of this thread's operations.
@@ -630,8 +633,8 @@ pub(crate) fn cache_for(zone: &Zone) -> Option<&Cache> {
         }
         _ => {}
     }
-    // From now on the fast paths read this thread's own table.
-    table_word::set(table);
+    // The fast paths of a shared library read `SLOTS` once its offset is
+    // known (the first registration in the process learns it).
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     table_word::learn();
     USED.with(|u| {

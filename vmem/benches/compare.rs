@@ -51,12 +51,19 @@ fn random(c: &mut Criterion) {
     let all: &[Kind] = &[
         OursInstant,
         OursInstantHandle,
+        OursLocalHandle,
         OursBest,
         Offset,
         Vmem1Instant,
         Range,
     ];
-    let big: &[Kind] = &[OursInstant, OursInstantHandle, OursBest, Offset];
+    let big: &[Kind] = &[
+        OursInstant,
+        OursInstantHandle,
+        OursLocalHandle,
+        OursBest,
+        Offset,
+    ];
     group(
         c,
         "random",
@@ -71,6 +78,7 @@ fn ids(c: &mut Criterion) {
         OursNext,
         OursInstant,
         OursInstantHandle,
+        OursLocalHandle,
         Offset,
         Vmem1Next,
         Range,

@@ -99,6 +99,7 @@ fn main() {
             OursNext,
             OursInstantHandle,
             OursBestHandle,
+            OursLocalHandle,
             Offset,
             Vmem1Instant,
             Vmem1Best,
@@ -120,6 +121,7 @@ fn main() {
     let random = [
         OursInstant,
         OursInstantHandle,
+        OursLocalHandle,
         OursBest,
         OursBestHandle,
         Offset,
@@ -155,6 +157,7 @@ fn tables(random: &[Kind], quick: bool) {
             OursNext,
             OursInstant,
             OursInstantHandle,
+            OursLocalHandle,
             Offset,
             Vmem1Next,
             Range,
@@ -178,6 +181,7 @@ fn fill_table(quick: bool) {
     for k in [
         OursInstant,
         OursInstantHandle,
+        OursLocalHandle,
         OursBest,
         OursBestHandle,
         OursNext,

@@ -89,14 +89,14 @@ impl Freelists {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn head(&self, bin: usize) -> Option<Tag> {
         self.heads[bin]
     }
 
     /// Sets the head of list `bin`, keeping the bitmap in step (touched
     /// only when the list turns empty or non-empty).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn set_head(&mut self, bin: usize, tag: Option<Tag>) {
         let was = self.heads[bin].is_some();
         self.heads[bin] = tag;
@@ -121,7 +121,7 @@ impl Freelists {
     }
 
     /// The first non-empty list at or above `bin`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn next_nonempty(&self, bin: usize) -> Option<usize> {
         if bin >= NBINS {
             return None;

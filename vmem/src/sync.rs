@@ -77,6 +77,16 @@ mod imp {
         pub(crate) fn get_mut(&mut self) -> &mut T {
             self.value.get_mut()
         }
+
+        /// Whether someone holds the lock (a snapshot).
+        pub(crate) fn is_locked(&self) -> bool {
+            self.locked.load(Ordering::Relaxed)
+        }
+
+        /// The value, unguarded.
+        pub(crate) fn data_ptr(&self) -> *mut T {
+            self.value.get()
+        }
     }
 
     impl<T> core::fmt::Debug for Mutex<T> {
@@ -190,3 +200,35 @@ mod imp {
 }
 
 pub(crate) use imp::{Condvar, Mutex, MutexGuard};
+
+/// The value behind `m` without taking the lock, if nobody holds it: for
+/// a caller that owns the only way to reach `m` from one thread at a time
+/// ([`LocalArena`](crate::LocalArena)), so that an operation that needs
+/// nothing but the value skips the lock's two atomic instructions. `None`
+/// while the lock is held (by the caller's own slow road, further up its
+/// stack) and always under loom, which models the lock.
+///
+/// # Safety
+///
+/// No other thread can reach `m` until the borrow ends, and the caller
+/// takes no lock on `m` (and makes no call that may) while it lives.
+// The exclusive borrow out of a shared one is the point: the caller's
+// promise stands in for the lock.
+#[allow(clippy::mut_from_ref)]
+#[inline(always)]
+pub(crate) unsafe fn unlocked_mut<T>(m: &Mutex<T>) -> Option<&mut T> {
+    #[cfg(not(loom))]
+    {
+        if m.is_locked() {
+            return None;
+        }
+        // SAFETY: the lock is free and, by the caller's promise, nobody
+        // else can take it while the borrow lives: the value is ours.
+        Some(unsafe { &mut *m.data_ptr() })
+    }
+    #[cfg(loom)]
+    {
+        let _ = m;
+        None
+    }
+}

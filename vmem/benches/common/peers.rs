@@ -28,6 +28,9 @@ pub enum Kind {
     /// offset-allocator does.
     OursInstantHandle,
     OursBestHandle,
+    /// [`vmem::LocalArena`], by handle, instant fit: one thread at a time,
+    /// its common case without the lock.
+    OursLocalHandle,
     Offset,
     Vmem1Instant,
     Vmem1Best,
@@ -43,6 +46,7 @@ impl Kind {
             Kind::OursNext => "our vmem, next fit",
             Kind::OursInstantHandle => "our vmem, instant fit, by handle",
             Kind::OursBestHandle => "our vmem, best fit, by handle",
+            Kind::OursLocalHandle => "our vmem, instant fit, by handle, LocalArena (one thread)",
             Kind::Offset => "offset-allocator (not thread-safe)",
             Kind::Vmem1Instant => "vmem 1.0, instant fit",
             Kind::Vmem1Best => "vmem 1.0, best fit",
@@ -58,6 +62,7 @@ impl Kind {
             Kind::OursNext => "ours_next",
             Kind::OursInstantHandle => "ours_instant_handle",
             Kind::OursBestHandle => "ours_best_handle",
+            Kind::OursLocalHandle => "ours_local_handle",
             Kind::Offset => "offset_allocator",
             Kind::Vmem1Instant => "vmem1_instant",
             Kind::Vmem1Best => "vmem1_best",
@@ -137,6 +142,37 @@ impl OursHandle {
 }
 
 impl RangeAlloc for OursHandle {
+    type Handle = vmem::Allocation<'static>;
+    #[inline]
+    fn alloc(&mut self, size: u32) -> Option<Self::Handle> {
+        self.arena.alloc_handle(size as usize, self.flags).ok()
+    }
+    #[inline]
+    fn free(&mut self, h: Self::Handle) {
+        self.arena.free_handle(h).unwrap();
+    }
+}
+
+/// [`OursHandle`] through a [`vmem::LocalArena`].
+pub struct OursLocal {
+    arena: &'static vmem::LocalArena<'static>,
+    flags: vmem::Flags,
+}
+
+impl OursLocal {
+    pub fn new(space: usize, flags: vmem::Flags) -> Self {
+        let arena = vmem::Arena::builder("compare")
+            .span(BASE, space)
+            .build()
+            .unwrap();
+        OursLocal {
+            arena: Box::leak(Box::new(vmem::LocalArena::new(arena))),
+            flags: flags | vmem::Flags::NOWAIT,
+        }
+    }
+}
+
+impl RangeAlloc for OursLocal {
     type Handle = vmem::Allocation<'static>;
     #[inline]
     fn alloc(&mut self, size: u32) -> Option<Self::Handle> {
@@ -418,6 +454,12 @@ pub fn steady(kind: Kind, live: usize, ids: bool, seed: u64) -> Box<dyn Stepper>
             ids,
             seed,
         )),
+        Kind::OursLocalHandle => Box::new(Steady::new(
+            OursLocal::new(space, Flags::INSTANTFIT),
+            live,
+            ids,
+            seed,
+        )),
         Kind::Offset => Box::new(Steady::new(Offset::new(space, live), live, ids, seed)),
         Kind::Vmem1Instant => Box::new(Steady::new(
             Vmem1::new(space * VMEM1_SPACE, vmem1::AllocPolicy::InstantFit),
@@ -453,6 +495,9 @@ pub fn fill(kind: Kind, space: usize, seed: u64) -> f64 {
         }
         Kind::OursBestHandle => {
             fill_at_failure(OursHandle::new(space, Flags::BESTFIT), space, seed)
+        }
+        Kind::OursLocalHandle => {
+            fill_at_failure(OursLocal::new(space, Flags::INSTANTFIT), space, seed)
         }
         Kind::Offset => fill_at_failure(Offset::new(space, space / 16), space, seed),
         Kind::Vmem1Instant => fill_at_failure(

@@ -38,7 +38,7 @@ use core::marker::PhantomData;
 /// accesses over (the README's issue 19 figures).
 #[must_use = "a segment whose handle is dropped stays allocated"]
 pub struct Allocation<'r> {
-    tag: Tag,
+    pub(super) tag: Tag,
     _arena: PhantomData<&'r ()>,
 }
 
@@ -125,7 +125,7 @@ impl<'a> Arena<'a> {
 
     /// The handle for the busy tag of a segment just allocated.
     #[inline(always)]
-    fn handle(&self, tag: Tag) -> Allocation<'_> {
+    pub(super) fn handle(&self, tag: Tag) -> Allocation<'_> {
         Allocation {
             tag,
             _arena: PhantomData,
@@ -137,7 +137,7 @@ impl<'a> Arena<'a> {
     /// handle names, with no hash lookup. A handle from another arena is
     /// refused with [`Error::ForeignHandle`] (its segment stays allocated
     /// there).
-    #[inline]
+    #[inline(always)]
     pub fn free_handle(&self, h: Allocation<'_>) -> Result<(), Error> {
         let t = h.tag;
         // Read before the lock, as `Allocation::addr` reads (a busy tag's
@@ -152,14 +152,19 @@ impl<'a> Arena<'a> {
                 addr: h.addr(),
             });
         }
-        // A handle is made only by this arena, for a busy tag it marks as
-        // held, and is consumed here: anything else is a vmem bug.
-        if t.kind() != SegmentKind::Busy || !t.owned() {
-            bug("free_handle: the handle's tag is not its busy segment");
-        }
+        check_handle_tag(t);
         let mut g = self.state.lock();
         g.take_owned(t);
         self.free_busy::<true>(g, t);
         Ok(())
+    }
+}
+
+/// A handle is made only by its arena, for a busy tag it marks as held, and
+/// is consumed when freed: anything else is a vmem bug.
+#[inline(always)]
+pub(super) fn check_handle_tag(t: Tag) {
+    if t.kind() != SegmentKind::Busy || !t.owned() {
+        bug("free_handle: the handle's tag is not its busy segment");
     }
 }

@@ -40,6 +40,7 @@ mod builder;
 mod fork;
 mod free;
 mod handle;
+mod local;
 mod resize;
 mod segments;
 mod span;
@@ -47,6 +48,7 @@ mod teardown;
 
 pub use builder::ArenaBuilder;
 pub use handle::Allocation;
+pub use local::LocalArena;
 
 use crate::bins::Freelists;
 use crate::btag::{Tag, TagSource};

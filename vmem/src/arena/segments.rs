@@ -135,7 +135,7 @@ impl State<'_> {
     /// instant fit does, touches no other tag (its successor, a cache miss
     /// in a large arena, keeps its back link until something is put in
     /// front of it).
-    #[inline]
+    #[inline(always)]
     pub(super) fn remfree(&mut self, t: Tag) {
         debug_assert_eq!(t.kind(), SegmentKind::Free);
         let bin = t.bin() as usize;
@@ -205,7 +205,7 @@ impl State<'_> {
     /// every segment is large enough, for best fit the first large enough
     /// segment from the list that may hold `size` upward. `find_fit` for
     /// the constraints `alloc` passes, without their arithmetic.
-    #[inline]
+    #[inline(always)]
     pub(super) fn find_plain(&self, size: usize, instant: bool) -> Option<Tag> {
         let q = size >> self.qshift;
         if instant {
@@ -294,7 +294,7 @@ impl State<'_> {
     /// random sizes the rest usually moves down a list or two; a segment
     /// that splits to a size of the same list stays, and the next instant
     /// fit of that size takes it again while it is still in the cache.)
-    #[inline]
+    #[inline(always)]
     pub(super) fn clip_front<const OWNED: bool>(&mut self, t: Tag, size: usize) -> Tag {
         debug_assert!(t.kind() == SegmentKind::Free && t.size() >= size);
         let rest = t.size() - size;

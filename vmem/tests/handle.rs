@@ -2,8 +2,7 @@
 //! `free_handle` (no busy hash), mixed with segments freed by address.
 #![cfg(not(loom))]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use vmem::{Allocation, Arena, Constraints, Error, Flags, Source};
+use vmem::{Allocation, Arena, Constraints, Error, Flags};
 
 const NOWAIT: Flags = Flags::NOWAIT;
 
@@ -99,28 +98,18 @@ fn a_handle_is_one_word_and_knows_its_arena_by_every_road() {
 
 #[test]
 fn a_handle_free_releases_an_emptied_span() {
-    struct Spans(AtomicUsize, AtomicUsize);
-    impl Source for Spans {
-        fn import(&self, size: usize, _: Flags) -> Option<usize> {
-            self.1.fetch_add(size, Ordering::SeqCst);
-            Some(self.0.fetch_add(size * 2, Ordering::SeqCst))
-        }
-        fn release(&self, _: usize, size: usize) {
-            self.1.fetch_sub(size, Ordering::SeqCst);
-        }
-    }
-    let src = Spans(AtomicUsize::new(0x10_0000), AtomicUsize::new(0));
+    let src = common::Spans::new(0x10_0000);
     let a = Arena::builder("import").source(&src, 4096).build().unwrap();
     let hs: Vec<Allocation<'_>> = (0..8)
         .map(|_| a.alloc_handle(1000, NOWAIT).unwrap())
         .collect();
-    assert!(src.1.load(Ordering::SeqCst) >= 8000);
+    assert!(src.out() >= 8000);
     check(&a);
     for h in hs {
         a.free_handle(h).unwrap();
         check(&a);
     }
-    assert_eq!(src.1.load(Ordering::SeqCst), 0, "every span released");
+    assert_eq!(src.out(), 0, "every span released");
     assert_eq!(a.size_total(), 0);
 }
 

@@ -2,26 +2,14 @@
 //! handle operations skip the lock, behaves as the arena does.
 #![cfg(not(loom))]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use vmem::{Allocation, Arena, Error, Flags, LocalArena, Source};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use vmem::{Allocation, Arena, Error, Flags, LocalArena};
 
 const NOWAIT: Flags = Flags::NOWAIT;
 
 mod common;
 use common::check;
-
-/// A small deterministic generator (xorshift), so that both arenas see the
-/// same sequence.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 /// The same random sequence of handle allocations and frees (every
 /// policy, sizes of 1 to 4096, a third of the steps freeing a random live
@@ -33,10 +21,10 @@ fn a_local_arena_makes_the_arenas_choices() {
     for policy in [Flags::INSTANTFIT, Flags::BESTFIT, Flags::NEXTFIT] {
         let shared = common::arena("shared", 1, 0x1000, 1 << 16);
         let local = LocalArena::new(common::arena("local", 1, 0x1000, 1 << 16));
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut rng = SmallRng::seed_from_u64(42);
         let mut hs: Vec<(Allocation<'_>, Allocation<'_>)> = Vec::new();
         for step in 0..20_000 {
-            let r = rng.next();
+            let r: u64 = rng.gen();
             if r % 3 == 0 && !hs.is_empty() {
                 let (a, b) = hs.swap_remove((r >> 8) as usize % hs.len());
                 assert_eq!(a.addr(), b.addr());
@@ -92,27 +80,17 @@ fn a_local_arena_refuses_a_foreign_handle() {
 /// free releases a span it empties.
 #[test]
 fn a_local_arena_imports_and_releases_spans() {
-    struct Spans(AtomicUsize, AtomicUsize);
-    impl Source for Spans {
-        fn import(&self, size: usize, _: Flags) -> Option<usize> {
-            self.1.fetch_add(size, Ordering::SeqCst);
-            Some(self.0.fetch_add(size * 2, Ordering::SeqCst))
-        }
-        fn release(&self, _: usize, size: usize) {
-            self.1.fetch_sub(size, Ordering::SeqCst);
-        }
-    }
-    let src = Spans(AtomicUsize::new(0x10_0000), AtomicUsize::new(0));
+    let src = common::Spans::new(0x10_0000);
     let mut local = LocalArena::new(Arena::builder("import").source(&src, 4096).build().unwrap());
     for _ in 0..3 {
         let hs: Vec<Allocation<'_>> = (0..64)
             .map(|_| local.alloc_handle(1000, NOWAIT).unwrap())
             .collect();
-        assert!(src.1.load(Ordering::SeqCst) >= 64_000);
+        assert!(src.out() >= 64_000);
         for h in hs {
             local.free_handle(h).unwrap();
         }
-        assert_eq!(src.1.load(Ordering::SeqCst), 0, "every span released");
+        assert_eq!(src.out(), 0, "every span released");
         check(local.get_mut());
     }
     assert_eq!(local.get_mut().size_total(), 0);

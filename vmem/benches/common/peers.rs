@@ -121,66 +121,85 @@ impl RangeAlloc for Ours {
     }
 }
 
+/// What the by-handle harness needs of an arena: [`vmem::Arena`] itself,
+/// or a [`vmem::LocalArena`] around it.
+pub trait HandleArena: Sized + 'static {
+    fn wrap(arena: vmem::Arena<'static>) -> Self;
+    fn alloc_h(&'static self, size: usize, flags: vmem::Flags)
+        -> Option<vmem::Allocation<'static>>;
+    fn free_h(&'static self, h: vmem::Allocation<'static>);
+}
+
+impl HandleArena for vmem::Arena<'static> {
+    fn wrap(arena: vmem::Arena<'static>) -> Self {
+        arena
+    }
+    #[inline]
+    fn alloc_h(
+        &'static self,
+        size: usize,
+        flags: vmem::Flags,
+    ) -> Option<vmem::Allocation<'static>> {
+        self.alloc_handle(size, flags).ok()
+    }
+    #[inline]
+    fn free_h(&'static self, h: vmem::Allocation<'static>) {
+        self.free_handle(h).unwrap();
+    }
+}
+
+impl HandleArena for vmem::LocalArena<'static> {
+    fn wrap(arena: vmem::Arena<'static>) -> Self {
+        vmem::LocalArena::new(arena)
+    }
+    #[inline]
+    fn alloc_h(
+        &'static self,
+        size: usize,
+        flags: vmem::Flags,
+    ) -> Option<vmem::Allocation<'static>> {
+        self.alloc_handle(size, flags).ok()
+    }
+    #[inline]
+    fn free_h(&'static self, h: vmem::Allocation<'static>) {
+        self.free_handle(h).unwrap();
+    }
+}
+
 /// Ours, freeing by handle. The handles borrow the arena, so the arena is
 /// leaked (a run's arenas live as long as the process anyway).
-pub struct OursHandle {
-    arena: &'static vmem::Arena<'static>,
+pub struct ByHandle<A: HandleArena> {
+    arena: &'static A,
     flags: vmem::Flags,
 }
 
-impl OursHandle {
+/// By handle through the thread-safe arena.
+pub type OursHandle = ByHandle<vmem::Arena<'static>>;
+/// By handle through a [`vmem::LocalArena`].
+pub type OursLocal = ByHandle<vmem::LocalArena<'static>>;
+
+impl<A: HandleArena> ByHandle<A> {
     pub fn new(space: usize, flags: vmem::Flags) -> Self {
         let arena = vmem::Arena::builder("compare")
             .span(BASE, space)
             .build()
             .unwrap();
-        OursHandle {
-            arena: Box::leak(Box::new(arena)),
+        ByHandle {
+            arena: Box::leak(Box::new(A::wrap(arena))),
             flags: flags | vmem::Flags::NOWAIT,
         }
     }
 }
 
-impl RangeAlloc for OursHandle {
+impl<A: HandleArena> RangeAlloc for ByHandle<A> {
     type Handle = vmem::Allocation<'static>;
     #[inline]
     fn alloc(&mut self, size: u32) -> Option<Self::Handle> {
-        self.arena.alloc_handle(size as usize, self.flags).ok()
+        self.arena.alloc_h(size as usize, self.flags)
     }
     #[inline]
     fn free(&mut self, h: Self::Handle) {
-        self.arena.free_handle(h).unwrap();
-    }
-}
-
-/// [`OursHandle`] through a [`vmem::LocalArena`].
-pub struct OursLocal {
-    arena: &'static vmem::LocalArena<'static>,
-    flags: vmem::Flags,
-}
-
-impl OursLocal {
-    pub fn new(space: usize, flags: vmem::Flags) -> Self {
-        let arena = vmem::Arena::builder("compare")
-            .span(BASE, space)
-            .build()
-            .unwrap();
-        OursLocal {
-            arena: Box::leak(Box::new(vmem::LocalArena::new(arena))),
-            flags: flags | vmem::Flags::NOWAIT,
-        }
-    }
-}
-
-impl RangeAlloc for OursLocal {
-    type Handle = vmem::Allocation<'static>;
-    #[inline]
-    fn alloc(&mut self, size: u32) -> Option<Self::Handle> {
-        self.arena.alloc_handle(size as usize, self.flags).ok()
-    }
-    #[inline]
-    fn free(&mut self, h: Self::Handle) {
-        self.arena.free_handle(h).unwrap();
+        self.arena.free_h(h);
     }
 }
 

@@ -130,8 +130,8 @@ fn state<R>(f: impl FnOnce(&ThreadState) -> R) -> Option<R> {
 }
 
 /// The sampler's [`ThreadState`] as a block of the library's zeroed TLS
-/// (`.tbss`), reached through a TLS descriptor as UMA's table word is (see
-/// `uma`'s `pcpu/tls.rs`): Rust's thread-locals are general-dynamic, a
+/// (`.tbss`), reached through a TLS descriptor as UMA's anchor word is
+/// (see `uma`'s `pcpu/tls.rs`): Rust's thread-locals are general-dynamic, a
 /// `__tls_get_addr` call per access in `libbsdalloc.so`, and the slow
 /// road's visits made six of them. Every field of `ThreadState` is a
 /// `Cell` of an integer or a bool, whose all-zero bytes are its initial
@@ -140,7 +140,7 @@ fn state<R>(f: impl FnOnce(&ThreadState) -> R) -> Option<R> {
 mod state_block {
     use super::ThreadState;
 
-    // `.globl` + `.hidden`, and the version in the name, as UMA's word.
+    // `.globl` + `.hidden`, and the version in the name, as UMA's anchor.
     core::arch::global_asm!(
         ".pushsection .tbss.bsdalloc_prof_thread_v01,\"awT\",@nobits",
         ".p2align 4",

@@ -260,19 +260,22 @@ mod table_word {
 /// Elsewhere the fast paths reach `SLOTS` directly.
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
 mod table_word {
-    use super::{Cache, SLOTS};
+    pub(super) use super::slots_entry as cache;
+}
 
-    /// # Safety
-    ///
-    /// `slot <= MAX_SLOTS`.
-    #[inline(always)]
-    pub(super) unsafe fn cache(slot: usize) -> *mut Cache {
-        SLOTS.with(|s| {
-            // SAFETY: in range by the caller's promise.
-            let e = unsafe { s.get_unchecked(slot) };
-            e.load(super::Ordering::Relaxed)
-        })
-    }
+/// The calling thread's cache pointer in `slot`, through Rust's
+/// thread-local.
+///
+/// # Safety
+///
+/// `slot <= MAX_SLOTS`.
+#[inline(always)]
+unsafe fn slots_entry(slot: usize) -> *mut Cache {
+    SLOTS.with(|s| {
+        // SAFETY: in range by the caller's promise.
+        let e = unsafe { s.get_unchecked(slot) };
+        e.load(Ordering::Relaxed)
+    })
 }
 
 static IDS: Mutex<[u64; MAX_SLOTS / 64]> = Mutex::new([0; MAX_SLOTS / 64]);
@@ -314,12 +317,13 @@ pub(crate) fn free_slot(slot: usize) {
 /// - [`RustTls`]: Rust's thread-local, one thread-pointer-relative load in
 ///   an executable (the linker relaxes the access), a `__tls_get_addr`
 ///   call in a shared library. For Rust programs.
-/// - [`TlsDescriptor`]: a word pointing at the table, at an offset from
-///   the thread pointer learnt once from a TLS descriptor: two loads and a
-///   test in a library loaded at start-up or in an executable; in a
-///   `dlopen`ed library every access sees an empty table, and operations
-///   take their slow roads (on x86-64 Linux; elsewhere it is `RustTls`).
-///   For shared libraries such as `libbsdalloc.so`.
+/// - [`TlsDescriptor`]: the table itself, at its distance from the thread
+///   pointer learnt once (with a TLS descriptor's help): a load and a test
+///   of that distance, then one `%fs`-relative load of the entry, in a
+///   library loaded at start-up or in an executable; in a `dlopen`ed
+///   library every access sees `EMPTY_CACHE`, and operations take their
+///   slow roads (on x86-64 Linux; elsewhere it is `RustTls`). For shared
+///   libraries such as `libbsdalloc.so`.
 pub trait TlsAccess: sealed::Sealed {
     /// The calling thread's cache pointer in `slot` (a `*mut Cache`).
     ///
@@ -348,11 +352,8 @@ pub enum TlsDescriptor {}
 impl TlsAccess for RustTls {
     #[inline(always)]
     unsafe fn cache(slot: usize) -> *mut () {
-        SLOTS.with(|s| {
-            // SAFETY: in range by the caller's promise.
-            let e = unsafe { s.get_unchecked(slot) };
-            e.load(Ordering::Relaxed).cast()
-        })
+        // SAFETY: the caller's promise.
+        unsafe { slots_entry(slot).cast() }
     }
 }
 

@@ -130,41 +130,32 @@ pub trait HandleArena: Sized + 'static {
     fn free_h(&'static self, h: vmem::Allocation<'static>);
 }
 
-impl HandleArena for vmem::Arena<'static> {
-    fn wrap(arena: vmem::Arena<'static>) -> Self {
-        arena
-    }
-    #[inline]
-    fn alloc_h(
-        &'static self,
-        size: usize,
-        flags: vmem::Flags,
-    ) -> Option<vmem::Allocation<'static>> {
-        self.alloc_handle(size, flags).ok()
-    }
-    #[inline]
-    fn free_h(&'static self, h: vmem::Allocation<'static>) {
-        self.free_handle(h).unwrap();
-    }
+/// `HandleArena` for an arena type with `alloc_handle` and `free_handle`
+/// (the same calls on both), built from an `Arena` by `$wrap`.
+macro_rules! handle_arena {
+    ($ty:ty, $wrap:expr) => {
+        impl HandleArena for $ty {
+            fn wrap(arena: vmem::Arena<'static>) -> Self {
+                $wrap(arena)
+            }
+            #[inline]
+            fn alloc_h(
+                &'static self,
+                size: usize,
+                flags: vmem::Flags,
+            ) -> Option<vmem::Allocation<'static>> {
+                self.alloc_handle(size, flags).ok()
+            }
+            #[inline]
+            fn free_h(&'static self, h: vmem::Allocation<'static>) {
+                self.free_handle(h).unwrap();
+            }
+        }
+    };
 }
 
-impl HandleArena for vmem::LocalArena<'static> {
-    fn wrap(arena: vmem::Arena<'static>) -> Self {
-        vmem::LocalArena::new(arena)
-    }
-    #[inline]
-    fn alloc_h(
-        &'static self,
-        size: usize,
-        flags: vmem::Flags,
-    ) -> Option<vmem::Allocation<'static>> {
-        self.alloc_handle(size, flags).ok()
-    }
-    #[inline]
-    fn free_h(&'static self, h: vmem::Allocation<'static>) {
-        self.free_handle(h).unwrap();
-    }
-}
+handle_arena!(vmem::Arena<'static>, |a| a);
+handle_arena!(vmem::LocalArena<'static>, vmem::LocalArena::new);
 
 /// Ours, freeing by handle. The handles borrow the arena, so the arena is
 /// leaked (a run's arenas live as long as the process anyway).

@@ -6,7 +6,7 @@ use super::{Arena, Guard};
 use crate::btag::{SegmentKind, Tag};
 use crate::fit::{fit, Constraints};
 use crate::flags::Policy;
-use crate::{Error, Flags, BT_MAXALLOC, BT_MAXFREE};
+use crate::{Error, Flags, BT_MAXFREE};
 
 impl<'a> Arena<'a> {
     /// Allocates `size` bytes (rounded up to the quantum) with the policy in
@@ -49,17 +49,13 @@ impl<'a> Arena<'a> {
             g.holder = self.id();
         }
         // The fast path: tags in hand and a segment found at once.
-        if g.nfreetags >= BT_MAXALLOC {
-            if let Some(t) = g.find_plain(size, instant) {
-                let addr = t.start();
-                let busy = g.clip_front::<OWNED>(t, size);
-                if OWNED {
-                    self.unlock_unhashed(g, None);
-                } else {
-                    self.unlock(g, None);
-                }
-                return Ok((addr, busy));
+        if let Some(found) = g.take_plain::<OWNED>(size, instant) {
+            if OWNED {
+                self.unlock_unhashed(g, None);
+            } else {
+                self.unlock(g, None);
             }
+            return Ok(found);
         }
         let c = Constraints::NONE.validate(size, self.quantum())?;
         self.xalloc_fit::<OWNED>(g, size, &c, flags, instant)

@@ -5,7 +5,7 @@ use core::cell::Cell;
 use core::marker::PhantomData;
 
 use super::handle::check_handle_tag;
-use super::{Allocation, Arena, BT_MAXALLOC, BT_MAXFREE};
+use super::{Allocation, Arena, BT_MAXFREE};
 use crate::flags::Policy;
 use crate::sync::unlocked_mut;
 use crate::{ArenaStats, Error, Flags};
@@ -100,12 +100,11 @@ impl<'a> LocalArena<'a> {
             // arena while this borrow lives, and nothing below takes a lock
             // or calls out of the arena's state.
             if let Some(st) = unsafe { unlocked_mut(&a.state) } {
-                if st.nfreetags >= BT_MAXALLOC {
-                    if let Some(t) = st.find_plain(rounded, policy == Policy::Instant) {
-                        st.holder = a.id();
-                        let busy = st.clip_front::<true>(t, rounded);
-                        return Ok(a.handle(busy));
-                    }
+                // (Recorded in the busy tag by the clip, as the arena's
+                // allocation sets it under its lock.)
+                st.holder = a.id();
+                if let Some((_, busy)) = st.take_plain::<true>(rounded, policy == Policy::Instant) {
+                    return Ok(a.handle(busy));
                 }
             }
         }

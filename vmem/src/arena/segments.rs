@@ -317,6 +317,24 @@ impl State<'_> {
         busy
     }
 
+    /// The fast path of an unconstrained allocation: with spare tags in
+    /// hand and a segment found at once ([`find_plain`](Self::find_plain)),
+    /// the busy segment of `size` bytes clipped from its front, and its
+    /// address; `None` (nothing changed) otherwise.
+    #[inline(always)]
+    pub(super) fn take_plain<const OWNED: bool>(
+        &mut self,
+        size: usize,
+        instant: bool,
+    ) -> Option<(usize, Tag)> {
+        if self.nfreetags < BT_MAXALLOC {
+            return None;
+        }
+        let t = self.find_plain(size, instant)?;
+        let addr = t.start();
+        Some((addr, self.clip_front::<OWNED>(t, size)))
+    }
+
     /// Moves the free segment `t`, on the list its tag names, to the list
     /// of its present size if that is another one.
     #[inline(always)]

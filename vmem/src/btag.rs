@@ -263,12 +263,42 @@ pub unsafe trait TagSource: Sync {
     }
 }
 
-/// Spare tags of a [`StandaloneTags`], threaded through their first word.
+/// A freed tag of a [`StandaloneTags`], on its free list: the link is
+/// kept in the tag's first word.
+#[cfg(feature = "std")]
+struct Link {
+    next: Option<NonNull<Link>>,
+}
+
+/// The spare tags of a [`StandaloneTags`]: those freed (a list threaded
+/// through their first word), and the rest of the newest chunk, not yet
+/// carved (handed out in address order, so a chunk's pages are touched
+/// only as its tags are first used).
 #[cfg(feature = "std")]
 struct Pool {
-    free: Option<NonNull<Pool>>,
-    count: usize,
+    free: Option<NonNull<Link>>,
+    /// Tags on `free`.
+    nfree: usize,
+    /// The next uncarved slot of the newest chunk, and its end.
+    carve: usize,
+    carve_end: usize,
     mapped: usize,
+}
+
+#[cfg(feature = "std")]
+impl Pool {
+    const EMPTY: Pool = Pool {
+        free: None,
+        nfree: 0,
+        carve: 0,
+        carve_end: 0,
+        mapped: 0,
+    };
+
+    /// Spare tags: freed ones and the newest chunk's uncarved slots.
+    fn spare(&self) -> usize {
+        self.nfree + (self.carve_end - self.carve) / StandaloneTags::STRIDE
+    }
 }
 
 // SAFETY: the pointers in `Pool` are to tag memory owned by the pool, only
@@ -277,7 +307,9 @@ struct Pool {
 unsafe impl Send for Pool {}
 
 /// A tag source with no dependencies: tags are carved from chunks it maps
-/// from the OS, and freed tags are kept for reuse (the chunks are never
+/// from the OS, one at a time as they are asked for (so a chunk's pages
+/// are faulted in as its tags are first used, not when it is mapped), and
+/// freed tags are kept for reuse, ahead of fresh ones (the chunks are never
 /// unmapped). Each tag has a 64-byte cache line to itself. The first 2 MiB
 /// come in 64 KiB chunks; after that each chunk is a 2 MiB transparent huge
 /// page (`MADV_HUGEPAGE`, 32,768 tags), so that
@@ -295,7 +327,7 @@ impl core::fmt::Debug for StandaloneTags {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let pool = self.pool.lock();
         f.debug_struct("StandaloneTags")
-            .field("spare", &pool.count)
+            .field("spare", &pool.spare())
             .field("mapped_bytes", &pool.mapped)
             .finish()
     }
@@ -314,11 +346,7 @@ impl StandaloneTags {
     #[cfg(not(loom))]
     pub const fn new() -> Self {
         StandaloneTags {
-            pool: Mutex::new(Pool {
-                free: None,
-                count: 0,
-                mapped: 0,
-            }),
+            pool: Mutex::new(Pool::EMPTY),
         }
     }
 
@@ -326,11 +354,7 @@ impl StandaloneTags {
     #[cfg(loom)]
     pub fn new() -> Self {
         StandaloneTags {
-            pool: Mutex::new(Pool {
-                free: None,
-                count: 0,
-                mapped: 0,
-            }),
+            pool: Mutex::new(Pool::EMPTY),
         }
     }
 
@@ -392,56 +416,43 @@ impl Default for StandaloneTags {
 #[cfg(feature = "std")]
 unsafe impl TagSource for StandaloneTags {
     fn alloc_tag(&self, _flags: Flags) -> Option<NonNull<u8>> {
-        const { assert!(core::mem::size_of::<Pool>() <= TAG_SIZE) };
+        const { assert!(core::mem::size_of::<Link>() <= TAG_SIZE) };
         const { assert!(TAG_SIZE <= Self::STRIDE && Self::STRIDE % TAG_ALIGN == 0) };
         let mut pool = self.pool.lock();
-        if pool.free.is_none() {
+        if let Some(link) = pool.free {
+            // SAFETY: `link` is a freed tag of ours holding its list link
+            // in its first word, written by `free_tag`.
+            pool.free = unsafe { (*link.as_ptr()).next };
+            pool.nfree -= 1;
+            return Some(link.cast());
+        }
+        if pool.carve == pool.carve_end {
             // Small chunks first; once the pool holds a huge page's worth,
-            // huge pages (see `StandaloneTags`).
+            // huge pages (see `StandaloneTags`). What is left of the old
+            // chunk is less than one slot.
             let (chunk, bytes) = if pool.mapped >= crate::os::HUGE {
                 (crate::os::map_huge(crate::os::HUGE)?, crate::os::HUGE)
             } else {
                 (crate::os::map(Self::CHUNK)?, Self::CHUNK)
             };
             pool.mapped += bytes;
-            let stride = Self::STRIDE;
-            for i in 0..bytes / stride {
-                // SAFETY: slot `i` lies inside the fresh mapping, which is
-                // page aligned and so aligned for tags and pool links.
-                unsafe {
-                    let slot = chunk.as_ptr().add(i * stride).cast::<Pool>();
-                    slot.write(Pool {
-                        free: pool.free,
-                        count: 0,
-                        mapped: 0,
-                    });
-                    pool.free = Some(NonNull::new_unchecked(slot));
-                }
-                pool.count += 1;
-            }
+            pool.carve = chunk.as_ptr() as usize;
+            pool.carve_end = pool.carve + bytes;
         }
-        let slot = pool.free?;
-        // SAFETY: `slot` is a spare tag of ours holding a link in its first
-        // word, written when it was carved or freed.
-        pool.free = unsafe { (*slot.as_ptr()).free };
-        pool.count -= 1;
-        Some(slot.cast())
+        let slot = pool.carve;
+        pool.carve += Self::STRIDE;
+        // A mapping is page aligned, so every slot is aligned for a tag.
+        NonNull::new(slot as *mut u8)
     }
 
     unsafe fn free_tag(&self, tag: NonNull<u8>) {
         let mut pool = self.pool.lock();
-        let slot = tag.cast::<Pool>();
+        let link = tag.cast::<Link>();
         // SAFETY: the caller returns a tag of ours that it no longer uses;
-        // tag memory is large and aligned enough for a pool link.
-        unsafe {
-            slot.as_ptr().write(Pool {
-                free: pool.free,
-                count: 0,
-                mapped: 0,
-            })
-        };
-        pool.free = Some(slot);
-        pool.count += 1;
+        // tag memory is large and aligned enough for a link.
+        unsafe { link.as_ptr().write(Link { next: pool.free }) };
+        pool.free = Some(link);
+        pool.nfree += 1;
     }
 }
 

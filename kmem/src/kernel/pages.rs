@@ -38,8 +38,8 @@ pub(crate) fn arena_pages(
     let addr = charged(size, vf, |first| {
         // Large requests first look for pages a recent free left dirty.
         if first && size > QCACHE_MAX && align <= PAGE_SIZE && !force {
-            if let Some(a) = crate::dirty::reuse(arena, size, false) {
-                reused = true;
+            if let Some((a, cut)) = crate::dirty::reuse(arena, size, false) {
+                reused = cut;
                 return Ok(a);
             }
         }

@@ -267,7 +267,7 @@ pub(crate) fn realloc_target(
             Err(_) => None,
         }
     } else {
-        crate::dirty::reuse(k.arena, bytes, true)
+        crate::dirty::reuse(k.arena, bytes, true).map(|(a, _)| a)
     };
     let Some(addr) = r else {
         crate::pressure::uncharge(bytes);

@@ -378,7 +378,7 @@ fn check_word(ptr: *const u8, word: usize) -> Option<&'static ItemCheck> {
     }
     // SAFETY: a word with the slab tag is 0 or a slab word, `(c + 1) << 6`
     // for a class c: the byte offset of CHECKS[0] or CHECKS[c + 1].
-    let e = unsafe { &*CHECKS.as_ptr().cast::<u8>().add(word).cast::<ItemCheck>() };
+    let e = unsafe { &*static_addr!(CHECKS).add(word).cast::<ItemCheck>() };
     // First, with acquire (a plain load on x86-64): 0 until published, and
     // once seen, the mask is the published one (`mul` is a constant).
     let limit = e.limit.load(Ordering::Acquire);
@@ -504,7 +504,8 @@ pub(crate) fn alloc_align16<A: TlsAccess>(size: usize) -> Option<NonNull<u8>> {
         // SAFETY: size <= MAX_SMALL; the table holds only `to_bits` of
         // class zones' slots (never destroyed).
         unsafe {
-            let bits = SIZE16_SLOTS.get_unchecked(size).load(Ordering::Relaxed);
+            let table = static_addr!(SIZE16_SLOTS).cast::<AtomicU32>();
+            let bits = (*table.add(size)).load(Ordering::Relaxed);
             pop_cleared::<A>(FastSlot::from_bits(bits))
         }
     }
@@ -634,7 +635,8 @@ pub(crate) unsafe fn free<A: TlsAccess>(ptr: *mut u8) -> bool {
             stamped_free::<A>(
                 FastSlot::from_bits(e.slot.load(Ordering::Relaxed)),
                 NonNull::new_unchecked(ptr),
-                free_key(),
+                // `free_key()`, as the check entry's base above has it.
+                static_addr!(CHECKS) as u64,
             )
         }
     }

@@ -162,6 +162,45 @@ compile_error!(
      this target is not Linux"
 );
 
+/// The address of a static (as `*const u8`), with no load: on x86-64 a
+/// `lea` off the instruction pointer. rustc's position-independent code
+/// reaches a static of another codegen unit or crate through the GOT
+/// (`R_X86_64_GOTPCREL`, which GNU ld does not relax into a `lea`): a
+/// load at the head of the C door's `malloc` and `free`, which
+/// `libbsdalloc.so` compiles from this crate's inlined code. The static's
+/// symbol ends up local to the library (no kmem static is exported), so
+/// the linker resolves the displacement. Used on the C door's roads only
+/// (`SIZE16_SLOTS`, the page-metadata root, `CHECKS` in the unsized free):
+/// inlined into a loop, as in `examples/global_pair.rs`, the GOT load is
+/// hoisted out of it and the `lea` is not (2026-12-06: 43 against 46
+/// instructions per `GlobalAlloc` pair when `Kmem`'s roads used it too);
+/// in a C `malloc` or `free` nothing is hoisted, and the load was on the
+/// path to everything else (batch loops 3-8% faster, README).
+#[cfg(not(any(loom, feature = "invariants")))]
+macro_rules! static_addr {
+    ($s:path) => {{
+        #[cfg(target_arch = "x86_64")]
+        let p: *const u8 = {
+            let p: *const u8;
+            // SAFETY: `lea` computes an address: no memory is read or
+            // written, no flag or stack touched.
+            #[allow(unused_unsafe)]
+            unsafe {
+                core::arch::asm!(
+                    "lea {p}, [rip + {s}]",
+                    p = out(reg) p,
+                    s = sym $s,
+                    options(pure, nomem, nostack, preserves_flags),
+                )
+            };
+            p
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let p: *const u8 = core::ptr::addr_of!($s).cast();
+        p
+    }};
+}
+
 mod classes;
 mod debugmode;
 mod dirty;

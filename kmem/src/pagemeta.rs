@@ -311,7 +311,9 @@ pub(crate) fn lookup(addr: usize) -> usize {
 #[inline(always)]
 pub(crate) fn lookup_fast(addr: usize) -> usize {
     let r = (addr >> ROOT_SHIFT) & (ROOT_ENTRIES - 1);
-    let leaf = ROOT[r].load(Ordering::Acquire);
+    // SAFETY: `r` is masked into the root.
+    let leaf =
+        unsafe { (*static_addr!(ROOT).cast::<AtomicPtr<Leaf>>().add(r)).load(Ordering::Acquire) };
     if leaf.is_null() {
         return 0;
     }

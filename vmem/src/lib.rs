@@ -118,8 +118,10 @@
 //!   freed one, whose neighbours it has just read (FreeBSD takes the
 //!   segment off its list and puts it back, and keeps the freed tag). An
 //!   unconstrained `alloc` skips the constraint arithmetic altogether.
-//! - [`StandaloneTags`] gives each tag a 64-byte cache line, and maps its
-//!   chunks on transparent huge pages once it holds 2 MiB of tags.
+//! - [`StandaloneTags`] gives each tag a 64-byte cache line, maps its
+//!   chunks on transparent huge pages once it holds 2 MiB of tags, and
+//!   carves a chunk's tags as they are asked for (its pages are faulted in
+//!   as they come into use).
 //! - A free wakes `WAITOK` sleepers only when there are some.
 //! - Segments may be held by a handle instead of the busy hash (see
 //!   [Freeing by handle](#freeing-by-handle)).

@@ -234,7 +234,7 @@ impl Lists {
     /// range and freed again makes the range whole instead of a second
     /// entry, and no page is kept longer than the decay time (some are
     /// purged up to half of it early). When the ring is full, entries used
-    /// up by [`reuse`] are dropped first, and only then is the oldest
+    /// up by [`reuse()`] are dropped first, and only then is the oldest
     /// evicted (returned, for the caller to purge).
     fn push_freed(&mut self, r: Range) -> Option<Range> {
         let (mut lo, mut hi) = (r.addr, r.addr + r.size);
@@ -273,7 +273,7 @@ impl Lists {
     /// however long the entries ahead of it are young).
     ///
     /// The same pass drops the entries with nothing left, wherever they
-    /// are (oldest-first order kept): [`reuse`] and merges empty entries in
+    /// are (oldest-first order kept): [`reuse()`] and merges empty entries in
     /// the middle of the ring, which every scan then walked
     /// (`bsdalloc::patterns` `large_mixed`: 143 entries scanned per
     /// allocation, 106 of them empty).
@@ -431,7 +431,7 @@ pub(crate) fn taken(addr: usize, npages: usize, word: usize, zero: bool) {
     taken_as(addr, npages, word, zero, true);
 }
 
-/// [`taken`] for pages [`reuse`] took: it cut them out of the list
+/// [`taken`] for pages [`reuse()`] took: it cut them out of the list
 /// already, so the list is not walked again (the lock and a second scan
 /// of up to 256 entries per large allocation).
 pub(crate) fn taken_reused(addr: usize, npages: usize, word: usize, zero: bool) {

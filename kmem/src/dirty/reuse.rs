@@ -1,5 +1,5 @@
 //! Taking dirty pages back: the large allocation that reuses a listed
-//! range ([`reuse`]), and the room a growing block has ([`roomier_span`]).
+//! range ([`reuse()`]), and the room a growing block has ([`roomier_span`]).
 
 use vmem::Arena;
 
@@ -14,7 +14,8 @@ use crate::sync::plain::Ordering;
 /// of the range is dirty pages for it to grow into in place, see
 /// [`crate::malloc::large_resize`]); its tail stays listed. Returns the
 /// address and whether the range was cut out of the list already (then
-/// the caller labels the pages with [`taken_reused`], else [`taken`]).
+/// the caller labels the pages with [`taken_reused`](super::taken_reused),
+/// else [`taken`](super::taken)).
 ///
 /// When no listed range is big enough (and not `widest`), the largest one
 /// (if at least [`PARTIAL_MIN`] of `size`) is extended into the free arena
@@ -24,8 +25,9 @@ use crate::sync::plain::Ordering;
 /// faulting all of them in while the dirty range waited to be purged).
 /// It matters where the budget binds: with half the budget,
 /// `malloc-large` (blocks of 5-25 MiB) faulted 294-333k pages with it
-/// and 358-409k without (see [`dirty_budget`]'s history); within the
-/// budget it reuses nearly every freed page either way.
+/// and 358-409k without (see [`dirty_budget`](super::dirty_budget)'s
+/// history); within the budget it reuses nearly every freed page either
+/// way.
 pub(crate) fn reuse(arena: &Arena<'static>, size: usize, widest: bool) -> Option<(usize, bool)> {
     if DIRTY.load(Ordering::Relaxed) < size / PARTIAL_MIN {
         return None;
@@ -97,14 +99,14 @@ pub(crate) fn reuse(arena: &Arena<'static>, size: usize, widest: bool) -> Option
 }
 
 /// A listed range of dirty pages is extended into free arena space by
-/// [`reuse`] only if it is at least this fraction (1/n) of the block: a
+/// [`reuse()`] only if it is at least this fraction (1/n) of the block: a
 /// claim is an arena lock and a search, worth it for a quarter of a
 /// block's page faults, not for a few pages.
 pub(crate) const PARTIAL_MIN: usize = 4;
 
 /// Claims `size` bytes that begin where the dirty range `r` (smaller than
 /// `size`) begins, or end where it ends: whichever the arena has free. The
-/// range stays listed; [`taken`] cuts it out.
+/// range stays listed; [`taken`](super::taken) cuts it out.
 fn extend(arena: &Arena<'static>, r: Range, size: usize) -> Option<usize> {
     let flags = vmem::Flags::NOWAIT;
     if arena.claim(r.addr, size, flags).is_ok() {

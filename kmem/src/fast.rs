@@ -230,6 +230,16 @@ pub(crate) fn free_key() -> u64 {
     anchor as u64
 }
 
+/// `CHECKS`' address as the C door's roads take it: with no GOT load (see
+/// `static_addr!`). The base of [`check_word`]'s entries and, in the
+/// unsized free, [`free_key`] itself (the same address), so that the two
+/// share one register.
+#[cfg(not(any(loom, feature = "invariants")))]
+#[inline(always)]
+fn checks_base() -> *const u8 {
+    static_addr!(CHECKS)
+}
+
 /// Whether the small block at `p` holds the key: freed already.
 ///
 /// # Safety
@@ -378,7 +388,7 @@ fn check_word(ptr: *const u8, word: usize) -> Option<&'static ItemCheck> {
     }
     // SAFETY: a word with the slab tag is 0 or a slab word, `(c + 1) << 6`
     // for a class c: the byte offset of CHECKS[0] or CHECKS[c + 1].
-    let e = unsafe { &*static_addr!(CHECKS).add(word).cast::<ItemCheck>() };
+    let e = unsafe { &*checks_base().add(word).cast::<ItemCheck>() };
     // First, with acquire (a plain load on x86-64): 0 until published, and
     // once seen, the mask is the published one (`mul` is a constant).
     let limit = e.limit.load(Ordering::Acquire);
@@ -635,8 +645,7 @@ pub(crate) unsafe fn free<A: TlsAccess>(ptr: *mut u8) -> bool {
             stamped_free::<A>(
                 FastSlot::from_bits(e.slot.load(Ordering::Relaxed)),
                 NonNull::new_unchecked(ptr),
-                // `free_key()`, as the check entry's base above has it.
-                static_addr!(CHECKS) as u64,
+                checks_base() as u64,
             )
         }
     }

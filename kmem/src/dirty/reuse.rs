@@ -29,7 +29,10 @@ use crate::sync::plain::Ordering;
 /// history); within the budget it reuses nearly every freed page either
 /// way.
 pub(crate) fn reuse(arena: &Arena<'static>, size: usize, widest: bool) -> Option<(usize, bool)> {
-    if DIRTY.load(Ordering::Relaxed) < size / PARTIAL_MIN {
+    // The least dirty memory that can serve the block: all of it, or a
+    // range to extend.
+    let least = if widest { size } else { size / PARTIAL_MIN };
+    if DIRTY.load(Ordering::Relaxed) < least {
         return None;
     }
     let mut part: Option<Range> = None;

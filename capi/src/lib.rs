@@ -11,7 +11,9 @@
 //! `posix_memalign`, `aligned_alloc`, `memalign`, `valloc`, `pvalloc` and
 //! `malloc_usable_size` with glibc's semantics, over [`kmem::raw`],
 //! `malloc_stats` and `malloc_trim` over kmem's statistics and reclaim,
-//! and C++ `operator new`/`delete` in every form (`cxx`).
+//! C++ `operator new`/`delete` in every form (`cxx`), and glibc's other
+//! names for its allocator (`__libc_malloc` and the rest), `mallinfo2`,
+//! `mallinfo` and `mallopt` (`glibc`).
 //!
 //! Each entry point starts with kmem's shared fast path, the one
 //! `kmem::Kmem` uses: a hit in the calling thread's cache of the size
@@ -119,6 +121,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod cxx;
+mod glibc;
 mod prof;
 
 use core::cell::Cell;

@@ -4,7 +4,7 @@
 //!   `LD_PRELOAD`: every exported function and its edge cases (`api.c`),
 //!   bad frees under each `BSDALLOC_BAD_FREE` policy (`badfree.c`),
 //!   threads with cross-thread frees and thread churn (`threads.c`), fork
-//!   from a threaded parent (`fork.c`), `pthread_atfork` handlers of the
+//!   from one thread and from a threaded parent (`fork.c`), `pthread_atfork` handlers of the
 //!   program and of a linked library that allocate (`atfork.c`,
 //!   `atfork_lib.c`), `malloc_stats` and `malloc_trim`
 //!   (`stats.c`), allocation from inside the
@@ -647,7 +647,7 @@ fn c_realloc_and_calloc_in_threads() {
 }
 
 #[test]
-fn c_fork_from_threaded_parent() {
+fn c_fork_from_one_thread_and_from_a_threaded_parent() {
     let d = scratch("fork");
     let exe = gcc("fork.c", &d, &[]);
     run_ok(&mut Command::new(&exe), 60);

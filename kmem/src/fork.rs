@@ -88,6 +88,19 @@
 //! A Rust program builds kmem at the runtime's first allocation, before
 //! `main`; handlers registered by constructors of C libraries it links come
 //! before that, and must not allocate.
+//!
+//! # A process with one thread
+//!
+//! When the forking thread is the process's only thread (glibc's
+//! `__libc_single_threaded`, which turns false before a second thread is
+//! created), no other thread can hold a lock, be inside an operation or
+//! leave a cache behind, so the handlers take and release nothing, as
+//! glibc's own `fork` skips its malloc locks then; the child only renews
+//! its `membarrier` registration. Taking the locks is not what costs: it
+//! is releasing them after the fork, when every page that holds a zone's,
+//! a keg's or an arena's lock word is shared with the child and the write
+//! copies it, in the parent and in the child (a fork-and-wait loop of a
+//! one-thread program took 1.8x glibc's time, a third of it such faults).
 
 use crate::sync::plain::{AtomicBool, Ordering};
 use core::cell::UnsafeCell;
@@ -119,6 +132,32 @@ static HELD: HeldCell = HeldCell(UnsafeCell::new(Held {
 
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
+/// Whether the fork under way is a one-thread process's: written by
+/// `prepare` before every fork (so never by `parent` or `child`, whose
+/// writes would copy the page), read by them.
+static SOLO: AtomicBool = AtomicBool::new(false);
+
+/// Whether the calling thread is the process's only one (see the module
+/// doc). Conservatively false where the C library does not say.
+fn single_threaded() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu", not(loom)))]
+    {
+        extern "C" {
+            /// glibc (2.32): true while the process has never had a
+            /// second thread (it may stay false after threads exit).
+            static __libc_single_threaded: core::ffi::c_char;
+        }
+        // SAFETY: a byte glibc keeps; it only changes from true to false
+        // in `pthread_create`, which this thread (the only one, if it
+        // reads true) is not running.
+        unsafe { core::ptr::read_volatile(core::ptr::addr_of!(__libc_single_threaded)) != 0 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu", not(loom))))]
+    {
+        false
+    }
+}
+
 /// Installs the fork handlers (once).
 pub(crate) fn install() {
     if INSTALLED.swap(true, Ordering::AcqRel) {
@@ -140,6 +179,11 @@ fn kernel() -> Option<&'static kernel::Kernel> {
 
 extern "C" fn prepare() {
     let Some(k) = kernel() else { return };
+    let solo = single_threaded();
+    SOLO.store(solo, Ordering::Relaxed);
+    if solo {
+        return;
+    }
     // SAFETY: we are the forking thread in its prepare handler, holding no
     // allocator lock (nothing forks from inside the allocator); the locks
     // are taken in the global order of the module doc, and exactly one of
@@ -178,6 +222,9 @@ unsafe fn release_own_locks() {
 
 extern "C" fn parent() {
     let Some(k) = kernel() else { return };
+    if SOLO.load(Ordering::Relaxed) {
+        return;
+    }
     crate::prof::fork_release();
     // SAFETY: `prepare` took every lock in this thread; HELD is ours until
     // uma::fork::parent releases the bootstrap lock (last).
@@ -195,6 +242,10 @@ extern "C" fn parent() {
 
 extern "C" fn child() {
     let Some(k) = kernel() else { return };
+    if SOLO.load(Ordering::Relaxed) {
+        uma::fork::child_of_single_thread();
+        return;
+    }
     crate::prof::fork_release();
     // SAFETY: the child's only thread is the one whose `prepare` took every
     // lock; nothing has used the allocator since.

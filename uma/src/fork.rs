@@ -257,6 +257,15 @@ pub unsafe fn child() {
     sync::fork_child();
 }
 
+/// Fork child, when the prepare calls were not made because the process
+/// had one thread, the forking one (a caller such as kmem may skip them
+/// then: no other thread can hold a lock, be inside an operation or leave
+/// a cache behind): only what every child needs whatever the parent was
+/// doing, the `membarrier` registration again.
+pub fn child_of_single_thread() {
+    sync::fork_child();
+}
+
 #[cfg(test)]
 mod tests {
     use core::ptr::NonNull;

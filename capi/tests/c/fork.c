@@ -1,4 +1,6 @@
-/* fork from a threaded parent under LD_PRELOAD: worker threads allocate
+/* fork from a one-thread parent, then from a threaded parent under
+ * LD_PRELOAD. First the main thread alone forks a few times (the handlers
+ * take no lock then: see kmem/src/fork.rs). Then worker threads allocate
  * and free (small, medium, large blocks, cross-thread) without pause while
  * the main thread forks repeatedly. Each child allocates and frees in every
  * size range, starts a thread of its own, forks a grandchild, and exits; a
@@ -19,6 +21,7 @@
 #define FORKS 60
 
 static atomic_int stop;
+static int threaded;
 static _Atomic(void *) shared[64];
 
 static void *worker(void *arg) {
@@ -75,31 +78,46 @@ static int child(void) {
     return 0;
 }
 
+/* Forks `n` children that run child(); returns how many failed. */
+static int fork_children(int n, int *done) {
+    for (*done = 0; *done < n; (*done)++) {
+        pid_t pid = fork();
+        if (pid < 0) { perror("fork"); exit(1); }
+        if (pid == 0) _exit(child());
+        int st;
+        if (waitpid(pid, &st, 0) != pid) { perror("waitpid"); exit(1); }
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+            if (WIFSIGNALED(st))
+                fprintf(stderr, "fork %d: child killed by signal %d%s\n", *done, WTERMSIG(st),
+                        WTERMSIG(st) == SIGALRM ? " (deadlocked)" : "");
+            else
+                fprintf(stderr, "fork %d: child exited %d\n", *done, WEXITSTATUS(st));
+            return 1; /* one stuck child is enough (each costs the alarm) */
+        }
+        if (threaded) usleep(2000);
+    }
+    return 0;
+}
+
 int main(void) {
+    /* The parent's blocks, live across the one-thread forks. */
+    void *mine[100];
+    for (int i = 0; i < 100; i++) mine[i] = malloc(i * 100 + 1);
+    int solo;
+    int bad = fork_children(10, &solo);
+    for (int i = 0; i < 100; i++) free(mine[i]);
+    if (bad) return 1;
+    threaded = 1;
     pthread_t t[NWORKERS];
     for (long i = 0; i < NWORKERS; i++)
         if (pthread_create(&t[i], NULL, worker, (void *)(i + 1)) != 0) return 1;
-    int bad = 0, f;
-    for (f = 0; f < FORKS; f++) {
-        usleep(2000);
-        pid_t pid = fork();
-        if (pid < 0) { perror("fork"); return 1; }
-        if (pid == 0) _exit(child());
-        int st;
-        if (waitpid(pid, &st, 0) != pid) { perror("waitpid"); return 1; }
-        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-            if (WIFSIGNALED(st))
-                fprintf(stderr, "fork %d: child killed by signal %d%s\n", f, WTERMSIG(st),
-                        WTERMSIG(st) == SIGALRM ? " (deadlocked)" : "");
-            else
-                fprintf(stderr, "fork %d: child exited %d\n", f, WEXITSTATUS(st));
-            bad++;
-            break; /* one stuck child is enough (each costs the alarm) */
-        }
-    }
+    int f;
+    usleep(2000);
+    bad = fork_children(FORKS, &f);
     atomic_store(&stop, 1);
     for (int i = 0; i < NWORKERS; i++) pthread_join(t[i], NULL);
     for (int i = 0; i < 64; i++) free(atomic_exchange(&shared[i], NULL));
-    printf("fork: %d forks from %d busy threads, %d failed\n", f, NWORKERS, bad);
+    printf("fork: %d forks from one thread, %d from %d busy threads, %d failed\n", solo, f,
+           NWORKERS, bad);
     return bad != 0;
 }

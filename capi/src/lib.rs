@@ -699,6 +699,11 @@ unsafe fn realloc_impl(p: *mut u8, size: usize) -> *mut c_void {
             }
             return n;
         }
+        // A large block that stays as it is (a buffer grown a few bytes at
+        // a time into its pages or its room): none of the slow road.
+        if kmem::raw::realloc_keeps_large(p, size, MIN_ALIGN) {
+            return p.cast();
+        }
     }
     // SAFETY: the caller's promise.
     unsafe { realloc_slow(p, size) }

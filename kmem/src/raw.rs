@@ -31,6 +31,7 @@ use crate::debugmode;
 use crate::fast::{self, RustTls, TlsDescriptor};
 use crate::fast_large;
 use crate::malloc::{free_untyped, realloc_untyped, usable_size_untyped};
+use crate::pagemeta;
 use crate::Flags;
 
 /// A hit of the fast path for `size` bytes (at most 1 KiB) aligned to
@@ -301,6 +302,25 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize, align: usize) -> *mut u8 {
     // SAFETY: the caller's promise.
     unsafe { realloc_untyped(ptr, size, align, Flags::NOWAIT) }
         .map_or(ptr::null_mut(), |p| p.as_ptr())
+}
+
+/// For a front door's `realloc` of a block that is not a small one: true
+/// when `ptr` is the start of a live large block that `realloc` to `size`
+/// bytes aligned to `align` keeps as it is (see
+/// `crate::malloc::large_keeps`: a buffer grown a few bytes at a time into
+/// its pages or the room it was moved with), so that the caller returns
+/// `ptr` without its slow road (recursion guard, policy, validation and
+/// reports): a page word's look and a few compares. False for anything
+/// else, null and pointers not of kmem included (the slow road decides,
+/// and reports what is bad), and while debug mode or the profiler is on
+/// (their `realloc` has work to do).
+#[inline]
+pub fn realloc_keeps_large(ptr: *mut u8, size: usize, align: usize) -> bool {
+    if debugmode::on() || crate::prof::tracking() {
+        return false;
+    }
+    let word = pagemeta::lookup(ptr as usize);
+    pagemeta::is_large(word) && crate::malloc::large_keeps(word >> 3, ptr as usize, size, align)
 }
 
 /// The usable bytes of the allocation starting at `ptr` (at least the size

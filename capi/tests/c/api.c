@@ -158,6 +158,14 @@ static void test_realloc(void) {
     unsigned char *q = realloc(p, v(u));
     CHECK(q == p);
     free(q);
+    /* And for a large block, grown a few bytes at a time (not in debug
+     * mode, whose tail redzone needs room past the size too). */
+    if (!getenv("BSDALLOC_DEBUG")) {
+        p = malloc(v(100000));
+        u = malloc_usable_size(p);
+        for (size_t n = 100000; n <= u; n += 7) CHECK(realloc(p, v(n)) == p);
+        free(p);
+    }
 }
 
 static void test_reallocarray(void) {

@@ -417,22 +417,33 @@ pub(crate) fn large_resized() -> u64 {
 }
 
 /// `realloc` of a large block of `n` pages at `ptr` to a large request,
-/// without moving it: a shrink by less than a quarter keeps the block as
-/// it is (a block that grows and shrinks around one size is not cut and
-/// regrown every time; its usable size stays), anything else asks
+/// without moving it: kept as it is when [`large_keeps`], else
 /// [`large_resize`]. False: the caller moves the block.
 fn realloc_large_in_place(k: &Kernel, ptr: usize, n: usize, size: usize, align: usize) -> bool {
+    if large_keeps(n, ptr, size, align) {
+        return true;
+    }
     if class_of(size, align).is_some() || ptr % align != 0 {
         return false;
     }
-    let Some(want) = round_page(size) else {
+    round_page(size).is_some_and(|want| large_resize(k, ptr, n, want))
+}
+
+/// Whether `realloc` (with no size of the old block to honour: the C
+/// ABI's) keeps a large block of `n` pages at `ptr`, as it is, for a
+/// large request of `size` bytes aligned to `align`: its pages are the
+/// request's or its large class's, or it shrinks by less than a quarter
+/// (so a block that grows and shrinks around one size is not cut and
+/// regrown every time, and a block moved with room to grow, see
+/// `grows_a_little`, grows into that room without a call to the arena;
+/// its usable size stays).
+pub(crate) fn large_keeps(n: usize, ptr: usize, size: usize, align: usize) -> bool {
+    if class_of(size, align).is_some() || ptr % align != 0 {
         return false;
-    };
-    let old = n * PAGE_SIZE;
-    if want <= old && want >= old - old / 4 {
-        return true;
     }
-    large_resize(k, ptr, n, want)
+    let old = n * PAGE_SIZE;
+    fits_large(n, size, align)
+        || round_page(size).is_some_and(|want| want <= old && want >= old - old / 4)
 }
 
 /// Frees a pointer whose owner is known.

@@ -93,7 +93,8 @@
 //!
 //! When the forking thread is the process's only thread (glibc's
 //! `__libc_single_threaded`, which turns false before a second thread is
-//! created), no other thread can hold a lock, be inside an operation or
+//! created; looked up with `dlsym`, so a C library without it forks as
+//! a threaded one), no other thread can hold a lock, be inside an operation or
 //! leave a cache behind, so the handlers take and release nothing, as
 //! glibc's own `fork` skips its malloc locks then; the child only renews
 //! its `membarrier` registration. Taking the locks is not what costs: it
@@ -102,8 +103,10 @@
 //! copies it, in the parent and in the child (a fork-and-wait loop of a
 //! one-thread program took 1.8x glibc's time, a third of it such faults).
 
-use crate::sync::plain::{AtomicBool, Ordering};
+use crate::sync::plain::{AtomicBool, AtomicPtr, Ordering};
 use core::cell::UnsafeCell;
+use core::ffi::c_char;
+use core::ptr;
 
 use crate::dirty::{self, ListsLock};
 use crate::kernel::{self, BootLock};
@@ -137,31 +140,31 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 /// writes would copy the page), read by them.
 static SOLO: AtomicBool = AtomicBool::new(false);
 
+/// glibc's `__libc_single_threaded` (2.32), looked up when the handlers are
+/// installed rather than linked, so that kmem still links against older C
+/// libraries; null where there is none.
+static SINGLE_THREADED: AtomicPtr<c_char> = AtomicPtr::new(ptr::null_mut());
+
 /// Whether the calling thread is the process's only one (see the module
-/// doc). Conservatively false where the C library does not say.
+/// doc). False where the C library does not say.
 fn single_threaded() -> bool {
-    #[cfg(all(target_os = "linux", target_env = "gnu", not(loom)))]
-    {
-        extern "C" {
-            /// glibc (2.32): true while the process has never had a
-            /// second thread (it may stay false after threads exit).
-            static __libc_single_threaded: core::ffi::c_char;
-        }
-        // SAFETY: a byte glibc keeps; it only changes from true to false
-        // in `pthread_create`, which this thread (the only one, if it
-        // reads true) is not running.
-        unsafe { core::ptr::read_volatile(core::ptr::addr_of!(__libc_single_threaded)) != 0 }
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu", not(loom))))]
-    {
-        false
-    }
+    let p = SINGLE_THREADED.load(Ordering::Relaxed);
+    // SAFETY: null, or glibc's byte, which lives as long as the process
+    // and only changes from true to false in `pthread_create` (which this
+    // thread, the only one if it reads true, is not running).
+    !p.is_null() && unsafe { ptr::read_volatile(p) } != 0
 }
 
 /// Installs the fork handlers (once).
 pub(crate) fn install() {
     if INSTALLED.swap(true, Ordering::AcqRel) {
         return;
+    }
+    #[cfg(not(loom))]
+    {
+        // SAFETY: a NUL-terminated name; the default scope.
+        let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__libc_single_threaded".as_ptr()) };
+        SINGLE_THREADED.store(p.cast(), Ordering::Relaxed);
     }
     // SAFETY: the handlers are extern "C" functions that never unwind.
     let r = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };

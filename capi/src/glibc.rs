@@ -16,6 +16,12 @@
 //!   it returns 1 as glibc does, and 0 only where glibc would (`M_MXFAST`
 //!   out of range).
 //!
+//! - C23's `free_sized` and `free_aligned_sized`: `free`, the sizes
+//!   unused (`free` finds the block from its address, and a wrong size
+//!   frees the right block, as the C++ sized `delete` does). A C library
+//!   that has them frees with its own allocator there, so a program built
+//!   against one must reach ours.
+//!
 //! Not here: `malloc_info` (glibc's XML about its own arenas; kmem's
 //! statistics are `malloc_stats`), and `cfree`, gone from glibc's API
 //! since 2.26 (its compatibility symbol is glibc's `free`, which a program
@@ -39,6 +45,29 @@ pub extern "C" fn __libc_malloc(size: usize) -> *mut c_void {
 /// afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn __libc_free(p: *mut c_void) {
+    // SAFETY: the caller's promise.
+    unsafe { crate::free(p) }
+}
+
+/// C23 `free_sized(3)`: [`free`](crate::free); `size` is not used.
+///
+/// # Safety
+///
+/// As `free`.
+#[no_mangle]
+pub unsafe extern "C" fn free_sized(p: *mut c_void, _size: usize) {
+    // SAFETY: the caller's promise.
+    unsafe { crate::free(p) }
+}
+
+/// C23 `free_aligned_sized(3)`: [`free`](crate::free); `align` and `size`
+/// are not used.
+///
+/// # Safety
+///
+/// As `free`.
+#[no_mangle]
+pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, _align: usize, _size: usize) {
     // SAFETY: the caller's promise.
     unsafe { crate::free(p) }
 }

@@ -1,9 +1,11 @@
 /* glibc's other names for its allocator and its introspection calls:
  * blocks from __libc_malloc & co. are freed with free and the other way
  * round, as a program that hooks malloc does; mallinfo2 and mallinfo see
- * a large block come and go; mallopt answers as glibc's does. The same
- * checks pass over glibc's own malloc. Prints "checks passed", exits 0;
+ * a large block come and go; mallopt answers as glibc's does; C23's
+ * free_sized and free_aligned_sized free (EXPECT_SIZED_FREES: they must
+ * be there). The same checks pass over glibc's own malloc. Prints "checks passed", exits 0;
  * a failed check prints its line and exits 1. */
+#include <dlfcn.h>
 #include <malloc.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -90,6 +92,14 @@ int main(void) {
     CHECK(mallopt(M_MXFAST, 64) == 1);
     CHECK(mallopt(M_MXFAST, 100000) == 0);
     CHECK(__libc_mallopt(M_TRIM_THRESHOLD, 1 << 20) == 1);
+    /* C23's sized frees, where the C library or the preload has them
+     * (glibc 2.36 has not: looked up, not linked). */
+    void (*fs)(void *, size_t) = (void (*)(void *, size_t))dlsym(RTLD_DEFAULT, "free_sized");
+    void (*fas)(void *, size_t, size_t) =
+        (void (*)(void *, size_t, size_t))dlsym(RTLD_DEFAULT, "free_aligned_sized");
+    if (getenv("EXPECT_SIZED_FREES")) CHECK(fs != NULL && fas != NULL);
+    for (int i = 0; fs && i < 1000; i++) fs(malloc(i * 37), i * 37);
+    for (int i = 0; fas && i < 100; i++) fas(aligned_alloc(64, 64 * (i + 1)), 64, 64 * (i + 1));
     printf("checks passed\n");
     return 0;
 }

@@ -420,13 +420,8 @@ pub(crate) fn large_resized() -> u64 {
 /// without moving it: kept as it is when [`large_keeps`], else
 /// [`large_resize`]. False: the caller moves the block.
 fn realloc_large_in_place(k: &Kernel, ptr: usize, n: usize, size: usize, align: usize) -> bool {
-    if large_keeps(n, ptr, size, align) {
-        return true;
-    }
-    if class_of(size, align).is_some() || ptr % align != 0 {
-        return false;
-    }
-    round_page(size).is_some_and(|want| large_resize(k, ptr, n, want))
+    large_want(ptr, size, align)
+        .is_some_and(|want| keeps(n, size, align, want) || large_resize(k, ptr, n, want))
 }
 
 /// Whether `realloc` (with no size of the old block to honour: the C
@@ -438,12 +433,23 @@ fn realloc_large_in_place(k: &Kernel, ptr: usize, n: usize, size: usize, align: 
 /// `grows_a_little`, grows into that room without a call to the arena;
 /// its usable size stays).
 pub(crate) fn large_keeps(n: usize, ptr: usize, size: usize, align: usize) -> bool {
+    large_want(ptr, size, align).is_some_and(|want| keeps(n, size, align, want))
+}
+
+/// The whole pages (in bytes) of a `realloc` of the block at `ptr` to
+/// `size` bytes aligned to `align`, if that is a large request the block's
+/// address serves.
+fn large_want(ptr: usize, size: usize, align: usize) -> Option<usize> {
     if class_of(size, align).is_some() || ptr % align != 0 {
-        return false;
+        return None;
     }
+    round_page(size)
+}
+
+/// [`large_keeps`] for a large request of `want` whole pages' bytes.
+fn keeps(n: usize, size: usize, align: usize, want: usize) -> bool {
     let old = n * PAGE_SIZE;
-    fits_large(n, size, align)
-        || round_page(size).is_some_and(|want| want <= old && want >= old - old / 4)
+    fits_large(n, size, align) || (want <= old && want >= old - old / 4)
 }
 
 /// Frees a pointer whose owner is known.

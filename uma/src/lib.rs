@@ -196,6 +196,7 @@ pub mod source;
 mod startup;
 pub mod stats;
 mod sync;
+pub mod tls_block;
 mod zone;
 
 #[cfg(test)]
@@ -216,6 +217,7 @@ pub use source::{MmapSource, SlabSource, TestSource, MMAP_SOURCE, PAGE_SIZE};
 #[cfg(not(loom))]
 pub use startup::global;
 pub use stats::ZoneStats;
+pub use tls_block::ZeroInit;
 pub use zone::Zone;
 
 /// Constructor: runs on every allocation with `(item, size, arg, flags)`;

@@ -32,10 +32,26 @@ type Table = [AtomicPtr<Cache>; MAX_SLOTS + 1];
 std::thread_local! {
     static SLOTS: Table =
         const { [const { AtomicPtr::new(&super::EMPTY_CACHE as *const Cache as *mut Cache) }; MAX_SLOTS + 1] };
-    static STATE: Cell<u8> = const { Cell::new(NO_GUARD) };
+}
+
+/// A thread's registration state, beside its [`Table`].
+struct ThreadFlags {
+    /// `NO_GUARD`, `GUARDED` (the exit destructor is armed) or `DEAD`.
+    state: Cell<u8>,
     /// The slots this thread ever registered a cache in (bit per slot), so
     /// that thread exit visits those and not all `MAX_SLOTS`.
-    static USED: Cell<[u64; MAX_SLOTS / 64]> = const { Cell::new([0; MAX_SLOTS / 64]) };
+    used: Cell<[u64; MAX_SLOTS / 64]>,
+}
+
+// SAFETY: two `Cell`s of integers: zero is `NO_GUARD` and no slot used;
+// no destructor.
+unsafe impl crate::ZeroInit for ThreadFlags {}
+
+crate::zeroed_thread_local! {
+    /// The calling thread's [`ThreadFlags`] (reached without
+    /// `__tls_get_addr` where the library is in static TLS: registration
+    /// runs under the arena locks of a boundary-tag refill).
+    fn thread_flags: ThreadFlags = "bsdalloc_uma_thread_flags_v01";
 }
 
 // The calling thread's [`Table`] from a shared library
@@ -68,7 +84,11 @@ std::thread_local! {
 // Until the global is learnt, and always after a `dlopen` (where each
 // thread's block is elsewhere), it stays 0: the fast paths see
 // `EMPTY_CACHE` and miss, and the slow roads reach the caches through
-// `SLOTS` itself.
+// `SLOTS` itself. Once it is learnt the slow roads and `Zone`'s own
+// operations use it too (`table_word::table`), so that a library in
+// static TLS never calls `__tls_get_addr`: some of those roads run under
+// an arena's lock, and right after a `dlopen` that call may wait for the
+// loader's lock (see `crate::tls_block`).
 
 /// The offset from the thread pointer of the calling thread's copy of
 /// the thread-local symbol `$sym` (a string literal; the symbol is defined
@@ -194,16 +214,7 @@ mod table_word {
         if !fixed {
             return;
         }
-        let tp: usize;
-        // SAFETY: `%fs:0` is the thread pointer itself (the x86-64 TCB's
-        // first word points at the TCB).
-        unsafe {
-            core::arch::asm!(
-                "movq %fs:0, {t}",
-                t = out(reg) tp,
-                options(att_syntax, nostack, preserves_flags, readonly),
-            );
-        }
+        let tp = crate::tls_block::thread_pointer();
         let learnt = SLOTS
             .with(|s| s as *const super::Table as usize)
             .wrapping_sub(tp);
@@ -255,12 +266,46 @@ mod table_word {
         }
         c
     }
+
+    /// The calling thread's table: at the learnt static offset when
+    /// there is one, else through Rust's thread-local (a `dlopen`ed
+    /// library, or before the first registration in the process).
+    #[inline(always)]
+    pub(super) fn table() -> *const super::Table {
+        let off = static_offset();
+        if off == 0 {
+            core::hint::cold_path();
+            return SLOTS.with(|s| s as *const super::Table);
+        }
+        crate::tls_block::thread_pointer().wrapping_add(off) as *const super::Table
+    }
 }
 
 /// Elsewhere the fast paths reach `SLOTS` directly.
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
 mod table_word {
     pub(super) use super::slots_entry as cache;
+
+    /// The calling thread's table, through Rust's thread-local.
+    #[inline(always)]
+    pub(super) fn table() -> *const super::Table {
+        super::SLOTS.with(|s| s as *const super::Table)
+    }
+}
+
+/// The calling thread's cache pointer in `slot`, for the slow roads and
+/// for `Zone`'s own operations: at the learnt static offset when there
+/// is one (no `__tls_get_addr`, which some of them reach under a lock),
+/// else through Rust's thread-local.
+///
+/// # Safety
+///
+/// `slot <= MAX_SLOTS`.
+#[inline(always)]
+unsafe fn learnt_entry(slot: usize) -> *mut Cache {
+    let t = table_word::table();
+    // SAFETY: this thread's live table; in range by the caller's promise.
+    unsafe { (*t).get_unchecked(slot).load(Ordering::Relaxed) }
 }
 
 /// The calling thread's cache pointer in `slot`, through Rust's
@@ -338,6 +383,18 @@ mod sealed {
     pub trait Sealed {}
     impl Sealed for super::RustTls {}
     impl Sealed for super::TlsDescriptor {}
+    impl Sealed for super::Learnt {}
+}
+
+/// [`TlsAccess`] through `learnt_entry`: `Zone`'s own operations.
+enum Learnt {}
+
+impl TlsAccess for Learnt {
+    #[inline(always)]
+    unsafe fn cache(slot: usize) -> *mut () {
+        // SAFETY: the caller's promise.
+        unsafe { learnt_entry(slot).cast() }
+    }
 }
 
 /// [`TlsAccess`] through Rust's thread-local: for executables.
@@ -390,20 +447,20 @@ impl ThreadCache for Tls {
     #[inline(always)]
     fn fast_pop<const MASK: u8>(self, zone: &Zone) -> Option<NonNull<u8>> {
         // SAFETY: pcpu_slot <= MAX_SLOTS by construction; the zone is alive.
-        unsafe { with_cache::<RustTls, _>(zone.pcpu_slot, |c| c.fast_pop::<MASK>()) }
+        unsafe { with_cache::<Learnt, _>(zone.pcpu_slot, |c| c.fast_pop::<MASK>()) }
     }
 
     #[inline(always)]
     fn fast_push<const MASK: u8>(self, zone: &Zone, item: *mut u8) -> bool {
         // SAFETY: as fast_pop.
-        unsafe { with_cache::<RustTls, _>(zone.pcpu_slot, |c| c.fast_push::<MASK>(item)) }
+        unsafe { with_cache::<Learnt, _>(zone.pcpu_slot, |c| c.fast_push::<MASK>(item)) }
     }
 
     #[inline(always)]
     fn fast_push_unless(self, zone: &Zone, item: *mut u8) -> Push {
         // SAFETY: as fast_pop.
         unsafe {
-            with_cache::<RustTls, _>(zone.pcpu_slot, |c| c.fast_push_unless(item, &zone.sleepers))
+            with_cache::<Learnt, _>(zone.pcpu_slot, |c| c.fast_push_unless(item, &zone.sleepers))
         }
     }
 
@@ -596,7 +653,7 @@ pub(crate) fn cache_for(zone: &Zone) -> Option<&Cache> {
     if zone.pcpu_slot >= MAX_SLOTS {
         return None;
     }
-    let table: *const Table = SLOTS.with(|s| s as *const Table);
+    let table = table_word::table();
     // SAFETY: `table` is this thread's own live TLS table; in range.
     let slot: *const AtomicPtr<Cache> = unsafe { &(*table)[zone.pcpu_slot] };
     // SAFETY: our own live TLS slot.
@@ -605,7 +662,7 @@ pub(crate) fn cache_for(zone: &Zone) -> Option<&Cache> {
         // SAFETY: as `Tls::fast_pop`.
         return Some(unsafe { &*c });
     }
-    match STATE.with(|s| s.get()) {
+    match thread_flags(|f| f.state.get()) {
         DEAD => return None,
         NO_GUARD => {
             let key = {
@@ -630,7 +687,7 @@ pub(crate) fn cache_for(zone: &Zone) -> Option<&Cache> {
             {
                 return None;
             }
-            STATE.with(|s| s.set(GUARDED));
+            thread_flags(|f| f.state.set(GUARDED));
         }
         _ => {}
     }
@@ -638,10 +695,10 @@ pub(crate) fn cache_for(zone: &Zone) -> Option<&Cache> {
     // known (the first registration in the process learns it).
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     table_word::learn();
-    USED.with(|u| {
-        let mut bits = u.get();
+    thread_flags(|f| {
+        let mut bits = f.used.get();
         bits[zone.pcpu_slot / 64] |= 1 << (zone.pcpu_slot % 64);
-        u.set(bits);
+        f.used.set(bits);
     });
     let c = super::register(zone, slot);
     // SAFETY: a registered cache lives until its slot is cleared.
@@ -652,9 +709,13 @@ pub(crate) fn cache_for(zone: &Zone) -> Option<&Cache> {
 /// at a time through [`super::exit_flush`]: each leaves its zone's list
 /// under the registry lock, and its buckets go back with no lock held.
 extern "C" fn thread_exit(_: *mut libc::c_void) {
-    STATE.with(|s| s.set(DEAD));
-    let used = USED.with(|u| u.get());
-    SLOTS.with(|s| {
+    let used = thread_flags(|f| {
+        f.state.set(DEAD);
+        f.used.get()
+    });
+    // SAFETY: this thread's own table, alive until the thread is gone.
+    let s = unsafe { &*table_word::table() };
+    {
         for (w, &word) in used.iter().enumerate() {
             let mut bits = word;
             while bits != 0 {
@@ -671,7 +732,7 @@ extern "C" fn thread_exit(_: *mut libc::c_void) {
                 unsafe { super::exit_flush(slot, REGISTRY.lock()) };
             }
         }
-    });
+    }
 }
 
 // ---- fork (see `crate::fork`)
@@ -714,5 +775,6 @@ pub(crate) unsafe fn fork_unlock_registry() {
 
 /// Whether `slot` is one of the calling thread's TLS slots.
 pub(crate) fn is_own_slot(slot: *const AtomicPtr<Cache>) -> bool {
-    SLOTS.with(|s| s.as_ptr_range().contains(&slot))
+    // SAFETY: this thread's own live table, only its address range read.
+    unsafe { (*table_word::table()).as_ptr_range().contains(&slot) }
 }

@@ -152,16 +152,18 @@ fn errno() -> c_int {
 
 // ---------------------------------------------------------------- recursion guard
 
-std::thread_local! {
-    /// True while this thread is inside the allocator.
-    static INSIDE: Cell<bool> = const { Cell::new(false) };
+uma::zeroed_thread_local! {
+    /// True while this thread is inside the allocator. (No
+    /// `__tls_get_addr`, which may update the thread's DTV and so call
+    /// `realloc` or wait for the loader's lock: see `uma::tls_block`.)
+    fn inside_flag: Cell<bool> = "bsdalloc_capi_inside_v01";
 }
 
 /// Runs `f` as this thread's outermost allocator call; `None` (without
 /// running it) if the thread is already inside the allocator.
 #[inline(always)]
 fn outermost<R>(f: impl FnOnce() -> R) -> Option<R> {
-    INSIDE.with(|inside| {
+    inside_flag(|inside| {
         if inside.get() {
             return None;
         }

@@ -758,7 +758,7 @@ pub(crate) unsafe fn free_swap<A: TlsAccess>(ptr: *mut u8, layout: Option<(usize
 #[cfg_attr(not(feature = "invariants"), cold)]
 #[inline(never)]
 pub(crate) fn alloc_slow(size: usize, align: usize, flags: Flags) -> Option<NonNull<u8>> {
-    if let Some(p) = alloc_swap::<RustTls>(size, align) {
+    if let Some(p) = alloc_swap::<TlsDescriptor>(size, align) {
         if flags.contains(Flags::ZERO) {
             // SAFETY: a fresh item of at least `size` bytes, ours.
             unsafe { core::ptr::write_bytes(p.as_ptr(), 0, size) };
@@ -768,14 +768,14 @@ pub(crate) fn alloc_slow(size: usize, align: usize, flags: Flags) -> Option<NonN
     if crate::debugmode::decide() != crate::debugmode::DebugFlags::NONE {
         return crate::debugmode::alloc(size, align, flags, alloc_plain);
     }
-    if let Some(p) = crate::prof::alloc_gated::<RustTls>(size, align) {
+    if let Some(p) = crate::prof::alloc_gated::<TlsDescriptor>(size, align) {
         if flags.contains(Flags::ZERO) {
             // SAFETY: a fresh item of at least `size` bytes, ours.
             unsafe { core::ptr::write_bytes(p.as_ptr(), 0, size) };
         }
         return Some(p);
     }
-    if let Some(p) = alloc_mid::<RustTls>(size, align) {
+    if let Some(p) = alloc_mid::<TlsDescriptor>(size, align) {
         // (Its key is cleared.)
         if flags.contains(Flags::ZERO) {
             // SAFETY: a fresh item of at least `size` bytes, ours.

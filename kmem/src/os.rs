@@ -18,21 +18,22 @@ static UNBACK_FAILS: AtomicUsize = AtomicUsize::new(0);
 static MAP_CALLS: AtomicUsize = AtomicUsize::new(0);
 static UNMAP_CALLS: AtomicUsize = AtomicUsize::new(0);
 
-std::thread_local! {
+uma::zeroed_thread_local! {
     /// Bytes this thread gave back to the OS (unbacked or unmapped): what
     /// one reclaim call released is the difference across it
-    /// ([`released_here`]); the global figures mix every thread's.
-    static RELEASED_HERE: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+    /// ([`released_here`]); the global figures mix every thread's. (No
+    /// `__tls_get_addr`: counted under locks, see `uma::tls_block`.)
+    fn released_here_cell: core::cell::Cell<usize> = "bsdalloc_kmem_released_here_v01";
 }
 
 fn note_released(bytes: usize) {
-    let _ = RELEASED_HERE.try_with(|c| c.set(c.get().wrapping_add(bytes)));
+    released_here_cell(|c| c.set(c.get().wrapping_add(bytes)));
 }
 
 /// Bytes this thread has given back to the OS so far (a running count:
 /// take the difference across a call).
 pub(crate) fn released_here() -> usize {
-    RELEASED_HERE.try_with(|c| c.get()).unwrap_or(0)
+    released_here_cell(|c| c.get())
 }
 
 /// Rounds `n` up to a whole number of pages (`None` on overflow).

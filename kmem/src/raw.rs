@@ -19,16 +19,19 @@
 //! thread's cache, as for [`Kmem`](crate::Kmem)), then the slow road. A
 //! front door with a slow road of its own (the C ABI, whose slow road
 //! carries a recursion guard) calls the `*_fast` functions, which do
-//! only the hit and say when they missed. They reach the thread's caches
-//! through a TLS-descriptor word ([`uma::TlsDescriptor`]), the cheap
-//! way from a shared library; the others through Rust's thread-local
-//! ([`uma::RustTls`]), the cheap way from an executable.
+//! only the hit and say when they missed. Every function here reaches
+//! the thread's caches through a TLS-descriptor word
+//! ([`uma::TlsDescriptor`]): the cheap way from a shared library, one
+//! load more than Rust's thread-local from an executable, and, in a
+//! library loaded at start-up, never a call to `__tls_get_addr` (which
+//! may wait for the loader's lock right after a `dlopen`: see
+//! `uma::tls_block`).
 
 use core::ptr::{self, NonNull};
 
 use crate::classes::{class_of, CLASS_SIZES};
 use crate::debugmode;
-use crate::fast::{self, RustTls, TlsDescriptor};
+use crate::fast::{self, TlsDescriptor};
 use crate::fast_large;
 use crate::malloc::{free_untyped, realloc_untyped, usable_size_untyped};
 use crate::pagemeta;
@@ -141,7 +144,7 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
     if !align.is_power_of_two() {
         return ptr::null_mut();
     }
-    match fast::alloc::<RustTls>(size, align) {
+    match fast::alloc::<TlsDescriptor>(size, align) {
         Some(p) => p.as_ptr(),
         None => {
             fast::alloc_slow(size, align, Flags::NOWAIT).map_or(ptr::null_mut(), |p| p.as_ptr())
@@ -194,7 +197,7 @@ pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
     if !align.is_power_of_two() {
         return ptr::null_mut();
     }
-    if let Some(p) = fast::alloc::<RustTls>(size, align) {
+    if let Some(p) = fast::alloc::<TlsDescriptor>(size, align) {
         // SAFETY: a fresh item of at least `size` bytes, ours.
         unsafe { ptr::write_bytes(p.as_ptr(), 0, size) };
         return p.as_ptr();
@@ -227,7 +230,7 @@ pub unsafe fn free(ptr: *mut u8) -> bool {
         return unsafe { debugmode::free(ptr, "free") };
     }
     // SAFETY: the caller's promise.
-    unsafe { fast::free::<RustTls>(ptr) || free_missed(ptr) }
+    unsafe { fast::free::<TlsDescriptor>(ptr) || free_missed(ptr) }
 }
 
 /// For a front door with a slow road of its own, after [`free_fast`] (and
@@ -292,7 +295,7 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize, align: usize) -> *mut u8 {
             // goes back as `free` would (the caller's promise).
             unsafe {
                 ptr::copy_nonoverlapping(ptr, new, CLASS_SIZES[c].min(size));
-                if !fast::free_class::<RustTls>(NonNull::new_unchecked(ptr), c) {
+                if !fast::free_class::<TlsDescriptor>(NonNull::new_unchecked(ptr), c) {
                     free_untyped(ptr, "realloc");
                 }
             }

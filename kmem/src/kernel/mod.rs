@@ -134,8 +134,9 @@ const READY: u8 = 2;
 const FAILED: u8 = 3;
 static STATE: AtomicU8 = AtomicU8::new(UNINIT);
 
-std::thread_local! {
-    static INITIALIZING: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+uma::zeroed_thread_local! {
+    /// Set while the calling thread builds the allocator.
+    fn initializing: core::cell::Cell<bool> = "bsdalloc_kmem_initializing_v01";
 }
 
 /// The allocator, built on first use. `None` if the OS refused the first
@@ -156,9 +157,9 @@ fn kernel_slow() -> Option<&'static Kernel> {
     loop {
         match STATE.compare_exchange(UNINIT, BUSY, Ordering::Acquire, Ordering::Acquire) {
             Ok(_) => {
-                INITIALIZING.with(|i| i.set(true));
+                initializing(|i| i.set(true));
                 let ok = build();
-                INITIALIZING.with(|i| i.set(false));
+                initializing(|i| i.set(false));
                 STATE.store(if ok { READY } else { FAILED }, Ordering::Release);
                 // The fork handlers, once the allocator is complete (and
                 // usable: pthread_atfork may call malloc, which with kmem's
@@ -174,7 +175,7 @@ fn kernel_slow() -> Option<&'static Kernel> {
             }
             Err(FAILED) => return None,
             Err(_) => {
-                if INITIALIZING.with(|i| i.get()) {
+                if initializing(|i| i.get()) {
                     return None; // recursion from inside the bootstrap
                 }
                 backoff.snooze();

@@ -188,9 +188,9 @@ impl Wiring {
             if first && lo < hi {
                 let boot = c.range(lo, hi - 1);
                 let quick = vf.without(vmem::Flags::WAITOK).with(vmem::Flags::NOWAIT);
-                let _ = META_NO_IMPORT.try_with(|f| f.set(true));
+                meta_no_import(|f| f.set(true));
                 let r = meta.xalloc(size, &boot, quick);
-                let _ = META_NO_IMPORT.try_with(|f| f.set(false));
+                meta_no_import(|f| f.set(false));
                 if r.is_ok() {
                     return r;
                 }
@@ -221,10 +221,11 @@ impl Wiring {
 #[cfg(not(loom))]
 pub(crate) struct BootLock(#[allow(dead_code)] crate::sync::plain::MutexGuard<'static, Boot>);
 
-std::thread_local! {
+uma::zeroed_thread_local! {
     /// Set while this thread tries the boot region alone: the metadata
-    /// arena's import then declines.
-    static META_NO_IMPORT: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+    /// arena's import then declines (read under the arena's lock: no
+    /// `__tls_get_addr`, see `uma::tls_block`).
+    fn meta_no_import: core::cell::Cell<bool> = "bsdalloc_kmem_meta_no_import_v01";
 }
 
 // ---------------------------------------------------------------- sources
@@ -373,7 +374,7 @@ pub(crate) struct MetaChunks(pub(crate) &'static Wiring);
 
 impl vmem::Source for MetaChunks {
     fn import(&self, size: usize, flags: vmem::Flags) -> Option<usize> {
-        if META_NO_IMPORT.try_with(|f| f.get()).unwrap_or(false) {
+        if meta_no_import(|f| f.get()) {
             return None;
         }
         let a = self.0.arena()?;

@@ -93,22 +93,21 @@ pub struct MallocTypeStats {
 pub(super) static TYPES: AtomicPtr<MallocType> = AtomicPtr::new(ptr::null_mut());
 pub(super) static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
 
-std::thread_local! {
-    static STRIPE: core::cell::Cell<u8> = const { core::cell::Cell::new(u8::MAX) };
+uma::zeroed_thread_local! {
+    /// The calling thread's statistics stripe plus one (0: none yet).
+    fn stripe: core::cell::Cell<u8> = "bsdalloc_kmem_malloc_stripe_v01";
 }
 
 #[inline]
 pub(super) fn stripe_index() -> usize {
-    STRIPE
-        .try_with(|s| {
-            let mut i = s.get();
-            if i == u8::MAX {
-                i = (NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % NSTRIPES) as u8;
-                s.set(i);
-            }
-            i as usize
-        })
-        .unwrap_or(0)
+    stripe(|s| {
+        let mut i = s.get();
+        if i == 0 {
+            i = (NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % NSTRIPES) as u8 + 1;
+            s.set(i);
+        }
+        i as usize - 1
+    })
 }
 
 impl MallocType {

@@ -100,12 +100,14 @@ const NEST_RECLAIM: u8 = 1;
 const NEST_BTAG: u8 = 2;
 const NEST_DRAW: u8 = 4;
 
-std::thread_local! {
-    static NEST: Cell<u8> = const { Cell::new(0) };
+uma::zeroed_thread_local! {
+    /// The `NEST_*` bits of the calling thread (no `__tls_get_addr`: read
+    /// under the arena locks; see `uma::tls_block`).
+    fn nest_bits: Cell<u8> = "bsdalloc_kmem_nest_v01";
 }
 
 fn nest() -> u8 {
-    NEST.try_with(Cell::get).unwrap_or(NEST_RECLAIM)
+    nest_bits(Cell::get)
 }
 
 /// Sets `bit` for the guard's life (restores the previous value).
@@ -114,7 +116,7 @@ pub(crate) struct NestGuard(u8);
 impl NestGuard {
     fn new(bit: u8) -> Self {
         let old = nest();
-        let _ = NEST.try_with(|n| n.set(old | bit));
+        nest_bits(|n| n.set(old | bit));
         NestGuard(old)
     }
 
@@ -126,7 +128,7 @@ impl NestGuard {
 
 impl Drop for NestGuard {
     fn drop(&mut self) {
-        let _ = NEST.try_with(|n| n.set(self.0));
+        nest_bits(|n| n.set(self.0));
     }
 }
 

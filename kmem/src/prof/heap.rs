@@ -2,7 +2,7 @@
 //! symbolized, scaled to the allocations they stand for; and what can be
 //! written from it (leak report, collapsed stacks, pprof, SVG).
 
-use std::collections::HashMap;
+use super::FixedMap;
 use std::fmt::{self, Write as _};
 use std::path::Path;
 
@@ -95,8 +95,8 @@ impl HeapProfile {
         let mut v: Vec<Sample> = Vec::with_capacity(TABLE.live() + TABLE.live() / 4 + 64);
         TABLE.snapshot(&mut Buf { v: &mut v });
         let mut res = Resolver::new();
-        let mut names: HashMap<usize, StackFrame> = HashMap::new();
-        let mut by_stack: HashMap<Vec<usize>, StackProfile> = HashMap::new();
+        let mut names: FixedMap<usize, StackFrame> = FixedMap::default();
+        let mut by_stack: FixedMap<Vec<usize>, StackProfile> = FixedMap::default();
         for s in &v {
             let mut frames: Vec<StackFrame> = s.stack[..s.depth as usize]
                 .iter()

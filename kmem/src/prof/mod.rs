@@ -47,6 +47,13 @@
 //! [`raw`]: crate::raw
 
 mod flame;
+
+/// The profiler's hash maps: std's `HashMap` with a fixed hasher, because
+/// `RandomState::new` reads a thread-local (a `__tls_get_addr` call in
+/// `libbsdalloc.so`, which must not wait for the loader's lock: see
+/// `uma::tls_block`); the keys are our own addresses and names.
+pub(crate) type FixedMap<K, V> =
+    std::collections::HashMap<K, V, core::hash::BuildHasherDefault<std::hash::DefaultHasher>>;
 mod gated;
 mod heap;
 mod math;

@@ -9,7 +9,7 @@
 //! address with its function already named (the mappings say
 //! `has_functions`, so readers do not symbolize again).
 
-use std::collections::HashMap;
+use super::FixedMap;
 
 use super::heap::HeapProfile;
 
@@ -60,14 +60,14 @@ impl Msg {
 
 /// The string table: index 0 is "".
 struct Strings {
-    index: HashMap<String, u64>,
+    index: FixedMap<String, u64>,
     list: Vec<String>,
 }
 
 impl Strings {
     fn new() -> Strings {
         Strings {
-            index: HashMap::from([(String::new(), 0)]),
+            index: FixedMap::from_iter([(String::new(), 0)]),
             list: vec![String::new()],
         }
     }
@@ -96,8 +96,8 @@ pub(crate) fn message(p: &HeapProfile) -> Vec<u8> {
     let mut out = Msg::default();
     out.msg(1, value_type(&mut s, "inuse_objects", "count"));
     out.msg(1, value_type(&mut s, "inuse_space", "bytes"));
-    let mut locs: HashMap<usize, u64> = HashMap::new();
-    let mut funcs: HashMap<String, u64> = HashMap::new();
+    let mut locs: FixedMap<usize, u64> = FixedMap::default();
+    let mut funcs: FixedMap<String, u64> = FixedMap::default();
     let mut loc_msgs = Msg::default();
     let mut func_msgs = Msg::default();
     for st in &p.stacks {

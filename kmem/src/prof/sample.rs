@@ -115,84 +115,24 @@ struct ThreadState {
     large_left: Cell<u64>,
 }
 
-/// The calling thread's [`ThreadState`], or `None` when its TLS is gone
-/// (only with Rust's thread-local, off x86-64 Linux).
+// SAFETY: `Cell`s of integers and of a bool, and arrays of them: all
+// zero is the initial state (nothing drawn, no gate set); no destructor.
+unsafe impl uma::ZeroInit for ThreadState {}
+
+uma::zeroed_thread_local! {
+    /// The calling thread's [`ThreadState`]: a block of the library's
+    /// zeroed TLS reached through a TLS descriptor (`uma::tls_block`):
+    /// Rust's thread-locals are a `__tls_get_addr` call per access in
+    /// `libbsdalloc.so` (the slow road's visits made six of them), and
+    /// that call must not be made under a lock.
+    fn thread_state: ThreadState = "bsdalloc_prof_thread_v01";
+}
+
+/// The calling thread's [`ThreadState`] lent to `f` (always `Some`: the
+/// block outlives every allocation of its thread).
 #[inline(always)]
 fn state<R>(f: impl FnOnce(&ThreadState) -> R) -> Option<R> {
-    #[cfg(all(target_arch = "x86_64", target_os = "linux", not(loom)))]
-    {
-        Some(f(state_block::get()))
-    }
-    #[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(loom))))]
-    {
-        T.try_with(f).ok()
-    }
-}
-
-/// The sampler's [`ThreadState`] as a block of the library's zeroed TLS
-/// (`.tbss`), reached through a TLS descriptor as UMA's anchor word is
-/// (see `uma`'s `pcpu/tls.rs`): Rust's thread-locals are general-dynamic, a
-/// `__tls_get_addr` call per access in `libbsdalloc.so`, and the slow
-/// road's visits made six of them. Every field of `ThreadState` is a
-/// `Cell` of an integer or a bool, whose all-zero bytes are its initial
-/// value (as the `const` initialiser of the fallback says).
-#[cfg(all(target_arch = "x86_64", target_os = "linux", not(loom)))]
-mod state_block {
-    use super::ThreadState;
-
-    // `.globl` + `.hidden`, and the version in the name, as UMA's anchor.
-    core::arch::global_asm!(
-        ".pushsection .tbss.bsdalloc_prof_thread_v01,\"awT\",@nobits",
-        ".p2align 4",
-        ".globl bsdalloc_prof_thread_v01",
-        ".hidden bsdalloc_prof_thread_v01",
-        ".type bsdalloc_prof_thread_v01,@object",
-        ".size bsdalloc_prof_thread_v01,{size}",
-        "bsdalloc_prof_thread_v01:",
-        ".zero {size}",
-        ".popsection",
-        size = const core::mem::size_of::<ThreadState>(),
-    );
-
-    /// The calling thread's block.
-    #[inline(always)]
-    pub(super) fn get() -> &'static ThreadState {
-        let off = uma::tlsdesc_offset!("bsdalloc_prof_thread_v01");
-        let tp: usize;
-        // SAFETY: reads the thread pointer, which glibc keeps at `%fs:0`
-        // (the TCB's self-pointer).
-        unsafe {
-            core::arch::asm!(
-                "movq %fs:0, {tp}",
-                tp = out(reg) tp,
-                options(att_syntax, nostack, preserves_flags, readonly, pure),
-            );
-        }
-        // SAFETY: the thread's own block (thread pointer + its offset),
-        // zero-initialised (a valid `ThreadState`), aligned to 16, alive
-        // as long as the thread; the reference never leaves the thread
-        // (`ThreadState` is not `Sync`) and callers hold it only for the
-        // call that asked for it.
-        // (A static TLS offset is negative: wrapping, as the hardware adds.)
-        unsafe { &*(tp.wrapping_add(off) as *const ThreadState) }
-    }
-}
-
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(loom))))]
-std::thread_local! {
-    static T: ThreadState = const {
-        ThreadState {
-            inside: Cell::new(false),
-            rng: Cell::new(0),
-            left: [const { Cell::new(0) }; NCLASSES],
-            seen: [const { Cell::new(0) }; NCLASSES],
-            armed: Cell::new(0),
-            armed_free: Cell::new(0),
-            owed: [const { Cell::new(0) }; NCLASSES],
-            slack: [const { Cell::new(0) }; NCLASSES],
-            large_left: Cell::new(0),
-        }
-    };
+    Some(thread_state(f))
 }
 
 const _: () = assert!(NCLASSES <= 64);

@@ -37,10 +37,13 @@ struct Roots {
     tail: Cell<[usize; ROOT]>,
 }
 
-std::thread_local! {
-    static ROOTS: Roots = const {
-        Roots { ip: Cell::new(0), cfa: Cell::new(0), tail: Cell::new([0; ROOT]) }
-    };
+// SAFETY: `Cell`s of integers (zero: unknown); no destructor.
+unsafe impl uma::ZeroInit for Roots {}
+
+uma::zeroed_thread_local! {
+    /// The calling thread's [`Roots`] (no `__tls_get_addr`, see
+    /// `uma::tls_block`).
+    fn roots: Roots = "bsdalloc_kmem_prof_roots_v01";
 }
 
 struct Walk<'a> {
@@ -95,8 +98,7 @@ pub(crate) fn capture(stack: &mut [usize; MAX_FRAMES]) -> usize {
 /// [`capture`] with `_Unwind_Backtrace`.
 #[inline(always)] // one frame less to unwind (see `sample::sampled_alloc`)
 pub(crate) fn capture_libgcc(stack: &mut [usize; MAX_FRAMES]) -> usize {
-    let roots = ROOTS.try_with(|r| (r.ip.get(), r.cfa.get(), r.tail.get()));
-    let (ip, cfa, tail) = roots.unwrap_or((0, 0, [0; ROOT]));
+    let (ip, cfa, tail) = roots(|r| (r.ip.get(), r.cfa.get(), r.tail.get()));
     let mut w = Walk {
         stack,
         n: 0,
@@ -114,12 +116,12 @@ pub(crate) fn capture_libgcc(stack: &mut [usize; MAX_FRAMES]) -> usize {
         w.stack[n..n + more].copy_from_slice(&tail[..more]);
         return n + more;
     }
-    if w.complete && roots.is_ok() && ip == 0 && n > ROOT + 1 && n < MAX_FRAMES {
+    if w.complete && ip == 0 && n > ROOT + 1 && n < MAX_FRAMES {
         // A complete walk: remember its roots.
         let above = n - ROOT - 1;
         let mut t = [0; ROOT];
         t.copy_from_slice(&w.stack[above + 1..n]);
-        let _ = ROOTS.try_with(|r| {
+        roots(|r| {
             r.ip.set(w.stack[above]);
             r.cfa.set(w.cfas[above % (ROOT + 1)]);
             r.tail.set(t);

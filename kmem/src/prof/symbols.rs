@@ -4,7 +4,7 @@
 //! undone. No DWARF: a function name per frame (inlined frames fold into
 //! their caller).
 
-use std::collections::HashMap;
+use super::FixedMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
@@ -25,7 +25,7 @@ struct Elf {
 /// Resolves addresses of this process; caches each object's symbols.
 pub(crate) struct Resolver {
     maps: Vec<Map>,
-    objs: HashMap<String, Option<Elf>>,
+    objs: FixedMap<String, Option<Elf>>,
 }
 
 /// A resolved frame: function name and the object's file name.
@@ -62,7 +62,7 @@ impl Resolver {
         }
         Resolver {
             maps,
-            objs: HashMap::new(),
+            objs: FixedMap::default(),
         }
     }
 

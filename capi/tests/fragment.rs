@@ -9,44 +9,12 @@
 //! The library is built here as `preload.rs` builds it (same cargo,
 //! profile and target directory).
 
+mod common;
+
+use common::lib;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-
-fn lib() -> PathBuf {
-    static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        let exe = std::env::current_exe().expect("current_exe");
-        // <target>/<profile>/deps/fragment-<hash>
-        let profile_dir = exe.parent().and_then(Path::parent).expect("profile dir");
-        let target = profile_dir.parent().expect("target dir");
-        let profile = profile_dir.file_name().and_then(|n| n.to_str()).unwrap();
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut c = Command::new(cargo);
-        c.args(["build", "-p", "bsdalloc-capi", "--lib", "--target-dir"])
-            .arg(target)
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        match profile {
-            "debug" => {}
-            "release" => {
-                c.arg("--release");
-            }
-            other => {
-                c.args(["--profile", other]);
-            }
-        }
-        let out = c.output().expect("run cargo build");
-        assert!(
-            out.status.success(),
-            "building libbsdalloc.so failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let lib = profile_dir.join("libbsdalloc.so");
-        assert!(lib.exists(), "{} missing after the build", lib.display());
-        lib
-    })
-    .clone()
-}
 
 fn program() -> PathBuf {
     static EXE: OnceLock<PathBuf> = OnceLock::new();

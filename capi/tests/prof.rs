@@ -4,32 +4,11 @@
 //! demand gets each within 20%; the leak report at exit puts the leaking
 //! function first with its bytes within 20%; the pprof file decodes.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-/// The library, built with this test's profile and target directory (as
-/// `preload.rs` does).
-fn lib() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    let target = profile_dir.parent().unwrap();
-    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    c.args([
-        "build",
-        "-q",
-        "-p",
-        "bsdalloc-capi",
-        "--lib",
-        "--target-dir",
-    ])
-    .arg(target)
-    .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if profile_dir.ends_with("release") {
-        c.arg("--release");
-    }
-    assert!(c.status().unwrap().success(), "building libbsdalloc.so");
-    profile_dir.join("libbsdalloc.so")
-}
+use common::lib;
+use std::path::Path;
+use std::process::Command;
 
 fn truth(stdout: &str, name: &str) -> f64 {
     stdout

@@ -98,9 +98,10 @@ crate::zeroed_thread_local! {
 /// library in static TLS, and with a resolver that allocates the block
 /// for a `dlopen`ed one; the call keeps every register but `rax` (and the
 /// flags). In an executable the linker relaxes it to one immediate move.
-/// For kmem's profiler too (its per-thread block), hence exported. (The
-/// resolver of a `dlopen`ed block may need an aligned stack, which an
-/// `asm!` call does not promise: slow roads only.)
+/// For [`zeroed_thread_local!`](crate::zeroed_thread_local) too, hence
+/// exported. (The resolver of a `dlopen`ed block may call into the C
+/// library: the `asm!` block has no `nostack`, so the stack pointer is
+/// aligned for a call there and the red zone is kept.)
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 #[doc(hidden)]
 #[macro_export]

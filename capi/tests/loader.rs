@@ -60,16 +60,35 @@ fn c_dynamic_tls_modules_next_to_ours() {
 /// The program interposes `__tls_get_addr` and counts the calls made
 /// from the library while threads churn blocks of every kind and the
 /// main thread opens and closes modules with TLS; the library before
-/// the fix made about 140,000 of them in this run.
+/// the fix made about 140,000 of them in this run. Then again with the
+/// heap profiler sampling every 64 KiB and a profile written meanwhile,
+/// and in debug mode: their roads too.
 #[test]
 fn c_no_tls_get_addr_from_the_allocator() {
     let d = scratch("tls_get_addr");
     tls_modules(&d);
     let exe = gcc("tls_get_addr.c", &d, &["-ldl", "-rdynamic"]);
-    run_ok(
-        Command::new(&exe).arg(&d).arg(MODS.to_string()).arg("30"),
-        120,
+    let run_with = |env: &[(&str, &str)]| {
+        let mut c = Command::new(&exe);
+        c.arg(&d)
+            .arg(MODS.to_string())
+            .arg("30")
+            .envs(env.iter().copied());
+        run_ok(&mut c, 120);
+    };
+    run_with(&[]);
+    let prefix = d.join("prof").to_string_lossy().into_owned();
+    run_with(&[
+        ("BSDALLOC_PROF", "heap"),
+        ("BSDALLOC_PROF_INTERVAL", "64K"),
+        ("BSDALLOC_PROF_PREFIX", &prefix),
+        ("TGA_DUMP", &prefix),
+    ]);
+    assert!(
+        Path::new(&format!("{prefix}.collapsed")).exists(),
+        "no profile written"
     );
+    run_with(&[("BSDALLOC_DEBUG", "all")]);
 }
 
 #[test]

@@ -13,7 +13,8 @@
  * boundary tags), calloc'ed, realloc'ed and aligned blocks and 8 threads
  * are born and die, while main dlopens argv[2] modules argv[1]/libtlsN.so
  * (each with a __thread array: new DTV generations), touches their TLS and
- * closes them, argv[3] times. Prints "tls_get_addr: ok (N calls in all)"
+ * closes them, argv[3] times (with TGA_DUMP set, it also writes a heap
+ * profile there, for a run with BSDALLOC_PROF=heap). Prints "tls_get_addr: ok (N calls in all)"
  * and exits 0 when none came from the allocator; else prints the count and
  * exits 1. Built with -pthread -ldl -rdynamic. */
 #define _GNU_SOURCE
@@ -128,6 +129,16 @@ int main(int argc, char **argv) {
             for (int i = 0; i < 8; i++) pthread_join(b[i], NULL);
         }
         for (int i = mods - 1; i >= 0; i--) dlclose(h[i]);
+    }
+    /* With TGA_DUMP=prefix, a heap profile is written while counting
+     * (run with BSDALLOC_PROF=heap: the profiler's roads too). */
+    const char *dump = getenv("TGA_DUMP");
+    if (dump) {
+        int (*prof_dump)(const char *) = (int (*)(const char *))dlsym(RTLD_DEFAULT, "bsdalloc_prof_dump");
+        if (!prof_dump || prof_dump(dump) != 0) {
+            fprintf(stderr, "tls_get_addr: bsdalloc_prof_dump failed\n");
+            return 1;
+        }
     }
     atomic_store(&stop, 1);
     for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);

@@ -176,6 +176,12 @@ pub struct OsStats {
     /// per 4 GiB of address space the arenas have used, written (and so
     /// memory) only where chunks are. It counts against `RLIMIT_AS`.
     pub meta_reserved: usize,
+    /// Leaf reservations the OS refused (under `RLIMIT_AS`): chunks the
+    /// kernel placed in 4 GiB of address space without a leaf went back,
+    /// as the leaf's 8 MiB did not fit. (Where ASLR puts the mappings
+    /// decides whether they cross into another 4 GiB; when they do, near
+    /// the limit, that much less address space serves blocks.)
+    pub meta_refused: usize,
 }
 
 /// Clock `clock` (a monotonic one) in nanoseconds, from the vDSO.
@@ -218,6 +224,7 @@ pub fn os_stats() -> OsStats {
         resident,
         peak_resident,
         meta_reserved: crate::pagemeta::reserved_bytes(),
+        meta_refused: crate::pagemeta::refused_leaves(),
     }
 }
 

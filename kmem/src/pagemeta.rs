@@ -105,6 +105,8 @@ static ROOT: [AtomicPtr<Leaf>; ROOT_ENTRIES] =
 static POOL: Mutex<()> = Mutex::new(());
 /// Leaves mapped (their address space is reserved, not their memory).
 static LEAVES: AtomicUsize = AtomicUsize::new(0);
+/// Leaf reservations the OS refused (see [`refused_leaves`]).
+static REFUSED: AtomicUsize = AtomicUsize::new(0);
 /// Chunks registered: each has a page of words in use.
 static CHUNKS: AtomicUsize = AtomicUsize::new(0);
 
@@ -136,6 +138,14 @@ pub(crate) fn reserved_bytes() -> usize {
     LEAVES.load(Ordering::Relaxed) * core::mem::size_of::<Leaf>()
 }
 
+/// Leaf reservations the OS refused so far (under `RLIMIT_AS`): each
+/// time, the chunks just mapped lay in 4 GiB of address space without a
+/// leaf, and went back. While that lasts, the arena can use no address
+/// space the kernel hands out there: the leaf's 8 MiB come first.
+pub(crate) fn refused_leaves() -> usize {
+    REFUSED.load(Ordering::Relaxed)
+}
+
 /// Reserves a leaf: address space only, its pages zero until written.
 fn map_leaf() -> *mut Leaf {
     let bytes = core::mem::size_of::<Leaf>();
@@ -151,6 +161,7 @@ fn map_leaf() -> *mut Leaf {
         )
     };
     if p == libc::MAP_FAILED {
+        REFUSED.fetch_add(1, Ordering::Relaxed);
         return ptr::null_mut();
     }
     // A huge page would make a chunk's 4 KiB of words cost 2 MiB. (Advice:

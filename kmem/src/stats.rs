@@ -250,7 +250,7 @@ pub fn write_os_stats(w: &mut dyn fmt::Write) -> fmt::Result {
     let o = os_stats();
     writeln!(
         w,
-        "os: mapped {} KiB (peak {} KiB), resident {} KiB (peak {} KiB), {} mmap / {} munmap, {} KiB unbacked so far ({} refused, zero-filled), page metadata {} KiB (address space {} KiB)",
+        "os: mapped {} KiB (peak {} KiB), resident {} KiB (peak {} KiB), {} mmap / {} munmap, {} KiB unbacked so far ({} refused, zero-filled), page metadata {} KiB (address space {} KiB, {} leaves refused)",
         o.mapped / 1024,
         o.peak_mapped / 1024,
         o.resident / 1024,
@@ -260,7 +260,8 @@ pub fn write_os_stats(w: &mut dyn fmt::Write) -> fmt::Result {
         o.unbacked_total / 1024,
         o.unback_failures,
         pagemeta::meta_bytes() / 1024,
-        o.meta_reserved / 1024
+        o.meta_reserved / 1024,
+        o.meta_refused
     )?;
     let d = crate::dirty::dirty_stats();
     writeln!(
@@ -469,6 +470,7 @@ pub fn write_stats_json(w: &mut dyn fmt::Write) -> fmt::Result {
         ("unbacked_total", o.unbacked_total as u64),
         ("unback_failures", o.unback_failures as u64),
         ("meta_reserved", o.meta_reserved as u64),
+        ("meta_refused", o.meta_refused as u64),
         ("page_meta", s.page_meta as u64),
         ("boot_used", s.boot_used as u64),
         ("boot_returned", s.boot_returned as u64),

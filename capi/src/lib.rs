@@ -105,12 +105,17 @@
 //!
 //! ## Thread-local storage
 //!
-//! The depth flag and UMA's per-thread cache table are Rust thread-locals
-//! without destructors. In a shared library they use the general-dynamic
-//! model (`__tls_get_addr`), which is fine when preloaded: a library loaded
-//! at start-up lives in static TLS, so `__tls_get_addr` finds it without
-//! allocating. Thread exit is seen through a pthread key destructor (UMA's),
-//! not Rust's TLS destructors, which would allocate.
+//! Once it runs, the library never calls `__tls_get_addr`: right after a
+//! `dlopen` of a module with TLS, glibc's updates the calling thread's DTV,
+//! which may call `realloc` (ours) or wait for the loader's lock, held by a
+//! `dlopen` that calls `malloc` (a thread that made the call under one of
+//! the allocator's locks deadlocked so). The depth flag and every other
+//! thread-local of kmem and UMA are zeroed blocks of the library's TLS
+//! reached through TLS descriptors (`uma::zeroed_thread_local!`), which
+//! for a library in static TLS (preloaded) are a load; UMA's cache table
+//! is reached at its offset from the thread pointer, learnt once. Thread
+//! exit is seen through a pthread key destructor (UMA's), not Rust's TLS
+//! destructors, which would allocate.
 //!
 //! `dlopen` of the library works (its TLS is then allocated by the C
 //! library's own `malloc`, which is not ours), but it does not replace the

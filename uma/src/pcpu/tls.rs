@@ -268,6 +268,25 @@ mod table_word {
         c
     }
 
+    /// The calling thread's cache pointer in `slot`: one `%fs`-relative
+    /// load at the learnt static offset when there is one, else through
+    /// Rust's thread-local (a `dlopen`ed library, or before the first
+    /// registration in the process).
+    ///
+    /// # Safety
+    ///
+    /// `slot <= MAX_SLOTS`.
+    #[inline(always)]
+    pub(super) unsafe fn entry(slot: usize) -> *mut Cache {
+        if static_offset() == 0 {
+            core::hint::cold_path();
+            // SAFETY: the caller's promise.
+            return unsafe { super::slots_entry(slot) };
+        }
+        // SAFETY: the caller's promise; the offset is learnt.
+        unsafe { cache(slot) }
+    }
+
     /// The calling thread's table: at the learnt static offset when
     /// there is one, else through Rust's thread-local (a `dlopen`ed
     /// library, or before the first registration in the process).
@@ -286,6 +305,7 @@ mod table_word {
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
 mod table_word {
     pub(super) use super::slots_entry as cache;
+    pub(super) use super::slots_entry as entry;
 
     /// The calling thread's table, through Rust's thread-local.
     #[inline(always)]
@@ -304,9 +324,8 @@ mod table_word {
 /// `slot <= MAX_SLOTS`.
 #[inline(always)]
 unsafe fn learnt_entry(slot: usize) -> *mut Cache {
-    let t = table_word::table();
-    // SAFETY: this thread's live table; in range by the caller's promise.
-    unsafe { (*t).get_unchecked(slot).load(Ordering::Relaxed) }
+    // SAFETY: the caller's promise.
+    unsafe { table_word::entry(slot) }
 }
 
 /// The calling thread's cache pointer in `slot`, through Rust's

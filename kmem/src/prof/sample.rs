@@ -128,13 +128,6 @@ uma::zeroed_thread_local! {
     fn thread_state: ThreadState = "bsdalloc_prof_thread_v01";
 }
 
-/// The calling thread's [`ThreadState`] lent to `f` (always `Some`: the
-/// block outlives every allocation of its thread).
-#[inline(always)]
-fn state<R>(f: impl FnOnce(&ThreadState) -> R) -> Option<R> {
-    Some(thread_state(f))
-}
-
 const _: () = assert!(NCLASSES <= 64);
 
 /// Counters for [`super::stats`].
@@ -147,20 +140,19 @@ pub(crate) static GATED: AtomicU64 = AtomicU64::new(0);
 /// if it already was (or its TLS is gone).
 #[inline(always)] // (so that `sampled_alloc`'s stack walk has a frame less)
 pub(crate) fn guarded<R>(f: impl FnOnce() -> R) -> Option<R> {
-    let entered = state(|t| {
+    let entered = thread_state(|t| {
         if t.inside.get() {
             false
         } else {
             t.inside.set(true);
             true
         }
-    })
-    .unwrap_or(false);
+    });
     if !entered {
         return None;
     }
     let r = f();
-    let _ = state(|t| t.inside.set(false));
+    thread_state(|t| t.inside.set(false));
     Some(r)
 }
 
@@ -401,8 +393,7 @@ pub(crate) fn alloc_class(
     interval: u64,
 ) -> Option<NonNull<u8>> {
     let slot = k.classes[c].fast_slot();
-    state(|t| alloc_class_in(t, k, c, slot, size, align, flags, interval))
-        .unwrap_or_else(|| crate::fast::class_alloc(k, c, flags))
+    thread_state(|t| alloc_class_in(t, k, c, slot, size, align, flags, interval))
 }
 
 /// [`alloc_class`] with the thread's state (reached once: it stays the
@@ -506,20 +497,20 @@ fn alloc_picked(
 /// thread-local load, before the class is looked up).
 #[inline(always)]
 pub(crate) fn any_alloc_gate() -> bool {
-    state(|t| t.armed.get() != 0).unwrap_or(false)
+    thread_state(|t| t.armed.get() != 0)
 }
 
 /// Whether class `c`'s free gate is set in this thread.
 #[inline(always)]
 pub(crate) fn free_gate(c: usize) -> bool {
-    state(|t| t.armed_free.get() & 1 << c != 0).unwrap_or(false)
+    thread_state(|t| t.armed_free.get() & 1 << c != 0)
 }
 
 /// Whether any class's free gate is set in this thread (a free that
 /// missed the fast path for want of room needs no gated road).
 #[inline(always)]
 pub(crate) fn any_free_gate() -> bool {
-    state(|t| t.armed_free.get() != 0).unwrap_or(false)
+    thread_state(|t| t.armed_free.get() != 0)
 }
 
 /// A gated allocation of class `c` counted and popped past the gate
@@ -530,7 +521,7 @@ pub(crate) fn alloc_counted<A: TlsAccess>(
     slot: uma::FastSlot,
     interval: u64,
 ) -> Option<NonNull<u8>> {
-    state(|t| alloc_counted_in::<A>(t, c, slot, interval)).flatten()
+    thread_state(|t| alloc_counted_in::<A>(t, c, slot, interval))
 }
 
 /// [`alloc_counted`] with the thread's state.
@@ -599,7 +590,7 @@ pub(crate) fn alloc_swap_counted<A: TlsAccess>(
     slot: uma::FastSlot,
     interval: u64,
 ) -> Option<NonNull<u8>> {
-    state(|t| {
+    thread_state(|t| {
         if t.armed.get() & 1 << c != 0 {
             // The fast path missed for the gate (the swap refuses it):
             // the gated road's count, in the same visit.
@@ -625,7 +616,6 @@ pub(crate) fn alloc_swap_counted<A: TlsAccess>(
         }
         Some(p)
     })
-    .flatten()
 }
 
 /// After a gated free of class `c` that pushed its item into the thread's
@@ -637,7 +627,7 @@ pub(crate) fn alloc_swap_counted<A: TlsAccess>(
 /// are gated) and the slow road, which recomputes it, change it.
 #[inline]
 pub(crate) fn after_gated_push<A: TlsAccess>(c: usize, slot: uma::FastSlot, interval: u64) {
-    let _ = state(|t| {
+    thread_state(|t| {
         let s = t.slack[c].get();
         // With the allocation gate set already, a push only brings more
         // items before the picked allocation: nothing to change.
@@ -654,7 +644,7 @@ pub(crate) fn after_gated_push<A: TlsAccess>(c: usize, slot: uma::FastSlot, inte
 /// refilled by frees cannot hide the picked allocation. `A` reaches the
 /// thread's caches as the front door does.
 pub(crate) fn after_free<A: TlsAccess>(c: usize, slot: uma::FastSlot, interval: u64) {
-    let _ = state(|t| after_free_in::<A>(t, c, slot, interval));
+    thread_state(|t| after_free_in::<A>(t, c, slot, interval));
 }
 
 fn after_free_in<A: TlsAccess>(t: &ThreadState, c: usize, slot: uma::FastSlot, interval: u64) {
@@ -682,7 +672,7 @@ pub(crate) fn alloc_large(
     flags: Flags,
     interval: u64,
 ) -> Option<NonNull<u8>> {
-    let picked = state(|t| {
+    let picked = thread_state(|t| {
         if t.inside.get() {
             return false;
         }
@@ -698,8 +688,7 @@ pub(crate) fn alloc_large(
             t.large_left.set(left - x);
             false
         }
-    })
-    .unwrap_or(false);
+    });
     if picked {
         let scale = scale_of(size.max(1), interval);
         sampled_alloc(k, size, align, flags, scale)

@@ -314,20 +314,6 @@ mod table_word {
     }
 }
 
-/// The calling thread's cache pointer in `slot`, for the slow roads and
-/// for `Zone`'s own operations: at the learnt static offset when there
-/// is one (no `__tls_get_addr`, which some of them reach under a lock),
-/// else through Rust's thread-local.
-///
-/// # Safety
-///
-/// `slot <= MAX_SLOTS`.
-#[inline(always)]
-unsafe fn learnt_entry(slot: usize) -> *mut Cache {
-    // SAFETY: the caller's promise.
-    unsafe { table_word::entry(slot) }
-}
-
 /// The calling thread's cache pointer in `slot`, through Rust's
 /// thread-local.
 ///
@@ -406,14 +392,17 @@ mod sealed {
     impl Sealed for super::Learnt {}
 }
 
-/// [`TlsAccess`] through `learnt_entry`: `Zone`'s own operations.
+/// [`TlsAccess`] for `Zone`'s own operations and the slow roads: the
+/// cache pointer at the learnt static offset when there is one (no
+/// `__tls_get_addr`, which some of them would reach under a lock), else
+/// through Rust's thread-local (`table_word::entry`).
 enum Learnt {}
 
 impl TlsAccess for Learnt {
     #[inline(always)]
     unsafe fn cache(slot: usize) -> *mut () {
         // SAFETY: the caller's promise.
-        unsafe { learnt_entry(slot).cast() }
+        unsafe { table_word::entry(slot).cast() }
     }
 }
 

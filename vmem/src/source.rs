@@ -18,6 +18,19 @@ pub trait Source: Sync {
     fn import(&self, size: usize, flags: Flags) -> Option<usize>;
     /// Takes back a span returned by `import`.
     fn release(&self, addr: usize, size: usize);
+
+    /// An alignment (a power of two) that every span `import` returns
+    /// has, beyond the arena's quantum; 0 (the default) promises none. An
+    /// allocation aligned to at most this (with no phase or boundary)
+    /// then imports only its size, where otherwise the arena asks for two
+    /// alignments more than the size to be sure an aligned place exists
+    /// (FreeBSD's overestimate: a 4 MiB segment aligned to 2 MiB imported
+    /// 8 MiB). A span that does not hold the allocation after all is
+    /// released again and the allocation fails as if the import had, so a
+    /// wrong answer costs an import, never a misplaced segment.
+    fn span_align(&self) -> usize {
+        0
+    }
 }
 
 /// An arena is the usual source of another: a child imports with `xalloc`

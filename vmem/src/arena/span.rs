@@ -82,9 +82,11 @@ impl<'a> Arena<'a> {
         flags: Flags,
     ) -> (Guard<'g, 'a>, bool) {
         // To be sure an aligned placement exists, ask for two alignments
-        // more than the size (FreeBSD's slight overestimate).
+        // more than the size (FreeBSD's slight overestimate), unless the
+        // source's spans are aligned enough already.
         let align = c.align;
-        let want = if align != self.quantum() {
+        let aligned_spans = align <= source.span_align() && c.phase == 0 && c.nocross == 0;
+        let want = if align != self.quantum() && !aligned_spans {
             align.checked_mul(2).and_then(|a| a.checked_add(size))
         } else {
             Some(size)

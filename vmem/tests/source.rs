@@ -1,0 +1,80 @@
+//! Import sources that say more than `Source` requires: spans aligned
+//! beyond the quantum (`Source::span_align`).
+#![cfg(not(loom))]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use vmem::{Arena, Constraints, Flags, Source};
+
+const NOWAIT: Flags = Flags::NOWAIT;
+
+mod common;
+use common::check;
+
+/// A source whose spans are aligned (`Source::span_align`): an allocation
+/// aligned to at most that imports only its size, where one aligned to
+/// more (or a source promising nothing) asks for two alignments more. A
+/// source that breaks its promise costs a refused import, not a
+/// misaligned segment.
+#[test]
+fn aligned_source_imports_only_the_size() {
+    struct Aligned {
+        next: AtomicUsize,
+        align: usize,
+        lie: bool,
+        sizes: std::sync::Mutex<Vec<usize>>,
+    }
+    impl Source for Aligned {
+        fn import(&self, size: usize, _flags: Flags) -> Option<usize> {
+            self.sizes.lock().unwrap().push(size);
+            let at = self.next.fetch_add(size + (1 << 24), Ordering::SeqCst);
+            Some(if self.lie { at + 0x1000 } else { at })
+        }
+        fn release(&self, _addr: usize, _size: usize) {}
+        fn span_align(&self) -> usize {
+            self.align
+        }
+    }
+    let source = |align, lie| Aligned {
+        next: AtomicUsize::new(1 << 32),
+        align,
+        lie,
+        sizes: std::sync::Mutex::new(Vec::new()),
+    };
+    let (q, mib) = (0x1000, 1 << 20);
+    for (span_align, align, want) in [
+        (2 * mib, 2 * mib, 4 * mib),
+        (2 * mib, mib, 4 * mib),
+        (2 * mib, 4 * mib, 12 * mib),
+        (0, 2 * mib, 8 * mib),
+    ] {
+        let src = source(span_align, false);
+        let a = Arena::builder("aligned source")
+            .quantum(q)
+            .source(&src, 2 * mib)
+            .build()
+            .unwrap();
+        let p = a
+            .xalloc(4 * mib, &Constraints::new().align(align), NOWAIT)
+            .unwrap();
+        assert_eq!(p % align, 0);
+        assert_eq!(
+            *src.sizes.lock().unwrap(),
+            [want],
+            "spans aligned to {span_align}, a block aligned to {align}"
+        );
+        a.xfree(p, 4 * mib).unwrap();
+        check(&a);
+    }
+    // A span off its promised alignment: handed back, the allocation fails.
+    let src = source(2 * mib, true);
+    let a = Arena::builder("lying source")
+        .quantum(q)
+        .source(&src, 2 * mib)
+        .build()
+        .unwrap();
+    assert!(a
+        .xalloc(4 * mib, &Constraints::new().align(2 * mib), NOWAIT)
+        .is_err());
+    assert_eq!(a.size_total(), 0);
+    check(&a);
+}

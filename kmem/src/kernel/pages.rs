@@ -157,4 +157,11 @@ impl vmem::Source for OsChunks {
             crate::dirty::unmap_span(addr, size);
         }
     }
+
+    /// Chunks are 2 MiB aligned, and a retained span is cut into whole
+    /// chunks: a large block aligned to up to 2 MiB imports only its
+    /// size, not its size and twice its alignment.
+    fn span_align(&self) -> usize {
+        CHUNK_SIZE
+    }
 }

@@ -13,6 +13,7 @@
 //! | `aligned` | blocks of 16-512 bytes aligned to 32, 64 or 128 (cache-padded nodes, as `crossbeam_utils::CachePadded` or `#[repr(align(64))]`), a pool of 10,000 replaced at random 3 million times, one byte written |
 //! | `large_mixed` | 64 KiB-8 MiB blocks aligned to 8 B-4 KiB, 16 live, 20,000 allocations, first and last byte written |
 //! | `large_touch` | as `large_mixed`, every page written |
+//! | `large_aligned` | as `large_touch`, the blocks aligned to 64 KiB-2 MiB (`O_DIRECT` and huge-page buffers, `Layout`s of page-table or DMA alignment) |
 //! | `channel` | a million 64-511 byte boxes sent to another thread, which drops them (every free a remote one) |
 //! | `two_threads_strings` | two threads each collecting 300,000 `to_string`s, 4 times |
 
@@ -31,6 +32,7 @@ pub const ALL: &[&str] = &[
     "aligned",
     "large_mixed",
     "large_touch",
+    "large_aligned",
     "channel",
     "two_threads_strings",
 ];
@@ -139,12 +141,18 @@ fn aligned() {
     }
 }
 
-fn large(touch_every_page: bool) {
+/// `large_mixed`, `large_touch` and `large_aligned`: alignments of 8 B-4
+/// KiB, or with `over_aligned` of 64 KiB-2 MiB.
+fn large(touch_every_page: bool, over_aligned: bool) {
     let mut r = Rng(11);
     let mut live: Vec<(*mut u8, Layout)> = Vec::new();
     for _ in 0..20_000 {
         let size = (64 << 10) + (r.next() as usize % ((8 << 20) - (64 << 10)));
-        let align = 8usize << (r.next() % 10);
+        let align = if over_aligned {
+            (64usize << 10) << (r.next() % 6)
+        } else {
+            8usize << (r.next() % 10)
+        };
         let l = Layout::from_size_align(size, align).expect("a valid layout");
         // SAFETY: a non-zero layout.
         let p = unsafe { alloc(l) };
@@ -212,8 +220,9 @@ pub fn run(name: &str) -> Option<f64> {
         "hashmap" => hashmap(),
         "btree" => btree(),
         "aligned" => aligned(),
-        "large_mixed" => large(false),
-        "large_touch" => large(true),
+        "large_mixed" => large(false, false),
+        "large_touch" => large(true, false),
+        "large_aligned" => large(true, true),
         "channel" => channel(),
         "two_threads_strings" => two_threads_strings(),
         _ => return None,

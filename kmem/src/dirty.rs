@@ -29,7 +29,8 @@
 //!   in the page metadata, its dirty bits intact) and handed back by the
 //!   next import that fits ([`retain_span`], [`take_span`]). Its freed
 //!   blocks stay listed meanwhile, for their decay (`reuse` passes them
-//!   over: they are out of the arena until the span comes back).
+//!   over: they are out of the arena until the span comes back), and
+//!   leave the list when it is unmapped.
 //! - Purging: when dirty pages exceed the budget ([`dirty_budget`], the
 //!   most large bytes in use lately, at least [`DIRTY_MAX`]), or the oldest
 //!   listed range or retained span is older than [`DECAY_NS`], the next
@@ -172,6 +173,11 @@ struct Range {
     size: usize,
     stamp: u64,
     tries: u8,
+    /// (Ring entries.) The range begins in a retained span: its pages are
+    /// out of the arena until the span comes back, so [`reuse()`] passes
+    /// it over. Kept by the lists as spans come and go, so that the scans
+    /// test a flag instead of every span.
+    held: bool,
 }
 
 const EMPTY: Range = Range {
@@ -179,6 +185,7 @@ const EMPTY: Range = Range {
     size: 0,
     stamp: 0,
     tries: 0,
+    held: false,
 };
 
 struct Lists {
@@ -200,6 +207,10 @@ impl Lists {
     /// reuse alone, and evicting the oldest instead purged whole freed
     /// blocks' pages to keep them.
     fn push(&mut self, r: Range) -> Option<Range> {
+        let r = Range {
+            held: self.in_span(r.addr, 1),
+            ..r
+        };
         if self.len < RING {
             self.ring[(self.head + self.len) % RING] = r;
             self.len += 1;
@@ -228,6 +239,21 @@ impl Lists {
             .any(|s| addr >= s.addr && addr + size <= s.addr + s.size)
     }
 
+    /// The ring entries that begin in `[lo, hi)`, a span retained
+    /// (`held`), taken back (not), or unmapped (`None`: dropped, their
+    /// pages are gone).
+    fn mark_span(&mut self, lo: usize, hi: usize, held: Option<bool>) {
+        for k in 0..self.len {
+            let e = &mut self.ring[(self.head + k) % RING];
+            if e.addr >= lo && e.addr < hi && e.size != 0 {
+                match held {
+                    Some(h) => e.held = h,
+                    None => e.size = 0,
+                }
+            }
+        }
+    }
+
     /// Lists a freed range. A listed neighbour freed less than half the
     /// decay time ago (the arena coalesced the two as well) takes it in,
     /// keeping its place and its stamp: a block carved from the front of a
@@ -242,8 +268,11 @@ impl Lists {
         for k in 0..self.len {
             let i = (self.head + k) % RING;
             let e = self.ring[i];
-            let young = e.stamp.saturating_add(DECAY_NS / 2) > r.stamp;
-            if e.size == 0 || !young || (e.addr + e.size != lo && e.addr != hi) {
+            // Adjacency first: it rules out nearly every entry.
+            if (e.addr + e.size != lo && e.addr != hi) || e.size == 0 {
+                continue;
+            }
+            if e.stamp.saturating_add(DECAY_NS / 2) <= r.stamp {
                 continue;
             }
             lo = lo.min(e.addr);
@@ -254,6 +283,9 @@ impl Lists {
             }
         }
         if let Some(i) = into {
+            if self.ring[i].addr != lo {
+                self.ring[i].held = self.in_span(lo, 1);
+            }
             self.ring[i].addr = lo;
             self.ring[i].size = hi - lo;
             return None;
@@ -301,6 +333,7 @@ impl Lists {
                     }
                     e.addr = end;
                     e.size = back;
+                    e.held = self.in_span(end, 1);
                 }
             }
             if e.size != 0 {
@@ -648,6 +681,7 @@ fn list_freed(arena: &Arena<'static>, addr: usize, bytes: usize, now: u64) {
             size: bytes,
             stamp: now,
             tries: 0,
+            held: false,
         });
         publish(&l);
         e
@@ -682,7 +716,16 @@ fn maintain(arena: &Arena<'static>, now: u64, all: bool) {
             let over = all || DIRTY.load(Ordering::Relaxed) > dirty_budget();
             let old = |r: &Range| r.stamp.saturating_add(DECAY_NS) <= now;
             let job = match l.oldest_span() {
-                Some(i) if over || old(&l.spans[i]) => Some(Job::Unmap(l.remove_span(i))),
+                Some(i) if over || old(&l.spans[i]) => {
+                    let r = l.remove_span(i);
+                    // Its listed ranges go with it (kept, they filled the
+                    // ring with pages no allocation could take, and the
+                    // evictions that made room purged live ones:
+                    // `patterns buffers` faulted 166k pages, now 128k).
+                    l.mark_span(r.addr, r.addr + r.size, None);
+                    l.compact();
+                    Some(Job::Unmap(r))
+                }
                 _ if l.len > 0 && (over || old(&l.ring[l.head])) => l.pop().map(Job::Purge),
                 _ => None,
             };
@@ -804,9 +847,11 @@ pub(crate) fn retain_span(addr: usize, size: usize) -> bool {
         size,
         stamp: now(),
         tries: 0,
+        held: false,
     };
     l.nspans += 1;
     l.retained += size;
+    l.mark_span(addr, addr + size, Some(true));
     publish(&l);
     true
 }
@@ -826,6 +871,7 @@ pub(crate) fn take_span(size: usize) -> Option<usize> {
         l.spans[i].size -= size;
         l.retained -= size;
     }
+    l.mark_span(addr, addr + size, Some(false));
     // Not listed again: its dirty pages are listed already, each freed
     // block's range with its own stamp (kept while the span was retained,
     // for `purge_retained`), and those listings describe them as arena

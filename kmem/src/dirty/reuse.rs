@@ -38,65 +38,30 @@ pub(crate) fn reuse(arena: &Arena<'static>, size: usize, widest: bool) -> Option
     let mut part: Option<Range> = None;
     let found = {
         let mut l = lists();
-        let (head, len) = (l.head, l.len);
-        // Not a range in a retained span: those pages are out of the
-        // arena (the span was released after they were listed; they stay
-        // listed for their decay, see `purge_retained`), and the claim
-        // below would fail after a walk of their page words (large_mixed:
-        // 11,500 of 20,000 reuses failed so, 40% of its instructions);
-        // the span's next import takes them.
-        // (The span test only for a range that would beat the best so far.)
-        let key = |s: usize| if widest { usize::MAX - s } else { s };
-        // First the best fit by size alone, without a branch per entry
-        // (the sizes are random: such a branch mispredicted about half the
-        // time, and the scan was 10% of `large_mixed`); when it lies
-        // outside the retained spans it is what the loop below picks (the
-        // first range of the least size that fits), so the loop only runs
-        // when it does not, or for `widest`.
-        // When nothing fits, the same for the range to extend: the largest
-        // (the first of that size), if outside the retained spans.
-        let (fit, largest) = if widest {
-            (None, None)
+        // Not a range in a retained span (`held`): those pages are out of
+        // the arena (the span was released after they were listed; they
+        // stay listed for their decay, see `purge_retained`), and the
+        // claim below would fail after a walk of their page words
+        // (large_mixed: 11,500 of 20,000 reuses failed so, 40% of its
+        // instructions); the span's next import takes them.
+        let best = if widest {
+            // The largest range that fits.
+            (0..l.len)
+                .map(|k| (l.head + k) % RING)
+                .filter(|&i| l.ring[i].size >= size && !l.ring[i].held)
+                .min_by_key(|&i| usize::MAX - l.ring[i].size)
         } else {
-            quick_scan(&l, size)
+            // The first range of the least size that fits; when none does,
+            // the largest (the first of that size) to extend.
+            let (fit, largest) = quick_scan(&l, size);
+            if fit.is_none() {
+                part = largest
+                    .map(|i| l.ring[i])
+                    .filter(|e| e.size >= size / PARTIAL_MIN);
+            }
+            fit
         };
-        let mut best: Option<(usize, usize)> = fit
-            .filter(|&i| !l.in_span(l.ring[i].addr, size))
-            .map(|i| (i, 0));
-        let mut decided = best.is_some();
-        if fit.is_none() && !widest {
-            match largest.map(|i| l.ring[i]) {
-                Some(e) if e.size >= size / PARTIAL_MIN => {
-                    if !l.in_span(e.addr, e.size) {
-                        part = Some(e);
-                        decided = true;
-                    }
-                }
-                _ => decided = true,
-            }
-        }
-        for k in 0..if decided { 0 } else { len } {
-            let i = (head + k) % RING;
-            let e = l.ring[i];
-            if e.size < size {
-                if !widest
-                    && best.is_none()
-                    && e.size >= size / PARTIAL_MIN
-                    && part.is_none_or(|p| e.size > p.size)
-                    && !l.in_span(e.addr, e.size)
-                {
-                    part = Some(e);
-                }
-                continue;
-            }
-            if best.is_some_and(|(_, b)| key(e.size) >= b) {
-                continue;
-            }
-            if !l.in_span(e.addr, size) {
-                best = Some((i, key(e.size)));
-            }
-        }
-        best.map(|(i, _)| {
+        best.map(|i| {
             let r = l.ring[i];
             l.ring[i].addr += size;
             l.ring[i].size -= size;
@@ -129,14 +94,17 @@ pub(crate) fn reuse(arena: &Arena<'static>, size: usize, widest: bool) -> Option
 }
 
 /// The ring indices of the first listed range of the least size that is
-/// at least `size` and of the first of the largest size, if any; one pass,
-/// branch-free over the entries (selects, not jumps).
+/// at least `size` and of the first of the largest size, if any, among
+/// those not in a retained span; one pass, branch-free over the entries
+/// (selects, not jumps: the sizes are random, and a branch per entry
+/// mispredicted about half the time, the scan 10% of `large_mixed`).
 fn quick_scan(l: &super::Lists, size: usize) -> (Option<usize>, Option<usize>) {
     let (mut least, mut fit) = (usize::MAX, usize::MAX);
     let (mut most, mut largest) = (0, usize::MAX);
     for k in 0..l.len {
-        let s = l.ring[(l.head + k) % RING].size;
-        let key = if s >= size { s } else { usize::MAX };
+        let e = &l.ring[(l.head + k) % RING];
+        let s = if e.held { 0 } else { e.size };
+        let key = if s >= size && s != 0 { s } else { usize::MAX };
         let better = key < least;
         least = if better { key } else { least };
         fit = if better { k } else { fit };
@@ -178,7 +146,7 @@ pub(crate) fn roomier_span(size: usize) -> usize {
     let widest_span = l.spans[..l.nspans].iter().map(|s| s.size).max();
     let widest_range = (0..l.len)
         .map(|k| l.ring[(l.head + k) % RING])
-        .filter(|r| r.size >= size && !l.in_span(r.addr, size))
+        .filter(|r| r.size >= size && !r.held)
         .map(|r| r.size)
         .max();
     match widest_span {
@@ -209,6 +177,7 @@ mod tests {
             size,
             stamp: 0,
             tries: 0,
+            held: false,
         };
         let flags = vmem::Flags::NOWAIT;
         // [64, 66) busy, the range [66, 67) and everything after it free.

@@ -98,7 +98,7 @@ pub(crate) fn reuse(arena: &Arena<'static>, size: usize, widest: bool) -> Option
 /// those not in a retained span; one pass, branch-free over the entries
 /// (selects, not jumps: the sizes are random, and a branch per entry
 /// mispredicted about half the time, the scan 10% of `large_mixed`).
-fn quick_scan(l: &super::Lists, size: usize) -> (Option<usize>, Option<usize>) {
+pub(super) fn quick_scan(l: &super::Lists, size: usize) -> (Option<usize>, Option<usize>) {
     let (mut least, mut fit) = (usize::MAX, usize::MAX);
     let (mut most, mut largest) = (0, usize::MAX);
     for k in 0..l.len {

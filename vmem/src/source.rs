@@ -26,8 +26,9 @@ pub trait Source: Sync {
     /// alignments more than the size to be sure an aligned place exists
     /// (FreeBSD's overestimate: a 4 MiB segment aligned to 2 MiB imported
     /// 8 MiB). A span that does not hold the allocation after all is
-    /// released again and the allocation fails as if the import had, so a
-    /// wrong answer costs an import, never a misplaced segment.
+    /// released again and the arena imports once more with the
+    /// overestimate, so a wrong answer costs an import, never a misplaced
+    /// segment or a failed allocation.
     fn span_align(&self) -> usize {
         0
     }

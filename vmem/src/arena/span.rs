@@ -115,6 +115,17 @@ impl<'a> Arena<'a> {
         if grown > need && within(&g, grown) {
             want = grown;
         }
+        // If the source breaks its promise of aligned spans: the size with
+        // the overestimate, once.
+        let overestimate = if aligned_spans && align != self.quantum() {
+            align
+                .checked_mul(2)
+                .and_then(|a| a.checked_add(size))
+                .and_then(|w| w.checked_next_multiple_of(self.import_quantum))
+                .filter(|&w| within(&g, w))
+        } else {
+            None
+        };
         g.bt_save();
         drop(g);
         let mut got = source.import(want, flags);
@@ -122,16 +133,24 @@ impl<'a> Arena<'a> {
             want = need;
             got = source.import(want, flags);
         }
-        if let Some(addr) = got {
-            // A span the request cannot use (its address window or
-            // boundary excludes it) would stay wholly free and never be
-            // released: hand it straight back.
-            if addr & self.quantum_mask == 0
+        // A span the request cannot use (its address window or boundary
+        // excludes it, or it is off the source's promised alignment) would
+        // stay wholly free and never be released: hand it straight back.
+        let unusable = |addr: usize, want: usize| {
+            addr & self.quantum_mask == 0
                 && addr.checked_add(want - 1).is_some()
                 && fit(addr, want, size, c).is_none()
-            {
-                source.release(addr, want);
-                got = None;
+        };
+        if let Some(addr) = got.filter(|&a| unusable(a, want)) {
+            source.release(addr, want);
+            got = None;
+            if let Some(w) = overestimate {
+                want = w;
+                got = source.import(want, flags);
+                if let Some(addr) = got.filter(|&a| unusable(a, want)) {
+                    source.release(addr, want);
+                    got = None;
+                }
             }
         }
         let mut g = self.state.lock();

@@ -200,6 +200,18 @@ struct Lists {
 }
 
 impl Lists {
+    /// Nothing listed, nothing retained.
+    const fn new() -> Lists {
+        Lists {
+            ring: [EMPTY; RING],
+            head: 0,
+            len: 0,
+            spans: [EMPTY; SPANS],
+            nspans: 0,
+            retained: 0,
+        }
+    }
+
     /// Lists `r` at the tail. A full ring gives up its smallest range for
     /// the caller to purge (`r` itself if none is smaller): most of a
     /// fragmented ring is crumbs under the quantum cache's 64 KiB, left by
@@ -412,14 +424,7 @@ impl Lists {
     }
 }
 
-static LISTS: Mutex<Lists> = Mutex::new(Lists {
-    ring: [EMPTY; RING],
-    head: 0,
-    len: 0,
-    spans: [EMPTY; SPANS],
-    nspans: 0,
-    retained: 0,
-});
+static LISTS: Mutex<Lists> = Mutex::new(Lists::new());
 
 /// Bytes of pages labelled dirty (in the arena's free space or in retained
 /// spans).

@@ -40,7 +40,15 @@ fn aligned_source_imports_only_the_size() {
         lie,
         sizes: std::sync::Mutex::new(Vec::new()),
     };
-    let (q, mib) = (0x1000, 1 << 20);
+    let mib = 1 << 20;
+    fn arena<'s>(name: &str, src: &'s Aligned) -> Arena<'s> {
+        let (q, mib) = (0x1000, 1 << 20);
+        Arena::builder(name)
+            .quantum(q)
+            .source(src, 2 * mib)
+            .build()
+            .unwrap()
+    }
     for (span_align, align, want) in [
         (2 * mib, 2 * mib, 4 * mib),
         (2 * mib, mib, 4 * mib),
@@ -48,11 +56,7 @@ fn aligned_source_imports_only_the_size() {
         (0, 2 * mib, 8 * mib),
     ] {
         let src = source(span_align, false);
-        let a = Arena::builder("aligned source")
-            .quantum(q)
-            .source(&src, 2 * mib)
-            .build()
-            .unwrap();
+        let a = arena("aligned source", &src);
         let p = a
             .xalloc(4 * mib, &Constraints::new().align(align), NOWAIT)
             .unwrap();
@@ -68,11 +72,7 @@ fn aligned_source_imports_only_the_size() {
     // A span off its promised alignment: handed back, and the arena
     // imports once more with FreeBSD's overestimate.
     let src = source(2 * mib, true);
-    let a = Arena::builder("lying source")
-        .quantum(q)
-        .source(&src, 2 * mib)
-        .build()
-        .unwrap();
+    let a = arena("lying source", &src);
     let p = a
         .xalloc(4 * mib, &Constraints::new().align(2 * mib), NOWAIT)
         .unwrap();

@@ -45,11 +45,11 @@ pub(crate) fn reuse(arena: &Arena<'static>, size: usize, widest: bool) -> Option
         // (large_mixed: 11,500 of 20,000 reuses failed so, 40% of its
         // instructions); the span's next import takes them.
         let best = if widest {
-            // The largest range that fits.
+            // The largest range that fits (the first of that size).
             (0..l.len)
                 .map(|k| (l.head + k) % RING)
                 .filter(|&i| l.ring[i].size >= size && !l.ring[i].held)
-                .min_by_key(|&i| usize::MAX - l.ring[i].size)
+                .min_by_key(|&i| core::cmp::Reverse(l.ring[i].size))
         } else {
             // The first range of the least size that fits; when none does,
             // the largest (the first of that size) to extend.

@@ -40,14 +40,7 @@ fn reclaim_purges_dirty_pages_no_list_knows_of() {
 /// not the process's.)
 #[test]
 fn entries_follow_the_retained_spans() {
-    let mut l = Lists {
-        ring: [EMPTY; RING],
-        head: 0,
-        len: 0,
-        spans: [EMPTY; SPANS],
-        nspans: 0,
-        retained: 0,
-    };
+    let mut l = Lists::new();
     const M: usize = 1 << 20;
     let range = |addr, size| Range {
         addr,

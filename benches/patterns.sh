@@ -13,7 +13,7 @@ shift || true
 cargo build --release -q -p bsdalloc --bin pat-kmem --bin pat-system
 cargo build --release -q -p bsdalloc-capi
 pats=("$@")
-[ ${#pats[@]} -gt 0 ] || pats=(vec_growth buffers strings hashmap btree aligned large_mixed large_touch large_aligned channel two_threads_strings)
+[ ${#pats[@]} -gt 0 ] || pats=(vec_growth buffers strings hashmap btree aligned large_mixed large_touch large_aligned channel two_threads_strings thread_churn zeroed_large tree_nodes vec_of_vecs shared_pool)
 L=/usr/lib/x86_64-linux-gnu
 names=(glibc kmem capi)
 cmds=("target/release/pat-system" "target/release/pat-kmem" "env LD_PRELOAD=$PWD/target/release/libbsdalloc.so target/release/pat-system")

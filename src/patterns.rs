@@ -16,6 +16,11 @@
 //! | `large_aligned` | as `large_touch`, the blocks aligned to 64 KiB-2 MiB (`O_DIRECT` and huge-page buffers, `Layout`s of page-table or DMA alignment) |
 //! | `channel` | a million 64-511 byte boxes sent to another thread, which drops them (every free a remote one) |
 //! | `two_threads_strings` | two threads each collecting 300,000 `to_string`s, 4 times |
+//! | `thread_churn` | eight threads at a time, each collecting 200 boxes of 16-515 bytes and exiting, 200 times: a thread's first allocations and its exit |
+//! | `zeroed_large` | `vec![0u8; n]` of 1-33 MiB, read in the middle, 400 times: large zeroed blocks whose pages are mostly never touched |
+//! | `tree_nodes` | a binary tree of 2^19 boxed 40-byte nodes (the inner ones with a short `String`) built, summed and dropped, 12 times |
+//! | `vec_of_vecs` | 3 million pushes at random into 200,000 `Vec<u32>`s, 6 times: many small vectors growing a step at a time |
+//! | `shared_pool` | four threads pushing 8-1007 byte `Vec`s into one `Mutex`ed pool and dropping one at random: blocks freed by threads that did not allocate them |
 
 use std::alloc::{alloc, dealloc, Layout};
 use std::collections::{BTreeMap, HashMap};
@@ -35,6 +40,11 @@ pub const ALL: &[&str] = &[
     "large_aligned",
     "channel",
     "two_threads_strings",
+    "thread_churn",
+    "zeroed_large",
+    "tree_nodes",
+    "vec_of_vecs",
+    "shared_pool",
 ];
 
 /// xorshift64: the same sequence under every allocator.
@@ -210,6 +220,108 @@ fn two_threads_strings() {
     }
 }
 
+/// Eight threads at a time, each collecting 200 boxes of 16-515 bytes and
+/// exiting, 200 times: a thread's first allocations and its exit.
+fn thread_churn() {
+    for round in 0..200 {
+        let ts: Vec<_> = (0..8)
+            .map(|k| {
+                std::thread::spawn(move || {
+                    let v: Vec<Box<[u8]>> = (0..200)
+                        .map(|i| vec![0u8; 16 + (i * k + round) % 500].into_boxed_slice())
+                        .collect();
+                    v.len()
+                })
+            })
+            .collect();
+        for t in ts {
+            black_box(t.join().expect("the thread does not panic"));
+        }
+    }
+}
+
+/// `vec![0u8; n]` of 1-33 MiB, read in the middle and dropped, 400 times:
+/// large zeroed blocks, most of whose pages are never touched.
+fn zeroed_large() {
+    let mut r = Rng(17);
+    for _ in 0..400 {
+        let n = (1usize << 20) + (r.next() as usize % (32 << 20));
+        let v = vec![0u8; n];
+        black_box(v[n / 2]);
+    }
+}
+
+/// A binary tree of 2^19 boxed five-word nodes (each inner one with a
+/// short `String`) built, summed and dropped, 12 times: a structure built
+/// in allocation order, then walked.
+fn tree_nodes() {
+    enum T {
+        Leaf(u64),
+        Node(Box<T>, Box<T>, String),
+    }
+    fn build(d: u32, x: u64) -> T {
+        if d == 0 {
+            T::Leaf(x)
+        } else {
+            let l = Box::new(build(d - 1, x * 2));
+            let r = Box::new(build(d - 1, x * 2 + 1));
+            T::Node(l, r, x.to_string())
+        }
+    }
+    fn sum(t: &T) -> u64 {
+        match t {
+            T::Leaf(x) => *x,
+            T::Node(a, b, s) => sum(a) + sum(b) + s.len() as u64,
+        }
+    }
+    for i in 0..12 {
+        black_box(sum(&build(18, i)));
+    }
+}
+
+/// 200,000 `Vec<u32>`s pushed to at random, 3 million pushes, 6 times: many
+/// small vectors growing a step at a time.
+fn vec_of_vecs() {
+    let mut r = Rng(19);
+    for _ in 0..6 {
+        let mut vv: Vec<Vec<u32>> = (0..200_000).map(|_| Vec::new()).collect();
+        for _ in 0..3_000_000 {
+            let i = r.next() as usize % vv.len();
+            vv[i].push(i as u32);
+        }
+        black_box(&vv);
+    }
+}
+
+/// Four threads (more than this machine's cores) pushing 8-1007 byte
+/// `Vec`s into one `Mutex`ed pool and dropping one at random once it holds
+/// 1,000, 400,000 each: blocks freed by threads that did not allocate them.
+fn shared_pool() {
+    use std::sync::{Arc, Mutex};
+    let q: Arc<Mutex<Vec<Vec<u8>>>> = Arc::new(Mutex::new(Vec::new()));
+    let ts: Vec<_> = (0..4u64)
+        .map(|k| {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                let mut r = Rng(23 + k);
+                for _ in 0..400_000 {
+                    let b = vec![k as u8; 8 + (r.next() % 1000) as usize];
+                    let old = {
+                        let mut g = q.lock().expect("no thread panics holding the pool");
+                        g.push(b);
+                        let n = g.len();
+                        (n > 1000).then(|| g.swap_remove(r.next() as usize % n))
+                    };
+                    black_box(old);
+                }
+            })
+        })
+        .collect();
+    for t in ts {
+        t.join().expect("the thread does not panic");
+    }
+}
+
 /// Runs pattern `name` once: its seconds, or `None` for an unknown name.
 pub fn run(name: &str) -> Option<f64> {
     let t = Instant::now();
@@ -225,6 +337,11 @@ pub fn run(name: &str) -> Option<f64> {
         "large_aligned" => large(true, true),
         "channel" => channel(),
         "two_threads_strings" => two_threads_strings(),
+        "thread_churn" => thread_churn(),
+        "zeroed_large" => zeroed_large(),
+        "tree_nodes" => tree_nodes(),
+        "vec_of_vecs" => vec_of_vecs(),
+        "shared_pool" => shared_pool(),
         _ => return None,
     }
     Some(t.elapsed().as_secs_f64())

@@ -258,6 +258,12 @@ impl Zone {
             self.uma().bucket_free(b);
             return None;
         }
+        // The keg hands out a slab's items lowest first and a cache pops
+        // the top of its bucket: reversed, fresh items leave in ascending
+        // address order, as every peer hands out fresh memory, so that a
+        // structure built in allocation order is laid out forward (what the
+        // next-line and stream prefetchers follow best).
+        slots[..n].reverse();
         b.set_filled(n);
         Some(b)
     }

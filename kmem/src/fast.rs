@@ -18,8 +18,9 @@
 //!
 //! | operation | lookup | then |
 //! |---|---|---|
-//! | alloc, size <= 1 KiB, align <= 16 | `SIZE_SLOTS[max(size, align)]` | pop |
-//! | alloc, size <= 1 KiB, align 16 (`malloc`) | `SIZE16_SLOTS[size]` | pop |
+//! | alloc, size <= 1 KiB, align <= 8 | `SIZE_SLOTS[size]` | pop |
+//! | alloc, size <= 1 KiB, align 16 (`malloc`) | `SIZE_SLOTS[A16 + size]` | pop |
+//! | alloc, size <= 1 KiB, align 32 to 4096 | `SIZE_SLOTS[over_aligned_size(size, align)]` | pop |
 //! | alloc, size <= 32 KiB, align <= 16 | `CLASS_SLOTS[class_of_small(size, align)]` | pop |
 //! | dealloc with a layout (`Kmem`) | as alloc | push |
 //! | free without a size (C) | page word (two loads) -> the class's check entry (the word is its offset), start-of-item check, the entry's slot | push |
@@ -104,23 +105,30 @@ use crate::Flags;
 
 // ---------------------------------------------------------------- tables
 
-/// `SIZE_SLOTS[max(size, align)]`: the cache slot of the class zone of
-/// every request of at most 1 KiB aligned to at most 16. Indexed by the
-/// byte size itself, not by `(size + 7) / 8` as the class table is: 4 KiB
-/// instead of 516 bytes (of which a program touches the lines of the sizes
-/// it asks for), and two instructions (the add and the shift) off every
-/// allocation. (32-bit entries: LLVM zero-extends a 16-bit atomic load
+/// The cache slots of the class zones of requests of at most 1 KiB, by
+/// size, in two halves, one after the other:
+///
+/// - `SIZE_SLOTS[size]`: requests aligned to at most 8 (and, at the size
+///   [`over_aligned_size`] gives, those aligned to 32 to 4096);
+/// - `SIZE_SLOTS[A16 + size]`: requests aligned to 9 to 16 (C's `malloc`,
+///   C++'s `new`), which take the 16-aligned classes only (sizes of 0 to
+///   16 the 16-byte class, 17 to 32 the 32-byte one), so the index needs
+///   no `max(size, align)`.
+///
+/// Indexed by the byte size itself, not by `(size + 7) / 8` as the class
+/// table is: 8 KiB instead of 516 bytes (of which a program touches the
+/// lines of the sizes it asks for), and two instructions (the add and the
+/// shift) off every allocation. One array, not two: every road ends in the
+/// same load from one base (two bases cost `Kmem`'s road a register move
+/// or a jump). (32-bit entries: LLVM zero-extends a 16-bit atomic load
 /// twice.)
 #[cfg(not(any(loom, feature = "invariants")))]
-static SIZE_SLOTS: [AtomicU32; MAX_SMALL + 1] =
-    [const { AtomicU32::new(FastSlot::NONE.to_bits()) }; MAX_SMALL + 1];
+static SIZE_SLOTS: [AtomicU32; 2 * A16] =
+    [const { AtomicU32::new(FastSlot::NONE.to_bits()) }; 2 * A16];
 
-/// `SIZE16_SLOTS[size]`: as `SIZE_SLOTS` for requests aligned to exactly
-/// 16 (C's `malloc`), whose sizes of 0 to 16 all take the 16-byte class:
-/// the index needs no `max(size, align)`.
+/// Where the second half of [`SIZE_SLOTS`] starts.
 #[cfg(not(any(loom, feature = "invariants")))]
-static SIZE16_SLOTS: [AtomicU32; MAX_SMALL + 1] =
-    [const { AtomicU32::new(FastSlot::NONE.to_bits()) }; MAX_SMALL + 1];
+const A16: usize = MAX_SMALL + 1;
 
 /// `CLASS_SLOTS[c]`: the cache slot of size class `c`'s zone.
 #[cfg(not(any(loom, feature = "invariants")))]
@@ -309,7 +317,8 @@ fn publish() {
         CLASS_SLOTS[c].store(slot, Ordering::Relaxed);
     }
     crate::fast_large::publish();
-    for (size, (e, e16)) in SIZE_SLOTS.iter().zip(&SIZE16_SLOTS).enumerate() {
+    let (any, a16) = SIZE_SLOTS.split_at(A16);
+    for (size, (e, e16)) in any.iter().zip(a16).enumerate() {
         if let Some(c) = class_of_small(size.max(1), 1) {
             e.store(k.classes[c].fast_slot().to_bits(), Ordering::Relaxed);
         }
@@ -333,16 +342,23 @@ fn small_slot(size: usize, align: usize) -> Option<FastSlot> {
         // Most requests (Rust's, through `Kmem`): sizes below the
         // alignment take the 8-byte class as their own size does, so the
         // size itself is the index, without `max(size, align)`.
+        if size > MAX_SMALL {
+            return None;
+        }
         size
     } else if align <= 16 {
-        size.max(align)
+        if size > MAX_SMALL {
+            return None;
+        }
+        A16 + size
     } else {
-        over_aligned_size(size, align)?
+        let s = over_aligned_size(size, align)?;
+        if s > MAX_SMALL {
+            return None;
+        }
+        s
     };
-    if i > MAX_SMALL {
-        return None;
-    }
-    // SAFETY: i <= MAX_SMALL; the table holds only `to_bits` of slots.
+    // SAFETY: i < 2 * A16; the table holds only `to_bits` of slots.
     Some(unsafe { FastSlot::from_bits(SIZE_SLOTS.get_unchecked(i).load(Ordering::Relaxed)) })
 }
 
@@ -514,8 +530,8 @@ pub(crate) fn alloc_align16<A: TlsAccess>(size: usize) -> Option<NonNull<u8>> {
         // SAFETY: size <= MAX_SMALL; the table holds only `to_bits` of
         // class zones' slots (never destroyed).
         unsafe {
-            let table = static_addr!(SIZE16_SLOTS).cast::<AtomicU32>();
-            let bits = (*table.add(size)).load(Ordering::Relaxed);
+            let table = static_addr!(SIZE_SLOTS).cast::<AtomicU32>();
+            let bits = (*table.add(A16 + size)).load(Ordering::Relaxed);
             pop_cleared::<A>(FastSlot::from_bits(bits))
         }
     }

@@ -170,7 +170,7 @@ compile_error!(
 /// `libbsdalloc.so` compiles from this crate's inlined code. The static's
 /// symbol ends up local to the library (no kmem static is exported), so
 /// the linker resolves the displacement. Used on the C door's roads only
-/// (`SIZE16_SLOTS`, the page-metadata root, `CHECKS` in the unsized free):
+/// (`SIZE_SLOTS`, the page-metadata root, `CHECKS` in the unsized free):
 /// inlined into a loop, as in `examples/global_pair.rs`, the GOT load is
 /// hoisted out of it and the `lea` is not (2026-12-06: 43 against 46
 /// instructions per `GlobalAlloc` pair when `Kmem`'s roads used it too);

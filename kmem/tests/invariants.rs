@@ -319,7 +319,7 @@ fn double_free_through_the_c_abi_is_reported_and_free_says_nothing_was_freed() {
     assert_eq!(r.len(), 1, "{r:?}");
     assert_eq!(
         (r[0].kind, r[0].op, r[0].ptr, r[0].zone),
-        (ReportKind::DoubleFree, "free", p as usize, "malloc-48")
+        (ReportKind::DoubleFree, "free", p as usize, "malloc-40")
     );
     let r = reports(|| {
         churn(

@@ -473,24 +473,22 @@ fn runs(addr: usize, npages: usize, take: bool, mut f: impl FnMut(usize, usize))
         } else {
             cur
         };
-        if set == 0 {
-            close(&mut run, &mut f);
-            return;
-        }
-        let (lo, hi) = (
-            mask.trailing_zeros() as usize,
-            64 - mask.leading_zeros() as usize,
-        );
-        for b in lo..hi {
+        // A run of set bits at a time, not a bit at a time (a 17 MiB
+        // block is 4,352 pages). A run that does not start where the open
+        // one ends (a clean page between them, in this word or an earlier
+        // one) closes it.
+        let mut bits = set;
+        while bits != 0 {
+            let b = bits.trailing_zeros() as usize;
+            let ones = (bits >> b).trailing_ones() as usize;
             let page = base + b * PAGE_SIZE;
-            if set & (1 << b) == 0 {
-                close(&mut run, &mut f);
-            } else if run.1 != 0 && run.0 + run.1 == page {
-                run.1 += PAGE_SIZE;
+            if run.1 != 0 && run.0 + run.1 == page {
+                run.1 += ones * PAGE_SIZE;
             } else {
                 close(&mut run, &mut f);
-                run = (page, PAGE_SIZE);
+                run = (page, ones * PAGE_SIZE);
             }
+            bits &= !((u64::MAX >> (64 - ones)) << b);
         }
     });
     close(&mut run, &mut f);

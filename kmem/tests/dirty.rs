@@ -117,6 +117,51 @@ fn zero_filled_allocations_do_not_fault_in_untouched_dirty_pages() {
     }
 }
 
+/// A zero-filled allocation over a long dirty run looks at the pages of
+/// each piece's ends first: a run written from its start or up to its end
+/// is still zeroed in place where written (and unbacked elsewhere), one
+/// written in a page here and there is unbacked. All read zero.
+#[test]
+fn zero_filled_allocations_find_written_pages_at_either_end() {
+    let _s = serial();
+    let size = 9 << 20;
+    let third = 3 << 20;
+    // (written range, whether the written pages must be zeroed in place)
+    for (from, to, in_place) in [
+        (0, third, true),
+        (size - third, size, true),
+        (size / 2, size / 2 + 4096, false),
+    ] {
+        // Nothing else dirty: the zero-filled block takes this one's pages.
+        kmem::reclaim(uma::Reclaim::Drain);
+        let p = kmem::malloc(size, &M_DIRTY, Flags::WAITOK)
+            .unwrap()
+            .as_ptr();
+        // SAFETY: `size` bytes of ours.
+        unsafe {
+            p.write(0xab);
+            p.add(from).write_bytes(0xab, to - from);
+        }
+        free(p);
+        let before = dirty_stats();
+        let z = kmem::malloc(size, &M_DIRTY, Flags::WAITOK.with(Flags::ZERO)).unwrap();
+        let unbacked = dirty_stats().purged_total - before.purged_total;
+        assert!(all_zero(z.as_ptr(), size), "written {from}..{to}");
+        if in_place {
+            assert!(
+                unbacked <= size - (to - from) + (1 << 20),
+                "written {from}..{to} zeroed in place: {unbacked} unbacked"
+            );
+        } else {
+            assert!(
+                unbacked >= size / 2,
+                "written {from}..{to}: {unbacked} unbacked"
+            );
+        }
+        free(z.as_ptr());
+    }
+}
+
 #[test]
 fn freed_pages_are_reused_without_new_memory() {
     let _s = serial();

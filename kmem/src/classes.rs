@@ -24,18 +24,17 @@
 //! largest power of two dividing its size (natural alignment for
 //! power-of-two classes: 4096-byte items are page aligned). A request with
 //! a larger alignment takes the first class whose alignment suffices.
+//! Requests above 32 KiB, or aligned beyond any class that fits, are
+//! large allocations: whole pages from the kernel arena.
 //!
 //! The 8, 24, 40 and 56-byte classes are only 8-aligned. They serve
 //! requests aligned to at most 8, which in Rust are most of them: a `Box`
 //! of three words (`String`, `Vec`, a node of two links and a value) is 24
 //! bytes and of five words 40, and took 32 and 48 (a quarter and a sixth
-//! of the memory, and of the cache lines a traversal reads, for nothing;
-//! mimalloc and tcmalloc have these classes too). A request aligned to 16
-//! (C's `malloc`, C++'s `new`, whose blocks must be aligned for any type)
-//! is looked up as its size rounded up to a multiple of 16, and so never
-//! lands in them.
-//! Requests above 32 KiB, or aligned beyond any class that fits, are
-//! large allocations: whole pages from the kernel arena.
+//! of the memory, and of the cache lines a traversal reads, for nothing).
+//! A request aligned to 16 (C's `malloc`, C++'s `new`, whose blocks must
+//! be aligned for any type) is looked up as its size rounded up to a
+//! multiple of 16, and so never lands in them.
 
 /// Number of size classes.
 pub const NCLASSES: usize = 44;

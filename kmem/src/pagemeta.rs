@@ -652,6 +652,45 @@ mod tests {
         unsafe { crate::os::unmap(base, 2 * CHUNK_SIZE) };
     }
 
+    /// Runs of whole words (64 set bits at once) and of single bits
+    /// between clean pages, as `runs` finds them a run of bits at a time.
+    #[test]
+    fn dirty_runs_span_whole_words() {
+        let base = crate::os::map_chunks(CHUNK_SIZE).unwrap();
+        assert!(register(base, CHUNK_SIZE));
+        let page = |i: usize| base + i * PAGE_SIZE;
+        assert_eq!(mark_dirty(page(64), 192), 192);
+        assert_eq!(mark_dirty(page(257), 1), 1);
+        assert_eq!(mark_dirty(page(259), 2), 2);
+        assert_eq!(mark_dirty(page(320), 64), 64);
+        let mut seen = Vec::new();
+        dirty_runs(base, PAGES_PER_CHUNK, |s, l| seen.push((s, l)));
+        assert_eq!(
+            seen,
+            [
+                (page(64), 192 * PAGE_SIZE),
+                (page(257), PAGE_SIZE),
+                (page(259), 2 * PAGE_SIZE),
+                (page(320), 64 * PAGE_SIZE)
+            ]
+        );
+        let mut taken = Vec::new();
+        take_dirty_runs(page(100), 240, |s, l| taken.push((s, l)));
+        assert_eq!(
+            taken,
+            [
+                (page(100), 156 * PAGE_SIZE),
+                (page(257), PAGE_SIZE),
+                (page(259), 2 * PAGE_SIZE),
+                (page(320), 20 * PAGE_SIZE)
+            ]
+        );
+        assert_eq!(clean(base, PAGES_PER_CHUNK), 36 + 44);
+        unregister(base, CHUNK_SIZE);
+        // SAFETY: mapped above, unused.
+        unsafe { crate::os::unmap(base, CHUNK_SIZE) };
+    }
+
     #[test]
     fn foreign_addresses_are_not_ours() {
         let x = 5u64;

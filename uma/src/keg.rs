@@ -214,22 +214,32 @@ impl Keg {
         }
     }
 
-    /// Takes one free item of `s`, moving the slab between lists.
+    /// Takes up to `out.len()` free items of `s`, lowest first, into
+    /// `out`, moving the slab between lists once (not once per item: a
+    /// bucket's worth from one slab under one lock hold). Returns how many
+    /// (at least one).
     ///
     /// # Safety
     ///
-    /// Keg lock held; `s` is a header on the free or partial list.
-    unsafe fn take_item(&self, g: &mut KegState, s: *mut Slab) -> *mut u8 {
+    /// Keg lock held; `s` is a header on the free or partial list; `out`
+    /// is not empty.
+    unsafe fn take_items(&self, g: &mut KegState, s: *mut Slab, out: &mut [*mut u8]) -> usize {
         // SAFETY: caller contract: s is valid and ours; lists hold it.
         unsafe {
             let was = (*s).list;
-            let Some(idx) = (*s).take_first() else {
+            let base = (*s).base;
+            let mut k = 0;
+            let n = (*s).take_lowest(out.len(), |idx| {
+                out[k] = self.item(base, idx);
+                k += 1;
+            });
+            if n == 0 {
                 debug::fatal(format_args!(
                     "uma: keg {}: slab {:p} on a free list has no free item",
                     self.name, s
                 ));
-            };
-            g.free_items -= 1;
+            }
+            g.free_items -= n;
             let now_full = (*s).free == 0;
             let ipers = self.layout.ipers;
             if was == ON_FREE {
@@ -245,7 +255,7 @@ impl Keg {
             } else {
                 g.partial.rebin(s, ipers);
             }
-            self.item((*s).base, idx)
+            n
         }
     }
 
@@ -285,17 +295,24 @@ impl Keg {
                 g = self.state.lock();
                 continue;
             }
-            loop {
-                // SAFETY: lock held; s came from fetch_slab.
-                out[n] = unsafe { self.take_item(&mut g, s) };
-                n += 1;
-                if reserve::stop_after_take(g.free_items, g.reserve) {
-                    break 'fill;
+            // With a reserve, a fill stops once the keg's free items are
+            // down to it: at most the items above it (or the one item a
+            // `USE_RESERVE` caller may dip), then no more.
+            let mut want = out.len() - n;
+            let mut last = false;
+            if g.reserve > 0 {
+                let above = g.free_items.saturating_sub(g.reserve).max(1);
+                if above <= want {
+                    want = above;
+                    last = true;
                 }
-                // SAFETY: s is valid under the lock.
-                if n == out.len() || unsafe { (*s).free } == 0 {
-                    break;
-                }
+            }
+            // SAFETY: lock held; s came from fetch_slab; want >= 1.
+            let got = unsafe { self.take_items(&mut g, s, &mut out[n..n + want]) };
+            n += got;
+            if last && got == want {
+                debug_assert!(reserve::stop_after_take(g.free_items, g.reserve));
+                break 'fill;
             }
         }
         drop(g);

@@ -93,16 +93,29 @@ impl Slab {
     }
 
     /// Takes the lowest free item index. The caller checked `free > 0`.
+    #[cfg(test)]
     pub(crate) fn take_first(&mut self) -> Option<usize> {
-        for (i, w) in self.bits.iter_mut().enumerate() {
-            if *w != 0 {
-                let b = w.trailing_zeros() as usize;
-                *w &= !(1u64 << b);
-                self.free -= 1;
-                return Some(i * 64 + b);
+        let mut got = None;
+        self.take_lowest(1, |i| got = Some(i));
+        got
+    }
+
+    /// Takes up to `max` free item indices, lowest first, calling `f` with
+    /// each; returns how many.
+    pub(crate) fn take_lowest(&mut self, max: usize, mut f: impl FnMut(usize)) -> usize {
+        let mut n = 0;
+        'words: for (i, w) in self.bits.iter_mut().enumerate() {
+            while *w != 0 {
+                if n == max {
+                    break 'words;
+                }
+                f(i * 64 + w.trailing_zeros() as usize);
+                *w &= *w - 1;
+                n += 1;
             }
         }
-        None
+        self.free -= n as u32;
+        n
     }
 
     /// Is item `idx` free in the keg?
@@ -622,5 +635,16 @@ mod tests {
         s.set_free(65);
         assert!(s.is_free(65));
         assert_eq!(s.popcount(), 1);
+        // Many at once: lowest first, across words, no more than asked.
+        for i in [3, 63, 64, 66, 69] {
+            s.set_free(i);
+        }
+        let mut seen = Vec::new();
+        assert_eq!(s.take_lowest(4, |i| seen.push(i)), 4);
+        assert_eq!(seen, [3, 63, 64, 65]);
+        assert_eq!(s.free, 2);
+        assert_eq!(s.take_lowest(10, |i| seen.push(i)), 2);
+        assert_eq!(seen[4..], [66, 69]);
+        assert_eq!((s.free, s.popcount()), (0, 0));
     }
 }

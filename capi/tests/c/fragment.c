@@ -14,6 +14,14 @@
  * fill and after the trim; F: small blocks the fill got (it stops at the
  * first NULL); T1: malloc_trim's result after the frees; T2: its result
  * when called again right away (nothing left to give back).
+ *
+ * After the first probe and after the second it also writes
+ * malloc_stats() to stderr, after a line "== fill" and a line "== end":
+ * the test reads from them the address space the page metadata reserved
+ * meanwhile and the leaves the OS refused (under RLIMIT_AS: chunks the
+ * kernel placed in another 4 GiB of address space take a new 8 MiB leaf
+ * of the limit, or come back when it does not fit; where ASLR puts the
+ * mappings decides it, about one run in sixty here).
  */
 #include <malloc.h>
 #include <stdio.h>
@@ -77,6 +85,8 @@ int main(int argc, char **argv) {
     long max = 4 * limit_mib;
     long before = probe(max);
     malloc_trim(0);
+    fprintf(stderr, "== fill\n");
+    malloc_stats();
 
     void **head = NULL;
     long filled = 0;
@@ -96,6 +106,8 @@ int main(int argc, char **argv) {
     int t1 = malloc_trim(0);
     int t2 = malloc_trim(0);
     long after = probe(max);
+    fprintf(stderr, "== end\n");
+    malloc_stats();
     printf("before %ld filled %ld after %ld trim %d %d\n", before, filled, after, t1, t2);
     return 0;
 }

@@ -386,7 +386,7 @@ extern "C" fn constructor(_argc: c_int, _argv: *const *const c_char, envp: *cons
     // calls into the C library, which may call malloc). A failed build is
     // not an error here: every allocation then fails with ENOMEM, as it
     // would have at the first malloc.
-    let _ = outermost(|| kmem::uma().is_some());
+    let _ = outermost(kmem::start);
 }
 
 #[used]
@@ -469,7 +469,7 @@ pub unsafe extern "C" fn __register_atfork(
 ) -> c_int {
     // As the first allocation would (a no-op once built, and while this
     // thread is inside the allocator, kmem's own build included).
-    let _ = outermost(|| kmem::uma().is_some());
+    let _ = outermost(kmem::start);
     match real_register_atfork() {
         // SAFETY: the caller's promise, passed on unchanged.
         Some(f) => unsafe { f(prepare, parent, child, dso) },

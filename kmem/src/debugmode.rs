@@ -666,7 +666,8 @@ fn broken_header(k: &crate::kernel::Kernel, u: usize, op: &'static str) {
     if pagemeta::is_slab(word) {
         let c = pagemeta::slab_class(word);
         let size = crate::CLASS_SIZES[c];
-        let off = (u & (k.slab_size[c] - 1)) % size;
+        let _ = k;
+        let off = (u & (crate::kernel::class_geometry(c).0.max(1) - 1)) % size;
         if off >= FRONT_MIN && off.is_power_of_two() {
             // The header is gone, but the stacks may be intact.
             let (a, f) = match stacks_at(u, off) {

@@ -25,10 +25,12 @@
 //! | dealloc with a layout (`Kmem`) | as alloc | push |
 //! | free without a size (C) | page word (two loads) -> the class's check entry (the word is its offset), start-of-item check, the entry's slot | push |
 //!
-//! The tables are filled once, by the first slow-path call after the
-//! kernel is built ([`publish`]); until then every entry is
-//! [`FastSlot::NONE`] (whose cache always misses) and every start-of-item
-//! check fails, so every operation misses. Entries only ever go from
+//! A class's entries are filled when its zone is built, by the first
+//! request of the class ([`publish_class`]; the zones are built on first
+//! use, see [`crate::kernel::class_zone`]), the large blocks' once by the
+//! first slow-path call after the kernel is built ([`publish`]); until
+//! then an entry is [`FastSlot::NONE`] (whose cache always misses) and
+//! the class's start-of-item check fails, so its operations miss. Entries only ever go from
 //! their empty value to their final one, each written once, so relaxed
 //! loads do: an operation that sees a slot but not yet its check (or the
 //! other way round) misses and takes the slow road, which validates
@@ -269,7 +271,7 @@ pub(crate) fn class_alloc(
     c: usize,
     flags: Flags,
 ) -> Option<NonNull<u8>> {
-    let p = k.classes[c].alloc(flags)?;
+    let p = crate::kernel::class_zone(k, c)?.alloc(flags)?;
     // SAFETY: a fresh item of a class zone, ours.
     unsafe { clear_key(p) };
     Some(p)
@@ -286,9 +288,11 @@ pub(crate) unsafe fn clear_key(p: NonNull<u8>) {
     unsafe { p.cast::<u64>().as_ptr().write(0) }
 }
 
-/// Fills the tables from the built kernel (once; racing callers write the
-/// same values). Called from the slow roads, so every front door's first
-/// miss publishes.
+/// Fills the tables from the built kernel: the large blocks' and those of
+/// the class zones built so far (once; racing callers write the same
+/// values; a class zone built later fills its own, [`publish_class`]).
+/// Called from the slow roads, so every front door's first miss
+/// publishes.
 #[cfg(not(any(loom, feature = "invariants")))]
 #[cold]
 #[inline(never)]
@@ -301,33 +305,54 @@ fn publish() {
         // Debug mode: every operation takes the slow road (no tables).
         return;
     }
+    let _ = k;
     for c in 0..NCLASSES {
-        let size = CLASS_SIZES[c] as u64;
-        let slab = k.slab_size[c] as u64;
-        let e = &CHECKS[c + 1];
-        e.mask.store(slab - 1, Ordering::Relaxed);
-        // Last, with release: a check that sees `limit` sees the mask. A
-        // geometry the test is not exact for (none of kmem's) keeps the
-        // limit 0: its frees take the slow road, which proves them there.
-        if let Some(limit) = check_limit(size, slab, k.ipers[c] as u64) {
-            e.limit.store(limit, Ordering::Release);
+        if let Some(z) = crate::kernel::built_class(c) {
+            publish_class(c, z);
         }
-        let slot = k.classes[c].fast_slot().to_bits();
-        e.slot.store(slot, Ordering::Relaxed);
-        CLASS_SLOTS[c].store(slot, Ordering::Relaxed);
     }
     crate::fast_large::publish();
-    let (any, a16) = SIZE_SLOTS.split_at(A16);
-    for (size, (e, e16)) in any.iter().zip(a16).enumerate() {
-        if let Some(c) = class_of_small(size.max(1), 1) {
-            e.store(k.classes[c].fast_slot().to_bits(), Ordering::Relaxed);
-        }
-        if let Some(c) = class_of_small(size, 16) {
-            e16.store(k.classes[c].fast_slot().to_bits(), Ordering::Relaxed);
-        }
-    }
     PUBLISHED.store(true, Ordering::Release);
 }
+
+/// Fills class `c`'s entries of the tables from its zone `z`, just built
+/// (zones are built on first use, see [`crate::kernel::class_zone`]):
+/// its start-of-item check, its slot, and the size table's entries of
+/// the sizes it serves. Until then those requests miss, and their slow
+/// road builds the zone. Racing callers write the same values.
+#[cfg(not(any(loom, feature = "invariants")))]
+pub(crate) fn publish_class(c: usize, z: &uma::Zone) {
+    if crate::debugmode::on() {
+        // Debug mode: every operation takes the slow road (no tables).
+        return;
+    }
+    let (slab, ipers) = crate::kernel::class_geometry(c);
+    let size = CLASS_SIZES[c] as u64;
+    let e = &CHECKS[c + 1];
+    e.mask.store(slab as u64 - 1, Ordering::Relaxed);
+    // Last, with release: a check that sees `limit` sees the mask. A
+    // geometry the test is not exact for (none of kmem's) keeps the
+    // limit 0: its frees take the slow road, which proves them there.
+    let slot = z.fast_slot().to_bits();
+    e.slot.store(slot, Ordering::Relaxed);
+    CLASS_SLOTS[c].store(slot, Ordering::Relaxed);
+    if let Some(limit) = check_limit(size, slab as u64, ipers as u64) {
+        e.limit.store(limit, Ordering::Release);
+    }
+    let (any, a16) = SIZE_SLOTS.split_at(A16);
+    for (size, (e, e16)) in any.iter().zip(a16).enumerate() {
+        if class_of_small(size.max(1), 1) == Some(c) {
+            e.store(slot, Ordering::Relaxed);
+        }
+        if class_of_small(size, 16) == Some(c) {
+            e16.store(slot, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Without tables there is nothing to publish.
+#[cfg(any(loom, feature = "invariants"))]
+pub(crate) fn publish_class(_c: usize, _z: &uma::Zone) {}
 
 // ---------------------------------------------------------------- lookups
 
@@ -850,7 +875,8 @@ mod tests {
     fn the_item_check_accepts_item_starts_and_nothing_else() {
         let k = kernel().expect("kernel");
         for (c, &size) in CLASS_SIZES.iter().enumerate() {
-            let built = (k.slab_size[c], k.ipers[c]);
+            crate::kernel::class_zone(k, c).expect("class zone");
+            let built = crate::kernel::class_geometry(c);
             let mut geometries = vec![built];
             for slab in [size.next_power_of_two(), 1 << 16, 1 << 17] {
                 if slab >= size {
@@ -885,17 +911,16 @@ mod tests {
             return;
         }
         for c in 0..NCLASSES {
+            let z = crate::kernel::class_zone(k, c).expect("class zone");
+            let (slab, ipers) = crate::kernel::class_geometry(c);
             let e = &CHECKS[c + 1];
             assert_eq!(e.mul, check_mul(CLASS_SIZES[c] as u64));
-            assert_eq!(e.mask.load(Ordering::Relaxed), k.slab_size[c] as u64 - 1);
+            assert_eq!(e.mask.load(Ordering::Relaxed), slab as u64 - 1);
             assert_eq!(
                 Some(e.limit.load(Ordering::Relaxed)),
-                check_limit(
-                    CLASS_SIZES[c] as u64,
-                    k.slab_size[c] as u64,
-                    k.ipers[c] as u64
-                )
+                check_limit(CLASS_SIZES[c] as u64, slab as u64, ipers as u64)
             );
+            assert_eq!(e.slot.load(Ordering::Relaxed), z.fast_slot().to_bits());
         }
         assert_eq!(CHECKS[0].limit.load(Ordering::Relaxed), 0);
     }

@@ -63,8 +63,16 @@
 //!    internal zones allocate from the metadata arena, every other page
 //!    source from the kernel arena.
 //! 6. The btag **reserve** is set and preallocated.
-//! 7. The **malloc zones** (41 size classes) are created, each with a page
-//!    source that labels its slabs with the class in the page metadata.
+//! 7. The **malloc zones** (44 size classes) are not: each is created by
+//!    the first request of its class (`kernel::class_zone`), with a page
+//!    source that labels its slabs with the class in the page metadata,
+//!    and its entries of the fast path's tables are filled then. A
+//!    process that makes a few allocations and exits (every process of a
+//!    shell script) builds the few zones it uses, not 44 (a fifth of the
+//!    start-up cost the allocator added to such a process). An allocation
+//!    made inside a walk of the zone list (a statistics sink, a reclaim's
+//!    callback) may build one too: UMA lists it when the walk ends
+//!    (`uma::Uma::for_each_zone`).
 //! 8. The kernel arena's **quantum cache** zones (1..16 pages, UMA
 //!    cache-only zones importing from the arena); until they exist the
 //!    arena's `alloc`/`free` fall through to `xalloc`/`xfree`. Then the
@@ -267,6 +275,12 @@ pub fn uma() -> Option<&'static uma::Uma> {
     kernel::kernel().map(|k| k.uma)
 }
 
+/// Builds the allocator now if it is not built yet (the first allocation
+/// would). False if it could not start.
+pub fn start() -> bool {
+    kernel::kernel().is_some()
+}
+
 /// The kernel arena. `None` if the allocator could not start.
 pub fn kernel_arena() -> Option<&'static vmem::Arena<'static>> {
     kernel::kernel().map(|k| k.arena)
@@ -287,7 +301,7 @@ pub fn btag_zone() -> Option<&'static uma::Zone> {
 
 /// The zone of size class `class` (see [`CLASS_SIZES`]).
 pub fn class_zone(class: usize) -> Option<&'static uma::Zone> {
-    kernel::kernel().and_then(|k| k.classes.get(class).copied())
+    kernel::kernel().and_then(|k| kernel::class_zone(k, class))
 }
 
 /// Gives memory back (FreeBSD `uma_reclaim`): `Trim` trims caches to their

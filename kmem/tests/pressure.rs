@@ -190,15 +190,21 @@ fn limit_malloc_waitok_small_and_large_never_return_null() {
 fn limit_soft_threshold_triggers_a_trim() {
     let _g = start("soft threshold", 30);
     // 1% of the limit must be below what is committed: after the reclaim
-    // `limit_above` runs, that can be as little as a few pages.
+    // `limit_above` runs, that can be as little as a few pages (the class
+    // zones are built on first use: a test process that used few has
+    // little to keep), so 64 KiB stay committed through the test.
+    let held = kmem::kmem_malloc(64 << 10, Flags::NOWAIT).expect("64 KiB");
     limit_above(1 << 20);
     kmem::set_soft_threshold_pct(1);
     std::thread::sleep(Duration::from_millis(150)); // the soft rate limit
     let before = kmem::pressure_stats().soft_passes;
     let p = kmem::kmem_malloc(PAGE_SIZE, Flags::NOWAIT).unwrap();
     assert!(kmem::pressure_stats().soft_passes > before);
-    // SAFETY: from kmem_malloc(PAGE_SIZE).
-    unsafe { kmem::kmem_free(p, PAGE_SIZE) };
+    // SAFETY: from kmem_malloc(PAGE_SIZE) and kmem_malloc(64 KiB).
+    unsafe {
+        kmem::kmem_free(p, PAGE_SIZE);
+        kmem::kmem_free(held, 64 << 10);
+    }
 }
 
 // ---------------------------------------------------------------- reclaim

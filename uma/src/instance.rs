@@ -24,6 +24,64 @@ pub(crate) struct ZoneList {
     pub(crate) count: usize,
 }
 
+impl ZoneList {
+    /// Puts `z` at the head.
+    fn insert(&mut self, z: &Zone) {
+        z.list_prev.set(ptr::null());
+        z.list_next.set(self.head);
+        if !self.head.is_null() {
+            // SAFETY: list lock held; listed zones are alive.
+            unsafe { (*self.head).list_prev.set(z) };
+        }
+        self.head = z;
+        self.count += 1;
+    }
+}
+
+crate::zeroed_thread_local! {
+    /// The address of the instance whose zone list the calling thread
+    /// holds through a [`ListGuard`] (0: none).
+    fn list_held: core::cell::Cell<usize> = "bsdalloc_uma_list_held_v01";
+}
+
+/// The zone list, locked by the calling thread: the zones created by this
+/// thread while it held the list (`Uma::pending`) are listed when it lets
+/// the list go, and the thread is marked as the holder meanwhile (see
+/// [`Uma::link_zone`]).
+pub(crate) struct ListGuard<'a> {
+    uma: &'a Uma,
+    prev: usize,
+    g: MutexGuard<'a, ZoneList>,
+}
+
+impl<'a> ListGuard<'a> {
+    fn new(uma: &'a Uma, g: MutexGuard<'a, ZoneList>) -> ListGuard<'a> {
+        let prev = list_held(|h| h.replace(uma as *const Uma as usize));
+        ListGuard { uma, prev, g }
+    }
+}
+
+impl core::ops::Deref for ListGuard<'_> {
+    type Target = ZoneList;
+    fn deref(&self) -> &ZoneList {
+        &self.g
+    }
+}
+
+impl core::ops::DerefMut for ListGuard<'_> {
+    fn deref_mut(&mut self) -> &mut ZoneList {
+        &mut self.g
+    }
+}
+
+impl Drop for ListGuard<'_> {
+    fn drop(&mut self) {
+        // Still locked: the lock goes with `g`, after this.
+        self.uma.list_pending(&mut self.g);
+        list_held(|h| h.set(self.prev));
+    }
+}
+
 /// One UMA instance: its internal zones, its zone list, its page source
 /// for internal memory. [`global`](crate::global) is the process's default
 /// instance; kmem bootstraps its own over the kernel arena.
@@ -37,6 +95,12 @@ pub struct Uma {
     pub(crate) boot: Mutex<BootPages>,
     // under the list lock
     pub(crate) list: Mutex<ZoneList>,
+    /// Zones created by a thread while it held the list (an allocation
+    /// inside its own walk of the zones: a statistics sink, a reclaim's
+    /// callback, that needed a zone built on first use), waiting to be
+    /// listed when its [`ListGuard`] goes: a stack through their
+    /// `list_next`, pushed and emptied by the holder only.
+    pub(crate) pending: crate::sync::AtomicPtr<Zone>,
     pub(crate) reclaiming: Mutex<()>,
     #[cfg(loom)]
     pub(crate) registry: Mutex<()>,
@@ -68,20 +132,54 @@ impl Uma {
         return self.registry.lock();
     }
 
-    pub(crate) fn link_zone(&self, z: &Zone) {
-        let mut l = self.list.lock();
-        z.list_prev.set(ptr::null());
-        z.list_next.set(l.head);
-        if !l.head.is_null() {
-            // SAFETY: list lock held; listed zones are alive.
-            unsafe { (*l.head).list_prev.set(z) };
+    /// Locks the zone list (see [`ListGuard`]).
+    pub(crate) fn lock_list(&self) -> ListGuard<'_> {
+        ListGuard::new(self, self.list.lock())
+    }
+
+    /// Whether the calling thread holds this instance's zone list.
+    fn holds_list(&self) -> bool {
+        list_held(|h| h.get()) == self as *const Uma as usize
+    }
+
+    /// Lists the zones waiting in `pending` (the list lock held).
+    fn list_pending(&self, l: &mut ZoneList) {
+        let mut z = self
+            .pending
+            .swap(ptr::null_mut(), crate::sync::Ordering::Acquire);
+        while !z.is_null() {
+            // SAFETY: a zone pushed by `link_zone`, alive (created and not
+            // destroyed: a destroy takes it out of `pending` first).
+            let zr = unsafe { &*z };
+            z = zr.list_next.get() as *mut Zone;
+            l.insert(zr);
         }
-        l.head = z;
-        l.count += 1;
+    }
+
+    /// Lists a new zone. A thread that holds the list already (it is
+    /// inside its own walk of the zones, [`for_each_zone`](Self::for_each_zone)
+    /// or a reclaim, whose code allocated from a zone built on first use)
+    /// would wait for itself: the zone waits in `pending` instead, usable
+    /// at once, and is listed when that walk lets the list go. Any other
+    /// thread waits for the list, so a zone it creates is listed before
+    /// it can be handed out (a fork's prepare, which takes the list,
+    /// always sees it).
+    pub(crate) fn link_zone(&self, z: &Zone) {
+        if self.holds_list() {
+            let o = crate::sync::Ordering::Relaxed;
+            z.list_prev.set(ptr::null());
+            z.list_next.set(self.pending.load(o));
+            self.pending.store(z as *const Zone as *mut Zone, o);
+            return;
+        }
+        self.lock_list().insert(z);
     }
 
     fn unlink_zone(&self, z: &Zone) {
-        let mut l = self.list.lock();
+        if self.holds_list() && self.unpend(z) {
+            return;
+        }
+        let mut l = self.lock_list();
         let (p, n) = (z.list_prev.get(), z.list_next.get());
         if p.is_null() {
             l.head = n;
@@ -293,9 +391,39 @@ impl Uma {
         leaked
     }
 
+    /// Takes `z` out of `pending` if it waits there (by the holder of the
+    /// list: a zone created and destroyed inside one walk).
+    fn unpend(&self, z: &Zone) -> bool {
+        let o = crate::sync::Ordering::Relaxed;
+        let target = z as *const Zone;
+        let mut prev: *const Zone = ptr::null();
+        let mut cur = self.pending.load(o) as *const Zone;
+        while !cur.is_null() {
+            // SAFETY: pending zones are alive; only this thread (the list's
+            // holder) edits the stack.
+            let next = unsafe { (*cur).list_next.get() };
+            if cur == target {
+                if prev.is_null() {
+                    self.pending.store(next as *mut Zone, o);
+                } else {
+                    // SAFETY: as above.
+                    unsafe { (*prev).list_next.set(next) };
+                }
+                return true;
+            }
+            prev = cur;
+            cur = next;
+        }
+        false
+    }
+
     /// Calls `f` on every zone (internal ones included) under the list lock.
+    /// `f` may allocate from zones of this instance, even ones created on
+    /// first use (they are listed when the walk ends, see
+    /// [`link_zone`](Self::link_zone)); it must not destroy a zone that
+    /// was listed when the walk began.
     pub fn for_each_zone(&self, mut f: impl FnMut(&Zone)) {
-        let l = self.list.lock();
+        let l = self.lock_list();
         let mut z = l.head;
         while !z.is_null() {
             // SAFETY: list lock held; listed zones are alive.
@@ -308,7 +436,7 @@ impl Uma {
 
     /// Number of zones (internal ones included).
     pub fn zone_count(&self) -> usize {
-        self.list.lock().count
+        self.lock_list().count
     }
 
     /// Reclaims from every zone (FreeBSD `uma_reclaim`); UNMANAGED zones are
@@ -416,7 +544,7 @@ impl Uma {
         mut f: impl FnMut(&Zone),
     ) -> Option<PlainReclaim> {
         let _busy = try_lock_for(&self.reclaiming, tries)?;
-        let l = try_lock_for(&self.list, tries)?;
+        let l = ListGuard::new(self, try_lock_for(&self.list, tries)?);
         let mut r = PlainReclaim::default();
         let mut z = l.head;
         while !z.is_null() {
@@ -474,7 +602,7 @@ impl Uma {
             let mut rows: [Option<crate::ZoneStats>; CHUNK] = [None; CHUNK];
             let mut n = 0;
             {
-                let l = self.list.lock();
+                let l = self.lock_list();
                 let mut z = l.head;
                 let mut i = 0;
                 while !z.is_null() && n < CHUNK {
@@ -552,6 +680,9 @@ impl Uma {
     pub(crate) fn fork_lock_lists(&self) {
         self.reclaiming.force_lock();
         self.list.force_lock();
+        // (Empty: only a holder of the list pushes there, and lists what
+        // it pushed before letting the list go.)
+        debug_assert!(self.pending.load(crate::sync::Ordering::Relaxed).is_null());
     }
 
     /// Undoes [`fork_lock_lists`](Self::fork_lock_lists).

@@ -78,6 +78,7 @@ impl Uma {
                 head: ptr::null(),
                 count: 0,
             }));
+            ptr::addr_of_mut!((*up).pending).write(crate::sync::AtomicPtr::new(ptr::null_mut()));
             ptr::addr_of_mut!((*up).reclaiming).write(Mutex::new(()));
             #[cfg(loom)]
             ptr::addr_of_mut!((*up).registry).write(Mutex::new(()));

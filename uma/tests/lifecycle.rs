@@ -248,3 +248,56 @@ fn a_freed_item_is_the_next_one_handed_out() {
     z.check_invariants();
     destroy(z);
 }
+
+/// A zone created inside a walk of the zones (an allocation in the walk's
+/// code that needed a zone built on first use, as kmem's size classes
+/// are) does not wait for the list its own thread holds: it is usable at
+/// once and listed when the walk ends; one created and destroyed inside
+/// the same walk leaves no trace; another thread's creation waits for the
+/// walk and is listed.
+#[test]
+fn zones_created_inside_a_walk_are_listed_after_it() {
+    let u = uma::Uma::bootstrap(leak_source()).unwrap();
+    let before = u.zone_count();
+    let mut made = None;
+    let mut beside = None;
+    let mut first = true;
+    u.for_each_zone(|_| {
+        if !first {
+            return;
+        }
+        first = false;
+        let z = u
+            .create_zone(&ZoneArgs::new("made-in-walk", 48))
+            .expect("zone");
+        let p = z.alloc(Flags::NOWAIT).expect("item");
+        unsafe { z.free(p) };
+        let gone = u
+            .create_zone(&ZoneArgs::new("gone-in-walk", 48))
+            .expect("zone");
+        assert_eq!(unsafe { u.destroy(gone) }, 0);
+        made = Some(z);
+        let t =
+            std::thread::spawn(move || u.create_zone(&ZoneArgs::new("made-beside", 32)).is_some());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(
+            !t.is_finished(),
+            "another thread created a zone while the list was held"
+        );
+        beside = Some(t);
+    });
+    assert!(beside.unwrap().join().unwrap());
+    let mut names = Vec::new();
+    u.for_each_zone(|z| names.push(z.name()));
+    for (name, listed) in [
+        ("made-in-walk", true),
+        ("gone-in-walk", false),
+        ("made-beside", true),
+    ] {
+        assert_eq!(names.contains(&name), listed, "{name}: {names:?}");
+    }
+    assert_eq!(u.zone_count(), before + 2);
+    let z = made.unwrap();
+    let p = z.alloc(Flags::NOWAIT).expect("item");
+    unsafe { z.free(p) };
+}

@@ -60,7 +60,7 @@ use vmem::Arena;
 use crate::classes::{class_align, CLASS_NAMES, CLASS_SIZES, LARGE_CLASS_PAGES, NCLASSES};
 use crate::os::{self, CHUNK_SIZE, PAGE_SIZE};
 use crate::pagemeta;
-use crate::sync::plain::{AtomicPtr, AtomicU8, Ordering};
+use crate::sync::plain::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 use qcache::{
     build_lc_arena, lcache_import, lcache_release, qcache_import, qcache_release, LCACHE,
     LCACHE_NAMES, QCACHE_NAMES,
@@ -89,11 +89,6 @@ pub(crate) struct Kernel {
     pub(crate) btag: &'static Zone,
     /// The btag zone's reserve (items).
     pub(crate) btag_reserve: usize,
-    /// One zone per malloc size class.
-    pub(crate) classes: [&'static Zone; NCLASSES],
-    /// Slab size and items per slab of each class (pointer validation).
-    pub(crate) slab_size: [usize; NCLASSES],
-    pub(crate) ipers: [usize; NCLASSES],
 }
 
 /// The metadata arena imports this much at a time.
@@ -106,9 +101,15 @@ static KERNEL: StaticCell<Kernel> = StaticCell::new();
 static ARENA: StaticCell<Arena<'static>> = StaticCell::new();
 static META: StaticCell<Arena<'static>> = StaticCell::new();
 
-/// The class zones, for the allocation fast path (null until ready).
+/// The class zones, each built by the first request of its class (null
+/// until then; see [`class_zone`]).
 pub(crate) static CLASS_ZONES: [AtomicPtr<Zone>; NCLASSES] =
     [const { AtomicPtr::new(ptr::null_mut()) }; NCLASSES];
+
+/// Slab size and items per slab of each class zone built (pointer
+/// validation; 0 until the zone is built, written before it is published).
+static CLASS_SLAB: [AtomicUsize; NCLASSES] = [const { AtomicUsize::new(0) }; NCLASSES];
+static CLASS_IPERS: [AtomicUsize; NCLASSES] = [const { AtomicUsize::new(0) }; NCLASSES];
 
 /// One page source per size class, so slabs are labelled with their class.
 static CLASS_PAGES: [KernelPages; NCLASSES] = {
@@ -248,10 +249,8 @@ fn build() -> bool {
     let Some(core) = wiring::build_core(&SOURCES, &spec, (&ARENA, &META)) else {
         return false;
     };
-    // 7. The malloc zones.
-    let Some((classes, slab_size, ipers)) = build_classes(core.uma) else {
-        return false;
-    };
+    // 7. The malloc zones: built one by one, each by the first request of
+    //    its class (`class_zone`).
     // 8. The quantum cache zones (until they exist, arena.alloc falls
     //    through to xalloc and arena.free to xfree).
     if !build_qcache(core.uma) {
@@ -267,47 +266,92 @@ fn build() -> bool {
             uma: core.uma,
             btag: core.btag,
             btag_reserve: spec.reserve,
-            classes,
-            slab_size,
-            ipers,
         });
-    }
-    for (c, z) in classes.iter().enumerate() {
-        CLASS_ZONES[c].store(*z as *const Zone as *mut Zone, Ordering::Release);
-        // The lazy timeout (`timeout` module) runs from their slow paths.
-        #[cfg(not(loom))]
-        z.set_slow_hook(crate::timeout::tick);
     }
     true
 }
 
-/// The size-class zones with their slab sizes and items per slab.
-#[allow(clippy::type_complexity)]
-fn build_classes(
-    uma: &'static uma::Uma,
-) -> Option<(
-    [&'static Zone; NCLASSES],
-    [usize; NCLASSES],
-    [usize; NCLASSES],
-)> {
-    let mut classes: [Option<&'static Zone>; NCLASSES] = [None; NCLASSES];
-    let mut slab_size = [0; NCLASSES];
-    let mut ipers = [0; NCLASSES];
-    for c in 0..NCLASSES {
-        let args = ZoneArgs::new(CLASS_NAMES[c], CLASS_SIZES[c])
-            .align(class_align(c).max(8))
-            .source(&CLASS_PAGES[c]);
-        let z = uma.create_zone(&args)?;
-        let info = z.keg_info()?;
-        classes[c] = Some(z);
-        slab_size[c] = info.layout.slab_size;
-        ipers[c] = info.layout.ipers;
+/// Size class `c`'s zone if some request has built it.
+#[inline]
+pub(crate) fn built_class(c: usize) -> Option<&'static Zone> {
+    let z = CLASS_ZONES.get(c)?.load(Ordering::Acquire);
+    // SAFETY: set once to a zone that is never destroyed.
+    (!z.is_null()).then(|| unsafe { &*z })
+}
+
+/// The class zones built so far.
+pub(crate) fn built_classes() -> impl Iterator<Item = &'static Zone> {
+    (0..NCLASSES).filter_map(built_class)
+}
+
+/// Size class `c`'s zone, built now if no request of the class has built
+/// it yet: a process creates the zones of the classes it uses, not all
+/// 44 (a program that makes a few allocations and exits, as every process
+/// of a shell script does, built them all: 44 zones and kegs, 13 pages of
+/// them, a fifth of what the allocator added to such a process's start).
+/// `None` if `c` is no class or the zone could not be had.
+#[inline]
+pub(crate) fn class_zone(k: &Kernel, c: usize) -> Option<&'static Zone> {
+    built_class(c).or_else(|| build_class(k, c))
+}
+
+/// Whether UMA's debug bitset says `p`, an item of class `c`, is free
+/// (`invariants` builds; false when unknown).
+#[cfg(feature = "invariants")]
+pub(crate) fn item_is_free(c: usize, p: *const u8) -> bool {
+    built_class(c).and_then(|z| uma::debug::is_allocated(z, p)) == Some(false)
+}
+
+/// Class `c`'s slab size and items per slab (0 until its zone is built).
+#[inline]
+pub(crate) fn class_geometry(c: usize) -> (usize, usize) {
+    (
+        CLASS_SLAB[c].load(Ordering::Relaxed),
+        CLASS_IPERS[c].load(Ordering::Relaxed),
+    )
+}
+
+/// Builds class `c`'s zone and publishes it, unless another thread's
+/// build of it wins the race (then that one, and this one is destroyed
+/// unused). No lock of kmem's is held, so a build may start anywhere an
+/// allocation may (UMA serializes what it must); a fork in the middle
+/// leaves the child an orphaned, empty zone at worst.
+#[cold]
+#[inline(never)]
+fn build_class(k: &Kernel, c: usize) -> Option<&'static Zone> {
+    if c >= NCLASSES {
+        return None;
     }
-    Some((
-        classes.map(|z| z.expect("every class built")),
-        slab_size,
-        ipers,
-    ))
+    let args = ZoneArgs::new(CLASS_NAMES[c], CLASS_SIZES[c])
+        .align(class_align(c).max(8))
+        .source(&CLASS_PAGES[c]);
+    let z = k.uma.create_zone(&args)?;
+    let info = z.keg_info()?;
+    // The same values whoever wins: the layout depends on the class only.
+    CLASS_SLAB[c].store(info.layout.slab_size, Ordering::Relaxed);
+    CLASS_IPERS[c].store(info.layout.ipers, Ordering::Relaxed);
+    // The lazy timeout (`timeout` module) runs from their slow paths.
+    #[cfg(not(loom))]
+    z.set_slow_hook(crate::timeout::tick);
+    let mine = z as *const Zone as *mut Zone;
+    match CLASS_ZONES[c].compare_exchange(
+        ptr::null_mut(),
+        mine,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
+        Ok(_) => {
+            crate::fast::publish_class(c, z);
+            crate::prof::class_built(z);
+            Some(z)
+        }
+        Err(theirs) => {
+            // SAFETY: our zone, never published: no item, no cache of it.
+            unsafe { k.uma.destroy(z) };
+            // SAFETY: set once to a zone that is never destroyed.
+            Some(unsafe { &*theirs })
+        }
+    }
 }
 
 /// The kernel arena's quantum-cache zones and the large classes' cache

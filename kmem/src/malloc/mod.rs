@@ -38,7 +38,8 @@ use crossbeam_utils::{Backoff, CachePadded};
 use crate::classes::{
     class_of, fits_large, large_class_exact, large_pages, CLASS_NAMES, CLASS_SIZES,
 };
-use crate::kernel::{arena_pages, kernel, lcache_zone, vflags, Kernel, QCACHE, QCACHE_MAX};
+use crate::kernel::{arena_pages, built_class, class_geometry, kernel, lcache_zone, vflags};
+use crate::kernel::{Kernel, QCACHE, QCACHE_MAX};
 use crate::os::{round_page, PAGE_SIZE};
 use crate::pagemeta::{self, TAG_CACHED, TAG_LARGE, TAG_LARGE_X, TAG_MASK, TAG_SLAB};
 use crate::report::{report, Report, ReportKind};
@@ -79,7 +80,7 @@ impl Owner {
 /// Finds what `ptr` is from the page metadata (FreeBSD `vtoslab`), in
 /// O(1). Reports and returns `None` for anything that is not the start of
 /// a live allocation that can be proved cheaply.
-pub(crate) fn owner_of(k: &Kernel, ptr: usize, op: &'static str) -> Option<Owner> {
+pub(crate) fn owner_of(_k: &Kernel, ptr: usize, op: &'static str) -> Option<Owner> {
     let word = pagemeta::lookup(ptr);
     let bad = |kind, zone| {
         report(Report::new(kind, op, ptr, zone));
@@ -88,8 +89,9 @@ pub(crate) fn owner_of(k: &Kernel, ptr: usize, op: &'static str) -> Option<Owner
     match word & TAG_MASK {
         TAG_SLAB if word != 0 => {
             let c = pagemeta::slab_class(word);
-            let off = ptr & (k.slab_size[c] - 1);
-            if off % CLASS_SIZES[c] != 0 || off / CLASS_SIZES[c] >= k.ipers[c] {
+            let ((slab, ipers), size) = (class_geometry(c), CLASS_SIZES[c]);
+            let off = ptr & slab.wrapping_sub(1);
+            if slab == 0 || off % size != 0 || off / size >= ipers {
                 return bad(ReportKind::NotAllocationStart, Owner::Class(c).zone());
             }
             Some(Owner::Class(c))
@@ -464,8 +466,8 @@ pub(crate) unsafe fn free_owned(
     op: &'static str,
 ) -> bool {
     match owner {
-        // SAFETY: the caller's promise.
-        Owner::Class(c) => unsafe { free_small(k.classes[c], ptr, c, op) },
+        // SAFETY: the caller's promise (the zone is built: the block is its).
+        Owner::Class(c) => built_class(c).is_some_and(|z| unsafe { free_small(z, ptr, c, op) }),
         // SAFETY: the caller's promise: a live large block of n pages.
         Owner::Large(n) => unsafe {
             large_free(k, ptr.as_ptr() as usize, n);
@@ -547,13 +549,9 @@ pub(crate) unsafe fn free_untyped(ptr: *mut u8, op: &'static str) -> Option<Owne
     // Debug builds only.
     #[cfg(feature = "invariants")]
     if let Owner::Class(c) = owner {
-        if uma::debug::is_allocated(k.classes[c], ptr) == Some(false) {
-            report(Report::new(
-                ReportKind::DoubleFree,
-                op,
-                ptr as usize,
-                owner.zone(),
-            ));
+        if crate::kernel::item_is_free(c, ptr) {
+            let zone = owner.zone();
+            report(Report::new(ReportKind::DoubleFree, op, ptr as usize, zone));
             return None;
         }
     }
@@ -608,12 +606,13 @@ pub(crate) unsafe fn realloc_untyped(
     // UMA's debug bitset (as `free_untyped` does).
     #[cfg(feature = "invariants")]
     if let Owner::Class(c) = owner {
-        if uma::debug::is_allocated(k.classes[c], ptr) == Some(false) {
+        if crate::kernel::item_is_free(c, ptr) {
+            let zone = owner.zone();
             report(Report::new(
                 ReportKind::DoubleFree,
                 "realloc",
                 ptr as usize,
-                owner.zone(),
+                zone,
             ));
             return None;
         }
@@ -721,7 +720,7 @@ unsafe fn tag_set(p: NonNull<u8>, owner: Owner, ty: &'static MallocType) {
 /// operation must be dropped.
 #[inline(always)]
 fn tag_check(
-    k: &Kernel,
+    _k: &Kernel,
     p: NonNull<u8>,
     owner: Owner,
     ty: &'static MallocType,
@@ -741,12 +740,12 @@ fn tag_check(
                 .read_unaligned()
         };
         if found != tag_of(ty) {
-            tag_mismatch(k, p.as_ptr() as usize, owner, ty, found, op);
+            tag_mismatch(p.as_ptr() as usize, owner, ty, found, op);
             return false;
         }
     }
     #[cfg(not(feature = "invariants"))]
-    let _ = (k, p, owner, ty, op);
+    let _ = (p, owner, ty, op);
     true
 }
 
@@ -755,20 +754,13 @@ fn tag_check(
 #[cfg(feature = "invariants")]
 #[cold]
 #[inline(never)]
-fn tag_mismatch(
-    k: &Kernel,
-    ptr: usize,
-    owner: Owner,
-    ty: &'static MallocType,
-    found: u64,
-    op: &'static str,
-) {
+fn tag_mismatch(ptr: usize, owner: Owner, ty: &'static MallocType, found: u64, op: &'static str) {
     let r = Report {
         mtype: ty.name,
         ..Report::new(ReportKind::WrongType, op, ptr, owner.zone())
     };
     if let Owner::Class(c) = owner {
-        if uma::debug::is_allocated(k.classes[c], ptr as *const u8) == Some(false) {
+        if crate::kernel::item_is_free(c, ptr as *const u8) {
             report(Report {
                 kind: ReportKind::DoubleFree,
                 ..r

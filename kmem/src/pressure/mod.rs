@@ -320,7 +320,7 @@ fn soft_pass() {
 /// application's own [`uma::Uma::reclaim`] calls.
 fn reclaim_zones(k: &crate::kernel::Kernel, how: uma::Reclaim) -> usize {
     let own = || {
-        (k.classes.iter().copied())
+        crate::kernel::built_classes()
             .chain(crate::kernel::qcache_zones())
             .chain(core::iter::once(k.btag))
     };
@@ -459,24 +459,40 @@ pub fn write_pressure_stats(w: &mut dyn fmt::Write) -> fmt::Result {
         "{:>24} {:>8} {:>6} {:>6} {:>8}",
         "zone", "slab", "ipers", "eff%", "slabs"
     )?;
-    let mut r = Ok(());
-    k.uma.for_each_zone(|z| {
-        if r.is_err() {
-            return;
-        }
-        if let Some(i) = z.keg_info() {
-            r = writeln!(
+    // The rows are copied 16 at a time under the zone list and written
+    // after it is dropped (as `stats::for_each_zone_stats`): `w` may
+    // allocate, and an allocation may build a size-class zone, which takes
+    // the list.
+    const CHUNK: usize = 16;
+    let mut done = 0;
+    loop {
+        let mut rows: [Option<(&'static str, uma::KegInfo)>; CHUNK] = [None; CHUNK];
+        let (mut n, mut i) = (0, 0);
+        k.uma.for_each_zone(|z| {
+            if let Some(info) = z.keg_info() {
+                if i >= done && n < CHUNK {
+                    rows[n] = Some((z.name(), info));
+                    n += 1;
+                }
+                i += 1;
+            }
+        });
+        for (name, info) in rows.iter().flatten() {
+            writeln!(
                 w,
                 "{:>24} {:>8} {:>6} {:>6} {:>8}",
-                z.name(),
-                i.layout.slab_size,
-                i.layout.ipers,
-                i.layout.efficiency_pct(),
-                i.slabs
-            );
+                name,
+                info.layout.slab_size,
+                info.layout.ipers,
+                info.layout.efficiency_pct(),
+                info.slabs
+            )?;
         }
-    });
-    r
+        if n < CHUNK {
+            return Ok(());
+        }
+        done += n;
+    }
 }
 
 /// Fork child: the threads that were inside a reclaim pass, the worker or a

@@ -88,7 +88,10 @@ impl Reservation {
         // large class).
         let size = crate::malloc::typed_request(size)?;
         let base = match class_of(size, 1) {
-            Some(c) => k.slab_size[c],
+            Some(c) => {
+                crate::kernel::class_zone(k, c)?;
+                crate::kernel::class_geometry(c).0
+            }
             None => crate::classes::large_pages(size, 1)? * crate::os::PAGE_SIZE,
         };
         base.checked_add(META_ALLOWANCE)

@@ -248,8 +248,11 @@ fn gates_ready(k: &Kernel) -> bool {
             {
                 return GATES.load(Ordering::Acquire) == 2;
             }
+            let _ = k;
+            // Against a class zone built meanwhile (see `class_built`).
+            core::sync::atomic::fence(Ordering::SeqCst);
             if all_frees_gated() {
-                for z in k.classes {
+                for z in crate::kernel::built_classes() {
                     z.gate_fast_frees();
                 }
             }
@@ -259,15 +262,30 @@ fn gates_ready(k: &Kernel) -> bool {
     }
 }
 
+/// A class zone just built (on first use, see `kernel::class_zone`): its
+/// frees are gated as the others' if sampling has gated them, or is
+/// gating them now (either this sees `GATES` set, or that loop sees the
+/// zone: a fence on each side).
+pub(crate) fn class_built(z: &'static uma::Zone) {
+    core::sync::atomic::fence(Ordering::SeqCst);
+    if GATES.load(Ordering::Relaxed) != 0 && all_frees_gated() {
+        z.gate_fast_frees();
+    }
+}
+
 /// After a free of a class-`c` block on the slow road (see
 /// `sample::after_free`).
 #[inline]
 pub(crate) fn after_free(c: usize) {
     if on() {
         if let Some(k) = kernel() {
+            let Some(z) = crate::kernel::built_class(c) else {
+                return;
+            };
+            let _ = k;
             sample::after_free::<crate::fast::TlsDescriptor>(
                 c,
-                k.classes[c].fast_slot(),
+                z.fast_slot(),
                 INTERVAL.load(Ordering::Relaxed),
             );
         }

@@ -20,6 +20,8 @@ pub(crate) fn poll_start() {}
 
 pub(crate) fn after_free(_: usize) {}
 
+pub(crate) fn class_built(_: &'static uma::Zone) {}
+
 pub(crate) fn alloc(_: &Kernel, _: usize, _: usize, _: Flags) -> Option<NonNull<u8>> {
     None
 }

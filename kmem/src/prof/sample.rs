@@ -392,7 +392,7 @@ pub(crate) fn alloc_class(
     flags: Flags,
     interval: u64,
 ) -> Option<NonNull<u8>> {
-    let slot = k.classes[c].fast_slot();
+    let slot = crate::kernel::class_zone(k, c)?.fast_slot();
     thread_state(|t| alloc_class_in(t, k, c, slot, size, align, flags, interval))
 }
 

@@ -354,6 +354,16 @@ pub(crate) fn publish_class(c: usize, z: &uma::Zone) {
 #[cfg(any(loom, feature = "invariants"))]
 pub(crate) fn publish_class(_c: usize, _z: &uma::Zone) {}
 
+/// Fills the page caches' entries of the large blocks' tables from the
+/// zones built so far: after one is built (on first use, see
+/// [`crate::kernel::qcache_zone`]). Not in debug mode.
+pub(crate) fn publish_caches() {
+    #[cfg(not(any(loom, feature = "invariants")))]
+    if !crate::debugmode::on() {
+        crate::fast_large::publish();
+    }
+}
+
 // ---------------------------------------------------------------- lookups
 
 /// The slot of the class zone of a request of at most 1 KiB (maybe

@@ -18,22 +18,28 @@ use crate::sync::{Mutex, MutexGuard};
 use crate::zone::{Zone, ZoneParts};
 use crate::{debug, Ctor, Dtor, Fini, Flags, Init, Reclaim, ZoneFlags};
 
-/// The instance's zones (under `Uma::list`).
+/// The instance's zones (under `Uma::list`), oldest first (FreeBSD's
+/// `vmstat -z` order).
 pub(crate) struct ZoneList {
     pub(crate) head: *const Zone,
+    pub(crate) tail: *const Zone,
     pub(crate) count: usize,
 }
 
 impl ZoneList {
-    /// Puts `z` at the head.
+    /// Puts `z` at the tail: a walk that counts its place from the head
+    /// (the statistics tables copy rows a chunk at a time) stays in step
+    /// while zones are created, as they are on first use.
     fn insert(&mut self, z: &Zone) {
-        z.list_prev.set(ptr::null());
-        z.list_next.set(self.head);
-        if !self.head.is_null() {
+        z.list_next.set(ptr::null());
+        z.list_prev.set(self.tail);
+        if self.tail.is_null() {
+            self.head = z;
+        } else {
             // SAFETY: list lock held; listed zones are alive.
-            unsafe { (*self.head).list_prev.set(z) };
+            unsafe { (*self.tail).list_next.set(z) };
         }
-        self.head = z;
+        self.tail = z;
         self.count += 1;
     }
 }
@@ -187,7 +193,9 @@ impl Uma {
             // SAFETY: list lock held; listed zones are alive.
             unsafe { (*p).list_next.set(n) };
         }
-        if !n.is_null() {
+        if n.is_null() {
+            l.tail = p;
+        } else {
             // SAFETY: as above.
             unsafe { (*n).list_prev.set(p) };
         }

@@ -76,6 +76,7 @@ impl Uma {
             }));
             ptr::addr_of_mut!((*up).list).write(Mutex::new(ZoneList {
                 head: ptr::null(),
+                tail: ptr::null(),
                 count: 0,
             }));
             ptr::addr_of_mut!((*up).pending).write(crate::sync::AtomicPtr::new(ptr::null_mut()));

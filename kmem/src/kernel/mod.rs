@@ -354,31 +354,39 @@ fn build_class(k: &Kernel, c: usize) -> Option<&'static Zone> {
     }
 }
 
-/// The kernel arena's quantum-cache zones and the large classes' cache
-/// zones (UMA cache-only zones).
-fn build_qcache(uma: &'static uma::Uma) -> bool {
-    for (class, name) in QCACHE_NAMES.iter().enumerate().skip(1) {
-        let Some(z) = uma.create_cache(&uma::CacheArgs {
-            name,
-            size: class * PAGE_SIZE,
+/// The large classes' arena. The page caches' zones (the quantum cache's
+/// and the large classes', UMA cache-only zones) are built on first use,
+/// as the size classes' are: [`qcache_zone`], [`lcache_zone_for`].
+fn build_qcache(_uma: &'static uma::Uma) -> bool {
+    build_lc_arena(&SOURCES.bt_tags)
+}
+
+/// The quantum cache's zone of `n`-page ranges (1..=16), built now if no
+/// request has built it yet. Until it is, the arena's `alloc`/`free`
+/// fall through to `xalloc`/`xfree`; a block handed out by it is
+/// labelled so (not direct), so its free always finds it built.
+pub(crate) fn qcache_zone(k: &Kernel, n: usize) -> Option<&'static Zone> {
+    QCACHE.zone(n).or_else(|| {
+        let args = uma::CacheArgs {
+            name: QCACHE_NAMES.get(n).filter(|_| n > 0)?,
+            size: n * PAGE_SIZE,
             import: qcache_import,
             release: qcache_release,
-            arg: class,
+            arg: n,
             ctor: None,
             dtor: None,
             flags: uma::ZoneFlags::NONE,
             bucket_size: None,
-        }) else {
-            return false;
         };
-        QCACHE.zones[class].store(z as *const Zone as *mut Zone, Ordering::Release);
-    }
-    if !build_lc_arena(&SOURCES.bt_tags) {
-        return false;
-    }
-    for (c, name) in LCACHE_NAMES.iter().enumerate() {
-        let Some(z) = uma.create_cache(&uma::CacheArgs {
-            name,
+        build_cache(k, &QCACHE.zones[n], &args)
+    })
+}
+
+/// Large class `c`'s cache zone, built now if no request has built it.
+pub(crate) fn lcache_zone_for(k: &Kernel, c: usize) -> Option<&'static Zone> {
+    lcache_zone(c).or_else(|| {
+        let args = uma::CacheArgs {
+            name: LCACHE_NAMES.get(c)?,
             size: LARGE_CLASS_PAGES[c] * PAGE_SIZE,
             import: lcache_import,
             release: lcache_release,
@@ -393,10 +401,32 @@ fn build_qcache(uma: &'static uma::Uma) -> bool {
             // a pair; four a bucket, 44 ns). A thread's cache holds at
             // most two buckets a class: 5 MB over the eight classes.
             bucket_size: Some(2),
-        }) else {
-            return false;
         };
-        LCACHE[c].store(z as *const Zone as *mut Zone, Ordering::Release);
+        build_cache(k, &LCACHE[c], &args)
+    })
+}
+
+/// Builds a page cache's zone and publishes it in `slot` and the fast
+/// road's tables, unless another thread's build wins (as `build_class`).
+#[cold]
+#[inline(never)]
+fn build_cache(
+    k: &Kernel,
+    slot: &'static AtomicPtr<Zone>,
+    args: &uma::CacheArgs,
+) -> Option<&'static Zone> {
+    let z = k.uma.create_cache(args)?;
+    let mine = z as *const Zone as *mut Zone;
+    match slot.compare_exchange(ptr::null_mut(), mine, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => {
+            crate::fast::publish_caches();
+            Some(z)
+        }
+        Err(theirs) => {
+            // SAFETY: our zone, never published: no item, no cache of it.
+            unsafe { k.uma.destroy(z) };
+            // SAFETY: set once to a zone that is never destroyed.
+            Some(unsafe { &*theirs })
+        }
     }
-    true
 }

@@ -39,7 +39,7 @@ use crate::classes::{
     class_of, fits_large, large_class_exact, large_pages, CLASS_NAMES, CLASS_SIZES,
 };
 use crate::kernel::{arena_pages, built_class, class_geometry, kernel, lcache_zone, vflags};
-use crate::kernel::{Kernel, QCACHE, QCACHE_MAX};
+use crate::kernel::{Kernel, QCACHE_MAX};
 use crate::os::{round_page, PAGE_SIZE};
 use crate::pagemeta::{self, TAG_CACHED, TAG_LARGE, TAG_LARGE_X, TAG_MASK, TAG_SLAB};
 use crate::report::{report, Report, ReportKind};
@@ -147,11 +147,11 @@ pub(crate) fn large_alloc(
     let zone = if align > PAGE_SIZE {
         None
     } else if bytes <= QCACHE_MAX {
-        QCACHE.zone(n)
+        crate::kernel::qcache_zone(k, n)
     } else if zero {
         None
     } else {
-        large_class_exact(n).and_then(lcache_zone)
+        large_class_exact(n).and_then(|c| crate::kernel::lcache_zone_for(k, c))
     };
     let cached = zone
         .and_then(|z| z.alloc(Flags::NOWAIT))

@@ -73,11 +73,12 @@
 //!    made inside a walk of the zone list (a statistics sink, a reclaim's
 //!    callback) may build one too: UMA lists it when the walk ends
 //!    (`uma::Uma::for_each_zone`).
-//! 8. The kernel arena's **quantum cache** zones (1..16 pages, UMA
-//!    cache-only zones importing from the arena); until they exist the
-//!    arena's `alloc`/`free` fall through to `xalloc`/`xfree`. Then the
-//!    **large classes'** cache zones (80 KiB to 256 KiB, four per
-//!    doubling, `classes::large_pages`), built the same way.
+//! 8. The large classes' arena. The kernel arena's **quantum cache**
+//!    zones (1..16 pages, UMA cache-only zones importing from the arena)
+//!    and the **large classes'** cache zones (80 KiB to 256 KiB, four per
+//!    doubling, `classes::large_pages`) are built by their first request,
+//!    as the malloc zones are; until one exists the arena's `alloc`/`free`
+//!    of its size fall through to `xalloc`/`xfree`.
 //!
 //! ## Memory
 //!

@@ -427,8 +427,8 @@ impl Uma {
 
     /// Calls `f` on every zone (internal ones included) under the list lock.
     /// `f` may allocate from zones of this instance, even ones created on
-    /// first use (they are listed when the walk ends, see
-    /// [`link_zone`](Self::link_zone)); it must not destroy a zone that
+    /// first use (such a zone waits on a pending stack and is listed when
+    /// the walk ends); it must not destroy a zone that
     /// was listed when the walk began.
     pub fn for_each_zone(&self, mut f: impl FnMut(&Zone)) {
         let l = self.lock_list();

@@ -216,6 +216,7 @@ pub use slab::SlabLayout;
 pub use source::{MmapSource, SlabSource, TestSource, MMAP_SOURCE, PAGE_SIZE};
 #[cfg(not(loom))]
 pub use startup::global;
+pub use startup::online_cpus;
 pub use stats::ZoneStats;
 pub use tls_block::ZeroInit;
 pub use zone::Zone;

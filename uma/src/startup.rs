@@ -210,13 +210,24 @@ fn ncpu() -> usize {
 
 #[cfg(not(loom))]
 fn ncpu() -> usize {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    if n < 1 {
-        1
-    } else {
-        n as usize
+    online_cpus()
+}
+
+/// The number of online CPUs (at least 1), read once per process and
+/// kept: `sysconf(_SC_NPROCESSORS_ONLN)` reads a sysfs file, 6-8 us a
+/// call here, and a process's start under kmem's C library made two
+/// (UMA's bootstrap and kmem's boundary-tag reserve).
+pub fn online_cpus() -> usize {
+    use core::sync::atomic::{AtomicUsize, Ordering};
+    static ONLINE: AtomicUsize = AtomicUsize::new(0);
+    let n = ONLINE.load(Ordering::Relaxed);
+    if n != 0 {
+        return n;
     }
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
+    ONLINE.store(n, Ordering::Relaxed);
+    n
 }
 
 /// The process's default instance over [`MmapSource`](crate::MmapSource),

@@ -185,15 +185,11 @@ fn kernel_slow() -> Option<&'static Kernel> {
     }
 }
 
+/// Online CPUs: UMA's count, read once per process (std's
+/// available_parallelism may read cgroup files through the global
+/// allocator).
 fn ncpu() -> usize {
-    // SAFETY: sysconf has no preconditions. (std's available_parallelism
-    // may read cgroup files through the global allocator.)
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    if n < 1 {
-        1
-    } else {
-        n as usize
-    }
+    uma::online_cpus()
 }
 
 /// Boot pages in use and given back (bytes).

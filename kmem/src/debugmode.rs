@@ -616,7 +616,7 @@ fn resolve(user: *const u8, op: &'static str) -> Option<(Header, usize, Owner)> 
     }
     // SAFETY: `u - HEADER` and `u` are in registered (mapped) chunks.
     let Some(h) = (unsafe { read_header(u) }) else {
-        broken_header(k, u, op);
+        broken_header(u, op);
         return None;
     };
     let inner = u - h.front;
@@ -661,12 +661,11 @@ fn resolve(user: *const u8, op: &'static str) -> Option<(Header, usize, Owner)> 
 
 /// No valid header below `u`: an underflow if `u` is where a debug block's
 /// user bytes start in its size-class item, else not a block start.
-fn broken_header(k: &crate::kernel::Kernel, u: usize, op: &'static str) {
+fn broken_header(u: usize, op: &'static str) {
     let word = pagemeta::lookup(u);
     if pagemeta::is_slab(word) {
         let c = pagemeta::slab_class(word);
         let size = crate::CLASS_SIZES[c];
-        let _ = k;
         let off = (u & (crate::kernel::class_geometry(c).0.max(1) - 1)) % size;
         if off >= FRONT_MIN && off.is_power_of_two() {
             // The header is gone, but the stacks may be intact.

@@ -300,12 +300,11 @@ fn publish() {
     if PUBLISHED.load(Ordering::Acquire) {
         return;
     }
-    let Some(k) = kernel() else { return };
-    if crate::debugmode::on() {
-        // Debug mode: every operation takes the slow road (no tables).
+    if kernel().is_none() || crate::debugmode::on() {
+        // Not built yet; or debug mode, where every operation takes the
+        // slow road (no tables).
         return;
     }
-    let _ = k;
     for c in 0..NCLASSES {
         if let Some(z) = crate::kernel::built_class(c) {
             publish_class(c, z);

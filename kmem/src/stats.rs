@@ -123,20 +123,33 @@ fn idle(z: &uma::ZoneStats) -> bool {
 }
 
 /// Calls `f` on the statistics of every zone, in list order, without
-/// holding the zone list while `f` runs (so `f` may write to a sink that
-/// allocates): the rows are copied 16 at a time under the list lock.
+/// holding the zone list while `f` runs (see [`for_each_zone_row`]).
 fn for_each_zone_stats(
     uma: &uma::Uma,
-    mut f: impl FnMut(&uma::ZoneStats) -> fmt::Result,
+    f: impl FnMut(&uma::ZoneStats) -> fmt::Result,
+) -> fmt::Result {
+    for_each_zone_row(uma, |z| Some(z.stats()), f)
+}
+
+/// Calls `f` on `row(z)` of every zone `z` that has one, in list order,
+/// without holding the zone list while `f` runs, so `f` may write to a
+/// sink that allocates (an allocation may build a zone, which takes the
+/// list): the rows are copied 16 at a time under the list lock. (The list
+/// is oldest first: zones built meanwhile come after the rows counted.)
+pub(crate) fn for_each_zone_row<T: Copy>(
+    uma: &uma::Uma,
+    row: impl Fn(&uma::Zone) -> Option<T>,
+    mut f: impl FnMut(&T) -> fmt::Result,
 ) -> fmt::Result {
     const CHUNK: usize = 16;
     let mut done = 0;
     loop {
-        let mut rows: [Option<uma::ZoneStats>; CHUNK] = [None; CHUNK];
+        let mut rows: [Option<T>; CHUNK] = [None; CHUNK];
         let (mut n, mut i) = (0, 0);
         uma.for_each_zone(|z| {
+            let Some(r) = row(z) else { return };
             if i >= done && n < CHUNK {
-                rows[n] = Some(z.stats());
+                rows[n] = Some(r);
                 n += 1;
             }
             i += 1;

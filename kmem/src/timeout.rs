@@ -214,7 +214,6 @@ pub(crate) fn tick_at(now: u64) {
 
 /// One timeout pass over what kmem owns (see the module doc).
 fn pass(k: &Kernel) {
-    let _ = k;
     for z in kernel::built_classes() {
         z.timeout();
     }

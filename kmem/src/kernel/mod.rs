@@ -247,9 +247,12 @@ fn build() -> bool {
     };
     // 7. The malloc zones: built one by one, each by the first request of
     //    its class (`class_zone`).
-    // 8. The quantum cache zones (until they exist, arena.alloc falls
-    //    through to xalloc and arena.free to xfree).
-    if !build_qcache(core.uma) {
+    // 8. The large classes' arena. The page caches' zones (the quantum
+    //    cache's and the large classes', UMA cache-only zones) are built on
+    //    first use, as the size classes' are (`qcache_zone`,
+    //    `lcache_zone_for`); until one exists, arena.alloc falls through
+    //    to xalloc and arena.free to xfree.
+    if !build_lc_arena(&SOURCES.bt_tags) {
         return false;
     }
     // 9. The memory limit from the environment (BSDALLOC_LIMIT).
@@ -329,32 +332,35 @@ fn build_class(k: &Kernel, c: usize) -> Option<&'static Zone> {
     // The lazy timeout (`timeout` module) runs from their slow paths.
     #[cfg(not(loom))]
     z.set_slow_hook(crate::timeout::tick);
+    Some(publish_built(k, &CLASS_ZONES[c], z, || {
+        crate::fast::publish_class(c, z);
+        crate::prof::class_built(z);
+    }))
+}
+
+/// Publishes `z`, a zone just built on first use, in `slot` and runs
+/// `won` (its entries of the fast path's tables), unless another thread's
+/// build of the same zone got there first: then that zone, and `z` is
+/// destroyed unused.
+fn publish_built(
+    k: &Kernel,
+    slot: &'static AtomicPtr<Zone>,
+    z: &'static Zone,
+    won: impl FnOnce(),
+) -> &'static Zone {
     let mine = z as *const Zone as *mut Zone;
-    match CLASS_ZONES[c].compare_exchange(
-        ptr::null_mut(),
-        mine,
-        Ordering::AcqRel,
-        Ordering::Acquire,
-    ) {
+    match slot.compare_exchange(ptr::null_mut(), mine, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => {
-            crate::fast::publish_class(c, z);
-            crate::prof::class_built(z);
-            Some(z)
+            won();
+            z
         }
         Err(theirs) => {
             // SAFETY: our zone, never published: no item, no cache of it.
             unsafe { k.uma.destroy(z) };
             // SAFETY: set once to a zone that is never destroyed.
-            Some(unsafe { &*theirs })
+            unsafe { &*theirs }
         }
     }
-}
-
-/// The large classes' arena. The page caches' zones (the quantum cache's
-/// and the large classes', UMA cache-only zones) are built on first use,
-/// as the size classes' are: [`qcache_zone`], [`lcache_zone_for`].
-fn build_qcache(_uma: &'static uma::Uma) -> bool {
-    build_lc_arena(&SOURCES.bt_tags)
 }
 
 /// The quantum cache's zone of `n`-page ranges (1..=16), built now if no
@@ -403,7 +409,7 @@ pub(crate) fn lcache_zone_for(k: &Kernel, c: usize) -> Option<&'static Zone> {
 }
 
 /// Builds a page cache's zone and publishes it in `slot` and the fast
-/// road's tables, unless another thread's build wins (as `build_class`).
+/// road's tables (see `publish_built`).
 #[cold]
 #[inline(never)]
 fn build_cache(
@@ -412,17 +418,5 @@ fn build_cache(
     args: &uma::CacheArgs,
 ) -> Option<&'static Zone> {
     let z = k.uma.create_cache(args)?;
-    let mine = z as *const Zone as *mut Zone;
-    match slot.compare_exchange(ptr::null_mut(), mine, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => {
-            crate::fast::publish_caches();
-            Some(z)
-        }
-        Err(theirs) => {
-            // SAFETY: our zone, never published: no item, no cache of it.
-            unsafe { k.uma.destroy(z) };
-            // SAFETY: set once to a zone that is never destroyed.
-            Some(unsafe { &*theirs })
-        }
-    }
+    Some(publish_built(k, slot, z, crate::fast::publish_caches))
 }

@@ -226,8 +226,7 @@ pub fn for_each_malloc_type(mut f: impl FnMut(&'static MallocType)) {
 /// 63 if large blocks are.
 pub fn malloc_untyped_stats() -> MallocTypeStats {
     let mut all = MallocTypeStats::default();
-    if let Some(k) = kernel() {
-        let _ = k;
+    if kernel().is_some() {
         for (c, z) in (0..crate::classes::NCLASSES)
             .filter_map(|c| crate::kernel::built_class(c).map(|z| (c, z)))
         {

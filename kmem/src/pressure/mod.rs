@@ -459,40 +459,19 @@ pub fn write_pressure_stats(w: &mut dyn fmt::Write) -> fmt::Result {
         "{:>24} {:>8} {:>6} {:>6} {:>8}",
         "zone", "slab", "ipers", "eff%", "slabs"
     )?;
-    // The rows are copied 16 at a time under the zone list and written
-    // after it is dropped (as `stats::for_each_zone_stats`): `w` may
-    // allocate, and an allocation may build a size-class zone, which takes
-    // the list.
-    const CHUNK: usize = 16;
-    let mut done = 0;
-    loop {
-        let mut rows: [Option<(&'static str, uma::KegInfo)>; CHUNK] = [None; CHUNK];
-        let (mut n, mut i) = (0, 0);
-        k.uma.for_each_zone(|z| {
-            if let Some(info) = z.keg_info() {
-                if i >= done && n < CHUNK {
-                    rows[n] = Some((z.name(), info));
-                    n += 1;
-                }
-                i += 1;
-            }
-        });
-        for (name, info) in rows.iter().flatten() {
-            writeln!(
-                w,
-                "{:>24} {:>8} {:>6} {:>6} {:>8}",
-                name,
-                info.layout.slab_size,
-                info.layout.ipers,
-                info.layout.efficiency_pct(),
-                info.slabs
-            )?;
-        }
-        if n < CHUNK {
-            return Ok(());
-        }
-        done += n;
-    }
+    // (Written after the zone list is dropped: `w` may allocate.)
+    let row = |z: &uma::Zone| z.keg_info().map(|info| (z.name(), info));
+    crate::stats::for_each_zone_row(k.uma, row, |(name, info)| {
+        writeln!(
+            w,
+            "{:>24} {:>8} {:>6} {:>6} {:>8}",
+            name,
+            info.layout.slab_size,
+            info.layout.ipers,
+            info.layout.efficiency_pct(),
+            info.slabs
+        )
+    })
 }
 
 /// Fork child: the threads that were inside a reclaim pass, the worker or a

@@ -226,7 +226,7 @@ pub(crate) fn tracking() -> bool {
 /// sampling.
 pub(crate) fn alloc(k: &Kernel, size: usize, align: usize, flags: Flags) -> Option<NonNull<u8>> {
     let interval = INTERVAL.load(Ordering::Relaxed);
-    let gated = gates_ready(k);
+    let gated = gates_ready();
     match class_of(size, align) {
         Some(c) if gated => sample::alloc_class(k, c, size, align, flags, interval),
         Some(c) => crate::fast::class_alloc(k, c, flags),
@@ -237,7 +237,7 @@ pub(crate) fn alloc(k: &Kernel, size: usize, align: usize, flags: Flags) -> Opti
 
 /// Sends every free of the size classes to the zones' road, once, unless
 /// the process frees by page only; true when sampling may start.
-fn gates_ready(k: &Kernel) -> bool {
+fn gates_ready() -> bool {
     match GATES.load(Ordering::Acquire) {
         2 => true,
         1 => false,
@@ -248,7 +248,6 @@ fn gates_ready(k: &Kernel) -> bool {
             {
                 return GATES.load(Ordering::Acquire) == 2;
             }
-            let _ = k;
             // Against a class zone built meanwhile (see `class_built`).
             core::sync::atomic::fence(Ordering::SeqCst);
             if all_frees_gated() {
@@ -278,11 +277,8 @@ pub(crate) fn class_built(z: &'static uma::Zone) {
 #[inline]
 pub(crate) fn after_free(c: usize) {
     if on() {
-        if let Some(k) = kernel() {
-            let Some(z) = crate::kernel::built_class(c) else {
-                return;
-            };
-            let _ = k;
+        // (A block of class `c` was freed: its zone is built.)
+        if let Some(z) = crate::kernel::built_class(c) {
             sample::after_free::<crate::fast::TlsDescriptor>(
                 c,
                 z.fast_slot(),

@@ -331,6 +331,24 @@ pub(crate) fn bucket_select(size: usize) -> usize {
     pick
 }
 
+/// Bytes of items a [`RAMP`](crate::ZoneFlags::RAMP) zone without a keg
+/// (a cache-only zone) starts its buckets with: about a page.
+pub(crate) const RAMP_START_BYTES: usize = 4096;
+
+/// The bucket size a `RAMP` zone starts at: the largest standard size of
+/// at most `fit` entries (a keg's items per slab, so the first fill takes
+/// one slab and touches its one header page), within `min..=sel` (`sel`:
+/// [`bucket_select`]'s choice, where the ramp ends).
+pub(crate) fn ramp_start(fit: usize, min: usize, sel: usize) -> usize {
+    let pick = BUCKET_ENTRIES
+        .iter()
+        .rev()
+        .copied()
+        .find(|&e| e <= fit)
+        .unwrap_or(1);
+    pick.min(sel).max(min)
+}
+
 /// Items' bytes a bucket may grow to on refill misses (see
 /// `Zone::grow_on_miss`): 64 KiB, so a thread keeps at most two such
 /// buckets (128 KiB) of a size class in its cache.
@@ -358,6 +376,19 @@ pub(crate) fn smaller(entries: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ramp_starts_at_a_slab_of_items() {
+        // A page slab of 48-byte items holds 82: the 62-entry size.
+        assert_eq!(ramp_start(82, 2, bucket_select(48)), 62);
+        assert_eq!(ramp_start(248, 2, bucket_select(16)), 126);
+        assert_eq!(ramp_start(8, 2, bucket_select(512)), 8);
+        // Never below the minimum, never above the table's own choice.
+        assert_eq!(ramp_start(1, 2, bucket_select(4096)), 2);
+        assert_eq!(ramp_start(0, 1, bucket_select(8192)), 1);
+        assert_eq!(ramp_start(1000, 2, bucket_select(64)), 254);
+        assert_eq!(ramp_start(1000, 2, bucket_select(1024)), 16);
+    }
 
     #[test]
     fn bucket_select_follows_freebsd_table() {

@@ -115,6 +115,15 @@ impl ZoneFlags {
     /// (the kernel arena, holding its lock) that nothing below it
     /// recurses into the arena.
     pub const VM: ZoneFlags = ZoneFlags(1 << 5);
+    /// Slow start, not in FreeBSD (a kernel zone lives as long as the
+    /// machine; a process may live for a millisecond): the bucket size
+    /// starts at about a page of items and doubles at each fill from the
+    /// keg until it reaches UMA's own choice (`bucket_select`), from where
+    /// it adapts as without the flag. A process that makes a few
+    /// allocations of a size then touches a page of that class, not the
+    /// four that a first 16 KiB bucket fill takes. kmem's size classes use
+    /// it. No effect with `MAXBUCKET` or a fixed bucket size.
+    pub const RAMP: ZoneFlags = ZoneFlags(1 << 6);
     /// Internal: a zone of UMA's own bootstrap (no buckets, inline headers,
     /// boot pages first).
     pub(crate) const INTERNAL: ZoneFlags = ZoneFlags(1 << 16);

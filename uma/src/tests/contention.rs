@@ -146,3 +146,64 @@ fn a_thread_that_keeps_missing_grows_the_bucket_size_up_to_64_kib() {
     z.check_invariants();
     destroy(z);
 }
+
+#[test]
+fn a_ramp_zone_starts_at_a_slab_of_items_and_doubles_to_the_table() {
+    use crate::ZoneFlags;
+    // 256-byte items: the table picks 62-entry buckets; a page slab holds
+    // 15 of them (a header takes the rest), so the ramp starts at 8.
+    let z = global()
+        .create_zone(&ZoneArgs::new("ramp", 256).flags(ZoneFlags::RAMP))
+        .unwrap();
+    let ipers = z.keg_info().unwrap().layout.ipers;
+    assert_eq!(ipers, 15, "page slab of 256-byte items");
+    assert_eq!(z.bucket_size(), 8);
+    let t = std::thread::spawn(move || {
+        // Each fill from the keg doubles it (the first at the start
+        // size), until the table's choice: 8 -> 16 -> 32 -> 62. Nothing
+        // is freed, so every refill goes to the keg.
+        let mut seen = vec![z.bucket_size()];
+        let mut items = Vec::new();
+        while items.len() < 400 {
+            items.push(z.alloc(Flags::NOWAIT).unwrap().as_ptr() as usize);
+            if *seen.last().unwrap() != z.bucket_size() {
+                seen.push(z.bucket_size());
+            }
+        }
+        (seen, items)
+    });
+    let (seen, items) = t.join().unwrap();
+    // Past the ramp, misses grow it by one (as without the flag).
+    assert_eq!(&seen[..4], &[8, 16, 32, 62]);
+    assert!(seen[4..].windows(2).all(|w| w[1] == w[0] + 1), "{seen:?}");
+    assert_eq!(z.bucket_ramp.load(Relaxed), 0, "the ramp is over");
+    for p in items {
+        // SAFETY: each came from z and is freed once.
+        unsafe { z.free(core::ptr::NonNull::new(p as *mut u8).unwrap()) };
+    }
+    z.reclaim(Reclaim::DrainCpu);
+    z.check_invariants();
+    destroy(z);
+}
+
+#[test]
+fn a_reclaim_ends_a_ramp() {
+    use crate::ZoneFlags;
+    let z = global()
+        .create_zone(&ZoneArgs::new("ramp-reclaim", 256).flags(ZoneFlags::RAMP))
+        .unwrap();
+    assert_eq!(z.bucket_size(), 8);
+    z.reclaim(Reclaim::Drain);
+    assert_eq!(z.bucket_ramp.load(Relaxed), 0);
+    assert_eq!(z.bucket_size(), 4, "shrunk as FreeBSD's");
+    let t = std::thread::spawn(move || {
+        let p = z.alloc(Flags::NOWAIT).unwrap();
+        // SAFETY: p came from z and is freed once.
+        unsafe { z.free(p) };
+    });
+    t.join().unwrap();
+    assert_eq!(z.bucket_size(), 4, "one fill from the keg: no doubling");
+    z.reclaim(Reclaim::DrainCpu);
+    z.check_invariants();
+    destroy(z);
+}

@@ -84,6 +84,11 @@ pub struct Zone {
     /// `uz_bucket_size`): grows by one on zone lock contention, shrinks on
     /// reclaim, stays within `bucket_min..=bucket_max`.
     pub(crate) bucket_size: UAtomicUsize,
+    /// A [`RAMP`](ZoneFlags::RAMP) zone's slow start: while non-zero, each
+    /// fill from the keg doubles `bucket_size` up to this; 0 once reached,
+    /// or once a reclaim shrinks the buckets (from then on they adapt as
+    /// FreeBSD's do).
+    pub(crate) bucket_ramp: UAtomicUsize,
     pub(crate) bucket_min: UAtomicUsize,
     /// Most entries of a bucket (FreeBSD `uz_bucket_size_max`); with a limit
     /// also the per-thread cap: no installed cache bucket has more slots.
@@ -152,6 +157,8 @@ impl Zone {
     pub(crate) fn new(p: ZoneParts) -> Zone {
         let nobucket =
             p.flags.contains(ZoneFlags::NOBUCKET) || p.flags.contains(ZoneFlags::INTERNAL);
+        // Where a `RAMP` zone's slow start ends (0: no ramp).
+        let mut ramp = 0;
         let (bs, bmin, bmax) = match (nobucket, p.bucket_size) {
             (true, _) => (0, 0, 0),
             (false, Some(n)) => {
@@ -163,6 +170,13 @@ impl Zone {
                 let max = bucket::BUCKET_MAX;
                 if p.flags.contains(ZoneFlags::MAXBUCKET) {
                     (max, sel.min(2), max)
+                } else if p.flags.contains(ZoneFlags::RAMP) {
+                    ramp = sel;
+                    // SAFETY: a zone's keg (if any) is built before it and
+                    // outlives it.
+                    let fit = unsafe { p.keg.as_ref() }
+                        .map_or(bucket::RAMP_START_BYTES / p.size.max(1), |k| k.layout.ipers);
+                    (bucket::ramp_start(fit, sel.min(2), sel), sel.min(2), max)
                 } else {
                     (sel, sel.min(2), max)
                 }
@@ -200,6 +214,7 @@ impl Zone {
             max_items: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
             bucket_size: UAtomicUsize::new(bs),
+            bucket_ramp: UAtomicUsize::new(if bs < ramp { ramp } else { 0 }),
             bucket_min: UAtomicUsize::new(bmin),
             bucket_max: UAtomicUsize::new(bmax),
             contended: AtomicU64::new(0),

@@ -144,6 +144,9 @@ impl Zone {
         }
         self.bucket_cache_reclaim(how != Reclaim::Trim);
         if how != Reclaim::Trim {
+            // A reclaim ends a slow start: from here the size adapts as
+            // FreeBSD's does.
+            self.bucket_ramp.store(0, UOrdering::Relaxed);
             let bs = self.bucket_size.load(UOrdering::Relaxed);
             let min = self.bucket_min.load(UOrdering::Relaxed);
             if bs > min {

@@ -99,10 +99,17 @@ impl Zone {
                 // A thread that keeps missing grows the buckets.
                 let m = c.keg_misses.get() + 1;
                 c.keg_misses.set(m);
-                if m >= 2 {
+                let ramp = self.bucket_ramp.load(UOrdering::Relaxed) != 0;
+                if !ramp && m >= 2 {
                     self.grow_on_miss();
                 }
-                self.fill_bucket(empty, flags)
+                let b = self.fill_bucket(empty, flags);
+                if ramp {
+                    // After the fill: the first bucket has the ramp's
+                    // starting size.
+                    self.ramp_up();
+                }
+                b
             }
             Some(full) => {
                 c.keg_misses.set(0);
@@ -280,6 +287,25 @@ impl Zone {
         let cap = bucket::grow_cap(self.size).min(self.bucket_max.load(UOrdering::Relaxed));
         if bs > 0 && bs < cap {
             self.bucket_size.store(bs + 1, UOrdering::Relaxed);
+        }
+    }
+
+    /// A `RAMP` zone's slow start, at a fill from the keg: doubles the
+    /// bucket size until it reaches the ramp's end (then the ramp is
+    /// over). Relaxed, as the other adjustments: two threads at once
+    /// double it once or twice.
+    fn ramp_up(&self) {
+        let end = self.bucket_ramp.load(UOrdering::Relaxed);
+        if end == 0 {
+            return;
+        }
+        let bs = self.bucket_size.load(UOrdering::Relaxed);
+        let next = (bs * 2).min(end);
+        if bs > 0 && bs < next {
+            self.bucket_size.store(next, UOrdering::Relaxed);
+        }
+        if bs == 0 || next >= end {
+            self.bucket_ramp.store(0, UOrdering::Relaxed);
         }
     }
 

@@ -54,7 +54,7 @@ pub(crate) use wiring::BootLock;
 
 use core::ptr;
 
-use uma::{Uma, Zone, ZoneArgs};
+use uma::{Uma, Zone, ZoneArgs, ZoneFlags};
 use vmem::Arena;
 
 use crate::classes::{class_align, CLASS_NAMES, CLASS_SIZES, LARGE_CLASS_PAGES, NCLASSES};
@@ -321,7 +321,10 @@ fn build_class(k: &Kernel, c: usize) -> Option<&'static Zone> {
     if c >= NCLASSES {
         return None;
     }
+    // RAMP: a class's first buckets hold about a page of items, so a
+    // short process touches a page per class it uses, not four.
     let args = ZoneArgs::new(CLASS_NAMES[c], CLASS_SIZES[c])
+        .flags(ZoneFlags::RAMP)
         .align(class_align(c).max(8))
         .source(&CLASS_PAGES[c]);
     let z = k.uma.create_zone(&args)?;

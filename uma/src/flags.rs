@@ -117,8 +117,9 @@ impl ZoneFlags {
     pub const VM: ZoneFlags = ZoneFlags(1 << 5);
     /// Slow start, not in FreeBSD (a kernel zone lives as long as the
     /// machine; a process may live for a millisecond): the bucket size
-    /// starts at about a page of items and doubles at each fill from the
-    /// keg until it reaches UMA's own choice (`bucket_select`), from where
+    /// starts at a slab's items and doubles at each refill of a thread's
+    /// cache (a bucket from the keg or the zone, or a full free bucket
+    /// traded) until it reaches UMA's own choice (`bucket_select`), from where
     /// it adapts as without the flag. A process that makes a few
     /// allocations of a size then touches a page of that class, not the
     /// four that a first 16 KiB bucket fill takes. kmem's size classes use

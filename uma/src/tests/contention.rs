@@ -207,3 +207,35 @@ fn a_reclaim_ends_a_ramp() {
     z.check_invariants();
     destroy(z);
 }
+
+#[test]
+fn a_ramp_also_climbs_on_refills_the_keg_does_not_serve() {
+    use crate::ZoneFlags;
+    // Producer and consumer threads: the consumer's frees feed the
+    // producer's refills through the zone, so after the start the keg is
+    // seldom reached; the ramp climbs on every refill, not only on fills.
+    let z = global()
+        .create_zone(&ZoneArgs::new("ramp-remote", 256).flags(ZoneFlags::RAMP))
+        .unwrap();
+    assert_eq!(z.bucket_size(), 8);
+    let items = std::thread::spawn(move || {
+        (0..8)
+            .map(|_| z.alloc(Flags::NOWAIT).unwrap().as_ptr() as usize)
+            .collect::<Vec<_>>()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(z.bucket_size(), 16, "one fill from the keg");
+    std::thread::spawn(move || {
+        for p in items {
+            // SAFETY: each came from z and is freed once.
+            unsafe { z.free(core::ptr::NonNull::new(p as *mut u8).unwrap()) };
+        }
+    })
+    .join()
+    .unwrap();
+    assert_eq!(z.bucket_size(), 32, "a free refill doubled it too");
+    z.reclaim(Reclaim::DrainCpu);
+    z.check_invariants();
+    destroy(z);
+}

@@ -85,7 +85,7 @@ pub struct Zone {
     /// reclaim, stays within `bucket_min..=bucket_max`.
     pub(crate) bucket_size: UAtomicUsize,
     /// A [`RAMP`](ZoneFlags::RAMP) zone's slow start: while non-zero, each
-    /// fill from the keg doubles `bucket_size` up to this; 0 once reached,
+    /// refill of a cache doubles `bucket_size` up to this; 0 once reached,
     /// or once a reclaim shrinks the buckets (from then on they adapt as
     /// FreeBSD's do).
     pub(crate) bucket_ramp: UAtomicUsize,

@@ -94,28 +94,30 @@ impl Zone {
         }
         let (full, empty, spare) = self.fetch_bucket(old, want);
         self.free_spares(spare);
+        let ramp = self.bucket_ramp.load(UOrdering::Relaxed) != 0;
         let b = match full {
             None => {
                 // A thread that keeps missing grows the buckets.
                 let m = c.keg_misses.get() + 1;
                 c.keg_misses.set(m);
-                let ramp = self.bucket_ramp.load(UOrdering::Relaxed) != 0;
                 if !ramp && m >= 2 {
                     self.grow_on_miss();
                 }
-                let b = self.fill_bucket(empty, flags);
-                if ramp {
-                    // After the fill: the first bucket has the ramp's
-                    // starting size.
-                    self.ramp_up();
-                }
-                b
+                self.fill_bucket(empty, flags)
             }
             Some(full) => {
                 c.keg_misses.set(0);
                 Some(full)
             }
         };
+        if ramp {
+            // After the fill (the first bucket has the ramp's starting
+            // size), whether the bucket came from the keg or from the
+            // zone's cache: where other threads' frees feed this thread's
+            // allocations, the keg is seldom reached, and a ramp that
+            // only counted its fills would stay at its start.
+            self.ramp_up();
+        }
         let Some(mut b) = b else {
             return self.alloc_item(flags);
         };
@@ -183,6 +185,9 @@ impl Zone {
         let full = c.take_free();
         c.exit();
         let want = self.fill_size();
+        // A full free bucket is a refill too (see `cache_alloc_refill`):
+        // a thread that only frees ramps the buckets up as well.
+        self.ramp_up();
         let nb = if want > 0 {
             self.trade_full(full, want)
                 .or_else(|| self.uma().bucket_alloc(want, self.internal_flags()))
@@ -290,7 +295,7 @@ impl Zone {
         }
     }
 
-    /// A `RAMP` zone's slow start, at a fill from the keg: doubles the
+    /// A `RAMP` zone's slow start, at each refill of a cache: doubles the
     /// bucket size until it reaches the ramp's end (then the ramp is
     /// over). Relaxed, as the other adjustments: two threads at once
     /// double it once or twice.

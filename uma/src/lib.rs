@@ -99,6 +99,10 @@
 //!   returns `None` for lack of memory. `NOWAIT` fails at once.
 //! - The bucket size adapts: each contended zone lock acquisition grows it
 //!   by one up to the cap, `Drain`/`DrainCpu` reclaims shrink it.
+//! - Departure from FreeBSD: a [`ZoneFlags::RAMP`] zone starts its
+//!   buckets at a slab's items and doubles them at each refill of a
+//!   cache until `bucket_select`'s size (a process may be short-lived; a
+//!   kernel zone is not). kmem's size classes use it.
 //! - Departure from FreeBSD: besides full buckets, a zone keeps up to 32
 //!   empty ones (the empty list of Bonwick and Adams' magazine depot). A
 //!   thread trades its dry alloc bucket for a full one, and its full free

@@ -321,7 +321,7 @@ fn build_class(k: &Kernel, c: usize) -> Option<&'static Zone> {
     if c >= NCLASSES {
         return None;
     }
-    // RAMP: a class's first buckets hold about a page of items, so a
+    // RAMP: a class's first buckets hold one slab's items, so a
     // short process touches a page per class it uses, not four.
     let args = ZoneArgs::new(CLASS_NAMES[c], CLASS_SIZES[c])
         .flags(ZoneFlags::RAMP)

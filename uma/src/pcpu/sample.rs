@@ -126,7 +126,7 @@ impl FastSlot {
         }
     }
 
-    /// Sets or clears [`GATE_SAMPLE`] (`alloc`) and [`GATE_SAMPLE_FREE`]
+    /// Sets or clears `GATE_SAMPLE` (`alloc`) and `GATE_SAMPLE_FREE`
     /// (`free`) on the calling thread's cache of the slot's zone: while
     /// set, [`alloc_via`](Self::alloc_via), resp.
     /// [`free_stamped_via`](Self::free_stamped_via), miss. No-op when the

@@ -135,9 +135,10 @@ static HELD: HeldCell = HeldCell(UnsafeCell::new(Held {
 
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
-/// Whether the fork under way is a one-thread process's: written by
-/// `prepare` before every fork (so never by `parent` or `child`, whose
-/// writes would copy the page), read by them.
+/// Whether the fork under way is a one-thread process's: set by `prepare`
+/// before every fork, written only when it changes (so never by `parent`
+/// or `child`, and not at every fork: each write would copy the page),
+/// read by them.
 static SOLO: AtomicBool = AtomicBool::new(false);
 
 /// glibc's `__libc_single_threaded` (2.32), looked up when the handlers are
@@ -183,7 +184,11 @@ fn kernel() -> Option<&'static kernel::Kernel> {
 extern "C" fn prepare() {
     let Some(k) = kernel() else { return };
     let solo = single_threaded();
-    SOLO.store(solo, Ordering::Relaxed);
+    // Only when it changes: the last fork left this page write-protected
+    // in the parent, so every store would be a copy-on-write fault.
+    if SOLO.load(Ordering::Relaxed) != solo {
+        SOLO.store(solo, Ordering::Relaxed);
+    }
     if solo {
         return;
     }

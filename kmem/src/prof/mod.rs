@@ -170,7 +170,12 @@ pub fn interval() -> u64 {
 /// [`raw::free`]: crate::raw::free
 /// [`Kmem`]: crate::Kmem
 pub fn unsized_frees_only() {
-    UNSIZED_ONLY.store(true, Ordering::Relaxed);
+    // Read first: the C ABI calls this on its slow roads, and a store of
+    // the same value would still write the page, which after a `fork` is a
+    // copy-on-write fault in the child (one per `$(...)` of a shell).
+    if !UNSIZED_ONLY.load(Ordering::Relaxed) {
+        UNSIZED_ONLY.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Counters of the profiler.
@@ -492,6 +497,11 @@ fn parse_bytes(v: &[u8]) -> Option<u64> {
 /// entry (run by `exit` after the `atexit` handlers; in the C ABI's
 /// library too, since kmem is linked into it).
 extern "C" fn at_exit() {
+    // Read first: with nothing to write at exit (the usual case) the page
+    // stays unwritten, so an exiting `fork` child copies nothing for it.
+    if AT_EXIT.load(Ordering::Acquire) == 0 {
+        return;
+    }
     let what = AT_EXIT.swap(0, Ordering::AcqRel);
     if what == 0 || !tracking() {
         return;

@@ -337,16 +337,17 @@ pub(crate) const RAMP_START_BYTES: usize = 4096;
 
 /// The bucket size a `RAMP` zone starts at: the largest standard size of
 /// at most `fit` entries (a keg's items per slab, so the first fill takes
-/// one slab and touches its one header page), within `min..=sel` (`sel`:
-/// [`bucket_select`]'s choice, where the ramp ends).
-pub(crate) fn ramp_start(fit: usize, min: usize, sel: usize) -> usize {
+/// one slab and touches its one header page), one where a slab holds one
+/// item, and at most `sel` ([`bucket_select`]'s choice, where the ramp
+/// ends).
+pub(crate) fn ramp_start(fit: usize, sel: usize) -> usize {
     let pick = BUCKET_ENTRIES
         .iter()
         .rev()
         .copied()
         .find(|&e| e <= fit)
         .unwrap_or(1);
-    pick.min(sel).max(min)
+    pick.min(sel).max(1)
 }
 
 /// Items' bytes a bucket may grow to on refill misses (see
@@ -380,14 +381,15 @@ mod tests {
     #[test]
     fn ramp_starts_at_a_slab_of_items() {
         // A page slab of 48-byte items holds 82: the 62-entry size.
-        assert_eq!(ramp_start(82, 2, bucket_select(48)), 62);
-        assert_eq!(ramp_start(248, 2, bucket_select(16)), 126);
-        assert_eq!(ramp_start(8, 2, bucket_select(512)), 8);
-        // Never below the minimum, never above the table's own choice.
-        assert_eq!(ramp_start(1, 2, bucket_select(4096)), 2);
-        assert_eq!(ramp_start(0, 1, bucket_select(8192)), 1);
-        assert_eq!(ramp_start(1000, 2, bucket_select(64)), 254);
-        assert_eq!(ramp_start(1000, 2, bucket_select(1024)), 16);
+        assert_eq!(ramp_start(82, bucket_select(48)), 62);
+        assert_eq!(ramp_start(248, bucket_select(16)), 126);
+        assert_eq!(ramp_start(8, bucket_select(512)), 8);
+        // One item per slab (4 KiB and up): a first fill grows one slab.
+        assert_eq!(ramp_start(1, bucket_select(4096)), 1);
+        assert_eq!(ramp_start(0, bucket_select(8192)), 1);
+        // Never above the table's own choice.
+        assert_eq!(ramp_start(1000, bucket_select(64)), 254);
+        assert_eq!(ramp_start(1000, bucket_select(1024)), 16);
     }
 
     #[test]

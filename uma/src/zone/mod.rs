@@ -176,7 +176,7 @@ impl Zone {
                     // outlives it.
                     let fit = unsafe { p.keg.as_ref() }
                         .map_or(bucket::RAMP_START_BYTES / p.size.max(1), |k| k.layout.ipers);
-                    (bucket::ramp_start(fit, sel.min(2), sel), sel.min(2), max)
+                    (bucket::ramp_start(fit, sel), sel.min(2), max)
                 } else {
                     (sel, sel.min(2), max)
                 }

@@ -239,3 +239,43 @@ fn a_ramp_also_climbs_on_refills_the_keg_does_not_serve() {
     z.check_invariants();
     destroy(z);
 }
+
+#[test]
+fn a_ramp_stays_within_a_limits_cap() {
+    use crate::ZoneFlags;
+    let z = global()
+        .create_zone(&ZoneArgs::new("ramp-limit", 256).flags(ZoneFlags::RAMP))
+        .unwrap();
+    // As in `contention_growth_stops_at_the_bucket_size_max`: a cap of 6.
+    let ncpu = global().ncpu.max(1);
+    z.set_max(24 * ncpu);
+    assert_eq!(z.bucket_max.load(Relaxed), 6);
+    assert_eq!(z.bucket_size(), 6, "the ramp's start, clamped");
+    let items = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let v = (0..20)
+            .map(|_| {
+                let p = z.alloc(Flags::NOWAIT).unwrap().as_ptr() as usize;
+                seen.push(z.bucket_size());
+                p
+            })
+            .collect::<Vec<_>>();
+        // Inside the thread: its exit unregisters the cache, which
+        // clamps the size to the cap again and would hide an overshoot.
+        assert!(
+            seen.iter().all(|&b| b <= 6),
+            "never above the cap: {seen:?}"
+        );
+        v
+    })
+    .join()
+    .unwrap();
+    assert_eq!(z.bucket_ramp.load(Relaxed), 0, "the ramp ended at the cap");
+    for p in items {
+        // SAFETY: each came from z and is freed once.
+        unsafe { z.free(core::ptr::NonNull::new(p as *mut u8).unwrap()) };
+    }
+    z.reclaim(Reclaim::DrainCpu);
+    z.check_invariants();
+    destroy(z);
+}

@@ -305,11 +305,14 @@ impl Zone {
             return;
         }
         let bs = self.bucket_size.load(UOrdering::Relaxed);
-        let next = (bs * 2).min(end);
+        // Within the per-thread cap as well, which a limit may have
+        // lowered below the ramp's end (then the ramp ends there).
+        let cap = self.bucket_max.load(UOrdering::Relaxed);
+        let next = (bs * 2).min(end).min(cap);
         if bs > 0 && bs < next {
             self.bucket_size.store(next, UOrdering::Relaxed);
         }
-        if bs == 0 || next >= end {
+        if bs == 0 || next >= end || next >= cap {
             self.bucket_ramp.store(0, UOrdering::Relaxed);
         }
     }

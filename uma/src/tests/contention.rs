@@ -50,6 +50,41 @@ fn destroy(z: &'static Zone) {
     unsafe { global().destroy(z) };
 }
 
+/// Drains every cache of `z`, checks it and destroys it.
+fn finish(z: &'static Zone) {
+    z.reclaim(Reclaim::DrainCpu);
+    z.check_invariants();
+    destroy(z);
+}
+
+/// A `RAMP` zone of 256-byte items: the table picks 62-entry buckets; a
+/// page slab holds 15 of them (a header takes the rest), so the ramp
+/// starts at 8.
+fn ramp_zone(name: &'static str) -> &'static Zone {
+    global()
+        .create_zone(&ZoneArgs::new(name, 256).flags(crate::ZoneFlags::RAMP))
+        .unwrap()
+}
+
+/// `n` items of `z` allocated by a fresh thread, as addresses.
+fn alloc_in_thread(z: &'static Zone, n: usize) -> Vec<usize> {
+    std::thread::spawn(move || {
+        (0..n)
+            .map(|_| z.alloc(Flags::NOWAIT).unwrap().as_ptr() as usize)
+            .collect()
+    })
+    .join()
+    .unwrap()
+}
+
+/// Frees `items`, each an item of `z` allocated and not yet freed.
+fn free_all(z: &'static Zone, items: Vec<usize>) {
+    for p in items {
+        // SAFETY: each came from z and is freed once.
+        unsafe { z.free(core::ptr::NonNull::new(p as *mut u8).unwrap()) };
+    }
+}
+
 #[test]
 fn zone_lock_contention_grows_the_bucket_size_by_one() {
     let z = zone("contend-grow");
@@ -66,9 +101,7 @@ fn zone_lock_contention_grows_the_bucket_size_by_one() {
     }
     assert_eq!(z.contended.load(Relaxed), before);
     assert_eq!(z.bucket_size(), 20);
-    z.reclaim(Reclaim::DrainCpu);
-    z.check_invariants();
-    destroy(z);
+    finish(z);
 }
 
 #[test]
@@ -87,9 +120,7 @@ fn contention_growth_stops_at_the_bucket_size_max() {
     for _ in 0..3 {
         assert_eq!(contend_once(z), 6, "never above bucket_max");
     }
-    z.reclaim(Reclaim::DrainCpu);
-    z.check_invariants();
-    destroy(z);
+    finish(z);
 }
 
 #[test]
@@ -137,10 +168,7 @@ fn a_thread_that_keeps_missing_grows_the_bucket_size_up_to_64_kib() {
     } else {
         assert!(z.bucket_size() >= 64);
     }
-    for p in items {
-        // SAFETY: each came from z and is freed once.
-        unsafe { z.free(core::ptr::NonNull::new(p as *mut u8).unwrap()) };
-    }
+    free_all(z, items);
     z.reclaim(Reclaim::Drain);
     assert!(z.bucket_size() < 64, "reclaim shrinks it");
     z.check_invariants();
@@ -149,12 +177,7 @@ fn a_thread_that_keeps_missing_grows_the_bucket_size_up_to_64_kib() {
 
 #[test]
 fn a_ramp_zone_starts_at_a_slab_of_items_and_doubles_to_the_table() {
-    use crate::ZoneFlags;
-    // 256-byte items: the table picks 62-entry buckets; a page slab holds
-    // 15 of them (a header takes the rest), so the ramp starts at 8.
-    let z = global()
-        .create_zone(&ZoneArgs::new("ramp", 256).flags(ZoneFlags::RAMP))
-        .unwrap();
+    let z = ramp_zone("ramp");
     let ipers = z.keg_info().unwrap().layout.ipers;
     assert_eq!(ipers, 15, "page slab of 256-byte items");
     assert_eq!(z.bucket_size(), 8);
@@ -177,21 +200,13 @@ fn a_ramp_zone_starts_at_a_slab_of_items_and_doubles_to_the_table() {
     assert_eq!(&seen[..4], &[8, 16, 32, 62]);
     assert!(seen[4..].windows(2).all(|w| w[1] == w[0] + 1), "{seen:?}");
     assert_eq!(z.bucket_ramp.load(Relaxed), 0, "the ramp is over");
-    for p in items {
-        // SAFETY: each came from z and is freed once.
-        unsafe { z.free(core::ptr::NonNull::new(p as *mut u8).unwrap()) };
-    }
-    z.reclaim(Reclaim::DrainCpu);
-    z.check_invariants();
-    destroy(z);
+    free_all(z, items);
+    finish(z);
 }
 
 #[test]
 fn a_reclaim_ends_a_ramp() {
-    use crate::ZoneFlags;
-    let z = global()
-        .create_zone(&ZoneArgs::new("ramp-reclaim", 256).flags(ZoneFlags::RAMP))
-        .unwrap();
+    let z = ramp_zone("ramp-reclaim");
     assert_eq!(z.bucket_size(), 8);
     z.reclaim(Reclaim::Drain);
     assert_eq!(z.bucket_ramp.load(Relaxed), 0);
@@ -203,49 +218,28 @@ fn a_reclaim_ends_a_ramp() {
     });
     t.join().unwrap();
     assert_eq!(z.bucket_size(), 4, "one fill from the keg: no doubling");
-    z.reclaim(Reclaim::DrainCpu);
-    z.check_invariants();
-    destroy(z);
+    finish(z);
 }
 
 #[test]
 fn a_ramp_also_climbs_on_refills_the_keg_does_not_serve() {
-    use crate::ZoneFlags;
     // Producer and consumer threads: the consumer's frees feed the
     // producer's refills through the zone, so after the start the keg is
     // seldom reached; the ramp climbs on every refill, not only on fills.
-    let z = global()
-        .create_zone(&ZoneArgs::new("ramp-remote", 256).flags(ZoneFlags::RAMP))
-        .unwrap();
+    let z = ramp_zone("ramp-remote");
     assert_eq!(z.bucket_size(), 8);
-    let items = std::thread::spawn(move || {
-        (0..8)
-            .map(|_| z.alloc(Flags::NOWAIT).unwrap().as_ptr() as usize)
-            .collect::<Vec<_>>()
-    })
-    .join()
-    .unwrap();
+    let items = alloc_in_thread(z, 8);
     assert_eq!(z.bucket_size(), 16, "one fill from the keg");
-    std::thread::spawn(move || {
-        for p in items {
-            // SAFETY: each came from z and is freed once.
-            unsafe { z.free(core::ptr::NonNull::new(p as *mut u8).unwrap()) };
-        }
-    })
-    .join()
-    .unwrap();
+    std::thread::spawn(move || free_all(z, items))
+        .join()
+        .unwrap();
     assert_eq!(z.bucket_size(), 32, "a free refill doubled it too");
-    z.reclaim(Reclaim::DrainCpu);
-    z.check_invariants();
-    destroy(z);
+    finish(z);
 }
 
 #[test]
 fn a_ramp_stays_within_a_limits_cap() {
-    use crate::ZoneFlags;
-    let z = global()
-        .create_zone(&ZoneArgs::new("ramp-limit", 256).flags(ZoneFlags::RAMP))
-        .unwrap();
+    let z = ramp_zone("ramp-limit");
     // As in `contention_growth_stops_at_the_bucket_size_max`: a cap of 6.
     let ncpu = global().ncpu.max(1);
     z.set_max(24 * ncpu);
@@ -271,11 +265,6 @@ fn a_ramp_stays_within_a_limits_cap() {
     .join()
     .unwrap();
     assert_eq!(z.bucket_ramp.load(Relaxed), 0, "the ramp ended at the cap");
-    for p in items {
-        // SAFETY: each came from z and is freed once.
-        unsafe { z.free(core::ptr::NonNull::new(p as *mut u8).unwrap()) };
-    }
-    z.reclaim(Reclaim::DrainCpu);
-    z.check_invariants();
-    destroy(z);
+    free_all(z, items);
+    finish(z);
 }

@@ -157,28 +157,27 @@ impl Zone {
     pub(crate) fn new(p: ZoneParts) -> Zone {
         let nobucket =
             p.flags.contains(ZoneFlags::NOBUCKET) || p.flags.contains(ZoneFlags::INTERNAL);
-        // Where a `RAMP` zone's slow start ends (0: no ramp).
-        let mut ramp = 0;
-        let (bs, bmin, bmax) = match (nobucket, p.bucket_size) {
-            (true, _) => (0, 0, 0),
+        // `ramp`: where a `RAMP` zone's slow start ends (0: no ramp).
+        let (bs, bmin, bmax, ramp) = match (nobucket, p.bucket_size) {
+            (true, _) => (0, 0, 0, 0),
             (false, Some(n)) => {
                 let n = n.min(bucket::BUCKET_MAX);
-                (n, n, n)
+                (n, n, n, 0)
             }
             (false, None) => {
                 let sel = bucket::bucket_select(p.size);
                 let max = bucket::BUCKET_MAX;
                 if p.flags.contains(ZoneFlags::MAXBUCKET) {
-                    (max, sel.min(2), max)
+                    (max, sel.min(2), max, 0)
                 } else if p.flags.contains(ZoneFlags::RAMP) {
-                    ramp = sel;
                     // SAFETY: a zone's keg (if any) is built before it and
                     // outlives it.
                     let fit = unsafe { p.keg.as_ref() }
                         .map_or(bucket::RAMP_START_BYTES / p.size.max(1), |k| k.layout.ipers);
-                    (bucket::ramp_start(fit, sel), sel.min(2), max)
+                    let start = bucket::ramp_start(fit, sel);
+                    (start, sel.min(2), max, if start < sel { sel } else { 0 })
                 } else {
-                    (sel, sel.min(2), max)
+                    (sel, sel.min(2), max, 0)
                 }
             }
         };
@@ -214,7 +213,7 @@ impl Zone {
             max_items: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
             bucket_size: UAtomicUsize::new(bs),
-            bucket_ramp: UAtomicUsize::new(if bs < ramp { ramp } else { 0 }),
+            bucket_ramp: UAtomicUsize::new(ramp),
             bucket_min: UAtomicUsize::new(bmin),
             bucket_max: UAtomicUsize::new(bmax),
             contended: AtomicU64::new(0),

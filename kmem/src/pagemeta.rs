@@ -101,6 +101,13 @@ struct Leaf {
 static ROOT: [AtomicPtr<Leaf>; ROOT_ENTRIES] =
     [const { AtomicPtr::new(ptr::null_mut()) }; ROOT_ENTRIES];
 
+/// The lowest and highest root entries with a leaf (leaves are never
+/// unmapped, so the range only widens): [`for_each_chunk`] walks these,
+/// not the 65,536 entries (half a million instructions a walk, and a
+/// timeout pass makes one).
+static ROOT_LO: AtomicUsize = AtomicUsize::new(usize::MAX);
+static ROOT_HI: AtomicUsize = AtomicUsize::new(0);
+
 /// Serializes leaf creation and chunk (un)registration.
 static POOL: Mutex<()> = Mutex::new(());
 /// Leaves mapped (their address space is reserved, not their memory).
@@ -212,6 +219,10 @@ pub(crate) fn register(base: usize, size: usize) -> bool {
                 return false;
             }
             ROOT[r].store(leaf, Ordering::Release);
+            // Before the chunk bit below: a walk that finds the bit finds
+            // the leaf in its range.
+            ROOT_LO.fetch_min(r, Ordering::Release);
+            ROOT_HI.fetch_max(r, Ordering::Release);
         }
         let (w, bit) = chunk_bit(chunk);
         // SAFETY: leaves are never unmapped; `w` in range by `chunk_bit`.
@@ -508,10 +519,17 @@ pub(crate) fn take_dirty_runs(addr: usize, npages: usize, f: impl FnMut(usize, u
 }
 
 /// Calls `f(base)` for every chunk known to the table (a snapshot: chunks
-/// may come and go meanwhile). Walks every leaf: for reclaims, not for
-/// hot paths.
+/// may come and go meanwhile). Walks every leaf: for reclaims and timeout
+/// passes, not for hot paths.
 pub(crate) fn for_each_chunk(mut f: impl FnMut(usize)) {
-    for (r, root) in ROOT.iter().enumerate() {
+    let (lo, hi) = (
+        ROOT_LO.load(Ordering::Acquire),
+        ROOT_HI.load(Ordering::Acquire),
+    );
+    if lo > hi {
+        return; // no leaf yet
+    }
+    for (r, root) in ROOT.iter().enumerate().take(hi + 1).skip(lo) {
         let leaf = root.load(Ordering::Acquire);
         if leaf.is_null() {
             continue;

@@ -123,6 +123,29 @@ pub(crate) unsafe fn arena_free(arena: &Arena<'static>, addr: usize, size: usize
     crate::pressure::uncharge(size);
 }
 
+/// A size-class slab of `size` bytes aligned to `align` from the kernel
+/// arena, labelled `word`. Its pages hold old data where they were dirty
+/// (a freed large block's) unless the keg asks for [`Flags::ZERO`] (uma's
+/// `SlabSource` contract: a keg initialises its slabs itself, and a zone
+/// zeroes a `ZERO` item itself): reusing them costs no page fault and no
+/// clearing.
+pub(crate) fn arena_slab(
+    arena: &Arena<'static>,
+    size: usize,
+    align: usize,
+    flags: Flags,
+    word: usize,
+) -> Option<usize> {
+    arena_pages(
+        arena,
+        size,
+        align,
+        vflags(flags),
+        word,
+        flags.contains(Flags::ZERO),
+    )
+}
+
 /// `size` bytes (whole chunks) of 2 MiB-aligned chunks mapped from the OS
 /// and registered in the page metadata: the kernel arena's imports, and
 /// the large classes' arena's (`qcache`).

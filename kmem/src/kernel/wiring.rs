@@ -16,7 +16,7 @@ use core::ptr::{self, NonNull};
 use uma::{SlabSource, Uma, Zone, ZoneArgs};
 use vmem::{Arena, Constraints, TagSource};
 
-use super::pages::{arena_free, arena_pages, charged_meta, vflags};
+use super::pages::{arena_free, arena_slab, charged_meta, vflags};
 use crate::os::{round_page, PAGE_SIZE};
 use crate::pagemeta::{self, WORD_INTERNAL};
 use crate::sync::plain::{AtomicPtr, AtomicUsize, Mutex, Ordering};
@@ -255,8 +255,9 @@ impl KernelPages {
 }
 
 // SAFETY: boot pages and arena pages are disjoint, page aligned, aligned to
-// `align` (bump alignment / xalloc constraint), zero-filled (fresh mappings,
-// pages unbacked on free, or dirty pages cleared by `arena_pages`); it
+// `align` (bump alignment / xalloc constraint); boot and metadata pages are
+// zero-filled (fresh mappings, pages unbacked on free), a class slab's are
+// with `ZERO` (dirty pages cleared by `arena_slab`, and only then); it
 // sleeps only for WAITOK (vmem's WAITOK); it calls no UMA function with a
 // UMA lock held (it holds none: the arena's tag source may recurse into
 // the btag zone, which UMA allows).
@@ -266,7 +267,7 @@ unsafe impl SlabSource for KernelPages {
         let w = self.w;
         let addr = match (w.arena(), w.meta()) {
             (Some(_), Some(m)) if self.meta => w.meta_pages(m, size, align, vflags(flags))?,
-            (Some(a), _) => arena_pages(a, size, align, vflags(flags), self.word, true)?,
+            (Some(a), _) => arena_slab(a, size, align, flags, self.word)?,
             _ => return w.boot_alloc(size, align),
         };
         NonNull::new(addr as *mut u8)

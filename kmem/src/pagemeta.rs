@@ -96,6 +96,9 @@ struct Leaf {
     /// A bit per page: a free page that still holds old data (see
     /// `dirty`). A chunk's 512 bits are 64 bytes of their own.
     dirty: [AtomicU64; LEAF_WORDS / 64],
+    /// A word per chunk: when a slab of it was first freed with its pages
+    /// kept (`dirty::free_slab`) since its last purge; 0: none.
+    slabs_freed: [AtomicU64; LEAF_CHUNKS],
 }
 
 static ROOT: [AtomicPtr<Leaf>; ROOT_ENTRIES] =
@@ -128,12 +131,13 @@ pub(crate) fn fork_lock_pool() -> PoolLock {
     PoolLock(POOL.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
-/// Bytes of memory the page metadata holds: a page of words and 64 bytes
-/// of dirty bits per registered chunk, and each leaf's chunk bits (the
+/// Bytes of memory the page metadata holds: a page of words, 64 bytes of
+/// dirty bits and a slab stamp per registered chunk, and each leaf's chunk
+/// bits (the
 /// leaves' untouched address space is not counted; the root is in `.bss`,
 /// touched where leaves are).
 pub(crate) fn meta_bytes() -> usize {
-    CHUNKS.load(Ordering::Relaxed) * (PAGE_SIZE + PAGES_PER_CHUNK / 8)
+    CHUNKS.load(Ordering::Relaxed) * (PAGE_SIZE + PAGES_PER_CHUNK / 8 + 8)
         + LEAVES.load(Ordering::Relaxed) * PAGE_SIZE
 }
 
@@ -258,6 +262,10 @@ pub(crate) fn unregister(base: usize, size: usize) {
                         // multiple of 512).
                         unsafe { (*leaf).dirty[i / 64 + k].store(0, Ordering::Relaxed) };
                     }
+                    // And no slab of it waits for a purge.
+                    let c = (chunk >> CHUNK_SHIFT) & (LEAF_CHUNKS - 1);
+                    // SAFETY: as above; `c` in range.
+                    unsafe { (*leaf).slabs_freed[c].store(0, Ordering::Relaxed) };
                     // SAFETY: the chunk's 512 words: one page of the leaf
                     // (a chunk-aligned address's first word index is a
                     // multiple of 512, and leaves are page-aligned),
@@ -544,6 +552,46 @@ pub(crate) fn for_each_chunk(mut f: impl FnMut(usize)) {
             }
         }
     }
+}
+
+/// Notes that a slab of the chunk holding `addr` was freed with its pages
+/// kept, at `now` (nonzero): the chunk's stamp, unless it has an older
+/// one. Returns whether the chunk had none (the caller counts it).
+pub(crate) fn note_slab_freed(addr: usize, now: u64) -> bool {
+    let Some((r, _)) = split(addr) else {
+        return false;
+    };
+    let leaf = ROOT[r].load(Ordering::Acquire);
+    if leaf.is_null() {
+        return false;
+    }
+    let c = (addr >> CHUNK_SHIFT) & (LEAF_CHUNKS - 1);
+    // SAFETY: leaves are never unmapped; `c` in range.
+    let w = unsafe { &(*leaf).slabs_freed[c] };
+    w.load(Ordering::Relaxed) == 0
+        && w.compare_exchange(0, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+}
+
+/// Calls `f(base)` for each chunk with a stamp of [`note_slab_freed`] at
+/// or before `cutoff`, after clearing it (a slab freed meanwhile stamps it
+/// again).
+pub(crate) fn take_slab_stamps(cutoff: u64, mut f: impl FnMut(usize)) {
+    for_each_chunk(|base| {
+        let Some((r, _)) = split(base) else { return };
+        let leaf = ROOT[r].load(Ordering::Acquire);
+        let c = (base >> CHUNK_SHIFT) & (LEAF_CHUNKS - 1);
+        // SAFETY: a registered chunk's leaf: mapped for good.
+        let w = unsafe { &(*leaf).slabs_freed[c] };
+        let stamp = w.load(Ordering::Relaxed);
+        if stamp != 0
+            && stamp <= cutoff
+            && w.compare_exchange(stamp, 0, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            f(base);
+        }
+    });
 }
 
 /// A slab page word for `class`.

@@ -279,7 +279,7 @@ pub fn write_os_stats(w: &mut dyn fmt::Write) -> fmt::Result {
     let d = crate::dirty::dirty_stats();
     writeln!(
         w,
-        "dirty: {} KiB held (max {} KiB), {} KiB of free spans retained (max {} KiB); {} KiB reused, {} KiB purged, {} imports from retained spans, {} sweeps of the page words so far; {} large blocks resized in place",
+        "dirty: {} KiB held (max {} KiB), {} KiB of free spans retained (max {} KiB); {} KiB reused, {} KiB purged, {} imports from retained spans, {} sweeps of the page words so far; {} large blocks resized in place; {} KiB of freed slabs kept dirty so far",
         d.dirty / 1024,
         crate::dirty::dirty_budget() / 1024,
         d.retained / 1024,
@@ -288,7 +288,8 @@ pub fn write_os_stats(w: &mut dyn fmt::Write) -> fmt::Result {
         d.purged_total / 1024,
         d.span_hits,
         d.sweeps,
-        crate::malloc::large_resized()
+        crate::malloc::large_resized(),
+        d.slabs_freed_total / 1024
     )?;
     #[cfg(not(loom))]
     crate::timeout::write_timeout_stats(w)?;
@@ -499,6 +500,7 @@ pub fn write_stats_json(w: &mut dyn fmt::Write) -> fmt::Result {
         ("reused_total", d.reused_total as u64),
         ("span_hits", d.span_hits as u64),
         ("sweeps", d.sweeps as u64),
+        ("slabs_freed_total", d.slabs_freed_total as u64),
     ])?;
     let p = crate::pressure::pressure_stats();
     j.raw(",\"pressure\":")?;

@@ -99,9 +99,9 @@ fn leaves_refused() -> usize {
 }
 
 /// The address space of one page-metadata leaf: 2^20 page words (8 MiB),
-/// its dirty bits (128 KiB) and chunk bits (256 bytes); checked against
-/// the first leaf's reservation in the child.
-const LEAF_BYTES: usize = (8320 << 10) + 256;
+/// its dirty bits (128 KiB), slab stamps (16 KiB) and chunk bits (256
+/// bytes); checked against the first leaf's reservation in the child.
+const LEAF_BYTES: usize = (8336 << 10) + 256;
 
 fn vm_size() -> usize {
     let s = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");

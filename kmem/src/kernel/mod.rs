@@ -45,7 +45,9 @@ mod pages;
 mod qcache;
 pub(crate) mod wiring;
 
-pub(crate) use pages::{arena_free, arena_pages, vflags};
+pub(crate) use pages::{arena_free, arena_pages, slab_bytes_in_use, vflags};
+#[cfg(test)]
+pub(crate) use pages::{arena_free_slab, arena_slab};
 #[cfg(not(any(loom, feature = "invariants")))]
 pub(crate) use qcache::QCACHE_PAGES;
 pub(crate) use qcache::{lc_arena, lcache_zone, qcache_zones, QCACHE, QCACHE_MAX};

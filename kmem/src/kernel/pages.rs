@@ -6,6 +6,7 @@ use vmem::{Arena, Constraints};
 use super::qcache::QCACHE_MAX;
 use crate::os::{self, CHUNK_SIZE, PAGE_SIZE};
 use crate::pagemeta;
+use crate::sync::plain::{AtomicUsize, Ordering};
 use crate::Flags;
 
 /// uma flags -> vmem flags for a page allocation.
@@ -123,12 +124,22 @@ pub(crate) unsafe fn arena_free(arena: &Arena<'static>, addr: usize, size: usize
     crate::pressure::uncharge(size);
 }
 
+/// Bytes of size-class slabs in the kernel arena now ([`arena_slab`],
+/// [`arena_free_slab`]): with the large blocks', what the dirty budget
+/// follows (`dirty::dirty_budget`).
+static SLAB_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes of size-class slabs in the kernel arena now.
+pub(crate) fn slab_bytes_in_use() -> usize {
+    SLAB_BYTES.load(Ordering::Relaxed)
+}
+
 /// A size-class slab of `size` bytes aligned to `align` from the kernel
 /// arena, labelled `word`. Its pages hold old data where they were dirty
-/// (a freed large block's) unless the keg asks for [`Flags::ZERO`] (uma's
-/// `SlabSource` contract: a keg initialises its slabs itself, and a zone
-/// zeroes a `ZERO` item itself): reusing them costs no page fault and no
-/// clearing.
+/// (a freed slab's or large block's, see [`arena_free_slab`]) unless the
+/// keg asks for [`Flags::ZERO`] (uma's `SlabSource` contract: a keg
+/// initialises its slabs itself, and a zone zeroes a `ZERO` item itself):
+/// reusing them costs no page fault and no clearing.
 pub(crate) fn arena_slab(
     arena: &Arena<'static>,
     size: usize,
@@ -136,14 +147,36 @@ pub(crate) fn arena_slab(
     flags: Flags,
     word: usize,
 ) -> Option<usize> {
-    arena_pages(
+    let addr = arena_pages(
         arena,
         size,
         align,
         vflags(flags),
         word,
         flags.contains(Flags::ZERO),
-    )
+    )?;
+    SLAB_BYTES.fetch_add(size, Ordering::Relaxed);
+    Some(addr)
+}
+
+/// [`arena_free`] for a size-class slab ([`arena_slab`]) that its keg
+/// freed (a trim or a drain): back to the arena with its pages kept
+/// ([`crate::dirty::free_slab`]), so that the next slab of any class
+/// reuses them instead of faulting fresh pages in; the dirty budget and
+/// decay purge them. A program whose working set moves from class to
+/// class (strings grown by `realloc` in turn, each leaving a class
+/// behind) reuses the same pages for each class's slabs.
+///
+/// # Safety
+///
+/// As [`arena_free`], for a slab of [`arena_slab`].
+pub(crate) unsafe fn arena_free_slab(arena: &Arena<'static>, addr: usize, size: usize) {
+    pagemeta::set(addr, size / PAGE_SIZE, 0);
+    // Counted out first: the budget the free checks is of what stays.
+    let before = SLAB_BYTES.fetch_sub(size, Ordering::Relaxed);
+    // SAFETY: the caller's promise: a whole slab of the arena, unused.
+    unsafe { crate::dirty::free_slab(arena, addr, size, before) };
+    crate::pressure::uncharge(size);
 }
 
 /// `size` bytes (whole chunks) of 2 MiB-aligned chunks mapped from the OS

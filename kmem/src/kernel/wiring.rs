@@ -16,7 +16,7 @@ use core::ptr::{self, NonNull};
 use uma::{SlabSource, Uma, Zone, ZoneArgs};
 use vmem::{Arena, Constraints, TagSource};
 
-use super::pages::{arena_free, arena_slab, charged_meta, vflags};
+use super::pages::{arena_free, arena_free_slab, arena_slab, charged_meta, vflags};
 use crate::os::{round_page, PAGE_SIZE};
 use crate::pagemeta::{self, WORD_INTERNAL};
 use crate::sync::plain::{AtomicPtr, AtomicUsize, Mutex, Ordering};
@@ -208,11 +208,14 @@ impl Wiring {
             self.boot_free(size);
             return;
         }
-        match if meta { self.meta() } else { self.arena() } {
+        match (self.arena(), self.meta()) {
             // SAFETY: UMA gives back exactly a slab we allocated, from this
             // arena (the source of each slab is recorded: free matches alloc).
-            Some(a) => unsafe { arena_free(a, addr, size) },
-            None => self.boot_free(size),
+            (_, Some(m)) if meta => unsafe { arena_free(m, addr, size) },
+            // SAFETY: as above; a size-class slab, whose pages nothing
+            // uses from now on.
+            (Some(a), _) if !meta => unsafe { arena_free_slab(a, addr, size) },
+            _ => self.boot_free(size),
         }
     }
 }

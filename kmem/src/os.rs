@@ -57,6 +57,11 @@ pub(crate) fn map_chunks(size: usize) -> Option<usize> {
     Some(aligned)
 }
 
+/// The most bytes mapped at once so far.
+pub(crate) fn peak_mapped() -> usize {
+    PEAK_MAPPED.load(Ordering::Relaxed)
+}
+
 /// The largest block a single request may ask for: physical memory plus
 /// swap (read once with `sysinfo`; no limit if that fails). The kernel
 /// arena's address space is mapped with `MAP_NORESERVE`, so without this a

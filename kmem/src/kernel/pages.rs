@@ -181,9 +181,19 @@ pub(crate) unsafe fn arena_free_slab(arena: &Arena<'static>, addr: usize, size: 
 
 /// `size` bytes (whole chunks) of 2 MiB-aligned chunks mapped from the OS
 /// and registered in the page metadata: the kernel arena's imports, and
-/// the large classes' arena's (`qcache`).
+/// the large classes' arena's (`qcache`). What takes the process's mapped
+/// bytes past their peak counts toward the lazy timeout's early pass
+/// ([`crate::timeout::GROWTH_PASS_BYTES`]); mapping again what was
+/// unmapped does not (a program that cycles within the memory it had
+/// would trim, unmap and map again in a loop).
 pub(crate) fn map_registered(size: usize) -> Option<usize> {
+    let peak = os::peak_mapped();
     let base = os::map_chunks(size)?;
+    let beyond = os::peak_mapped().saturating_sub(peak);
+    #[cfg(not(loom))]
+    crate::timeout::mapped(beyond);
+    #[cfg(loom)]
+    let _ = beyond;
     if !pagemeta::register(base, size) {
         // SAFETY: just mapped, unused.
         unsafe { os::unmap(base, size) };

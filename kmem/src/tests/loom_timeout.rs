@@ -41,7 +41,7 @@ fn shared() -> Arc<Shared> {
 }
 
 fn tick(s: &Shared, now: u64) -> bool {
-    s.t.tick(now, || false, || pass(&s.inside, &s.ran))
+    s.t.tick(now, || false, |_| pass(&s.inside, &s.ran))
 }
 
 /// Two threads find the same period due: exactly one runs the pass.
@@ -94,5 +94,57 @@ fn loom_timeout_turned_off_while_ticking() {
         let a = h.join().unwrap();
         assert_eq!(s.ran.load(SeqCst), a as usize);
         assert!(!tick(&s, 100 * PERIOD), "a pass ran with the timeout off");
+    });
+}
+
+/// Growth ends a period early: two threads that find it before the
+/// deadline run one pass between them, and the growth is used up (the
+/// next early tick runs nothing).
+#[test]
+fn loom_timeout_growth_runs_one_early_pass() {
+    run_model("timeout growth", || {
+        let s = shared();
+        s.t.grew(crate::timeout::GROWTH_PASS_BYTES);
+        let s2 = s.clone();
+        let h = spawn(move || tick(&s2, 1));
+        let a = tick(&s, 1);
+        let b = h.join().unwrap();
+        assert!(a ^ b, "growth ran {} passes", a as u8 + b as u8);
+        assert_eq!(s.ran.load(SeqCst), 1);
+        assert!(!tick(&s, 2), "the same growth ran a second pass");
+    });
+}
+
+/// Growth counted while a thread ticks early: the growth is never lost
+/// and never runs two passes. Either the tick saw it (one pass), or a
+/// later early tick does.
+#[test]
+fn loom_timeout_growth_racing_a_tick() {
+    run_model("timeout growth race", || {
+        let s = shared();
+        let s2 = s.clone();
+        let h = spawn(move || s2.t.grew(crate::timeout::GROWTH_PASS_BYTES));
+        let a = tick(&s, 1);
+        h.join().unwrap();
+        let b = tick(&s, 2);
+        assert!(a ^ b, "one growth ran {} passes", a as u8 + b as u8);
+        assert_eq!(s.ran.load(SeqCst), 1);
+    });
+}
+
+/// A period due by time and by growth at once, claimed by two threads
+/// (one past the deadline, one early with the growth): one pass.
+#[test]
+fn loom_timeout_due_by_time_and_growth() {
+    run_model("timeout time and growth", || {
+        let s = shared();
+        s.t.grew(crate::timeout::GROWTH_PASS_BYTES);
+        let s2 = s.clone();
+        let h = spawn(move || tick(&s2, 1));
+        let a = tick(&s, PERIOD + 1);
+        let b = h.join().unwrap();
+        assert!(a ^ b, "a period due twice ran {} passes", a as u8 + b as u8);
+        assert_eq!(s.ran.load(SeqCst), 1);
+        assert_eq!(s.t.passes(), 1);
     });
 }

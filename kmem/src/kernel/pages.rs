@@ -139,7 +139,11 @@ pub(crate) fn slab_bytes_in_use() -> usize {
 /// (a freed slab's or large block's, see [`arena_free_slab`]) unless the
 /// keg asks for [`Flags::ZERO`] (uma's `SlabSource` contract: a keg
 /// initialises its slabs itself, and a zone zeroes a `ZERO` item itself):
-/// reusing them costs no page fault and no clearing.
+/// reusing them costs no page fault and no clearing. In debug mode they
+/// are cleared all the same: its write-after-free check trusts a freed
+/// header it finds in an item to be that item's own, and a page of
+/// another class's slab can hold one at any offset (a `malloc-4096` item
+/// was reported modified after free, 2026-12-07).
 pub(crate) fn arena_slab(
     arena: &Arena<'static>,
     size: usize,
@@ -153,7 +157,8 @@ pub(crate) fn arena_slab(
         align,
         vflags(flags),
         word,
-        flags.contains(Flags::ZERO),
+        flags.contains(Flags::ZERO)
+            || crate::debugmode::decide() != crate::debugmode::DebugFlags::NONE,
     )?;
     SLAB_BYTES.fetch_add(size, Ordering::Relaxed);
     Some(addr)

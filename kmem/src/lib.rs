@@ -265,7 +265,7 @@ pub use stats::{
     stats, write_arena_stats, write_os_stats, write_stats, write_stats_all, write_stats_json,
     write_vmstat_z, write_vmstat_z_active, Stats,
 };
-pub use timeout::{set_timeout_period, timeout_passes, TIMEOUT_PERIOD};
+pub use timeout::{set_timeout_period, timeout_passes, GROWTH_PASS_BYTES, TIMEOUT_PERIOD};
 /// Allocation flags (FreeBSD `M_WAITOK`, `M_NOWAIT`, `M_ZERO`,
 /// `M_USE_RESERVE`, `M_NOVM`): UMA's.
 pub use uma::Flags;

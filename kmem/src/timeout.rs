@@ -56,9 +56,9 @@
 //! The price is paid by a program whose classes do come back: the trims
 //! of its first turns, and the slabs it then rebuilds. Cycling 600 MB
 //! through four classes (each turn fills one class and frees it) pays
-//! about 0.3 s once, while its heap grows; once it stops growing, only
-//! the 1 s timeout trims, as before (40 turns: 1.28 s against 0.97; 120
-//! turns: 2.28 s against 2.28).
+//! about 0.4 s once, while its heap grows; once it stops growing, only
+//! the 1 s timeout trims, as before (40 turns: 1.31 s against 0.85; 120
+//! turns: 2.25 s against 2.16).
 
 #![cfg_attr(loom, allow(dead_code))] // under loom only the models use it
 

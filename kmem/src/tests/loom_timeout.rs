@@ -44,18 +44,24 @@ fn tick(s: &Shared, now: u64) -> bool {
     s.t.tick(now, || false, |_| pass(&s.inside, &s.ran))
 }
 
+/// A spawned thread ticks at `there` while this one ticks at `here`:
+/// exactly one of them runs a pass (`what` names the period in the
+/// message), and it ran once.
+fn one_of_two_ticks(s: &Arc<Shared>, there: u64, here: u64, what: &str) {
+    let s2 = s.clone();
+    let h = spawn(move || tick(&s2, there));
+    let a = tick(s, here);
+    let b = h.join().unwrap();
+    assert!(a ^ b, "{what} ran {} passes", a as u8 + b as u8);
+    assert_eq!(s.ran.load(SeqCst), 1);
+    assert_eq!(s.t.passes(), 1);
+}
+
 /// Two threads find the same period due: exactly one runs the pass.
 #[test]
 fn loom_timeout_two_ticks_one_period() {
     run_model("timeout one period", || {
-        let s = shared();
-        let s2 = s.clone();
-        let h = spawn(move || tick(&s2, PERIOD + 1));
-        let a = tick(&s, PERIOD + 1);
-        let b = h.join().unwrap();
-        assert!(a ^ b, "a due period ran {} passes", a as u8 + b as u8);
-        assert_eq!(s.ran.load(SeqCst), 1);
-        assert_eq!(s.t.passes(), 1);
+        one_of_two_ticks(&shared(), PERIOD + 1, PERIOD + 1, "a due period");
     });
 }
 
@@ -97,20 +103,21 @@ fn loom_timeout_turned_off_while_ticking() {
     });
 }
 
+/// [`shared`], with a period's worth of growth counted already.
+fn grown() -> Arc<Shared> {
+    let s = shared();
+    s.t.grew(crate::timeout::GROWTH_PASS_BYTES);
+    s
+}
+
 /// Growth ends a period early: two threads that find it before the
 /// deadline run one pass between them, and the growth is used up (the
 /// next early tick runs nothing).
 #[test]
 fn loom_timeout_growth_runs_one_early_pass() {
     run_model("timeout growth", || {
-        let s = shared();
-        s.t.grew(crate::timeout::GROWTH_PASS_BYTES);
-        let s2 = s.clone();
-        let h = spawn(move || tick(&s2, 1));
-        let a = tick(&s, 1);
-        let b = h.join().unwrap();
-        assert!(a ^ b, "growth ran {} passes", a as u8 + b as u8);
-        assert_eq!(s.ran.load(SeqCst), 1);
+        let s = grown();
+        one_of_two_ticks(&s, 1, 1, "growth");
         assert!(!tick(&s, 2), "the same growth ran a second pass");
     });
 }
@@ -137,14 +144,6 @@ fn loom_timeout_growth_racing_a_tick() {
 #[test]
 fn loom_timeout_due_by_time_and_growth() {
     run_model("timeout time and growth", || {
-        let s = shared();
-        s.t.grew(crate::timeout::GROWTH_PASS_BYTES);
-        let s2 = s.clone();
-        let h = spawn(move || tick(&s2, 1));
-        let a = tick(&s, PERIOD + 1);
-        let b = h.join().unwrap();
-        assert!(a ^ b, "a period due twice ran {} passes", a as u8 + b as u8);
-        assert_eq!(s.ran.load(SeqCst), 1);
-        assert_eq!(s.t.passes(), 1);
+        one_of_two_ticks(&grown(), 1, PERIOD + 1, "a period due twice");
     });
 }

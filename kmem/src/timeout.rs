@@ -51,7 +51,8 @@
 //! slabs such a pass frees keep their pages (`dirty::slabs`) and the next
 //! class's slabs take them. An early pass trims the zones only: the dirty
 //! pages and retained spans are kept for a time, which growth says
-//! nothing about.
+//! nothing about. While the reclaim worker runs, it runs the passes, by
+//! time only: a tick does nothing then, early or not.
 //!
 //! The price is paid by a program whose classes do come back: the trims
 //! of its first turns, and the slabs it then rebuilds. Cycling 600 MB

@@ -944,6 +944,7 @@ pub(crate) fn unmap_span(addr: usize, size: usize) {
     let dirty = pagemeta::clean(addr, size / PAGE_SIZE) * PAGE_SIZE;
     DIRTY.fetch_sub(dirty, Ordering::Relaxed);
     PURGED.fetch_add(dirty, Ordering::Relaxed);
+    slabs::forget_chunks(addr, size);
     pagemeta::unregister(addr, size);
     // SAFETY: a wholly free span out of the arena and off the lists: ours,
     // unused.

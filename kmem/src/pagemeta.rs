@@ -133,9 +133,8 @@ pub(crate) fn fork_lock_pool() -> PoolLock {
 
 /// Bytes of memory the page metadata holds: a page of words, 64 bytes of
 /// dirty bits and a slab stamp per registered chunk, and each leaf's chunk
-/// bits (the
-/// leaves' untouched address space is not counted; the root is in `.bss`,
-/// touched where leaves are).
+/// bits (the leaves' untouched address space is not counted; the root is
+/// in `.bss`, touched where leaves are).
 pub(crate) fn meta_bytes() -> usize {
     CHUNKS.load(Ordering::Relaxed) * (PAGE_SIZE + PAGES_PER_CHUNK / 8 + 8)
         + LEAVES.load(Ordering::Relaxed) * PAGE_SIZE
@@ -262,10 +261,6 @@ pub(crate) fn unregister(base: usize, size: usize) {
                         // multiple of 512).
                         unsafe { (*leaf).dirty[i / 64 + k].store(0, Ordering::Relaxed) };
                     }
-                    // And no slab of it waits for a purge.
-                    let c = (chunk >> CHUNK_SHIFT) & (LEAF_CHUNKS - 1);
-                    // SAFETY: as above; `c` in range.
-                    unsafe { (*leaf).slabs_freed[c].store(0, Ordering::Relaxed) };
                     // SAFETY: the chunk's 512 words: one page of the leaf
                     // (a chunk-aligned address's first word index is a
                     // multiple of 512, and leaves are page-aligned),
@@ -571,6 +566,28 @@ pub(crate) fn note_slab_freed(addr: usize, now: u64) -> bool {
     w.load(Ordering::Relaxed) == 0
         && w.compare_exchange(0, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
+}
+
+/// Clears the stamps of [`note_slab_freed`] of the whole chunks from
+/// `base` to `base + size`, about to be unregistered (a chunk registered
+/// again starts with none); returns how many there were.
+pub(crate) fn clear_slab_stamps(base: usize, size: usize) -> usize {
+    let mut n = 0;
+    let mut chunk = base;
+    while chunk < base.saturating_add(size) {
+        if let Some((r, _)) = split(chunk) {
+            let leaf = ROOT[r].load(Ordering::Acquire);
+            if !leaf.is_null() {
+                let c = (chunk >> CHUNK_SHIFT) & (LEAF_CHUNKS - 1);
+                // SAFETY: leaves are never unmapped; `c` in range.
+                if unsafe { (*leaf).slabs_freed[c].swap(0, Ordering::Relaxed) } != 0 {
+                    n += 1;
+                }
+            }
+        }
+        chunk += CHUNK_SIZE;
+    }
+    n
 }
 
 /// Calls `f(base)` for each chunk with a stamp of [`note_slab_freed`] at

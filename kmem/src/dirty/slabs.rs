@@ -71,6 +71,15 @@ pub(super) fn purge_slab_chunks(arena: &Arena<'static>, cutoff: u64) {
     });
 }
 
+/// Drops the stamps of the chunks of a span about to be unmapped (their
+/// dirty pages go with it).
+pub(super) fn forget_chunks(addr: usize, size: usize) {
+    if SLAB_CHUNKS.load(Ordering::Relaxed) != 0 {
+        let n = pagemeta::clear_slab_stamps(addr, size);
+        SLAB_CHUNKS.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -64,7 +64,6 @@ mod reuse;
 pub(crate) use reuse::{reuse, roomier_span};
 mod slabs;
 pub(crate) use slabs::free_slab;
-use slabs::{purge_slab_chunks, SLABS_FREED};
 
 /// Dirty bytes (free pages holding old data) kept before the oldest are
 /// purged, at least: the budget grows with the program's large blocks
@@ -116,10 +115,7 @@ pub fn dirty_budget() -> usize {
         .clamp(DIRTY_MAX, 1 << 30)
 }
 
-/// Bytes in use that the dirty budget follows: large blocks and the size
-/// classes' slabs, whose pages a trim keeps too ([`free_slab`]; with large
-/// blocks only, a program cycling 600 MB of small blocks through four
-/// classes purged the slabs each trim freed: 1.7M page faults, not 0.3M).
+/// Bytes in use that the dirty budget follows: large blocks and slabs.
 fn in_use() -> usize {
     crate::malloc::large_bytes_in_use() + crate::kernel::slab_bytes_in_use()
 }
@@ -660,23 +656,29 @@ pub(crate) unsafe fn free_large(arena: &Arena<'static>, addr: usize, bytes: usiz
         // block's only labelled page is its head, cleared by the caller).
         // SAFETY: the caller's promise: whole pages of ours, unused.
         unsafe { os::unback(addr, bytes) };
-        if let Err(e) = arena.xfree(addr, bytes) {
-            crate::report::fatal(format_args!(
-                "kmem: freeing {bytes} bytes at {addr:#x} to the kernel arena: {e}"
-            ));
-        }
+        give_back(arena, addr, bytes);
         #[cfg(not(loom))]
         crate::timeout::tick_at(now);
         return;
     }
+    mark_dirty(addr, bytes);
+    give_back(arena, addr, bytes);
+    list_freed(arena, addr, bytes, now);
+}
+
+/// Labels `[addr, addr + bytes)` dirty and counts the pages that were not.
+fn mark_dirty(addr: usize, bytes: usize) {
     let marked = pagemeta::mark_dirty(addr, bytes / PAGE_SIZE) * PAGE_SIZE;
     DIRTY.fetch_add(marked, Ordering::Relaxed);
+}
+
+/// Frees a range the arena gave back to it (a refusal is fatal).
+fn give_back(arena: &Arena<'static>, addr: usize, bytes: usize) {
     if let Err(e) = arena.xfree(addr, bytes) {
         crate::report::fatal(format_args!(
-            "kmem: freeing {bytes} bytes at {addr:#x} to the kernel arena: {e}"
+            "kmem: freeing {bytes} bytes at {addr:#x}: {e}"
         ));
     }
-    list_freed(arena, addr, bytes, now);
 }
 
 /// Shrinks the large block `[addr, addr + old)` to its first `new` bytes in
@@ -700,8 +702,7 @@ pub(crate) unsafe fn shrink_large(
     if keep {
         // Labelled before the arena has the pages: whoever takes them
         // next must see that they hold data.
-        let marked = pagemeta::mark_dirty(tail, bytes / PAGE_SIZE) * PAGE_SIZE;
-        DIRTY.fetch_add(marked, Ordering::Relaxed);
+        mark_dirty(tail, bytes);
     } else {
         // Over the whole budget by itself (as in `free_large`): unbacked
         // before the arena has it, so that it reads as zero, as its clean
@@ -797,7 +798,7 @@ fn maintain(arena: &Arena<'static>, now: u64, all: bool) {
 /// (ranges that fell off: see the module doc), finds them by their dirty
 /// bits and purges them too.
 pub(crate) fn purge_all(arena: &Arena<'static>) {
-    purge_slab_chunks(arena, u64::MAX);
+    slabs::purge_slab_chunks(arena, u64::MAX);
     arena.release_idle(); // the span kept wholly free (`keep_idle`) first
     maintain(arena, now(), true);
     if DIRTY.load(Ordering::Relaxed) != 0 {
@@ -818,7 +819,7 @@ fn sweep(arena: &Arena<'static>) {
 pub(crate) fn purge_old(arena: &Arena<'static>) {
     arena.release_idle(); // kept (`keep_idle`) for one period at most
     let now = now();
-    purge_slab_chunks(arena, now.saturating_sub(DECAY_NS));
+    slabs::purge_slab_chunks(arena, now.saturating_sub(DECAY_NS));
     maintain(arena, now, false);
 }
 
@@ -978,8 +979,7 @@ pub struct DirtyStats {
     /// listed (fallen off a full ring, freed meanwhile, or not claimable)
     /// and swept the dirty bits for them.
     pub sweeps: usize,
-    /// Bytes of size-class slabs ever freed with their pages kept (they
-    /// count in `dirty` until reused or purged).
+    /// Bytes of slabs ever freed with their pages kept (counted in `dirty`).
     pub slabs_freed_total: usize,
 }
 
@@ -992,7 +992,7 @@ pub fn dirty_stats() -> DirtyStats {
         reused_total: REUSED.load(Ordering::Relaxed),
         span_hits: SPAN_HITS.load(Ordering::Relaxed),
         sweeps: SWEEPS.load(Ordering::Relaxed),
-        slabs_freed_total: SLABS_FREED.load(Ordering::Relaxed),
+        slabs_freed_total: slabs::SLABS_FREED.load(Ordering::Relaxed),
     }
 }
 

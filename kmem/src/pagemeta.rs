@@ -553,41 +553,34 @@ pub(crate) fn for_each_chunk(mut f: impl FnMut(usize)) {
 /// kept, at `now` (nonzero): the chunk's stamp, unless it has an older
 /// one. Returns whether the chunk had none (the caller counts it).
 pub(crate) fn note_slab_freed(addr: usize, now: u64) -> bool {
-    let Some((r, _)) = split(addr) else {
-        return false;
-    };
+    slab_stamp(addr).is_some_and(|w| {
+        w.load(Ordering::Relaxed) == 0
+            && w.compare_exchange(0, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    })
+}
+
+/// The slab stamp of the chunk holding `addr`, if a leaf covers it.
+fn slab_stamp(addr: usize) -> Option<&'static AtomicU64> {
+    let (r, _) = split(addr)?;
     let leaf = ROOT[r].load(Ordering::Acquire);
     if leaf.is_null() {
-        return false;
+        return None;
     }
     let c = (addr >> CHUNK_SHIFT) & (LEAF_CHUNKS - 1);
     // SAFETY: leaves are never unmapped; `c` in range.
-    let w = unsafe { &(*leaf).slabs_freed[c] };
-    w.load(Ordering::Relaxed) == 0
-        && w.compare_exchange(0, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
+    Some(unsafe { &(*leaf).slabs_freed[c] })
 }
 
 /// Clears the stamps of [`note_slab_freed`] of the whole chunks from
 /// `base` to `base + size`, about to be unregistered (a chunk registered
 /// again starts with none); returns how many there were.
 pub(crate) fn clear_slab_stamps(base: usize, size: usize) -> usize {
-    let mut n = 0;
-    let mut chunk = base;
-    while chunk < base.saturating_add(size) {
-        if let Some((r, _)) = split(chunk) {
-            let leaf = ROOT[r].load(Ordering::Acquire);
-            if !leaf.is_null() {
-                let c = (chunk >> CHUNK_SHIFT) & (LEAF_CHUNKS - 1);
-                // SAFETY: leaves are never unmapped; `c` in range.
-                if unsafe { (*leaf).slabs_freed[c].swap(0, Ordering::Relaxed) } != 0 {
-                    n += 1;
-                }
-            }
-        }
-        chunk += CHUNK_SIZE;
-    }
-    n
+    (base..base.saturating_add(size))
+        .step_by(CHUNK_SIZE)
+        .filter_map(slab_stamp)
+        .filter(|w| w.swap(0, Ordering::Relaxed) != 0)
+        .count()
 }
 
 /// Calls `f(base)` for each chunk with a stamp of [`note_slab_freed`] at
@@ -595,11 +588,7 @@ pub(crate) fn clear_slab_stamps(base: usize, size: usize) -> usize {
 /// again).
 pub(crate) fn take_slab_stamps(cutoff: u64, mut f: impl FnMut(usize)) {
     for_each_chunk(|base| {
-        let Some((r, _)) = split(base) else { return };
-        let leaf = ROOT[r].load(Ordering::Acquire);
-        let c = (base >> CHUNK_SHIFT) & (LEAF_CHUNKS - 1);
-        // SAFETY: a registered chunk's leaf: mapped for good.
-        let w = unsafe { &(*leaf).slabs_freed[c] };
+        let Some(w) = slab_stamp(base) else { return };
         let stamp = w.load(Ordering::Relaxed);
         if stamp != 0
             && stamp <= cutoff

@@ -3,8 +3,8 @@
 
 use vmem::Arena;
 
-use super::{maintain, note_before_free_at, now, purge_runs, DIRTY};
-use crate::os::{CHUNK_SIZE, PAGE_SIZE};
+use super::{give_back, maintain, mark_dirty, note_before_free_at, now, purge_runs, DIRTY};
+use crate::os::CHUNK_SIZE;
 use crate::pagemeta;
 use crate::sync::plain::{AtomicUsize, Ordering};
 
@@ -38,19 +38,14 @@ static SLAB_CHUNKS: AtomicUsize = AtomicUsize::new(0);
 pub(crate) unsafe fn free_slab(arena: &Arena<'static>, addr: usize, bytes: usize, slabs: usize) {
     let now = now();
     note_before_free_at(slabs + crate::malloc::large_bytes_in_use(), || now);
-    let marked = pagemeta::mark_dirty(addr, bytes / PAGE_SIZE) * PAGE_SIZE;
-    DIRTY.fetch_add(marked, Ordering::Relaxed);
+    mark_dirty(addr, bytes);
     SLABS_FREED.fetch_add(bytes, Ordering::Relaxed);
     // Stamped before the arena has the pages: a purge that claims them
     // (the stamp just taken by a pass) must find them labelled.
     if pagemeta::note_slab_freed(addr, now) {
         SLAB_CHUNKS.fetch_add(1, Ordering::Relaxed);
     }
-    if let Err(e) = arena.xfree(addr, bytes) {
-        crate::report::fatal(format_args!(
-            "kmem: freeing a slab of {bytes} bytes at {addr:#x} to the kernel arena: {e}"
-        ));
-    }
+    give_back(arena, addr, bytes);
     if DIRTY.load(Ordering::Relaxed) > super::dirty_budget() {
         // Over budget: the slabs' dirty pages go first, all of them (rare:
         // the budget follows the most memory in use lately).
@@ -83,6 +78,7 @@ pub(super) fn forget_chunks(addr: usize, size: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::os::PAGE_SIZE;
 
     /// A slab its keg frees goes back with its pages labelled dirty and
     /// its chunk stamped; a pass after the decay (here: any cutoff past

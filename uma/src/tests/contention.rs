@@ -104,15 +104,20 @@ fn zone_lock_contention_grows_the_bucket_size_by_one() {
     finish(z);
 }
 
-#[test]
-fn contention_growth_stops_at_the_bucket_size_max() {
-    let z = zone("contend-max");
-    // A limit caps the bucket size at 6: limit / 2 / (2 * max(CPUs, caches))
-    // with at most one cache registered at a time here.
+/// Sets a limit that caps `z`'s bucket size at 6: limit / 2 / (2 *
+/// max(CPUs, caches)), with at most one cache registered at a time here.
+/// The size is then 6 (`why` says why, for the message).
+fn cap_at_six(z: &Zone, why: &str) {
     let ncpu = global().ncpu.max(1);
     z.set_max(24 * ncpu);
     assert_eq!(z.bucket_max.load(Relaxed), 6);
-    assert_eq!(z.bucket_size(), 6, "clamped to the cap");
+    assert_eq!(z.bucket_size(), 6, "{why}");
+}
+
+#[test]
+fn contention_growth_stops_at_the_bucket_size_max() {
+    let z = zone("contend-max");
+    cap_at_six(z, "clamped to the cap");
     z.reclaim(Reclaim::Drain);
     assert_eq!(z.bucket_size(), 4, "reclaim shrank it below the cap");
     assert_eq!(contend_once(z), 5);
@@ -240,11 +245,7 @@ fn a_ramp_also_climbs_on_refills_the_keg_does_not_serve() {
 #[test]
 fn a_ramp_stays_within_a_limits_cap() {
     let z = ramp_zone("ramp-limit");
-    // As in `contention_growth_stops_at_the_bucket_size_max`: a cap of 6.
-    let ncpu = global().ncpu.max(1);
-    z.set_max(24 * ncpu);
-    assert_eq!(z.bucket_max.load(Relaxed), 6);
-    assert_eq!(z.bucket_size(), 6, "the ramp's start, clamped");
+    cap_at_six(z, "the ramp's start, clamped");
     let items = std::thread::spawn(move || {
         let mut seen = Vec::new();
         let v = (0..20)

@@ -45,6 +45,8 @@ use crate::pagemeta::{self, TAG_CACHED, TAG_LARGE, TAG_LARGE_X, TAG_MASK, TAG_SL
 use crate::report::{report, Report, ReportKind};
 use crate::Flags;
 
+mod moves;
+pub(crate) use moves::{grows_a_little, moved_with_room, realloc_target};
 mod types;
 pub use types::*;
 
@@ -186,98 +188,6 @@ pub(crate) fn large_handout(addr: usize, n: usize, word: usize) -> Option<NonNul
 fn large_freed(n: usize) -> usize {
     LARGE_FREES.fetch_add(1, Ordering::Relaxed);
     LARGE_PAGES.fetch_sub(n as u64, Ordering::Relaxed) as usize * PAGE_SIZE
-}
-
-/// Whether growing a large block from `old` to `new` bytes is a small
-/// step (by at most half): the pattern in-place growth and a move with
-/// room are for. A larger step moves as any allocation does, to pages a
-/// freed block left dirty, since the pages after a block and a roomy place
-/// are mostly clean, a page fault for each page written.
-fn grows_a_little(old: usize, new: usize) -> bool {
-    new > old && new <= old + old / 2
-}
-
-/// A large block of `size` bytes (page aligned) at the start of a free
-/// range of at least `room` bytes ([`vmem::Arena::alloc_with_room`]), so
-/// that it can grow in place later; `None` when no free range is that
-/// large now (nothing imported, no reclaim: the caller allocates as usual).
-fn large_alloc_with_room(k: &Kernel, size: usize, room: usize) -> Option<NonNull<u8>> {
-    let bytes = round_page(size)?;
-    if bytes <= QCACHE_MAX || bytes > crate::os::max_request() {
-        return None;
-    }
-    if !crate::pressure::charge(bytes, false, false) {
-        return None;
-    }
-    let Ok(addr) = k.arena.alloc_with_room(bytes, room) else {
-        crate::pressure::uncharge(bytes);
-        return None;
-    };
-    let n = bytes / PAGE_SIZE;
-    crate::dirty::taken(addr, n, 0, false);
-    large_handout(addr, n, pagemeta::direct_word(n))
-}
-
-/// A new place for a block that `realloc` moves to grow it to `size`
-/// bytes (more than the quantum cache serves, aligned to a page or less):
-/// the front of the largest range of dirty pages a recent free left
-/// ([`crate::dirty::reuse`]), so that the block can go on growing there in
-/// place, with no copy and no page fault. Taking the smallest range that
-/// fit, a `Vec` pushed to 8 MiB again and again was copied at 2 and at
-/// 4 MiB every time, into the ranges the same steps had left the time
-/// before (glibc grows it in place or with `mremap`, copying nothing).
-/// `None` when no listed range fits, or where the profiler must see the
-/// allocation: the caller allocates as usual.
-pub(crate) fn realloc_target(
-    k: &Kernel,
-    size: usize,
-    align: usize,
-    flags: Flags,
-) -> Option<NonNull<u8>> {
-    // A new block's pages (its class's in the large classes' range): with
-    // the request's whole pages, `patterns buffers` faulted 218k pages
-    // instead of 195k; the resizes that follow take whole pages
-    // (`large_resize`), as `realloc_sizes.c` wants (class pages there
-    // listed more dirty pages than were written, 246k faults against
-    // 207k).
-    let bytes = large_pages(size, align)? * PAGE_SIZE;
-    if bytes <= QCACHE_MAX
-        || bytes > crate::os::max_request()
-        || align > PAGE_SIZE
-        || flags.contains(Flags::ZERO)
-        || crate::prof::on()
-    {
-        return None;
-    }
-    if !crate::pressure::charge(bytes, false, false) {
-        return None;
-    }
-    let span = crate::dirty::roomier_span(bytes);
-    let r = if span != 0 {
-        // The whole span back into the arena (an import takes the smallest
-        // retained span that fits; free arena space as large would do as
-        // well), cut down to the block at its front.
-        match k
-            .arena
-            .xalloc(span, &vmem::Constraints::NONE, vmem::Flags::NOWAIT)
-        {
-            Ok(a) if k.arena.xresize(a, span, bytes).is_ok() => Some(a),
-            Ok(a) => {
-                let _ = k.arena.xfree(a, span);
-                None
-            }
-            Err(_) => None,
-        }
-    } else {
-        crate::dirty::reuse(k.arena, bytes, true).map(|(a, _)| a)
-    };
-    let Some(addr) = r else {
-        crate::pressure::uncharge(bytes);
-        return None;
-    };
-    let n = bytes / PAGE_SIZE;
-    crate::dirty::taken(addr, n, 0, false);
-    large_handout(addr, n, pagemeta::direct_word(n))
 }
 
 /// The largest alignment a large block may ask for.
@@ -636,9 +546,7 @@ pub(crate) unsafe fn realloc_untyped(
             // through the profiler's sampling, which must see it). A larger
             // step moves as any allocation (see `grows_a_little`).
             ask = size.saturating_add(size / 4);
-            if align <= PAGE_SIZE && !flags.contains(Flags::ZERO) && !crate::prof::on() {
-                roomy = large_alloc_with_room(k, ask, ask.saturating_mul(2));
-            }
+            roomy = moved_with_room(k, ask, ask.saturating_mul(2), align, flags);
         }
     }
     if roomy.is_none() && size > owner.size() {

@@ -100,8 +100,10 @@ unsafe impl GlobalAlloc for Kmem {
             // so the room is the C road's 2.5 times its size).
             (None, Some(k)) if crate::malloc::grows_a_little(layout.size(), new_size) => {
                 let room = new_size.saturating_mul(5) / 2;
-                crate::malloc::moved_with_room(k, new_size, room, align, Flags::NOWAIT)
-                    .or_else(|| crate::malloc::realloc_target(k, new_size, align, Flags::NOWAIT))
+                let f = Flags::NOWAIT;
+                crate::malloc::moved_with_room(k, new_size, room, align, f, false)
+                    .or_else(|| crate::malloc::realloc_target(k, new_size, align, f))
+                    .or_else(|| crate::malloc::moved_with_room(k, new_size, room, align, f, true))
             }
             (None, Some(k)) if new_size > layout.size() => {
                 crate::malloc::realloc_target(k, new_size, align, Flags::NOWAIT)

@@ -532,12 +532,14 @@ pub(crate) unsafe fn realloc_untyped(
     }
     let mut ask = size;
     let mut roomy = None;
+    let mut small_step = false;
     if let Owner::Large(n) = owner {
         if realloc_large_in_place(k, ptr as usize, n, size, align) {
             return Some(old);
         }
         let old_bytes = n * PAGE_SIZE;
-        if grows_a_little(old_bytes, size) {
+        small_step = grows_a_little(old_bytes, size);
+        if small_step {
             // Growing a little, and the pages after it are taken: move it
             // with a quarter more room, so that a block grown a little at a
             // time is copied a bounded number of times (its usable size
@@ -546,11 +548,14 @@ pub(crate) unsafe fn realloc_untyped(
             // through the profiler's sampling, which must see it). A larger
             // step moves as any allocation (see `grows_a_little`).
             ask = size.saturating_add(size / 4);
-            roomy = moved_with_room(k, ask, ask.saturating_mul(2), align, flags);
+            roomy = moved_with_room(k, ask, ask.saturating_mul(2), align, flags, false);
         }
     }
     if roomy.is_none() && size > owner.size() {
         roomy = realloc_target(k, ask, align, flags);
+    }
+    if roomy.is_none() && small_step {
+        roomy = moved_with_room(k, ask, ask.saturating_mul(2), align, flags, true);
     }
     let new = match roomy.or_else(|| crate::fast::alloc_slow(ask, align, flags)) {
         Some(p) => p,

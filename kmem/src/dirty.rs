@@ -169,7 +169,7 @@ pub const RETAIN_MAX: usize = 64 << 20;
 /// large free or timeout pass (1 s).
 pub const DECAY_NS: u64 = 1_000_000_000;
 
-const RING: usize = 256;
+const RING: usize = 1024;
 const SPANS: usize = 32;
 /// A range whose purge lost a race is retried this many times.
 const TRIES: u8 = 2;
@@ -478,7 +478,7 @@ pub(crate) fn taken(addr: usize, npages: usize, word: usize, zero: bool) {
 
 /// [`taken`] for pages [`reuse()`] took: it cut them out of the list
 /// already, so the list is not walked again (the lock and a second scan
-/// of up to 256 entries per large allocation).
+/// of up to `RING` entries per large allocation).
 pub(crate) fn taken_reused(addr: usize, npages: usize, word: usize, zero: bool) {
     taken_as(addr, npages, word, zero, false);
 }

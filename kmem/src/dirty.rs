@@ -137,14 +137,15 @@ fn note_peak(in_use: usize, now: u64) {
     }
 }
 
-/// Notes the bytes of large blocks in use just before a large free; reads
-/// the clock only for a new peak or the peak reached again (renewing it:
-/// on a new peak only, `malloc-large` faulted 12% more). Not for the page
-/// caches' blocks, where that read was a third of a 100 KB pair (and
-/// whose ranges leave no dirty pages in the arena).
-fn note_before_free_at(in_use: usize, now: impl FnOnce() -> u64) {
-    if in_use >= PEAK.load(Ordering::Relaxed) {
-        note_peak(in_use, now());
+/// Notes the bytes in use just before a free of `bytes` of them at `now`
+/// (a large block's or a slab's, already counted out), if that is a new
+/// peak or the peak reached again (renewing it: on a new peak only,
+/// `malloc-large` faulted 12% more). Not for the page caches' blocks,
+/// whose ranges leave no dirty pages in the arena.
+fn note_before_free(bytes: usize, now: u64) {
+    let before = in_use() + bytes;
+    if before >= PEAK.load(Ordering::Relaxed) {
+        note_peak(before, now);
     }
 }
 
@@ -638,18 +639,17 @@ pub(crate) fn taken_clean(addr: usize, npages: usize) {
     }
 }
 
-/// Frees a large block to the arena with its pages kept (labelled dirty),
-/// then purges what is over budget or old. `in_use`: the bytes of large
-/// blocks in use before this free, for the peak (as [`note_before_free_at`],
-/// with the one clock read the free makes).
+/// Frees a large block (counted out of the large bytes in use already) to
+/// the arena with its pages kept (labelled dirty), then purges what is
+/// over budget or old.
 ///
 /// # Safety
 ///
 /// `[addr, addr + bytes)` is a live large block of the arena (whole pages),
 /// unused from now on.
-pub(crate) unsafe fn free_large(arena: &Arena<'static>, addr: usize, bytes: usize, in_use: usize) {
+pub(crate) unsafe fn free_large(arena: &Arena<'static>, addr: usize, bytes: usize) {
     let now = now();
-    note_before_free_at(in_use + crate::kernel::slab_bytes_in_use(), || now);
+    note_before_free(bytes, now);
     if bytes > dirty_budget() {
         // Over the whole budget by itself: it would be listed and purged at
         // once. Unback it directly (its page words are 0 already: a live

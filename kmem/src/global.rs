@@ -95,18 +95,13 @@ unsafe impl GlobalAlloc for Kmem {
         // align does not overflow.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, align) };
         let grown = match (new, kernel()) {
-            // Growing by a small step: with room to go on growing in place,
-            // as the C ABI's `realloc` moves it (its size is the layout's,
-            // so the room is the C road's 2.5 times its size).
-            (None, Some(k)) if crate::malloc::grows_a_little(layout.size(), new_size) => {
-                let room = new_size.saturating_mul(5) / 2;
-                let f = Flags::NOWAIT;
-                crate::malloc::moved_with_room(k, new_size, room, align, f, false)
-                    .or_else(|| crate::malloc::realloc_target(k, new_size, align, f))
-                    .or_else(|| crate::malloc::moved_with_room(k, new_size, room, align, f, true))
-            }
             (None, Some(k)) if new_size > layout.size() => {
-                crate::malloc::realloc_target(k, new_size, align, Flags::NOWAIT)
+                // A small step gets room to go on growing in place, as the
+                // C ABI's `realloc` gives it (its size is the layout's, so
+                // the room is the C road's 2.5 times its size).
+                let room = crate::malloc::grows_a_little(layout.size(), new_size)
+                    .then(|| new_size.saturating_mul(5) / 2);
+                crate::malloc::place_grown(k, new_size, room, align, Flags::NOWAIT)
             }
             _ => None,
         };

@@ -193,6 +193,17 @@ fn split(addr: usize) -> Option<(usize, usize)> {
     Some((r, (addr >> PAGE_SHIFT) & (LEAF_WORDS - 1)))
 }
 
+/// The leaf of a user-space address, if it has one, and the address's
+/// page index in it.
+#[inline(always)]
+fn leaf_of(addr: usize) -> Option<(&'static Leaf, usize)> {
+    let (r, i) = split(addr)?;
+    let leaf = ROOT[r].load(Ordering::Acquire);
+    // SAFETY: a non-null root entry points to a leaf that is never
+    // unmapped, and a leaf is atomics only: shared references are fine.
+    (!leaf.is_null()).then(|| (unsafe { &*leaf }, i))
+}
+
 /// The chunk's bit in its leaf: (word, mask).
 #[inline]
 fn chunk_bit(addr: usize) -> (usize, u64) {
@@ -284,13 +295,7 @@ pub(crate) fn unregister(base: usize, size: usize) {
 
 #[inline(always)]
 fn word_ref(addr: usize) -> Option<&'static AtomicUsize> {
-    let (r, i) = split(addr)?;
-    let leaf = ROOT[r].load(Ordering::Acquire);
-    if leaf.is_null() {
-        return None;
-    }
-    // SAFETY: leaves are never unmapped; `i` in range by `split`.
-    Some(unsafe { &(*leaf).words[i] })
+    leaf_of(addr).map(|(leaf, i)| &leaf.words[i])
 }
 
 /// Sets the word of the one page at `addr` (a large block's head), as
@@ -348,16 +353,10 @@ pub(crate) fn lookup_fast(addr: usize) -> usize {
 
 /// Whether `addr` lies in a chunk of the kernel arena.
 pub(crate) fn is_ours(addr: usize) -> bool {
-    let Some((r, _)) = split(addr) else {
-        return false;
-    };
-    let leaf = ROOT[r].load(Ordering::Acquire);
-    if leaf.is_null() {
-        return false;
-    }
-    let (w, bit) = chunk_bit(addr);
-    // SAFETY: leaves are never unmapped; `w` in range.
-    unsafe { (*leaf).chunks[w].load(Ordering::Acquire) & bit != 0 }
+    leaf_of(addr).is_some_and(|(leaf, _)| {
+        let (w, bit) = chunk_bit(addr);
+        leaf.chunks[w].load(Ordering::Acquire) & bit != 0
+    })
 }
 
 /// Sets the words of `npages` pages from `addr` to `word`. Walks the
@@ -435,15 +434,8 @@ fn dirty_words(addr: usize, npages: usize, mut f: impl FnMut(&AtomicU64, u64, us
 
 /// Whether the page of `addr` is dirty (a free page holding old data).
 pub(crate) fn is_dirty(addr: usize) -> bool {
-    let Some((r, i)) = split(addr) else {
-        return false;
-    };
-    let leaf = ROOT[r].load(Ordering::Acquire);
-    if leaf.is_null() {
-        return false;
-    }
-    // SAFETY: leaves are never unmapped; `i / 64` in range by `split`.
-    unsafe { (*leaf).dirty[i / 64].load(Ordering::Acquire) & (1 << (i % 64)) != 0 }
+    leaf_of(addr)
+        .is_some_and(|(leaf, i)| leaf.dirty[i / 64].load(Ordering::Acquire) & (1 << (i % 64)) != 0)
 }
 
 /// Marks `npages` pages from `addr` dirty; returns how many were not yet.
@@ -562,14 +554,7 @@ pub(crate) fn note_slab_freed(addr: usize, now: u64) -> bool {
 
 /// The slab stamp of the chunk holding `addr`, if a leaf covers it.
 fn slab_stamp(addr: usize) -> Option<&'static AtomicU64> {
-    let (r, _) = split(addr)?;
-    let leaf = ROOT[r].load(Ordering::Acquire);
-    if leaf.is_null() {
-        return None;
-    }
-    let c = (addr >> CHUNK_SHIFT) & (LEAF_CHUNKS - 1);
-    // SAFETY: leaves are never unmapped; `c` in range.
-    Some(unsafe { &(*leaf).slabs_freed[c] })
+    leaf_of(addr).map(|(leaf, _)| &leaf.slabs_freed[(addr >> CHUNK_SHIFT) & (LEAF_CHUNKS - 1)])
 }
 
 /// Clears the stamps of [`note_slab_freed`] of the whole chunks from

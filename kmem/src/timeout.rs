@@ -176,8 +176,7 @@ impl Timeout {
             // thread that read the deadline this one is about to move
             // cannot claim the new period for the same growth).
             let g = self.grown.load(Ordering::Relaxed);
-            if g < GROWTH_PASS_BYTES
-                || g < growth_pass_bytes()
+            if g < growth_pass_bytes()
                 || self
                     .grown
                     .compare_exchange(g, 0, Ordering::Relaxed, Ordering::Relaxed)

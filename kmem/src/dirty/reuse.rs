@@ -137,7 +137,7 @@ fn extend(arena: &Arena<'static>, r: Range, size: usize) -> Option<usize> {
 /// The size of the largest retained span, if it is larger than `size` and
 /// than every listed range of dirty pages in the arena: where a block that
 /// `realloc` is growing has the most room to go on growing (see
-/// [`crate::malloc::realloc_target`]). 0 if there is none such.
+/// `crate::malloc::moves::realloc_target`). 0 if there is none such.
 pub(crate) fn roomier_span(size: usize) -> usize {
     if RETAINED.load(Ordering::Relaxed) < size {
         return 0;

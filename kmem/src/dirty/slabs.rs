@@ -3,7 +3,7 @@
 
 use vmem::Arena;
 
-use super::{give_back, maintain, mark_dirty, note_before_free_at, now, purge_runs, DIRTY};
+use super::{give_back, maintain, mark_dirty, note_before_free, now, purge_runs, DIRTY};
 use crate::os::CHUNK_SIZE;
 use crate::pagemeta;
 use crate::sync::plain::{AtomicUsize, Ordering};
@@ -18,8 +18,8 @@ static SLAB_CHUNKS: AtomicUsize = AtomicUsize::new(0);
 /// with its pages kept, labelled dirty, as
 /// [`free_large`](super::free_large) frees a large block, so that the next
 /// slab of any class, or a large block, reuses them instead of faulting
-/// fresh pages in (`kernel::arena_free_slab`). `slabs` is the slab bytes
-/// in use before this free, for the peak the budget follows.
+/// fresh pages in (`kernel::arena_free_slab`, which counts it out of the
+/// slab bytes in use first).
 ///
 /// Not listed in the ring: a trim frees slabs by the thousand, scattered,
 /// and listed one by one they filled it, and the ring purged each one it
@@ -35,9 +35,9 @@ static SLAB_CHUNKS: AtomicUsize = AtomicUsize::new(0);
 ///
 /// `[addr, addr + bytes)` is a slab of the arena (whole pages, page words
 /// cleared), unused from now on.
-pub(crate) unsafe fn free_slab(arena: &Arena<'static>, addr: usize, bytes: usize, slabs: usize) {
+pub(crate) unsafe fn free_slab(arena: &Arena<'static>, addr: usize, bytes: usize) {
     let now = now();
-    note_before_free_at(slabs + crate::malloc::large_bytes_in_use(), || now);
+    note_before_free(bytes, now);
     mark_dirty(addr, bytes);
     SLABS_FREED.fetch_add(bytes, Ordering::Relaxed);
     // Stamped before the arena has the pages: a purge that claims them

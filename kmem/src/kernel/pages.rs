@@ -178,9 +178,9 @@ pub(crate) fn arena_slab(
 pub(crate) unsafe fn arena_free_slab(arena: &Arena<'static>, addr: usize, size: usize) {
     pagemeta::set(addr, size / PAGE_SIZE, 0);
     // Counted out first: the budget the free checks is of what stays.
-    let before = SLAB_BYTES.fetch_sub(size, Ordering::Relaxed);
+    SLAB_BYTES.fetch_sub(size, Ordering::Relaxed);
     // SAFETY: the caller's promise: a whole slab of the arena, unused.
-    unsafe { crate::dirty::free_slab(arena, addr, size, before) };
+    unsafe { crate::dirty::free_slab(arena, addr, size) };
     crate::pressure::uncharge(size);
 }
 

@@ -46,7 +46,7 @@ use crate::report::{report, Report, ReportKind};
 use crate::Flags;
 
 mod moves;
-pub(crate) use moves::{grows_a_little, moved_with_room, realloc_target};
+pub(crate) use moves::{grows_a_little, place_grown};
 mod types;
 pub use types::*;
 
@@ -183,11 +183,10 @@ pub(crate) fn large_handout(addr: usize, n: usize, word: usize) -> Option<NonNul
 }
 
 /// Counts the free of a large block of `n` pages that goes back to the
-/// kernel arena (the page caches' zones count theirs); returns the bytes
-/// of such blocks in use before it, for the dirty budget's peak.
-fn large_freed(n: usize) -> usize {
+/// kernel arena (the page caches' zones count theirs).
+fn large_freed(n: usize) {
     LARGE_FREES.fetch_add(1, Ordering::Relaxed);
-    LARGE_PAGES.fetch_sub(n as u64, Ordering::Relaxed) as usize * PAGE_SIZE
+    LARGE_PAGES.fetch_sub(n as u64, Ordering::Relaxed);
 }
 
 /// The largest alignment a large block may ask for.
@@ -244,10 +243,10 @@ pub(crate) unsafe fn large_free(k: &Kernel, addr: usize, n: usize) {
         return;
     }
     // To the arena: its head cleared, as every free arena page's word is.
-    let before = large_freed(n);
+    large_freed(n);
     pagemeta::set(addr, 1, 0);
     // SAFETY: the caller's promise.
-    unsafe { crate::dirty::free_large(k.arena, addr, bytes, before) };
+    unsafe { crate::dirty::free_large(k.arena, addr, bytes) };
     crate::pressure::uncharge(bytes);
 }
 
@@ -531,15 +530,12 @@ pub(crate) unsafe fn realloc_untyped(
         return Some(old);
     }
     let mut ask = size;
-    let mut roomy = None;
-    let mut small_step = false;
+    let mut room = None;
     if let Owner::Large(n) = owner {
         if realloc_large_in_place(k, ptr as usize, n, size, align) {
             return Some(old);
         }
-        let old_bytes = n * PAGE_SIZE;
-        small_step = grows_a_little(old_bytes, size);
-        if small_step {
+        if grows_a_little(n * PAGE_SIZE, size) {
             // Growing a little, and the pages after it are taken: move it
             // with a quarter more room, so that a block grown a little at a
             // time is copied a bounded number of times (its usable size
@@ -548,15 +544,14 @@ pub(crate) unsafe fn realloc_untyped(
             // through the profiler's sampling, which must see it). A larger
             // step moves as any allocation (see `grows_a_little`).
             ask = size.saturating_add(size / 4);
-            roomy = moved_with_room(k, ask, ask.saturating_mul(2), align, flags, false);
+            room = Some(ask.saturating_mul(2));
         }
     }
-    if roomy.is_none() && size > owner.size() {
-        roomy = realloc_target(k, ask, align, flags);
-    }
-    if roomy.is_none() && small_step {
-        roomy = moved_with_room(k, ask, ask.saturating_mul(2), align, flags, true);
-    }
+    let roomy = if size > owner.size() {
+        place_grown(k, ask, room, align, flags)
+    } else {
+        None
+    };
     let new = match roomy.or_else(|| crate::fast::alloc_slow(ask, align, flags)) {
         Some(p) => p,
         None if ask != size => crate::fast::alloc_slow(size, align, flags)?,

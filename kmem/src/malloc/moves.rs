@@ -20,18 +20,35 @@ pub(crate) fn grows_a_little(old: usize, new: usize) -> bool {
     new > old && new <= old + old / 2
 }
 
-/// Where `realloc` moves a large block it grows by a small step
-/// ([`grows_a_little`]): `size` bytes with `room` bytes free from its
-/// start ([`large_alloc_with_room`]), for either front door; `None` for
-/// a request that must take the usual road (over-aligned, zero-filled, or
-/// seen by the profiler's sampling), or when there is no such room.
-///
-/// Each door asks twice: first for a free range the arena has (`import`
-/// false), then, if no range of dirty pages took the block either
-/// ([`realloc_target`]), for room imported. Importing first, 64 buffers
-/// grown a page at a time to 8 MiB each left the dirty pages of their
-/// old places unused and faulted fresh ones: 879 MB peak against 682.
-pub(crate) fn moved_with_room(
+/// Where `realloc` moves a large block it grows to `size` bytes, for
+/// either front door; `None`: the caller allocates as usual. With `room`
+/// (a small step, [`grows_a_little`]): a free range of the arena with that
+/// room ([`moved_with_room`] without import), else the widest range of
+/// dirty pages ([`realloc_target`]), else room imported for a block that
+/// outgrows the heap. Without: the widest range of dirty pages.
+pub(crate) fn place_grown(
+    k: &Kernel,
+    size: usize,
+    room: Option<usize>,
+    align: usize,
+    flags: Flags,
+) -> Option<NonNull<u8>> {
+    let Some(room) = room else {
+        return realloc_target(k, size, align, flags);
+    };
+    moved_with_room(k, size, room, align, flags, false)
+        .or_else(|| realloc_target(k, size, align, flags))
+        .or_else(|| moved_with_room(k, size, room, align, flags, true))
+}
+
+/// A large block of `size` bytes with `room` bytes free from its start
+/// ([`large_alloc_with_room`]), for a block `realloc` grows by a small
+/// step; `None` for a request that must take the usual road
+/// (over-aligned, zero-filled, or seen by the profiler's sampling), or
+/// when there is no such room. [`place_grown`] asks twice: for a free
+/// range the arena has (`import` false), then, once the dirty ranges
+/// failed too, for room imported (below: for which blocks).
+fn moved_with_room(
     k: &Kernel,
     size: usize,
     room: usize,
@@ -135,12 +152,7 @@ fn handout(addr: Option<usize>, bytes: usize) -> Option<NonNull<u8>> {
 /// before (glibc grows it in place or with `mremap`, copying nothing).
 /// `None` when no listed range fits, or where the profiler must see the
 /// allocation: the caller allocates as usual.
-pub(crate) fn realloc_target(
-    k: &Kernel,
-    size: usize,
-    align: usize,
-    flags: Flags,
-) -> Option<NonNull<u8>> {
+fn realloc_target(k: &Kernel, size: usize, align: usize, flags: Flags) -> Option<NonNull<u8>> {
     // A new block's pages (its class's in the large classes' range): with
     // the request's whole pages, `patterns buffers` faulted 218k pages
     // instead of 195k; the resizes that follow take whole pages

@@ -360,7 +360,7 @@ impl Uma {
         // still be giving their buckets back.
         crate::pcpu::wait_exit_flushes(zone);
         zone.release_list(list);
-        zone.bucket_cache_reclaim(true);
+        zone.bucket_cache_reclaim(crate::zone::Keep::Nothing);
         let st = zone.stats();
         let leaked = st.used as usize;
         if leaked > 0 {

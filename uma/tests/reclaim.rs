@@ -125,6 +125,52 @@ fn timeout_passes_give_a_burst_back_and_keep_a_steady_working_set() {
 }
 
 #[test]
+fn early_trim_gives_back_what_only_came_in_and_keeps_what_was_drawn() {
+    let src = leak_source();
+    // Left behind: its blocks were allocated from the keg and freed into
+    // the cache, never asked for again.
+    let left = zone(
+        ZoneArgs::new("rc-early-left", 64)
+            .source(src)
+            .bucket_size(8),
+    );
+    fill_and_free(left, 2000);
+    let cached = bucket_items(left);
+    assert!(cached > 1000, "the frees are cached ({cached})");
+    assert!(left.trim_early(), "items given back");
+    assert_eq!(bucket_items(left), 0, "nothing was drawn: all went back");
+    // A timeout pass keeps the same pattern's items: its estimate is the
+    // period's range, and only decays over quiet periods.
+    let kept = zone(ZoneArgs::new("rc-early-range", 64).bucket_size(8));
+    fill_and_free(kept, 2000);
+    let cached = bucket_items(kept);
+    kept.timeout();
+    assert!(
+        bucket_items(kept) >= cached / 2,
+        "a timeout keeps most of the range ({} of {cached})",
+        bucket_items(kept)
+    );
+    // In use: a second round drew a batch from the cache, so the early
+    // trim keeps it (the period is not ended by it either).
+    let used = zone(ZoneArgs::new("rc-early-used", 64).bucket_size(8));
+    fill_and_free(used, 2000);
+    fill_and_free(used, 2000);
+    let cached = bucket_items(used);
+    used.trim_early();
+    used.trim_early();
+    assert!(
+        bucket_items(used) + 16 >= cached,
+        "a batch drawn this period stays ({} of {cached})",
+        bucket_items(used)
+    );
+    for z in [left, kept, used] {
+        z.check_invariants();
+        z.reclaim(Reclaim::DrainCpu);
+        destroy(z);
+    }
+}
+
+#[test]
 fn drain_cpu_takes_another_threads_cache_without_its_help() {
     let z = zone(ZoneArgs::new("rc-foreign", 64).bucket_size(30));
     let (tx, rx) = mpsc::channel::<()>();

@@ -82,7 +82,7 @@ impl Zone {
             return;
         }
         self.release_list(pcpu::drain_zone_caches(self, false));
-        self.bucket_cache_reclaim(true);
+        self.bucket_cache_reclaim(super::reclaim::Keep::Nothing);
     }
 
     /// Returns `n` items to the limit and wakes sleepers.

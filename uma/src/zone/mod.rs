@@ -25,6 +25,7 @@
 
 mod limit;
 mod reclaim;
+pub(crate) use reclaim::Keep;
 mod trade;
 
 use core::cell::Cell;
@@ -228,6 +229,8 @@ impl Zone {
                 nitems: 0,
                 imax: 0,
                 imin: 0,
+                bimin: 0,
+                batch: 0,
                 wss: 0,
                 warned: false,
             }),
@@ -752,7 +755,7 @@ impl Zone {
                 self.name
             );
             assert!(
-                g.imin <= g.nitems && g.nitems <= g.imax,
+                g.imin <= g.bimin && g.bimin <= g.nitems && g.nitems <= g.imax,
                 "zone {}: wss bounds",
                 self.name
             );

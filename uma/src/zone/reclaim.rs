@@ -10,35 +10,66 @@ use crate::source::SlabSource;
 use crate::sync::unmodeled::Ordering as UOrdering;
 use crate::Reclaim;
 
+/// What a trim of the bucket cache keeps besides the working-set estimate
+/// of the past periods ([`Zone::bucket_cache_reclaim`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Keep {
+    /// Nothing, the estimate neither: a drain.
+    Nothing,
+    /// The range of the count this period: what the period used, the
+    /// blocks freed into the cache included (a timeout pass, a `Trim`).
+    Used,
+    /// The biggest batch this period drew from the cache
+    /// ([`Zone::trim_early`]).
+    Drawn,
+}
+
+impl Keep {
+    /// A `Trim` keeps what the period used; `Drain` and `DrainCpu` keep
+    /// nothing.
+    fn for_reclaim(how: Reclaim) -> Keep {
+        if how == Reclaim::Trim {
+            Keep::Used
+        } else {
+            Keep::Nothing
+        }
+    }
+}
+
 impl Zone {
     /// Updates the working-set estimate of the bucket cache (FreeBSD
-    /// `zone_domain_update_wss`, run from `uma_timeout` every 20 s).
+    /// `zone_domain_update_wss`, run from `uma_timeout` every 20 s): four
+    /// fifths the range of the count this period, one fifth the estimate
+    /// before (so a burst's estimate decays to a fifth per quiet period),
+    /// and a new period begins.
     pub fn update_wss(&self) {
         let mut g = self.state.lock();
         let wss = g.imax - g.imin;
         g.imax = g.nitems;
         g.imin = g.nitems;
+        g.bimin = g.nitems;
+        g.batch = 0;
         g.wss = (4 * wss + g.wss) / 5;
     }
 
-    /// Gives back bucket-cache items above the working-set estimate (or
-    /// above what the current period has used, if that is more), or all of
-    /// them with `drain` (FreeBSD `bucket_cache_reclaim`). The coldest
+    /// Gives back bucket-cache items above the working-set estimate and
+    /// above what [`Keep`] says of the current period (FreeBSD
+    /// `bucket_cache_reclaim`). The coldest
     /// buckets go: the cache is a stack, so the ones at its bottom. The
     /// bounds of the current period's range shift down by what went, so
     /// that the trim does not count as use in the next estimate. Kept
-    /// empty buckets go too: all of them with `drain`, else those beyond
+    /// empty buckets go too: all of them with [`Keep::Nothing`], else those beyond
     /// the number of full buckets left (each can be traded for at most
     /// one). Returns whether items were given back.
-    pub(crate) fn bucket_cache_reclaim(&self, drain: bool) -> bool {
+    pub(crate) fn bucket_cache_reclaim(&self, keep: Keep) -> bool {
         let mut out = BucketList::new();
         let mut spare = BucketList::new();
         {
             let mut g = self.state.lock();
-            let target = if drain {
-                0
-            } else {
-                g.wss.max(g.nitems - g.imin)
+            let target = match keep {
+                Keep::Nothing => 0,
+                Keep::Used => g.wss.max(g.nitems - g.imin),
+                Keep::Drawn => g.wss.max(g.period_batch()),
             };
             if g.nitems > target {
                 // Keep the longest run from the top holding at most
@@ -55,9 +86,14 @@ impl Zone {
                 g.nitems = kept;
                 g.imax -= g.imax.min(gone);
                 g.imin -= g.imin.min(gone);
+                g.bimin -= g.bimin.min(gone);
             }
-            let keep = if drain { 0 } else { g.buckets.len() };
-            while g.empty.len() > keep {
+            let kept = if keep == Keep::Nothing {
+                0
+            } else {
+                g.buckets.len()
+            };
+            while g.empty.len() > kept {
                 spare.push_some(g.empty.pop());
             }
         }
@@ -102,7 +138,31 @@ impl Zone {
             return false;
         }
         self.update_wss();
-        let released = self.bucket_cache_reclaim(false);
+        self.trim(Keep::Used)
+    }
+
+    /// A trim between periods, for a caller about to take more memory
+    /// from the system: gives back the bucket-cache items above the
+    /// working-set estimate and above the biggest batch the current period
+    /// drew from the cache (and frees the keg's free slabs, as
+    /// [`timeout`](Self::timeout)). Unlike a timeout it neither ends the
+    /// period nor decays the estimate, and what only came into the cache
+    /// since the period began (blocks of a class the program left, freed
+    /// and not asked for since) goes back at once: the period's range,
+    /// which a timeout keeps, counts those as use. Runs the same callbacks
+    /// as [`timeout`](Self::timeout). Returns whether items were given
+    /// back.
+    pub fn trim_early(&self) -> bool {
+        if self.bucket_top == 0 {
+            return false;
+        }
+        self.trim(Keep::Drawn)
+    }
+
+    /// The trim of [`timeout`](Self::timeout) and
+    /// [`trim_early`](Self::trim_early).
+    fn trim(&self, keep: Keep) -> bool {
+        let released = self.bucket_cache_reclaim(keep);
         if released {
             if let Some(k) = self.keg() {
                 k.drain();
@@ -134,7 +194,7 @@ impl Zone {
         if how == Reclaim::DrainCpu {
             self.drain_caches();
         }
-        self.bucket_cache_reclaim(how != Reclaim::Trim);
+        self.bucket_cache_reclaim(Keep::for_reclaim(how));
     }
 
     /// Reclaims memory from this zone (FreeBSD `uma_zone_reclaim`).
@@ -142,7 +202,7 @@ impl Zone {
         if how == Reclaim::DrainCpu {
             self.drain_caches();
         }
-        self.bucket_cache_reclaim(how != Reclaim::Trim);
+        self.bucket_cache_reclaim(Keep::for_reclaim(how));
         if how != Reclaim::Trim {
             // A reclaim ends a slow start: from here the size adapts as
             // FreeBSD's does.

@@ -35,13 +35,50 @@ pub(crate) struct ZoneState {
     pub empty: BucketList,
     /// Items in `buckets`.
     pub nitems: usize,
+    /// The most and the fewest items this period.
     pub imax: usize,
     pub imin: usize,
+    /// The fewest items since `imax` was last raised: the bottom of the
+    /// batch being drawn now (FreeBSD `uzd_bimin`).
+    pub bimin: usize,
+    /// The biggest batch drawn from the cache this period, of those ended
+    /// by a new maximum (see [`ZoneState::period_batch`]).
+    pub batch: usize,
+    /// The working-set estimate: the ranges of the past periods, decayed
+    /// (see `Zone::update_wss`).
     pub wss: usize,
     pub warned: bool,
 }
 
 impl ZoneState {
+    /// `cnt` items went into the bucket cache. A new maximum ends the
+    /// batch drawn since the last one (FreeBSD `zone_domain_imax_set`).
+    pub(super) fn cached(&mut self, cnt: usize) {
+        self.nitems += cnt;
+        if self.nitems > self.imax {
+            self.batch = self.batch.max(self.imax - self.bimin);
+            self.imax = self.nitems;
+            self.bimin = self.nitems;
+        }
+    }
+
+    /// `cnt` items came out of the bucket cache.
+    pub(super) fn drawn(&mut self, cnt: usize) {
+        self.nitems -= cnt;
+        self.imin = self.imin.min(self.nitems);
+        self.bimin = self.bimin.min(self.nitems);
+    }
+
+    /// The biggest batch drawn from the bucket cache this period: the
+    /// most items taken out between two highs (FreeBSD's "biggest
+    /// allocation batch", `uzd_imax - uzd_bimin`). Items that only came in
+    /// are no batch: a class the program left, its blocks freed into the
+    /// cache and not asked for since. What an early trim keeps
+    /// (`Zone::trim_early`).
+    pub(super) fn period_batch(&self) -> usize {
+        self.batch.max(self.imax - self.bimin)
+    }
+
     /// Keeps the empty bucket `b` for trading; when the depot is full, `b`
     /// comes back.
     fn stash_empty(&mut self, b: OwnedBucket) -> Result<(), OwnedBucket> {
@@ -391,8 +428,7 @@ impl Zone {
             return Err(b);
         }
         g.buckets.push(b);
-        g.nitems += cnt;
-        g.imax = g.imax.max(g.nitems);
+        g.cached(cnt);
         Ok(())
     }
 
@@ -437,8 +473,7 @@ impl Zone {
     ) -> (Option<OwnedBucket>, Option<OwnedBucket>, BucketList) {
         let mut g = self.lock_state();
         if let Some(b) = g.buckets.pop() {
-            g.nitems -= b.cnt();
-            g.imin = g.imin.min(g.nitems);
+            g.drawn(b.cnt());
             let mut spare = BucketList::new();
             if let Some(old) = old {
                 // Kept in the depot if it has room, else a spare.
@@ -475,8 +510,7 @@ impl Zone {
         let Some(item) = b.pop() else {
             crate::debug::fatal(format_args!("uma: zone {}: empty bucket cached", self.name));
         };
-        g.nitems -= 1;
-        g.imin = g.imin.min(g.nitems);
+        g.drawn(1);
         if b.cnt() > 0 {
             // Back on top, where it was.
             g.buckets.push(b);

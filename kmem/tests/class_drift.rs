@@ -6,7 +6,9 @@
 //! The process may hold its live bytes and a few classes' worth more, not
 //! every class's peak: 2026-12-07, 23 MiB of buffers peaked at +80 MiB
 //! resident, and at +179 MiB without the timeout's growth pass (then only
-//! a pass a second trims the classes left behind, and this takes 0.2 s).
+//! a pass a second trims the classes left behind, and this takes 0.2 s);
+//! +60 MiB since that pass gives back at once what a class's cache only
+//! took in (`uma::Zone::trim_early`).
 //! Its own process: the peak resident set is the measure.
 #![cfg(not(loom))]
 // Test code: its unsafe blocks reallocate and free what it allocated with
@@ -59,7 +61,7 @@ fn buffers_grown_in_turn_keep_near_their_live_bytes() {
         d.reused_total / MIB
     );
     assert!(
-        peak <= 4 * live,
+        peak <= 3 * live,
         "peak resident +{} MiB for {} MiB of buffers",
         peak / MIB,
         live / MIB

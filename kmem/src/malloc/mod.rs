@@ -165,6 +165,10 @@ pub(crate) fn large_alloc(
             unsafe { ptr::write_bytes(addr as *mut u8, 0, bytes) };
         }
         pagemeta::set_head(addr, pagemeta::large_word(n));
+        // The page caches' zones have no slow-path hook (`build_cache`);
+        // this is their slow road's, as `dirty::free_large` is the arena's.
+        #[cfg(not(loom))]
+        crate::timeout::tick();
         return NonNull::new(addr as *mut u8);
     }
     // Over-aligned or zero-filled: not through a page cache, nor back.
@@ -240,6 +244,9 @@ pub(crate) unsafe fn large_free(k: &Kernel, addr: usize, n: usize) {
                 }
             }
         }
+        // (As in `large_alloc`.)
+        #[cfg(not(loom))]
+        crate::timeout::tick();
         return;
     }
     // To the arena: its head cleared, as every free arena page's word is.

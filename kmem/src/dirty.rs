@@ -27,7 +27,9 @@
 //! - A wholly free span the arena releases (it keeps the latest a while,
 //!   `keep_idle`) is kept mapped (still registered
 //!   in the page metadata, its dirty bits intact) and handed back by the
-//!   next import that fits ([`retain_span`], [`take_span`]). Its freed
+//!   next import that fits ([`retain_span`], [`take_span`]); an import
+//!   that none fits unmaps the oldest first, as much as it maps
+//!   ([`unmap_outgrown_spans`]). Its freed
 //!   blocks stay listed meanwhile, for their decay (`reuse` passes them
 //!   over: they are out of the arena until the span comes back), and
 //!   leave the list when it is unmapped.
@@ -64,6 +66,8 @@ mod reuse;
 pub(crate) use reuse::{reuse, roomier_span};
 mod slabs;
 pub(crate) use slabs::free_slab;
+mod spans;
+pub(crate) use spans::{retain_span, take_span, unmap_outgrown_spans, unmap_span};
 
 /// Dirty bytes (free pages holding old data) kept before the oldest are
 /// purged, at least: the budget grows with the program's large blocks
@@ -171,7 +175,12 @@ pub const RETAIN_MAX: usize = 64 << 20;
 pub const DECAY_NS: u64 = 1_000_000_000;
 
 const RING: usize = 1024;
-const SPANS: usize = 32;
+/// Retained spans listed at most. The budget ([`retain_budget`]) is the
+/// real bound; 32 entries (until 2026-12-07) unmapped the spans of a
+/// program that frees hundreds of MiB of slabs at once and takes them
+/// back a class later (`benches/c/phases.c`, 600 MB cycled through four
+/// classes: 40 turns 299k page faults then, 230k with 256).
+const SPANS: usize = 256;
 /// A range whose purge lost a race is retried this many times.
 const TRIES: u8 = 2;
 
@@ -181,6 +190,9 @@ struct Range {
     size: usize,
     stamp: u64,
     tries: u8,
+    /// (Retained spans.) Imports in a row it was too small for (see
+    /// [`unmap_outgrown_spans`]).
+    passed: u8,
     /// (Ring entries.) The range begins in a retained span: its pages are
     /// out of the arena until the span comes back, so [`reuse()`] passes
     /// it over. Kept by the lists as spans come and go, so that the scans
@@ -193,6 +205,7 @@ const EMPTY: Range = Range {
     size: 0,
     stamp: 0,
     tries: 0,
+    passed: 0,
     held: false,
 };
 
@@ -410,6 +423,17 @@ impl Lists {
 
     fn oldest_span(&self) -> Option<usize> {
         (0..self.nspans).min_by_key(|&i| self.spans[i].stamp)
+    }
+
+    /// Takes retained span `i` off the list for an unmap, with its listed
+    /// ranges (kept, they filled the ring with pages no allocation could
+    /// take, and the evictions that made room purged live ones: `patterns
+    /// buffers` faulted 166k pages, now 128k).
+    fn drop_span(&mut self, i: usize) -> Range {
+        let r = self.remove_span(i);
+        self.mark_span(r.addr, r.addr + r.size, None);
+        self.compact();
+        r
     }
 
     fn remove_span(&mut self, i: usize) -> Range {
@@ -734,6 +758,7 @@ fn list_freed(arena: &Arena<'static>, addr: usize, bytes: usize, now: u64) {
             size: bytes,
             stamp: now,
             tries: 0,
+            passed: 0,
             held: false,
         });
         publish(&l);
@@ -769,16 +794,7 @@ fn maintain(arena: &Arena<'static>, now: u64, all: bool) {
             let over = all || DIRTY.load(Ordering::Relaxed) > dirty_budget();
             let old = |r: &Range| r.stamp.saturating_add(DECAY_NS) <= now;
             let job = match l.oldest_span() {
-                Some(i) if over || old(&l.spans[i]) => {
-                    let r = l.remove_span(i);
-                    // Its listed ranges go with it (kept, they filled the
-                    // ring with pages no allocation could take, and the
-                    // evictions that made room purged live ones:
-                    // `patterns buffers` faulted 166k pages, now 128k).
-                    l.mark_span(r.addr, r.addr + r.size, None);
-                    l.compact();
-                    Some(Job::Unmap(r))
-                }
+                Some(i) if over || old(&l.spans[i]) => Some(Job::Unmap(l.drop_span(i))),
                 _ if l.len > 0 && (over || old(&l.ring[l.head])) => l.pop().map(Job::Purge),
                 _ => None,
             };
@@ -888,68 +904,6 @@ fn purge_range(arena: &Arena<'static>, r: Range) {
         }
         publish(&l);
     }
-}
-
-/// Keeps a wholly free span the arena released, if there is room; false
-/// if the caller must unmap it.
-pub(crate) fn retain_span(addr: usize, size: usize) -> bool {
-    let mut l = lists();
-    if l.nspans == SPANS || l.retained + size > retain_budget() {
-        return false;
-    }
-    let i = l.nspans;
-    l.spans[i] = Range {
-        addr,
-        size,
-        stamp: now(),
-        tries: 0,
-        held: false,
-    };
-    l.nspans += 1;
-    l.retained += size;
-    l.mark_span(addr, addr + size, Some(true));
-    publish(&l);
-    true
-}
-
-/// A retained span for an import of `size` bytes (the smallest that fits;
-/// the front of a larger one), still registered, its dirty pages labelled.
-pub(crate) fn take_span(size: usize) -> Option<usize> {
-    let mut l = lists();
-    let i = (0..l.nspans)
-        .filter(|&i| l.spans[i].size >= size)
-        .min_by_key(|&i| l.spans[i].size)?;
-    let addr = l.spans[i].addr;
-    if l.spans[i].size == size {
-        l.remove_span(i);
-    } else {
-        l.spans[i].addr += size;
-        l.spans[i].size -= size;
-        l.retained -= size;
-    }
-    l.mark_span(addr, addr + size, Some(false));
-    // Not listed again: its dirty pages are listed already, each freed
-    // block's range with its own stamp (kept while the span was retained,
-    // for `purge_retained`), and those listings describe them as arena
-    // space again. (Listed whole at each import, a block alone in its
-    // span filled the ring with 256 listings of clean pages: 18,000
-    // instructions a 256 KiB `malloc` + `free`.)
-    publish(&l);
-    SPAN_HITS.fetch_add(1, Ordering::Relaxed);
-    Some(addr)
-}
-
-/// Unregisters and unmaps a span for good (its dirty pages no longer
-/// count).
-pub(crate) fn unmap_span(addr: usize, size: usize) {
-    let dirty = pagemeta::clean(addr, size / PAGE_SIZE) * PAGE_SIZE;
-    DIRTY.fetch_sub(dirty, Ordering::Relaxed);
-    PURGED.fetch_add(dirty, Ordering::Relaxed);
-    slabs::forget_chunks(addr, size);
-    pagemeta::unregister(addr, size);
-    // SAFETY: a wholly free span out of the arena and off the lists: ours,
-    // unused.
-    unsafe { os::unmap(addr, size) };
 }
 
 /// Takes the lists' lock for a fork (a leaf: see `fork`).

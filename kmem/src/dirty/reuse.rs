@@ -177,6 +177,7 @@ mod tests {
             size,
             stamp: 0,
             tries: 0,
+            passed: 0,
             held: false,
         };
         let flags = vmem::Flags::NOWAIT;

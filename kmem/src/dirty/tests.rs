@@ -47,6 +47,7 @@ fn entries_follow_the_retained_spans() {
         size,
         stamp: 1,
         tries: 0,
+        passed: 0,
         held: false,
     };
     // A span [64, 72) MiB retained, one range in it (the best fit for 1

@@ -219,6 +219,7 @@ impl vmem::Source for OsChunks {
         if let Some(base) = crate::dirty::take_span(size) {
             return Some(base);
         }
+        crate::dirty::unmap_outgrown_spans();
         map_registered(size)
     }
 

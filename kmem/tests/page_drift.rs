@@ -9,13 +9,9 @@
 //! (62 MiB) peaked at +281 MiB resident, every size they passed through
 //! still cached; now +93 MiB. Its own process: the peak resident set is the measure.
 #![cfg(not(loom))]
-// Test code: its unsafe blocks reallocate and free what it allocated with
-// that layout.
-#![allow(clippy::undocumented_unsafe_blocks)]
 
-use std::alloc::{GlobalAlloc, Layout};
-
-use kmem::Kmem;
+#[path = "common/grow_in_turn.rs"]
+mod grow_in_turn;
 
 const MIB: usize = 1 << 20;
 const BUFFERS: usize = 500;
@@ -28,28 +24,7 @@ const STEP: usize = 512;
 
 #[test]
 fn buffers_grown_through_the_page_caches_keep_near_their_live_bytes() {
-    let l = |size| Layout::from_size_align(size, 8).unwrap();
-    let before = kmem::os_stats().peak_resident;
-    let mut bufs: Vec<(*mut u8, usize)> = (0..BUFFERS)
-        .map(|_| {
-            let p = unsafe { Kmem.alloc(l(START)) };
-            assert!(!p.is_null());
-            unsafe { p.write_bytes(7, START) };
-            (p, START)
-        })
-        .collect();
-    while bufs[0].1 < FINAL {
-        for b in &mut bufs {
-            let new = b.1 + STEP;
-            let p = unsafe { Kmem.realloc(b.0, l(b.1), new) };
-            assert!(!p.is_null());
-            unsafe { p.add(b.1).write_bytes(7, STEP) };
-            assert_eq!(unsafe { p.read() }, 7, "the contents moved with the block");
-            *b = (p, new);
-        }
-    }
-    let live = BUFFERS * bufs[0].1;
-    let peak = kmem::os_stats().peak_resident.saturating_sub(before);
+    let grow_in_turn::Grown { live, peak } = grow_in_turn::grow(BUFFERS, START, FINAL, STEP);
     eprintln!(
         "live {} MiB, peak resident +{} MiB, {} timeout passes",
         live / MIB,
@@ -62,7 +37,4 @@ fn buffers_grown_through_the_page_caches_keep_near_their_live_bytes() {
         peak / MIB,
         live / MIB
     );
-    for (p, size) in bufs {
-        unsafe { Kmem.dealloc(p, l(size)) };
-    }
 }

@@ -7,7 +7,9 @@
 //! while such buffers grew, and a timeout pass kept what the period had
 //! freed into a cache as its working set: 500 buffers grown to 128 KiB
 //! (62 MiB) peaked at +281 MiB resident, every size they passed through
-//! still cached; now +93 MiB. Its own process: the peak resident set is the measure.
+//! still cached; now +128 MiB (+93 with the page caches trimmed as the
+//! size classes are, which cost buffers doubled in turn their pages:
+//! `timeout::pass`). Its own process: the peak resident set is the measure.
 #![cfg(not(loom))]
 
 #[path = "common/grow_in_turn.rs"]
@@ -32,7 +34,7 @@ fn buffers_grown_through_the_page_caches_keep_near_their_live_bytes() {
         kmem::timeout_passes(),
     );
     assert!(
-        peak <= 2 * live,
+        peak * 2 <= live * 5,
         "peak resident +{} MiB for {} MiB of buffers",
         peak / MIB,
         live / MIB

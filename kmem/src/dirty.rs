@@ -27,9 +27,9 @@
 //! - A wholly free span the arena releases (it keeps the latest a while,
 //!   `keep_idle`) is kept mapped (still registered
 //!   in the page metadata, its dirty bits intact) and handed back by the
-//!   next import that fits ([`retain_span`], [`take_span`]); an import
-//!   that none fits unmaps the oldest first, as much as it maps
-//!   ([`unmap_outgrown_spans`]). Its freed
+//!   next import that fits ([`retain_span`], [`take_span`]); one that
+//!   eight imports in a row were too small for is unmapped before the
+//!   next maps ([`unmap_outgrown_spans`]). Its freed
 //!   blocks stay listed meanwhile, for their decay (`reuse` passes them
 //!   over: they are out of the arena until the span comes back), and
 //!   leave the list when it is unmapped.

@@ -63,8 +63,8 @@ pub(crate) fn take_span(size: usize) -> Option<usize> {
 const PASSED_MAX: u8 = 8;
 
 /// An import that no retained span could take (each is smaller) is
-/// about to map afresh: each span was passed over once more,
-/// and those passed over [`PASSED_MAX`] times in a row are unmapped first.
+/// about to map afresh: each span was passed over once more, and those
+/// passed over [`PASSED_MAX`] times in a row are unmapped first.
 /// Imports that outgrow every span the arena gave back (buffers grown by
 /// `realloc`, each import larger than the last) never take those spans
 /// again; kept, they only raised the peak (64 buffers grown in turn by

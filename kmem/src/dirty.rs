@@ -1,5 +1,7 @@
-//! Dirty-page retention: freed large blocks and trimmed slabs (`slabs`)
-//! keep their pages, wholly free spans their address space, for a while.
+//! Dirty-page retention: freed large blocks, trimmed slabs and the ranges
+//! the page caches give back (`slabs`) keep their pages, wholly free spans
+//! (the kernel arena's and the large classes' arena's) their address
+//! space, for a while.
 //!
 //! Unbacking every freed large block (`madvise(MADV_DONTNEED)`) and
 //! unmapping every span the moment it is wholly free made a program that
@@ -65,7 +67,7 @@ use crate::pagemeta;
 mod reuse;
 pub(crate) use reuse::{reuse, roomier_span};
 mod slabs;
-pub(crate) use slabs::free_slab;
+pub(crate) use slabs::{free_cached_range, free_slab};
 mod spans;
 pub(crate) use spans::{retain_span, take_span, unmap_outgrown_spans, unmap_span};
 
@@ -119,9 +121,13 @@ pub fn dirty_budget() -> usize {
         .clamp(DIRTY_MAX, 1 << 30)
 }
 
-/// Bytes in use that the dirty budget follows: large blocks and slabs.
+/// Bytes in use that the dirty budget follows: large blocks, slabs and
+/// the page caches' ranges (in use or cached: what their trims give back
+/// with the pages kept).
 fn in_use() -> usize {
-    crate::malloc::large_bytes_in_use() + crate::kernel::slab_bytes_in_use()
+    crate::malloc::large_bytes_in_use()
+        + crate::kernel::slab_bytes_in_use()
+        + crate::kernel::page_cache_bytes()
 }
 
 /// The most bytes of large blocks in use lately (see [`dirty_budget`]),
@@ -142,10 +148,10 @@ fn note_peak(in_use: usize, now: u64) {
 }
 
 /// Notes the bytes in use just before a free of `bytes` of them at `now`
-/// (a large block's or a slab's, already counted out), if that is a new
-/// peak or the peak reached again (renewing it: on a new peak only,
-/// `malloc-large` faulted 12% more). Not for the page caches' blocks,
-/// whose ranges leave no dirty pages in the arena.
+/// (a large block's, a slab's or a page cache's released range, already
+/// counted out), if that is a new peak or the peak reached again (renewing
+/// it: on a new peak only, `malloc-large` faulted 12% more). Not for a
+/// block freed into a page cache: the cache holds its range still.
 fn note_before_free(bytes: usize, now: u64) {
     let before = in_use() + bytes;
     if before >= PEAK.load(Ordering::Relaxed) {
@@ -845,7 +851,15 @@ pub(crate) fn purge_old(arena: &Arena<'static>) {
 fn purge_runs(arena: &Arena<'static>, addr: usize, size: usize) -> bool {
     let mut lost = false;
     pagemeta::dirty_runs(addr, size / PAGE_SIZE, |start, len| {
-        if arena.claim(start, len, vmem::Flags::NOWAIT).is_err() {
+        let arena = if arena.claim(start, len, vmem::Flags::NOWAIT).is_ok() {
+            arena
+        } else if let Some(lc) =
+            crate::kernel::lc_arena().filter(|lc| lc.claim(start, len, vmem::Flags::NOWAIT).is_ok())
+        {
+            // A chunk of the large classes' arena: its caches' trimmed
+            // ranges keep their pages too (`free_cached_range`).
+            lc
+        } else {
             // In a retained span (out of the arena, wholly free: purged
             // there), or allocated meanwhile (its words are being
             // relabelled), or no longer one free segment.
@@ -853,7 +867,7 @@ fn purge_runs(arena: &Arena<'static>, addr: usize, size: usize) -> bool {
                 lost = true;
             }
             return;
-        }
+        };
         let dirty = pagemeta::clean(start, len / PAGE_SIZE) * PAGE_SIZE;
         // SAFETY: claimed: whole pages of ours that nobody else can use
         // until the xfree below.

@@ -246,7 +246,7 @@ pub fn write_arena_stats(w: &mut dyn fmt::Write) -> fmt::Result {
     match crate::kernel::lc_arena().map(|a| a.stats()) {
         Some(l) => writeln!(
             w,
-            "{}: size {} KiB (chunks of its own), in use {} KiB, largest free {} KiB, {} busy / {} free segments",
+            "{}: size {} KiB (spans of its own), in use {} KiB, largest free {} KiB, {} busy / {} free segments",
             l.name,
             l.size / 1024,
             l.inuse / 1024,

@@ -54,8 +54,8 @@
 //! ([`uma::Zone::trim_early`]: what a class's cache only took in, the
 //! blocks of buffers that moved on, goes back at once, where a timeout
 //! keeps the period's range and lets it decay a fifth a period), without
-//! ending the period or decaying the estimate; the page caches' as a
-//! timeout (their trims unback, see `pass`). The dirty pages and
+//! ending the period or decaying the estimate, the page caches' too
+//! (their trims keep the pages, see `pass`). The dirty pages and
 //! retained spans are kept for a time, which growth says nothing about.
 //! The page caches' zones (large blocks of 32-256 KiB) have no slow-path
 //! hook: their slow roads, `malloc::large_alloc` and `large_free`, tick
@@ -319,13 +319,17 @@ fn pass(k: &Kernel, early: bool) {
             z.timeout();
         }
     }
-    // The page caches' trims unback their ranges (`qcache::release_ranges`),
-    // where a class's trimmed slabs keep their pages: trimmed at once, the
-    // 256 KiB blocks of `Vec`-like buffers doubled in turn, freed and
-    // doubled again, were faulted back each round (1,000 buffers, three
-    // rounds: 276k page faults against 152k). They keep the range rule.
+    // The page caches' trims keep the pages of what they give back, as a
+    // class's trimmed slabs do (`dirty::free_cached_range`). (Until
+    // 2026-12-08 they unbacked them, and these zones kept the range rule:
+    // trimmed at once, the 256 KiB blocks of `Vec`-like buffers doubled
+    // in turn, freed and doubled again, were faulted back each round.)
     for z in kernel::qcache_zones() {
-        z.timeout();
+        if early {
+            z.trim_early();
+        } else {
+            z.timeout();
+        }
     }
     k.btag.timeout();
     k.uma.timeout_plain();

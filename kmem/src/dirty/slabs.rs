@@ -1,5 +1,6 @@
-//! Freed size-class slabs: back to the arena with their pages kept, as
-//! large blocks are, but tracked by chunk instead of in the ring.
+//! Freed size-class slabs and the ranges the page caches give back: back
+//! to their arena with their pages kept, as large blocks are, but tracked
+//! by chunk instead of in the ring.
 
 use vmem::Arena;
 
@@ -36,21 +37,56 @@ static SLAB_CHUNKS: AtomicUsize = AtomicUsize::new(0);
 /// `[addr, addr + bytes)` is a slab of the arena (whole pages, page words
 /// cleared), unused from now on.
 pub(crate) unsafe fn free_slab(arena: &Arena<'static>, addr: usize, bytes: usize) {
+    SLABS_FREED.fetch_add(bytes, Ordering::Relaxed);
+    // SAFETY: the caller's promise.
+    unsafe { free_kept(arena, arena, addr, bytes) };
+}
+
+/// Gives a page cache's range (`kernel::qcache`'s release: a trim or a
+/// drain of the quantum cache or of a large class's cache) back to its
+/// arena `to` with its pages kept, as [`free_slab`] gives a slab back:
+/// the next import of any page cache, slab or large block takes them
+/// without faulting. (Unbacked at once until 2026-12-08, a growth pass
+/// could not trim the page caches: 1,000 buffers doubled in turn to 256
+/// KiB, three rounds, faulted 276k pages against 152k. See `timeout`.)
+///
+/// # Safety
+///
+/// `[addr, addr + bytes)` is a range the page cache imported from `to`
+/// (whole pages, head word cleared), unused from now on; `kernel` is the
+/// kernel arena.
+pub(crate) unsafe fn free_cached_range(
+    to: &Arena<'static>,
+    kernel: &Arena<'static>,
+    addr: usize,
+    bytes: usize,
+) {
+    // SAFETY: the caller's promise.
+    unsafe { free_kept(to, kernel, addr, bytes) };
+}
+
+/// [`free_slab`] and [`free_cached_range`]: labelled dirty, the chunk
+/// stamped, given back to `to`; over the budget, the kernel arena's
+/// purges run (those of the large classes' arena too, see `purge_runs`).
+///
+/// # Safety
+///
+/// As [`free_cached_range`].
+unsafe fn free_kept(to: &Arena<'static>, kernel: &Arena<'static>, addr: usize, bytes: usize) {
     let now = now();
     note_before_free(bytes, now);
     mark_dirty(addr, bytes);
-    SLABS_FREED.fetch_add(bytes, Ordering::Relaxed);
     // Stamped before the arena has the pages: a purge that claims them
     // (the stamp just taken by a pass) must find them labelled.
     if pagemeta::note_slab_freed(addr, now) {
         SLAB_CHUNKS.fetch_add(1, Ordering::Relaxed);
     }
-    give_back(arena, addr, bytes);
+    give_back(to, addr, bytes);
     if DIRTY.load(Ordering::Relaxed) > super::dirty_budget() {
         // Over budget: the slabs' dirty pages go first, all of them (rare:
         // the budget follows the most memory in use lately).
-        purge_slab_chunks(arena, u64::MAX);
-        maintain(arena, now, false);
+        purge_slab_chunks(kernel, u64::MAX);
+        maintain(kernel, now, false);
     }
 }
 

@@ -50,7 +50,9 @@ pub(crate) use pages::{arena_free, arena_pages, slab_bytes_in_use, vflags};
 pub(crate) use pages::{arena_free_slab, arena_slab};
 #[cfg(not(any(loom, feature = "invariants")))]
 pub(crate) use qcache::QCACHE_PAGES;
-pub(crate) use qcache::{lc_arena, lcache_zone, qcache_zones, QCACHE, QCACHE_MAX};
+pub(crate) use qcache::{
+    lc_arena, lcache_zone, page_cache_bytes, qcache_zones, QCACHE, QCACHE_MAX,
+};
 #[cfg(not(loom))]
 pub(crate) use wiring::BootLock;
 

@@ -6,8 +6,8 @@ use core::ptr::{self, NonNull};
 use vmem::{Arena, Constraints};
 
 use crate::classes::NLARGE;
-use crate::os::{self, PAGE_SIZE};
-use crate::sync::plain::{AtomicPtr, Ordering};
+use crate::os::PAGE_SIZE;
+use crate::sync::plain::{AtomicPtr, AtomicUsize, Ordering};
 use crate::Flags;
 use uma::Zone;
 
@@ -20,9 +20,10 @@ pub(crate) const QCACHE_MAX: usize = QCACHE_PAGES * PAGE_SIZE;
 /// The kernel arena's quantum cache (FreeBSD `qcache_*`): one UMA
 /// cache-only zone per page count, importing from and releasing to the
 /// arena. Ranges freed into it by `large_free` keep their pages (dirty, so
-/// a reuse costs no page faults); a release (trim, drain) unbacks them
-/// first. (`arena_free` unbacks and frees past the cache: nothing may
-/// expect the cache's ranges to read as zero.)
+/// a reuse costs no page faults); a release (trim, drain) gives them back
+/// to the arena with their pages kept, labelled dirty
+/// ([`release_ranges`]). (`arena_free` unbacks and frees past the cache:
+/// nothing may expect the cache's ranges to read as zero.)
 pub(crate) struct KernelQCache {
     pub(crate) zones: [AtomicPtr<Zone>; QCACHE_PAGES + 1],
 }
@@ -127,18 +128,18 @@ const QCACHE_RANGE: Constraints = Constraints::new().range(vmem::QCACHE_MIN_ADDR
 /// the quantum-cache contract's constraint (never address 0). Cached
 /// ranges are dirty anyway: their dirty labels are just cleared.
 pub(crate) fn qcache_import(class: usize, store: &mut [*mut u8], _flags: Flags) -> usize {
-    import_ranges(super::WIRING.arena(), class, &QCACHE_RANGE, true, store)
+    import_ranges(super::WIRING.arena(), class, &QCACHE_RANGE, store)
 }
 
 /// A page cache's import (the quantum cache's or a large class's): ranges
 /// of `pages` pages from `a` into `store`, each charged first (a cached
-/// range stays charged, see `charge_cached`), with `unlabel` its dirty
-/// labels cleared; stops at the limit or when the arena has no more.
+/// range stays charged, see `charge_cached`), its dirty labels cleared (a
+/// cached range is dirty anyway: nothing trusts it to read as zero);
+/// stops at the limit or when the arena has no more.
 fn import_ranges(
     a: Option<&'static Arena<'static>>,
     pages: usize,
     c: &Constraints,
-    unlabel: bool,
     store: &mut [*mut u8],
 ) -> usize {
     let Some(a) = a else { return 0 };
@@ -152,21 +153,39 @@ fn import_ranges(
             crate::pressure::uncharge(bytes);
             break;
         };
-        if unlabel {
-            crate::dirty::taken(addr, pages, 0, false);
-        }
+        crate::dirty::taken(addr, pages, 0, false);
         *slot = addr as *mut u8;
         n += 1;
     }
+    HELD.fetch_add(n * bytes, Ordering::Relaxed);
     n
+}
+
+/// Bytes of ranges the page caches hold (in use or cached): imported less
+/// released. Part of what the dirty budget follows
+/// (`dirty::dirty_budget`): the pages their trims give back stay dirty.
+static HELD: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes of ranges the page caches hold, in use or cached (see `HELD`).
+pub(crate) fn page_cache_bytes() -> usize {
+    HELD.load(Ordering::Relaxed)
 }
 
 // ---------------------------------------------------------------- large classes
 
 /// The large classes' arena ("kmem large classes"): the ranges of the
-/// large classes' cache zones, in chunks of its own mapped from the OS
-/// (registered in the page metadata as the kernel arena's are), unmapped
-/// when wholly free.
+/// large classes' cache zones, in spans of its own from the kernel arena's
+/// source (`pages::OS_CHUNKS`: chunks mapped from the OS and registered
+/// in the page metadata, or retained spans), which keeps a wholly free
+/// span a while for the next import of either arena (`dirty::retain_span`)
+/// and then unmaps it. (Unmapped at once until 2026-12-08: once its
+/// caches' trims kept their pages, a trimmed class's spans went back to
+/// the OS and the next round of buffers faulted them back, 240k page
+/// faults against 189k, 1,000 buffers doubled to 256 KiB three times.)
+/// Its free pages hold old data where labelled dirty (trimmed ranges,
+/// `dirty::free_cached_range`), as the kernel arena's do; its caches
+/// clear the labels of what they import and nobody trusts a cached range
+/// to read as zero.
 ///
 /// Apart from the kernel arena because the caches keep their ranges for
 /// as long as they are cached: in the kernel arena those pinned pieces of
@@ -192,33 +211,12 @@ pub(crate) fn lc_arena() -> Option<&'static Arena<'static>> {
     (!a.is_null()).then(|| unsafe { &*a })
 }
 
-/// The large classes' arena's import source: chunks mapped from the OS and
-/// registered in the page metadata (`pagemeta::is_ours`), unregistered
-/// and unmapped on release (the arena releases a span when it is wholly
-/// free, that is when the caches gave every range of it back). Every free
-/// page of the large classes' arena reads as zero: fresh, or unbacked by
-/// the release of the range it was part of. Not charged (address space:
-/// the class zones charge the ranges they import).
-struct LcChunks;
-
-impl vmem::Source for LcChunks {
-    fn import(&self, size: usize, _flags: vmem::Flags) -> Option<usize> {
-        super::pages::map_registered(size.checked_next_multiple_of(crate::os::CHUNK_SIZE)?)
-    }
-
-    fn release(&self, addr: usize, size: usize) {
-        crate::dirty::unmap_span(addr, size);
-    }
-}
-
-static LC_CHUNKS: LcChunks = LcChunks;
-
 /// Builds the large classes' arena (tags from `tags`, the kernel arena's
 /// source: the btag zone). False if it could not be built.
 pub(crate) fn build_lc_arena(tags: &'static dyn vmem::TagSource) -> bool {
     let Ok(a) = Arena::builder("kmem large classes")
         .quantum(PAGE_SIZE)
-        .source(&LC_CHUNKS, LC_IMPORT)
+        .source(&super::pages::OS_CHUNKS, LC_IMPORT)
         .tag_source(tags)
         .build()
     else {
@@ -233,7 +231,7 @@ pub(crate) fn build_lc_arena(tags: &'static dyn vmem::TagSource) -> bool {
 /// Large-class cache-zone import: `pages`-page ranges of the large
 /// classes' arena (whose free pages carry no dirty labels).
 pub(crate) fn lcache_import(pages: usize, store: &mut [*mut u8], _flags: Flags) -> usize {
-    import_ranges(lc_arena(), pages, &Constraints::NONE, false, store)
+    import_ranges(lc_arena(), pages, &Constraints::NONE, store)
 }
 
 /// Large-class cache-zone release: as [`qcache_release`], to the large
@@ -249,16 +247,21 @@ pub(crate) fn qcache_release(class: usize, items: &[*mut u8]) {
 
 /// Gives a page cache's ranges of `pages` pages back to their arena `a`:
 /// head word cleared (a range freed into the cache has it labelled so, see
-/// `pagemeta::TAG_CACHED`; every free arena page's word is 0), unbacked
-/// (free arena pages read as zero), freed, uncharged (the import charged
-/// it).
+/// `pagemeta::TAG_CACHED`; every free arena page's word is 0), freed with
+/// its pages kept and labelled dirty (`dirty::free_cached_range`, purged
+/// after the decay time as trimmed slabs are), uncharged (the import
+/// charged it).
 fn release_ranges(a: Option<&'static Arena<'static>>, pages: usize, items: &[*mut u8]) {
-    let Some(a) = a else { return };
+    let (Some(a), Some(kernel)) = (a, super::WIRING.arena()) else {
+        return;
+    };
+    let bytes = pages * PAGE_SIZE;
+    HELD.fetch_sub(items.len() * bytes, Ordering::Relaxed);
     for &p in items {
         crate::pagemeta::set_head(p as usize, 0);
-        // SAFETY: a cached range nobody uses: whole pages of ours.
-        unsafe { os::unback(p as usize, pages * PAGE_SIZE) };
-        let _ = a.xfree(p as usize, pages * PAGE_SIZE);
+        // SAFETY: a cached range nobody uses: whole pages that the cache
+        // imported from `a`.
+        unsafe { crate::dirty::free_cached_range(a, kernel, p as usize, bytes) };
     }
-    crate::pressure::uncharge(items.len() * pages * PAGE_SIZE);
+    crate::pressure::uncharge(items.len() * bytes);
 }

@@ -205,8 +205,8 @@ static LARGE_FREES: AtomicU64 = AtomicU64::new(0);
 static LARGE_PAGES: AtomicU64 = AtomicU64::new(0);
 
 /// Bytes of the large blocks the kernel arena placed directly in use
-/// (every front door's, typed or not): the dirty budget's measure (the
-/// page caches' ranges leave no dirty pages in the arena).
+/// (every front door's, typed or not): part of the dirty budget's measure
+/// (the page caches' ranges are counted by `kernel::page_cache_bytes`).
 pub(crate) fn large_bytes_in_use() -> usize {
     LARGE_PAGES.load(Ordering::Relaxed) as usize * PAGE_SIZE
 }

@@ -275,6 +275,32 @@ fn reclaim_purges_dirty_pages_and_retained_spans() {
     );
 }
 
+/// The page caches give their ranges back with the pages kept (here by
+/// a drain, as a trim does): a reclaim then purges them, those of the
+/// large classes' arena too, whose dirty runs the kernel arena cannot
+/// claim (`dirty::purge_runs`).
+#[test]
+fn reclaim_purges_what_the_page_caches_gave_back() {
+    let _s = serial();
+    // 64 blocks of a large class (128 KiB) and of the quantum cache (48
+    // KiB): 11 MiB, every byte written.
+    let blocks: Vec<*mut u8> = (0..64u8)
+        .flat_map(|i| [filled(128 << 10, i + 1), filled(48 << 10, i + 1)])
+        .collect();
+    let live = os_stats().resident;
+    blocks.into_iter().for_each(free);
+    kmem::reclaim(uma::Reclaim::Drain);
+    let d = dirty_stats();
+    assert_eq!((d.dirty, d.retained), (0, 0), "{d:?}");
+    let now = os_stats().resident;
+    assert!(
+        now + (8 << 20) <= live,
+        "resident fell after reclaim: {} KiB -> {} KiB",
+        live >> 10,
+        now >> 10
+    );
+}
+
 #[test]
 fn dirty_memory_stays_within_its_budget() {
     let _s = serial();

@@ -305,26 +305,20 @@ pub(crate) fn tick_at(now: u64) {
 }
 
 /// One timeout pass over what kmem owns (see the module doc). An `early`
-/// one (growth ended the period) trims the size classes' zones to what the
-/// period drew from them ([`uma::Zone::trim_early`]), and the other zones
-/// as a timeout does; what the dirty
+/// one (growth ended the period) trims the size classes' and the page
+/// caches' zones to what the period drew from them
+/// ([`uma::Zone::trim_early`]), and the other zones as a timeout does;
+/// what the dirty
 /// pages and retained spans keep is kept for a time, and the growth says
 /// nothing about that (purged early, a buffer growing by `realloc` lost
 /// the span it was about to grow into: 125 -> 141 MB peak).
 fn pass(k: &Kernel, early: bool) {
-    for z in kernel::built_classes() {
-        if early {
-            z.trim_early();
-        } else {
-            z.timeout();
-        }
-    }
     // The page caches' trims keep the pages of what they give back, as a
     // class's trimmed slabs do (`dirty::free_cached_range`). (Until
     // 2026-12-08 they unbacked them, and these zones kept the range rule:
     // trimmed at once, the 256 KiB blocks of `Vec`-like buffers doubled
     // in turn, freed and doubled again, were faulted back each round.)
-    for z in kernel::qcache_zones() {
+    for z in kernel::built_classes().chain(kernel::qcache_zones()) {
         if early {
             z.trim_early();
         } else {

@@ -38,8 +38,8 @@ static SLAB_CHUNKS: AtomicUsize = AtomicUsize::new(0);
 /// cleared), unused from now on.
 pub(crate) unsafe fn free_slab(arena: &Arena<'static>, addr: usize, bytes: usize) {
     SLABS_FREED.fetch_add(bytes, Ordering::Relaxed);
-    // SAFETY: the caller's promise.
-    unsafe { free_kept(arena, arena, addr, bytes) };
+    // SAFETY: the caller's promise (a slab is a range of its arena).
+    unsafe { free_cached_range(arena, arena, addr, bytes) };
 }
 
 /// Gives a page cache's range (`kernel::qcache`'s release: a trim or a
@@ -49,6 +49,9 @@ pub(crate) unsafe fn free_slab(arena: &Arena<'static>, addr: usize, bytes: usize
 /// without faulting. (Unbacked at once until 2026-12-08, a growth pass
 /// could not trim the page caches: 1,000 buffers doubled in turn to 256
 /// KiB, three rounds, faulted 276k pages against 152k. See `timeout`.)
+/// Labelled dirty, the chunk stamped, given back to `to`; over the
+/// budget, the kernel arena's purges run (those of the large classes'
+/// arena too, see `purge_runs`).
 ///
 /// # Safety
 ///
@@ -61,18 +64,6 @@ pub(crate) unsafe fn free_cached_range(
     addr: usize,
     bytes: usize,
 ) {
-    // SAFETY: the caller's promise.
-    unsafe { free_kept(to, kernel, addr, bytes) };
-}
-
-/// [`free_slab`] and [`free_cached_range`]: labelled dirty, the chunk
-/// stamped, given back to `to`; over the budget, the kernel arena's
-/// purges run (those of the large classes' arena too, see `purge_runs`).
-///
-/// # Safety
-///
-/// As [`free_cached_range`].
-unsafe fn free_kept(to: &Arena<'static>, kernel: &Arena<'static>, addr: usize, bytes: usize) {
     let now = now();
     note_before_free(bytes, now);
     mark_dirty(addr, bytes);

@@ -305,6 +305,9 @@ fn check_segments(g: &State<'_>, mask: usize) -> Result<Census, Broken> {
     let mut prev: Option<Tag> = None;
     let mut last_end: Option<usize> = None; // last address covered, free/busy
     let mut last_span: Option<usize> = None;
+    // The span list must name the span tags met on the way, in order.
+    let mut span_expected = g.span_head;
+    let mut span_prev: Option<Tag> = None;
     let mut cur = g.seg_head;
     while let Some(t) = cur {
         n.tags += 1;
@@ -327,6 +330,11 @@ fn check_segments(g: &State<'_>, mask: usize) -> Result<Census, Broken> {
                     return bad("spans out of order");
                 }
                 last_span = Some(t.start());
+                if span_expected != Some(t) || t.link_prev() != span_prev {
+                    return bad("span list differs from the spans in the segment list");
+                }
+                span_prev = Some(t);
+                span_expected = t.link_next();
             }
             SegmentKind::Free | SegmentKind::Busy => {
                 if t.size() == 0 || (t.start() | t.size()) & mask != 0 {
@@ -367,6 +375,9 @@ fn check_segments(g: &State<'_>, mask: usize) -> Result<Census, Broken> {
     }
     if g.seg_tail != prev {
         return Err(("segment list tail wrong", prev));
+    }
+    if span_expected.is_some() || g.span_tail != span_prev {
+        return Err(("span list holds more than the spans", span_expected));
     }
     if ncursor != 1 {
         return Err(("cursor missing from the segment list", None));

@@ -175,6 +175,8 @@ impl<'a> ArenaBuilder<'a> {
             qshift: quantum.trailing_zeros(),
             seg_head: None,
             seg_tail: None,
+            span_head: None,
+            span_tail: None,
             cursor,
             free: Freelists::new(),
             hash: BusyHash::new(),

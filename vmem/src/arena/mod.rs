@@ -83,6 +83,12 @@ pub(crate) struct State<'a> {
     // the segment list, in address order, with the cursor somewhere in it
     pub(crate) seg_head: Option<Tag>,
     pub(crate) seg_tail: Option<Tag>,
+    /// The span tags alone, in address order, linked through their
+    /// `link_next`/`link_prev` (a span tag is on no freelist or hash chain):
+    /// where a new span goes is found among the spans, not among every
+    /// segment (see `State::span_position`).
+    pub(crate) span_head: Option<Tag>,
+    pub(crate) span_tail: Option<Tag>,
     pub(crate) cursor: Tag,
     // free segments by order, and a bitmap of the non-empty lists
     pub(crate) free: Freelists,

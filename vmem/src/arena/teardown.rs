@@ -68,6 +68,8 @@ impl Arena<'_> {
             unsafe { tags.free_tag(t.into_raw()) };
         }
         flush(span, span_busy);
+        g.span_head = None;
+        g.span_tail = None;
         let table = g.hash.take();
         // SAFETY: the table is uninstalled and its chains were freed above.
         unsafe { BusyHash::free_table(table, tags) };

@@ -602,19 +602,29 @@ impl State<'_> {
         released
     }
 
-    /// Whether `[addr, addr + size)` intersects managed space.
+    /// Whether `[addr, addr + size)` intersects managed space. Found at the
+    /// range's place among the spans ([`span_position`](Self::span_position)),
+    /// not by a walk of every segment: the first span starting above
+    /// `addr` must start above the range's last address, and the segment
+    /// just before that span (the highest one below it, an extension of a
+    /// span included) must end below `addr`.
     pub(super) fn overlaps(&self, addr: usize, size: usize) -> bool {
         let last = addr + (size - 1);
-        let mut cur = self.seg_head;
-        while let Some(t) = cur {
-            if matches!(t.kind(), SegmentKind::Free | SegmentKind::Busy)
-                && t.start() <= last
-                && addr <= t.end()
-            {
-                return true;
-            }
-            cur = t.seg_next();
+        let next = self.span_position(addr);
+        if next.is_some_and(|n| n.start() <= last) {
+            return true;
         }
-        false
+        let before = match next {
+            Some(n) => n.seg_prev(),
+            None => self.seg_tail,
+        };
+        let before = before.and_then(|t| {
+            if t.kind() == SegmentKind::Cursor {
+                t.seg_prev()
+            } else {
+                Some(t)
+            }
+        });
+        before.is_some_and(|t| t.end() >= addr)
     }
 }

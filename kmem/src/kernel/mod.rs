@@ -332,6 +332,12 @@ fn build_class(k: &Kernel, c: usize) -> Option<&'static Zone> {
         .align(class_align(c).max(8))
         .source(&CLASS_PAGES[c]);
     let z = k.uma.create_zone(&args)?;
+    // A soft cap on the bucket cache (see `timeout::before_class_slab`).
+    #[cfg(not(loom))]
+    z.set_cache_cap(
+        crate::timeout::CLASS_CACHE_CAP_BYTES / CLASS_SIZES[c],
+        crate::timeout::class_over_cap,
+    );
     let info = z.keg_info()?;
     // The same values whoever wins: the layout depends on the class only.
     CLASS_SLAB[c].store(info.layout.slab_size, Ordering::Relaxed);

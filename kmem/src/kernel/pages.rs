@@ -151,6 +151,9 @@ pub(crate) fn arena_slab(
     flags: Flags,
     word: usize,
 ) -> Option<usize> {
+    // Classes past their caches' soft cap give their excess back first.
+    #[cfg(not(loom))]
+    crate::timeout::before_class_slab();
     let addr = arena_pages(
         arena,
         size,

@@ -99,6 +99,14 @@ pub struct Zone {
     pub(crate) contended: AtomicU64,
     /// Most items the zone bucket cache may hold.
     pub(crate) bkt_max: UAtomicUsize,
+    /// The bucket cache's soft cap (see [`set_cache_cap`](Self::set_cache_cap)):
+    /// past it the cache still takes buckets, but says so once.
+    pub(crate) cache_cap: UAtomicUsize,
+    /// The cache went past its soft cap and the hook was told (written
+    /// under the zone lock).
+    pub(crate) over_cap: UAtomicUsize,
+    /// Told when the bucket cache goes past its soft cap.
+    cap_hook: OnceLock<fn(&Zone)>,
     pub(crate) allocs: AtomicU64,
     pub(crate) frees: AtomicU64,
     pub(crate) fails: AtomicU64,
@@ -219,6 +227,9 @@ impl Zone {
             bucket_max: UAtomicUsize::new(bmax),
             contended: AtomicU64::new(0),
             bkt_max: UAtomicUsize::new(usize::MAX),
+            cache_cap: UAtomicUsize::new(usize::MAX),
+            over_cap: UAtomicUsize::new(0),
+            cap_hook: OnceLock::new(),
             allocs: AtomicU64::new(0),
             frees: AtomicU64::new(0),
             fails: AtomicU64::new(0),
@@ -388,6 +399,40 @@ impl Zone {
     /// (leaving the first) if a hook is already set.
     pub fn set_slow_hook(&self, f: fn()) -> bool {
         self.slow_hook.set(f).is_ok()
+    }
+
+    /// A soft cap on the bucket cache: `items` items. Unlike
+    /// [`set_maxcache`](Self::set_maxcache), the cache still takes the
+    /// buckets that threads hand it past the cap (a program that drops a
+    /// large structure and builds it again reuses them at cache speed),
+    /// but the first bucket past it calls `over(self)`, and
+    /// [`trim_to_cache_cap`](Self::trim_to_cache_cap) then gives the excess
+    /// back, the coldest buckets first, when the caller decides the memory
+    /// is better used elsewhere (kmem: when another size class is about to
+    /// take fresh pages). `over` runs with the zone lock held: it must only
+    /// take note (no allocation, no lock, no call into UMA). Set once:
+    /// returns false (leaving the first) if a hook is already set.
+    pub fn set_cache_cap(&self, items: usize, over: fn(&Zone)) -> bool {
+        if self.cap_hook.set(over).is_err() {
+            return false;
+        }
+        self.cache_cap.store(items, UOrdering::Relaxed);
+        true
+    }
+
+    /// Zone lock held, `nitems` items in the bucket cache: tells the cap
+    /// hook if this is the first time past the soft cap since the last
+    /// trim to it.
+    #[inline]
+    pub(crate) fn note_cache_level(&self, nitems: usize) {
+        if nitems > self.cache_cap.load(UOrdering::Relaxed)
+            && self.over_cap.load(UOrdering::Relaxed) == 0
+        {
+            self.over_cap.store(1, UOrdering::Relaxed);
+            if let Some(f) = self.cap_hook.get() {
+                f(self);
+            }
+        }
     }
 
     fn count_alloc_result(&self, item: *mut u8, flags: Flags) -> Option<NonNull<u8>> {

@@ -22,6 +22,8 @@ pub(crate) enum Keep {
     /// The biggest batch this period drew from the cache
     /// ([`Zone::trim_early`]).
     Drawn,
+    /// The soft cap ([`Zone::trim_to_cache_cap`]).
+    Cap,
 }
 
 impl Keep {
@@ -70,6 +72,7 @@ impl Zone {
                 Keep::Nothing => 0,
                 Keep::Used => g.wss.max(g.nitems - g.imin),
                 Keep::Drawn => g.wss.max(g.period_batch()),
+                Keep::Cap => self.cache_cap.load(UOrdering::Relaxed),
             };
             if g.nitems > target {
                 // Keep the longest run from the top holding at most
@@ -87,6 +90,10 @@ impl Zone {
                 g.imax -= g.imax.min(gone);
                 g.imin -= g.imin.min(gone);
                 g.bimin -= g.bimin.min(gone);
+            }
+            if g.nitems <= self.cache_cap.load(UOrdering::Relaxed) {
+                // Past the cap again later, the hook hears of it again.
+                self.over_cap.store(0, UOrdering::Relaxed);
             }
             let kept = if keep == Keep::Nothing {
                 0
@@ -157,6 +164,19 @@ impl Zone {
             return false;
         }
         self.trim(Keep::Drawn)
+    }
+
+    /// Gives back the bucket-cache items beyond the soft cap of
+    /// [`set_cache_cap`](Self::set_cache_cap), the coldest buckets first,
+    /// and frees the keg's free slabs if that gave any back (as
+    /// [`timeout`](Self::timeout)); from then on the hook hears of the
+    /// next time past the cap. Runs the same callbacks as
+    /// [`timeout`](Self::timeout). Returns whether items were given back.
+    pub fn trim_to_cache_cap(&self) -> bool {
+        if self.bucket_top == 0 {
+            return false;
+        }
+        self.trim(Keep::Cap)
     }
 
     /// The trim of [`timeout`](Self::timeout) and

@@ -429,6 +429,7 @@ impl Zone {
         }
         g.buckets.push(b);
         g.cached(cnt);
+        self.note_cache_level(g.nitems);
         Ok(())
     }
 

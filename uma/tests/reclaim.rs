@@ -170,6 +170,52 @@ fn early_trim_gives_back_what_only_came_in_and_keeps_what_was_drawn() {
     }
 }
 
+/// Zones whose bucket cache went past its soft cap, as the hook saw them.
+static OVER: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+
+#[test]
+fn the_soft_cap_tells_once_and_a_trim_gives_back_the_excess() {
+    let src = leak_source();
+    let z = zone(ZoneArgs::new("rc-cap", 64).source(src).bucket_size(8));
+    assert!(z.set_cache_cap(100, |z| OVER
+        .lock()
+        .unwrap()
+        .push(z as *const uma::Zone as usize)));
+    assert!(!z.set_cache_cap(50, |_| {}), "set once");
+    let me = z as *const uma::Zone as usize;
+    let told = || OVER.lock().unwrap().iter().filter(|&&p| p == me).count();
+    // Past the cap: the cache still takes every bucket, and the hook hears
+    // of it once.
+    fill_and_free(z, 2000);
+    let cached = bucket_items(z);
+    assert!(
+        cached > 1000,
+        "the frees are cached past the cap ({cached})"
+    );
+    assert_eq!(told(), 1, "told once, however far past");
+    let slabs = src.in_use();
+    // The trim keeps the cap's worth (whole buckets, the hottest) and frees
+    // the slabs that emptied.
+    assert!(z.trim_to_cache_cap(), "items given back");
+    let left = bucket_items(z);
+    assert!(
+        left <= 100 && left + 8 > 100,
+        "{left} items kept for a cap of 100"
+    );
+    assert!(
+        src.in_use() < slabs / 2,
+        "free slabs went back: {} of {slabs} bytes",
+        src.in_use()
+    );
+    assert!(!z.trim_to_cache_cap(), "nothing past the cap now");
+    // Under the cap since the trim: the next time past it is told again.
+    fill_and_free(z, 2000);
+    assert_eq!(told(), 2);
+    z.check_invariants();
+    z.reclaim(Reclaim::DrainCpu);
+    destroy(z);
+}
+
 #[test]
 fn drain_cpu_takes_another_threads_cache_without_its_help() {
     let z = zone(ZoneArgs::new("rc-foreign", 64).bucket_size(30));

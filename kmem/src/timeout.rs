@@ -63,9 +63,9 @@
 //! time only: a tick does nothing then, early or not.
 //!
 //! Between passes, each size class's bucket cache has a soft cap
-//! ([`CLASS_CACHE_CAP_BYTES`] of its items): a class past it keeps what
+//! ([`CACHE_CAP_BYTES`] of its items): a class past it keeps what
 //! threads free, but the next time any class is about to take a slab from
-//! the arena ([`before_class_slab`]), the excess goes back to the slabs
+//! an arena ([`before_taking_pages`]), the excess goes back to the slabs
 //! and their pages to the arena, for that slab to be made of. The pass's
 //! rule cannot tell a class the program left from one it will come back
 //! to when both were drawn within the period (`Vec`s doubled round after
@@ -270,53 +270,78 @@ pub(crate) fn mapped(bytes: usize) {
     timeout().grew(bytes as u64);
 }
 
-/// The soft cap on each size class's bucket cache, in bytes of its items
-/// ([`uma::Zone::set_cache_cap`]): past it a class's cache still takes
-/// what threads free (a program that drops a structure and builds it
-/// again finds it there), but once another class is about to take a slab
-/// from the arena ([`before_class_slab`]), the excess goes back to the
-/// slabs and their pages to the arena, for that class to take. A class a
-/// program has moved on from (buffers grown into the next class, a phase
-/// that ended) otherwise held its peak until a pass trimmed it: 4,000
-/// buffers grown in turn to 32 KiB peaked at 364 MB (mimalloc 160),
-/// 200,000 doubled to 1 KiB three times at 365 MB (jemalloc 207).
-pub const CLASS_CACHE_CAP_BYTES: usize = 4 << 20;
+/// The soft cap on each size class's and page cache's bucket cache, in
+/// bytes of its items ([`uma::Zone::set_cache_cap`]): past it a cache
+/// still takes what threads free (a program that drops a structure and
+/// builds it again finds it there), but once another class or page cache
+/// is about to take pages from an arena ([`before_taking_pages`]), the
+/// excess goes back (a class's to its slabs, and the emptied slabs' pages
+/// to the arena; a page cache's ranges to their arena, the pages kept),
+/// for the pages to be taken from there. A class a program has moved on
+/// from (buffers grown into the next class, a phase that ended) otherwise
+/// held its peak until a pass trimmed it: 4,000 buffers grown in turn to
+/// 32 KiB peaked at 364 MB (mimalloc 160), 200,000 doubled to 1 KiB three
+/// times at 365 MB (jemalloc 207).
+pub const CACHE_CAP_BYTES: usize = 4 << 20;
 
-/// The size classes whose bucket caches went past their soft cap since
-/// their last trim to it: bit `c` for class `c`.
+/// The caches past their soft cap since their last trim to it: bit `c`
+/// for size class `c`, in [`OVER_CAP`]; bit `n - 1` for the quantum
+/// cache's `n`-page zone and `16 + c` for large class `c`, in
+/// [`PAGES_OVER_CAP`].
 static OVER_CAP: crate::sync::plain::AtomicU64 = crate::sync::plain::AtomicU64::new(0);
+static PAGES_OVER_CAP: crate::sync::plain::AtomicU64 = crate::sync::plain::AtomicU64::new(0);
 
 /// Trims to the soft cap that gave items back (for the statistics).
 static CAP_TRIMS: crate::sync::plain::AtomicU64 = crate::sync::plain::AtomicU64::new(0);
 
 const _: () = assert!(crate::classes::NCLASSES <= 64);
+const _: () = assert!(kernel::QCACHE_PAGES + crate::classes::NLARGE <= 64);
 
-/// The class zones' cap hook ([`uma::Zone::set_cache_cap`]): notes the
-/// class. Runs under the zone's lock: a few loads and one atomic OR.
-pub(crate) fn class_over_cap(z: &uma::Zone) {
-    if let Some(c) = (0..crate::classes::NCLASSES)
-        .find(|&c| kernel::built_class(c).is_some_and(|b| core::ptr::eq(b, z)))
-    {
-        OVER_CAP.fetch_or(1 << c, Ordering::Relaxed);
+/// The page caches in [`PAGES_OVER_CAP`]'s order: bit `i` is entry `i`.
+fn page_cache(i: usize) -> Option<&'static uma::Zone> {
+    if i < kernel::QCACHE_PAGES {
+        kernel::QCACHE.zone(i + 1)
+    } else {
+        kernel::lcache_zone(i - kernel::QCACHE_PAGES)
     }
 }
 
-/// A size class is about to take a slab from the kernel arena: first the
-/// classes whose caches went past their soft cap give the excess back
-/// ([`uma::Zone::trim_to_cache_cap`]), so the slab can be made of their
-/// pages. One load when none did. Called with no allocator lock held.
-pub(crate) fn before_class_slab() {
-    if OVER_CAP.load(Ordering::Relaxed) == 0 {
+/// The cap hook of the size classes' and page caches' zones
+/// ([`uma::Zone::set_cache_cap`]): notes the zone. Runs under the zone's
+/// lock: a few loads and one atomic OR.
+pub(crate) fn over_cap(z: &uma::Zone) {
+    let is = |b: Option<&uma::Zone>| b.is_some_and(|b| core::ptr::eq(b, z));
+    if let Some(c) = (0..crate::classes::NCLASSES).find(|&c| is(kernel::built_class(c))) {
+        OVER_CAP.fetch_or(1 << c, Ordering::Relaxed);
+    } else if let Some(i) =
+        (0..kernel::QCACHE_PAGES + crate::classes::NLARGE).find(|&i| is(page_cache(i)))
+    {
+        PAGES_OVER_CAP.fetch_or(1 << i, Ordering::Relaxed);
+    }
+}
+
+/// A size class is about to take a slab from the kernel arena, or a page
+/// cache ranges from its arena: first the caches past their soft cap give
+/// the excess back ([`uma::Zone::trim_to_cache_cap`]), so the pages can
+/// come from theirs. Two loads when none is. Called with no allocator
+/// lock held.
+pub(crate) fn before_taking_pages() {
+    if OVER_CAP.load(Ordering::Relaxed) | PAGES_OVER_CAP.load(Ordering::Relaxed) == 0 {
         return;
     }
-    let mut over = OVER_CAP.swap(0, Ordering::Relaxed);
-    while over != 0 {
-        let c = over.trailing_zeros() as usize;
-        over &= over - 1;
-        if kernel::built_class(c).is_some_and(|z| z.trim_to_cache_cap()) {
-            CAP_TRIMS.fetch_add(1, Ordering::Relaxed);
+    let trim = |over: &crate::sync::plain::AtomicU64,
+                zone: fn(usize) -> Option<&'static uma::Zone>| {
+        let mut m = over.swap(0, Ordering::Relaxed);
+        while m != 0 {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            if zone(i).is_some_and(|z| z.trim_to_cache_cap()) {
+                CAP_TRIMS.fetch_add(1, Ordering::Relaxed);
+            }
         }
-    }
+    };
+    trim(&OVER_CAP, kernel::built_class);
+    trim(&PAGES_OVER_CAP, page_cache);
 }
 
 /// Timeout passes the allocating threads have run so far.

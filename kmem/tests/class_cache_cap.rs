@@ -2,7 +2,7 @@
 //! doubled again: each class a buffer leaves (64, 128, 256, 512 bytes) is
 //! a block in that class's bucket cache that no buffer asks for again
 //! this round, while the next class takes fresh slabs. Each class's cache
-//! has a soft cap (`timeout::CLASS_CACHE_CAP_BYTES`): once another class
+//! has a soft cap (`timeout::CACHE_CAP_BYTES`): once another class
 //! is about to take a slab, a class past its cap gives the excess back,
 //! and the slab is made of its pages. Until 2026-12-08 the classes kept
 //! it until a pass trimmed them, and every round each class was drawn

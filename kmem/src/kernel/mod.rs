@@ -48,7 +48,6 @@ pub(crate) mod wiring;
 pub(crate) use pages::{arena_free, arena_pages, slab_bytes_in_use, vflags};
 #[cfg(test)]
 pub(crate) use pages::{arena_free_slab, arena_slab};
-#[cfg(not(any(loom, feature = "invariants")))]
 pub(crate) use qcache::QCACHE_PAGES;
 pub(crate) use qcache::{
     lc_arena, lcache_zone, page_cache_bytes, qcache_zones, QCACHE, QCACHE_MAX,
@@ -332,11 +331,11 @@ fn build_class(k: &Kernel, c: usize) -> Option<&'static Zone> {
         .align(class_align(c).max(8))
         .source(&CLASS_PAGES[c]);
     let z = k.uma.create_zone(&args)?;
-    // A soft cap on the bucket cache (see `timeout::before_class_slab`).
+    // A soft cap on the bucket cache (see `timeout::before_taking_pages`).
     #[cfg(not(loom))]
     z.set_cache_cap(
-        crate::timeout::CLASS_CACHE_CAP_BYTES / CLASS_SIZES[c],
-        crate::timeout::class_over_cap,
+        crate::timeout::CACHE_CAP_BYTES / CLASS_SIZES[c],
+        crate::timeout::over_cap,
     );
     let info = z.keg_info()?;
     // The same values whoever wins: the layout depends on the class only.
@@ -431,5 +430,11 @@ fn build_cache(
     args: &uma::CacheArgs,
 ) -> Option<&'static Zone> {
     let z = k.uma.create_cache(args)?;
+    // A soft cap on the bucket cache (see `timeout::before_taking_pages`).
+    #[cfg(not(loom))]
+    z.set_cache_cap(
+        (crate::timeout::CACHE_CAP_BYTES / args.size).max(1),
+        crate::timeout::over_cap,
+    );
     Some(publish_built(k, slot, z, crate::fast::publish_caches))
 }

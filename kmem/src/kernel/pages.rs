@@ -151,9 +151,9 @@ pub(crate) fn arena_slab(
     flags: Flags,
     word: usize,
 ) -> Option<usize> {
-    // Classes past their caches' soft cap give their excess back first.
+    // Caches past their soft cap give their excess back first.
     #[cfg(not(loom))]
-    crate::timeout::before_class_slab();
+    crate::timeout::before_taking_pages();
     let addr = arena_pages(
         arena,
         size,

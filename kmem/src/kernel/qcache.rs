@@ -143,6 +143,9 @@ fn import_ranges(
     store: &mut [*mut u8],
 ) -> usize {
     let Some(a) = a else { return 0 };
+    // Caches past their soft cap give their excess back first.
+    #[cfg(not(loom))]
+    crate::timeout::before_taking_pages();
     let bytes = pages * PAGE_SIZE;
     let mut n = 0;
     for slot in store.iter_mut() {

@@ -62,11 +62,12 @@
 //! instead. While the reclaim worker runs, it runs the passes, by
 //! time only: a tick does nothing then, early or not.
 //!
-//! Between passes, each size class's bucket cache has a soft cap
-//! ([`CACHE_CAP_BYTES`] of its items): a class past it keeps what
-//! threads free, but the next time any class is about to take a slab from
-//! an arena ([`before_taking_pages`]), the excess goes back to the slabs
-//! and their pages to the arena, for that slab to be made of. The pass's
+//! Between passes, each size class's and page cache's bucket cache has a
+//! soft cap ([`CACHE_CAP_BYTES`] of its items): a cache past it keeps
+//! what threads free, but the next time any class is about to take a
+//! slab, or a page cache ranges, from an arena ([`before_taking_pages`]),
+//! the excess goes back (to the slabs and their pages to the arena, or
+//! the ranges to their arena), for those pages to be taken. The pass's
 //! rule cannot tell a class the program left from one it will come back
 //! to when both were drawn within the period (`Vec`s doubled round after
 //! round draw every class whole each round); the soft cap does not need
@@ -306,10 +307,19 @@ fn page_cache(i: usize) -> Option<&'static uma::Zone> {
     }
 }
 
+/// Gives the bucket cache of `z` (a size class's or page cache's zone, its
+/// items `size` bytes) its soft cap, [`CACHE_CAP_BYTES`] of items.
+pub(crate) fn cap_cache(z: &uma::Zone, size: usize) {
+    #[cfg(not(loom))]
+    z.set_cache_cap((CACHE_CAP_BYTES / size).max(1), over_cap);
+    #[cfg(loom)]
+    let _ = (z, size);
+}
+
 /// The cap hook of the size classes' and page caches' zones
 /// ([`uma::Zone::set_cache_cap`]): notes the zone. Runs under the zone's
 /// lock: a few loads and one atomic OR.
-pub(crate) fn over_cap(z: &uma::Zone) {
+fn over_cap(z: &uma::Zone) {
     let is = |b: Option<&uma::Zone>| b.is_some_and(|b| core::ptr::eq(b, z));
     if let Some(c) = (0..crate::classes::NCLASSES).find(|&c| is(kernel::built_class(c))) {
         OVER_CAP.fetch_or(1 << c, Ordering::Relaxed);
@@ -368,7 +378,7 @@ pub(crate) fn write_timeout_stats(w: &mut dyn core::fmt::Write) -> core::fmt::Re
             period / 1_000_000
         )?;
     }
-    writeln!(w, "; {caps} class caches trimmed to their soft cap")
+    writeln!(w, "; {caps} caches trimmed to their soft cap")
 }
 
 /// The size-class zones' slow-path hook (and the large free path's): runs

@@ -331,12 +331,7 @@ fn build_class(k: &Kernel, c: usize) -> Option<&'static Zone> {
         .align(class_align(c).max(8))
         .source(&CLASS_PAGES[c]);
     let z = k.uma.create_zone(&args)?;
-    // A soft cap on the bucket cache (see `timeout::before_taking_pages`).
-    #[cfg(not(loom))]
-    z.set_cache_cap(
-        crate::timeout::CACHE_CAP_BYTES / CLASS_SIZES[c],
-        crate::timeout::over_cap,
-    );
+    crate::timeout::cap_cache(z, CLASS_SIZES[c]);
     let info = z.keg_info()?;
     // The same values whoever wins: the layout depends on the class only.
     CLASS_SLAB[c].store(info.layout.slab_size, Ordering::Relaxed);
@@ -430,11 +425,6 @@ fn build_cache(
     args: &uma::CacheArgs,
 ) -> Option<&'static Zone> {
     let z = k.uma.create_cache(args)?;
-    // A soft cap on the bucket cache (see `timeout::before_taking_pages`).
-    #[cfg(not(loom))]
-    z.set_cache_cap(
-        (crate::timeout::CACHE_CAP_BYTES / args.size).max(1),
-        crate::timeout::over_cap,
-    );
+    crate::timeout::cap_cache(z, args.size);
     Some(publish_built(k, slot, z, crate::fast::publish_caches))
 }
